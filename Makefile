@@ -1,0 +1,34 @@
+# Two entry points: `make demo` and `make test`. Everything else is set up on demand.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: test demo lint contracts bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+contracts: $(STAMP)
+	$(BIN)/lint-imports
+
+lint: $(STAMP)
+	$(BIN)/ruff check protocol agent firmware_sim collector tests bench
+	$(BIN)/mypy protocol
+
+test: $(STAMP) contracts lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(BIN)/python -m demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/poll_cycle.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-data

@@ -1,0 +1,1 @@
+"""Edge agent: reads registers through drivers and publishes their state over MQTT."""

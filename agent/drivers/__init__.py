@@ -1,0 +1,1 @@
+"""Register drivers: transports (the only modules importing pyserial/pyusb) and device sessions."""

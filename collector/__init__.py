@@ -1,0 +1,1 @@
+"""Central collector: MQTT ingest, storage, alert rules, notifications and the web/API."""

@@ -1,0 +1,1 @@
+"""Shtrih-M "Протокол работы ККТ": framing, link state machine, messages, error codes."""

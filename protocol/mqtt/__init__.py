@@ -1,0 +1,1 @@
+"""The agent↔collector MQTT contract: topics, envelope, payload models, JSON Schema."""
