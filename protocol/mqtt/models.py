@@ -1,0 +1,350 @@
+"""Payload models of the agent↔collector contract, and ``encode``/``decode``.
+
+Every message is compact UTF-8 JSON. Readers ignore unknown fields (``extra="ignore"``) so an
+agent may add optional fields without a schema bump; ``v`` is bumped only for changes an older
+reader would misread, and a reader refuses a ``v`` newer than it knows.
+
+Sequence rules (Sparkplug-like, without its 0–255 wrap):
+
+* ``session`` is a uint64 persisted by the agent (its outbox) and +1 per MQTT connection, so a
+  restart never reuses one.
+* ``seq`` is a uint64 counter per session starting at 0, never wrapping. Birth, state and event
+  messages draw from it. Status messages carry ``seq=0`` and are not sequenced: the LWT is fixed
+  at connect time, before any seq is used.
+* Replayed history (``hist``) keeps each record's original envelope; a batch has no session/seq
+  of its own, so replay never consumes sequence numbers.
+* ``ack`` says: every record of this agent's ``session`` with ``seq`` ≤ the given one is
+  committed to the collector's database.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final, Literal, TypeAlias
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
+
+from protocol.kkt.state import RegisterState
+from protocol.mqtt.errors import (
+    AgentMismatch,
+    InvalidJson,
+    InvalidPayload,
+    PayloadTooLarge,
+    RegisterMismatch,
+    UnsupportedSchemaVersion,
+)
+from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, ID_PATTERN, AgentTopic, TopicKind
+
+SCHEMA_VERSION: Final = 1
+MAX_PAYLOAD_BYTES: Final = 256 * 1024
+UINT64_MAX: Final = 2**64 - 1
+
+KNOWN_COMMANDS: Final = frozenset({"rebirth", "poll-now"})
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+Id = Annotated[str, StringConstraints(pattern=rf"^{ID_PATTERN}$")]
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+SchemaVersion = Annotated[int, Field(ge=1, le=SCHEMA_VERSION, description="schema version of the payload")]
+Session = Annotated[int, Field(ge=1, le=UINT64_MAX, description="agent session, +1 per MQTT connection")]
+Seq = Annotated[int, Field(ge=0, le=UINT64_MAX, description="per-session sequence number, never wraps")]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class Envelope(_Model):
+    """Fields every agent-published payload starts with."""
+
+    v: SchemaVersion = SCHEMA_VERSION
+    agent: Id
+    session: Session
+    seq: Seq
+    ts: UtcDatetime = Field(description="agent clock when the message was made, aware UTC")
+    device_ts: datetime | None = Field(
+        None, description="register clock where known: naive register local time (the ФН has no zone)"
+    )
+
+
+class StatusPayload(Envelope):
+    """Retained ``status``: online after connect; offline as the LWT and before a clean disconnect.
+
+    The LWT is composed at connect time, so an offline LWT's ``ts`` is the connect time; the
+    collector uses its own receive time for when the agent went away.
+    """
+
+    status: Literal["online", "offline"]
+    agent_version: str | None = None
+    reason: str | None = Field(None, description='why offline: "lwt" or "shutdown"')
+
+
+class DeviceInfo(_Model):
+    register_id: Id
+    protocol: str
+    url: str = Field(description="pyserial-style URL the driver opened")
+    link_up: bool
+    error: str | None = Field(None, description="why the link is down / the last poll failed")
+    state: RegisterState | None = None
+
+
+class BirthPayload(Envelope):
+    agent_version: str
+    hostname: str | None = None
+    devices: list[DeviceInfo] = Field(default_factory=list)
+
+
+class EventKind(StrEnum):
+    SHIFT_OPENED = "shift_opened"
+    SHIFT_CLOSED = "shift_closed"
+    FN_REPLACED = "fn_replaced"
+    LINK_LOST = "link_lost"
+    LINK_REGAINED = "link_regained"
+    OFD_BACKLOG_STARTED = "ofd_backlog_started"
+    OFD_BACKLOG_CLEARED = "ofd_backlog_cleared"
+    FN_WARNING_RAISED = "fn_warning_raised"
+    FN_WARNING_CLEARED = "fn_warning_cleared"
+    OUTBOX_GAP = "outbox_gap"
+    COMMAND_ERROR = "command_error"
+
+
+# "register" is the wire name the contract fixes. It shadows pydantic's ABCMeta.register, which is
+# harmless for instances as long as the field has an explicit Field() (else that classmethod would
+# become its default), so the warning is silenced for these two classes only.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", message='Field name "register" .* shadows', category=UserWarning)
+
+    class StatePayload(Envelope):
+        register: Id = Field(description="register id, equal to the topic's register segment")
+        reason: Literal["change", "heartbeat", "rebirth", "poll-now"]
+        state: RegisterState
+
+    class EventPayload(Envelope):
+        register: Id | None = Field(None, description="None for agent-level events (outbox_gap, command_error)")
+        kind: EventKind
+        message: str = Field(description="human-readable, Russian is fine")
+        data: dict[str, Any] = Field(default_factory=dict)
+
+
+class HistStateRecord(_Model):
+    type: Literal["state"] = "state"
+    payload: StatePayload
+
+
+class HistEventRecord(_Model):
+    type: Literal["event"] = "event"
+    payload: EventPayload
+
+
+HistRecord = Annotated[HistStateRecord | HistEventRecord, Field(discriminator="type")]
+HistType: TypeAlias = Literal["state", "event"]
+
+
+class HistBatch(_Model):
+    """Replayed backlog, oldest first; each record keeps its original envelope."""
+
+    v: SchemaVersion = SCHEMA_VERSION
+    agent: Id
+    ts: UtcDatetime
+    records: list[HistRecord]
+
+
+class CommandPayload(_Model):
+    """Collector → agent. Any ``cmd`` parses; the agent answers unknown ones with ``command_error``."""
+
+    v: SchemaVersion = SCHEMA_VERSION
+    id: str = Field(min_length=1, max_length=128, description="command id, echoed in the agent's answer")
+    cmd: str = Field(min_length=1, description='known: "rebirth", "poll-now"')
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class AckPayload(_Model):
+    """Collector → agent: every record of ``session`` with seq ≤ ``seq`` is committed."""
+
+    v: SchemaVersion = SCHEMA_VERSION
+    session: Session
+    seq: Seq
+
+
+class CollectorStatusPayload(_Model):
+    v: SchemaVersion = SCHEMA_VERSION
+    status: Literal["online", "offline"]
+    ts: UtcDatetime
+
+
+Payload: TypeAlias = (
+    StatusPayload
+    | BirthPayload
+    | StatePayload
+    | EventPayload
+    | HistBatch
+    | CommandPayload
+    | AckPayload
+    | CollectorStatusPayload
+)
+
+MODEL_FOR_KIND: Final[dict[TopicKind, type[Payload]]] = {
+    TopicKind.STATUS: StatusPayload,
+    TopicKind.BIRTH: BirthPayload,
+    TopicKind.STATE: StatePayload,
+    TopicKind.EVENT: EventPayload,
+    TopicKind.HIST: HistBatch,
+    TopicKind.CMD: CommandPayload,
+    TopicKind.ACK: AckPayload,
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding.
+
+
+def encode(model: BaseModel) -> bytes:
+    """Compact UTF-8 JSON; raises :class:`PayloadTooLarge` past ``MAX_PAYLOAD_BYTES``."""
+    raw = model.model_dump_json().encode()
+    _check_size(raw)
+    return raw
+
+
+def _check_size(raw: bytes) -> None:
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+
+
+def _hist_header(agent: str, ts: datetime) -> tuple[bytes, bytes]:
+    # Render the batch header through the model itself so ts/v are formatted exactly as decode expects.
+    empty = HistBatch(agent=agent, ts=ts, records=[]).model_dump_json().encode()
+    tail = b"[]}"
+    if not empty.endswith(tail):
+        raise AssertionError("HistBatch JSON must end with its records list")
+    return empty[: -len(tail)] + b"[", b"]}"
+
+
+def _hist_item(kind: HistType, payload: bytes) -> bytes:
+    if kind not in ("state", "event"):
+        raise ValueError(f"hist record type must be 'state' or 'event', got {kind!r}")
+    return b'{"type":"' + kind.encode() + b'","payload":' + payload + b"}"
+
+
+def pack_hist_batches(
+    agent: str,
+    ts: datetime,
+    records: Iterable[tuple[HistType, bytes]],
+    max_bytes: int = MAX_PAYLOAD_BYTES,
+) -> list[bytes]:
+    """Splice already-encoded state/event payloads into as few ``hist`` batches as fit ``max_bytes``.
+
+    The outbox keeps payloads as the exact bytes first published; splicing them avoids
+    re-validating every record during a 100 000-record drain.
+    """
+    head, tail = _hist_header(agent, ts)
+    batches: list[bytes] = []
+    items: list[bytes] = []
+    size = len(head) + len(tail)
+    for kind, payload in records:
+        item = _hist_item(kind, payload)
+        extra = len(item) + (1 if items else 0)
+        if len(head) + len(tail) + len(item) > max_bytes:
+            raise PayloadTooLarge(f"one {kind} record of {len(payload)} bytes does not fit a hist batch")
+        if size + extra > max_bytes:
+            batches.append(head + b",".join(items) + tail)
+            items, size = [], len(head) + len(tail)
+            extra = len(item)
+        items.append(item)
+        size += extra
+    if items:
+        batches.append(head + b",".join(items) + tail)
+    return batches
+
+
+def encode_hist_batch(agent: str, ts: datetime, records: Sequence[tuple[HistType, bytes]]) -> bytes:
+    """One batch of spliced records; raises :class:`PayloadTooLarge` when they do not fit."""
+    batches = pack_hist_batches(agent, ts, records)
+    if len(batches) > 1:
+        raise PayloadTooLarge(f"{len(records)} records need {len(batches)} hist batches")
+    return batches[0] if batches else _hist_header(agent, ts)[0] + b"]}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding.
+
+
+def decode(topic: AgentTopic | str, raw: bytes) -> Payload:
+    """Decode a message, choosing the model from the topic; raises a ``ContractError`` subclass.
+
+    The common case (a valid message) is validated once, straight from bytes; only a rejected
+    message is parsed again to classify why.
+    """
+    if isinstance(topic, str) and topic == COLLECTOR_STATUS_TOPIC:
+        model: type[Payload] = CollectorStatusPayload
+        parsed: AgentTopic | None = None
+    else:
+        parsed = topic if isinstance(topic, AgentTopic) else AgentTopic.parse(topic)
+        model = MODEL_FOR_KIND[parsed.kind]
+    _check_size(raw)
+    try:
+        payload = model.model_validate_json(raw)
+    except ValidationError as exc:
+        _classify_rejection(raw, parsed)
+        raise InvalidPayload(_describe(exc)) from None
+    if "v" not in payload.model_fields_set:
+        raise UnsupportedSchemaVersion("payload has no schema version 'v'")
+    if parsed is not None:
+        _check_identity(parsed, payload)
+    return payload
+
+
+def _classify_rejection(raw: bytes, topic: AgentTopic | None) -> None:
+    """Raise the most specific error for a payload the model rejected (returns if none applies)."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
+        raise InvalidJson(f"not UTF-8 JSON: {str(exc)[:200]}") from None
+    if not isinstance(data, dict):
+        raise InvalidPayload(f"payload must be a JSON object, got {type(data).__name__}")
+    version = data.get("v")
+    if version is None:
+        raise UnsupportedSchemaVersion("payload has no schema version 'v'")
+    if isinstance(version, int) and not isinstance(version, bool) and not 1 <= version <= SCHEMA_VERSION:
+        raise UnsupportedSchemaVersion(f"schema version {version} is not supported (this reader knows 1..{SCHEMA_VERSION})")
+    agent = data.get("agent")
+    if topic is not None and isinstance(agent, str) and agent != topic.agent_id:
+        raise AgentMismatch(f"payload agent {agent!r} differs from topic agent {topic.agent_id!r}")
+
+
+def _check_identity(topic: AgentTopic, payload: Payload) -> None:
+    agent = getattr(payload, "agent", None)
+    if agent is not None and agent != topic.agent_id:
+        raise AgentMismatch(f"payload agent {agent!r} differs from topic agent {topic.agent_id!r}")
+    if isinstance(payload, StatePayload | EventPayload) and payload.register != topic.register_id:
+        raise RegisterMismatch(
+            f"payload register {payload.register!r} differs from topic register {topic.register_id!r}"
+        )
+    if isinstance(payload, HistBatch):
+        for index, record in enumerate(payload.records):
+            if record.payload.agent != topic.agent_id:
+                raise AgentMismatch(
+                    f"hist record {index} is from agent {record.payload.agent!r}, topic agent is {topic.agent_id!r}"
+                )
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        where = ".".join(str(part) for part in error["loc"]) or "(payload)"
+        problems.append(f"{where}: {error['msg']}")
+    return f"{exc.error_count()} invalid field(s): " + "; ".join(problems)
