@@ -1,0 +1,365 @@
+"""``AtolSession``: ATOL protocol v3 over any ``ByteLink`` (serial/CDC-ACM, raw USB, TCP 5555).
+
+Each command goes through the task buffer (``protocol.kkt.atol.tasks.HostTransaction``); this
+module only moves bytes, keeps time and maps failures to the typed driver errors. ``poll()``
+reads 3Fh, 45h, A5h, 9Dh and the ФН pass-through A4 30/31/32/20/10 into a ``RegisterState``.
+
+Shift-open time: no ATOL status command reports it, so it is derived the honest way — walk back
+from the last FD with A4 40 ("find FD") to this shift's shift-open document and read its time.
+The result is cached per shift number, so only the first poll of a shift pays for the walk.
+When the walk cannot finish (command refused, document gone) ``opened_at`` stays ``None`` and
+an open shift is reported OPEN unless the register itself answers 136/240 ("shift > 24 h").
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, ClassVar, TypeVar
+
+from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
+from agent.drivers.link import ByteLink, LinkError
+from protocol.kkt.atol.errors import SHIFT_EXPIRED_CODES
+from protocol.kkt.atol.link import Deframer, LinkEvent
+from protocol.kkt.atol.messages import (
+    CloseReceipt,
+    CloseShift,
+    Command,
+    DeviceStatus,
+    GetDeviceStatus,
+    GetDeviceType,
+    GetFirmwareVersion,
+    GetFnDocument,
+    GetFnExchangeStatus,
+    GetFnNumber,
+    GetFnShiftParams,
+    GetFnStatus,
+    GetFnValidity,
+    GetStateCode,
+    OpenReceipt,
+    OpenShift,
+    RegisterItem,
+    StateCode,
+    encode_request,
+)
+from protocol.kkt.atol.tasks import (
+    Completed,
+    Failed,
+    FailureKind,
+    HostTransaction,
+    IdCounter,
+    Send,
+    Step,
+    TaskStatus,
+    encode_abort,
+)
+from protocol.kkt.errors import DecodeError, DeviceError
+from protocol.kkt.fn import (
+    FnDocumentType,
+    FnExchangeStatus,
+    FnPhase,
+    FnShiftParams,
+    FnStatus,
+    FnValidity,
+    warning_names,
+)
+from protocol.kkt.state import (
+    DeviceState,
+    FnState,
+    OfdState,
+    RegisterState,
+    ShiftState,
+    ShiftStatus,
+    Vendor,
+)
+
+A = TypeVar("A")
+
+SHIFT_LIMIT = timedelta(hours=24)
+POLL_INTERVAL = 0.02  # pause between REQs while a task runs
+# How long a task may run before we give up, beyond the per-packet timeout: the v2 T5 values
+# (§3.3) are the vendor's own figures for slow printing commands.
+RESULT_TIMEOUTS: dict[bytes, float] = {
+    CloseReceipt.CODE: 20.0,
+    CloseShift.CODE: 40.0,
+    OpenShift.CODE: 40.0,
+    RegisterItem.CODE: 50.0,
+    OpenReceipt.CODE: 10.0,
+}
+DEFAULT_RESULT_TIMEOUT = 10.0
+EXTRA_DOCUMENTS_IN_SHIFT = 32  # non-receipt FDs (corrections, reports) a shift may hold beyond its receipts
+MAX_DOCUMENT_WALK = 512
+
+NO_ANSWER_HINT = "check the cable and port, the baud rate, and that the register is set to ATOL protocol v3"
+
+
+class AtolSession:
+    protocol: ClassVar[str] = "atol"
+    default_baudrates: ClassVar[tuple[int, ...]] = (115200, 57600, 38400, 19200, 9600, 256000, 128000)
+
+    def __init__(self, link: ByteLink, *, timeout: float = 1.0, retries: int = 3, password: int = 0) -> None:
+        self.link = link
+        self.timeout = timeout
+        self.retries = retries
+        self.password = password
+        self._deframer = Deframer()
+        self._pending: deque[LinkEvent] = deque()
+        self._packet_ids = IdCounter()
+        self._task_ids = IdCounter()
+        self._buffer_cleared = False
+        self._unsent = b""  # ACKs (and the first ABORT) that ride along with the next write
+        self._batching = False
+        self._shift_open_cache: tuple[int, datetime | None] | None = None
+
+    # ------------------------------------------------------------------ commands
+
+    def execute(self, command: Command[A], *, retries: int | None = None) -> A:
+        """Run one command through the task buffer and decode its answer (errors typed)."""
+        if not self.link.is_open:
+            self.link.open()
+        if not self._buffer_cleared:
+            # Tasks a previous run left unacknowledged would collide with our task ids (B2).
+            self._unsent += encode_abort(self._packet_ids)
+            self._buffer_cleared = True
+        try:
+            status, result = self._transact(command, self.retries if retries is None else retries)
+            if not self._batching:
+                self._flush()
+        except LinkError:
+            self._deframer.reset()  # the stream is broken: start clean after the link is reopened
+            self._pending.clear()
+            self._unsent = b""
+            self._buffer_cleared = False  # the register may have kept tasks we never acknowledged
+            raise
+        if status in (TaskStatus.ERROR, TaskStatus.ASYNC_ERROR) and not result:
+            raise DeviceRefused(command.code, int(status), status.meaning)
+        try:
+            answer = command.decode_answer(result)
+        except DeviceError as exc:
+            raise DeviceRefused(command.code, exc.code, exc.meaning) from exc
+        except DecodeError as exc:
+            raise ProtocolViolation(f"bad answer to ATOL command {command.CODE.hex(' ')}: {exc}") from exc
+        return answer
+
+    def _transact(
+        self, command: Command[Any], retries: int, *, overflow_retry: bool = True
+    ) -> tuple[TaskStatus, bytes]:
+        result_timeout = RESULT_TIMEOUTS.get(command.CODE, DEFAULT_RESULT_TIMEOUT)
+        transaction = HostTransaction(
+            encode_request(command, self.password),
+            task_id=self._task_ids.next(),
+            packet_ids=self._packet_ids,
+            max_repeats=retries,
+            max_polls=max(1, int(result_timeout / POLL_INTERVAL)),
+        )
+        step: Step = transaction.start()
+        deadline = 0.0
+        while True:
+            if isinstance(step, Send):
+                if step.poll:
+                    time.sleep(POLL_INTERVAL)
+                self._write(step.frame)
+                deadline = time.monotonic() + self.timeout
+            elif isinstance(step, Completed):
+                self._unsent += step.ack  # no reply is expected: it goes out with the next packet
+                return step.status, step.result
+            elif isinstance(step, Failed):
+                if step.status is TaskStatus.OVERFLOW and overflow_retry:
+                    self._unsent += encode_abort(self._packet_ids)  # a full buffer of orphaned tasks
+                    return self._transact(command, retries, overflow_retry=False)
+                raise self._failure(command, step)
+            event = self._next_event(deadline)
+            step = transaction.timeout() if event is None else transaction.receive(event)
+
+    def _write(self, frame: bytes) -> None:
+        # One write per request: an ACK written alone and then the next ADD would meet Nagle's
+        # algorithm and the peer's delayed ACK over TCP (≈40 ms per command).
+        data, self._unsent = self._unsent + frame, b""
+        self.link.write(data)
+
+    def _flush(self) -> None:
+        if self._unsent:
+            self._write(b"")
+
+    @contextmanager
+    def _batched(self) -> Iterator[None]:
+        """Commands inside share writes; the last ACK is flushed at the end."""
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = False
+        self._flush()
+
+    def _next_event(self, deadline: float) -> LinkEvent | None:
+        while not self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._deframer.reset()  # a half-received packet will be sent again whole
+                return None
+            chunk = self.link.read(self._deframer.bytes_wanted(), left)
+            if chunk:
+                self._pending.extend(self._deframer.feed(chunk))
+        return self._pending.popleft()
+
+    def _failure(self, command: Command[Any], failed: Failed) -> Exception:
+        what = f"ATOL command {command.CODE.hex(' ')}"
+        if failed.kind is FailureKind.NO_ANSWER:
+            return NoAnswer(f"{what}: {failed.detail}", NO_ANSWER_HINT)
+        if failed.kind is FailureKind.CHECKSUM:
+            return ChecksumError(
+                f"{what}: {failed.detail}", "check the cable, interference and the baud rate"
+            )
+        if failed.kind is FailureKind.REFUSED and failed.status is not None:
+            return DeviceRefused(command.code, int(failed.status), failed.detail)
+        return ProtocolViolation(f"{what}: {failed.detail}", "is this an ATOL register speaking protocol v3?")
+
+    # ------------------------------------------------------------------ DriverSession
+
+    def identify(self) -> str:
+        device_type = self.execute(GetDeviceType(), retries=1)
+        return device_type.name or f"ATOL model {device_type.model}"
+
+    def poll(self) -> RegisterState:
+        with self._batched():
+            return self._read_state()
+
+    def _read_state(self) -> RegisterState:
+        errors = _Refusals()
+        status = self.execute(GetDeviceStatus())
+        state_code = self._optional(GetStateCode(), errors)
+        device_type = self._optional(GetDeviceType(), errors)
+        firmware = self._optional(GetFirmwareVersion(), errors)
+        fn_status = self._optional(GetFnStatus(), errors)
+        fn_number = self._optional(GetFnNumber(), errors)
+        validity = self._optional(GetFnValidity(), errors)
+        exchange = self._optional(GetFnExchangeStatus(), errors)
+        shift = self._optional(GetFnShiftParams(), errors)
+        shift_state = self._shift_state(status, fn_status, shift, errors.codes)
+        return RegisterState(
+            vendor=Vendor.ATOL,
+            protocol=self.protocol,
+            model=device_type.name if device_type else None,
+            model_id=device_type.model if device_type else status.model_id,
+            serial=status.serial,
+            firmware=str(firmware) if firmware else None,
+            register_clock=status.clock,
+            last_fd_number=fn_status.last_fd_number if fn_status else None,
+            shift=shift_state,
+            fn=_fn_state(fn_status, fn_number, validity),
+            ofd=_ofd_state(exchange),
+            device=_device_state(status, state_code, errors),
+        )
+
+    def _optional(self, command: Command[A], errors: _Refusals) -> A | None:
+        """A status the register refuses leaves its fields unknown; link failures still propagate."""
+        try:
+            return self.execute(command)
+        except DeviceRefused as exc:
+            errors.texts.append(f"{command.CODE.hex(' ')}: {exc.code} {exc.meaning}")
+            errors.codes.add(exc.code)
+            return None
+
+    def _shift_state(
+        self,
+        status: DeviceStatus,
+        fn_status: FnStatus | None,
+        shift: FnShiftParams | None,
+        refusal_codes: set[int],
+    ) -> ShiftState:
+        is_open = shift.shift_open if shift else (fn_status.shift_open if fn_status else status.shift_open)
+        number = shift.shift_number if shift else status.shift_number
+        receipts = shift.receipt_number if shift else None
+        if not is_open:
+            return ShiftState(status=ShiftStatus.CLOSED, number=number, receipts=receipts)
+        opened_at = None
+        if fn_status is not None:
+            opened_at = self._shift_opened_at(number, fn_status.last_fd_number, receipts or 0)
+        # The register's own word (136/240 to any command this poll) or the shift-open document's age.
+        expired = bool(refusal_codes & SHIFT_EXPIRED_CODES) or (
+            opened_at is not None and status.clock is not None and status.clock - opened_at >= SHIFT_LIMIT
+        )
+        return ShiftState(
+            status=ShiftStatus.EXPIRED if expired else ShiftStatus.OPEN,
+            number=number,
+            receipts=receipts,
+            opened_at=opened_at,
+        )
+
+    def _shift_opened_at(self, shift_number: int, last_fd: int, receipts: int) -> datetime | None:
+        if self._shift_open_cache is not None and self._shift_open_cache[0] == shift_number:
+            return self._shift_open_cache[1]
+        found: datetime | None = None
+        walk = min(receipts + EXTRA_DOCUMENTS_IN_SHIFT, MAX_DOCUMENT_WALK)
+        for fd_number in range(last_fd, max(0, last_fd - walk), -1):
+            try:
+                document = self.execute(GetFnDocument(fd_number))
+            except DeviceRefused:
+                break  # pass-through refused or document not kept: leave the time unknown
+            if document.document_type == FnDocumentType.SHIFT_CLOSE:
+                break
+            if document.document_type == FnDocumentType.SHIFT_OPEN and document.shift_number in (
+                None,
+                shift_number,
+            ):
+                found = document.created_at
+                break
+        self._shift_open_cache = (shift_number, found)
+        return found
+
+
+@dataclass
+class _Refusals:
+    """Error answers to the optional status commands of one poll."""
+
+    texts: list[str] = field(default_factory=list)
+    codes: set[int] = field(default_factory=set)
+
+
+def _fn_state(status: FnStatus | None, number: str | None, validity: FnValidity | None) -> FnState:
+    phase = status.phase if status else None
+    return FnState(
+        serial=(status.fn_serial if status else None) or number or None,
+        phase=phase,
+        phase_name=_phase_name(phase),
+        fiscal=phase == FnPhase.FISCAL if phase is not None else None,
+        valid_until=validity.valid_until if validity else None,
+        registrations_left=validity.registrations_left if validity else None,
+        registrations_done=validity.registrations_done if validity else None,
+        warning_flags=int(status.warnings) if status else None,
+        warnings=warning_names(int(status.warnings)) if status else [],
+    )
+
+
+def _phase_name(phase: int | None) -> str | None:
+    try:
+        return FnPhase(phase).meaning if phase is not None else None
+    except ValueError:
+        return None  # a phase value the ФН document does not define: keep the raw number only
+
+
+def _ofd_state(exchange: FnExchangeStatus | None) -> OfdState:
+    if exchange is None:
+        return OfdState()
+    return OfdState(
+        unsent_count=exchange.unsent_count,
+        first_unsent_number=exchange.first_unsent_number or None,  # 0 means "queue empty"
+        first_unsent_at=exchange.first_unsent_at,
+        transport_connected=exchange.transport_connected,
+    )
+
+
+def _device_state(status: DeviceStatus, code: StateCode | None, errors: _Refusals) -> DeviceState:
+    # 45h bit 0 is the printer's own sensor; 3Fh bit 3 is the fallback when 45h is refused.
+    paper = code.paper_present if code else status.paper_present
+    return DeviceState(
+        paper_present=paper,
+        cover_open=status.cover_open,
+        mode=code.mode if code else status.mode,
+        submode=code.submode if code else status.submode,
+        last_error="; ".join(errors.texts) or None,
+    )

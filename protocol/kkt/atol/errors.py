@@ -1,0 +1,75 @@
+"""ATOL error codes (the byte after ``55h``), decimal as in atol4j ``error-messages.properties`` (specs §3.4)."""
+
+from __future__ import annotations
+
+from protocol.kkt.errors import DeviceError
+
+VENDOR = "atol"
+
+OK = 0
+NOT_IN_THIS_MODE = 102
+NO_PAPER = 103
+SHIFT_OVER_24H = 136
+WRONG_PASSWORD = 140
+RECEIPT_CLOSED = 154
+RECEIPT_OPEN = 155
+SHIFT_OPEN = 156
+NOT_FISCALISED = 168
+WRONG_FN_STATE = 212
+FN_SERVICE_LIFE_ENDED = 215
+FN_ARCHIVE_FULL = 216
+FN_OFD_WAIT_EXHAUSTED = 239
+FN_SHIFT_OVER_24H = 240
+# Not in the §3.4 list: our own code for a command the register does not know [I]. atol4j has no
+# "unknown command" entry; 1 is unused by the listed codes, so it cannot be mistaken for one.
+UNKNOWN_COMMAND = 1
+
+ERRORS: dict[int, str] = {
+    OK: "ошибок нет",
+    UNKNOWN_COMMAND: "неизвестная команда",
+    NOT_IN_THIS_MODE: "команда не реализуется в данном режиме ККТ",
+    NO_PAPER: "нет бумаги",
+    104: "нет связи с принтером чеков",
+    SHIFT_OVER_24H: "смена превысила 24 часа",
+    WRONG_PASSWORD: "неверный пароль",
+    RECEIPT_CLOSED: "чек закрыт — операция невозможна",
+    RECEIPT_OPEN: "чек открыт — операция невозможна",
+    SHIFT_OPEN: "смена открыта — операция невозможна",
+    NOT_FISCALISED: "ККТ не фискализирована",
+    186: "ошибка обмена с фискальным модулем",
+    191: "номера смен в ККТ и ФН различаются",
+    210: "ошибка интерфейса I²C с ФН",
+    211: "ошибка формата передачи ФН",
+    WRONG_FN_STATE: "неверное состояние ФН",
+    213: "неисправимая ошибка ФН",
+    214: "ошибка КС ФН",
+    FN_SERVICE_LIFE_ENDED: "закончен срок эксплуатации ФН",
+    FN_ARCHIVE_FULL: "архив ФН переполнен",
+    217: "неверные дата или время переданы в ФН",
+    218: "нет запрошенных данных в ФН",
+    219: "переполнение ФН",
+    225: "неверный номер ФН",
+    231: "некорректное значение параметров команды ФН",
+    232: "превышение размеров TLV данных ФН",
+    233: "нет транспортного соединения",
+    234: "исчерпан ресурс КС ФН",
+    235: "исчерпан ресурс хранения ФН для ОФД",
+    236: "сообщение от ОФД не может быть принято ФН",
+    237: "в ФН есть неотправленные ФД",
+    238: "расширенный код ошибки в регистре 55",
+    FN_OFD_WAIT_EXHAUSTED: "исчерпан ресурс ожидания передачи сообщения (правило 30 дней)",
+    FN_SHIFT_OVER_24H: "продолжительность смены ФН более 24 часов",
+    241: "неверная разница во времени между двумя операциями ФН",
+}
+
+# Codes that mean "the open shift has run past 24 h": the register's own word that it is expired.
+SHIFT_EXPIRED_CODES = frozenset((SHIFT_OVER_24H, FN_SHIFT_OVER_24H))
+
+
+def error_meaning(code: int) -> str:
+    return ERRORS.get(code, f"неизвестный код ошибки АТОЛ {code}")
+
+
+def device_error(command: int, code: int) -> DeviceError:
+    """The typed error for a non-zero ATOL error byte; ``command`` is the request code (A4 30 → 0xA430)."""
+    return DeviceError(VENDOR, command, code, error_meaning(code))
