@@ -1,0 +1,144 @@
+"""Which ``DriverSession`` class speaks each protocol, imported only when first used.
+
+Dotted names keep ``kassa-agent --help`` fast and keep one broken driver from breaking the
+others. :class:`DeviceConnection` is what the runtime polls: it (re)opens the link lazily, so a
+register that was unplugged and plugged back is polled again without restarting the agent.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from typing import TypeVar
+
+from agent.drivers.link import ByteLink, LinkError
+from agent.drivers.session import DriverSession
+from agent.drivers.transport import open_link
+from protocol.kkt.state import RegisterState
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SESSION_CLASSES: dict[str, str] = {
+    "shtrih": "agent.drivers.shtrih:ShtrihSession",
+    "atol": "agent.drivers.atol:AtolSession",
+}
+DEFAULT_TIMEOUT = 1.0
+DEFAULT_RETRIES = 3
+
+
+class UnknownProtocol(ValueError):
+    def __init__(self, protocol: str) -> None:
+        self.protocol = protocol
+        super().__init__(f"unknown protocol {protocol!r}: known protocols are {', '.join(available_protocols())}")
+
+
+class DriverUnavailable(ImportError):
+    """The protocol is known but its driver module cannot be imported (a broken install)."""
+
+
+def available_protocols() -> list[str]:
+    return sorted(SESSION_CLASSES)
+
+
+def detection_order() -> list[str]:
+    """Protocols in the order auto-detection tries them.
+
+    Shtrih first: its probe starts with a lone ENQ that other devices ignore, while an ATOL
+    frame may contain 02h, which a Shtrih takes for STX and then waits for a long "frame".
+    """
+    return sorted(SESSION_CLASSES, key=lambda name: name != "shtrih")
+
+
+def get_session_class(protocol: str) -> type[DriverSession]:
+    try:
+        module_name, _, attr = SESSION_CLASSES[protocol.lower()].partition(":")
+    except KeyError:
+        raise UnknownProtocol(protocol) from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise DriverUnavailable(f"the {protocol} driver ({module_name}) cannot be loaded: {exc}") from exc
+    session_class: type[DriverSession] = getattr(module, attr)
+    return session_class
+
+
+def default_baudrate(protocol: str) -> int:
+    return get_session_class(protocol).default_baudrates[0]
+
+
+class DeviceConnection:
+    """One register: a session over a link that is reopened on the next ``poll`` after it fails.
+
+    A ``LinkError`` (unplugged cable, dropped TCP, port gone) closes the link and propagates, so
+    the caller records the outage; the following ``poll`` opens the port again. Driver-level
+    errors (no answer, checksum) leave the link open: the device may answer next time.
+    """
+
+    def __init__(
+        self,
+        protocol: str,
+        url: str,
+        *,
+        baudrate: int | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        retries: int = DEFAULT_RETRIES,
+    ) -> None:
+        self.session_class = get_session_class(protocol)
+        self.protocol = protocol.lower()
+        self.url = url
+        self.baudrate = baudrate or self.session_class.default_baudrates[0]
+        self.timeout = timeout
+        self.retries = retries
+        self.link: ByteLink | None = None
+        self.session: DriverSession | None = None
+        self.reconnects = 0
+
+    def _ensure_session(self) -> DriverSession:
+        if self.session is None or self.link is None or not self.link.is_open:
+            self._drop()
+            self.link = open_link(self.url, self.baudrate)
+            self.session = self.session_class(self.link, timeout=self.timeout, retries=self.retries)
+            self.reconnects += 1
+            log.debug("%s: link to %s opened (%d)", self.protocol, self.url, self.reconnects)
+        return self.session
+
+    def _drop(self) -> None:
+        if self.link is not None:
+            self.link.close()
+        self.link = self.session = None
+
+    def _use(self, call: Callable[[DriverSession], T]) -> T:
+        try:
+            return call(self._ensure_session())
+        except LinkError:
+            self._drop()  # the next call reopens the port
+            raise
+
+    def identify(self) -> str:
+        return self._use(lambda session: session.identify())
+
+    def poll(self) -> RegisterState:
+        return self._use(lambda session: session.poll())
+
+    def close(self) -> None:
+        self._drop()
+
+    def __enter__(self) -> DeviceConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_session(
+    protocol: str,
+    url: str,
+    *,
+    baudrate: int | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    retries: int = DEFAULT_RETRIES,
+) -> DeviceConnection:
+    """A reconnecting connection to one register (the link opens on first use)."""
+    return DeviceConnection(protocol, url, baudrate=baudrate, timeout=timeout, retries=retries)

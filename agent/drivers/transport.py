@@ -1,0 +1,167 @@
+"""``SerialLink``: a ``ByteLink`` over anything ``serial.serial_for_url`` opens.
+
+Always ``serial_for_url``, never ``serial.Serial(path)``, so one code path serves device paths
+(``/dev/ttyACM0``, ``COM3``), network registers (``socket://192.168.1.50:7778`` for Shtrih,
+``socket://host:5555`` for ATOL — raw TCP through pyserial), ``loop://`` and plugin schemes such
+as the simulator's ``sim://``. Plugin schemes are found through the ``kassa.serial_url_handlers``
+entry-point group: each entry names a package holding ``protocol_<scheme>`` modules, appended to
+``serial.protocol_handler_packages`` when this module is imported.
+
+Errors become the typed ``LinkError``s with a fix the installer can act on.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+from importlib.metadata import entry_points
+
+import serial
+
+from agent.drivers.link import ByteLink, LinkClosed, LinkError, PortNotFound, PortPermissionDenied
+
+log = logging.getLogger(__name__)
+
+URL_HANDLER_GROUP = "kassa.serial_url_handlers"
+USB_SCHEME = "usb://"
+DEFAULT_BAUDRATE = 115200
+DETECT_HINT = "List ports with `kassa-agent detect`"
+
+
+def register_url_handlers() -> list[str]:
+    """Append every advertised URL-handler package to pyserial's search list (idempotent)."""
+    added = []
+    for entry in entry_points(group=URL_HANDLER_GROUP):
+        if entry.value not in serial.protocol_handler_packages:
+            serial.protocol_handler_packages.append(entry.value)
+            added.append(entry.value)
+    return added
+
+
+register_url_handlers()
+
+
+def _os_errno(exc: BaseException) -> int | None:
+    """The OS errno behind a pyserial exception (posix ports carry it; socket:// chains it)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno:
+            return seen.errno
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _is_device_path(url: str) -> bool:
+    return "://" not in url
+
+
+def open_error(url: str, exc: BaseException) -> LinkError:
+    """Translate a failure to open ``url`` into the typed error with its fix."""
+    code = _os_errno(exc)
+    reason = os.strerror(code) if code else str(exc)
+    if url.startswith("socket://"):
+        if code in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT) or "timed out" in str(exc):
+            return PortNotFound(
+                f"{url}: nothing accepts connections there ({reason})",
+                "check that the register is on, on the network, and that its TCP port is right "
+                "(Shtrih 7778 or 12345, ATOL 5555)",
+            )
+        return PortNotFound(f"{url}: cannot connect ({reason})", "check the host name and port in the URL")
+    if code == errno.EACCES:
+        return PortPermissionDenied(
+            f"permission denied on {url}",
+            "add the user to the dialout group: `sudo usermod -aG dialout $USER`, then log in again",
+        )
+    if code == errno.ENOENT or (_is_device_path(url) and not os.path.exists(url)):
+        return PortNotFound(
+            f"{url} does not exist",
+            f"is the register switched on and the cable plugged in? {DETECT_HINT}",
+        )
+    if code == errno.EBUSY:
+        return LinkError(f"{url} is busy", "another program holds the port (a second agent, ModemManager?)")
+    if isinstance(exc, ValueError) and "protocol" in str(exc):
+        return LinkError(
+            f"{url}: unknown URL scheme",
+            "use a device path (/dev/ttyACM0, COM3), socket://HOST:PORT, usb://2912:PID, loop:// or sim://",
+        )
+    return LinkError(f"cannot open {url}: {exc}", DETECT_HINT)
+
+
+class SerialLink:
+    """``ByteLink`` over ``serial.serial_for_url``; any I/O failure after open is ``LinkClosed``."""
+
+    def __init__(self, url: str, *, baudrate: int = DEFAULT_BAUDRATE) -> None:
+        self.url = url
+        self.baudrate = baudrate
+        self._port: serial.SerialBase | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None and bool(self._port.is_open)
+
+    def open(self) -> None:
+        if self.is_open:
+            return
+        try:
+            # 8N1, no handshake: both Shtrih (§1.1) and ATOL (§3.1) specify it.
+            self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0, write_timeout=5)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise open_error(self.url, exc) from exc
+
+    def close(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError) as exc:
+                log.debug("closing %s: %s", self.url, exc)
+
+    def _require(self) -> serial.SerialBase:
+        if self._port is None or not self._port.is_open:
+            raise LinkClosed(f"{self.url} is not open", "the session reopens it on the next poll")
+        return self._port
+
+    def _lost(self, exc: BaseException) -> LinkClosed:
+        self.close()
+        return LinkClosed(
+            f"lost {self.url}: {exc}",
+            "the register was switched off, unplugged or the network dropped; it is retried on the next poll",
+        )
+
+    def write(self, data: bytes) -> None:
+        port = self._require()
+        try:
+            port.write(data)
+        except (serial.SerialException, OSError) as exc:
+            raise self._lost(exc) from exc
+
+    def read(self, size: int, timeout: float) -> bytes:
+        port = self._require()
+        try:
+            if port.timeout != timeout:
+                port.timeout = max(timeout, 0.0)
+            data: bytes = port.read(size)
+        except (serial.SerialException, OSError) as exc:
+            raise self._lost(exc) from exc
+        return data
+
+    def discard_input(self) -> None:
+        port = self._require()
+        try:
+            port.reset_input_buffer()
+        except (serial.SerialException, OSError) as exc:
+            raise self._lost(exc) from exc
+
+
+def open_link(url: str, baudrate: int | None = None) -> ByteLink:
+    """An opened link for ``url``: ``UsbLink`` for ``usb://`` (ATOL raw USB), ``SerialLink`` otherwise."""
+    link: ByteLink
+    if url.lower().startswith(USB_SCHEME):
+        from agent.drivers.usb import UsbLink  # pyusb only when a usb:// URL is used
+
+        link = UsbLink(url)
+    else:
+        link = SerialLink(url, baudrate=baudrate or DEFAULT_BAUDRATE)
+    link.open()
+    return link

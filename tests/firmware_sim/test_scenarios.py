@@ -1,0 +1,211 @@
+"""Scenario files: every shipped one loads, derived flags follow the clock, bad files fail clearly."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from firmware_sim.clock import ManualClock
+from firmware_sim.model import FiscalRefused
+from firmware_sim.scenario import (
+    ScenarioError,
+    ScenarioRunner,
+    available_scenarios,
+    load_scenario,
+    parse_duration,
+    parse_scenario,
+)
+from protocol.kkt.fn import FnPhase, FnWarning
+from protocol.kkt.state import ShiftStatus
+
+START = datetime(2026, 3, 2, 9, 0, 0)
+SHIPPED = {"healthy", "fn-expiring", "ofd-backlog", "long-shift", "paper-out", "fn-memory-full", "not-fiscal"}
+
+
+def build(name: str) -> tuple[ManualClock, ScenarioRunner]:
+    clock = ManualClock(START)
+    scenario = load_scenario(name)
+    return clock, ScenarioRunner(scenario, scenario.build(clock))
+
+
+def test_all_shipped_scenarios_are_present_and_load() -> None:
+    assert set(available_scenarios()) >= SHIPPED
+    for name in available_scenarios():
+        scenario = load_scenario(name)
+        assert scenario.description, name
+        model = scenario.build(ManualClock(START))
+        assert model.now() == START
+
+
+def test_load_by_path(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text('format = 1\n[state]\nfn_valid_for = "5d"\n')
+    scenario = load_scenario(path)
+    assert scenario.name == "mine"
+    assert scenario.build(ManualClock(START)).fn_valid_until == (START + timedelta(days=5)).date()
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("10d", 864000), ("-23h40m", -85200), ("+30s", 30), ("1.5h", 5400), ("1d2h3m4s", 93784)],
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+def test_healthy_has_an_open_shift_and_an_empty_queue() -> None:
+    _, runner = build("healthy")
+    model = runner.model
+    assert model.shift_status() is ShiftStatus.OPEN
+    assert not model.ofd_queue
+    assert model.warnings() == FnWarning(0)
+    assert model.blocking_error() is None
+
+
+def test_fn_expiring_raises_replace_soon_then_urgent_after_crossing_3_days() -> None:
+    clock, runner = build("fn-expiring")
+    model = runner.model
+    assert FnWarning.REPLACE_SOON in model.warnings()
+    assert FnWarning.URGENT_REPLACEMENT not in model.warnings()
+    clock.advance(timedelta(days=6))  # 4 days left
+    assert FnWarning.URGENT_REPLACEMENT not in model.warnings()
+    clock.advance(timedelta(days=1))  # 3 days left
+    assert FnWarning.URGENT_REPLACEMENT in model.warnings()
+
+
+def test_long_shift_expires_after_20_sim_minutes_and_sales_are_refused_with_16h() -> None:
+    clock, runner = build("long-shift")
+    model = runner.model
+    assert model.shift_opened_at == START - timedelta(hours=23, minutes=40)
+    clock.advance(timedelta(minutes=19))
+    runner.tick()
+    assert model.shift_status() is ShiftStatus.OPEN
+    clock.advance(timedelta(minutes=1))
+    events = runner.tick()
+    assert model.shift_status() is ShiftStatus.EXPIRED
+    assert model.blocking_error() == 0x16
+    assert any("0x16" in event for event in events)  # background sales are refused, logged, not raised
+
+
+def test_ofd_backlog_crosses_the_30_day_rule_and_sales_are_refused_with_15h() -> None:
+    clock, runner = build("ofd-backlog")
+    model = runner.model
+    status = model.exchange_status()
+    assert status.unsent_count >= 40
+    assert status.first_unsent_at == START - timedelta(days=20)
+    assert not model.ofd_connected
+    assert FnWarning.OFD_TIMEOUT not in model.warnings()
+    clock.advance(timedelta(days=10, minutes=1))
+    runner.tick()
+    assert FnWarning.OFD_TIMEOUT in model.warnings()
+    with pytest.raises(FiscalRefused) as refused:
+        model.sell()
+    assert refused.value.code == 0x15
+
+
+def test_paper_out_timeline_and_not_fiscal_and_memory_full() -> None:
+    clock, runner = build("paper-out")
+    assert runner.model.paper_present
+    clock.advance(timedelta(seconds=29))
+    assert runner.tick() == []
+    clock.advance(timedelta(seconds=1))
+    assert runner.tick() == ["paper out"]
+    assert not runner.model.paper_present
+    clock.advance(timedelta(minutes=10))
+    runner.tick()
+    assert runner.model.paper_present
+
+    _, not_fiscal = build("not-fiscal")
+    assert not_fiscal.model.fn_phase is FnPhase.READY_FOR_FISCALISATION
+    assert not_fiscal.model.shift_status() is ShiftStatus.CLOSED
+    assert not_fiscal.model.blocking_error() == 0x02
+
+    _, full = build("fn-memory-full")
+    assert full.model.documents_left == 0
+    assert FnWarning.MEMORY_ALMOST_FULL in full.model.warnings()
+
+
+def test_life_sells_and_the_ofd_drains_when_connected() -> None:
+    scenario = parse_scenario(
+        'format = 1\n[state]\nofd_connected = false\n[life]\nsell_every = "1m"\nofd_drain_every = "5m"\n'
+        '[[at]]\nt = "+3m30s"\naction = "ofd_up"\n'
+    )
+    clock = ManualClock(START)
+    runner = ScenarioRunner(scenario, scenario.build(clock))
+    clock.advance(timedelta(minutes=3))
+    runner.tick()
+    model = runner.model
+    assert model.shift_open  # the background cashier opened a shift first
+    assert model.receipts_in_shift == 3
+    assert len(model.ofd_queue) == 4  # shift open + 3 receipts, OFD still down
+    clock.advance(timedelta(minutes=2))
+    runner.tick()
+    assert model.ofd_connected
+    assert not model.ofd_queue
+
+
+def test_timeline_actions_change_the_model() -> None:
+    scenario = parse_scenario(
+        "format = 1\n"
+        '[[at]]\nt = "+1s"\naction = "open_shift"\n'
+        '[[at]]\nt = "+2s"\naction = "sell"\ncount = 2\n'
+        '[[at]]\nt = "+3s"\naction = "cover_open"\n'
+        '[[at]]\nt = "+4s"\naction = "close_shift"\n'
+        '[[at]]\nt = "+5s"\naction = "replace_fn"\nserial = "9999000000000001"\nvalid_for = "30d"\n'
+        '[[at]]\nt = "+6s"\naction = "close_shift"\n'
+    )
+    clock = ManualClock(START)
+    runner = ScenarioRunner(scenario, scenario.build(clock))
+    clock.advance(timedelta(seconds=10))
+    events = runner.tick()
+    model = runner.model
+    assert model.cover_open
+    assert model.fn_serial == "9999000000000001"
+    assert FnWarning.REPLACE_SOON in model.warnings()
+    assert events[-1] == "at[5] close_shift: refused: shift not open"  # refused, reported, not raised
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("format = 2\n", "format"),
+        ("format = 1\n[state]\nfn_valid_fro = \"1d\"\n", "state.fn_valid_fro"),
+        ("format = 1\n[state]\nshift_opened = \"yesterday\"\n", "state.shift_opened"),
+        ("format = 1\n[state]\nshift_opened = \"+1h\"\n", "state.shift_opened"),
+        ("format = 1\n[state]\nunsent = { count = 3 }\n", "state.unsent"),
+        ("format = 1\n[state]\npaper = \"no\"\n", "state.paper"),
+        ("format = 1\n[state]\nfn_phase = \"banana\"\n", "state.fn_phase"),
+        ("format = 1\n[[at]]\nt = \"+1s\"\naction = \"explode\"\n", "at[0].action"),
+        ("format = 1\n[[at]]\naction = \"sell\"\n", "at[0]"),
+        ("format = 1\n[[at]]\nt = \"+1s\"\naction = \"sell\"\ncount = 0\n", "at[0].count"),
+        ("format = 1\n[[at]]\nt = \"+1s\"\naction = \"paper_out\"\ncount = 2\n", "at[0].count"),
+        ("format = 1\n[life]\nsell_every = \"0s\"\n", "life.sell_every"),
+        ("format = 1\nsurprise = true\n", "surprise"),
+        ("format = 1\n[state\n", "line 2"),
+    ],
+)
+def test_bad_scenarios_name_the_key_or_line(text: str, needle: str) -> None:
+    with pytest.raises(ScenarioError, match=r"bad\.toml") as error:
+        parse_scenario(text, source="bad.toml")
+    assert needle in str(error.value)
+
+
+def test_unknown_scenario_name_lists_the_shipped_ones() -> None:
+    with pytest.raises(ScenarioError, match="long-shift"):
+        load_scenario("no-such-scenario")
+
+
+def test_scenario_the_register_refuses_is_a_clear_error() -> None:
+    scenario = parse_scenario('format = 1\n[state]\nfn_valid_for = "-1d"\nshift_opened = "-1h"\n', name="dead-fn")
+    with pytest.raises(ScenarioError, match="refuses"):
+        scenario.build(ManualClock(START))
+
+
+def test_shift_number_names_the_open_shift_or_the_last_closed_one() -> None:
+    opened = parse_scenario('format = 1\n[state]\nshift_opened = "-1h"\nshift_number = 57\n').build(ManualClock(START))
+    assert opened.shift_open and opened.shift_number == 57
+    closed = parse_scenario("format = 1\n[state]\nshift_number = 57\n").build(ManualClock(START))
+    assert not closed.shift_open and closed.shift_number == 57
+    assert parse_scenario('format = 1\n[state]\nshift_opened = "-1h"\n').build(ManualClock(START)).shift_number == 1
