@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import socket
 from importlib.metadata import entry_points
 
 import serial
@@ -108,6 +109,7 @@ class SerialLink:
             self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0, write_timeout=5)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise open_error(self.url, exc) from exc
+        _disable_nagle(self._port)
 
     def close(self) -> None:
         port, self._port = self._port, None
@@ -152,6 +154,19 @@ class SerialLink:
             port.reset_input_buffer()
         except (serial.SerialException, OSError) as exc:
             raise self._lost(exc) from exc
+
+
+def _disable_nagle(port: serial.SerialBase) -> None:
+    """Small request/answer exchanges over ``socket://`` stall ~40 ms per poll on Nagle + delayed ACK.
+
+    pyserial's socket handler keeps the socket in ``_socket`` and never sets TCP_NODELAY.
+    """
+    sock = getattr(port, "_socket", None)
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError as exc:
+            log.debug("TCP_NODELAY on %s: %s", port.port, exc)
 
 
 def open_link(url: str, baudrate: int | None = None) -> ByteLink:
