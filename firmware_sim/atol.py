@@ -122,6 +122,9 @@ class AtolDevice:
         self._tasks.reset()
         self.mode = MODE_SELECT
 
+    def idle(self) -> None:
+        self._deframer.reset()  # a partial packet never completes after silence
+
     # ------------------------------------------------------------------ command execution
 
     def _execute(self, raw: bytes) -> TaskResult:

@@ -17,3 +17,11 @@ class DeviceEndpoint(Protocol):
     def reset(self) -> None:
         """Forget partial input and pending answers (cable unplugged/replugged)."""
         ...
+
+    def idle(self) -> None:
+        """The line has been silent longer than the byte timeout: abandon a half-received frame.
+
+        Real firmware does this (Shtrih: ~50 ms, spec §1.1), which is what lets a device recover
+        from stray bytes such as another protocol's probe during ``kassa-agent detect``.
+        """
+        ...

@@ -166,3 +166,6 @@ class FaultyEndpoint:
 
     def reset(self) -> None:
         self.device.reset()
+
+    def idle(self) -> None:
+        self.device.idle()

@@ -467,3 +467,7 @@ class _Guarded:
     def reset(self) -> None:
         with self.runner.lock:
             self.device.reset()
+
+    def idle(self) -> None:
+        with self.runner.lock:
+            self.device.idle()

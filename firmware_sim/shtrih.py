@@ -87,6 +87,9 @@ class ShtrihDevice:
     def reset(self) -> None:
         self._link.reset()
 
+    def idle(self) -> None:
+        self._link.byte_timeout()
+
     # ------------------------------------------------------------------ command execution
 
     def execute(self, payload: bytes) -> bytes:

@@ -61,6 +61,7 @@ class PtyHost(Pluggable):
             try:
                 readable, _, _ = select.select([self._master], [], [], POLL_SECONDS)
                 if not readable:
+                    self.endpoint.idle()
                     continue
                 data = os.read(self._master, 4096)
             except OSError as exc:

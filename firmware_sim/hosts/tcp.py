@@ -92,6 +92,8 @@ class TcpHost:
                 readable, _, _ = select.select(sockets, [], [], POLL_SECONDS)
             except (OSError, ValueError):  # a socket was closed by unplug() meanwhile
                 continue
+            if not readable:
+                self.endpoint.idle()
             for sock in readable:
                 if sock is listener:
                     self._accept(sock)

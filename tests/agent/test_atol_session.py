@@ -263,6 +263,10 @@ class Silent:
         return None
 
 
+    def idle(self) -> None:
+        pass
+
+
 def test_silence_is_no_answer_fast() -> None:
     started = time.monotonic()
     with pytest.raises(NoAnswer) as info:
@@ -279,6 +283,10 @@ class WrongProtocol:
 
     def reset(self) -> None:
         return None
+
+
+    def idle(self) -> None:
+        pass
 
 
 def test_foreign_answers_are_a_protocol_violation() -> None:

@@ -20,6 +20,10 @@ class Echo:
         self.resets += 1
 
 
+    def idle(self) -> None:
+        pass
+
+
 def test_corrupt_flips_the_last_byte_of_the_next_n_answers() -> None:
     faulty = FaultyEndpoint(Echo()).corrupt(times=2)
     assert faulty.feed(b"ab") == b"ab" + bytes([ord("!") ^ 0xFF])

@@ -33,6 +33,10 @@ class Echo:
         self.resets += 1
 
 
+    def idle(self) -> None:
+        pass
+
+
 def read_exactly(port: serial.SerialBase, size: int, timeout: float = 2.0) -> bytes:
     port.timeout = timeout
     return bytes(port.read(size))
@@ -179,6 +183,10 @@ def test_answer_steps_without_answer_is_empty() -> None:
             return b""
 
         def reset(self) -> None:
+            pass
+
+
+        def idle(self) -> None:
             pass
 
     assert answer_steps(Silent(), b"x") == []

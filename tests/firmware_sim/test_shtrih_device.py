@@ -181,3 +181,20 @@ def test_any_framed_request_gets_a_well_formed_answer(code: int, params: bytes) 
     assert reply[:1] == ACK_B
     [frame] = Deframer().feed(reply[1:])
     assert isinstance(frame, Frame) and len(frame.payload) >= 2
+
+
+def test_silence_abandons_a_half_received_frame_but_keeps_the_answer() -> None:
+    """Stray bytes (e.g. an ATOL probe starting with 02h during detect) must not wedge the device."""
+    from datetime import datetime
+
+    from firmware_sim.model import RegisterModel
+    from firmware_sim.shtrih import ShtrihDevice
+    from protocol.kkt.shtrih.framing import encode_frame
+
+    device = ShtrihDevice(RegisterModel(clock=lambda: datetime(2026, 11, 28, 9, 0)))
+    assert device.feed(b"\x02\x30\x10") == b""  # STX and a length that will never arrive
+    device.idle()
+    answer = device.feed(encode_frame(bytes.fromhex("FC")))
+    assert answer[:1] == b"\x06" and answer[1:2] == b"\x02"  # ACK, then the answer frame
+    device.idle()  # silence after the answer: the unacknowledged answer is still re-sent on ENQ
+    assert device.feed(b"\x05")[:1] == b"\x06"

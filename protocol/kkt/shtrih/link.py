@@ -239,6 +239,10 @@ class DeviceLink:
         self._deframer.reset()
         self._pending = None
 
+    def byte_timeout(self) -> None:
+        """Silence past the byte timeout: drop a partial frame but keep the unacknowledged answer."""
+        self._deframer.reset()
+
     def receive(self, data: bytes) -> list[DeviceAction]:
         actions: list[DeviceAction] = []
         for event in self._deframer.feed(data):
