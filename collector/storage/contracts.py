@@ -1,0 +1,33 @@
+"""OFD contracts per register (activated, paid-until, tariff): input to the OFD-contract rule."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+import sqlalchemy as sa
+
+from collector.storage.dialect import upsert_insert
+from collector.storage.rows import ContractRow
+from collector.storage.schema import ofd_contracts
+
+
+def upsert_contract(conn: sa.Connection, contract: ContractRow) -> None:
+    stmt = upsert_insert(conn, ofd_contracts).values(
+        register_id=contract.register_id,
+        activated=contract.activated,
+        paid_until=contract.paid_until,
+        tariff=contract.tariff,
+        updated_at=contract.updated_at,
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[ofd_contracts.c.register_id],
+            set_={name: stmt.excluded[name] for name in ("activated", "paid_until", "tariff", "updated_at")},
+        )
+    )
+
+
+def load_contracts(conn: sa.Connection, register_ids: Collection[str]) -> dict[str, ContractRow]:
+    """Contracts of the given registers; a register without one is absent (no data ≠ unpaid)."""
+    rows = conn.execute(sa.select(ofd_contracts).where(ofd_contracts.c.register_id.in_(list(register_ids))))
+    return {r.register_id: ContractRow(**r._asdict()) for r in rows}

@@ -1,0 +1,266 @@
+"""The collector's tables (SQLAlchemy Core). Alembic revisions under ``migrations/`` must match this.
+
+Conventions: instants are ``UtcDateTime`` (aware UTC); register-local times (ФН dates, the
+oldest unsent document) are naive ``DateTime``/``Date`` exactly as the register reports them;
+(session, seq) are ``BigInteger`` (signed 64 bits on both backends); severities are the
+lowercase labels of ``collector.alerts.severity.Severity``.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from collector.storage.coltypes import UtcDateTime, json_document
+
+# Deterministic constraint names, so later migrations (and SQLite batch mode) can address them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _register_fk() -> sa.ForeignKey:
+    return sa.ForeignKey("registers.register_id", ondelete="CASCADE")
+
+
+def _tenant_column() -> sa.Column[int]:
+    return sa.Column("tenant_id", sa.Integer, sa.ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+
+
+tenants = sa.Table(
+    "tenants",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+)
+
+# The company tree. ``path`` is the materialised chain of ids ("/1/5/12/"), so a subtree is
+# ``path LIKE '/1/5/%'`` without recursive queries; ``kind`` is the free level name (brand, city…).
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _tenant_column(),
+    sa.Column("parent_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("kind", sa.String(50), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("path", sa.String(1000), nullable=False),
+    sa.Index(None, "tenant_id", "parent_id"),
+    sa.Index(None, "path"),
+)
+
+tags = sa.Table(
+    "tags",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _tenant_column(),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.UniqueConstraint("tenant_id", "name"),
+)
+
+agents = sa.Table(
+    "agents",
+    metadata,
+    sa.Column("agent_id", sa.String(100), primary_key=True),
+    _tenant_column(),
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("enrolled_at", UtcDateTime, nullable=False),
+    sa.Column("revoked", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("last_session", sa.BigInteger, nullable=True),
+    sa.Column("last_seen", UtcDateTime, nullable=True),
+    sa.Column("online", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("status_session", sa.BigInteger, nullable=True),
+    sa.Column("status_at", UtcDateTime, nullable=True),
+    sa.Index(None, "tenant_id"),
+    sa.Index(None, "node_id"),
+)
+
+registers = sa.Table(
+    "registers",
+    metadata,
+    sa.Column("register_id", sa.String(100), primary_key=True),
+    _tenant_column(),
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="SET NULL"), nullable=True),
+    sa.Column(
+        "agent_id", sa.String(100), sa.ForeignKey("agents.agent_id", ondelete="SET NULL"), nullable=True
+    ),
+    sa.Column("protocol", sa.String(30), nullable=False),
+    sa.Column("serial", sa.String(40), nullable=True),
+    sa.Column("rnm", sa.String(40), nullable=True),
+    sa.Column("fn_serial", sa.String(40), nullable=True),
+    sa.Column("model", sa.String(100), nullable=True),
+    sa.Column("first_seen", UtcDateTime, nullable=False),
+    sa.Column("last_seen", UtcDateTime, nullable=False),
+    sa.Index(None, "tenant_id"),
+    sa.Index(None, "node_id"),
+    sa.Index(None, "agent_id"),
+)
+
+register_tags = sa.Table(
+    "register_tags",
+    metadata,
+    sa.Column("register_id", sa.String(100), _register_fk(), primary_key=True),
+    sa.Column("tag_id", sa.Integer, sa.ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True),
+    sa.Index(None, "tag_id"),
+)
+
+# Latest state per register plus the columns lists filter and sort on. ``time_to_block_seconds``
+# is the value at ``evaluated_at``; sorting uses ``blocks_at`` which does not go stale.
+register_state = sa.Table(
+    "register_state",
+    metadata,
+    sa.Column("register_id", sa.String(100), _register_fk(), primary_key=True),
+    sa.Column("agent_id", sa.String(100), nullable=False),
+    sa.Column("session", sa.BigInteger, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("agent_ts", UtcDateTime, nullable=False),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("state", json_document(), nullable=False),
+    sa.Column("shift_status", sa.String(20), nullable=True),
+    sa.Column("unsent_count", sa.Integer, nullable=True),
+    sa.Column("oldest_unsent_at", sa.DateTime(timezone=False), nullable=True),
+    sa.Column("fn_valid_until", sa.Date, nullable=True),
+    sa.Column("link_up", sa.Boolean, nullable=True),
+    sa.Column("time_to_block_seconds", sa.BigInteger, nullable=True),
+    sa.Column("blocks_at", UtcDateTime, nullable=True),
+    sa.Column("worst_severity", sa.String(20), nullable=True),
+    sa.Column("evaluated_at", UtcDateTime, nullable=True),
+    sa.Index(None, "blocks_at"),
+    sa.Index(None, "worst_severity"),
+)
+
+state_history = sa.Table(
+    "state_history",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("agent_id", sa.String(100), nullable=False),
+    sa.Column("session", sa.BigInteger, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("register_id", sa.String(100), _register_fk(), nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("state", json_document(), nullable=False),
+    sa.UniqueConstraint("agent_id", "session", "seq"),
+    sa.Index(None, "register_id", "ts"),
+    sa.Index(None, "ts"),
+)
+
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("agent_id", sa.String(100), nullable=False),
+    sa.Column("session", sa.BigInteger, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("register_id", sa.String(100), _register_fk(), nullable=False),
+    sa.Column("kind", sa.String(50), nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("data", json_document(), nullable=False),
+    sa.UniqueConstraint("agent_id", "session", "seq"),
+    sa.Index(None, "register_id", "ts"),
+    sa.Index(None, "ts"),
+)
+
+# One row per (register, rule): the current occurrence; a new occurrence reuses the row and the
+# history keeps what happened before.
+alerts = sa.Table(
+    "alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("register_id", sa.String(100), _register_fk(), nullable=False),
+    sa.Column("rule", sa.String(50), nullable=False),
+    sa.Column("severity", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("acknowledged", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("acked_by", sa.String(200), nullable=True),
+    sa.Column("acked_at", UtcDateTime, nullable=True),
+    sa.Column("assignee", sa.String(200), nullable=True),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("cleared_at", UtcDateTime, nullable=True),
+    sa.Column("silenced_until", UtcDateTime, nullable=True),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("details", json_document(), nullable=False),
+    sa.UniqueConstraint("register_id", "rule"),
+    sa.Index(None, "status", "severity"),
+    sa.Index(None, "rule", "status"),
+)
+
+alert_history = sa.Table(
+    "alert_history",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("alert_id", sa.Integer, sa.ForeignKey("alerts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("action", sa.String(50), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=True),
+    sa.Column("details", json_document(), nullable=False),
+    sa.Index(None, "alert_id", "at"),
+)
+
+alert_comments = sa.Table(
+    "alert_comments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("alert_id", sa.Integer, sa.ForeignKey("alerts.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("author", sa.String(200), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Index(None, "alert_id", "at"),
+)
+
+ofd_contracts = sa.Table(
+    "ofd_contracts",
+    metadata,
+    sa.Column("register_id", sa.String(100), _register_fk(), primary_key=True),
+    sa.Column("activated", sa.Boolean, nullable=False),
+    sa.Column("paid_until", sa.Date, nullable=True),
+    sa.Column("tariff", sa.String(200), nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# Exactly one of node_id / register_id: a maintenance window on a subtree or on one register.
+silences = sa.Table(
+    "silences",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    _tenant_column(),
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("register_id", sa.String(100), _register_fk(), nullable=True),
+    sa.Column("starts_at", UtcDateTime, nullable=False),
+    sa.Column("until", UtcDateTime, nullable=False),
+    sa.Column("author", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.CheckConstraint("(node_id IS NULL) <> (register_id IS NULL)", name="one_target"),
+    sa.Index(None, "node_id"),
+    sa.Index(None, "register_id"),
+    sa.Index(None, "until"),
+)
+
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("topic", sa.String(500), nullable=False),
+    sa.Column("reason", sa.String(100), nullable=False),
+    sa.Column("detail", sa.Text, nullable=False),
+    sa.Column("raw", sa.LargeBinary, nullable=False),
+    sa.Index(None, "received_at"),
+)
+
+# The collector's durable high-water mark per (agent, session): what the ``ack`` topic reports.
+ingest_marks = sa.Table(
+    "ingest_marks",
+    metadata,
+    sa.Column("agent_id", sa.String(100), primary_key=True),
+    sa.Column("session", sa.BigInteger, primary_key=True),
+    sa.Column("max_seq", sa.BigInteger, nullable=False),
+)
