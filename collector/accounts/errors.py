@@ -1,0 +1,43 @@
+"""Typed refusals of the accounts package; the web layer maps them to 4xx answers."""
+
+from __future__ import annotations
+
+
+class AccountsError(Exception):
+    """Base of every error this package raises on purpose; the message is safe to show."""
+
+
+class NotFound(AccountsError, LookupError):
+    """The thing does not exist, or exists in another tenant (the two are not told apart)."""
+
+
+class Conflict(AccountsError):
+    """The change clashes with existing data (duplicate e-mail, INN, name, non-empty node…)."""
+
+
+class InvalidInput(AccountsError, ValueError):
+    """A value that cannot be accepted as given."""
+
+
+class PermissionDenied(AccountsError):
+    """The actor's grants do not include the permission needed here."""
+
+
+class AuthenticationFailed(AccountsError):
+    """Wrong e-mail or password (deliberately not saying which)."""
+
+
+class AccountLocked(AccountsError):
+    """Too many failed logins: the account or the client address is locked for a while."""
+
+
+class EmailNotConfirmed(AccountsError):
+    """The e-mail address has not been confirmed yet."""
+
+
+class TokenInvalid(AccountsError):
+    """A confirmation, reset or invitation link that is unknown, used or expired."""
+
+
+class KepRequired(AccountsError):
+    """The action legally needs a valid КЭП and the company has none."""

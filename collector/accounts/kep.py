@@ -1,0 +1,242 @@
+"""КЭП orders (a qualified e-signature for the company head or an employee) and certificates.
+
+An order moves requested → documents_requested → documents_received → issued | rejected and
+only along those arrows (rejection is possible from any open state); each move writes a row
+to ``kep_order_history`` and an audit entry. Issuing records the certificate (serial, owner,
+valid-until). ``has_valid_kep`` gates the actions that legally need a signature, with a
+message that says what to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+import sqlalchemy as sa
+
+from collector.accounts import audit
+from collector.accounts.audit import Actor
+from collector.accounts.errors import InvalidInput, KepRequired, NotFound
+from collector.accounts.inn import check_inn, check_snils
+from collector.accounts.rights import Permission, authorize
+from collector.accounts.schema import kep_certificates, kep_order_history, kep_orders
+from collector.accounts.service import normalise_email
+from collector.accounts.tree import clean_name
+
+
+class KepState(StrEnum):
+    REQUESTED = "requested"
+    DOCUMENTS_REQUESTED = "documents_requested"
+    DOCUMENTS_RECEIVED = "documents_received"
+    ISSUED = "issued"
+    REJECTED = "rejected"
+
+
+class KepSubject(StrEnum):
+    HEAD = "head"  # the company head: signs for the organisation
+    EMPLOYEE = "employee"  # an employee with a power of attorney (МЧД)
+
+
+TRANSITIONS: dict[KepState, frozenset[KepState]] = {
+    KepState.REQUESTED: frozenset({KepState.DOCUMENTS_REQUESTED, KepState.REJECTED}),
+    KepState.DOCUMENTS_REQUESTED: frozenset({KepState.DOCUMENTS_RECEIVED, KepState.REJECTED}),
+    KepState.DOCUMENTS_RECEIVED: frozenset({KepState.ISSUED, KepState.REJECTED}),
+    KepState.ISSUED: frozenset(),
+    KepState.REJECTED: frozenset(),
+}
+
+
+class IllegalTransition(InvalidInput):
+    """A state change the workflow does not allow."""
+
+
+@dataclass(frozen=True, slots=True)
+class KepApplicant:
+    subject: KepSubject
+    full_name: str
+    position: str
+    inn: str  # the person's ИНН (12 digits)
+    snils: str | None
+    email: str
+    phone: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedCertificate:
+    serial: str
+    owner_name: str
+    valid_until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class KepCheck:
+    ok: bool
+    message: str
+    serial: str | None = None
+    valid_until: datetime | None = None
+
+
+def create_order(
+    conn: sa.Connection, actor: Actor, tenant_id: int, applicant: KepApplicant, *, at: datetime
+) -> int:
+    authorize(conn, actor, tenant_id, Permission.KEP_ORDERS, None)
+    subject = KepSubject(applicant.subject)
+    snils = None if not applicant.snils else check_snils(applicant.snils)
+    if subject is KepSubject.EMPLOYEE and snils is None:
+        raise InvalidInput("an employee's КЭП needs the СНИЛС")
+    values = {
+        "tenant_id": tenant_id,
+        "subject": subject.value,
+        "full_name": clean_name(applicant.full_name, "full name"),
+        "position": clean_name(applicant.position, "position"),
+        "inn": check_inn(applicant.inn, person=True),
+        "snils": snils,
+        "email": normalise_email(applicant.email),
+        "phone": applicant.phone.strip()[:30],
+        "state": KepState.REQUESTED.value,
+        "requested_by": actor.user_id,
+        "created_at": at,
+        "updated_at": at,
+    }
+    order_id = int(
+        conn.execute(sa.insert(kep_orders).values(**values).returning(kep_orders.c.id)).scalar_one()
+    )
+    _history(conn, actor, tenant_id, order_id, None, KepState.REQUESTED, "", at)
+    return order_id
+
+
+def order_state(conn: sa.Connection, tenant_id: int, order_id: int) -> KepState:
+    state = conn.execute(
+        sa.select(kep_orders.c.state).where(kep_orders.c.id == order_id, kep_orders.c.tenant_id == tenant_id)
+    ).scalar_one_or_none()
+    if state is None:
+        raise NotFound(f"КЭП order {order_id} not found")
+    return KepState(state)
+
+
+def advance(
+    conn: sa.Connection,
+    actor: Actor,
+    tenant_id: int,
+    order_id: int,
+    to: KepState,
+    *,
+    at: datetime,
+    note: str = "",
+    certificate: IssuedCertificate | None = None,
+) -> None:
+    """Move the order; ``issued`` needs the certificate, ``rejected`` a note with the reason."""
+    authorize(conn, actor, tenant_id, Permission.KEP_ORDERS, None)
+    current = order_state(conn, tenant_id, order_id)
+    if to not in TRANSITIONS[current]:
+        allowed = ", ".join(sorted(TRANSITIONS[current])) or "none (the order is closed)"
+        raise IllegalTransition(f"a КЭП order cannot go from {current} to {to}; allowed: {allowed}")
+    if (to is KepState.ISSUED) != (certificate is not None):
+        raise InvalidInput("the certificate is given exactly when the order is issued")
+    if to is KepState.REJECTED and not note.strip():
+        raise InvalidInput("say why the order is rejected")
+    if certificate is not None:
+        if not certificate.serial.strip():
+            raise InvalidInput("the certificate serial is empty")
+        if certificate.valid_until <= at:
+            raise InvalidInput("the certificate is already expired")
+        owner_name = clean_name(certificate.owner_name, "certificate owner")
+    # The state is part of the WHERE, so two concurrent moves cannot both succeed.
+    moved = conn.execute(
+        sa.update(kep_orders)
+        .where(kep_orders.c.id == order_id, kep_orders.c.state == current.value)
+        .values(
+            state=to.value, updated_at=at, reject_reason=note.strip() if to is KepState.REJECTED else None
+        )
+    ).rowcount
+    if moved != 1:
+        raise IllegalTransition(f"КЭП order {order_id} changed meanwhile; reload it")
+    if certificate is not None:
+        conn.execute(
+            sa.insert(kep_certificates).values(
+                tenant_id=tenant_id,
+                order_id=order_id,
+                serial=certificate.serial.strip(),
+                owner_name=owner_name,
+                issued_at=at,
+                valid_until=certificate.valid_until,
+            )
+        )
+    _history(conn, actor, tenant_id, order_id, current, to, note, at)
+
+
+def _history(
+    conn: sa.Connection,
+    actor: Actor,
+    tenant_id: int,
+    order_id: int,
+    frm: KepState | None,
+    to: KepState,
+    note: str,
+    at: datetime,
+) -> None:
+    conn.execute(
+        sa.insert(kep_order_history).values(
+            order_id=order_id,
+            at=at,
+            from_state=None if frm is None else frm.value,
+            to_state=to.value,
+            actor_id=actor.user_id,
+            note=note,
+        )
+    )
+    audit.record(
+        conn,
+        actor,
+        tenant_id=tenant_id,
+        action=f"kep.{to.value}",
+        target_type="kep_order",
+        target_id=order_id,
+        at=at,
+        details={"from": None if frm is None else frm.value, "to": to.value, "note": note},
+    )
+
+
+def order_history(conn: sa.Connection, tenant_id: int, order_id: int) -> list[tuple[str | None, str]]:
+    order_state(conn, tenant_id, order_id)
+    rows = conn.execute(
+        sa.select(kep_order_history.c.from_state, kep_order_history.c.to_state)
+        .where(kep_order_history.c.order_id == order_id)
+        .order_by(kep_order_history.c.id)
+    )
+    return [(r.from_state, r.to_state) for r in rows]
+
+
+def has_valid_kep(conn: sa.Connection, tenant_id: int, now: datetime) -> KepCheck:
+    """The company's longest-valid certificate at ``now``, or why there is none."""
+    row = conn.execute(
+        sa.select(kep_certificates.c.serial, kep_certificates.c.valid_until)
+        .where(kep_certificates.c.tenant_id == tenant_id, kep_certificates.c.valid_until > now)
+        .order_by(kep_certificates.c.valid_until.desc())
+        .limit(1)
+    ).first()
+    if row is not None:
+        return KepCheck(
+            True, f"КЭП {row.serial} valid until {row.valid_until:%Y-%m-%d}", row.serial, row.valid_until
+        )
+    expired = conn.execute(
+        sa.select(sa.func.max(kep_certificates.c.valid_until)).where(
+            kep_certificates.c.tenant_id == tenant_id
+        )
+    ).scalar_one_or_none()
+    if expired is not None:
+        return KepCheck(
+            False, f"the company's КЭП expired on {expired:%Y-%m-%d}; order a new one under КЭП orders"
+        )
+    return KepCheck(
+        False, "the company has no КЭП yet; order one under КЭП orders (sign-up did not need one)"
+    )
+
+
+def require_valid_kep(conn: sa.Connection, tenant_id: int, now: datetime, action: str) -> KepCheck:
+    """Raise ``KepRequired`` (saying which action and what to do) unless a КЭП is valid now."""
+    check = has_valid_kep(conn, tenant_id, now)
+    if not check.ok:
+        raise KepRequired(f"{action} needs a valid КЭП: {check.message}")
+    return check

@@ -1,0 +1,443 @@
+"""The company tree of one tenant: levels, nodes, tags, registers in stores, and CSV import.
+
+Levels are free per tenant (``tree_levels``): position 0 is the root (the company), and the
+last level holds registers (the store). A node's level must come after its parent's, so levels
+may be skipped (a city straight under the company) but never inverted, and a store is a leaf.
+Sibling names are unique, which is what lets a CSV row name a place by its names alone.
+
+Every change checks the actor's grants (``rights.authorize``) and writes an audit entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from collector.accounts import audit
+from collector.accounts.audit import Actor
+from collector.accounts.errors import Conflict, InvalidInput, NotFound
+from collector.accounts.inn import check_inn
+from collector.accounts.rights import Permission, authorize
+from collector.accounts.schema import grants, tenant_profiles, tree_levels
+from collector.storage import tree as storage_tree
+from collector.storage.errors import InvalidValue, UnknownNode
+from collector.storage.schema import agents, nodes, register_tags, registers, tags, tenants
+
+DEFAULT_LEVELS: tuple[str, ...] = ("company", "legal_entity", "brand", "region", "city", "store")
+MAX_NAME_LENGTH = 200
+PROTOCOLS = ("shtrih", "atol")
+MAX_REGISTER_ID_LENGTH = 100  # registers.register_id
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    position: int
+    name: str
+    holds_registers: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Company:
+    tenant_id: int
+    root_node_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    id: int
+    parent_id: int | None
+    kind: str
+    name: str
+    path: str
+
+
+def clean_name(name: str, what: str = "name") -> str:
+    cleaned = " ".join(name.split())
+    if not cleaned:
+        raise InvalidInput(f"the {what} must not be empty")
+    if len(cleaned) > MAX_NAME_LENGTH:
+        raise InvalidInput(f"the {what} must be at most {MAX_NAME_LENGTH} characters")
+    return cleaned
+
+
+def _check_level_names(names: Sequence[str]) -> list[str]:
+    cleaned = [clean_name(n, "level name").lower() for n in names]
+    if len(cleaned) < 2:
+        raise InvalidInput("a tree needs at least two levels: the company and the store")
+    if len(set(cleaned)) != len(cleaned):
+        raise InvalidInput("level names must be different from each other")
+    return cleaned
+
+
+def create_company(
+    conn: sa.Connection,
+    actor: Actor,
+    *,
+    name: str,
+    inn: str,
+    at: datetime,
+    levels: Sequence[str] = DEFAULT_LEVELS,
+) -> Company:
+    """A tenant with its ИНН, its tree levels and the root node (the company itself)."""
+    name = clean_name(name, "company name")
+    inn = check_inn(inn, person=None)
+    level_names = _check_level_names(levels)
+    if conn.execute(sa.select(tenant_profiles.c.tenant_id).where(tenant_profiles.c.inn == inn)).first():
+        raise Conflict(f"a company with ИНН {inn} is already registered")
+    tenant_id = storage_tree.create_tenant(conn, name, created_at=at)
+    conn.execute(
+        sa.insert(tree_levels),
+        [
+            {"tenant_id": tenant_id, "position": i, "name": n, "holds_registers": i == len(level_names) - 1}
+            for i, n in enumerate(level_names)
+        ],
+    )
+    root = storage_tree.create_node(conn, tenant_id, parent_id=None, kind=level_names[0], name=name)
+    conn.execute(sa.insert(tenant_profiles).values(tenant_id=tenant_id, inn=inn, root_node_id=root))
+    audit.record(
+        conn,
+        actor,
+        tenant_id=tenant_id,
+        action="company.create",
+        target_type="tenant",
+        target_id=tenant_id,
+        at=at,
+        details={"name": name, "inn": inn, "levels": level_names},
+    )
+    return Company(tenant_id, root)
+
+
+def find_company(conn: sa.Connection, name_or_inn: str) -> Company:
+    """A tenant by exact name or ИНН (the operator CLI's ``--tenant``)."""
+    rows = conn.execute(
+        sa.select(tenants.c.id, tenant_profiles.c.root_node_id)
+        .join(tenant_profiles, tenant_profiles.c.tenant_id == tenants.c.id)
+        .where(sa.or_(tenants.c.name == name_or_inn, tenant_profiles.c.inn == name_or_inn))
+    ).all()
+    if not rows:
+        raise NotFound(f"no company named {name_or_inn!r} (or with that ИНН)")
+    if len(rows) > 1:
+        raise Conflict(f"several companies are named {name_or_inn!r}; give the ИНН instead")
+    if rows[0].root_node_id is None:
+        raise NotFound(f"company {name_or_inn!r} has no tree root")
+    return Company(int(rows[0].id), int(rows[0].root_node_id))
+
+
+def find_root(conn: sa.Connection, tenant_id: int) -> int:
+    root = conn.execute(
+        sa.select(tenant_profiles.c.root_node_id).where(tenant_profiles.c.tenant_id == tenant_id)
+    ).scalar_one_or_none()
+    if root is None:
+        raise NotFound(f"company {tenant_id} has no tree root")
+    return int(root)
+
+
+def levels(conn: sa.Connection, tenant_id: int) -> list[Level]:
+    rows = conn.execute(
+        sa.select(tree_levels.c.position, tree_levels.c.name, tree_levels.c.holds_registers)
+        .where(tree_levels.c.tenant_id == tenant_id)
+        .order_by(tree_levels.c.position)
+    )
+    return [Level(r.position, r.name, bool(r.holds_registers)) for r in rows]
+
+
+def set_levels(
+    conn: sa.Connection, actor: Actor, tenant_id: int, names: Sequence[str], *, at: datetime
+) -> None:
+    """Rename/reorder the tenant's levels; every level used by a node must stay."""
+    authorize(conn, actor, tenant_id, Permission.MANAGE_TREE, None)
+    new = _check_level_names(names)
+    used = set(
+        conn.execute(sa.select(nodes.c.kind).where(nodes.c.tenant_id == tenant_id).distinct()).scalars()
+    )
+    if dropped := sorted(used - set(new)):
+        raise Conflict(f"level(s) {', '.join(dropped)} are still used by nodes")
+    child = nodes.alias("child")
+    pairs = conn.execute(
+        sa.select(nodes.c.kind, child.c.kind)
+        .join(child, child.c.parent_id == nodes.c.id)
+        .where(nodes.c.tenant_id == tenant_id)
+        .distinct()
+    ).all()
+    for parent_kind, child_kind in pairs:
+        if new.index(child_kind) <= new.index(parent_kind):
+            raise Conflict(f"a {child_kind} sits under a {parent_kind}; the new order would invert them")
+    conn.execute(sa.delete(tree_levels).where(tree_levels.c.tenant_id == tenant_id))
+    conn.execute(
+        sa.insert(tree_levels),
+        [
+            {"tenant_id": tenant_id, "position": i, "name": n, "holds_registers": i == len(new) - 1}
+            for i, n in enumerate(new)
+        ],
+    )
+    audit.record(
+        conn,
+        actor,
+        tenant_id=tenant_id,
+        action="tree.levels",
+        target_type="tenant",
+        target_id=tenant_id,
+        at=at,
+        details={"levels": new},
+    )
+
+
+def get_node(conn: sa.Connection, tenant_id: int, node_id: int) -> NodeInfo:
+    row = conn.execute(
+        sa.select(nodes.c.id, nodes.c.parent_id, nodes.c.kind, nodes.c.name, nodes.c.path).where(
+            nodes.c.id == node_id, nodes.c.tenant_id == tenant_id
+        )
+    ).first()
+    if row is None:
+        raise NotFound(f"node {node_id} not found")
+    return NodeInfo(row.id, row.parent_id, row.kind, row.name, row.path)
+
+
+def _level_position(tenant_levels: list[Level], kind: str) -> int:
+    for level in tenant_levels:
+        if level.name == kind:
+            return level.position
+    raise InvalidInput(
+        f"unknown level {kind!r}; this company's levels are {', '.join(lv.name for lv in tenant_levels)}"
+    )
+
+
+def _check_placement(
+    conn: sa.Connection, tenant_id: int, parent: NodeInfo, kind: str, name: str, node_id: int | None
+) -> None:
+    tenant_levels = levels(conn, tenant_id)
+    if _level_position(tenant_levels, kind) <= _level_position(tenant_levels, parent.kind):
+        raise InvalidInput(f"a {kind} cannot be placed under a {parent.kind} ({parent.name!r})")
+    sibling = conn.execute(
+        sa.select(nodes.c.id).where(
+            nodes.c.parent_id == parent.id, nodes.c.name == name, nodes.c.id != (node_id or -1)
+        )
+    ).first()
+    if sibling is not None:
+        raise Conflict(f"{parent.name!r} already has a node named {name!r}")
+
+
+def create_node(
+    conn: sa.Connection, actor: Actor, tenant_id: int, *, parent_id: int, kind: str, name: str, at: datetime
+) -> int:
+    authorize(conn, actor, tenant_id, Permission.MANAGE_TREE, parent_id)
+    parent = get_node(conn, tenant_id, parent_id)
+    name = clean_name(name)
+    kind = kind.strip().lower()
+    _check_placement(conn, tenant_id, parent, kind, name, None)
+    return insert_node(conn, actor, tenant_id, parent_id, kind, name, at=at)
+
+
+def insert_node(
+    conn: sa.Connection,
+    actor: Actor,
+    tenant_id: int,
+    parent_id: int,
+    kind: str,
+    name: str,
+    *,
+    at: datetime,
+    **context: object,
+) -> int:
+    """Write an already checked node and its audit entry (``context`` goes into the details)."""
+    node_id = storage_tree.create_node(conn, tenant_id, parent_id=parent_id, kind=kind, name=name)
+    audit.record(
+        conn,
+        actor,
+        tenant_id=tenant_id,
+        action="node.create",
+        target_type="node",
+        target_id=node_id,
+        at=at,
+        details={"parent_id": parent_id, "kind": kind, "name": name, **context},
+    )
+    return node_id
+
+
+def rename_node(
+    conn: sa.Connection, actor: Actor, tenant_id: int, node_id: int, name: str, *, at: datetime
+) -> None:
+    authorize(conn, actor, tenant_id, Permission.MANAGE_TREE, node_id)
+    node = get_node(conn, tenant_id, node_id)
+    name = clean_name(name)
+    if node.parent_id is not None:
+        _check_placement(conn, tenant_id, get_node(conn, tenant_id, node.parent_id), node.kind, name, node_id)
+    conn.execute(sa.update(nodes).where(nodes.c.id == node_id).values(name=name))
+    audit.record(
+        conn,
+        actor,
+        tenant_id=tenant_id,
+        action="node.rename",
+        target_type="node",
+        target_id=node_id,
+        at=at,
+        details={"from": node.name, "to": name},
+    )
+
+
+def move_node(
+    conn: sa.Connection, actor: Actor, tenant_id: int, node_id: int, new_parent_id: int, *, at: datetime
+) -> None:
+    """Move a subtree under another node of the same tenant (never below itself, never the root)."""
+    authorize(conn, actor, tenant_id, Permission.MANAGE_TREE, node_id)
+    authorize(conn, actor, tenant_id, Permission.MANAGE_TREE, new_parent_id)
+    node = get_node(conn, tenant_id, node_id)
+    if node.parent_id is None:
+        raise InvalidInput("the company root cannot be moved")
+    new_parent = get_node(conn, tenant_id, new_parent_id)  # NotFound for another tenant's node
+    if new_parent.path.startswith(node.path):
+        raise InvalidInput(f"{node.name!r} cannot be moved below itself")
+    _check_placement(conn, tenant_id, new_parent, node.kind, node.name, node_id)
+    try:
+        storage_tree.move_node(conn, tenant_id, node_id, new_parent_id)
+    except (UnknownNode, InvalidValue) as exc:  # raced with another change; same refusals
+        raise InvalidInput(str(exc)) from exc
+    audit.record(
+        conn,
+        actor,
+        tenant_id=tenant_id,
+        action="node.move",
+        target_type="node",
+        target_id=node_id,
+        at=at,
+        details={"from_parent": node.parent_id, "to_parent": new_parent_id},
+    )
+
+
+def delete_node(conn: sa.Connection, actor: Actor, tenant_id: int, node_id: int, *, at: datetime) -> None:
+    """Delete an empty node: no children, registers, agents or grants (nothing disappears silently)."""
+    authorize(conn, actor, tenant_id, Permission.MANAGE_TREE, node_id)
+    node = get_node(conn, tenant_id, node_id)
+    if node.parent_id is None:
+        raise InvalidInput("the company root cannot be deleted")
+    holders = (
+        ("child nodes", sa.select(nodes.c.id).where(nodes.c.parent_id == node_id)),
+        ("registers", sa.select(registers.c.register_id).where(registers.c.node_id == node_id)),
+        ("agents", sa.select(agents.c.agent_id).where(agents.c.node_id == node_id)),
+        ("grants", sa.select(grants.c.id).where(grants.c.node_id == node_id)),
+    )
+    for what, query in holders:
+        if conn.execute(query.limit(1)).first() is not None:
+            raise Conflict(f"{node.name!r} still has {what}; move or remove them first")
+    conn.execute(sa.delete(nodes).where(nodes.c.id == node_id))
+    audit.record(
+        conn,
+        actor,
+        tenant_id=tenant_id,
+        action="node.delete",
+        target_type="node",
+        target_id=node_id,
+        at=at,
+        details={"name": node.name, "kind": node.kind, "parent_id": node.parent_id},
+    )
+
+
+def _store_level(conn: sa.Connection, tenant_id: int) -> str:
+    for level in levels(conn, tenant_id):
+        if level.holds_registers:
+            return level.name
+    raise InvalidInput("this company has no store level")
+
+
+def attach_register(
+    conn: sa.Connection, actor: Actor, tenant_id: int, register_id: str, store_id: int, *, at: datetime
+) -> None:
+    """Place a register of this tenant in a store (or move it to another store)."""
+    current = conn.execute(
+        sa.select(registers.c.node_id).where(
+            registers.c.register_id == register_id, registers.c.tenant_id == tenant_id
+        )
+    ).first()
+    if current is None:
+        raise NotFound(f"register {register_id!r} not found")
+    authorize(conn, actor, tenant_id, Permission.MANAGE_REGISTERS, register_id)
+    authorize(conn, actor, tenant_id, Permission.MANAGE_REGISTERS, store_id)
+    store = get_node(conn, tenant_id, store_id)
+    if store.kind != _store_level(conn, tenant_id):
+        raise InvalidInput(
+            f"{store.name!r} is a {store.kind}; registers go into a {_store_level(conn, tenant_id)}"
+        )
+    place_register(conn, actor, tenant_id, register_id, store_id, at=at, from_node=current.node_id)
+
+
+def place_register(
+    conn: sa.Connection,
+    actor: Actor,
+    tenant_id: int,
+    register_id: str,
+    store_id: int,
+    *,
+    at: datetime,
+    **context: object,
+) -> None:
+    """Write an already checked placement and its audit entry (``context`` goes into the details)."""
+    conn.execute(sa.update(registers).where(registers.c.register_id == register_id).values(node_id=store_id))
+    audit.record(
+        conn,
+        actor,
+        tenant_id=tenant_id,
+        action="register.attach",
+        target_type="register",
+        target_id=register_id,
+        at=at,
+        details={"to_node": store_id, **context},
+    )
+
+
+def create_tag(conn: sa.Connection, actor: Actor, tenant_id: int, name: str, *, at: datetime) -> int:
+    authorize(conn, actor, tenant_id, Permission.MANAGE_TREE, None)
+    name = clean_name(name, "tag")
+    if conn.execute(sa.select(tags.c.id).where(tags.c.tenant_id == tenant_id, tags.c.name == name)).first():
+        raise Conflict(f"tag {name!r} already exists")
+    tag_id = storage_tree.create_tag(conn, tenant_id, name)
+    audit.record(
+        conn,
+        actor,
+        tenant_id=tenant_id,
+        action="tag.create",
+        target_type="tag",
+        target_id=tag_id,
+        at=at,
+        details={"name": name},
+    )
+    return tag_id
+
+
+def set_register_tag(
+    conn: sa.Connection,
+    actor: Actor,
+    tenant_id: int,
+    register_id: str,
+    tag_id: int,
+    *,
+    on: bool,
+    at: datetime,
+) -> None:
+    """Attach (``on``) or remove a tag of this tenant on one of its registers."""
+    authorize(conn, actor, tenant_id, Permission.MANAGE_REGISTERS, register_id)
+    if (
+        conn.execute(sa.select(tags.c.id).where(tags.c.id == tag_id, tags.c.tenant_id == tenant_id)).first()
+        is None
+    ):
+        raise NotFound(f"tag {tag_id} not found")
+    tagged = sa.and_(register_tags.c.register_id == register_id, register_tags.c.tag_id == tag_id)
+    present = conn.execute(sa.select(register_tags.c.tag_id).where(tagged)).first() is not None
+    if on and not present:
+        storage_tree.tag_register(conn, register_id, tag_id)
+    elif not on and present:
+        conn.execute(sa.delete(register_tags).where(tagged))
+    else:
+        return
+    audit.record(
+        conn,
+        actor,
+        tenant_id=tenant_id,
+        action="register.tag" if on else "register.untag",
+        target_type="register",
+        target_id=register_id,
+        at=at,
+        details={"tag_id": tag_id},
+    )
