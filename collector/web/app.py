@@ -30,6 +30,7 @@ from collector.web.auth import (
     auth_middleware,
 )
 from collector.web.openapi import OPERATIONS_KEY
+from collector.web.pages import EventHub, add_page_routes
 from collector.web.ops import (
     BROKER_READY_KEY,
     METRICS_KEY,
@@ -85,6 +86,8 @@ def create_app(
     broker_ready: BrokerReadiness | None = None,
     authenticator: Authenticator | None = None,
     clock: Callable[[], datetime] = _utc_now,
+    event_hub: EventHub | None = None,
+    pages: bool = True,
 ) -> web.Application:
     """Build the app. Without ``engine`` it opens one on ``config.db_url`` and disposes of it on
     cleanup; ``broker_ready`` feeds ``/readyz``; ``authenticator`` replaces the config's choice."""
@@ -104,6 +107,8 @@ def create_app(
     app[OPERATIONS_KEY] = []
     app[PUBLIC_ROUTES_KEY] = set()
     add_operations(app, OPERATIONS)
+    if pages:
+        add_page_routes(app, hub=event_hub)
     return app
 
 

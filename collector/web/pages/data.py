@@ -1,0 +1,212 @@
+"""What the pages read, all under the caller's scope. Counters and lists go through the API's own
+``queries.list_register_page`` with the same ``RegisterFilters``, so a dashboard counter, the list
+it links to and the CSV export of that list cannot disagree."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import sqlalchemy as sa
+
+from collector.storage import repository as repo
+from collector.storage.rows import CommentRow, NodeRollup
+from collector.storage.schema import alert_comments, nodes, register_state, register_tags, registers, tags
+from collector.storage.scope import Scope, register_visible
+from collector.web import present, queries
+from collector.web.schemas import RegisterFilters, RegisterSummary
+
+FILTER_KEYS: tuple[str, ...] = ("status", "severity", "rule", "node", "tag", "protocol", "q", "sort")
+
+
+def filter_query(filters: RegisterFilters, **extra: Any) -> str:
+    """The query string of ``filters`` (defaults left out), plus ``extra``."""
+    values = {
+        key: value for key, value in filters.model_dump(exclude_defaults=True).items() if value is not None
+    }
+    values.update({key: value for key, value in extra.items() if value is not None})
+    return urlencode(values)
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemCounter:
+    key: str
+    title: str
+    filters: RegisterFilters
+    count: int = 0
+
+    @property
+    def href(self) -> str:
+        return f"/registers?{filter_query(self.filters)}"
+
+
+# The dashboard's problems, in the order ops look at them. Titles are the interface's own words.
+COUNTERS: tuple[tuple[str, str, RegisterFilters], ...] = (
+    ("offline", "Агент не на связи", RegisterFilters(status="offline")),
+    ("unreachable", "Касса не отвечает", RegisterFilters(status="unreachable")),
+    ("ofd_backlog", "Не переданы в ОФД", RegisterFilters(rule="ofd_backlog")),
+    ("fn_validity", "Срок ФН истекает", RegisterFilters(rule="fn_validity")),
+    ("fn_memory", "Память ФН", RegisterFilters(rule="fn_memory")),
+    ("shift_too_long", "Смена дольше 24 ч", RegisterFilters(rule="shift_too_long")),
+    ("ofd_contract", "ОФД не оплачен", RegisterFilters(rule="ofd_contract")),
+    ("paper_out", "Нет бумаги", RegisterFilters(rule="paper_out")),
+    ("clock_skew", "Часы расходятся", RegisterFilters(rule="clock_skew")),
+)
+
+
+def problem_counters(conn: sa.Connection, scope: Scope) -> list[ProblemCounter]:
+    counters = []
+    for key, title, filters in COUNTERS:
+        _, total = queries.list_register_page(conn, scope, filters, limit=1, offset=0)
+        counters.append(ProblemCounter(key, title, filters, total))
+    return counters
+
+
+def shift_summary(conn: sa.Connection, scope: Scope) -> dict[str, int]:
+    """Registers in scope by shift status; registers never polled count as ``unknown``."""
+    status = sa.func.coalesce(register_state.c.shift_status, "unknown")
+    rows = conn.execute(
+        sa.select(status, sa.func.count())
+        .select_from(
+            registers.outerjoin(register_state, register_state.c.register_id == registers.c.register_id)
+        )
+        .where(register_visible(scope))
+        .group_by(status)
+    )
+    counts = {"open": 0, "expired": 0, "closed": 0, "unknown": 0}
+    for name, count in rows:
+        counts[name if name in counts else "unknown"] += int(count)
+    return counts
+
+
+def register_summaries(
+    conn: sa.Connection, scope: Scope, filters: RegisterFilters, at: datetime, *, limit: int, offset: int
+) -> tuple[list[RegisterSummary], int]:
+    rows, total = queries.list_register_page(conn, scope, filters, limit=limit, offset=offset)
+    context = queries.page_context(conn, scope, rows)
+    return [present.register_summary(row, context, at) for row in rows], total
+
+
+def next_to_block(
+    conn: sa.Connection, scope: Scope, at: datetime, *, limit: int = 10
+) -> list[RegisterSummary]:
+    summaries, _ = register_summaries(
+        conn, scope, RegisterFilters(sort="time_to_block"), at, limit=limit, offset=0
+    )
+    return [summary for summary in summaries if summary.blocks_at is not None]
+
+
+@dataclass
+class TreeNode:
+    rollup: NodeRollup
+    depth: int
+    children: list[TreeNode] = field(default_factory=list)
+
+    @property
+    def problems(self) -> int:
+        return sum(count for label, count in self.rollup.by_severity.items() if label != "info")
+
+
+def node_tree(rollups: Sequence[NodeRollup]) -> list[TreeNode]:
+    """Nest the visible nodes (ordered by path); a node whose parent is hidden becomes a root."""
+    built: dict[int, TreeNode] = {}
+    roots: list[TreeNode] = []
+    for rollup in rollups:
+        parent = built.get(rollup.parent_id) if rollup.parent_id is not None else None
+        node = TreeNode(rollup, depth=0 if parent is None else parent.depth + 1)
+        built[rollup.node_id] = node
+        (roots if parent is None else parent.children).append(node)
+    return roots
+
+
+def flatten(tree: Sequence[TreeNode]) -> list[TreeNode]:
+    out: list[TreeNode] = []
+    for node in tree:
+        out.append(node)
+        out.extend(flatten(node.children))
+    return out
+
+
+def tree(conn: sa.Connection, scope: Scope) -> list[TreeNode]:
+    return node_tree(repo.node_rollups(conn, scope))
+
+
+@dataclass(frozen=True, slots=True)
+class FilterChoices:
+    """Options of the register filter's selects, as (value, title) pairs."""
+
+    nodes: list[TreeNode]
+    tags: list[str]
+    protocols: list[str]
+
+    @property
+    def node_options(self) -> list[tuple[int, str]]:
+        return [(node.rollup.node_id, "— " * node.depth + node.rollup.name) for node in self.nodes]
+
+    @property
+    def tag_options(self) -> list[tuple[str, str]]:
+        return [(tag, tag) for tag in self.tags]
+
+    @property
+    def protocol_options(self) -> list[tuple[str, str]]:
+        return [(protocol, protocol) for protocol in self.protocols]
+
+
+def filter_choices(conn: sa.Connection, scope: Scope) -> FilterChoices:
+    visible = sa.select(registers.c.register_id).where(register_visible(scope))
+    tag_names = conn.execute(
+        sa.select(tags.c.name)
+        .distinct()
+        .join(register_tags, register_tags.c.tag_id == tags.c.id)
+        .where(register_tags.c.register_id.in_(visible))
+        .order_by(tags.c.name)
+    ).scalars()
+    protocols = conn.execute(
+        sa.select(registers.c.protocol)
+        .distinct()
+        .where(register_visible(scope))
+        .order_by(registers.c.protocol)
+    ).scalars()
+    return FilterChoices(nodes=flatten(tree(conn, scope)), tags=list(tag_names), protocols=list(protocols))
+
+
+@dataclass(frozen=True, slots=True)
+class RegisterBrief:
+    register_id: str
+    serial: str | None
+    node_name: str | None
+    node_path: str | None
+    tenant_id: int
+
+
+def register_briefs(
+    conn: sa.Connection, scope: Scope, register_ids: Sequence[str]
+) -> dict[str, RegisterBrief]:
+    """Store names and serials for an alert list (only registers inside the scope)."""
+    if not register_ids:
+        return {}
+    rows = conn.execute(
+        sa.select(
+            registers.c.register_id, registers.c.serial, nodes.c.name, nodes.c.path, registers.c.tenant_id
+        )
+        .select_from(registers.outerjoin(nodes, nodes.c.id == registers.c.node_id))
+        .where(registers.c.register_id.in_(list(set(register_ids))), register_visible(scope))
+    )
+    return {row[0]: RegisterBrief(*row) for row in rows}
+
+
+def comments_by_alert(conn: sa.Connection, alert_ids: Sequence[int]) -> dict[int, list[CommentRow]]:
+    """Comments of the listed alerts, oldest first (ids come from a scoped alert query)."""
+    found: dict[int, list[CommentRow]] = {alert_id: [] for alert_id in alert_ids}
+    if alert_ids:
+        rows = conn.execute(
+            sa.select(alert_comments)
+            .where(alert_comments.c.alert_id.in_(list(alert_ids)))
+            .order_by(alert_comments.c.at, alert_comments.c.id)
+        )
+        for row in rows:
+            found[row.alert_id].append(CommentRow(**row._asdict()))
+    return found
