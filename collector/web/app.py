@@ -30,7 +30,6 @@ from collector.web.auth import (
     auth_middleware,
 )
 from collector.web.openapi import OPERATIONS_KEY
-from collector.web.pages import EventHub, add_page_routes
 from collector.web.ops import (
     BROKER_READY_KEY,
     METRICS_KEY,
@@ -38,6 +37,7 @@ from collector.web.ops import (
     http_metrics_for,
     metrics_middleware,
 )
+from collector.web.pages import EventHub, add_page_routes
 from collector.web.problems import problem_middleware
 from collector.web.routing import CLOCK_KEY, ENGINE_KEY, Operation, without_query
 
