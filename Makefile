@@ -29,6 +29,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/poll_cycle.py
+	$(BIN)/python bench/agent_footprint.py --duration 60 --poll 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache demo-data

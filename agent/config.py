@@ -1,0 +1,300 @@
+"""Agent configuration: TOML file < ``KASSA_AGENT_*`` environment < command-line flags.
+
+Everything is validated by pydantic; a bad value becomes one ``ConfigError`` whose lines name
+the key the installer must fix (``devices[1].baudrate: …``), never a traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+DEFAULT_CONFIG_PATH = Path("/etc/kassa-agent/agent.toml")
+CONFIG_PATH_ENV = "KASSA_AGENT_CONFIG"
+ENV_PREFIX = "KASSA_AGENT_"
+# Same rule as the MQTT contract's ids (protocol.mqtt.topics); repeated here so a bad id is
+# reported against the config key instead of failing later when a topic is built.
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; ``problems`` holds one ``key: message`` line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid agent configuration:\n  " + "\n  ".join(problems))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_id(value: str) -> str:
+    if not _ID_RE.fullmatch(value) or value == "_collector":
+        raise ValueError("must be 1-64 of A-Z a-z 0-9 _ . - and start with a letter or digit")
+    return value
+
+
+class DeviceConfig(_Section):
+    protocol: str = Field(description="driver protocol name: 'shtrih' or 'atol'")
+    url: str = Field(description="port URL: /dev/ttyACM0, socket://host:7778, sim://shtrih, usb://…")
+    baudrate: int | None = Field(None, description="None: the protocol's first default rate")
+    poll_interval: float = Field(10.0, gt=0, le=3600)
+    register_id: str | None = Field(None, description="publish under this id instead of the derived one")
+
+    @field_validator("protocol")
+    @classmethod
+    def _known_protocol(cls, value: str) -> str:
+        from agent.drivers.registry import available_protocols  # lazy: drivers load on first use
+
+        name = value.strip().lower()
+        if name not in available_protocols():
+            raise ValueError(f"unknown protocol {value!r}; known: {', '.join(available_protocols())}")
+        return name
+
+    @field_validator("baudrate")
+    @classmethod
+    def _known_baudrate(cls, value: int | None) -> int | None:
+        if value is not None and value not in _BAUDRATES:
+            raise ValueError(f"{value} is not a serial rate; use one of {', '.join(map(str, _BAUDRATES))}")
+        return value
+
+    @field_validator("register_id")
+    @classmethod
+    def _valid_register_id(cls, value: str | None) -> str | None:
+        return None if value is None else _check_id(value)
+
+
+class BrokerConfig(_Section):
+    url: str = "mqtt://127.0.0.1:1883"
+    username: str | None = Field(None, description="default: the agent id")
+    password: str | None = None
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    keepalive: int = Field(30, ge=2, le=65535)
+    reconnect_min: float = Field(1.0, gt=0)
+    reconnect_max: float = Field(120.0, gt=0)
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError("must start with mqtt:// or mqtts://")
+        if not parts.hostname:
+            raise ValueError("has no host")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _cert_pair(self) -> BrokerConfig:
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key must be given together")
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError("reconnect_max must not be below reconnect_min")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+
+    def credentials(self) -> tuple[str | None, str | None]:
+        """Username/password from the fields, else from the URL's userinfo."""
+        parts = urlsplit(self.url)
+        user = self.username or (unquote(parts.username) if parts.username else None)
+        password = self.password or (unquote(parts.password) if parts.password else None)
+        return user, password
+
+
+class OutboxConfig(_Section):
+    path: Path = Path("/var/lib/kassa-agent/outbox.sqlite")
+    max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    max_age: float = Field(35 * 86400, gt=0, description="seconds; older rows are dropped and counted")
+    commit_interval: float = Field(0.075, gt=0, le=5, description="group-commit period, seconds")
+
+
+class ReplayConfig(_Section):
+    rate: float = Field(2000.0, gt=0, description="backlog records per second on hist")
+    batch: int = Field(200, ge=1, le=5000)
+
+
+class AgentConfig(_Section):
+    agent_id: str
+    devices: list[DeviceConfig] = Field(min_length=1)
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    heartbeat: float = Field(60.0, gt=0, description="seconds between unchanged-state publishes")
+    ack_mode: Literal["collector", "puback"] = "collector"
+    health_file: Path | None = None
+    log_format: Literal["json", "text"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("agent_id")
+    @classmethod
+    def _valid_agent_id(cls, value: str) -> str:
+        return _check_id(value)
+
+    @model_validator(mode="after")
+    def _unique_register_ids(self) -> AgentConfig:
+        ids = [d.register_id for d in self.devices if d.register_id]
+        if len(ids) != len(set(ids)):
+            raise ValueError("devices: register_id values must be unique")
+        return self
+
+
+# Environment variable suffix -> dotted key. Explicit, so a typo'd variable is not silently
+# half-applied and `config check` can list what the environment contributed.
+ENV_KEYS: dict[str, str] = {
+    "ID": "agent_id",
+    "AGENT_ID": "agent_id",
+    "BROKER": "broker.url",
+    "BROKER_USERNAME": "broker.username",
+    "BROKER_PASSWORD": "broker.password",
+    "BROKER_CA_FILE": "broker.ca_file",
+    "BROKER_CLIENT_CERT": "broker.client_cert",
+    "BROKER_CLIENT_KEY": "broker.client_key",
+    "KEEPALIVE": "broker.keepalive",
+    "OUTBOX": "outbox.path",
+    "OUTBOX_MAX_BYTES": "outbox.max_bytes",
+    "OUTBOX_MAX_AGE": "outbox.max_age",
+    "REPLAY_RATE": "replay.rate",
+    "HEARTBEAT": "heartbeat",
+    "ACK_MODE": "ack_mode",
+    "HEALTH_FILE": "health_file",
+    "LOG_FORMAT": "log_format",
+    "LOG_LEVEL": "log_level",
+}
+
+
+def parse_device_spec(spec: str, poll_interval: float | None = None) -> dict[str, Any]:
+    """``PROTOCOL,URL[,BAUD]`` from ``--device`` into a device table."""
+    parts = [p.strip() for p in spec.split(",")]
+    if len(parts) not in (2, 3) or not all(parts):
+        raise ConfigError([f"--device {spec!r}: expected PROTOCOL,URL[,BAUD]"])
+    device: dict[str, Any] = {"protocol": parts[0], "url": parts[1]}
+    if len(parts) == 3:
+        device["baudrate"] = parts[2]
+    if poll_interval is not None:
+        device["poll_interval"] = poll_interval
+    return device
+
+
+def config_path(explicit: Path | str | None, env: Mapping[str, str]) -> Path | None:
+    """The file to read: ``--config``, else ``KASSA_AGENT_CONFIG``, else the default if it exists."""
+    if explicit is not None:
+        return Path(explicit)
+    if env.get(CONFIG_PATH_ENV):
+        return Path(env[CONFIG_PATH_ENV])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.exists() else None
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except PermissionError:
+        raise ConfigError([f"{path}: permission denied (is the agent user allowed to read it?)"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """Nested overrides from ``KASSA_AGENT_*``; unknown suffixes are an error, not ignored."""
+    tree: dict[str, Any] = {}
+    unknown: list[str] = []
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == CONFIG_PATH_ENV:
+            continue
+        key = ENV_KEYS.get(name[len(ENV_PREFIX) :])
+        if key is None:
+            unknown.append(f"{name}: unknown setting (known: {', '.join(ENV_PREFIX + k for k in ENV_KEYS)})")
+            continue
+        _set_dotted(tree, key, value)
+    if unknown:
+        raise ConfigError(unknown)
+    return tree
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge of tables; lists and scalars in ``override`` replace the base value."""
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text or "(top level)"
+
+
+def validate(raw: Mapping[str, Any]) -> AgentConfig:
+    try:
+        return AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = [f"{_location(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError(problems) from None
+
+
+def load_outbox_config(path: Path | str | None = None, *, env: Mapping[str, str] | None = None) -> OutboxConfig:
+    """Only the ``[outbox]`` table (for ``outbox status``, which needs no devices or agent id)."""
+    env = os.environ if env is None else env
+    source = config_path(path, env)
+    raw = merge(read_toml(source) if source is not None else {}, env_overrides(env))
+    try:
+        return OutboxConfig.model_validate(raw.get("outbox", {}))
+    except ValidationError as exc:
+        raise ConfigError([f"outbox.{_location(err['loc'])}: {err['msg']}" for err in exc.errors()]) from None
+
+
+def load_config(
+    path: Path | str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> AgentConfig:
+    """Read, merge and validate. ``overrides`` carries the command-line flags as nested tables."""
+    env = os.environ if env is None else env
+    raw: dict[str, Any] = {}
+    source = config_path(path, env)
+    if source is not None:
+        raw = read_toml(source)
+    raw = merge(raw, env_overrides(env))
+    raw = merge(raw, overrides or {})
+    return validate(raw)

@@ -1,0 +1,273 @@
+"""The runtime against a private Mosquitto: documented messages, commands, link loss, outbox."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.config import AgentConfig, load_config
+from agent.runtime import AgentRuntime
+from protocol.mqtt.models import (
+    BirthPayload,
+    CollectorStatusPayload,
+    EventPayload,
+    StatePayload,
+    StatusPayload,
+    decode,
+    encode,
+)
+from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC
+
+AGENT = "agent-rt"
+
+
+def make_config(broker: Any, tmp_path: Path, **extra: Any) -> AgentConfig:
+    raw: dict[str, Any] = {
+        "agent_id": AGENT,
+        "heartbeat": 60,
+        "ack_mode": "puback",
+        "health_file": str(tmp_path / "health.json"),
+        "broker": {"url": broker.url, "keepalive": 5, "reconnect_min": 0.05, "reconnect_max": 0.3},
+        "outbox": {"path": str(tmp_path / "outbox.sqlite"), "commit_interval": 0.05},
+        "devices": [{"protocol": "shtrih", "url": "sim://shtrih", "poll_interval": 0.1, "register_id": "kkt-1"}],
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict):
+            raw[key] = {**raw.get(key, {}), **value}
+        else:
+            raw[key] = value
+    return load_config(None, env={}, overrides=raw)
+
+
+@pytest.fixture
+def start_runtime(mqtt_broker: Any, tmp_path: Path) -> Iterator[Callable[..., AgentRuntime]]:
+    started: list[AgentRuntime] = []
+
+    def start(register: Any, **extra: Any) -> AgentRuntime:
+        runtime = AgentRuntime(make_config(mqtt_broker, tmp_path, **extra), opener=lambda device: register)
+        runtime.start()
+        started.append(runtime)
+        return runtime
+
+    yield start
+    for runtime in started:
+        if not runtime.stopping.is_set():
+            runtime.stop(timeout=2)
+
+
+def parsed(messages: list[Any], kind: str) -> list[Any]:
+    return [decode(m.topic, m.payload) for m in messages if m.topic.split("/")[3] == kind and m.payload]
+
+
+def events(messages: list[Any], kind: str | None = None) -> list[EventPayload]:
+    found = [e for e in parsed(messages, "event") if isinstance(e, EventPayload)]
+    return [e for e in found if kind is None or e.kind == kind]
+
+
+def test_status_birth_state_and_events_are_published(
+    start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any, tmp_path: Path
+) -> None:
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/#"])
+    runtime = start_runtime(model_register, heartbeat=0.5)
+
+    messages = recorder.wait_for(lambda m: len(parsed(m, "state")) >= 1)
+    status = [m for m in messages if m.topic.endswith("/status")]
+    assert status
+    online = decode(status[0].topic, status[0].payload)
+    assert isinstance(online, StatusPayload) and online.status == "online"
+    birth = parsed(messages, "birth")[0]
+    assert isinstance(birth, BirthPayload) and birth.session == online.session
+    assert [d.register_id for d in birth.devices] == ["kkt-1"]
+    state = parsed(messages, "state")[0]
+    assert isinstance(state, StatePayload) and state.reason == "change" and state.register == "kkt-1"
+    assert state.state.read_at is not None and state.state.read_at.tzinfo is not None
+    # Order on the wire: status, then birth, then live state; seqs ascend from birth.
+    kinds = [m.topic.split("/")[3] for m in messages]
+    assert kinds.index("status") < kinds.index("birth") < kinds.index("state")
+    assert birth.seq < state.seq
+
+    model_register.change(lambda m: m.open_shift())
+    messages = recorder.wait_for(lambda m: events(m, "shift_opened"))
+    opened = events(messages, "shift_opened")[0]
+    assert opened.register == "kkt-1" and opened.session == online.session
+    # heartbeat: unchanged state is re-published
+    recorder.wait_for(lambda m: any(s.reason == "heartbeat" for s in parsed(m, "state")), timeout=5)
+
+    # A late subscriber sees the retained online status of the current session.
+    late = mqtt_recorder([f"kassa/v1/{AGENT}/status"], client_id="late")
+    retained = late.wait_for(lambda m: len(m) >= 1)[0]
+    assert retained.retain and decode(retained.topic, retained.payload).session == online.session  # type: ignore[union-attr]
+
+    health = read_health(tmp_path)
+    assert health["broker_connected"] is True and health["devices"][0]["link_up"] is True
+    runtime.stop(timeout=2)
+    stopped = recorder.wait_for(lambda m: any(b'"offline"' in x.payload for x in m))
+    farewell = decode(stopped[-1].topic, stopped[-1].payload)
+    assert isinstance(farewell, StatusPayload) and farewell.reason == "shutdown"
+    assert farewell.session == online.session
+
+
+def test_commands_unknown_malformed_rebirth_and_poll_now(
+    start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any
+) -> None:
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/#"])
+    start_runtime(model_register, devices=[{"protocol": "shtrih", "url": "sim://x", "poll_interval": 30}])
+    recorder.wait_for(lambda m: len(parsed(m, "state")) >= 1)
+    cmd = f"kassa/v1/{AGENT}/cmd"
+    recorder.publish(cmd, b'{"v":1,"id":"c1","cmd":"self-destruct","args":{}}')
+    recorder.publish(cmd, b"{not json")
+    messages = recorder.wait_for(lambda m: len(events(m, "command_error")) >= 2)
+    unknown, malformed = events(messages, "command_error")[:2]
+    assert unknown.register is None and unknown.data["cmd"] == "self-destruct"
+    assert malformed.data["reason"] == "invalid_json"
+    recorder.publish(cmd, b'{"v":1,"id":"c2","cmd":"rebirth","args":{}}')
+    recorder.wait_for(lambda m: len(parsed(m, "birth")) >= 2)
+    # poll-now: a 30 s poll interval, yet a fresh state arrives at once
+    recorder.publish(cmd, b'{"v":1,"id":"c3","cmd":"poll-now","args":{}}')
+    messages = recorder.wait_for(lambda m: any(s.reason == "poll-now" for s in parsed(m, "state")), timeout=3)
+    assert model_register.polls >= 2
+
+
+def test_unplug_and_replug_give_link_events_and_the_worker_survives(
+    start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any, tmp_path: Path
+) -> None:
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/#"])
+    runtime = start_runtime(model_register)
+    recorder.wait_for(lambda m: len(parsed(m, "state")) >= 1)
+    model_register.unplug()
+    messages = recorder.wait_for(lambda m: events(m, "link_lost"))
+    lost = events(messages, "link_lost")[0]
+    assert "LinkClosed" in lost.data["error"]
+    # the health file is rewritten after the failed poll that raised the event
+    recorder.wait_for(lambda m: read_health(tmp_path)["devices"][0]["link_up"] is False)
+    assert "LinkClosed" in read_health(tmp_path)["devices"][0]["error"]
+    polls = model_register.polls
+    recorder.wait_for(lambda m: model_register.polls > polls + 2)
+    assert len(events(recorder.messages, "link_lost")) == 1  # one event per outage, not per failed poll
+    model_register.replug()
+    messages = recorder.wait_for(lambda m: events(m, "link_regained"))
+    assert events(messages, "link_regained")[0].data["down_seconds"] >= 0
+    assert all(w.thread.is_alive() for w in runtime.workers)
+
+
+def test_collector_acks_empty_the_outbox_and_replay_waits_for_the_collector(
+    mqtt_broker: Any, start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any
+) -> None:
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/#"], persistent=True)
+    runtime = start_runtime(model_register, ack_mode="collector")
+    messages = recorder.wait_for(lambda m: len(parsed(m, "state")) >= 1)
+    model_register.change(lambda m: m.open_shift())
+    messages = recorder.wait_for(lambda m: events(m, "shift_opened"))
+    assert runtime.outbox.depth() >= 2  # nothing acked yet
+    session = events(messages)[0].session
+    # The shift-open document also starts an OFD backlog, so more records may follow: ack them all.
+    recorder.publish(f"kassa/v1/{AGENT}/ack", json.dumps({"v": 1, "session": session, "seq": 10**9}).encode())
+    recorder.wait_for(lambda m: runtime.outbox.depth() == 0)
+
+    # Broker outage: the shift closes meanwhile. After reconnect the backlog waits for the
+    # collector (ack mode "collector", its status never seen), then goes out on hist.
+    mqtt_broker.stop()
+    recorder.wait_for(lambda m: not runtime.publisher.connected)
+    model_register.change(lambda m: m.close_shift())
+    recorder.wait_for(lambda m: runtime.outbox.depth() >= 2)
+    mqtt_broker.start()
+    recorder.wait_for(lambda m: len(parsed(m, "birth")) >= 2)
+    threading_wait(0.5)
+    assert not parsed(recorder.messages, "hist") and runtime.replayed == 0  # paused: collector unseen
+    status = CollectorStatusPayload(status="online", ts=runtime.now())
+    recorder.publish(COLLECTOR_STATUS_TOPIC, encode(status), retain=True)
+    messages = recorder.wait_for(lambda m: parsed(m, "hist"))
+    records = [r.payload for batch in parsed(messages, "hist") for r in batch.records]
+    assert any(isinstance(r, EventPayload) and r.kind == "shift_closed" for r in records)
+    assert all(r.session == session for r in records)  # replay keeps the original envelope
+
+
+def test_full_outbox_counts_drops_and_reports_a_gap(
+    mqtt_broker: Any, start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any
+) -> None:
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/#"], persistent=True)
+    runtime = start_runtime(model_register, outbox={"max_bytes": 4096})
+    recorder.wait_for(lambda m: len(parsed(m, "state")) >= 1)
+    mqtt_broker.stop()
+    recorder.wait_for(lambda m: not runtime.publisher.connected)
+    for _ in range(12):  # each toggle is two events of ~600 bytes: far past 4 KiB
+        model_register.change(lambda m: (m.open_shift(), m.close_shift()))
+        threading_wait(0.15)
+    mqtt_broker.start()
+    messages = recorder.wait_for(lambda m: events(m, "outbox_gap") or any(
+        isinstance(r.payload, EventPayload) and r.payload.kind == "outbox_gap"
+        for b in parsed(m, "hist") for r in b.records), timeout=10)
+    gaps = events(messages, "outbox_gap") + [
+        r.payload for b in parsed(messages, "hist") for r in b.records
+        if isinstance(r.payload, EventPayload) and r.payload.kind == "outbox_gap"
+    ]
+    assert gaps[0].register is None
+    assert sum(int(v) for v in gaps[0].data.values() if isinstance(v, int)) > 0
+
+
+def read_health(tmp_path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((tmp_path / "health.json").read_text())
+    return data
+
+
+def threading_wait(seconds: float) -> None:
+    import threading
+
+    threading.Event().wait(seconds)
+
+
+def test_clock_noise_is_not_a_change(
+    start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any
+) -> None:
+    """The register clock and read_at move on every poll; only real changes publish a state."""
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/state/+"])
+    start_runtime(model_register)  # 0.1 s polls, 60 s heartbeat
+    recorder.wait_for(lambda m: len(m) >= 1)
+    polls = model_register.polls
+    recorder.wait_for(lambda m: model_register.polls >= polls + 12, timeout=5)  # across a clock second
+    states = [s for s in parsed(recorder.messages, "state") if isinstance(s, StatePayload)]
+    assert [s.reason for s in states] == ["change"]
+    model_register.change(lambda m: m.open_shift())  # a real change: new FD, shift open
+    recorder.wait_for(lambda m: len(m) >= 2)
+    changed = parsed(recorder.messages, "state")[1]
+    assert changed.reason == "change" and changed.state.last_fd_number == model_register.model.last_fd_number
+
+
+def test_backlog_replay_is_rate_limited_and_oldest_first(
+    mqtt_broker: Any, start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any
+) -> None:
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/hist"], persistent=True)
+    runtime = start_runtime(model_register, replay={"rate": 40, "batch": 5})
+    mqtt_broker.stop()
+    recorder.wait_for(lambda m: not runtime.publisher.connected)
+    for _ in range(10):  # a shift event and a state per toggle, while offline
+        model_register.change(lambda m: m.close_shift() if m.shift_open else m.open_shift())
+        threading_wait(0.12)
+    backlog = runtime.outbox.depth()
+    assert backlog >= 20
+    mqtt_broker.start()
+    messages = recorder.wait_for(
+        lambda m: sum(len(b.records) for b in parsed(m, "hist")) >= backlog, timeout=10
+    )
+    batches = parsed(messages, "hist")
+    keys = [(r.payload.session, r.payload.seq) for b in batches for r in b.records]
+    assert keys == sorted(keys) and len(set(keys)) == len(keys)
+    assert max(len(b.records) for b in batches) <= 5
+    # 40 records/s: the batches after the first are made over at least (n-5)/40 s (agent clock,
+    # since the persistent recorder may get them in one burst after its own reconnect)
+    spread = (batches[-1].ts - batches[0].ts).total_seconds()
+    assert spread >= (len(keys) - 5) / 40 * 0.8
+
+
+@pytest.mark.parametrize(
+    ("derived", "expected"),
+    [("shtrih-0012345678901234", "shtrih-0012345678901234"), ("atol-00 12/34+#", "atol-00_12_34__"), ("", "register-unknown")],
+)
+def test_derived_register_ids_are_topic_safe(derived: str, expected: str) -> None:
+    from agent.runtime import topic_safe_id
+
+    assert topic_safe_id(derived) == expected
