@@ -249,6 +249,10 @@ class DeviceWorker:
             self.last_ok = now
             down_since, self.down_since = self.down_since, None
         register = self.register_id
+        if prev is None and self.config.register_id is None:
+            # The birth went out before this register was first read, under a placeholder id:
+            # re-announce so the collector's view names the register its states arrive under.
+            self.runtime.publish_birth()
         if was_down:
             down_for = (now - down_since).total_seconds() if down_since else None
             log.info("link to %s regained", register, extra={"register": register})

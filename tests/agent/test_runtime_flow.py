@@ -111,6 +111,22 @@ def test_status_birth_state_and_events_are_published(
     assert farewell.session == online.session
 
 
+def test_a_register_first_read_after_the_birth_is_announced_by_a_rebirth(
+    start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any
+) -> None:
+    """Without a configured register id the first birth only has a placeholder; the collector must
+    learn the real id (derived from the factory serial) before the first state arrives under it."""
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/#"])
+    devices = [{"protocol": "shtrih", "url": "sim://shtrih", "poll_interval": 0.1}]
+    start_runtime(model_register, devices=devices)
+    messages = recorder.wait_for(lambda m: len(parsed(m, "state")) >= 1)
+    state = parsed(messages, "state")[0]
+    births = [b for b in parsed(messages, "birth") if b.seq < state.seq]
+    assert births, "no birth before the first state"
+    assert [d.register_id for d in births[-1].devices] == [state.register]
+    assert births[-1].devices[0].state is not None and births[-1].devices[0].link_up
+
+
 def test_commands_unknown_malformed_rebirth_and_poll_now(
     start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any
 ) -> None:
