@@ -1,0 +1,345 @@
+"""Collector ingest: sustained committed state messages/s and publish → alert-visible latency.
+
+    .venv/bin/python bench/ingest.py [--messages 20000] [--agents 1000] [--db sqlite,postgresql]
+                                     [--collectors 0,1,3] [--probes 40] [--probe-rate 500]
+
+For every database and collector layout it starts a private Mosquitto and an empty database,
+then:
+
+1. **throughput** — pre-encodes ``--messages`` realistic ``StatePayload``s for ``--agents``
+   virtual agents (distinct (session, seq), one register each), publishes them at QoS 1 as fast
+   as one paho client can, and measures from the first publish until every one is committed to
+   ``state_history`` (polling the database). ``0`` collectors = one collector in this process
+   (its metrics show where the time goes); ``N`` = N ``kassa-collector run --shared``
+   subprocesses under ``$share/collectors/``.
+2. **latency** — with a background load of ``--probe-rate`` msg/s, publishes ``--probes``
+   states whose oldest unsent document is 21 days old, one at a time, and measures publish →
+   the ``ofd_backlog`` alert row being visible in the database (the API reads the same row).
+
+Targets (DESIGN.md §7): ≥ 10 000 msg/s committed in one process; 3 processes ≥ 2.5× one;
+state change → alert visible p50 ≤ 250 ms, p99 ≤ 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import sqlalchemy as sa
+from paho.mqtt.enums import CallbackAPIVersion
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from collector.config import CollectorConfig
+from collector.service import CollectorService
+from collector.storage import create_engine_from_url, migrate
+from collector.storage.schema import alerts, state_history
+from protocol.kkt.state import FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
+from protocol.mqtt.models import StatePayload, encode
+from protocol.mqtt.topics import state_topic
+
+PG_URL = os.environ.get("KASSA_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+MOSQUITTO_CONF = """\
+listener {port} 127.0.0.1
+allow_anonymous true
+persistence false
+max_queued_messages 1000000
+max_queued_bytes 0
+max_inflight_messages 0
+log_dest file {data}/mosquitto.log
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def mosquitto(workdir: Path) -> Iterator[int]:
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(MOSQUITTO_CONF.format(port=port, data=workdir))
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("mosquitto did not start") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.kill()
+        process.wait(5)
+
+
+@contextmanager
+def database(kind: str, workdir: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{workdir}/bench-{uuid.uuid4().hex[:6]}.db"
+        return
+    import psycopg
+    from psycopg import sql
+
+    name = f"kassa_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_URL, autocommit=True) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        try:
+            yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+        finally:
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def realistic_state(serial: str, now: datetime, *, receipts: int, backlog: timedelta | None = None) -> RegisterState:
+    clock = now.replace(tzinfo=None) + timedelta(hours=3)
+    return RegisterState(
+        vendor=Vendor.SHTRIH,
+        protocol="shtrih",
+        model="ШТРИХ-М-01Ф",
+        serial=serial,
+        rnm=f"00000{serial}",
+        inn="7701234567",
+        firmware="C.1",
+        ffd_version="1.2",
+        register_clock=clock,
+        read_at=now,
+        last_fd_number=1000 + receipts,
+        shift=ShiftState(status=ShiftStatus.OPEN, number=42, receipts=receipts, opened_at=clock - timedelta(hours=5)),
+        fn=FnState(
+            serial=f"99990789{serial[-8:]}", phase=3, phase_name="fiscal", fiscal=True,
+            valid_until=(clock + timedelta(days=200)).date(), documents_left=200_000, warning_flags=0,
+        ),
+        ofd=OfdState(
+            unsent_count=3 if backlog else 0,
+            first_unsent_at=clock - backlog if backlog else None,
+            transport_connected=True,
+        ),
+    )
+
+
+def encode_state(agent: str, register: str, seq: int, state: RegisterState) -> tuple[str, bytes]:
+    payload = StatePayload(
+        agent=agent, session=1, seq=seq, ts=datetime.now(UTC), register=register, reason="change", state=state
+    )
+    return state_topic(agent, register), encode(payload)
+
+
+def load(count: int, agents: int, prefix: str) -> list[tuple[str, bytes]]:
+    now = datetime.now(UTC)
+    return [
+        encode_state(f"{prefix}-{n % agents}", f"kkt-{prefix}-{n % agents}", n // agents,
+                     realistic_state(f"{n % agents:016d}", now, receipts=n // agents))
+        for n in range(count)
+    ]
+
+
+class Publisher:
+    def __init__(self, port: int, client_id: str) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+        self.client.max_inflight_messages_set(2000)
+        self.client.max_queued_messages_set(0)
+        self.client.connect("127.0.0.1", port, keepalive=60)
+        self.client.loop_start()
+
+    def publish_all(self, messages: list[tuple[str, bytes]]) -> None:
+        infos = [self.client.publish(topic, payload, qos=1) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(120)
+
+    def publish_one(self, topic: str, payload: bytes) -> None:
+        self.client.publish(topic, payload, qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Collectors:
+    """0 = one in-process service; N = N shared-subscription subprocesses."""
+
+    def __init__(self, count: int, port: int, db_url: str, workdir: Path) -> None:
+        self.count = count
+        self.service: CollectorService | None = None
+        self.processes: list[subprocess.Popen[bytes]] = []
+        broker = f"mqtt://127.0.0.1:{port}"
+        if count == 0:
+            config = CollectorConfig(broker_url=broker, db_url=db_url, client_id="bench-inproc", evaluator_period=15)
+            self.service = CollectorService(config, serve_web=False)
+            self.service.start()
+            return
+        migrate(db_url)  # once, before N processes race to do it
+        for index in range(count):
+            log = (workdir / f"collector-{index}.log").open("ab")
+            self.processes.append(subprocess.Popen(
+                [sys.executable, "-m", "collector", "run", "--broker", broker, "--db", db_url, "--no-web",
+                 "--client-id", f"bench-{index}", "--shared", "--log-level", "WARNING"],
+                stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+            ))
+        time.sleep(3.0)  # imports, connect, SUBACK
+
+    @property
+    def label(self) -> str:
+        return "1 in-process" if self.count == 0 else f"{self.count} × subprocess $share"
+
+    def where_time_goes(self) -> str:
+        if self.service is None:
+            return ""
+        metrics = self.service.metrics
+        samples = {s.name: s.value for m in metrics.batch_seconds.collect() for s in m.samples}
+        rows = {s.name: s.value for m in metrics.batch_rows.collect() for s in m.samples}
+        batches = samples.get("kassa_collector_batch_write_seconds_count", 0) or 1
+        write_s = samples.get("kassa_collector_batch_write_seconds_sum", 0.0)
+        per_batch = rows.get("kassa_collector_batch_messages_sum", 0) / batches
+        return (f"batches {int(batches)}, mean {per_batch:.0f} msgs/batch, "
+                f"batch validate+write+commit+ack {write_s / batches * 1000:.1f} ms "
+                f"({write_s:.2f} s total)")
+
+    def stop(self) -> None:
+        if self.service is not None:
+            self.service.stop()
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def count_rows(engine: sa.Engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+def throughput(port: int, engine: sa.Engine, messages: list[tuple[str, bytes]]) -> tuple[float, float]:
+    """(committed msgs/s, publish msgs/s)."""
+    publisher = Publisher(port, "bench-load")
+    started = time.perf_counter()
+    publisher.publish_all(messages)
+    published = time.perf_counter() - started
+    deadline = time.monotonic() + 300
+    while count_rows(engine, state_history) < len(messages):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {count_rows(engine, state_history)} of {len(messages)} committed")
+        time.sleep(0.05)
+    committed = time.perf_counter() - started
+    publisher.close()
+    return len(messages) / committed, len(messages) / published
+
+
+def latency(port: int, engine: sa.Engine, probes: int, rate: float) -> list[float]:
+    """publish → alert row visible, seconds, under a background load of ``rate`` msgs/s."""
+    background = load(int(rate * 120), 500, "bg")
+    stop = threading.Event()
+    loader = Publisher(port, "bench-bg")
+
+    def feed() -> None:
+        interval = 1.0 / rate
+        next_at = time.perf_counter()
+        for topic, payload in background:
+            if stop.is_set():
+                return
+            loader.publish_one(topic, payload)
+            next_at += interval
+            pause = next_at - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)
+
+    thread = threading.Thread(target=feed, daemon=True)
+    thread.start()
+    time.sleep(2.0)  # let the background load settle
+    prober = Publisher(port, "bench-probe")
+    results = []
+    now = datetime.now(UTC)
+    for n in range(probes):
+        register = f"kkt-probe-{n}"
+        state = realistic_state(f"{90_000_000 + n:016d}", now, receipts=1, backlog=timedelta(days=21))
+        topic, payload = encode_state(f"probe-{n}", register, 0, state)
+        sent = time.perf_counter()
+        prober.publish_one(topic, payload)
+        query = sa.select(alerts.c.id).where(alerts.c.register_id == register, alerts.c.rule == "ofd_backlog")
+        while True:
+            with engine.connect() as conn:
+                if conn.execute(query).first() is not None:
+                    break
+            if time.perf_counter() - sent > 10:
+                raise RuntimeError(f"probe {n}: no alert after 10 s")
+            time.sleep(0.005)
+        results.append(time.perf_counter() - sent)
+        time.sleep(0.05)
+    stop.set()
+    thread.join(5)
+    prober.close()
+    loader.close()
+    return results
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--db", default="sqlite,postgresql")
+    parser.add_argument("--collectors", default="0,1,3", help="0 = in-process; N = N shared subprocesses")
+    parser.add_argument("--probes", type=int, default=40)
+    parser.add_argument("--probe-rate", type=float, default=500.0, help="background msgs/s during the latency run")
+    args = parser.parse_args()
+
+    print(f"encoding {args.messages} state messages for {args.agents} agents …", flush=True)
+    t = time.perf_counter()
+    messages = load(args.messages, args.agents, "a")
+    encode_us = (time.perf_counter() - t) / len(messages) * 1e6
+    print(f"  {encode_us:.0f} µs per message to build+encode (not timed below)")
+    rows = []
+    for kind in args.db.split(","):
+        for layout in (int(c) for c in args.collectors.split(",")):
+            with tempfile.TemporaryDirectory(prefix="kassa-bench-") as tmp, mosquitto(Path(tmp)) as port, \
+                    database(kind, Path(tmp)) as url:
+                collectors = Collectors(layout, port, url, Path(tmp))
+                engine = create_engine_from_url(url)
+                try:
+                    committed, published = throughput(port, engine, messages)
+                    lat = latency(port, engine, args.probes, args.probe_rate) if args.probes and layout <= 1 else []
+                    where = collectors.where_time_goes()
+                finally:
+                    collectors.stop()
+                    engine.dispose()
+            row: dict[str, Any] = {"db": kind, "collectors": collectors.label, "committed": committed, "published": published}
+            if lat:
+                row.update(p50=percentile(lat, 0.5) * 1000, p99=percentile(lat, 0.99) * 1000)
+            rows.append(row)
+            print(f"{kind:10} {collectors.label:24} committed {committed:8.0f} msg/s "
+                  f"(publisher alone {published:8.0f} msg/s)"
+                  + (f"  alert visible p50 {row['p50']:.0f} ms p99 {row['p99']:.0f} ms" if lat else ""), flush=True)
+            if where:
+                print(f"{'':10} {'':24} {where}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""``kassa-collector run``: ingest MQTT into the database, evaluate alerts, serve the web app."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from collector.config import CollectorConfigError, load_config
+from collector.service import CollectorService
+
+
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("run", help="run the collector (ingest, alerts, web)")
+    parser.add_argument("--config", type=Path, help="TOML file (default: $KASSA_COLLECTOR_CONFIG)")
+    parser.add_argument("--broker", help="mqtt://host:1883 or mqtts://host:8883")
+    parser.add_argument("--db", help="sqlite:///collector.db or postgresql://user@host/db")
+    parser.add_argument("--listen", metavar="HOST:PORT", help="where the web app listens")
+    parser.add_argument("--client-id", help="MQTT client id (fixed: it names the persistent session)")
+    parser.add_argument(
+        "--shared", action="store_true", default=None, help="subscribe under $share/<group>/ to scale out"
+    )
+    parser.add_argument("--batch-rows", type=int, help="messages per transaction at most")
+    parser.add_argument("--batch-delay", type=float, metavar="SECONDS", help="longest wait for a batch")
+    parser.add_argument("--evaluator-period", type=float, metavar="SECONDS", help="full re-evaluation period")
+    parser.add_argument(
+        "--enforce-enrollment", action="store_true", default=None, help="dead-letter agents nobody enrolled"
+    )
+    parser.add_argument("--no-web", action="store_true", help="ingest only, even if collector.web exists")
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.set_defaults(func=run)
+
+
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "broker_url": args.broker,
+        "db_url": args.db,
+        "listen": args.listen,
+        "client_id": args.client_id,
+        "shared": args.shared,
+        "batch_max_rows": args.batch_rows,
+        "batch_max_delay": args.batch_delay,
+        "evaluator_period": args.evaluator_period,
+        "enforce_enrollment": args.enforce_enrollment,
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = load_config(args.config, env=os.environ, overrides=overrides_from_args(args))
+    except CollectorConfigError as exc:
+        print(f"kassa-collector run: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    service = CollectorService(config, serve_web=not args.no_web)
+    service.run(stop)
+    return 0

@@ -1,0 +1,175 @@
+"""Collector settings: defaults ← TOML file ← environment (``KASSA_COLLECTOR_*``) ← CLI flags.
+
+Keys are the field names of :class:`CollectorConfig`, the same in all three sources
+(``db_url = "…"`` in TOML, ``KASSA_COLLECTOR_DB_URL``, ``--db``). Alert threshold overrides live
+in a ``[thresholds]`` table and use :class:`collector.alerts.Thresholds` field names.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from collector.alerts import Thresholds
+from protocol.mqtt.topics import is_valid_id
+
+ENV_PREFIX = "KASSA_COLLECTOR_"
+
+
+class CollectorConfigError(ValueError):
+    """Settings that cannot be used; the message names every bad key and where it came from."""
+
+
+class CollectorConfig(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    broker_url: str = "mqtt://127.0.0.1:1883"
+    broker_username: str | None = None
+    broker_password: str | None = None
+    broker_keepalive: int = Field(30, ge=2, le=65535)
+    db_url: str = "sqlite:///collector.db"
+    auto_migrate: bool = Field(True, description="upgrade the schema on start (run)")
+    listen: str = "127.0.0.1:8080"
+    client_id: str = Field("kassa-collector-1", min_length=1, max_length=64)
+    shared: bool = Field(False, description="subscribe under $share/<shared_group>/ (N collectors)")
+    shared_group: str = "collectors"
+    batch_max_rows: int = Field(500, ge=1, le=20_000)
+    batch_max_delay: float = Field(0.2, gt=0, le=5, description="seconds a message may wait for its batch")
+    batch_linger: float = Field(0.02, ge=0, le=1, description="seconds a small batch waits for more messages")
+    queue_max: int = Field(50_000, ge=100, description="messages buffered between paho and the writer")
+    reorder_window: float = Field(2.0, gt=0, description="seconds a seq gap may stay open before a rebirth")
+    evaluator_period: float = Field(15.0, gt=0, description="seconds between full re-evaluations")
+    enforce_enrollment: bool = Field(False, description="dead-letter agents nobody enrolled")
+    default_tenant: str = Field("default", min_length=1, description="tenant of auto-registered agents")
+    unassigned_node: str = Field("unassigned", min_length=1, description="node of auto-registered agents")
+    thresholds: dict[str, Any] = Field(default_factory=dict)
+    # Read by collector.web (WebSettings.from_config).
+    web_auth: Literal["token", "open"] | None = Field(None, description="token (default with api_token) or open")
+    api_token: str | None = None
+
+    @field_validator("broker_url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
+        try:
+            _ = parts.port
+        except ValueError as exc:
+            raise ValueError(f"bad port: {exc}") from None
+        return value
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, e.g. 127.0.0.1:8080")
+        return value
+
+    @field_validator("shared_group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        if not value or any(ch in value for ch in "/+#"):
+            raise ValueError("must be a plain name without / + #")
+        return value
+
+    @field_validator("default_tenant", "unassigned_node")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        return value.strip()
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_valid(cls, value: dict[str, Any]) -> dict[str, Any]:
+        Thresholds().merged(value)  # raises naming the bad field
+        return value
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str) -> str:
+        if not is_valid_id(value):
+            raise ValueError("use letters, digits, '.', '_' or '-' (it is the MQTT client id)")
+        return value
+
+    @property
+    def broker_tls(self) -> bool:
+        return urlsplit(self.broker_url).scheme == "mqtts"
+
+    @property
+    def broker_host(self) -> str:
+        return urlsplit(self.broker_url).hostname or ""
+
+    @property
+    def broker_port(self) -> int:
+        return urlsplit(self.broker_url).port or (8883 if self.broker_tls else 1883)
+
+    def broker_credentials(self) -> tuple[str | None, str | None]:
+        """Fields first, else the URL's userinfo."""
+        parts = urlsplit(self.broker_url)
+        user = self.broker_username or (unquote(parts.username) if parts.username else None)
+        password = self.broker_password or (unquote(parts.password) if parts.password else None)
+        return user, password
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+    def alert_thresholds(self) -> Thresholds:
+        return Thresholds().merged(self.thresholds)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise CollectorConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise CollectorConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
+    """``KASSA_COLLECTOR_DB_URL=…`` → ``{"db_url": "…"}``; an unknown name is an error, not ignored."""
+    known = set(CollectorConfig.model_fields) - {"thresholds"}
+    out: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
+            continue
+        key = name[len(ENV_PREFIX) :].lower()
+        if key not in known:
+            raise CollectorConfigError(f"unknown setting in environment: {name}")
+        out[key] = value
+    return out
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> CollectorConfig:
+    """Merge the sources (later wins) and validate; ``$KASSA_COLLECTOR_CONFIG`` names a default file."""
+    environment = dict(env or {})
+    if path is None and environment.get(f"{ENV_PREFIX}CONFIG"):
+        path = Path(environment[f"{ENV_PREFIX}CONFIG"])
+    merged: dict[str, Any] = read_toml(path) if path is not None else {}
+    merged.update(env_overrides(environment))
+    merged.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    try:
+        return CollectorConfig.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(config)'}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        )
+        raise CollectorConfigError(f"invalid collector settings: {problems}") from None

@@ -1,0 +1,71 @@
+"""Which agents may store data: enrolled and not revoked, or — until accounts and enrollment exist
+everywhere — auto-registered into a default tenant's "unassigned" node (configurable)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from collector.storage import repository as repo
+from collector.storage.schema import agents, nodes, tenants
+
+UNASSIGNED_KIND = "unassigned"
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    reason: str  # dead-letter reason
+    detail: str
+
+
+class Admission:
+    """Caches admitted agents; a refused agent is looked up again on its next batch (it may get enrolled)."""
+
+    def __init__(self, *, enforce: bool, default_tenant: str, unassigned_node: str) -> None:
+        self._enforce = enforce
+        self._tenant_name = default_tenant
+        self._node_name = unassigned_node
+        self._admitted: set[str] = set()
+
+    def reset(self) -> None:
+        """Forget every admission (after a rollback, an auto-registration may not have been stored)."""
+        self._admitted.clear()
+
+    def check(self, conn: sa.Connection, agent_ids: set[str], now: datetime) -> dict[str, Refusal]:
+        """Admit what can be admitted (auto-registering if allowed); returns the refused agents."""
+        unknown = agent_ids - self._admitted
+        if not unknown:
+            return {}
+        rows = conn.execute(sa.select(agents.c.agent_id, agents.c.revoked).where(agents.c.agent_id.in_(unknown)))
+        found = {row.agent_id: bool(row.revoked) for row in rows}
+        refused: dict[str, Refusal] = {}
+        for agent_id in sorted(unknown):
+            if found.get(agent_id) is True:
+                refused[agent_id] = Refusal("agent_revoked", f"agent {agent_id!r} was revoked")
+            elif agent_id in found:
+                self._admitted.add(agent_id)
+            elif self._enforce:
+                refused[agent_id] = Refusal("unknown_agent", f"agent {agent_id!r} is not enrolled")
+            else:
+                tenant_id, node_id = self._unassigned_node(conn, now)
+                repo.enroll_agent(conn, agent_id, tenant_id=tenant_id, node_id=node_id, enrolled_at=now)
+                self._admitted.add(agent_id)
+        return refused
+
+    def _unassigned_node(self, conn: sa.Connection, now: datetime) -> tuple[int, int]:
+        tenant_id = conn.execute(
+            sa.select(tenants.c.id).where(tenants.c.name == self._tenant_name).order_by(tenants.c.id).limit(1)
+        ).scalar_one_or_none()
+        if tenant_id is None:
+            tenant_id = repo.create_tenant(conn, self._tenant_name, created_at=now)
+        node_id = conn.execute(
+            sa.select(nodes.c.id)
+            .where(nodes.c.tenant_id == tenant_id, nodes.c.kind == UNASSIGNED_KIND, nodes.c.name == self._node_name)
+            .order_by(nodes.c.id)
+            .limit(1)
+        ).scalar_one_or_none()
+        if node_id is None:
+            node_id = repo.create_node(conn, tenant_id, parent_id=None, kind=UNASSIGNED_KIND, name=self._node_name)
+        return int(tenant_id), int(node_id)

@@ -1,0 +1,400 @@
+"""The ingest writer: a queue fed by paho's thread, and one writer thread that commits batches.
+
+Per batch: decode and validate every message (``protocol.mqtt.decode``) → dead-letter what is
+invalid (reason + raw bytes) → admit agents (enrolled, or auto-registered) → write everything in
+one transaction, including the durable ``ingest_marks`` → commit → only then PUBACK the MQTT
+messages and publish each agent's ``ack {session, seq}`` → ask for a rebirth where a seq gap
+outlived the reorder window → hand the changed registers to the alert engine.
+
+A batch closes when it holds ``batch_max_rows`` messages, when ``batch_max_delay`` passed since
+its first message, or when the queue stays empty for ``batch_linger`` (group commit: under load
+batches grow by themselves while the previous one is being written; at low load a message waits
+at most the linger, 20 ms by default).
+
+Failure policy: if the batch transaction fails, each message is retried in a transaction of its
+own and a message the storage refuses is dead-lettered, so one bad message never blocks the
+others. If the database itself is unreachable nothing is acked and the batch is retried — the
+broker keeps the messages meanwhile.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import sqlalchemy as sa
+
+from collector.ingest import bulk
+from collector.ingest.admission import Admission
+from collector.ingest.consumer import InboundMessage
+from collector.ingest.sequence import NOTHING, SequenceTracker
+from collector.ingest.writes import Decoded, RefreshCache, WriteOutcome, write_messages
+from collector.metrics import CollectorMetrics
+from collector.storage import StorageError
+from collector.storage import repository as repo
+from collector.storage.engine import begin_write
+from collector.storage.schema import ingest_marks
+from protocol.mqtt.errors import ContractError, TopicError
+from protocol.mqtt.models import (
+    AckPayload,
+    CommandPayload,
+    Envelope,
+    HistBatch,
+    StatusPayload,
+    decode,
+    encode,
+)
+from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, AgentTopic, TopicKind, ack_topic, cmd_topic
+
+log = logging.getLogger(__name__)
+
+DB_RETRY_DELAY = 1.0
+IDLE_TICK = 0.25  # how often an idle writer checks for stop and due rebirths
+
+
+@dataclass(frozen=True)
+class WriterSettings:
+    batch_max_rows: int = 500
+    batch_max_delay: float = 0.2
+    batch_linger: float = 0.02  # how long a small batch waits for more before it is written
+    queue_max: int = 50_000
+    reorder_window: float = 2.0
+    contiguous_acks: bool = True  # False under a shared subscription (see sequence.py)
+    enforce_enrollment: bool = False
+    default_tenant: str = "default"
+    unassigned_node: str = "unassigned"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    inbound: InboundMessage
+    reason: str
+    detail: str
+
+
+@dataclass
+class BatchResult:
+    committed: list[InboundMessage] = field(default_factory=list)  # stored or dead-lettered: ack them
+    dead_letters: list[Rejected] = field(default_factory=list)
+    acks: dict[tuple[str, int], int] = field(default_factory=dict)  # (agent, session) → seq to publish
+    changed_registers: set[str] = field(default_factory=set)
+    status_agents: set[str] = field(default_factory=set)
+    duplicates: int = 0
+
+
+class Downlink(Protocol):
+    """What the writer needs from the MQTT connection (the consumer, or a test double)."""
+
+    def ack(self, message: InboundMessage) -> bool: ...
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool: ...
+
+
+def classify(message: InboundMessage) -> Decoded | Rejected | None:
+    """Decode one message; None for what is not data: an empty retained status (cleared), our own status."""
+    if message.topic == COLLECTOR_STATUS_TOPIC:
+        return None  # our own retained status matches kassa/v1/+/status
+    try:
+        topic = AgentTopic.parse(message.topic)
+        if topic.kind in (TopicKind.CMD, TopicKind.ACK):
+            raise TopicError(f"topic {message.topic!r} is a downlink topic; agents must not publish it")
+        if topic.kind is TopicKind.STATUS and not message.payload:
+            return None
+        return Decoded(message, topic, decode(topic, message.payload))
+    except ContractError as exc:
+        return Rejected(message, exc.reason, exc.message)
+
+
+class IngestWriter:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        downlink: Downlink,
+        *,
+        settings: WriterSettings | None = None,
+        metrics: CollectorMetrics | None = None,
+        on_changed: Callable[[Collection[str], Collection[str]], None] | None = None,
+    ) -> None:
+        self.settings = settings or WriterSettings()
+        self._engine = engine
+        self._downlink = downlink
+        self._metrics = metrics or CollectorMetrics()
+        self._on_changed = on_changed
+        self._queue: queue.Queue[InboundMessage] = queue.Queue(self.settings.queue_max)
+        self._admission = Admission(
+            enforce=self.settings.enforce_enrollment,
+            default_tenant=self.settings.default_tenant,
+            unassigned_node=self.settings.unassigned_node,
+        )
+        self._refresh = RefreshCache()
+        self.tracker = SequenceTracker(self.settings.reorder_window, contiguous=self.settings.contiguous_acks)
+        self._stop = threading.Event()
+        self._drain_until = float("inf")
+        self._thread: threading.Thread | None = None
+        self.batches = 0
+
+    # --- feeding (paho's thread) ------------------------------------------------------------
+
+    def submit(self, message: InboundMessage) -> None:
+        """Blocks when the queue is full: backpressure on the broker instead of unbounded memory."""
+        self._queue.put(message)
+
+    # --- thread -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ingest-writer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Write and ack what is queued (for at most ``timeout``; the broker redelivers the rest)."""
+        self._drain_until = time.monotonic() + timeout * 0.8
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        while True:
+            try:
+                batch = self._take_batch()
+                if batch:
+                    self._write_until_done(batch)
+                self._ask_rebirths()
+            except Exception:  # a bug must not end ingest; unacked messages come back on reconnect
+                log.exception("ingest writer step failed")
+            if self._stop.is_set() and (self._queue.empty() or time.monotonic() > self._drain_until):
+                return
+
+    def _take_batch(self) -> list[InboundMessage]:
+        try:
+            first = self._queue.get(timeout=IDLE_TICK)
+        except queue.Empty:
+            return []
+        batch = [first]
+        started = time.monotonic()
+        deadline = started + self.settings.batch_max_delay
+        linger_until = started + min(self.settings.batch_linger, self.settings.batch_max_delay)
+        while len(batch) < self.settings.batch_max_rows:
+            now = time.monotonic()
+            if now >= deadline:
+                break
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                if now >= linger_until:
+                    break
+                try:  # a short linger turns a trickle into fewer, larger commits
+                    batch.append(self._queue.get(timeout=linger_until - now))
+                except queue.Empty:
+                    break
+        self._metrics.queue_depth.set(self._queue.qsize())
+        return batch
+
+    def _write_until_done(self, batch: list[InboundMessage]) -> None:
+        """Retry while the database is away (nothing is acked meanwhile; the broker keeps the
+        messages); give up only when stopping and the drain time is over."""
+        while True:
+            try:
+                self.process(batch)
+                return
+            except sa.exc.OperationalError as exc:
+                log.error("database unavailable, retrying the batch of %d: %s", len(batch), exc)
+                self._stop.wait(DB_RETRY_DELAY)
+                if self._stop.is_set() and time.monotonic() > self._drain_until:
+                    return
+
+    # --- one batch --------------------------------------------------------------------------
+
+    def process(self, batch: list[InboundMessage]) -> BatchResult:
+        """Validate, write and commit one batch, then ack and publish. Public for tests and benches."""
+        started = time.perf_counter()
+        result = BatchResult()
+        decoded: list[Decoded] = []
+        for message in batch:
+            self._metrics.messages_in.labels(kind=_kind_label(message.topic)).inc()
+            item = classify(message)
+            if isinstance(item, Rejected):
+                result.dead_letters.append(item)
+            elif item is not None:
+                decoded.append(item)
+            else:
+                result.committed.append(message)
+        self.tracker.begin()
+        try:
+            with begin_write(self._engine) as conn:
+                self._write(conn, decoded, result)
+        except sa.exc.OperationalError:
+            self._undo()
+            raise  # the database is away: the caller retries, nothing was acked
+        except Exception as exc:  # a refusal (typed storage error, constraint) or a bug: isolate it
+            log.warning("batch of %d refused (%s); writing its messages one by one", len(batch), exc)
+            self._undo()
+            result = self._process_one_by_one(batch)
+        except BaseException:
+            self._undo()
+            raise
+        self._after_commit(result, len(batch), started)
+        return result
+
+    def _undo(self) -> None:
+        """The transaction rolled back: forget what it taught the tracker and the caches."""
+        self.tracker.rollback()
+        self._admission.reset()
+        self._refresh.clear()
+
+    def _process_one_by_one(self, batch: list[InboundMessage]) -> BatchResult:
+        merged = BatchResult()
+        for message in batch:
+            single = BatchResult()
+            item = classify(message)
+            self.tracker.begin()
+            try:
+                with begin_write(self._engine) as conn:
+                    if isinstance(item, Rejected):
+                        single.dead_letters.append(item)
+                    if isinstance(item, Decoded):
+                        self._write(conn, [item], single)
+                    else:
+                        self._write(conn, [], single)
+                    if item is None:
+                        single.committed.append(message)
+            except sa.exc.OperationalError:
+                self._undo()
+                raise
+            except Exception as exc:
+                self._undo()
+                if not isinstance(exc, StorageError | sa.exc.IntegrityError | sa.exc.DataError):
+                    log.exception("storing a message from %s failed; dead-lettering it", message.topic)
+                single = BatchResult(dead_letters=[Rejected(message, _storage_reason(exc), str(exc))])
+                # Kept verbatim as a dead letter, the record counts as handled for the ack mark,
+                # so one unstorable message does not hold the agent's outbox forever.
+                handled = _live_key(item) if isinstance(item, Decoded) else None
+                with begin_write(self._engine) as conn:
+                    self._write(conn, [], single, handled=handled)
+            merged.committed += single.committed
+            merged.dead_letters += single.dead_letters
+            merged.acks.update(single.acks)
+            merged.changed_registers |= single.changed_registers
+            merged.status_agents |= single.status_agents
+            merged.duplicates += single.duplicates
+        return merged
+
+    def _write(
+        self,
+        conn: sa.Connection,
+        decoded: list[Decoded],
+        result: BatchResult,
+        *,
+        handled: tuple[str, int, int] | None = None,
+    ) -> None:
+        now = datetime.now(UTC)
+        refused = self._admission.check(conn, {item.topic.agent_id for item in decoded}, now)
+        accepted: list[Decoded] = []
+        for item in decoded:
+            refusal = refused.get(item.topic.agent_id)
+            if refusal is None:
+                accepted.append(item)
+            else:
+                result.dead_letters.append(Rejected(item.inbound, refusal.reason, refusal.detail))
+        outcome = write_messages(conn, accepted, self._refresh)
+        if handled is not None:
+            outcome.live[(handled[0], handled[1])].append(handled[2])
+        for item in outcome.agent_events:
+            # The events table is keyed by register; agent-level events (outbox_gap, command_error)
+            # are kept verbatim in the dead-letter table rather than dropped.
+            log.warning("agent-level event from %s: %s", item.topic.agent_id, item.payload)
+            result.dead_letters.append(Rejected(item.inbound, "agent_level_event", "event without a register"))
+        for rejected in result.dead_letters:
+            repo.dead_letter(
+                conn, rejected.inbound.topic, rejected.reason, rejected.detail, rejected.inbound.payload,
+                received_at=rejected.inbound.received_at,
+            )
+        result.acks.update(self._advance_marks(conn, outcome))
+        by_identity = {
+            id(m): m for m in [*result.committed, *(i.inbound for i in decoded), *(r.inbound for r in result.dead_letters)]
+        }
+        result.committed = list(by_identity.values())
+        result.changed_registers |= outcome.registers
+        result.status_agents |= outcome.status_agents
+        result.duplicates += outcome.duplicates
+
+    def _advance_marks(self, conn: sa.Connection, outcome: WriteOutcome) -> dict[tuple[str, int], int]:
+        self._seed(conn, set(outcome.replayed) | set(outcome.live))
+        marks: dict[tuple[str, int], int] = {}
+        for (agent, session), top in outcome.replayed.items():
+            self.tracker.commit_replayed(agent, session, top)
+            marks[(agent, session)] = top
+        for (agent, session), seqs in outcome.live.items():
+            mark = self.tracker.commit_live(agent, session, seqs)
+            if mark is not None:
+                marks[(agent, session)] = max(mark, marks.get((agent, session), mark))
+        bulk.advance_ingest_marks(conn, marks)
+        return marks  # one ack per advanced (agent, session): a hist batch may span sessions
+
+    def _seed(self, conn: sa.Connection, keys: set[tuple[str, int]]) -> None:
+        """Start tracking unknown (agent, session)s from their durable marks, in one query."""
+        unknown = {(agent, session) for agent, session in keys if not self.tracker.knows(agent, session)}
+        if not unknown:
+            return
+        rows = conn.execute(
+            sa.select(ingest_marks.c.agent_id, ingest_marks.c.session, ingest_marks.c.max_seq).where(
+                ingest_marks.c.agent_id.in_({agent for agent, _ in unknown})
+            )
+        )
+        stored = {(row.agent_id, int(row.session)): int(row.max_seq) for row in rows}
+        for agent, session in sorted(unknown):
+            self.tracker.seed(agent, session, stored.get((agent, session), NOTHING))
+
+    def _after_commit(self, result: BatchResult, size: int, started: float) -> None:
+        for message in result.committed:
+            self._downlink.ack(message)
+        for (agent, session), seq in result.acks.items():
+            self._downlink.publish(ack_topic(agent), encode(AckPayload(session=session, seq=seq)))
+        self.batches += 1
+        metrics = self._metrics
+        metrics.committed.inc(len(result.committed))
+        metrics.deduplicated.inc(result.duplicates)
+        for rejected in result.dead_letters:
+            metrics.invalid.labels(reason=rejected.reason).inc()
+        metrics.batch_seconds.observe(time.perf_counter() - started)
+        metrics.batch_rows.observe(size)
+        if self._on_changed is not None and (result.changed_registers or result.status_agents):
+            self._on_changed(result.changed_registers, result.status_agents)
+
+    def _ask_rebirths(self) -> None:
+        for agent in self.tracker.due_rebirths():
+            gap = self.tracker.open_gaps().get(agent)
+            log.warning("seq gap from %s at %s; asking for a rebirth", agent, gap)
+            command = CommandPayload(id=f"rebirth-{uuid.uuid4().hex[:12]}", cmd="rebirth")
+            self._downlink.publish(cmd_topic(agent), encode(command))
+            self._metrics.rebirths.inc()
+
+
+def _live_key(item: Decoded) -> tuple[str, int, int] | None:
+    """(agent, session, seq) of a sequenced live message; None for status and hist."""
+    payload = item.payload
+    if isinstance(payload, StatusPayload | HistBatch) or not isinstance(payload, Envelope):
+        return None
+    return payload.agent, payload.session, payload.seq
+
+
+_KINDS = frozenset(kind.value for kind in TopicKind)
+
+
+def _kind_label(topic: str) -> str:
+    parts = topic.split("/")
+    return parts[3] if len(parts) > 3 and parts[3] in _KINDS else "other"
+
+
+def _storage_reason(exc: Exception) -> str:
+    """``RegisterOwnedElsewhere`` → ``register_owned_elsewhere``; anything unexpected → ``internal_error``."""
+    if not isinstance(exc, StorageError | sa.exc.IntegrityError | sa.exc.DataError):
+        return "internal_error"
+    name = type(exc).__name__
+    return "".join(f"_{ch.lower()}" if ch.isupper() else ch for ch in name).lstrip("_")

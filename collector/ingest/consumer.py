@@ -1,0 +1,174 @@
+"""The collector's MQTT connection (paho-mqtt 2.x).
+
+* Fixed client id and a **persistent session** (``clean_session=False``): while the collector is
+  down or restarting, the broker queues every QoS 1 uplink message for it.
+* **Manual ack**: paho does not PUBACK on receipt; the writer calls :meth:`MqttConsumer.ack` only
+  after the transaction holding the message committed. A message received but not committed
+  when the process dies is redelivered by the broker on the next connect — at-least-once into
+  the database, duplicates removed by the (agent, session, seq) keys.
+* LWT and a retained ``_collector/status`` online/offline, so agents pause ``hist`` replay while
+  no collector is there to ack it.
+
+A PUBACK is only meaningful on the connection that received the message (packet ids are per
+connection), so each message carries the connection generation it came in on and acks for an
+older generation are dropped — the broker redelivers those messages anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collector.config import CollectorConfig
+from protocol.mqtt.models import CollectorStatusPayload, encode
+from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, UPLINK_FILTERS, shared
+
+log = logging.getLogger(__name__)
+
+PUBLISH_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received_at: datetime
+    generation: int  # which connection delivered it (acks are per connection)
+
+
+MessageSink = Callable[[InboundMessage], None]
+
+
+def subscription_filters(config: CollectorConfig) -> list[str]:
+    if config.shared:
+        return [shared(topic_filter, config.shared_group) for topic_filter in UPLINK_FILTERS]
+    return list(UPLINK_FILTERS)
+
+
+def _collector_status(status: Literal["online", "offline"]) -> bytes:
+    return encode(CollectorStatusPayload(status=status, ts=datetime.now(UTC)))
+
+
+class MqttConsumer:
+    """Owns the paho client; hands every uplink message to ``sink`` (called on paho's thread)."""
+
+    def __init__(self, config: CollectorConfig, sink: MessageSink) -> None:
+        self._config = config
+        self._sink = sink
+        self._lock = threading.Lock()
+        self._generation = 0
+        self.connected = threading.Event()
+        self.subscribed = threading.Event()  # SUBACK seen: from here on the broker queues for us
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=config.client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        self.client.manual_ack_set(True)
+        user, password = config.broker_credentials()
+        if user is not None:
+            self.client.username_pw_set(user, password)
+        if config.broker_tls:
+            self.client.tls_set()
+        self.client.will_set(COLLECTOR_STATUS_TOPIC, _collector_status("offline"), qos=1, retain=True)
+        self.client.reconnect_delay_set(1, 10)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
+
+    @property
+    def generation(self) -> int:
+        with self._lock:
+            return self._generation
+
+    def start(self, wait: float | None = 10.0) -> None:
+        self.client.connect_async(self._config.broker_host, self._config.broker_port, self._config.broker_keepalive)
+        self.client.loop_start()
+        if wait is not None and not self.subscribed.wait(wait):
+            log.warning("broker %s not reachable yet; retrying in the background", self._config.broker_url)
+
+    def ack(self, message: InboundMessage) -> bool:
+        """PUBACK a committed message; False when its connection is gone (the broker redelivers)."""
+        if message.qos == 0:
+            return True
+        with self._lock:
+            if message.generation != self._generation or not self.connected.is_set():
+                return False
+        return self.client.ack(message.mid, message.qos) == mqtt.MQTT_ERR_SUCCESS
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        """QoS 1 publish (acks, commands); False when not connected (paho queues nothing useful then)."""
+        if not self.connected.is_set():
+            return False
+        info = self.client.publish(topic, payload, qos=1, retain=retain)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def stop(self) -> None:
+        """Graceful stop: retained ``offline`` first (the LWT fires only on an unclean loss)."""
+        if self.connected.is_set():
+            info = self.client.publish(COLLECTOR_STATUS_TOPIC, _collector_status("offline"), qos=1, retain=True)
+            try:
+                info.wait_for_publish(PUBLISH_TIMEOUT)
+            except (RuntimeError, ValueError):
+                log.warning("could not publish the collector's offline status")
+        self.client.disconnect()
+        self.client.loop_stop()
+        self.connected.clear()
+        self.subscribed.clear()
+
+    # --- paho callbacks (network thread) ----------------------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            log.error("broker refused the collector: %s", reason)
+            return
+        with self._lock:
+            self._generation += 1
+        log.info(
+            "connected to %s as %s (session present: %s)",
+            self._config.broker_url,
+            self._config.client_id,
+            getattr(flags, "session_present", None),
+        )
+        # Re-subscribing is idempotent and covers a broker that lost the session.
+        client.subscribe([(topic_filter, 1) for topic_filter in subscription_filters(self._config)])
+        client.publish(COLLECTOR_STATUS_TOPIC, _collector_status("online"), qos=1, retain=True)
+        self.connected.set()
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        failed = [reason for reason in reasons if reason.is_failure]
+        if failed:
+            log.error("broker refused subscriptions: %s", failed)
+            return
+        self.subscribed.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.connected.clear()
+        self.subscribed.clear()
+        if reason.is_failure:
+            log.warning("lost the broker connection: %s", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            generation = self._generation
+        self._sink(
+            InboundMessage(
+                topic=msg.topic,
+                payload=bytes(msg.payload),
+                mid=msg.mid,
+                qos=msg.qos,
+                received_at=datetime.now(UTC),
+                generation=generation,
+            )
+        )

@@ -1,0 +1,128 @@
+"""Per-agent sequence bookkeeping: which ``ack`` high-water mark may be published, and when a gap in
+a live session has stayed open long enough to ask the agent for a rebirth.
+
+``ack {session, seq}`` tells the agent to delete every record of ``session`` with seq ≤ ``seq``
+from its outbox, so for the live stream it must be the **contiguous** committed prefix: acking
+past a missing seq would let the agent drop a record the database never got. A record after a
+gap stays in the agent's outbox and is replayed on ``hist`` after its next reconnect.
+
+Replayed ``hist`` batches are different: the outbox coalesces states and sends them oldest first,
+so their seqs have gaps by design; there the mark is the highest seq committed (``max`` mode).
+Under a shared subscription every collector sees only part of each agent's stream, so gaps are
+normal there too: it acks the highest committed seq and never asks for rebirths.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+NOTHING = -1  # committed prefix before seq 0 (the birth) arrived
+
+
+@dataclass
+class _Session:
+    session: int
+    committed: int = NOTHING  # highest seq s.t. every seq ≤ it is committed
+    above: set[int] = field(default_factory=set)  # committed seqs beyond a gap
+    gap_since: float | None = None
+    rebirth_asked: bool = False
+
+
+class SequenceTracker:
+    def __init__(
+        self,
+        reorder_window: float,
+        *,
+        contiguous: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._window = reorder_window
+        self._contiguous = contiguous
+        self._clock = clock
+        self._live: dict[str, _Session] = {}  # agent → its newest session seen
+        self._journal: dict[str, _Session | None] = {}  # state before this batch, per touched agent
+
+    def begin(self) -> None:
+        """Start journaling: :meth:`rollback` undoes what follows (the transaction rolled back)."""
+        self._journal = {}
+
+    def rollback(self) -> None:
+        for agent, saved in self._journal.items():
+            if saved is None:
+                self._live.pop(agent, None)
+            else:
+                self._live[agent] = saved
+        self._journal = {}
+
+    def _touch(self, agent: str) -> None:
+        if agent not in self._journal:
+            c = self._live.get(agent)
+            saved = None if c is None else _Session(c.session, c.committed, set(c.above), c.gap_since, c.rebirth_asked)
+            self._journal[agent] = saved
+
+    def knows(self, agent: str, session: int) -> bool:
+        current = self._live.get(agent)
+        return current is not None and current.session >= session
+
+    def seed(self, agent: str, session: int, committed: int) -> None:
+        """Start tracking from the durable mark (after a restart, or the first message of a session)."""
+        current = self._live.get(agent)
+        if current is None or session > current.session:
+            self._touch(agent)
+            self._live[agent] = _Session(session=session, committed=committed)
+
+    def commit_live(self, agent: str, session: int, seqs: Iterable[int]) -> int | None:
+        """Record committed live seqs; returns the new mark when it advanced, else None."""
+        self._touch(agent)
+        current = self._live.get(agent)
+        if current is None or session > current.session:
+            current = _Session(session=session)
+            self._live[agent] = current
+        elif session < current.session:
+            return None  # a late live message of an older session: its own mark is handled as max
+        before = current.committed
+        if self._contiguous:
+            current.above.update(seq for seq in seqs if seq > current.committed)
+            while current.committed + 1 in current.above:
+                current.committed += 1
+                current.above.discard(current.committed)
+        else:
+            current.committed = max([current.committed, *seqs])
+        self._update_gap(current)
+        return current.committed if current.committed > before else None
+
+    def commit_replayed(self, agent: str, session: int, top_seq: int) -> None:
+        """A replayed batch of ``session`` committed up to ``top_seq``."""
+        self._touch(agent)
+        current = self._live.get(agent)
+        if current is not None and current.session == session and top_seq > current.committed:
+            current.committed = top_seq
+            current.above = {seq for seq in current.above if seq > top_seq}
+            self._update_gap(current)
+
+    def due_rebirths(self) -> list[str]:
+        """Agents whose gap outlived the reorder window and were not asked yet (asked once per gap)."""
+        if not self._contiguous:
+            return []
+        now = self._clock()
+        due = []
+        for agent, current in self._live.items():
+            if current.gap_since is not None and not current.rebirth_asked and now - current.gap_since >= self._window:
+                current.rebirth_asked = True
+                due.append(agent)
+        return due
+
+    def open_gaps(self) -> dict[str, tuple[int, int]]:
+        """agent → (session, first missing seq), for diagnostics and tests."""
+        return {
+            agent: (current.session, current.committed + 1) for agent, current in self._live.items() if current.above
+        }
+
+    def _update_gap(self, current: _Session) -> None:
+        if not current.above:
+            current.gap_since = None
+            current.rebirth_asked = False
+        elif current.gap_since is None:
+            current.gap_since = self._clock()

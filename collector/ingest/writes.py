@@ -1,0 +1,307 @@
+"""Turn decoded uplink messages into storage writes on one connection (the caller owns the transaction).
+
+Rows are gathered per batch and written with one multi-row statement per table, so a batch of
+500 states costs a handful of round trips, not 2 000:
+
+* ``state`` (live or replayed in ``hist``): history row (dedup on (agent, session, seq)) and a
+  latest-state candidate; the storage upserts it only when newer, so replayed history never
+  overwrites fresher live state;
+* ``birth``: every device's state and link as the latest view (births restore the full view);
+* ``event``: event row; live link_lost/link_regained also set the register's link flag;
+* ``status``: agent online/offline, a death of an older session ignored by the storage.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from collector.ingest import bulk
+from collector.ingest.consumer import InboundMessage
+from collector.storage import repository as repo
+from collector.storage.agents import StatusOutcome
+from collector.storage.errors import RegisterOwnedElsewhere
+from collector.storage.rows import EventRow, HistoryRow, LatestState, RegisterIdentity
+from collector.storage.schema import agents, registers
+from protocol.kkt.state import RegisterState
+from protocol.mqtt.models import (
+    BirthPayload,
+    EventKind,
+    EventPayload,
+    HistBatch,
+    HistStateRecord,
+    Payload,
+    StatePayload,
+    StatusPayload,
+)
+from protocol.mqtt.topics import AgentTopic
+
+UNKNOWN_PROTOCOL = "unknown"  # placeholder until the register's first state names its protocol
+LINK_EVENTS = {EventKind.LINK_LOST: False, EventKind.LINK_REGAINED: True}
+
+
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    inbound: InboundMessage
+    topic: AgentTopic
+    payload: Payload
+
+
+@dataclass
+class WriteOutcome:
+    registers: set[str] = field(default_factory=set)  # latest state or link may have changed
+    status_agents: set[str] = field(default_factory=set)  # online/offline applied
+    live: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))
+    replayed: dict[tuple[str, int], int] = field(default_factory=dict)  # top seq per replayed session
+    new_records: int = 0
+    duplicates: int = 0
+    stale_status: int = 0
+    agent_events: list[Decoded] = field(default_factory=list)  # no register to file them under
+
+
+def _newer(candidate: LatestState, current: LatestState) -> bool:
+    if candidate.agent_id == current.agent_id:
+        return (candidate.session, candidate.seq) > (current.session, current.seq)
+    return candidate.agent_ts > current.agent_ts
+
+
+class _Gather:
+    def __init__(self) -> None:
+        # Keyed by (register, agent): two agents claiming one register must both be checked.
+        self.identities: dict[tuple[str, str], tuple[RegisterIdentity, str, datetime]] = {}
+        self.event_registers: dict[str, tuple[str, datetime]] = {}
+        self.history: list[HistoryRow] = []
+        self.events: list[EventRow] = []
+        self.latest: dict[str, LatestState] = {}
+        # register → ((session, seq), up, from a state): the newest live link signal
+        self.links: dict[str, tuple[tuple[int, int], bool, bool]] = {}
+        self.seen: dict[str, tuple[datetime, int]] = {}
+        self.statuses: list[tuple[str, StatusPayload, datetime]] = []
+
+    def see(self, agent: str, at: datetime, session: int) -> None:
+        previous = self.seen.get(agent)
+        self.seen[agent] = (at, session) if previous is None else (max(previous[0], at), max(previous[1], session))
+
+    def identity(self, register_id: str, state: RegisterState | None, protocol: str, agent: str, at: datetime) -> None:
+        ident = RegisterIdentity(
+            register_id=register_id,
+            protocol=state.protocol if state is not None else protocol,
+            serial=state.serial if state is not None else None,
+            rnm=state.rnm if state is not None else None,
+            fn_serial=state.fn.serial if state is not None else None,
+            model=state.model if state is not None else None,
+        )
+        self.identities[(register_id, agent)] = (ident, agent, at)
+
+    def latest_state(self, row: LatestState) -> None:
+        current = self.latest.get(row.register_id)
+        if current is None or _newer(row, current):
+            self.latest[row.register_id] = row
+
+    def link(self, register_id: str, key: tuple[int, int], up: bool, *, from_state: bool = False) -> None:
+        current = self.links.get(register_id)
+        if current is None or key > current[0]:
+            self.links[register_id] = (key, up, from_state)
+
+    def state(self, payload: StatePayload, received_at: datetime, *, live: bool) -> None:
+        register_id = payload.register
+        self.identity(register_id, payload.state, payload.state.protocol, payload.agent, received_at)
+        self.history.append(
+            HistoryRow(
+                agent_id=payload.agent,
+                session=payload.session,
+                seq=payload.seq,
+                register_id=register_id,
+                ts=payload.ts,
+                received_at=received_at,
+                state=payload.state.model_dump(mode="json"),
+            )
+        )
+        self.latest_state(
+            LatestState.from_register_state(
+                register_id,
+                payload.state,
+                agent_id=payload.agent,
+                session=payload.session,
+                seq=payload.seq,
+                agent_ts=payload.ts,
+                received_at=received_at,
+                link_up=True,  # a state is only published after a successful poll
+            )
+        )
+        if live:
+            self.link(register_id, (payload.session, payload.seq), True, from_state=True)
+
+    def event(self, payload: EventPayload, received_at: datetime, *, live: bool) -> None:
+        register_id = payload.register
+        if register_id is None:
+            raise ValueError("agent-level events are handled by the caller")
+        if (register_id, payload.agent) not in self.identities:
+            self.event_registers[register_id] = (payload.agent, received_at)
+        self.events.append(
+            EventRow(
+                agent_id=payload.agent,
+                session=payload.session,
+                seq=payload.seq,
+                register_id=register_id,
+                kind=payload.kind.value,
+                ts=payload.ts,
+                received_at=received_at,
+                data={"message": payload.message, **payload.data},
+            )
+        )
+        if live and payload.kind in LINK_EVENTS:
+            self.link(register_id, (payload.session, payload.seq), LINK_EVENTS[payload.kind])
+
+    def birth(self, payload: BirthPayload, received_at: datetime) -> None:
+        for device in payload.devices:
+            # A device not read yet is listed under a placeholder id (the agent learns the real
+            # one from the first poll): creating a register for it would leave a ghost behind.
+            # Its link flag still applies if the register exists.
+            if device.state is not None:
+                self.identity(device.register_id, device.state, device.protocol, payload.agent, received_at)
+                self.latest_state(
+                    LatestState.from_register_state(
+                        device.register_id,
+                        device.state,
+                        agent_id=payload.agent,
+                        session=payload.session,
+                        seq=payload.seq,
+                        agent_ts=payload.ts,
+                        received_at=received_at,
+                        link_up=device.link_up,
+                    )
+                )
+            self.link(device.register_id, (payload.session, payload.seq), device.link_up)
+
+
+def _gather(items: list[Decoded], outcome: WriteOutcome) -> _Gather:
+    gather = _Gather()
+    for item in items:
+        payload, at = item.payload, item.inbound.received_at
+        if isinstance(payload, StatusPayload):
+            gather.statuses.append((payload.agent, payload, at))
+            continue
+        if isinstance(payload, HistBatch):
+            for record in payload.records:
+                inner = record.payload
+                if isinstance(record, HistStateRecord):
+                    gather.state(inner, at, live=False)  # type: ignore[arg-type]
+                elif inner.register is None:
+                    outcome.agent_events.append(item)
+                    continue
+                else:
+                    gather.event(inner, at, live=False)  # type: ignore[arg-type]
+                key = (inner.agent, inner.session)
+                outcome.replayed[key] = max(outcome.replayed.get(key, inner.seq), inner.seq)
+            gather.see(payload.agent, at, 0)
+            continue
+        if isinstance(payload, StatePayload):
+            gather.state(payload, at, live=True)
+        elif isinstance(payload, EventPayload):
+            if payload.register is None:
+                outcome.agent_events.append(item)
+            else:
+                gather.event(payload, at, live=True)
+        elif isinstance(payload, BirthPayload):
+            gather.birth(payload, at)
+        else:
+            continue  # downlink kinds never reach here: decode refuses them on uplink topics
+        outcome.live[(payload.agent, payload.session)].append(payload.seq)
+        gather.see(payload.agent, at, payload.session)
+    return gather
+
+
+def _missing_registers(conn: sa.Connection, claims: dict[str, tuple[str, datetime]]) -> set[str]:
+    """Registers named only by events that do not exist yet; refuses one of another agent's tenant."""
+    if not claims:
+        return set()
+    owners: dict[str, int] = {
+        row.register_id: row.tenant_id
+        for row in conn.execute(
+            sa.select(registers.c.register_id, registers.c.tenant_id).where(registers.c.register_id.in_(list(claims)))
+        )
+    }
+    claimants = {agent for agent, _ in claims.values()}
+    tenants: dict[str, int] = {
+        row.agent_id: row.tenant_id
+        for row in conn.execute(sa.select(agents.c.agent_id, agents.c.tenant_id).where(agents.c.agent_id.in_(list(claimants))))
+    }
+    for register_id, tenant_id in owners.items():
+        if tenants.get(claims[register_id][0]) != tenant_id:
+            raise RegisterOwnedElsewhere(f"register {register_id!r} belongs to another tenant")
+    return set(claims) - set(owners)
+
+
+class RefreshCache:
+    """Skips rewriting what an earlier batch wrote moments ago: a register's unchanged identity
+    (``registers.last_seen`` is then refreshed at most every ``interval``) and an agent's
+    ``last_seen`` within the same session (every ``seen_interval``; the offline rule works in
+    minutes). Must be cleared whenever a transaction rolls back, or it would skip a needed write.
+    """
+
+    def __init__(self, interval: float = 30.0, seen_interval: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._interval = interval
+        self._seen_interval = seen_interval
+        self._clock = clock
+        self._identities: dict[tuple[str, str], tuple[RegisterIdentity, float]] = {}
+        self._seen: dict[str, tuple[int, float]] = {}
+
+    def clear(self) -> None:
+        self._identities.clear()
+        self._seen.clear()
+
+    def identities_due(self, claims: dict[tuple[str, str], tuple[RegisterIdentity, str, datetime]]) -> list[tuple[RegisterIdentity, str, datetime]]:
+        now = self._clock()
+        due = []
+        for key, claim in claims.items():
+            cached = self._identities.get(key)
+            if cached is None or cached[0] != claim[0] or now - cached[1] >= self._interval:
+                due.append(claim)
+                self._identities[key] = (claim[0], now)
+        return due
+
+    def seen_due(self, seen: dict[str, tuple[datetime, int]]) -> dict[str, tuple[datetime, int]]:
+        now = self._clock()
+        due = {}
+        for agent, (at, session) in seen.items():
+            cached = self._seen.get(agent)
+            if cached is None or cached[0] != session or now - cached[1] >= self._seen_interval:
+                due[agent] = (at, session)
+                self._seen[agent] = (session, now)
+        return due
+
+
+def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCache | None = None) -> WriteOutcome:
+    """Write one batch; raises the storage's typed errors (the caller retries message by message)."""
+    cache = cache or RefreshCache(interval=0, seen_interval=0)
+    outcome = WriteOutcome()
+    gather = _gather(items, outcome)
+    for agent, status, at in gather.statuses:
+        applied = repo.upsert_agent_status(conn, agent, online=status.status == "online", session=status.session, at=at)
+        if applied is StatusOutcome.APPLIED:
+            outcome.status_agents.add(agent)
+        else:
+            outcome.stale_status += 1
+    bulk.ensure_registers(conn, cache.identities_due(gather.identities))
+    identified = {register_id for register_id, _ in gather.identities}
+    event_only = {rid: claim for rid, claim in gather.event_registers.items() if rid not in identified}
+    bulk.ensure_registers(
+        conn,
+        [(RegisterIdentity(rid, UNKNOWN_PROTOCOL), *event_only[rid]) for rid in _missing_registers(conn, event_only)],
+    )
+    records = len(gather.history) + len(gather.events)
+    outcome.new_records = repo.insert_history(conn, gather.history) + repo.insert_events(conn, gather.events)
+    outcome.duplicates = records - outcome.new_records
+    outcome.registers |= bulk.upsert_latest_states(conn, list(gather.latest.values()))
+    # A state's own upsert already set link_up; only events and births need the extra update.
+    links = {rid: up for rid, (_, up, from_state) in gather.links.items() if not from_state}
+    bulk.set_links(conn, links)
+    outcome.registers |= set(links)
+    bulk.mark_agents_seen(conn, cache.seen_due({agent: seen for agent, seen in gather.seen.items() if seen[1] > 0}))
+    return outcome
