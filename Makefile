@@ -18,7 +18,7 @@ contracts: $(STAMP)
 	$(BIN)/lint-imports
 
 lint: $(STAMP)
-	$(BIN)/ruff check protocol agent firmware_sim collector tests bench
+	$(BIN)/ruff check protocol agent firmware_sim collector demo scripts tests bench
 	$(BIN)/mypy protocol
 
 test: $(STAMP) contracts lint

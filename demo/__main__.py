@@ -1,56 +1,72 @@
-"""Demo: two simulated registers on ptys, each read by ``kassa-agent probe`` in a subprocess.
-
-A Shtrih-M register whose shift is 23 h 40 min old and an ATOL register whose OFD has been
-unreachable for 20 days; then how to run ``kassa-sim`` and ``kassa-agent probe`` yourself.
-"""
+"""``python -m demo [--data-dir ./demo-data] [--speed 60] [--port 8080] [--registers N]``."""
 
 from __future__ import annotations
 
-import subprocess
+import argparse
+import os
+import signal
 import sys
-from datetime import datetime
+import threading
+import time
+from pathlib import Path
+from types import FrameType
 
-from firmware_sim.clock import SimClock
-from firmware_sim.devices import make_device
-from firmware_sim.hosts.pty import PtyHost
-from firmware_sim.scenario import ScenarioRunner, load_scenario
+from demo.fleet import DEFAULT_REGISTERS, MAX_REGISTERS, MIN_REGISTERS
 
-REGISTERS = [("shtrih", "long-shift"), ("atol", "ofd-backlog")]
-PROBE_TIMEOUT = 30
-
-
-def start_register(protocol: str, scenario_name: str) -> PtyHost:
-    scenario = load_scenario(scenario_name)
-    model = scenario.build(SimClock(datetime.now().replace(microsecond=0)))
-    return PtyHost(ScenarioRunner(scenario, model).guard(make_device(protocol, model)))
+# A second signal within this many seconds is the same Ctrl-C (sent to the process and to its
+# group, e.g. by `timeout`); a later one forces an immediate exit.
+FORCE_AFTER = 1.0
 
 
-def main() -> int:
-    hosts = [(protocol, scenario, start_register(protocol, scenario)) for protocol, scenario in REGISTERS]
-    failures = 0
-    try:
-        for protocol, scenario, host in hosts:
-            command = ["kassa-agent", "probe", host.slave_path, "--protocol", protocol]
-            print(f"\n== {protocol} register, scenario {scenario!r}, on {host.slave_path}")
-            print(f"$ {' '.join(command)}")
-            result = subprocess.run(
-                [sys.executable, "-m", "agent", *command[1:]], capture_output=True, text=True, timeout=PROBE_TIMEOUT
-            )
-            print(result.stdout.rstrip() or result.stderr.rstrip())
-            failures += result.returncode != 0
-    finally:
-        for _, _, host in hosts:
-            host.close()
-    print(
-        "\nTry it yourself:\n"
-        "  kassa-sim --list-scenarios\n"
-        "  kassa-sim --protocol shtrih --transport pty --scenario long-shift --speed 60   # prints the pty path\n"
-        "  kassa-agent probe /dev/pts/N                    # in another terminal; --json for machine output\n"
-        "  kassa-sim --protocol atol --transport tcp --port 5555 --scenario ofd-backlog\n"
-        "  kassa-agent probe socket://127.0.0.1:5555\n"
-        "  kassa-agent detect --ports /dev/pts/N socket://127.0.0.1:5555\n"
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m demo",
+        description="Run broker, collector, web app and a simulated fleet with one agent per register.",
     )
-    return 1 if failures else 0
+    parser.add_argument("--data-dir", type=Path, default=Path("demo-data"), help="database, outboxes, log (default: %(default)s)")
+    parser.add_argument(
+        "--speed", type=float, default=60.0,
+        help="register clocks run this many times faster than real time (default: %(default)s)",
+    )
+    parser.add_argument("--port", type=int, default=8080, help="web app port on 127.0.0.1 (default: %(default)s)")
+    parser.add_argument(
+        "--registers", type=int, default=DEFAULT_REGISTERS,
+        help=f"simulated registers, {MIN_REGISTERS}-{MAX_REGISTERS} (default: %(default)s)",
+    )
+    args = parser.parse_args(argv)
+    if not MIN_REGISTERS <= args.registers <= MAX_REGISTERS:
+        parser.error(f"--registers must be between {MIN_REGISTERS} and {MAX_REGISTERS}")
+    if not 0 < args.speed <= 100_000:
+        parser.error("--speed must be above 0 and at most 100000")
+    if not 0 < args.port < 65536:
+        parser.error("--port must be 1-65535")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]  # progress shows at once, even piped
+    stop = threading.Event()
+    first_signal: list[float] = []
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        if not first_signal:
+            first_signal.append(time.monotonic())
+            stop.set()
+        elif time.monotonic() - first_signal[0] > FORCE_AFTER:
+            os._exit(130)  # Ctrl-C again: the user does not want to wait for the clean stop
+
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: its terminal was closed
+        signal.signal(signum, request_stop)
+    from demo.broker import BrokerStartError
+    from demo.run import DemoOptions, run  # after the signals: importing the stack takes a moment
+
+    options = DemoOptions(data_dir=args.data_dir, speed=args.speed, port=args.port, registers=args.registers)
+    try:
+        return run(options, stop)
+    except (OSError, BrokerStartError) as exc:
+        print(f"python -m demo: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
