@@ -2,8 +2,12 @@
 
 ``create_app(config)`` accepts the service's ``CollectorConfig`` (or ``WebSettings``). The web
 settings it needs are read from the config by name, so the config can grow them without this
-module changing: ``db_url``, ``api_token`` (bearer token of the built-in admin) and ``web_auth``
-(``"token"`` or ``"open"``; default: token when a token is set, else open for the local demo).
+module changing: ``db_url``, ``web_auth`` (``"accounts"``, ``"token"`` or ``"open"``), ``api_token``
+(bearer token of the built-in admin), ``cookie_secure`` and ``public_url`` (links in account
+e-mails). Without ``web_auth``: token mode when a token is set (as before), else accounts — users'
+own sessions and API tokens scoped by their grants — which needs the accounts tables (migrated).
+The accounts API (sign-up, login, tree, groups, grants, contracts, КЭП, audit) is always routed;
+the enrollment API when an ``EnrollmentService`` is given.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from collector.accounts.service import AccountService, AccountSettings
+from collector.enrollment.service import EnrollmentService
 from collector.storage import create_engine_from_url
 from collector.web.api import OPERATIONS
 from collector.web.auth import (
@@ -48,8 +54,10 @@ class WebSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     db_url: str = "sqlite:///collector.db"
-    web_auth: Literal["token", "open"] | None = None
+    web_auth: Literal["accounts", "token", "open"] | None = None
     api_token: str | None = None
+    cookie_secure: bool = True  # the session cookie's Secure flag; off only for plain-HTTP localhost
+    public_url: str = "http://localhost:8080"  # base of the links in account e-mails
 
     @classmethod
     def from_config(cls, config: Any) -> WebSettings:
@@ -58,14 +66,19 @@ class WebSettings(BaseModel):
         token: Any = getattr(config, "api_token", None)
         if isinstance(token, SecretStr):  # how the service config may hold it
             token = token.get_secret_value()
+        defaults = {name: field.default for name, field in cls.model_fields.items()}
         return cls(
-            db_url=getattr(config, "db_url", cls.model_fields["db_url"].default),
+            db_url=getattr(config, "db_url", defaults["db_url"]),
             web_auth=getattr(config, "web_auth", None),
             api_token=token,
+            cookie_secure=getattr(config, "cookie_secure", defaults["cookie_secure"]),
+            public_url=getattr(config, "public_url", None) or defaults["public_url"],
         )
 
-    def authenticator(self) -> Authenticator:
-        mode = self.web_auth or ("token" if self.api_token else "open")
+    def authenticator(self, engine: sa.Engine | None = None, clock: Callable[[], datetime] | None = None) -> Authenticator:
+        mode = self.web_auth or ("token" if self.api_token else "accounts")
+        if mode == "accounts":
+            return _accounts_auth(engine, clock or _utc_now)
         if mode == "open":
             log.warning("web API in open mode: every caller is an administrator (demo only)")
             return OpenAccess()
@@ -78,6 +91,30 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _accounts_auth(engine: sa.Engine | None, clock: Callable[[], datetime]) -> Authenticator:
+    # Imported here, not at the top: collector.accounts.web_auth imports collector.web (a cycle).
+    from collector.accounts.schema import users
+    from collector.accounts.web_auth import AccountsAuth
+    from collector.web.accounts_support import SessionAuth
+
+    if engine is None:
+        raise ValueError("web_auth=accounts needs the database engine")
+    if not sa.inspect(engine).has_table(users.name):
+        # Never fall back to open access silently: a forgotten migration must not expose the fleet.
+        raise ValueError(
+            "web_auth=accounts needs the accounts tables: run `kassa-collector migrate`, "
+            "or choose web_auth = 'token' (with api_token) or 'open' (local demo only)"
+        )
+    return SessionAuth(AccountsAuth(engine, clock=clock))
+
+
+def _default_account_service(settings: WebSettings) -> AccountService:
+    from collector.web.accounts_support import LogMailer
+
+    log.warning("no account mailer configured: account e-mails (with their links) are written to the log")
+    return AccountService(LogMailer(), settings=AccountSettings(base_url=settings.public_url.rstrip("/")))
+
+
 def create_app(
     config: Any,
     *,
@@ -88,12 +125,19 @@ def create_app(
     clock: Callable[[], datetime] = _utc_now,
     event_hub: EventHub | None = None,
     pages: bool = True,
+    account_service: AccountService | None = None,
+    enrollment: EnrollmentService | None = None,
 ) -> web.Application:
     """Build the app. Without ``engine`` it opens one on ``config.db_url`` and disposes of it on
-    cleanup; ``broker_ready`` feeds ``/readyz``; ``authenticator`` replaces the config's choice."""
+    cleanup; ``broker_ready`` feeds ``/readyz``; ``authenticator`` replaces the config's choice;
+    ``account_service`` carries the mailer of account e-mails (default: the log, built on first
+    use); ``enrollment`` adds the enrollment endpoints."""
+    from collector.accounts.web_auth import AccountsAuth
+    from collector.web import accounts_api, enrollment_ops  # lazily: see _accounts_auth
+    from collector.web.accounts_support import ACCOUNTS_WEB_KEY, AccountsWeb, SessionAuth, SessionCsrf
+
     settings = WebSettings.from_config(config)
     app = web.Application(middlewares=[metrics_middleware, problem_middleware, auth_middleware])
-    app[AUTHENTICATOR_KEY] = authenticator or settings.authenticator()
     app[CLOCK_KEY] = clock
     app[METRICS_KEY] = http_metrics_for(metrics_registry or CollectorRegistry())
     if broker_ready is not None:
@@ -104,11 +148,22 @@ def create_app(
         app.cleanup_ctx.append(_dispose_on_cleanup(owned))
     else:
         app[ENGINE_KEY] = engine
+    chosen = authenticator or settings.authenticator(app[ENGINE_KEY], clock)
+    if isinstance(chosen, AccountsAuth):
+        chosen = SessionAuth(chosen)  # so cookie sessions also work for the pages' forms
+    app[AUTHENTICATOR_KEY] = chosen
+    app[ACCOUNTS_WEB_KEY] = AccountsWeb(
+        account_service or (lambda: _default_account_service(settings)), cookie_secure=settings.cookie_secure
+    )
     app[OPERATIONS_KEY] = []
     app[PUBLIC_ROUTES_KEY] = set()
     add_operations(app, OPERATIONS)
+    add_operations(app, accounts_api.ACCOUNT_OPERATIONS)
+    if enrollment is not None:
+        enrollment_ops.add_enrollment_operations(app, enrollment)
     if pages:
-        add_page_routes(app, hub=event_hub)
+        # Under accounts the forms' token derives from the session; otherwise the pages' own cookie.
+        add_page_routes(app, hub=event_hub, csrf=SessionCsrf() if isinstance(chosen, SessionAuth) else None)
     return app
 
 

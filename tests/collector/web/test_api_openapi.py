@@ -16,6 +16,17 @@ from collector.web.openapi import openapi_document
 from collector.web.routing import Operation
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
+# The API operations reachable without credentials on purpose (the accounts flows before login);
+# any other public /api/v1 operation is a mistake.
+PUBLIC_API = {
+    ("GET", "/api/v1/openapi.json"),
+    ("POST", "/api/v1/auth/signup"),
+    ("POST", "/api/v1/auth/confirm"),
+    ("POST", "/api/v1/auth/login"),
+    ("POST", "/api/v1/auth/password-reset"),
+    ("POST", "/api/v1/auth/password-reset/confirm"),
+    ("POST", "/api/v1/invitations/accept"),
+}
 
 
 def documented_operations(document: dict[str, Any]) -> set[tuple[str, str]]:
@@ -46,7 +57,7 @@ def undocumented_or_unscoped(app: web.Application) -> list[str]:
     problems += [f"{m} {p} is documented but not routed" for m, p in sorted(documented_operations(document) - routed_operations(app))]
     for method, path in sorted(documented_operations(document)):
         operation = document["paths"][path][method.lower()]
-        if path.startswith("/api/v1/") and path != "/api/v1/openapi.json":
+        if path.startswith("/api/v1/") and (method, path) not in PUBLIC_API:
             if operation["security"] != [{"bearerAuth": []}] or not operation["x-kassa-scoped"]:
                 problems.append(f"{method} {path} is not scoped")
             if "401" not in operation["responses"]:
@@ -125,6 +136,7 @@ def test_every_scoped_operation_refuses_a_caller_without_credentials(api, fleet)
         concrete = path
         for placeholder, value in samples.items():
             concrete = concrete.replace(placeholder, value)
+        concrete = re.sub(r"\{[^}]+\}", "1", concrete)  # any other id (nodes, groups, grants…)
         reply = api.request(method, concrete, token=False, json={} if method == "POST" else None)
         assert reply.status == 401, f"{method} {path} answered {reply.status} without credentials"
         checked += 1

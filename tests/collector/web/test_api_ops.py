@@ -126,12 +126,13 @@ def test_metrics_expose_the_service_registry_and_http_counters(make_api, fleet) 
 
 
 def test_the_service_config_starts_an_app_with_its_own_engine(tmp_path) -> None:
-    """``collector.service`` passes its ``CollectorConfig``: no token configured → open demo mode."""
+    """``collector.service`` passes its ``CollectorConfig``; open demo mode is chosen explicitly
+    (without it the default is accounts, see tests/collector/security)."""
     url = f"sqlite:///{tmp_path}/service.db"
     migrate(url)
 
     async def go() -> tuple[int, dict, int]:
-        client = TestClient(TestServer(create_app(CollectorConfig(db_url=url)), host="127.0.0.1"))
+        client = TestClient(TestServer(create_app(CollectorConfig(db_url=url, web_auth="open")), host="127.0.0.1"))
         await client.start_server()
         try:
             async with client.get("/api/v1/registers") as listed, client.get("/readyz") as ready:

@@ -1,0 +1,319 @@
+"""Accounts endpoints of the JSON API: sign-up, e-mail confirmation, login/logout with a session
+cookie, password reset, the caller's own profile and API tokens, invitations and the audit log.
+
+``ACCOUNT_OPERATIONS`` gathers these with the company (tree, groups, grants) and contract/КЭП
+operations; ``create_app`` registers them through ``add_operations`` so all are documented.
+Every write runs in one transaction (e-mails after the commit), is checked by
+``rights.authorize`` inside the accounts package and leaves an audit entry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from collector.accounts import audit, kep
+from collector.accounts.audit import Actor
+from collector.accounts.errors import AccountsError
+from collector.accounts.rights import Permission, authorize, permissions_at, user_grants
+from collector.accounts.schema import api_tokens, tenant_profiles, users
+from collector.accounts.sessions import create_api_token, revoke_api_token, revoke_session
+from collector.accounts.web_auth import SESSION_COOKIE
+from collector.storage.schema import tenants
+from collector.web import company_api, contracts_api
+from collector.web.accounts_models import (
+    AcceptBody,
+    ApiTokenBody,
+    ApiTokenList,
+    ApiTokenOut,
+    AuditEntryOut,
+    AuditList,
+    AuditQuery,
+    ConfirmOut,
+    Created,
+    Done,
+    InvitationBody,
+    LoginBody,
+    LoginOut,
+    MeOut,
+    NewApiTokenOut,
+    ResetConfirmBody,
+    ResetRequestBody,
+    SignUpBody,
+    SignUpOut,
+    TenantOut,
+    TokenBody,
+    grant_out,
+)
+from collector.web.accounts_support import (
+    ACCOUNTS_WEB_KEY,
+    Caller,
+    answer_as_caller,
+    as_problem,
+    client_address,
+    run_in_transaction,
+    throttle,
+)
+from collector.web.problems import Problem
+from collector.web.routing import (
+    ENGINE_KEY,
+    Operation,
+    int_path_param,
+    json_response,
+    now,
+    parse_body,
+    parse_query,
+)
+
+API = "/api/v1"
+
+
+def _no_store(response: web.Response) -> web.Response:
+    response.headers["Cache-Control"] = "no-store"  # answers carrying secrets are never cached
+    return response
+
+
+# --- anonymous flows -----------------------------------------------------------------------------
+
+
+async def sign_up(request: web.Request) -> web.Response:
+    throttle(request, "sign-up")
+    body = await parse_body(request, SignUpBody)
+    service, at = request.app[ACCOUNTS_WEB_KEY].service, now(request)
+
+    def work(conn: sa.Connection) -> SignUpOut:
+        made = service.sign_up(
+            conn, email=body.email, password=body.password, company=body.company, inn=body.inn, at=at
+        )
+        order_id = None
+        if body.kep_order is not None:
+            owner = Actor.user(conn, made.user_id)
+            order_id = kep.create_order(conn, owner, made.tenant_id, contracts_api.applicant_of(body.kep_order), at=at)
+        return SignUpOut(
+            tenant_id=made.tenant_id,
+            user_id=made.user_id,
+            root_node_id=made.root_node_id,
+            kep_order_id=order_id,
+            message="check your mailbox: follow the link we sent to confirm the address",
+        )
+
+    return json_response(await run_in_transaction(request, work), status=201)
+
+
+async def confirm_email(request: web.Request) -> web.Response:
+    body = await parse_body(request, TokenBody)
+    service, at = request.app[ACCOUNTS_WEB_KEY].service, now(request)
+    user_id = await run_in_transaction(request, lambda conn: service.confirm_email(conn, body.token, at=at))
+    return json_response(ConfirmOut(user_id=user_id, confirmed=True))
+
+
+async def login(request: web.Request) -> web.Response:
+    throttle(request, "login")
+    body = await parse_body(request, LoginBody)
+    accounts = request.app[ACCOUNTS_WEB_KEY]
+    try:
+        # The session presented before login (if any) is revoked: a planted cookie stays worthless.
+        session = await asyncio.to_thread(
+            accounts.service.login,
+            request.app[ENGINE_KEY],
+            email=body.email,
+            password=body.password,
+            ip=client_address(request),
+            at=now(request),
+            previous_session=request.cookies.get(SESSION_COOKIE),
+        )
+    except AccountsError as exc:
+        raise as_problem(exc, request) from None
+    answer = LoginOut(
+        user_id=session.user_id,
+        email=body.email.strip().lower(),
+        csrf_token=session.csrf_secret,
+        expires_at=session.expires_at,
+    )
+    response = json_response(answer)
+    response.set_cookie(
+        SESSION_COOKIE,
+        session.token,
+        max_age=int((session.expires_at - now(request)).total_seconds()),
+        path="/",
+        secure=accounts.cookie_secure,
+        httponly=True,
+        samesite="Lax",
+    )
+    return _no_store(response)
+
+
+async def logout(request: web.Request) -> web.Response:
+    cookie, at = request.cookies.get(SESSION_COOKIE), now(request)
+    if cookie:
+        await run_in_transaction(request, lambda conn: revoke_session(conn, cookie, at=at))
+    response = json_response(Done(ok=True, message="logged out"))
+    response.del_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def request_password_reset(request: web.Request) -> web.Response:
+    throttle(request, "password-reset")
+    body = await parse_body(request, ResetRequestBody)
+    service, at = request.app[ACCOUNTS_WEB_KEY].service, now(request)
+    await run_in_transaction(request, lambda conn: service.request_password_reset(conn, body.email, at=at))
+    # The same answer whether or not the address has an account.
+    message = "if the address has an account, a reset link is on its way"
+    return json_response(Done(ok=True, message=message), status=202)
+
+
+async def reset_password(request: web.Request) -> web.Response:
+    throttle(request, "password-reset")
+    body = await parse_body(request, ResetConfirmBody)
+    service, at = request.app[ACCOUNTS_WEB_KEY].service, now(request)
+    await run_in_transaction(request, lambda conn: service.reset_password(conn, body.token, body.password, at=at))
+    return json_response(Done(ok=True, message="password changed; every session was logged out"))
+
+
+async def accept_invitation(request: web.Request) -> web.Response:
+    throttle(request, "invitation")
+    body = await parse_body(request, AcceptBody)
+    service, at = request.app[ACCOUNTS_WEB_KEY].service, now(request)
+
+    def work(conn: sa.Connection) -> ConfirmOut:
+        user_id = service.accept_invitation(
+            conn, body.token, password=body.password, at=at, full_name=body.full_name
+        )
+        return ConfirmOut(user_id=user_id, confirmed=True)
+
+    return json_response(await run_in_transaction(request, work))
+
+
+# --- the caller's own account --------------------------------------------------------------------
+
+
+def _me(conn: sa.Connection, who: Caller) -> MeOut:
+    row = conn.execute(
+        sa.select(users.c.email, users.c.full_name, tenants.c.name, tenant_profiles.c.inn, tenant_profiles.c.root_node_id)
+        .join(tenants, tenants.c.id == users.c.tenant_id)
+        .outerjoin(tenant_profiles, tenant_profiles.c.tenant_id == users.c.tenant_id)
+        .where(users.c.id == who.user_id)
+    ).one()
+    return MeOut(
+        user_id=who.user_id,
+        email=row.email,
+        full_name=row.full_name,
+        tenant=TenantOut(id=who.tenant_id, name=row.name, inn=row.inn, root_node_id=row.root_node_id),
+        company_permissions=sorted(permissions_at(conn, who.user_id, None)),
+        grants=[grant_out(g) for g in user_grants(conn, who.user_id)],
+    )
+
+
+async def me(request: web.Request) -> web.Response:
+    return await answer_as_caller(request, _me, write=False)
+
+
+def _tokens(conn: sa.Connection, who: Caller) -> ApiTokenList:
+    rows = conn.execute(
+        sa.select(api_tokens)
+        .where(api_tokens.c.user_id == who.user_id, api_tokens.c.revoked_at.is_(None))
+        .order_by(api_tokens.c.id)
+    )
+    return ApiTokenList(items=[ApiTokenOut.model_validate(r, from_attributes=True) for r in rows])
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    return await answer_as_caller(request, _tokens, write=False)
+
+
+async def create_token(request: web.Request) -> web.Response:
+    body, at = await parse_body(request, ApiTokenBody), now(request)
+    if body.expires_at is not None and body.expires_at <= at:
+        raise Problem(422, "invalid-input", "Invalid input", "expires_at is in the past")
+
+    def work(conn: sa.Connection, who: Caller) -> NewApiTokenOut:
+        made = create_api_token(conn, who.user_id, body.name, at=at, expires_at=body.expires_at)
+        audit.record(conn, who.actor, tenant_id=who.tenant_id, action="token.create", target_type="api_token",
+                     target_id=made.token_id, at=at, details={"name": body.name, "prefix": made.prefix})
+        return NewApiTokenOut(id=made.token_id, prefix=made.prefix, token=made.token)
+
+    return _no_store(await answer_as_caller(request, work, status=201))
+
+
+async def delete_token(request: web.Request) -> web.Response:
+    token_id, at = int_path_param(request, "token_id"), now(request)
+
+    def work(conn: sa.Connection, who: Caller) -> Done:
+        if not revoke_api_token(conn, who.user_id, token_id, at=at):  # only one's own tokens
+            raise Problem(404, "not-found", "Not found", f"API token {token_id} does not exist or is not yours")
+        audit.record(conn, who.actor, tenant_id=who.tenant_id, action="token.revoke", target_type="api_token",
+                     target_id=token_id, at=at)
+        return Done(ok=True, message=f"API token {token_id} revoked")
+
+    return await answer_as_caller(request, work)
+
+
+# --- invitations and audit -----------------------------------------------------------------------
+
+
+async def invite(request: web.Request) -> web.Response:
+    body, at = await parse_body(request, InvitationBody), now(request)
+    service = request.app[ACCOUNTS_WEB_KEY].service
+
+    def work(conn: sa.Connection, who: Caller) -> Created:
+        return Created(id=service.invite(conn, who.actor, who.tenant_id, body.group_id, body.email, at=at))
+
+    return await answer_as_caller(request, work, status=201)
+
+
+async def audit_log(request: web.Request) -> web.Response:
+    query = parse_query(request, AuditQuery)
+
+    def work(conn: sa.Connection, who: Caller) -> AuditList:
+        # The log names every user and change in the company: company-wide user managers only.
+        authorize(conn, who.actor, who.tenant_id, Permission.MANAGE_USERS, None)
+        entries = audit.list_entries(
+            conn, who.tenant_id, target_type=query.target_type, target_id=query.target_id, limit=query.limit
+        )
+        return AuditList(items=[AuditEntryOut.model_validate(e, from_attributes=True) for e in entries])
+
+    return await answer_as_caller(request, work, write=False)
+
+
+_PUBLIC_ERRORS = (400, 409, 415, 422, 429)
+_TOKEN_ID = {"token_id": int}
+
+_OWN_OPERATIONS: tuple[Operation, ...] = (
+    Operation("POST", f"{API}/auth/signup", sign_up, "signUp",
+              "Create a company and its owner (no КЭП needed); a confirmation link is mailed", "accounts",
+              SignUpOut, body=SignUpBody, status=201, errors=_PUBLIC_ERRORS, public=True),
+    Operation("POST", f"{API}/auth/confirm", confirm_email, "confirmEmail", "Confirm the e-mail address",
+              "accounts", ConfirmOut, body=TokenBody, errors=_PUBLIC_ERRORS, public=True),
+    Operation("POST", f"{API}/auth/login", login, "login",
+              "Log in: sets the session cookie (HttpOnly, SameSite=Lax) and returns the CSRF token",
+              "accounts", LoginOut, body=LoginBody, errors=(*_PUBLIC_ERRORS, 401, 403), public=True),
+    Operation("POST", f"{API}/auth/logout", logout, "logout", "End the cookie session", "accounts", Done,
+              errors=(403,)),
+    Operation("POST", f"{API}/auth/password-reset", request_password_reset, "requestPasswordReset",
+              "Mail a password reset link (the answer never says whether the address exists)", "accounts",
+              Done, body=ResetRequestBody, status=202, errors=_PUBLIC_ERRORS, public=True),
+    Operation("POST", f"{API}/auth/password-reset/confirm", reset_password, "resetPassword",
+              "Set a new password with the mailed link", "accounts", Done, body=ResetConfirmBody,
+              errors=_PUBLIC_ERRORS, public=True),
+    Operation("POST", f"{API}/invitations/accept", accept_invitation, "acceptInvitation",
+              "Join the inviting group (creating the account when the address has none)", "accounts",
+              ConfirmOut, body=AcceptBody, errors=_PUBLIC_ERRORS, public=True),
+    Operation("GET", f"{API}/me", me, "getMe", "The caller: user, company and effective permissions",
+              "accounts", MeOut, errors=(403,)),
+    Operation("GET", f"{API}/tokens", list_tokens, "listApiTokens", "The caller's API tokens", "accounts",
+              ApiTokenList, errors=(403,)),
+    Operation("POST", f"{API}/tokens", create_token, "createApiToken", "A new API token, shown once",
+              "accounts", NewApiTokenOut, body=ApiTokenBody, status=201, errors=(403, 415, 422)),
+    Operation("DELETE", f"{API}/tokens/{{token_id}}", delete_token, "revokeApiToken", "Revoke an own API token",
+              "accounts", Done, path_params=_TOKEN_ID, errors=(403, 404)),
+    Operation("POST", f"{API}/invitations", invite, "createInvitation", "Invite an address into a group",
+              "accounts", Created, body=InvitationBody, status=201, errors=(403, 404, 409, 415, 422)),
+    Operation("GET", f"{API}/audit", audit_log, "listAudit", "The company's audit log, newest first",
+              "accounts", AuditList, query=AuditQuery, errors=(403,)),
+)
+
+ACCOUNT_OPERATIONS: tuple[Operation, ...] = (
+    _OWN_OPERATIONS + company_api.OPERATIONS + contracts_api.OPERATIONS
+)

@@ -1,0 +1,328 @@
+"""The table-driven security test over every route of the app.
+
+``ROUTES`` classifies each (method, route template) the router serves. For each route the tests
+call it as: (a) tenant A's owner on tenant B's objects → 404/403 and none of B's data; (b) a
+viewer on write routes → 403; (c) an accountant on technical actions → 403 while contracts and
+КЭП succeed; (d) an operator granted Москва on Петербург's objects → 404, and lists without
+Петербург; (e) anonymous → 401 except the public routes. A route missing from the table (or a
+table entry no longer routed) fails the first test, so a new route cannot skip the checks.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import security_testkit as kit
+
+from collector.web import WebSettings, create_app
+
+Body = Callable[[kit.World, kit.Side], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """How a route must treat callers.
+
+    ``access``: public (no credentials), read, write (needs a permission beyond viewing), self
+    (the caller's own account: any user may), admin (the collector operator's token only, never
+    a company's user), stream (SSE: only the anonymous check is run, the stream never ends).
+    ``technical``: an operator's action (alerts, enrollment, registers) an accountant may not do;
+    ``accounting``: an accountant's own work (contracts, КЭП), which must succeed for them.
+    """
+
+    access: str
+    technical: bool = False
+    accounting: bool = False
+    json: Body | None = None
+    form: Callable[[kit.World, kit.Side], dict[str, str]] | None = None
+    csv: Callable[[kit.World, kit.Side], str] | None = None
+    query: dict[str, str] = field(default_factory=dict)
+
+
+def _node_body(world: kit.World, side: kit.Side) -> dict[str, Any]:
+    return {"parent_id": int(side["{parent_id}"]), "kind": "store", "name": "Новый магазин"}
+
+
+def _kep_order(world: kit.World, side: kit.Side) -> dict[str, Any]:
+    import random
+
+    inn = kit.make_person_inn(random.Random(side["{order_id}"]))
+    return {"full_name": "Иванов Иван", "position": "Директор", "inn": inn, "email": "ivanov@kep.test"}
+
+
+READ = Route("read")
+PUBLIC = Route("public")
+SELF = Route("self")
+ACK = Route("write", technical=True)
+_API = "/api/v1"
+
+ROUTES: dict[tuple[str, str], Route] = {
+    # operations and the document
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
+    ("GET", f"{_API}/openapi.json"): PUBLIC,
+    # monitoring API
+    ("GET", f"{_API}/registers"): READ,
+    ("GET", f"{_API}/registers.csv"): READ,
+    ("GET", f"{_API}/registers/{{register_id}}"): READ,
+    ("GET", f"{_API}/registers/{{register_id}}/history"): READ,
+    ("GET", f"{_API}/registers/{{register_id}}/events"): READ,
+    ("GET", f"{_API}/alerts"): READ,
+    ("GET", f"{_API}/alerts/{{alert_id}}"): READ,
+    ("POST", f"{_API}/alerts/ack"): Route("write", technical=True, json=lambda w, s: {"ids": [int(s["{alert_id}"])]}),
+    ("POST", f"{_API}/alerts/{{alert_id}}/ack"): ACK,
+    ("POST", f"{_API}/alerts/{{alert_id}}/comments"): Route("write", technical=True, json=lambda w, s: {"text": "x"}),
+    ("POST", f"{_API}/alerts/{{alert_id}}/silence"): Route("write", technical=True, json=lambda w, s: {"until": None}),
+    ("GET", f"{_API}/nodes"): READ,
+    ("GET", f"{_API}/nodes/rollups"): READ,
+    ("GET", f"{_API}/dead-letters"): Route("admin", technical=True),
+    # accounts: anonymous flows
+    ("POST", f"{_API}/auth/signup"): PUBLIC,
+    ("POST", f"{_API}/auth/confirm"): PUBLIC,
+    ("POST", f"{_API}/auth/login"): PUBLIC,
+    ("POST", f"{_API}/auth/password-reset"): PUBLIC,
+    ("POST", f"{_API}/auth/password-reset/confirm"): PUBLIC,
+    ("POST", f"{_API}/invitations/accept"): PUBLIC,
+    # the caller's own account
+    ("POST", f"{_API}/auth/logout"): SELF,
+    ("GET", f"{_API}/me"): SELF,
+    ("GET", f"{_API}/tokens"): SELF,
+    ("POST", f"{_API}/tokens"): Route("self", json=lambda w, s: {"name": "ci"}),
+    ("DELETE", f"{_API}/tokens/{{token_id}}"): SELF,
+    # company
+    ("GET", f"{_API}/tree"): READ,
+    ("POST", f"{_API}/nodes"): Route("write", json=_node_body),
+    ("PATCH", f"{_API}/nodes/{{node_id}}"): Route("write", json=lambda w, s: {"name": "Переименован"}),
+    ("DELETE", f"{_API}/nodes/{{node_id}}"): Route("write"),
+    ("POST", f"{_API}/tree/import"): Route("write", csv=lambda w, s: "store\nНовый\n", query={"dry_run": "true"}),
+    ("GET", f"{_API}/levels"): READ,
+    ("PUT", f"{_API}/levels"): Route(
+        "write", json=lambda w, s: {"names": ["company", "legal_entity", "brand", "region", "city", "store"]}
+    ),
+    ("GET", f"{_API}/tags"): READ,
+    ("POST", f"{_API}/tags"): Route("write", json=lambda w, s: {"name": "Новая метка"}),
+    ("PUT", f"{_API}/registers/{{register_id}}/tags/{{tag_id}}"): Route("write", technical=True),
+    ("DELETE", f"{_API}/registers/{{register_id}}/tags/{{tag_id}}"): Route("write", technical=True),
+    ("GET", f"{_API}/groups"): Route("write"),  # lists every user's e-mail: group managers only
+    ("POST", f"{_API}/groups"): Route("write", json=lambda w, s: {"name": "Новая группа"}),
+    ("POST", f"{_API}/groups/{{group_id}}/members"): Route(
+        "write", json=lambda w, s: {"user_id": int(s["{user_id}"])}
+    ),
+    ("DELETE", f"{_API}/groups/{{group_id}}/members/{{user_id}}"): Route("write"),
+    ("POST", f"{_API}/grants"): Route(
+        "write",
+        json=lambda w, s: {"group_id": int(s["{group_id}"]), "role": "viewer", "node_id": int(s["{node_id}"])},
+    ),
+    ("DELETE", f"{_API}/grants/{{grant_id}}"): Route("write"),
+    ("POST", f"{_API}/invitations"): Route(
+        "write", json=lambda w, s: {"group_id": int(s["{group_id}"]), "email": "new.person@example.test"}
+    ),
+    ("GET", f"{_API}/registers/{{register_id}}/why"): READ,
+    ("GET", f"{_API}/audit"): Route("write"),  # names everyone's changes: user managers only
+    # contracts and КЭП
+    ("GET", f"{_API}/registers/{{register_id}}/contract"): Route("read", accounting=True),
+    ("PUT", f"{_API}/registers/{{register_id}}/contract"): Route(
+        "write", accounting=True, json=lambda w, s: {"activated": True, "paid_until": "2027-06-30", "tariff": "год"}
+    ),
+    ("POST", f"{_API}/contracts/import"): Route(
+        "write", accounting=True, csv=lambda w, s: f"register_id;activated\n{s['{register_id}']};да\n",
+        query={"dry_run": "true"},
+    ),
+    ("GET", f"{_API}/kep-orders"): Route("write", accounting=True),  # applicants' personal data
+    ("POST", f"{_API}/kep-orders"): Route("write", accounting=True, json=_kep_order),
+    ("POST", f"{_API}/kep-orders/{{order_id}}/transition"): Route(
+        "write", accounting=True, json=lambda w, s: {"to": "documents_requested"}
+    ),
+    ("GET", f"{_API}/kep"): Route("read", accounting=True),
+    ("POST", f"{_API}/registers/{{register_id}}/fns-application"): Route(
+        "write", technical=True, json=lambda w, s: {"kind": "fn_replacement"}
+    ),
+    # enrollment
+    ("POST", f"{_API}/enroll"): PUBLIC,
+    ("POST", f"{_API}/enrollment-tokens"): Route(
+        "write", technical=True, json=lambda w, s: {"node_id": int(s["{node_id}"])}
+    ),
+    ("POST", f"{_API}/agents/{{agent_id}}/revoke"): ACK,
+    # pages
+    ("GET", "/"): READ,
+    ("GET", "/tree"): READ,
+    ("GET", "/registers"): READ,
+    ("GET", "/registers/{register_id}"): READ,
+    ("GET", "/alerts"): READ,
+    ("POST", "/alerts/ack"): Route("write", technical=True, form=lambda w, s: {"ids": s["{alert_id}"]}),
+    ("POST", "/alerts/{alert_id}/ack"): Route("write", technical=True, form=lambda w, s: {}),
+    ("POST", "/alerts/{alert_id}/comment"): Route("write", technical=True, form=lambda w, s: {"text": "x"}),
+    ("POST", "/alerts/{alert_id}/silence"): Route("write", technical=True, form=lambda w, s: {"until": ""}),
+    ("GET", "/events/stream"): Route("stream"),
+    ("GET", "/static"): PUBLIC,
+}
+# Objects the tree decides about: out of a caller's view they must look nonexistent (404).
+TREE_SCOPED = ("{register_id}", "{alert_id}", "{node_id}", "{agent_id}")
+ALLOWED_MISSES = {403, 404}
+
+
+def routed(app: Any) -> set[tuple[str, str]]:
+    found = set()
+    for route in app.router.routes():
+        if route.method == "HEAD" or route.resource is None:
+            continue
+        found.add((route.method, route.resource.canonical))
+    return found
+
+
+def fill(template: str, side: kit.Side) -> str:
+    path = template
+    for placeholder, value in side.values.items():
+        path = path.replace(placeholder, value)
+    assert "{" not in path, f"no sample object for a parameter of {template}"
+    return path
+
+
+def call(client: kit.Client, method: str, template: str, route: Route, side: kit.Side, who: str | None) -> kit.Reply:
+    path = fill(template, side) if template != "/static" else "/static/missing.css"
+    kwargs: dict[str, Any] = {"params": route.query} if route.query else {}
+    if route.json is not None:
+        kwargs["json"] = route.json(client.world, side)
+    elif route.csv is not None:
+        kwargs["data"] = route.csv(client.world, side).encode()
+        kwargs["headers"] = {"Content-Type": "text/csv"}
+    elif route.form is not None:
+        form = route.form(client.world, side)
+        if who is not None:
+            token, cookies = client.page_csrf(who)
+            form = {**form, "csrf_token": token}
+            kwargs["cookies"] = cookies
+        kwargs["data"] = form
+    return client.call(method, path, who=who, **kwargs)
+
+
+def test_every_route_is_classified(client: kit.Client) -> None:
+    served = routed(client.app)
+    unclassified = sorted(served - set(ROUTES))
+    stale = sorted(set(ROUTES) - served)
+    assert not unclassified, f"routes missing from the security table (classify them): {unclassified}"
+    assert not stale, f"table entries no routes match (remove them): {stale}"
+
+
+def test_a_new_unclassified_route_fails_the_check() -> None:
+    async def sneaky(request: Any) -> Any:
+        raise AssertionError("never called")
+
+    app = create_app(WebSettings(web_auth="open", db_url="sqlite://"))
+    app.router.add_get("/api/v1/sneaky/{thing}", sneaky)
+    assert routed(app) - set(ROUTES) == {("GET", "/api/v1/sneaky/{thing}")}
+
+
+def test_anonymous_callers_get_401_except_on_public_routes(client: kit.Client, world: kit.World) -> None:
+    for (method, template), route in sorted(ROUTES.items()):
+        reply = call(client, method, template, route, world.a, None)
+        if route.access == "public":
+            assert reply.status != 401, f"{method} {template} is public but answered 401"
+        else:
+            assert reply.status == 401, f"{method} {template} answered {reply.status} to an anonymous caller"
+            assert world.registers["tverskaya"] not in reply.text
+
+
+@pytest.mark.parametrize("who", ["owner_a", "moscow_op"])
+def test_another_tenants_objects_look_nonexistent(client: kit.Client, world: kit.World, who: str) -> None:
+    checked = 0
+    for (method, template), route in sorted(ROUTES.items()):
+        if "{" not in template or route.access in ("public", "stream"):
+            continue
+        reply = call(client, method, template, route, world.b, who)
+        assert reply.status in ALLOWED_MISSES, f"{who}: {method} {template} on B's object answered {reply.status}"
+        leaked = [marker for marker in world.b_markers if marker in reply.text and marker not in fill(template, world.b)]
+        assert not leaked, f"{method} {template} leaked {leaked}"
+        checked += 1
+    assert checked >= 25
+
+
+def test_lists_never_show_another_tenant(client: kit.Client, world: kit.World) -> None:
+    for (method, template), route in sorted(ROUTES.items()):
+        if method != "GET" or "{" in template or route.access not in ("read", "write", "self"):
+            continue
+        reply = call(client, method, template, route, world.a, "owner_a")
+        assert reply.status == 200, f"{method} {template} answered {reply.status} to A's owner"
+        leaked = [marker for marker in world.b_markers if marker in reply.text]
+        assert not leaked, f"{method} {template} shows B's {leaked}"
+
+
+def test_a_viewer_may_not_write(client: kit.Client, world: kit.World) -> None:
+    for (method, template), route in sorted(ROUTES.items()):
+        if route.access not in ("write", "admin"):
+            continue
+        reply = call(client, method, template, route, world.a, "viewer")
+        assert reply.status == 403, f"viewer: {method} {template} answered {reply.status}"
+
+
+def test_an_accountant_keeps_to_contracts_and_kep(client: kit.Client, world: kit.World) -> None:
+    for (method, template), route in sorted(ROUTES.items()):
+        if route.technical:
+            reply = call(client, method, template, route, world.a, "accountant")
+            assert reply.status == 403, f"accountant: {method} {template} answered {reply.status}"
+        elif route.accounting:
+            reply = call(client, method, template, route, world.a, "accountant")
+            assert 200 <= reply.status < 300, f"accountant: {method} {template} answered {reply.status}: {reply.text}"
+
+
+def test_a_city_grant_shows_nothing_of_another_city(client: kit.Client, world: kit.World) -> None:
+    detail_checked = 0
+    for (method, template), route in sorted(ROUTES.items()):
+        if route.access in ("public", "stream"):
+            continue
+        if "{" not in template:
+            if method == "GET" and route.access in ("read", "self"):
+                reply = call(client, method, template, route, world.a, "moscow_op")
+                assert reply.status == 200, f"{method} {template} answered {reply.status}"
+                leaked = [marker for marker in world.spb_markers if marker in reply.text]
+                assert not leaked, f"{method} {template} shows Петербург's {leaked} to the Moscow operator"
+            continue
+        if any(p in template for p in TREE_SCOPED):
+            reply = call(client, method, template, route, world.spb, "moscow_op")
+            assert reply.status == 404, f"moscow_op: {method} {template} on Петербург answered {reply.status}"
+            detail_checked += 1
+    assert detail_checked >= 18
+    listed = call(client, "GET", "/api/v1/registers", READ, world.a, "moscow_op").json["items"]
+    assert {item["register_id"] for item in listed} == {world.registers["tverskaya"], world.registers["arbat"]}
+
+
+# A refusal must come from the rights check, not from the pages' CSRF guard.
+PAGE_CSRF_REFUSAL = "Форма устарела"
+
+
+def test_page_refusals_are_about_rights_not_the_form_token(client: kit.Client, world: kit.World) -> None:
+    for (method, template), route in sorted(ROUTES.items()):
+        if route.form is None:
+            continue
+        for who in ("viewer", "accountant"):
+            reply = call(client, method, template, route, world.a, who)
+            assert reply.status == 403 and PAGE_CSRF_REFUSAL not in reply.text, f"{who}: {method} {template}"
+
+
+def test_the_owner_may_do_everything_the_others_were_refused(make_client: Any, fresh_world: kit.World) -> None:
+    """The refusals above are about rights: the owner gets through every write with the same input
+    (409 where the change itself conflicts: a node that still holds registers, a missing КЭП)."""
+    client = make_client(on=fresh_world)
+    outcomes = {}
+    for (method, template), route in sorted(ROUTES.items()):
+        if route.access not in ("write", "self"):
+            continue
+        outcomes[(method, template)] = call(client, method, template, route, fresh_world.a, "owner_a").status
+    refused = {key: status for key, status in outcomes.items() if not (200 <= status < 300 or status in (303, 409))}
+    assert not refused, refused
+    assert outcomes[("DELETE", "/api/v1/nodes/{node_id}")] == 409  # the store still has its register
+    assert outcomes[("POST", "/api/v1/registers/{register_id}/fns-application")] == 409  # no КЭП yet
+    audit = call(client, "GET", "/api/v1/audit", READ, fresh_world.a, "owner_a").json["items"]
+    actions = {entry["action"] for entry in audit}  # (untagging an untagged register changes nothing)
+    written = {"node.create", "node.rename", "tag.create", "register.tag", "group.create",
+               "grant.create", "grant.revoke", "invitation.create", "contract.set", "kep.documents_requested",
+               "token.create", "token.revoke", "enrollment.token_create", "enrollment.agent_revoke", "tree.levels"}
+    assert written <= actions, written - actions
