@@ -14,13 +14,18 @@ from __future__ import annotations
 
 import array
 import errno
+import os
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import usb.backend
 import usb.core
 
+from firmware_sim.atol import AtolDevice
+from firmware_sim.clock import SimClock
 from firmware_sim.endpoint import DeviceEndpoint
+from firmware_sim.scenario import load_scenario
 
 ATOL_VENDOR_ID = 0x2912
 # No public list of ATOL PIDs exists (specs §3.1); 0x0005 is a plausible placeholder [I].
@@ -281,3 +286,16 @@ class FakeUsbBackend(usb.backend.IBackend):  # type: ignore[misc]
         count = min(len(data), len(descriptor))
         data[:count] = array.array("B", descriptor[:count])
         return count
+
+
+SCENARIO_ENV = "KASSA_SIM_SCENARIO"
+
+
+def scenario_backend() -> FakeUsbBackend:
+    """A simulated ATOL register on raw USB running ``$KASSA_SIM_SCENARIO`` (default ``healthy``).
+
+    For ``KASSA_USB_BACKEND=firmware_sim.usb_backend:scenario_backend kassa-agent probe usb://2912``:
+    the agent loads it by name, so it never imports the simulator.
+    """
+    scenario = load_scenario(os.environ.get(SCENARIO_ENV) or "healthy")
+    return FakeUsbBackend(AtolDevice(scenario.build(SimClock(datetime.now()))))

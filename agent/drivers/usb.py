@@ -2,7 +2,9 @@
 
 URL: ``usb://2912`` (first ATOL device), ``usb://2912:PID``, ``usb://2912:PID/SERIAL``, and
 optionally ``?bus=N&address=M`` to pin one of several identical devices. Tests pass a pyusb
-backend (``firmware_sim.usb_backend``) so pyusb's own ``usb.core`` code runs unchanged.
+backend (``firmware_sim.usb_backend``) so pyusb's own ``usb.core`` code runs unchanged; the CLI
+takes one from ``KASSA_USB_BACKEND=module:factory`` (e.g. the simulator's, to try ``probe`` and
+``detect`` on raw USB without hardware).
 
 Failures become the link errors the installer can act on: not found → ``PortNotFound``,
 access denied → ``PortPermissionDenied`` with the udev rule, unplugged → ``LinkClosed``. After
@@ -13,6 +15,8 @@ USB address after a replug).
 from __future__ import annotations
 
 import errno
+import importlib
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -76,7 +80,33 @@ def _usb_error(exc: usb.core.USBError, what: str) -> LinkError:
     return LinkError(f"{what}: USB error ({exc})")
 
 
+USB_BACKEND_ENV = "KASSA_USB_BACKEND"
+_environment_backends: dict[str, Any] = {}
+
+
+def backend_from_environment() -> Any:
+    """The pyusb backend named by ``KASSA_USB_BACKEND`` (``module:factory``), or None for libusb.
+
+    Built once per process, so every lookup (detect, then probe's identify and poll) sees the
+    same device.
+    """
+    spec = os.environ.get(USB_BACKEND_ENV, "").strip()
+    if not spec:
+        return None
+    if spec not in _environment_backends:
+        module, _, factory = spec.partition(":")
+        try:
+            _environment_backends[spec] = getattr(importlib.import_module(module), factory)()
+        except (ImportError, AttributeError, TypeError, ValueError) as exc:
+            raise LinkError(
+                f"{USB_BACKEND_ENV}={spec!r} cannot be loaded: {exc}", f"unset {USB_BACKEND_ENV} to use libusb"
+            ) from exc
+    return _environment_backends[spec]
+
+
 def _find(address: UsbAddress, backend: Any) -> list[Any]:
+    if backend is None:
+        backend = backend_from_environment()
     criteria: dict[str, int] = {"idVendor": address.vendor_id}
     if address.product_id is not None:
         criteria["idProduct"] = address.product_id

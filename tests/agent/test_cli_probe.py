@@ -184,3 +184,34 @@ def test_kassa_sim_reports_a_busy_tcp_port() -> None:
         )
     assert result.returncode == 2
     assert f"cannot listen on port {port}" in result.stderr
+
+
+def test_probe_and_detect_over_raw_usb_with_the_simulated_backend() -> None:
+    """The real pyusb code path end to end from the CLI, with the simulator as the USB backend."""
+    import os
+
+    env = {
+        **os.environ,
+        "KASSA_USB_BACKEND": "firmware_sim.usb_backend:scenario_backend",
+        "KASSA_SIM_SCENARIO": "ofd-backlog",
+    }
+    probe = subprocess.run(
+        [sys.executable, "-m", "agent", "probe", "usb://2912", "--protocol", "atol", "--json"],
+        capture_output=True, text=True, timeout=TIMEOUT, env=env,
+    )
+    assert probe.returncode == 0, probe.stderr
+    state = json.loads(probe.stdout)
+    assert state["vendor"] == "atol" and state["ofd"]["unsent_count"] > 0
+    assert state["ofd"]["transport_connected"] is False
+    detect = subprocess.run(
+        [sys.executable, "-m", "agent", "detect", "--ports", "usb://2912", "--json"],
+        capture_output=True, text=True, timeout=TIMEOUT, env=env,
+    )
+    assert detect.returncode == 0, detect.stderr
+    assert "usb://2912" in detect.stdout and "atol" in detect.stdout
+    broken = subprocess.run(
+        [sys.executable, "-m", "agent", "probe", "usb://2912", "--protocol", "atol"],
+        capture_output=True, text=True, timeout=TIMEOUT,
+        env={**env, "KASSA_USB_BACKEND": "no.such.module:factory"},
+    )
+    assert broken.returncode != 0 and "KASSA_USB_BACKEND" in broken.stderr
