@@ -3,6 +3,8 @@
 Keys are the field names of :class:`CollectorConfig`, the same in all three sources
 (``db_url = "…"`` in TOML, ``KASSA_COLLECTOR_DB_URL``, ``--db``). Alert threshold overrides live
 in a ``[thresholds]`` table and use :class:`collector.alerts.Thresholds` field names.
+Notification settings live in a ``[notify]`` table (:class:`NotifySettings` field names); in the
+environment they are ``KASSA_COLLECTOR_NOTIFY_<FIELD>`` and in ``overrides`` ``notify_<field>``.
 """
 
 from __future__ import annotations
@@ -13,16 +15,68 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from collector.alerts import Thresholds
 from protocol.mqtt.topics import is_valid_id
 
 ENV_PREFIX = "KASSA_COLLECTOR_"
+NOTIFY_PREFIX = "notify_"
 
 
 class CollectorConfigError(ValueError):
     """Settings that cannot be used; the message names every bad key and where it came from."""
+
+
+class NotifySettings(BaseModel):
+    """Outgoing notifications: the SMTP relay, the base of links in messages, grouping timers.
+
+    Notifications run when SMTP is configured or a webhook receiver exists (``enabled`` None),
+    or as ``enabled`` says. Receivers themselves live in the database (``notification_receivers``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool | None = Field(None, description="None: on when SMTP is set or a webhook receiver exists")
+    smtp_host: str | None = None
+    smtp_port: int = Field(587, ge=1, le=65535)
+    smtp_security: Literal["none", "starttls", "ssl"] = "starttls"
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_sender: str = Field("Касса-Монитор <noreply@localhost>", min_length=3)
+    smtp_timeout: float = Field(15.0, gt=0)
+    public_url: str = Field("http://localhost:8080", description="base of the links to our web UI")
+    group_wait: float = Field(30.0, ge=0, description="seconds a store's first alert waits for others")
+    group_interval: float = Field(300.0, ge=0, description="seconds between two updates of a store")
+    repeat_interval: float = Field(14_400.0, ge=0, description="seconds before an unchanged group repeats")
+    tick: float = Field(1.0, gt=0, le=60, description="seconds between two flushes of due groups")
+    receivers_refresh: float = Field(30.0, gt=0, description="seconds receivers are cached from the database")
+    retry_attempts: int = Field(5, ge=1, le=20)
+    retry_backoff: float = Field(1.0, ge=0, description="seconds before the second attempt (then doubling)")
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError("must be an absolute http(s) URL, e.g. https://kassa.example.ru")
+        return value
+
+    @field_validator("smtp_host", "smtp_username", "smtp_password")
+    @classmethod
+    def _blank_is_unset(cls, value: str | None) -> str | None:
+        # An empty environment variable means "not configured", not a host named "".
+        return value if value is None or value.strip() else None
+
+    @model_validator(mode="after")
+    def _login_pair(self) -> NotifySettings:
+        if (self.smtp_username is None) != (self.smtp_password is None):
+            raise ValueError("SMTP login needs both smtp_username and smtp_password")
+        return self
+
+    @property
+    def smtp_configured(self) -> bool:
+        return self.smtp_host is not None
 
 
 class CollectorConfig(BaseModel):
@@ -48,6 +102,7 @@ class CollectorConfig(BaseModel):
     default_tenant: str = Field("default", min_length=1, description="tenant of auto-registered agents")
     unassigned_node: str = Field("unassigned", min_length=1, description="node of auto-registered agents")
     thresholds: dict[str, Any] = Field(default_factory=dict)
+    notify: NotifySettings = Field(default_factory=NotifySettings)
     # Read by collector.web (WebSettings.from_config).
     web_auth: Literal["token", "open"] | None = Field(None, description="token (default with api_token) or open")
     api_token: str | None = None
@@ -139,8 +194,10 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 
 def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
-    """``KASSA_COLLECTOR_DB_URL=…`` → ``{"db_url": "…"}``; an unknown name is an error, not ignored."""
-    known = set(CollectorConfig.model_fields) - {"thresholds"}
+    """``KASSA_COLLECTOR_DB_URL=…`` → ``{"db_url": "…"}``, ``KASSA_COLLECTOR_NOTIFY_SMTP_HOST=…`` →
+    ``{"notify_smtp_host": "…"}``; an unknown name is an error, not ignored."""
+    known = set(CollectorConfig.model_fields) - {"thresholds", "notify"}
+    known |= {NOTIFY_PREFIX + name for name in NotifySettings.model_fields}
     out: dict[str, Any] = {}
     for name, value in env.items():
         if not name.startswith(ENV_PREFIX) or name == f"{ENV_PREFIX}CONFIG":
@@ -150,6 +207,16 @@ def env_overrides(env: Mapping[str, str]) -> dict[str, Any]:
             raise CollectorConfigError(f"unknown setting in environment: {name}")
         out[key] = value
     return out
+
+
+def _merge_notify(merged: dict[str, Any], flat: Mapping[str, Any]) -> None:
+    """Fold ``notify_<field>`` keys (environment, CLI flags) into the ``[notify]`` table."""
+    for key, value in flat.items():
+        field = key[len(NOTIFY_PREFIX) :] if key.startswith(NOTIFY_PREFIX) else ""
+        if field in NotifySettings.model_fields and isinstance(merged.setdefault("notify", {}), dict):
+            merged["notify"][field] = value
+        else:
+            merged[key] = value  # a [notify] that is not a table fails validation with its name
 
 
 def load_config(
@@ -163,8 +230,10 @@ def load_config(
     if path is None and environment.get(f"{ENV_PREFIX}CONFIG"):
         path = Path(environment[f"{ENV_PREFIX}CONFIG"])
     merged: dict[str, Any] = read_toml(path) if path is not None else {}
-    merged.update(env_overrides(environment))
-    merged.update({key: value for key, value in (overrides or {}).items() if value is not None})
+    if isinstance(merged.get("notify"), dict):
+        merged["notify"] = dict(merged["notify"])
+    _merge_notify(merged, env_overrides(environment))
+    _merge_notify(merged, {key: value for key, value in (overrides or {}).items() if value is not None})
     try:
         return CollectorConfig.model_validate(merged)
     except ValidationError as exc:

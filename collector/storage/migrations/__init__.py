@@ -31,6 +31,7 @@ TABLE_MODULES: tuple[str, ...] = (
     "collector.storage.schema",
     "collector.accounts.schema",
     "collector.enrollment.schema",
+    "collector.notify.schema",
 )
 _MIGRATION_LOCK_ID = 0x6B61_7373_6100  # "kassa" — any constant shared by all collector processes
 
