@@ -104,8 +104,32 @@ class CollectorConfig(BaseModel):
     thresholds: dict[str, Any] = Field(default_factory=dict)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     # Read by collector.web (WebSettings.from_config).
-    web_auth: Literal["token", "open"] | None = Field(None, description="token (default with api_token) or open")
+    web_auth: Literal["accounts", "token", "open"] | None = Field(
+        None, description="accounts (default), token (default when api_token is set) or open (demo only)"
+    )
     api_token: str | None = None
+    cookie_secure: bool = Field(True, description="Secure flag of the session cookie; off only for plain-HTTP localhost")
+    # Agent enrollment (collector.enrollment.settings reads these by name); off until a backend is set up.
+    enroll_broker_url: str | None = Field(None, description="broker URL given to enrolled agents")
+    enroll_backend: Literal["dynsec", "files"] | None = None
+    enroll_token_ttl_hours: float | None = Field(None, gt=0, le=720)
+    dynsec_admin_username: str | None = None
+    dynsec_admin_password: str | None = None
+    broker_ca_file: str | None = None
+    broker_password_file: str | None = None
+    broker_acl_file: str | None = None
+    broker_pid_file: str | None = None
+
+    @property
+    def public_url(self) -> str:
+        """Base of links in account and notification e-mails (``[notify] public_url``)."""
+        return self.notify.public_url
+
+    @property
+    def enrollment_enabled(self) -> bool:
+        if self.enroll_backend == "files":
+            return bool(self.broker_password_file and self.broker_acl_file)
+        return bool(self.dynsec_admin_password)
 
     @field_validator("broker_url")
     @classmethod

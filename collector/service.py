@@ -31,8 +31,12 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
+from collector.accounts.mail import SmtpMailer
 from collector.accounts.rights import notification_filter
+from collector.accounts.service import AccountService, AccountSettings
 from collector.config import CollectorConfig, NotifySettings
+from collector.enrollment.service import EnrollmentService
+from collector.enrollment.settings import EnrollmentSettings
 from collector.ingest.batcher import IngestWriter, WriterSettings
 from collector.ingest.consumer import InboundMessage, MqttConsumer
 from collector.ingest.engine import AlertEngine, EvaluationWorker, Notify
@@ -216,6 +220,21 @@ def smtp_settings(settings: NotifySettings) -> SmtpSettings | None:
     )
 
 
+def account_service_from_config(config: CollectorConfig) -> AccountService | None:
+    """Account e-mails (confirm, reset, invite) over ``[notify]`` SMTP; None: the web app logs them."""
+    smtp = smtp_settings(config.notify)
+    if smtp is None:
+        return None
+    return AccountService(SmtpMailer(EmailSender(smtp)), settings=AccountSettings(base_url=config.public_url))
+
+
+def enrollment_from_config(config: CollectorConfig, engine: sa.Engine) -> EnrollmentService | None:
+    """The enrollment service when a broker credential backend is configured, else None (no routes)."""
+    if not config.enrollment_enabled:
+        return None
+    return EnrollmentSettings.from_config(config).service(engine)
+
+
 def notifier_from_config(settings: NotifySettings, engine: sa.Engine) -> NotifierRunner | None:
     """The dispatcher of ``[notify]`` on a migrated database, or None when notifications are off."""
     smtp = smtp_settings(settings)
@@ -317,6 +336,8 @@ class CollectorService:
                 metrics_registry=self.metrics.registry,
                 broker_ready=self.consumer.connected.is_set,
                 event_hub=self.event_hub,
+                account_service=account_service_from_config(config),
+                enrollment=enrollment_from_config(config, self.engine),
             )
         if serve_web and factory is None:
             log.info("collector.web is not installed: ingest only, nothing served on %s", config.listen)
