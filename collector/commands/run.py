@@ -32,6 +32,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--enforce-enrollment", action="store_true", default=None, help="dead-letter agents nobody enrolled"
     )
+    parser.add_argument("--smtp-host", help="SMTP server for alert and account e-mail ([notify] smtp_host)")
+    parser.add_argument("--smtp-port", type=int, help="SMTP port (default 587, STARTTLS)")
+    parser.add_argument("--public-url", help="base URL of the web UI, used in e-mail links")
+    parser.add_argument(
+        "--web-auth", choices=("accounts", "token", "open"), help="who may use the web app (default accounts)"
+    )
     parser.add_argument("--no-web", action="store_true", help="ingest only, even if collector.web exists")
     parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
     parser.set_defaults(func=run)
@@ -48,6 +54,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "batch_max_delay": args.batch_delay,
         "evaluator_period": args.evaluator_period,
         "enforce_enrollment": args.enforce_enrollment,
+        "notify_smtp_host": args.smtp_host,
+        "notify_smtp_port": args.smtp_port,
+        "notify_public_url": args.public_url,
+        "web_auth": args.web_auth,
     }
 
 
