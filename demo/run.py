@@ -218,6 +218,7 @@ class Demo:
             evaluator_period=EVALUATOR_PERIOD,
             enforce_enrollment=True,
             thresholds=DEMO_THRESHOLDS,
+            cookie_secure=False,  # plain HTTP on loopback: a Secure cookie would never come back
         )
         assert self.engine is not None
         hub = EventHub()  # alert changes reach open pages live (SSE)

@@ -1,6 +1,5 @@
 """The collector's web app as the demo serves it: ``collector.web.create_app`` (JSON API, pages,
-users' own sessions and API tokens) with the live-update hub the demo feeds alert notices into,
-and a browser login form (``demo.login``) while the collector has no login page of its own.
+users' own sessions and API tokens) with the live-update hub the demo feeds alert notices into.
 
 Handed to ``CollectorService(app_factory=demo_app_factory(hub))``, which passes the shared
 engine, metrics registry and broker readiness by parameter name.
@@ -18,7 +17,6 @@ from prometheus_client import CollectorRegistry
 from collector.web import create_app
 from collector.web.ops import BrokerReadiness
 from collector.web.pages import EventHub
-from demo.login import LOGIN_PATH, add_login
 
 
 def demo_app_factory(hub: EventHub) -> Callable[..., web.Application]:
@@ -34,11 +32,8 @@ def demo_app_factory(hub: EventHub) -> Callable[..., web.Application]:
         if engine is None:  # sessions and tokens must be checked in the collector's own database
             raise ValueError("demo_app needs the collector service's engine")
         # No api_token in the config: create_app authenticates users' own sessions and tokens.
-        app = create_app(
+        return create_app(
             config, engine=engine, metrics_registry=metrics_registry, broker_ready=broker_ready, event_hub=hub
         )
-        if not any(resource.canonical == LOGIN_PATH for resource in app.router.resources()):
-            add_login(app)
-        return app
 
     return demo_app

@@ -164,6 +164,9 @@ def create_app(
     if pages:
         # Under accounts the forms' token derives from the session; otherwise the pages' own cookie.
         add_page_routes(app, hub=event_hub, csrf=SessionCsrf() if isinstance(chosen, SessionAuth) else None)
+        from collector.web.pages.account_views import add_account_pages  # lazily: avoids an import cycle
+
+        add_account_pages(app)
     return app
 
 

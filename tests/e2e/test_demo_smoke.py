@@ -9,6 +9,7 @@ import http.cookiejar
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -94,7 +95,11 @@ def registers_of(api: str, token: str) -> dict[str, dict[str, Any]]:
 def browser_login(base: str, email: str, password: str) -> urllib.request.OpenerDirector:
     """Log in with the form like a browser; the opener keeps the session cookie."""
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
-    form = urllib.parse.urlencode({"email": email, "password": password}).encode()
+    with opener.open(f"{base}login", timeout=5) as response:  # the form carries a CSRF token
+        page = response.read().decode()
+    hidden = re.search(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', page)
+    assert hidden, "the login form has no CSRF field"
+    form = urllib.parse.urlencode({hidden[1]: hidden[2], "email": email, "password": password}).encode()
     with opener.open(f"{base}login", data=form, timeout=5) as response:  # 303 → the dashboard
         assert response.status == 200 and response.url == base, (response.status, response.url)
     return opener
