@@ -133,7 +133,7 @@ def create_app(
     ``account_service`` carries the mailer of account e-mails (default: the log, built on first
     use); ``enrollment`` adds the enrollment endpoints."""
     from collector.accounts.web_auth import AccountsAuth
-    from collector.web import accounts_api, enrollment_ops  # lazily: see _accounts_auth
+    from collector.web import accounts_api, enrollment_ops, notify_api  # lazily: see _accounts_auth
     from collector.web.accounts_support import ACCOUNTS_WEB_KEY, AccountsWeb, SessionAuth, SessionCsrf
 
     settings = WebSettings.from_config(config)
@@ -159,6 +159,7 @@ def create_app(
     app[PUBLIC_ROUTES_KEY] = set()
     add_operations(app, OPERATIONS)
     add_operations(app, accounts_api.ACCOUNT_OPERATIONS)
+    add_operations(app, notify_api.NOTIFY_OPERATIONS)
     if enrollment is not None:
         enrollment_ops.add_enrollment_operations(app, enrollment)
     if pages:

@@ -33,12 +33,15 @@ from collector.accounts.sessions import create_api_token
 from collector.accounts.tree import create_node, create_tag
 from collector.enrollment.broker import CredentialBackend
 from collector.enrollment.service import EnrollmentService
+from collector.notify.receivers import ReceiverSpec, create_receiver
+from collector.notify.render import Renderer
 from collector.storage import repository as repo
 from collector.storage.engine import begin_write
 from collector.storage.rows import AlertRow
 from collector.storage.scope import Scope
 from collector.web import WebSettings, create_app
 from collector.web.auth import PRINCIPAL_KEY, Principal
+from collector.web.notify_api import NOTIFY_CHANNELS_KEY, SendChannels
 from collector.web.openapi import openapi_document
 from collector.web.pages.csrf import SEED_COOKIE
 from collector.web.pages.render import CSRF_KEY
@@ -173,8 +176,11 @@ def seed_world(engine: sa.Engine, rng: random.Random) -> World:
                 f"head-{label}-{tag}@kep.test",
             )
             order = kep.create_order(conn, cli, tenant, applicant, at=T0)
+            receiver = create_receiver(
+                conn, tenant, ReceiverSpec("email", f"ops-{tag}-{label}@notify.test", None), at=T0
+            )
             return {"{group_id}": str(group), "{grant_id}": str(grant), "{tag_id}": str(tag_id),
-                    "{order_id}": str(order)}
+                    "{order_id}": str(order), "{receiver_id}": str(receiver)}
 
         a_company = company_objects(a.tenant_id, "tverskaya", "А")
         b_company = company_objects(b.tenant_id, "b_store", "Б")
@@ -273,6 +279,7 @@ def start_client(engine: sa.Engine, world: World, *, clock_offset: timedelta = t
         account_service=service,
         enrollment=enrollment,
     )
+    app[NOTIFY_CHANNELS_KEY] = SendChannels(Renderer("https://kassa.test"), smtp=None)  # as the service sets it
 
     async def start() -> TestClient:
         # No cookie jar: every test states exactly which cookies it sends.

@@ -50,6 +50,16 @@ def _node_body(world: kit.World, side: kit.Side) -> dict[str, Any]:
     return {"parent_id": int(side["{parent_id}"]), "kind": "store", "name": "Новый магазин"}
 
 
+def _deletions_last(item: tuple[tuple[str, str], Route]) -> tuple[bool, tuple[str, str]]:
+    """Order for running every write on one object: deletions (API and page forms) come last."""
+    (method, template), _ = item
+    return (method == "DELETE" or template.endswith("/delete"), (method, template))
+
+
+def _receiver_body(side: kit.Side) -> dict[str, Any]:
+    return {"channel": "email", "address": "duty@notify.test", "principal_user_id": int(side["{user_id}"])}
+
+
 def _kep_order(world: kit.World, side: kit.Side) -> dict[str, Any]:
     import random
 
@@ -145,6 +155,13 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", f"{_API}/registers/{{register_id}}/fns-application"): Route(
         "write", technical=True, json=lambda w, s: {"kind": "fn_replacement"}
     ),
+    # notification receivers: user and group managers of the company
+    ("GET", f"{_API}/notifications/receivers"): Route("write"),  # addresses and who they serve
+    ("POST", f"{_API}/notifications/receivers"): Route("write", json=lambda w, s: _receiver_body(s)),
+    ("PUT", f"{_API}/notifications/receivers/{{receiver_id}}"): Route("write", json=lambda w, s: _receiver_body(s)),
+    ("DELETE", f"{_API}/notifications/receivers/{{receiver_id}}"): Route("write"),
+    ("POST", f"{_API}/notifications/receivers/{{receiver_id}}/test"): Route("write"),
+    ("GET", f"{_API}/notifications/failures"): Route("write"),
     # enrollment
     ("POST", f"{_API}/enroll"): PUBLIC,
     ("POST", f"{_API}/enrollment-tokens"): Route(
@@ -367,7 +384,7 @@ def test_the_owner_may_do_everything_the_others_were_refused(make_client: Any, f
     (409 where the change itself conflicts: a node that still holds registers, a missing КЭП)."""
     client = make_client(on=fresh_world)
     outcomes = {}
-    for (method, template), route in sorted(ROUTES.items()):
+    for (method, template), route in sorted(ROUTES.items(), key=_deletions_last):
         if route.access not in ("write", "self"):
             continue
         outcomes[(method, template)] = call(client, method, template, route, fresh_world.a, "owner_a").status
