@@ -346,8 +346,7 @@ def test_receiver_api_is_for_company_managers_and_validates_everything(db_url: s
     from collector.accounts.sessions import create_api_token
     from collector.notify import Renderer
     from collector.web import create_app
-    from collector.web.app import add_operations
-    from collector.web.notify_api import NOTIFY_CHANNELS_KEY, NOTIFY_OPERATIONS, SendChannels
+    from collector.web.notify_api import NOTIFY_CHANNELS_KEY, SendChannels
 
     engine = create_engine_from_url(db_url)
     accounts = AccountService(kit.RecordingMailer(), kit.FAST_PASSWORDS, AccountSettings(base_url="http://t"))
@@ -358,7 +357,6 @@ def test_receiver_api_is_for_company_managers_and_validates_everything(db_url: s
         owner_token = create_api_token(conn, owner.user_id, "t", at=T0).token
         viewer_token = create_api_token(conn, viewer, "t", at=T0).token
     app = create_app(load_config(None, env={}, overrides={"db_url": db_url}), engine=engine, pages=False)
-    add_operations(app, NOTIFY_OPERATIONS)
     app[NOTIFY_CHANNELS_KEY] = SendChannels(Renderer("https://kassa.test"), smtp=None)
     url = "/api/v1/notifications/receivers"
 

@@ -48,7 +48,6 @@ from collector.storage import repository as repo
 from collector.storage.schema import registers
 from collector.storage.silences import add_silence
 from collector.web import create_app
-from collector.web.app import add_operations
 from collector.web.notify_api import NOTIFY_OPERATIONS
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "collector"))  # the ingest tests' helpers
@@ -208,12 +207,11 @@ def build_company(engine: sa.Engine) -> Company:
 def app_with_notify_api(
     config: Any, *, engine: Any = None, metrics_registry: Any = None, broker_ready: Any = None, event_hub: Any = None
 ) -> web.Application:
-    """``create_app`` plus the notification operations (what the lead's one-line registration does)."""
+    """``create_app`` as the service calls it (it serves the notification operations itself)."""
     app = create_app(
         config, engine=engine, metrics_registry=metrics_registry, broker_ready=broker_ready, event_hub=event_hub
     )
-    if not any(r.canonical == NOTIFY_OPERATIONS[0].path for r in app.router.resources()):
-        add_operations(app, NOTIFY_OPERATIONS)
+    assert any(r.canonical == NOTIFY_OPERATIONS[0].path for r in app.router.resources())
     return app
 
 
