@@ -1,7 +1,7 @@
 """Collector ingest: sustained committed state messages/s and publish → alert-visible latency.
 
     .venv/bin/python bench/ingest.py [--messages 20000] [--agents 1000] [--db sqlite,postgresql]
-                                     [--collectors 0,1,3] [--probes 40] [--probe-rate 500]
+                                     [--collectors 0,1,3] [--probes 40] [--probe-rate 500] [--drain]
 
 For every database and collector layout it starts a private Mosquitto and an empty database,
 then:
@@ -11,7 +11,9 @@ then:
    as one paho client can, and measures from the first publish until every one is committed to
    ``state_history`` (polling the database). ``0`` collectors = one collector in this process
    (its metrics show where the time goes); ``N`` = N ``kassa-collector run --shared``
-   subprocesses under ``$share/collectors/``.
+   subprocesses under ``$share/collectors/``. With ``--drain`` (subprocess layouts only) the
+   collectors are paused (SIGSTOP) while everything is published and the clock starts when they
+   resume: the rate of the collectors alone, without the publisher competing for the same CPUs.
 2. **latency** — with a background load of ``--probe-rate`` msg/s, publishes ``--probes``
    states whose oldest unsent document is 21 days old, one at a time, and measures publish →
    the ``ofd_backlog`` alert row being visible in the database (the API reads the same row).
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -215,6 +218,10 @@ class Collectors:
                 f"batch validate+write+commit+ack {write_s / batches * 1000:.1f} ms "
                 f"({write_s:.2f} s total)")
 
+    def pause(self, paused: bool) -> None:
+        for process in self.processes:
+            process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
+
     def stop(self) -> None:
         if self.service is not None:
             self.service.stop()
@@ -232,12 +239,19 @@ def count_rows(engine: sa.Engine, table: sa.Table) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
-def throughput(port: int, engine: sa.Engine, messages: list[tuple[str, bytes]]) -> tuple[float, float]:
-    """(committed msgs/s, publish msgs/s)."""
+def throughput(
+    port: int, engine: sa.Engine, messages: list[tuple[str, bytes]], paused: Collectors | None = None
+) -> tuple[float, float]:
+    """(committed msgs/s, publish msgs/s); ``paused``: collectors to hold while publishing (drain mode)."""
     publisher = Publisher(port, "bench-load")
+    if paused is not None:
+        paused.pause(True)
     started = time.perf_counter()
     publisher.publish_all(messages)
     published = time.perf_counter() - started
+    if paused is not None:
+        started = time.perf_counter()
+        paused.pause(False)
     deadline = time.monotonic() + 300
     while count_rows(engine, state_history) < len(messages):
         if time.monotonic() > deadline:
@@ -308,6 +322,7 @@ def main() -> int:
     parser.add_argument("--collectors", default="0,1,3", help="0 = in-process; N = N shared subprocesses")
     parser.add_argument("--probes", type=int, default=40)
     parser.add_argument("--probe-rate", type=float, default=500.0, help="background msgs/s during the latency run")
+    parser.add_argument("--drain", action="store_true", help="publish first with the collectors paused, then time them alone")
     args = parser.parse_args()
 
     print(f"encoding {args.messages} state messages for {args.agents} agents …", flush=True)
@@ -323,7 +338,8 @@ def main() -> int:
                 collectors = Collectors(layout, port, url, Path(tmp))
                 engine = create_engine_from_url(url)
                 try:
-                    committed, published = throughput(port, engine, messages)
+                    held = collectors if args.drain and layout > 0 else None
+                    committed, published = throughput(port, engine, messages, held)
                     lat = latency(port, engine, args.probes, args.probe_rate) if args.probes and layout <= 1 else []
                     where = collectors.where_time_goes()
                 finally:

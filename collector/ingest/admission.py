@@ -8,6 +8,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from collector.ingest import bulk
 from collector.storage import repository as repo
 from collector.storage.schema import agents, nodes, tenants
 
@@ -41,6 +42,7 @@ class Admission:
         rows = conn.execute(sa.select(agents.c.agent_id, agents.c.revoked).where(agents.c.agent_id.in_(unknown)))
         found = {row.agent_id: bool(row.revoked) for row in rows}
         refused: dict[str, Refusal] = {}
+        newcomers: list[str] = []
         for agent_id in sorted(unknown):
             if found.get(agent_id) is True:
                 refused[agent_id] = Refusal("agent_revoked", f"agent {agent_id!r} was revoked")
@@ -49,9 +51,13 @@ class Admission:
             elif self._enforce:
                 refused[agent_id] = Refusal("unknown_agent", f"agent {agent_id!r} is not enrolled")
             else:
-                tenant_id, node_id = self._unassigned_node(conn, now)
-                repo.enroll_agent(conn, agent_id, tenant_id=tenant_id, node_id=node_id, enrolled_at=now)
-                self._admitted.add(agent_id)
+                newcomers.append(agent_id)
+        if newcomers:
+            # A fleet coming online at once brings hundreds of new agents in one batch: resolve
+            # the node once and register them with one statement, not two queries per agent.
+            tenant_id, node_id = self._unassigned_node(conn, now)
+            bulk.enroll_agents(conn, newcomers, tenant_id=tenant_id, node_id=node_id, enrolled_at=now)
+            self._admitted.update(newcomers)
         return refused
 
     def _unassigned_node(self, conn: sa.Connection, now: datetime) -> tuple[int, int]:

@@ -19,16 +19,19 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from collector.ingest import pg_arrays
 from collector.storage.dialect import upsert_insert
-from collector.storage.errors import AgentRevoked, RegisterOwnedElsewhere, UnknownAgent
+from collector.storage.errors import AgentRevoked, RegisterOwnedElsewhere, UnknownAgent, UnknownNode
+from collector.storage.ingest import insert_history as insert_history_rows
 from collector.storage.rows import (
+    HistoryRow,
     LatestState,
     RegisterEvaluation,
     RegisterIdentity,
     check_seq,
     check_severity,
 )
-from collector.storage.schema import agents, ingest_marks, register_state, registers
+from collector.storage.schema import agents, ingest_marks, nodes, register_state, registers
 
 _IDENTITY_FIELDS = ("serial", "rnm", "fn_serial", "model")
 _STATE_FIELDS = (
@@ -125,8 +128,11 @@ def upsert_latest_states(conn: sa.Connection, rows: Sequence[LatestState]) -> se
     """``storage.upsert_latest_state`` for many registers (one row each); returns those written."""
     if not rows:
         return set()
+    ordered = sorted(rows, key=lambda r: r.register_id)  # one lock order for every writer
+    if conn.dialect.name == "postgresql":
+        return pg_arrays.upsert_latest_states(conn, ordered)
     params = []
-    for row in sorted(rows, key=lambda r: r.register_id):  # one lock order for every writer
+    for row in ordered:
         values = {name: getattr(row, name) for name in _STATE_FIELDS}
         values.update(
             register_id=row.register_id,
@@ -136,6 +142,13 @@ def upsert_latest_states(conn: sa.Connection, rows: Sequence[LatestState]) -> se
         )
         params.append(values)
     return {r.register_id for r in conn.execute(_statement(conn, "latest_upsert", _latest_upsert), params)}
+
+
+def insert_history(conn: sa.Connection, rows: Sequence[HistoryRow]) -> int:
+    """``storage.insert_history`` for a batch (array form on PostgreSQL); returns how many were new."""
+    if conn.dialect.name == "postgresql":
+        return pg_arrays.insert_history(conn, rows)
+    return insert_history_rows(conn, rows)
 
 
 def _link_update(conn: sa.Connection) -> Any:
@@ -210,6 +223,34 @@ def mark_agents_seen(conn: sa.Connection, seen: dict[str, tuple[datetime, int]])
         conn.execute(_statement(conn, "seen_update", _seen_update), params)
 
 
+def _agent_enroll(conn: sa.Connection) -> Any:
+    stmt = upsert_insert(conn, agents)
+    return stmt.on_conflict_do_update(
+        index_elements=[agents.c.agent_id],
+        set_={
+            "tenant_id": stmt.excluded.tenant_id,
+            "node_id": stmt.excluded.node_id,
+            "enrolled_at": stmt.excluded.enrolled_at,
+            "revoked": False,
+        },
+    )
+
+
+def enroll_agents(
+    conn: sa.Connection, agent_ids: Sequence[str], *, tenant_id: int, node_id: int, enrolled_at: datetime
+) -> None:
+    """``storage.enroll_agent`` for many agents into one node (same re-bind semantics)."""
+    if not agent_ids:
+        return
+    if conn.execute(sa.select(nodes.c.id).where(nodes.c.id == node_id, nodes.c.tenant_id == tenant_id)).first() is None:
+        raise UnknownNode(f"node {node_id} does not exist in tenant {tenant_id}")
+    params = [
+        {"agent_id": agent, "tenant_id": tenant_id, "node_id": node_id, "enrolled_at": enrolled_at, "revoked": False}
+        for agent in sorted(agent_ids)
+    ]
+    conn.execute(_statement(conn, "agent_enroll", _agent_enroll), params)
+
+
 def _mark_upsert(conn: sa.Connection) -> Any:
     stmt = upsert_insert(conn, ingest_marks)
     return stmt.on_conflict_do_update(
@@ -221,6 +262,9 @@ def _mark_upsert(conn: sa.Connection) -> Any:
 
 def advance_ingest_marks(conn: sa.Connection, marks: dict[tuple[str, int], int]) -> None:
     """``storage.advance_ingest_mark`` for many (agent, session): never lowers a mark."""
+    if conn.dialect.name == "postgresql":
+        pg_arrays.advance_ingest_marks(conn, [(agent, session, seq) for (agent, session), seq in sorted(marks.items())])
+        return
     params = [
         {"agent_id": agent, "session": check_seq("session", session), "max_seq": check_seq("seq", seq)}
         for (agent, session), seq in sorted(marks.items())

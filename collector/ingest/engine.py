@@ -42,6 +42,7 @@ from collector.alerts import (
     time_to_block,
 )
 from collector.ingest import bulk
+from collector.ingest.rule_inputs import rule_inputs_key
 from collector.metrics import CollectorMetrics
 from collector.notify import AlertNotice
 from collector.storage import repository as repo
@@ -79,6 +80,7 @@ class _Subject:
     link_up: bool | None
     agent_online: bool | None
     agent_last_seen: datetime | None
+    evaluated_at: datetime | None = None
 
 
 def _record_from_row(row: AlertRow) -> AlertRecord | None:
@@ -159,6 +161,8 @@ class AlertEngine:
         self._metrics = metrics or CollectorMetrics()
         self.clock = clock
         self._pending: dict[tuple[str, RuleId], AlertRecord] = {}
+        # register → (thresholds, rule-input key, evaluated_at) of its last committed evaluation here
+        self._evaluated: dict[str, tuple[Thresholds, Any, datetime]] = {}
 
     def registers_of_agents(self, agent_ids: Collection[str]) -> list[str]:
         if not agent_ids:
@@ -171,13 +175,22 @@ class AlertEngine:
         with self._engine.connect() as conn:
             return list(conn.execute(sa.select(register_state.c.register_id)).scalars())
 
-    def evaluate(self, register_ids: Iterable[str], now: datetime | None = None) -> EvaluationReport:
+    def evaluate(
+        self, register_ids: Iterable[str], now: datetime | None = None, *, skip_unchanged: bool = False
+    ) -> EvaluationReport:
+        """Evaluate the registers; ``skip_unchanged`` (ingest triggers) passes over a register whose
+        rule inputs equal those of its last evaluation and that has no pending alert (see
+        ``rule_inputs``): its verdict would be the same. Sweeps never skip."""
         ids = sorted(set(register_ids))
         at = now or self.clock()
+        if skip_unchanged:
+            ids = self._needing_evaluation(ids, at)
         totals = [0, 0, 0]
         for start in range(0, len(ids), CHUNK):
+            keys: dict[str, tuple[Thresholds, Any, datetime]] = {}
             with begin_write(self._engine) as conn:
-                counted = self._evaluate_chunk(conn, ids[start : start + CHUNK], at)
+                counted = self._evaluate_chunk(conn, ids[start : start + CHUNK], at, keys, skip_unchanged)
+            self._evaluated.update(keys)  # only once committed: a rolled-back verdict must be redone
             totals = [a + b for a, b in zip(totals, counted, strict=True)]
         return EvaluationReport(*totals)
 
@@ -191,21 +204,28 @@ class AlertEngine:
         for severity in Severity:
             self._metrics.alerts_open.labels(severity=severity.label).set(counts.get(severity.label, 0))
 
-    # --- one chunk ----------------------------------------------------------------------------
+    def _needing_evaluation(self, ids: list[str], now: datetime) -> list[str]:
+        """The registers whose rule inputs changed, found on a read-only connection: an unchanged
+        register then costs no write transaction (on SQLite that lock is the ingest writer's)."""
+        needed: list[str] = []
+        with self._engine.connect() as conn:
+            for start in range(0, len(ids), CHUNK):
+                pending = {register_id for register_id, _ in self._pending}
+                for subject, inp in self._inputs(conn, self._load_subjects(conn, ids[start : start + CHUNK]), now):
+                    if subject.register_id in pending or not self._unchanged(subject, inp):
+                        needed.append(subject.register_id)
+        return needed
 
-    def _evaluate_chunk(self, conn: sa.Connection, ids: list[str], now: datetime) -> tuple[int, int, int]:
-        subjects = self._load_subjects(conn, ids)
+    def _unchanged(self, subject: _Subject, inp: RuleInput) -> bool:
+        # The stored verdict must also be ours (the evaluated_at we wrote): under a shared
+        # subscription another collector may have evaluated this register since.
+        key = rule_inputs_key(inp)
+        return key is not None and self._evaluated.get(subject.register_id) == (self.thresholds, key, subject.evaluated_at)
+
+    def _inputs(self, conn: sa.Connection, subjects: list[_Subject], now: datetime) -> list[tuple[_Subject, RuleInput]]:
         contracts = repo.load_contracts(conn, [s.register_id for s in subjects])
         down_since = self._link_down_since(conn, [s.register_id for s in subjects if s.link_up is False])
-        stored: dict[str, dict[RuleId, AlertRecord]] = {}
-        alert_ids: dict[tuple[str, RuleId], int] = {}
-        for row in repo.load_alerts(conn, register_ids=[s.register_id for s in subjects]):
-            record = _record_from_row(row)
-            if record is not None and row.id is not None:
-                stored.setdefault(row.register_id, {})[record.rule] = record
-                alert_ids[(row.register_id, record.rule)] = row.id
-        changes = notices = 0
-        verdicts: dict[str, RegisterEvaluation] = {}
+        inputs = []
         for subject in subjects:
             contract = contracts.get(subject.register_id)
             inp = RuleInput(
@@ -219,6 +239,35 @@ class AlertEngine:
                 link_down_since=down_since.get(subject.register_id),
                 contract=None if contract is None else OfdContract(contract.activated, contract.paid_until),
             )
+            inputs.append((subject, inp))
+        return inputs
+
+    # --- one chunk ----------------------------------------------------------------------------
+
+    def _evaluate_chunk(
+        self,
+        conn: sa.Connection,
+        ids: list[str],
+        now: datetime,
+        keys: dict[str, tuple[Thresholds, Any, datetime]],
+        skip_unchanged: bool,
+    ) -> tuple[int, int, int]:
+        subjects = self._load_subjects(conn, ids)
+        stored: dict[str, dict[RuleId, AlertRecord]] = {}
+        alert_ids: dict[tuple[str, RuleId], int] = {}
+        for row in repo.load_alerts(conn, register_ids=[s.register_id for s in subjects]):
+            record = _record_from_row(row)
+            if record is not None and row.id is not None:
+                stored.setdefault(row.register_id, {})[record.rule] = record
+                alert_ids[(row.register_id, record.rule)] = row.id
+        changes = notices = 0
+        verdicts: dict[str, RegisterEvaluation] = {}
+        pending_registers = {register_id for register_id, _ in self._pending}
+        for subject, inp in self._inputs(conn, subjects, now):
+            # Checked again inside the transaction: the inputs may have moved since the read.
+            if skip_unchanged and subject.register_id not in pending_registers and self._unchanged(subject, inp):
+                continue
+            keys[subject.register_id] = (self.thresholds, rule_inputs_key(inp), now)  # None never matches
             records = dict(stored.get(subject.register_id, {}))
             for (register_id, rule), pending in self._pending.items():
                 if register_id == subject.register_id and rule not in records:
@@ -253,8 +302,8 @@ class AlertEngine:
                 evaluated_at=now,
             )
         bulk.set_evaluations(conn, verdicts)
-        self._metrics.evaluations.inc(len(subjects))
-        return len(subjects), changes, notices
+        self._metrics.evaluations.inc(len(verdicts))
+        return len(verdicts), changes, notices
 
     def _send_notices(self, subject: _Subject, record: AlertRecord, rule_changes: list[AlertChange]) -> int:
         if self._notify is None or not any(c.kind in NOTIFIED_CHANGES for c in rule_changes):
@@ -285,6 +334,7 @@ class AlertEngine:
                 register_state.c.state,
                 register_state.c.received_at,
                 register_state.c.link_up,
+                register_state.c.evaluated_at,
                 registers.c.tenant_id,
                 registers.c.node_id,
                 registers.c.serial,
@@ -311,6 +361,7 @@ class AlertEngine:
                     link_up=row.link_up,
                     agent_online=row.online,
                     agent_last_seen=row.last_seen,
+                    evaluated_at=row.evaluated_at,
                 )
             )
         return subjects
@@ -407,7 +458,7 @@ class EvaluationWorker:
         if not changed:
             return None
         try:
-            return self.engine.evaluate(changed)
+            return self.engine.evaluate(changed, skip_unchanged=True)
         except Exception:
             with self._lock:  # evaluate them again next time rather than lose the trigger
                 self._changed.update(changed)

@@ -111,6 +111,7 @@ class _Gather:
     def state(self, payload: StatePayload, received_at: datetime, *, live: bool) -> None:
         register_id = payload.register
         self.identity(register_id, payload.state, payload.state.protocol, payload.agent, received_at)
+        dumped = payload.state.model_dump(mode="json")  # once: history and latest share the document
         self.history.append(
             HistoryRow(
                 agent_id=payload.agent,
@@ -119,7 +120,7 @@ class _Gather:
                 register_id=register_id,
                 ts=payload.ts,
                 received_at=received_at,
-                state=payload.state.model_dump(mode="json"),
+                state=dumped,
             )
         )
         self.latest_state(
@@ -132,6 +133,7 @@ class _Gather:
                 agent_ts=payload.ts,
                 received_at=received_at,
                 link_up=True,  # a state is only published after a successful poll
+                dumped=dumped,
             )
         )
         if live:
@@ -296,7 +298,7 @@ def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCach
         [(RegisterIdentity(rid, UNKNOWN_PROTOCOL), *event_only[rid]) for rid in _missing_registers(conn, event_only)],
     )
     records = len(gather.history) + len(gather.events)
-    outcome.new_records = repo.insert_history(conn, gather.history) + repo.insert_events(conn, gather.events)
+    outcome.new_records = bulk.insert_history(conn, gather.history) + repo.insert_events(conn, gather.events)
     outcome.duplicates = records - outcome.new_records
     outcome.registers |= bulk.upsert_latest_states(conn, list(gather.latest.values()))
     # A state's own upsert already set link_up; only events and births need the extra update.

@@ -98,8 +98,13 @@ class LatestState:
         received_at: datetime,
         link_up: bool | None = None,
         evaluation: RegisterEvaluation | None = None,
+        dumped: Mapping[str, Any] | None = None,
     ) -> LatestState:
-        """Extract the filter/sort columns from a decoded ``RegisterState``."""
+        """Extract the filter/sort columns from a decoded ``RegisterState``.
+
+        ``dumped``: ``state.model_dump(mode="json")`` when the caller already has it (ingest
+        stores the same document in the history), so it is not serialised twice.
+        """
         return cls(
             register_id=register_id,
             agent_id=agent_id,
@@ -107,7 +112,7 @@ class LatestState:
             seq=seq,
             agent_ts=agent_ts,
             received_at=received_at,
-            state=state.model_dump(mode="json"),
+            state=state.model_dump(mode="json") if dumped is None else dumped,
             shift_status=state.shift.status.value,
             unsent_count=state.ofd.unsent_count,
             oldest_unsent_at=state.ofd.first_unsent_at if state.ofd.unsent_count else None,

@@ -1,0 +1,105 @@
+"""``rule_inputs_key``: equal only when no rule could tell the inputs apart at the same ``now``; the
+alert engine skipping ingest-triggered evaluations on it (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from datetime import UTC, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from collector.alerts import RuleInput, Thresholds, evaluate_all
+from collector.ingest.batcher import IngestWriter
+from collector.ingest.engine import AlertEngine
+from collector.ingest.rule_inputs import rule_inputs_key
+from collector.storage.schema import register_state
+
+sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make the helper next to us importable
+import ingest_testkit as kit
+
+engine = kit.engine  # the fixture: a migrated engine on SQLite and on PostgreSQL
+T0 = kit.T0
+
+
+def _input(**state_changes: object) -> RuleInput:
+    state = kit.register_state(unsent=3, oldest_unsent_age=timedelta(days=20)).model_copy(update=state_changes)
+    return RuleInput(
+        register_id="r-1", now=T0 + timedelta(minutes=1), state=state, state_received_at=T0,
+        agent_online=True, agent_last_seen=T0,
+    )
+
+
+def test_a_new_poll_with_only_counters_and_clock_moved_has_the_same_key() -> None:
+    base = _input()
+    later = _input(
+        read_at=T0 + timedelta(seconds=30),
+        register_clock=kit.REGISTER_CLOCK + timedelta(seconds=30),
+        last_fd_number=999,
+        shift=base.state.shift.model_copy(update={"receipts": 77}) if base.state else None,
+    )
+    later = replace(later, now=T0 + timedelta(minutes=5), state_received_at=T0 + timedelta(seconds=31))
+    assert rule_inputs_key(later) == rule_inputs_key(base)
+    # …and indeed the rules give the same verdict for both at one moment.
+    same_now = replace(later, now=base.now)
+    assert evaluate_all(same_now, Thresholds()) == evaluate_all(base, Thresholds())
+
+
+def test_anything_a_rule_reads_changes_the_key() -> None:
+    base = _input()
+    assert base.state is not None
+    changed = [
+        _input(ofd=base.state.ofd.model_copy(update={"unsent_count": 4})),
+        _input(register_clock=kit.REGISTER_CLOCK + timedelta(minutes=3)),  # the clock drifted
+        _input(fn=base.state.fn.model_copy(update={"valid_until": base.state.fn.valid_until - timedelta(days=1)})),
+        _input(shift=base.state.shift.model_copy(update={"status": kit.ShiftStatus.CLOSED})),
+        replace(base, agent_online=False),
+        replace(base, agent_last_seen=T0 + timedelta(seconds=5)),
+        replace(base, link_up=False),
+    ]
+    for other in changed:
+        assert rule_inputs_key(other) != rule_inputs_key(base)
+
+
+def test_a_poll_time_after_now_is_not_reduced() -> None:
+    assert rule_inputs_key(_input(read_at=T0 + timedelta(hours=1))) is None
+
+
+def test_arrival_time_counts_when_the_poll_time_is_unknown() -> None:
+    base = _input(read_at=None)
+    assert rule_inputs_key(replace(base, state_received_at=T0 - timedelta(seconds=1))) != rule_inputs_key(base)
+    assert rule_inputs_key(replace(RuleInput(register_id="r-1", now=T0), now=T0 + timedelta(hours=1))) == rule_inputs_key(
+        RuleInput(register_id="r-1", now=T0.astimezone(UTC))
+    )
+
+
+# --- the engine skipping ingest-triggered evaluations (SQLite and PostgreSQL) ------------------
+
+
+def _ingest(engine: sa.Engine, seq: int, *, unsent: int = 40, receipts: int = 3) -> None:
+    state = kit.register_state(unsent=unsent, oldest_unsent_age=timedelta(days=20), receipts=receipts)
+    writer = IngestWriter(engine, kit.FakeDownlink())
+    writer.process([kit.inbound(*kit.state_msg("agent-a", "kkt-1", 1, seq, state), at=T0)])
+
+
+def test_ingest_triggers_skip_registers_whose_rule_inputs_did_not_change(engine: sa.Engine) -> None:
+    alerts = AlertEngine(engine)
+    _ingest(engine, 1)
+    assert alerts.evaluate(["kkt-1"], now=T0, skip_unchanged=True).registers == 1
+    _ingest(engine, 2, receipts=50)  # only the receipt counter moved
+    assert alerts.evaluate(["kkt-1"], now=T0 + timedelta(seconds=5), skip_unchanged=True).registers == 0
+    assert alerts.evaluate(["kkt-1"], now=T0 + timedelta(seconds=6)).registers == 1  # a sweep never skips
+    _ingest(engine, 3, unsent=0)  # the backlog went out: must be evaluated (and the alert cleared)
+    assert alerts.evaluate(["kkt-1"], now=T0 + timedelta(seconds=7), skip_unchanged=True).registers == 1
+
+
+def test_a_verdict_written_by_another_collector_is_not_trusted(engine: sa.Engine) -> None:
+    alerts = AlertEngine(engine)
+    _ingest(engine, 1)
+    alerts.evaluate(["kkt-1"], now=T0, skip_unchanged=True)
+    AlertEngine(engine).evaluate(["kkt-1"], now=T0 + timedelta(seconds=1))  # another process, same db
+    _ingest(engine, 2, receipts=9)
+    assert alerts.evaluate(["kkt-1"], now=T0 + timedelta(seconds=2), skip_unchanged=True).registers == 1
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(register_state.c.evaluated_at)).scalar_one() == T0 + timedelta(seconds=2)
