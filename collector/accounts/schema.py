@@ -31,6 +31,8 @@ tenant_profiles = sa.Table(
     sa.Column("tenant_id", sa.Integer, _tenant_fk(), primary_key=True),
     sa.Column("inn", sa.String(12), nullable=False),
     sa.Column("root_node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="SET NULL"), nullable=True),
+    # IANA zone the pages show instants in (revision 0005); the company's head office, not the server's.
+    sa.Column("time_zone", sa.String(64), nullable=False, server_default="Europe/Moscow"),
     sa.UniqueConstraint("inn"),
 )
 
@@ -215,6 +217,28 @@ kep_certificates = sa.Table(
     sa.Index(None, "tenant_id", "valid_until"),
 )
 
+# Alerts about the company itself rather than one register (the КЭП expiring): one row per
+# (tenant, rule), the current occurrence, with the same lifecycle fields as register alerts.
+account_alerts = sa.Table(
+    "account_alerts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("tenant_id", sa.Integer, _tenant_fk(), nullable=False),
+    sa.Column("rule", sa.String(50), nullable=False),
+    sa.Column("occurrence", sa.Integer, nullable=False, server_default="1"),
+    sa.Column("severity", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("acknowledged", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("acked_by", sa.String(200), nullable=True),
+    sa.Column("acked_at", UtcDateTime, nullable=True),
+    sa.Column("started_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("cleared_at", UtcDateTime, nullable=True),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),
+    sa.Column("details", json_document(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "rule"),
+)
+
 audit_log = sa.Table(
     "audit_log",
     metadata,
@@ -246,5 +270,6 @@ ACCOUNT_TABLES: tuple[sa.Table, ...] = (
     kep_orders,
     kep_order_history,
     kep_certificates,
+    account_alerts,
     audit_log,
 )

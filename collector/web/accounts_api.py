@@ -14,7 +14,7 @@ import asyncio
 import sqlalchemy as sa
 from aiohttp import web
 
-from collector.accounts import audit, kep
+from collector.accounts import audit, company, kep
 from collector.accounts.audit import Actor
 from collector.accounts.errors import AccountsError
 from collector.accounts.rights import Permission, authorize, permissions_at, user_grants
@@ -31,6 +31,7 @@ from collector.web.accounts_models import (
     AuditEntryOut,
     AuditList,
     AuditQuery,
+    CompanyPatch,
     ConfirmOut,
     Created,
     Done,
@@ -56,6 +57,7 @@ from collector.web.accounts_support import (
     run_in_transaction,
     throttle,
 )
+from collector.web.pages.zones import forget_tenant_zone
 from collector.web.problems import Problem
 from collector.web.routing import (
     ENGINE_KEY,
@@ -189,18 +191,23 @@ async def accept_invitation(request: web.Request) -> web.Response:
 # --- the caller's own account --------------------------------------------------------------------
 
 
-def _me(conn: sa.Connection, who: Caller) -> MeOut:
+def _tenant(conn: sa.Connection, tenant_id: int) -> TenantOut:
     row = conn.execute(
-        sa.select(users.c.email, users.c.full_name, tenants.c.name, tenant_profiles.c.inn, tenant_profiles.c.root_node_id)
-        .join(tenants, tenants.c.id == users.c.tenant_id)
-        .outerjoin(tenant_profiles, tenant_profiles.c.tenant_id == users.c.tenant_id)
-        .where(users.c.id == who.user_id)
+        sa.select(tenants.c.name, tenant_profiles.c.inn, tenant_profiles.c.root_node_id)
+        .outerjoin(tenant_profiles, tenant_profiles.c.tenant_id == tenants.c.id)
+        .where(tenants.c.id == tenant_id)
     ).one()
+    return TenantOut(id=tenant_id, name=row.name, inn=row.inn, root_node_id=row.root_node_id,
+                     time_zone=company.time_zone_name(conn, tenant_id))
+
+
+def _me(conn: sa.Connection, who: Caller) -> MeOut:
+    row = conn.execute(sa.select(users.c.email, users.c.full_name).where(users.c.id == who.user_id)).one()
     return MeOut(
         user_id=who.user_id,
         email=row.email,
         full_name=row.full_name,
-        tenant=TenantOut(id=who.tenant_id, name=row.name, inn=row.inn, root_node_id=row.root_node_id),
+        tenant=_tenant(conn, who.tenant_id),
         company_permissions=sorted(permissions_at(conn, who.user_id, None)),
         grants=[grant_out(g) for g in user_grants(conn, who.user_id)],
     )
@@ -208,6 +215,18 @@ def _me(conn: sa.Connection, who: Caller) -> MeOut:
 
 async def me(request: web.Request) -> web.Response:
     return await answer_as_caller(request, _me, write=False)
+
+
+async def update_company(request: web.Request) -> web.Response:
+    body, at = await parse_body(request, CompanyPatch), now(request)
+
+    def work(conn: sa.Connection, who: Caller) -> TenantOut:
+        company.set_time_zone(conn, who.actor, who.tenant_id, body.time_zone, at=at)
+        return _tenant(conn, who.tenant_id)
+
+    response = await answer_as_caller(request, work)
+    forget_tenant_zone(request)
+    return response
 
 
 def _tokens(conn: sa.Connection, who: Caller) -> ApiTokenList:
@@ -302,6 +321,9 @@ _OWN_OPERATIONS: tuple[Operation, ...] = (
               ConfirmOut, body=AcceptBody, errors=_PUBLIC_ERRORS, public=True),
     Operation("GET", f"{API}/me", me, "getMe", "The caller: user, company and effective permissions",
               "accounts", MeOut, errors=(403,)),
+    Operation("PATCH", f"{API}/company", update_company, "updateCompany",
+              "Company settings: the time zone pages show instants in (owner only)", "accounts", TenantOut,
+              body=CompanyPatch, errors=(403, 422)),
     Operation("GET", f"{API}/tokens", list_tokens, "listApiTokens", "The caller's API tokens", "accounts",
               ApiTokenList, errors=(403,)),
     Operation("POST", f"{API}/tokens", create_token, "createApiToken", "A new API token, shown once",

@@ -106,6 +106,11 @@ class TenantOut(BaseModel):
     name: str
     inn: str | None
     root_node_id: int | None
+    time_zone: str = Field(description="IANA zone the pages show instants in, e.g. Europe/Moscow")
+
+
+class CompanyPatch(_In):
+    time_zone: str = Field(min_length=1, max_length=64, description="an IANA zone name, e.g. Asia/Vladivostok")
 
 
 class MeOut(BaseModel):

@@ -44,6 +44,7 @@ from collector.web.ops import (
     metrics_middleware,
 )
 from collector.web.pages import EventHub, add_page_routes
+from collector.web.pages.zones import TENANT_ZONES_KEY, TenantZones
 from collector.web.problems import problem_middleware
 from collector.web.routing import CLOCK_KEY, ENGINE_KEY, Operation, without_query
 
@@ -164,7 +165,11 @@ def create_app(
         enrollment_ops.add_enrollment_operations(app, enrollment)
     if pages:
         # Under accounts the forms' token derives from the session; otherwise the pages' own cookie.
-        add_page_routes(app, hub=event_hub, csrf=SessionCsrf() if isinstance(chosen, SessionAuth) else None)
+        zones = TenantZones(app[ENGINE_KEY])
+        app[TENANT_ZONES_KEY] = zones
+        add_page_routes(
+            app, hub=event_hub, csrf=SessionCsrf() if isinstance(chosen, SessionAuth) else None, time_zone_of=zones
+        )
         from collector.web.pages.account_views import add_account_pages  # lazily: avoids an import cycle
 
         add_account_pages(app)

@@ -22,6 +22,7 @@ from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from collector.accounts import audit
+from collector.accounts.company import time_zone_name
 from collector.accounts.errors import InvalidInput, NotFound
 from collector.accounts.rights import Permission, authorize
 from collector.notify import (
@@ -76,7 +77,9 @@ class ReceiverBody(BaseModel):
     address: str = Field(min_length=3, max_length=500, description="e-mail address or http(s) URL")
     principal_user_id: int = Field(description="the user whose grants decide what this receiver hears about")
     secret: str | None = Field(None, min_length=16, max_length=200, description="webhook HMAC key; generated if absent")
-    timezone: str = Field("Europe/Moscow", min_length=1, max_length=64)
+    timezone: str | None = Field(
+        None, min_length=1, max_length=64, description="IANA zone of quiet hours and message times; default: the company's"
+    )
     quiet_start: time | None = None
     quiet_end: time | None = None
     quiet_floor: Literal["info", "warning", "major", "critical", "blocked"] | None = None
@@ -135,13 +138,13 @@ def _out(record: ReceiverRecord) -> ReceiverOut:
     return ReceiverOut.model_validate(record, from_attributes=True)
 
 
-def _spec(body: ReceiverBody, secret: str | None) -> ReceiverSpec:
+def _spec(conn: sa.Connection, who: Caller, body: ReceiverBody, secret: str | None) -> ReceiverSpec:
     return ReceiverSpec(
         channel=body.channel,
         address=body.address,
         principal_user_id=body.principal_user_id,
         secret=secret,
-        timezone=body.timezone,
+        timezone=body.timezone or time_zone_name(conn, who.tenant_id),
         quiet_start=body.quiet_start,
         quiet_end=body.quiet_end,
         quiet_floor=body.quiet_floor,
@@ -186,7 +189,7 @@ async def create_notification_receiver(request: web.Request) -> web.Response:
     def work(conn: sa.Connection) -> ReceiverCreated:
         who = _manager(conn, user_id)
         try:
-            receiver_id = create_receiver(conn, who.tenant_id, _spec(body, body.secret or generated), at=at)
+            receiver_id = create_receiver(conn, who.tenant_id, _spec(conn, who, body, body.secret or generated), at=at)
         except ReceiverError as exc:
             raise InvalidInput(str(exc)) from None
         _audit(conn, who, "notification_receiver.create", receiver_id, at, channel=body.channel, address=body.address)
@@ -206,7 +209,7 @@ async def replace_notification_receiver(request: web.Request) -> web.Response:
     def work(conn: sa.Connection) -> ReceiverOut:
         who = _manager(conn, user_id)
         try:
-            found = update_receiver(conn, who.tenant_id, receiver_id, _spec(body, body.secret))
+            found = update_receiver(conn, who.tenant_id, receiver_id, _spec(conn, who, body, body.secret))
         except ReceiverError as exc:
             raise InvalidInput(str(exc)) from None
         record = get_receiver(conn, who.tenant_id, receiver_id) if found else None

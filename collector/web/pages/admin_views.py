@@ -16,14 +16,14 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from aiohttp import web
 from aiohttp.web_request import FileField
 
-from collector.accounts import contracts, groups, kep, tree
+from collector.accounts import company, contracts, groups, kep, tree
 from collector.accounts.csvrows import MAX_IMPORT_BYTES, ImportReport
 from collector.accounts.errors import InvalidInput, NotFound, PermissionDenied
 from collector.accounts.rights import (
@@ -551,15 +551,17 @@ async def create_kep_order(request: web.Request) -> web.StreamResponse:
     return await change(request, kep_admin, "order", work, "order-created")
 
 
-def _certificate(fields: Mapping[str, str], form: str) -> kep.IssuedCertificate:
+def _certificate(fields: Mapping[str, str], form: str, zone: tzinfo) -> kep.IssuedCertificate:
+    """The form gives a date: the certificate lasts through that day in the company's zone."""
     serial, owner = fields.get("serial", "").strip(), " ".join(fields.get("owner_name", "").split())
     if not serial or not owner:
         raise Invalid(form, "Для выпуска укажите серийный номер и владельца сертификата.")
     try:
-        valid_until = datetime.strptime(fields.get("valid_until", "").strip(), "%Y-%m-%d").replace(tzinfo=UTC)
+        last_day = datetime.strptime(fields.get("valid_until", "").strip(), "%Y-%m-%d")
     except ValueError:
         raise Invalid(form, "Укажите, до какой даты действует сертификат.") from None
-    return kep.IssuedCertificate(serial[:100], owner[:200], valid_until + timedelta(days=1) - timedelta(seconds=1))
+    end = (last_day + timedelta(days=1)).replace(tzinfo=zone) - timedelta(seconds=1)
+    return kep.IssuedCertificate(serial[:100], owner[:200], end.astimezone(UTC))
 
 
 @page
@@ -580,7 +582,8 @@ async def move_kep_order(request: web.Request) -> web.StreamResponse:
         note = fields.get("note", "").strip()[:2000]
         if to is kep.KepState.REJECTED and not note:
             raise Invalid(form, "Укажите причину отказа.")
-        certificate = _certificate(fields, form) if to is kep.KepState.ISSUED else None
+        zone = company.tenant_zone(conn, who.tenant_id)
+        certificate = _certificate(fields, form, zone) if to is kep.KepState.ISSUED else None
         kep.advance(conn, who.actor, who.tenant_id, order_id, to, at=at, note=note, certificate=certificate)
 
     return await change(request, kep_admin, form, work, "order-moved")
@@ -693,7 +696,7 @@ async def notifications_admin(request: web.Request) -> web.StreamResponse:
         if found is None or not sa.inspect(conn).has_table(found[1].name):
             return {"configured": False, "receivers": [], "people": []}
         return {"configured": True, "receivers": found[0].list_receivers(conn, who.tenant_id),
-                "people": _tenant_users(conn, who)}
+                "people": _tenant_users(conn, who), "company_zone": company.time_zone_name(conn, who.tenant_id)}
 
     context = await as_caller(request, work)
     return section_render(request, "admin_notifications.html",
@@ -728,7 +731,7 @@ async def create_receiver(request: web.Request) -> web.StreamResponse:
         spec = receivers.ReceiverSpec(
             channel=channel, address=fields.get("address", "").strip()[:500],
             principal_user_id=_int_field(fields, "principal_user_id", "receiver", "пользователя, чьи права действуют"),
-            secret=generated, timezone=fields.get("timezone", "").strip() or "Europe/Moscow",
+            secret=generated, timezone=fields.get("timezone", "").strip() or company.time_zone_name(conn, who.tenant_id),
             quiet_start=_clock_field(fields, "quiet_start"), quiet_end=_clock_field(fields, "quiet_end"),
             quiet_floor=floor if floor in SEVERITY_FLOORS else None,
         )

@@ -104,6 +104,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     # the caller's own account
     ("POST", f"{_API}/auth/logout"): SELF,
     ("GET", f"{_API}/me"): SELF,
+    ("PATCH", f"{_API}/company"): Route("write", json=lambda w, s: {"time_zone": "Asia/Yekaterinburg"}),
     ("GET", f"{_API}/tokens"): SELF,
     ("POST", f"{_API}/tokens"): Route("self", json=lambda w, s: {"name": "ci"}),
     ("DELETE", f"{_API}/tokens/{{token_id}}"): SELF,
@@ -235,6 +236,8 @@ ROUTES: dict[tuple[str, str], Route] = {
                            "principal_user_id": s["{user_id}"]},
     ),
     ("POST", "/admin/notifications/delete"): Route("write", form=lambda w, s: {"receiver_id": "999999999"}),
+    ("GET", "/admin/company"): Route("write"),
+    ("POST", "/admin/company"): Route("write", form=lambda w, s: {"time_zone": "Asia/Omsk"}),
 }
 # Objects the tree decides about: out of a caller's view they must look nonexistent (404).
 TREE_SCOPED = ("{register_id}", "{alert_id}", "{node_id}", "{agent_id}")

@@ -1,0 +1,63 @@
+"""The company settings page (owner only): the time zone every page shows instants in."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from collector.accounts import company
+from collector.accounts.errors import InvalidInput
+from collector.accounts.rights import Permission, authorize
+from collector.web.accounts_support import Caller
+from collector.web.pages.admin_views import SECTION_PATHS, Handler, Invalid, as_caller, change, section_render
+from collector.web.pages.render import page
+from collector.web.pages.views import _checked_form
+from collector.web.pages.zones import forget_tenant_zone
+from collector.web.routing import now
+
+
+def _zone_choices(current: str, at: datetime) -> list[tuple[str, str]]:
+    """Russia's zones with their current UTC offset; the company's own zone kept when it is elsewhere."""
+    choices = [(name, f"{label}, UTC{at.astimezone(ZoneInfo(name)):%z}") for name, label in company.RUSSIAN_TIME_ZONES]
+    if current not in dict(company.RUSSIAN_TIME_ZONES):
+        choices.append((current, current))
+    return choices
+
+
+@page
+async def company_settings(request: web.Request) -> web.StreamResponse:
+    at = now(request)
+
+    def work(conn: sa.Connection, who: Caller) -> dict[str, object]:
+        authorize(conn, who.actor, who.tenant_id, Permission.MANAGE_COMPANY, None)
+        current = company.time_zone_name(conn, who.tenant_id)
+        return {"current_zone": current, "zones": _zone_choices(current, at), "example": at}
+
+    return section_render(request, "admin_company.html", await as_caller(request, work))
+
+
+@page
+async def save_company_settings(request: web.Request) -> web.StreamResponse:
+    fields, at = await _checked_form(request), now(request)
+
+    def work(conn: sa.Connection, who: Caller) -> None:
+        try:
+            company.set_time_zone(conn, who.actor, who.tenant_id, fields.get("time_zone", ""), at=at)
+        except InvalidInput:
+            raise Invalid("company", "Выберите часовой пояс из списка.") from None
+
+    try:
+        return await change(request, company_settings, "company", work, "company-saved")
+    finally:
+        forget_tenant_zone(request)
+
+
+SECTION_PATHS[company_settings] = "/admin/company"
+
+COMPANY_ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
+    ("GET", "/admin/company", company_settings, "page-admin-company"),
+    ("POST", "/admin/company", save_company_settings, "admin-company-save"),
+)
