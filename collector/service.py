@@ -31,6 +31,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
+from collector.accounts.kep_alerts import KepAlertSweep
 from collector.accounts.mail import SmtpMailer
 from collector.accounts.rights import notification_filter
 from collector.accounts.service import AccountService, AccountSettings
@@ -312,7 +313,10 @@ class CollectorService:
         self.alert_engine = AlertEngine(
             self.engine, config.alert_thresholds(), notify=engine_notify, metrics=self.metrics
         )
-        self.evaluator = EvaluationWorker(self.alert_engine, period=config.evaluator_period)
+        self.kep_alerts = KepAlertSweep(self.engine, config.alert_thresholds(), notify=self._hand_over)
+        self.evaluator = EvaluationWorker(
+            self.alert_engine, period=config.evaluator_period, also_sweep=(self.kep_alerts,)
+        )
         self.consumer = MqttConsumer(config, self._on_message)
         on_changed: Callable[[Collection[str], Collection[str]], None] = self.evaluator.changed
         if self.event_hub is not None:

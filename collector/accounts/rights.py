@@ -287,6 +287,11 @@ def explain(conn: sa.Connection, user_id: int, register_id: str) -> Explanation:
     return Explanation(register_id, True, covering, f"visible because {reasons}")
 
 
+# Who hears about a company-level alert (the КЭП running out): those who handle КЭП for the
+# whole company — the owner, and admins or accountants granted the company's root.
+COMPANY_NOTICE_PERMISSION = Permission.KEP_ORDERS
+
+
 def notification_filter(
     conn_factory: Callable[[], AbstractContextManager[sa.Connection]],
 ) -> Callable[[Receiver, AlertNotice], bool]:
@@ -299,9 +304,14 @@ def notification_filter(
     def can_see_notice(receiver: Receiver, notice: AlertNotice) -> bool:
         if receiver.principal_id is None or not receiver.principal_id.isdigit():
             return False
+        user_id = int(receiver.principal_id)
         with conn_factory() as conn:
             try:
-                return can_see(conn, int(receiver.principal_id), notice.register_id)
+                if notice.about_company:
+                    return str(user_tenant(conn, user_id)) == notice.tenant_id and can(
+                        conn, user_id, COMPANY_NOTICE_PERMISSION, None
+                    )
+                return can_see(conn, user_id, notice.register_id)
             except NotFound:
                 return False
 

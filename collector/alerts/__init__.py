@@ -6,6 +6,7 @@ the returned records and ``AlertChange`` history rows.
 """
 
 from collector.alerts.lifecycle import (
+    NOTIFIED_CHANGES,
     AlertActionError,
     AlertChange,
     AlertRecord,
@@ -40,6 +41,7 @@ from collector.alerts.time_to_block import (
 )
 
 __all__ = [
+    "NOTIFIED_CHANGES",
     "REGISTER_RULES",
     "AlertActionError",
     "AlertChange",

@@ -53,6 +53,10 @@ class ChangeKind(StrEnum):
     UNSILENCED = "unsilenced"
 
 
+# The changes people are told about; acknowledgements, comments and silences are not news.
+NOTIFIED_CHANGES = frozenset({ChangeKind.RAISED, ChangeKind.ESCALATED, ChangeKind.DEESCALATED, ChangeKind.CLEARED})
+
+
 class AlertChange(BaseModel):
     model_config = ConfigDict(frozen=True)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -28,10 +28,10 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from collector.alerts import (
+    NOTIFIED_CHANGES,
     AlertChange,
     AlertRecord,
     AlertStatus,
-    ChangeKind,
     OfdContract,
     RuleId,
     RuleInput,
@@ -54,7 +54,6 @@ from protocol.kkt.state import RegisterState
 log = logging.getLogger(__name__)
 
 CHUNK = 200  # registers per evaluation transaction (short, so the ingest writer is not held up on SQLite)
-NOTIFIED_CHANGES = {ChangeKind.RAISED, ChangeKind.ESCALATED, ChangeKind.DEESCALATED, ChangeKind.CLEARED}
 # Lifecycle fields AlertRow has no column for; kept in the alert's details.
 _LIFECYCLE_KEYS = ("occurrence", "blocks_at")
 
@@ -394,9 +393,12 @@ def _parse_state(register_id: str, raw: Any) -> RegisterState | None:
 class EvaluationWorker:
     """One thread: evaluates registers changed by ingest as they come, and sweeps all periodically."""
 
-    def __init__(self, engine: AlertEngine, *, period: float = 15.0) -> None:
+    def __init__(
+        self, engine: AlertEngine, *, period: float = 15.0, also_sweep: Sequence[Callable[[], object]] = ()
+    ) -> None:
         self.engine = engine
         self.period = period
+        self.also_sweep = tuple(also_sweep)  # other periodic rules (company alerts), after the registers
         self._lock = threading.Lock()
         self._changed: set[str] = set()
         self._agents: set[str] = set()
@@ -446,6 +448,11 @@ class EvaluationWorker:
                 return
             self.engine.evaluate(ids[start : start + CHUNK])
             self.run_changed()
+        for extra in self.also_sweep:
+            try:
+                extra()
+            except Exception:  # its own failure must not stop the register sweep from counting
+                log.exception("periodic sweep %r failed", extra)
         self.engine.update_open_alert_gauge()
         self.sweeps += 1
 

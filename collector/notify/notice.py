@@ -34,9 +34,17 @@ def _require_aware(value: datetime | None, what: str) -> None:
         raise NotifyConfigError(f"{what} must be timezone-aware")
 
 
+# The group a company-level alert (no register: the КЭП running out) travels in, beside the stores.
+COMPANY_GROUP = "company"
+
+
 @dataclass(frozen=True)
 class AlertNotice:
-    """One alert's current state, as the engine reports it to the notifier."""
+    """One alert's current state, as the engine reports it to the notifier.
+
+    A company-level alert has ``register_id == ""``, ``store_node_id == COMPANY_GROUP`` and the
+    company's name as ``store_name``; the rights hook decides who hears about it by company rights.
+    """
 
     tenant_id: str
     store_node_id: str
@@ -55,6 +63,10 @@ class AlertNotice:
         if self.status not in ("firing", "resolved"):
             raise NotifyConfigError(f"unknown notice status {self.status!r}")
         _require_aware(self.blocks_at, "blocks_at")
+
+    @property
+    def about_company(self) -> bool:
+        return not self.register_id
 
     @property
     def alert_key(self) -> tuple[str, str]:

@@ -325,6 +325,8 @@ def silence_check(engine: sa.Engine) -> IsSilenced:
     was silenced until later than ``now``."""
 
     def is_silenced(notice: AlertNotice, now: datetime) -> bool:
+        if notice.about_company:  # silences are maintenance windows of registers and stores
+            return False
         try:
             with engine.connect() as conn:
                 if silences_covering(conn, notice.register_id, now):

@@ -176,7 +176,8 @@ class Renderer:
 
     def _context(self, group: NotificationGroup) -> dict[str, Any]:
         firing, resolved = len(group.firing), len(group.resolved)
-        registers = len({n.register_id for n in group.firing})  # "N проблем на M кассах" counts open ones
+        # "N проблем на M кассах" counts open ones; a company-level alert is on no register
+        registers = len({n.register_id for n in group.firing if not n.about_company})
         local_at: datetime = group.at.astimezone(group.receiver.zone)
         return {
             "product": self._product,

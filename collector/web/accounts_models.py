@@ -4,7 +4,7 @@ in the OpenAPI document and oversized or unknown fields are refused before any w
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -323,6 +323,28 @@ class KepOut(BaseModel):
     message: str
     serial: str | None
     valid_until: AwareDatetime | None
+
+
+class CompanyAlertOut(BaseModel):
+    """A company-level alert (today: the КЭП running out); the same lifecycle as register alerts."""
+
+    id: int
+    rule: str
+    occurrence: int
+    severity: str
+    status: Literal["active", "cleared"]
+    acknowledged: bool
+    acked_by: str | None
+    acked_at: AwareDatetime | None
+    started_at: AwareDatetime
+    updated_at: AwareDatetime
+    cleared_at: AwareDatetime | None
+    message: str
+    details: dict[str, Any]
+
+
+class CompanyAlertList(BaseModel):
+    items: list[CompanyAlertOut]
 
 
 class FnsApplicationBody(_In):

@@ -10,11 +10,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from aiohttp import web
 
-from collector.accounts import audit, contracts, kep
+from collector.accounts import audit, contracts, kep, kep_alerts
 from collector.accounts.errors import PermissionDenied
 from collector.accounts.rights import Permission, authorize, scope_for
 from collector.accounts.schema import kep_orders
 from collector.web.accounts_models import (
+    CompanyAlertList,
+    CompanyAlertOut,
     ContractBody,
     ContractOut,
     Created,
@@ -136,6 +138,26 @@ async def kep_validity(request: web.Request) -> web.Response:
     return await answer_as_caller(request, work, write=False)
 
 
+def _company_alert_out(alert: kep_alerts.CompanyAlert) -> CompanyAlertOut:
+    return CompanyAlertOut.model_validate(alert, from_attributes=True)
+
+
+async def list_company_alerts(request: web.Request) -> web.Response:
+    def work(conn: sa.Connection, who: Caller) -> CompanyAlertList:
+        return CompanyAlertList(items=[_company_alert_out(a) for a in kep_alerts.company_alerts(conn, who.actor, who.tenant_id)])
+
+    return await answer_as_caller(request, work, write=False)
+
+
+async def acknowledge_company_alert(request: web.Request) -> web.Response:
+    alert_id, at = int_path_param(request, "company_alert_id"), now(request)
+
+    def work(conn: sa.Connection, who: Caller) -> CompanyAlertOut:
+        return _company_alert_out(kep_alerts.acknowledge(conn, who.actor, who.tenant_id, alert_id, at=at))
+
+    return await answer_as_caller(request, work)
+
+
 async def fns_application(request: web.Request) -> web.Response:
     register_id = request.match_info["register_id"]
     body, at = await parse_body(request, FnsApplicationBody), now(request)
@@ -174,6 +196,12 @@ OPERATIONS: tuple[Operation, ...] = (
               body=TransitionBody, path_params={"order_id": int}, errors=(403, 404, 415, 422)),
     Operation("GET", f"{API}/kep", kep_validity, "getKepValidity", "Whether the company has a valid КЭП now",
               "kep", KepOut, errors=(403,)),
+    Operation("GET", f"{API}/company/alerts", list_company_alerts, "listCompanyAlerts",
+              "Company-level alerts (the КЭП running out), for those who handle КЭП", "kep", CompanyAlertList,
+              errors=(403,)),
+    Operation("POST", f"{API}/company/alerts/{{company_alert_id}}/ack", acknowledge_company_alert, "acknowledgeCompanyAlert",
+              "Acknowledge a company-level alert", "kep", CompanyAlertOut, path_params={"company_alert_id": int},
+              errors=(403, 404, 422)),
     Operation("POST", f"{API}/registers/{{register_id}}/fns-application", fns_application, "fnsApplication",
               "Apply to the ФНС about a register (needs a valid КЭП; recorded as an intent in the audit log)",
               "kep", FnsApplicationOut, body=FnsApplicationBody, path_params=_REGISTER_ID, status=201,

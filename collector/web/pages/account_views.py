@@ -27,12 +27,12 @@ import sqlalchemy as sa
 from aiohttp import web
 from aiohttp.web_exceptions import NotAppKeyWarning
 
-from collector.accounts import kep
+from collector.accounts import kep, kep_alerts
 from collector.accounts.audit import Actor
-from collector.accounts.errors import AccountsError, InvalidInput
+from collector.accounts.errors import AccountsError, InvalidInput, NotFound, PermissionDenied
 from collector.accounts.inn import InvalidNumber, check_inn, check_snils
 from collector.accounts.passwords import MIN_PASSWORD_LENGTH, WeakPassword, check_password_policy
-from collector.accounts.rights import ROLE_PERMISSIONS, Permission, permissions_at, user_grants
+from collector.accounts.rights import ROLE_PERMISSIONS, Permission, permissions_at, user_grants, user_tenant
 from collector.accounts.service import normalise_email
 from collector.accounts.sessions import NewSession, revoke_session
 from collector.accounts.web_auth import SESSION_COOKIE, USER_ID_KEY
@@ -445,6 +445,14 @@ def admin_sections(conn: sa.Connection, user_id: int) -> list[tuple[str, str]]:
     return [(path, title) for path, title, allowed in wanted if allowed]
 
 
+def _company_banner(conn: sa.Connection, user_id: int) -> list[kep_alerts.CompanyAlert]:
+    """Active company-level alerts (the КЭП running out), on every page of those who handle them."""
+    try:
+        return kep_alerts.company_alerts(conn, Actor.user(conn, user_id), user_tenant(conn, user_id), active_only=True)
+    except (PermissionDenied, NotFound):
+        return []
+
+
 @web.middleware
 async def account_navigation(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -455,13 +463,15 @@ async def account_navigation(
     if request.method == "GET" and name.startswith("page-") and user_id is not None:
         engine = request.app[ENGINE_KEY]
 
-        def sections() -> list[tuple[str, str]]:
+        def navigation() -> tuple[list[tuple[str, str]], list[kep_alerts.CompanyAlert]]:
             with engine.connect() as conn:
-                return admin_sections(conn, user_id)
+                return admin_sections(conn, user_id), _company_banner(conn, user_id)
 
+        sections, banner = await asyncio.to_thread(navigation)
         extra = {
-            "admin_nav": bool(await asyncio.to_thread(sections)),
+            "admin_nav": bool(sections),
             "logout_form": bool(request.app[CSRF_KEY].token(request)),
+            "company_alerts": banner,
         }
         with warnings.catch_warnings():  # aiohttp-jinja2's own per-request context slot has a str key
             warnings.simplefilter("ignore", NotAppKeyWarning)

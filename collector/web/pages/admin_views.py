@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from aiohttp.web_request import FileField
 
-from collector.accounts import company, contracts, groups, kep, tree
+from collector.accounts import company, contracts, groups, kep, kep_alerts, tree
 from collector.accounts.csvrows import MAX_IMPORT_BYTES, ImportReport
 from collector.accounts.errors import InvalidInput, NotFound, PermissionDenied
 from collector.accounts.rights import (
@@ -522,7 +522,8 @@ async def kep_admin(request: web.Request) -> web.StreamResponse:
         ).all()
         moves = {o.id: sorted(kep.TRANSITIONS[kep.KepState(o.state)]) for o in orders.items}
         return {"orders": orders.items, "moves": moves, "certificates": certificates,
-                "validity": kep.has_valid_kep(conn, who.tenant_id, at)}
+                "validity": kep.has_valid_kep(conn, who.tenant_id, at),
+                "kep_alerts": kep_alerts.company_alerts(conn, who.actor, who.tenant_id)}
 
     context = await as_caller(request, work)
     values = request.get(KEP_VALUES_KEY, {})
@@ -549,6 +550,21 @@ async def create_kep_order(request: web.Request) -> web.StreamResponse:
         kep.create_order(conn, who.actor, who.tenant_id, applicant, at=at)
 
     return await change(request, kep_admin, "order", work, "order-created")
+
+
+@page
+async def acknowledge_kep_alert(request: web.Request) -> web.StreamResponse:
+    alert_id = int_path_param(request, "company_alert_id")
+    await _checked_form(request)  # checks the form token; the form has no fields
+    at = now(request)
+
+    def work(conn: sa.Connection, who: Caller) -> None:
+        try:
+            kep_alerts.acknowledge(conn, who.actor, who.tenant_id, alert_id, at=at)
+        except NotFound:
+            raise PageError(404, "Такой тревоги нет.") from None
+
+    return await change(request, kep_admin, "kep-alert", work, "kep-alert-acked")
 
 
 def _certificate(fields: Mapping[str, str], form: str, zone: tzinfo) -> kep.IssuedCertificate:
@@ -807,6 +823,7 @@ ADMIN_ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("GET", "/admin/kep", kep_admin, "page-admin-kep"),
     ("POST", "/admin/kep", create_kep_order, "admin-kep-create"),
     ("POST", "/admin/kep/{order_id}/transition", move_kep_order, "admin-kep-move"),
+    ("POST", "/admin/kep/alerts/{company_alert_id}/ack", acknowledge_kep_alert, "admin-kep-alert-ack"),
     ("GET", "/admin/agents", agents_admin, "page-admin-agents"),
     ("POST", "/admin/agents/tokens", create_enrollment_token, "admin-token-create"),
     ("POST", "/admin/agents/{agent_id}/revoke", revoke_agent, "admin-agent-revoke"),

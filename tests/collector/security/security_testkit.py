@@ -24,13 +24,15 @@ import sqlalchemy as sa
 from aiohttp import DummyCookieJar
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-from collector.accounts import kep
+from collector.accounts import kep, kep_alerts
 from collector.accounts.audit import Actor
 from collector.accounts.groups import create_group, grant_role
 from collector.accounts.rights import Role
+from collector.accounts.schema import account_alerts, kep_certificates
 from collector.accounts.service import AccountService, AccountSettings
 from collector.accounts.sessions import create_api_token
 from collector.accounts.tree import create_node, create_tag
+from collector.alerts import Thresholds
 from collector.enrollment.broker import CredentialBackend
 from collector.enrollment.service import EnrollmentService
 from collector.notify.receivers import ReceiverSpec, create_receiver
@@ -179,8 +181,15 @@ def seed_world(engine: sa.Engine, rng: random.Random) -> World:
             receiver = create_receiver(
                 conn, tenant, ReceiverSpec("email", f"ops-{tag}-{label}@notify.test", None), at=T0
             )
+            # A certificate that ran out ten days ago: the company has no valid КЭП, and a КЭП alert.
+            conn.execute(sa.insert(kep_certificates).values(
+                tenant_id=tenant, serial=f"OLD-{label}", owner_name=f"Директор {label}",
+                issued_at=T0 - timedelta(days=375), valid_until=T0 - timedelta(days=10)))
+            kep_alerts.sweep(conn, T0, Thresholds())
+            company_alert = conn.execute(
+                sa.select(account_alerts.c.id).where(account_alerts.c.tenant_id == tenant)).scalar_one()
             return {"{group_id}": str(group), "{grant_id}": str(grant), "{tag_id}": str(tag_id),
-                    "{order_id}": str(order), "{receiver_id}": str(receiver)}
+                    "{order_id}": str(order), "{receiver_id}": str(receiver), "{company_alert_id}": str(company_alert)}
 
         a_company = company_objects(a.tenant_id, "tverskaya", "А")
         b_company = company_objects(b.tenant_id, "b_store", "Б")

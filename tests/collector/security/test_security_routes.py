@@ -153,6 +153,8 @@ ROUTES: dict[tuple[str, str], Route] = {
         "write", accounting=True, json=lambda w, s: {"to": "documents_requested"}
     ),
     ("GET", f"{_API}/kep"): Route("read", accounting=True),
+    ("GET", f"{_API}/company/alerts"): Route("write", accounting=True),  # company matters: КЭП handlers only
+    ("POST", f"{_API}/company/alerts/{{company_alert_id}}/ack"): Route("write", accounting=True),
     ("POST", f"{_API}/registers/{{register_id}}/fns-application"): Route(
         "write", technical=True, json=lambda w, s: {"kind": "fn_replacement"}
     ),
@@ -226,6 +228,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/admin/kep"): Route("write", accounting=True),
     ("POST", "/admin/kep"): Route("write"),
     ("POST", "/admin/kep/{order_id}/transition"): Route("write"),
+    ("POST", "/admin/kep/alerts/{company_alert_id}/ack"): Route("write"),  # an accountant may: see the КЭП tests
     ("GET", "/admin/agents"): Route("write", technical=True),
     ("POST", "/admin/agents/tokens"): Route("write", technical=True, form=lambda w, s: {"node_id": s["{node_id}"]}),
     ("POST", "/admin/agents/{agent_id}/revoke"): Route("write", technical=True, form=lambda w, s: {}),
