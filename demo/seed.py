@@ -1,6 +1,7 @@
 """Write the demo company into a migrated database: tenant and tree (brand → city → store),
 agents enrolled to their stores, registers known before their agents report, tags, OFD
-contracts, users with grants and an API token each.
+contracts, users with grants and an API token each, and the company head's КЭП, issued through the
+order workflow and running out in ``KEP_DAYS_LEFT`` days (so the КЭП alert shows as a warning).
 
 Everything goes through the accounts and storage functions the operator CLI and the web use
 (as the CLI actor), in one transaction, so a failure leaves nothing half-made.
@@ -9,10 +10,11 @@ Everything goes through the accounts and storage functions the operator CLI and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 import sqlalchemy as sa
 
+from collector.accounts import kep
 from collector.accounts.audit import Actor
 from collector.accounts.contracts import ContractChange, set_contract
 from collector.accounts.groups import add_member, create_group, find_group, grant_role
@@ -28,6 +30,12 @@ from collector.storage.rows import RegisterIdentity
 from demo.fleet import COMPANY, COMPANY_INN, LEVELS, DemoUser, Fleet
 
 TARIFF = "ОФД «Демо», 12 месяцев"
+KEP_DAYS_LEFT = 20
+KEP_YEAR = 365 - KEP_DAYS_LEFT  # a one-year certificate issued that long ago
+KEP_SERIAL = "7C00DEMO0001"
+KEP_HEAD = kep.KepApplicant(
+    kep.KepSubject.HEAD, "Иванов Иван Иванович", "Генеральный директор", "500100732259", None, "head@demo.kassa"
+)
 
 
 @dataclass(frozen=True)
@@ -53,7 +61,16 @@ def seed(engine: sa.Engine, fleet: Fleet, *, now: datetime, today: date) -> Seed
         node_ids = _tree(conn, actor, tenant, company.root_node_id, fleet, now)
         _registers(conn, actor, tenant, node_ids, fleet, now, today)
         users = tuple(_user(conn, actor, tenant, company.root_node_id, node_ids, u, now) for u in fleet.users)
+        _kep(conn, actor, tenant, now)
     return Seeded(tenant, company.root_node_id, node_ids, users)
+
+
+def _kep(conn: sa.Connection, actor: Actor, tenant: int, now: datetime) -> None:
+    order = kep.create_order(conn, actor, tenant, KEP_HEAD, at=now - timedelta(days=KEP_YEAR + 7))
+    for step in (kep.KepState.DOCUMENTS_REQUESTED, kep.KepState.DOCUMENTS_RECEIVED):
+        kep.advance(conn, actor, tenant, order, step, at=now - timedelta(days=KEP_YEAR + 5))
+    certificate = kep.IssuedCertificate(KEP_SERIAL, KEP_HEAD.full_name, now + timedelta(days=KEP_DAYS_LEFT))
+    kep.advance(conn, actor, tenant, order, kep.KepState.ISSUED, at=now - timedelta(days=KEP_YEAR), certificate=certificate)
 
 
 def _tree(

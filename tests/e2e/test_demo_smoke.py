@@ -178,6 +178,16 @@ def test_demo_starts_shows_the_planned_problems_and_stops_cleanly(demo: Any) -> 
     assert by_profile["agent-offline"]["online"] is False
     assert all(item["online"] for name, item in by_profile.items() if name != "agent-offline")
 
+    # The head's КЭП runs out in 20 days: a company-level warning for those who handle КЭП.
+    deadline = time.monotonic() + 30  # the evaluator's periodic sweep raises it
+    while (found := get(f"{api}/company/alerts", accountant))[1] == {"items": []} and time.monotonic() < deadline:
+        time.sleep(0.5)
+    status, company_alerts = found
+    assert status == 200 and [(a["rule"], a["severity"]) for a in company_alerts["items"]] == [
+        ("kep_validity", "warning")
+    ], company_alerts
+    assert get(f"{api}/company/alerts", kazan)[0] == 403
+
     # The city manager sees only the registers of their brand in Kazan; the accountant sees all.
     kazan_ids = {r.register_id for r in fleet.registers if (r.store.brand, r.store.city) == fleet.users[1].scope}
     assert kazan_ids and set(registers_of(api, kazan)) == kazan_ids
