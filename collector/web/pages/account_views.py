@@ -524,13 +524,12 @@ def add_account_pages(app: web.Application) -> None:
     """Mount the account and administration pages; call after ``add_page_routes``. Calling it
     again on the same app does nothing (so tests may call it whether or not ``create_app`` did)."""
     from collector.web.pages.admin_views import ADMIN_ROUTES  # admin_views imports this module
-    from collector.web.pages.company_views import COMPANY_ROUTES
 
     if app.get(_MOUNTED_KEY):
         return
     app[_MOUNTED_KEY] = True
     app[PUBLIC_CSRF_KEY] = CookieCsrf(secret=_PUBLIC_FORM_KEY, secure_cookie=app[ACCOUNTS_WEB_KEY].cookie_secure)
-    for method, path, handler, name in (*PUBLIC_PAGES, *ADMIN_ROUTES, *COMPANY_ROUTES):
+    for method, path, handler, name in (*PUBLIC_PAGES, *ADMIN_ROUTES):
         app.router.add_route(method, path, handler, name=name)
     allow_anonymous(app, *(name for *_, name in PUBLIC_PAGES))
     app.router.add_post("/logout", logout_submit, name="account-logout")

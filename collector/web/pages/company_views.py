@@ -12,7 +12,14 @@ from collector.accounts import company
 from collector.accounts.errors import InvalidInput
 from collector.accounts.rights import Permission, authorize
 from collector.web.accounts_support import Caller
-from collector.web.pages.admin_views import SECTION_PATHS, Handler, Invalid, as_caller, change, section_render
+from collector.web.pages.admin_support import (
+    SECTION_PATHS,
+    Handler,
+    Invalid,
+    as_caller,
+    change,
+    section_render,
+)
 from collector.web.pages.render import page
 from collector.web.pages.views import _checked_form
 from collector.web.pages.zones import forget_tenant_zone
