@@ -307,11 +307,8 @@ class IngestWriter:
         outcome = write_messages(conn, accepted, self._refresh)
         if handled is not None:
             outcome.live[(handled[0], handled[1])].append(handled[2])
-        for item in outcome.agent_events:
-            # The events table is keyed by register; agent-level events (outbox_gap, command_error)
-            # are kept verbatim in the dead-letter table rather than dropped.
-            log.warning("agent-level event from %s: %s", item.topic.agent_id, item.payload)
-            result.dead_letters.append(Rejected(item.inbound, "agent_level_event", "event without a register"))
+        for event in outcome.agent_events:  # lost data on an agent is worth a line in the log too
+            log.warning("agent %s reports %s: %s", event.agent_id, event.kind, event.data.get("message", ""))
         for rejected in result.dead_letters:
             repo.dead_letter(
                 conn, rejected.inbound.topic, rejected.reason, rejected.detail, rejected.inbound.payload,

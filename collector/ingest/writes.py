@@ -7,7 +7,8 @@ Rows are gathered per batch and written with one multi-row statement per table, 
   latest-state candidate; the storage upserts it only when newer, so replayed history never
   overwrites fresher live state;
 * ``birth``: every device's state and link as the latest view (births restore the full view);
-* ``event``: event row; live link_lost/link_regained also set the register's link flag;
+* ``event``: event row; live link_lost/link_regained also set the register's link flag; an event
+  without a register (outbox_gap, command_error) goes to ``agent_events``;
 * ``status``: agent online/offline, a death of an older session ignored by the storage.
 """
 
@@ -26,7 +27,7 @@ from collector.ingest.consumer import InboundMessage
 from collector.storage import repository as repo
 from collector.storage.agents import StatusOutcome
 from collector.storage.errors import RegisterOwnedElsewhere
-from collector.storage.rows import EventRow, HistoryRow, LatestState, RegisterIdentity
+from collector.storage.rows import AgentEventRow, EventRow, HistoryRow, LatestState, RegisterIdentity
 from collector.storage.schema import agents, registers
 from protocol.kkt.state import RegisterState
 from protocol.mqtt.models import (
@@ -61,7 +62,7 @@ class WriteOutcome:
     new_records: int = 0
     duplicates: int = 0
     stale_status: int = 0
-    agent_events: list[Decoded] = field(default_factory=list)  # no register to file them under
+    agent_events: list[AgentEventRow] = field(default_factory=list)  # new ones, for the caller to report
 
 
 def _newer(candidate: LatestState, current: LatestState) -> bool:
@@ -77,6 +78,7 @@ class _Gather:
         self.event_registers: dict[str, tuple[str, datetime]] = {}
         self.history: list[HistoryRow] = []
         self.events: list[EventRow] = []
+        self.agent_events: list[AgentEventRow] = []
         self.latest: dict[str, LatestState] = {}
         # register → ((session, seq), up, from a state): the newest live link signal
         self.links: dict[str, tuple[tuple[int, int], bool, bool]] = {}
@@ -141,8 +143,13 @@ class _Gather:
 
     def event(self, payload: EventPayload, received_at: datetime, *, live: bool) -> None:
         register_id = payload.register
+        data = {"message": payload.message, **payload.data}
         if register_id is None:
-            raise ValueError("agent-level events are handled by the caller")
+            self.agent_events.append(AgentEventRow(
+                agent_id=payload.agent, session=payload.session, seq=payload.seq, kind=payload.kind.value,
+                ts=payload.ts, received_at=received_at, data=data,
+            ))  # fmt: skip
+            return
         if (register_id, payload.agent) not in self.identities:
             self.event_registers[register_id] = (payload.agent, received_at)
         self.events.append(
@@ -154,7 +161,7 @@ class _Gather:
                 kind=payload.kind.value,
                 ts=payload.ts,
                 received_at=received_at,
-                data={"message": payload.message, **payload.data},
+                data=data,
             )
         )
         if live and payload.kind in LINK_EVENTS:
@@ -194,9 +201,6 @@ def _gather(items: list[Decoded], outcome: WriteOutcome) -> _Gather:
                 inner = record.payload
                 if isinstance(record, HistStateRecord):
                     gather.state(inner, at, live=False)  # type: ignore[arg-type]
-                elif inner.register is None:
-                    outcome.agent_events.append(item)
-                    continue
                 else:
                     gather.event(inner, at, live=False)  # type: ignore[arg-type]
                 key = (inner.agent, inner.session)
@@ -206,10 +210,7 @@ def _gather(items: list[Decoded], outcome: WriteOutcome) -> _Gather:
         if isinstance(payload, StatePayload):
             gather.state(payload, at, live=True)
         elif isinstance(payload, EventPayload):
-            if payload.register is None:
-                outcome.agent_events.append(item)
-            else:
-                gather.event(payload, at, live=True)
+            gather.event(payload, at, live=True)
         elif isinstance(payload, BirthPayload):
             gather.birth(payload, at)
         else:
@@ -297,8 +298,12 @@ def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCach
         conn,
         [(RegisterIdentity(rid, UNKNOWN_PROTOCOL), *event_only[rid]) for rid in _missing_registers(conn, event_only)],
     )
-    records = len(gather.history) + len(gather.events)
+    records = len(gather.history) + len(gather.events) + len(gather.agent_events)
+    new_agent_events = repo.insert_agent_events(conn, gather.agent_events)
     outcome.new_records = bulk.insert_history(conn, gather.history) + repo.insert_events(conn, gather.events)
+    outcome.new_records += new_agent_events
+    if new_agent_events:
+        outcome.agent_events = gather.agent_events
     outcome.duplicates = records - outcome.new_records
     outcome.registers |= bulk.upsert_latest_states(conn, list(gather.latest.values()))
     # A state's own upsert already set link_up; only events and births need the extra update.

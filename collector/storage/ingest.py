@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from collector.storage.dialect import upsert_insert
 from collector.storage.errors import AgentRevoked, RegisterOwnedElsewhere, UnknownAgent
 from collector.storage.rows import (
+    AgentEventRow,
     DeadLetterRow,
     EventRow,
     HistoryRow,
@@ -22,6 +23,7 @@ from collector.storage.rows import (
     check_severity,
 )
 from collector.storage.schema import (
+    agent_events,
     agents,
     dead_letters,
     events,
@@ -48,15 +50,17 @@ def _insert_new(conn: sa.Connection, table: sa.Table, values: list[dict[str, Any
     return len(conn.execute(stmt, values).all())
 
 
-def _envelope(row: HistoryRow | EventRow) -> dict[str, Any]:
-    return {
+def _envelope(row: HistoryRow | EventRow | AgentEventRow) -> dict[str, Any]:
+    envelope = {
         "agent_id": row.agent_id,
         "session": check_seq("session", row.session),
         "seq": check_seq("seq", row.seq),
-        "register_id": row.register_id,
         "ts": row.ts,
         "received_at": row.received_at,
     }
+    if not isinstance(row, AgentEventRow):
+        envelope["register_id"] = row.register_id
+    return envelope
 
 
 def insert_history(conn: sa.Connection, rows: Iterable[HistoryRow]) -> int:
@@ -69,6 +73,12 @@ def insert_events(conn: sa.Connection, rows: Iterable[EventRow]) -> int:
     """Append events; duplicates (same agent, session, seq) are dropped. Returns how many were new."""
     values = [{**_envelope(r), "kind": r.kind, "data": dict(r.data)} for r in rows]
     return _insert_new(conn, events, values)
+
+
+def insert_agent_events(conn: sa.Connection, rows: Iterable[AgentEventRow]) -> int:
+    """Append agent-level events; duplicates (same agent, session, seq) are dropped."""
+    values = [{**_envelope(r), "kind": r.kind, "data": dict(r.data)} for r in rows]
+    return _insert_new(conn, agent_events, values)
 
 
 def _evaluation_values(evaluation: RegisterEvaluation) -> dict[str, Any]:

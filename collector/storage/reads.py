@@ -15,6 +15,7 @@ from collector.storage.alert_store import alert_from_row, check_alert_status
 from collector.storage.errors import InvalidValue
 from collector.storage.rows import (
     SEVERITY_LEVELS,
+    AgentEventRow,
     AlertRow,
     EventRow,
     HistoryRow,
@@ -22,6 +23,7 @@ from collector.storage.rows import (
     check_severity,
 )
 from collector.storage.schema import (
+    agent_events,
     agents,
     alerts,
     events,
@@ -32,7 +34,7 @@ from collector.storage.schema import (
     tags,
 )
 from collector.storage.schema import state_history as history_table
-from collector.storage.scope import Scope, in_subtree, register_visible
+from collector.storage.scope import Scope, agent_visible, in_subtree, register_visible
 
 # ok = no active alert, problem = at least one active alert, offline = the agent is offline or
 # it cannot talk to the register.
@@ -325,6 +327,24 @@ def list_events(
         query = query.where(events.c.kind.in_(list(kinds)))
     query = query.order_by(events.c.ts.desc(), events.c.id.desc()).limit(limit)
     return [EventRow(**r._mapping) for r in conn.execute(query)]
+
+
+def agent_in_scope(conn: sa.Connection, scope: Scope, agent_id: str) -> bool:
+    found = conn.execute(sa.select(agents.c.agent_id).where(agents.c.agent_id == agent_id, agent_visible(scope)))
+    return found.first() is not None
+
+
+def list_agent_events(conn: sa.Connection, scope: Scope, agent_id: str, *, limit: int = 100) -> list[AgentEventRow]:
+    """The agent's own events (outbox_gap, command_error), newest first; empty when out of scope."""
+    _check_page(limit, 0)
+    query = (
+        sa.select(*(agent_events.c[f.name] for f in fields(AgentEventRow)))
+        .join(agents, agents.c.agent_id == agent_events.c.agent_id)
+        .where(agent_events.c.agent_id == agent_id, agent_visible(scope))
+        .order_by(agent_events.c.ts.desc(), agent_events.c.id.desc())
+        .limit(limit)
+    )
+    return [AgentEventRow(**r._mapping) for r in conn.execute(query)]
 
 
 def state_history(

@@ -6,7 +6,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from collector.storage.schema import dead_letters, events, state_history
+from collector.storage.schema import agent_events, dead_letters, events, state_history
 
 
 def purge_history(conn: sa.Connection, older_than: datetime) -> int:
@@ -18,7 +18,9 @@ def purge_history(conn: sa.Connection, older_than: datetime) -> int:
 
 
 def purge_events(conn: sa.Connection, older_than: datetime) -> int:
-    return conn.execute(sa.delete(events).where(events.c.ts < older_than)).rowcount
+    """Register and agent events from before ``older_than`` (agent time); returns rows deleted."""
+    deleted = conn.execute(sa.delete(events).where(events.c.ts < older_than)).rowcount
+    return deleted + conn.execute(sa.delete(agent_events).where(agent_events.c.ts < older_than)).rowcount
 
 
 def purge_dead_letters(conn: sa.Connection, older_than: datetime) -> int:

@@ -58,6 +58,19 @@ class EventRow:
 
 
 @dataclass(frozen=True, slots=True)
+class AgentEventRow:
+    """An event about the agent itself (``outbox_gap``, ``command_error``), not one of its registers."""
+
+    agent_id: str
+    session: int
+    seq: int
+    kind: str
+    ts: datetime
+    received_at: datetime
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class RegisterEvaluation:
     """What the alert engine derived for a register; stored beside the latest state for lists."""
 

@@ -168,6 +168,24 @@ events = sa.Table(
     sa.Index(None, "ts"),
 )
 
+# Events about an agent rather than one of its registers: ``outbox_gap`` (states its full outbox
+# had to drop — data the collector will never see) and ``command_error``. Keyed like ``events``;
+# no foreign key, so a later clean-up of agents never fails on their history.
+agent_events = sa.Table(
+    "agent_events",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("agent_id", sa.String(100), nullable=False),
+    sa.Column("session", sa.BigInteger, nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(50), nullable=False),
+    sa.Column("ts", UtcDateTime, nullable=False),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("data", json_document(), nullable=False),
+    sa.UniqueConstraint("agent_id", "session", "seq"),
+    sa.Index(None, "agent_id", "ts"),
+)
+
 # One row per (register, rule): the current occurrence; a new occurrence reuses the row and the
 # history keeps what happened before.
 alerts = sa.Table(

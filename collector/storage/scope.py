@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from collector.storage.schema import nodes, registers
+from collector.storage.schema import agents, nodes, registers
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +79,12 @@ def register_visible(scope: Scope) -> ColumnElement[bool]:
     A register not yet placed in the tree (node_id NULL) is visible to its whole tenant only.
     """
     return _inside(scope, registers.c.tenant_id, registers.c.node_id)
+
+
+def agent_visible(scope: Scope) -> ColumnElement[bool]:
+    """Predicate on the ``agents`` table: the agent's store is inside the scope (an agent not placed
+    in the tree is visible to its whole tenant only, like an unplaced register)."""
+    return _inside(scope, agents.c.tenant_id, agents.c.node_id)
 
 
 def in_subtree(node_column: ColumnElement[int | None], root_id: int) -> ColumnElement[bool]:

@@ -32,6 +32,9 @@ from collector.web.routing import (
     parse_query,
 )
 from collector.web.schemas import (
+    AgentEventList,
+    AgentEventOut,
+    AgentEventQuery,
     AlertDetail,
     AlertList,
     AlertListQuery,
@@ -160,6 +163,20 @@ async def register_history(request: web.Request) -> web.Response:
 
 async def register_events(request: web.Request) -> web.Response:
     return await _register_subresource(request, EventQuery, _events)
+
+
+async def agent_events(request: web.Request) -> web.Response:
+    agent_id = request.match_info["agent_id"]
+    query = parse_query(request, AgentEventQuery)
+    scope = principal_of(request).scope
+
+    def work(conn: sa.Connection) -> AgentEventList:
+        if not repo.agent_in_scope(conn, scope, agent_id):
+            raise not_found(f"agent {agent_id!r}")
+        rows = repo.list_agent_events(conn, scope, agent_id, limit=query.limit)
+        return AgentEventList(agent_id=agent_id, items=[AgentEventOut.model_validate(r, from_attributes=True) for r in rows])
+
+    return json_response(await in_transaction(request, work))
 
 
 # --- alerts --------------------------------------------------------------------------------------
@@ -293,6 +310,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", f"{API}/registers/{{register_id}}/events", register_events, "getRegisterEvents",
               "Events of a register, newest first", "registers", EventList, query=EventQuery,
               path_params=_REGISTER_ID, errors=(400, 404)),
+    Operation("GET", f"{API}/agents/{{agent_id}}/events", agent_events, "getAgentEvents",
+              "The agent's own events (outbox_gap: states it dropped; command_error), newest first", "registers",
+              AgentEventList, query=AgentEventQuery, path_params={"agent_id": str}, errors=(400, 404)),
     Operation("GET", f"{API}/alerts", list_alerts, "listAlerts", "Alerts of registers in scope", "alerts", AlertList,
               query=AlertListQuery, errors=(400,)),
     Operation("POST", f"{API}/alerts/ack", bulk_acknowledge, "acknowledgeAlerts",

@@ -88,6 +88,10 @@ _EVENTS: dict[str, dict[str, str]] = {
         "ofd_backlog_started": "Появились непереданные документы",
         "ofd_backlog_cleared": "Все документы переданы в ОФД",
         "gap": "Пропуск данных агента",
+        "fn_warning_raised": "ФН сообщил о проблеме",
+        "fn_warning_cleared": "Предупреждение ФН снято",
+        "outbox_gap": "Агент потерял часть данных (буфер переполнен)",
+        "command_error": "Агент не выполнил команду",
     },
     "en": {
         "shift_opened": "Shift opened",
@@ -99,6 +103,10 @@ _EVENTS: dict[str, dict[str, str]] = {
         "ofd_backlog_started": "Unsent documents appeared",
         "ofd_backlog_cleared": "All documents sent to the OFD",
         "gap": "Agent data gap",
+        "fn_warning_raised": "ФН raised a warning",
+        "fn_warning_cleared": "ФН warning cleared",
+        "outbox_gap": "Agent dropped data (outbox full)",
+        "command_error": "Agent could not run a command",
     },
 }
 

@@ -283,6 +283,24 @@ class EventList(_Out):
     items: list[EventOut]
 
 
+class AgentEventQuery(_Query):
+    limit: int = Field(100, ge=1, le=MAX_PAGE, description="newest first, at most this many")
+
+
+class AgentEventOut(_Out):
+    kind: str = Field(description="outbox_gap (states the agent had to drop) or command_error")
+    ts: AwareDatetime
+    received_at: AwareDatetime
+    session: int
+    seq: int
+    data: dict[str, Any] = Field(description="message, and for outbox_gap the dropped count and range")
+
+
+class AgentEventList(_Out):
+    agent_id: str
+    items: list[AgentEventOut]
+
+
 class NodeTree(_Out):
     id: int
     parent_id: int | None

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from collector.ingest.batcher import IngestWriter, WriterSettings
 from collector.storage import repository as repo
-from collector.storage.schema import agents, events, register_state, registers, state_history
+from collector.storage.schema import agent_events, agents, events, register_state, registers, state_history
 from protocol.mqtt.models import MAX_PAYLOAD_BYTES, EventKind
 from protocol.mqtt.topics import ack_topic, cmd_topic, state_topic
 
@@ -169,10 +169,31 @@ def test_birth_restores_the_full_view_and_events_set_the_link(engine, downlink) 
     assert count(engine, events) == 1
 
 
-def test_agent_level_events_are_kept_in_the_dead_letter_table(engine, downlink) -> None:
+def agent_event_rows(engine: sa.Engine) -> list[tuple[str, int, int, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(agent_events).order_by(agent_events.c.session, agent_events.c.seq))
+        return [(r.agent_id, r.session, r.seq, r.kind) for r in rows]
+
+
+def test_agent_level_events_live_and_replayed_land_in_their_own_table(engine, downlink) -> None:
     writer = make_writer(engine, downlink)
-    writer.process(kit.batch(kit.event_msg("agent-a", None, 1, 1, EventKind.OUTBOX_GAP)))
-    assert dead_reasons(engine) == ["agent_level_event"]
+    writer.process(kit.batch(kit.birth_msg("agent-a", 2, 0, {}), kit.event_msg("agent-a", None, 2, 1, EventKind.OUTBOX_GAP)))
+    assert agent_event_rows(engine) == [("agent-a", 2, 1, "outbox_gap")]
+    assert marks(engine, "agent-a") == {2: 1}  # committed, so the agent may forget it
+    # A replayed batch mixing a register's state and an agent-level event: both kept, the ack covers both.
+    replay = kit.hist_msg("agent-a", [kit.state_payload("agent-a", "kkt-1", 1, 7),
+                                      kit.event_payload("agent-a", None, 1, 8, EventKind.COMMAND_ERROR)])
+    writer.process(kit.batch(replay))
+    writer.process(kit.batch(replay))  # replayed twice: stored once
+    assert agent_event_rows(engine) == [("agent-a", 1, 8, "command_error"), ("agent-a", 2, 1, "outbox_gap")]
+    assert count(engine, state_history) == 1
+    assert marks(engine, "agent-a") == {1: 8, 2: 1}
+    assert dead_reasons(engine) == []
+
+
+def marks(engine: sa.Engine, agent: str) -> dict[int, int]:
+    with engine.connect() as conn:
+        return repo.get_ingest_marks(conn, agent)
 
 
 def test_a_register_owned_by_another_tenant_is_refused_without_losing_the_batch(engine, downlink) -> None:

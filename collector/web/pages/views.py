@@ -148,6 +148,7 @@ async def register_page(request: web.Request) -> web.StreamResponse:
             conn, scope, AlertListQuery(register_id=register_id, state="cleared", sort="time", limit=20)
         )
         events = repo.list_events(conn, scope, register_id, limit=EVENTS_SHOWN)
+        agent_events = [] if row.agent_id is None else repo.list_agent_events(conn, scope, row.agent_id, limit=10)
         history = repo.state_history(
             conn, scope, register_id, at - HISTORY_WINDOW, None, limit=HISTORY_POINTS
         )
@@ -157,6 +158,7 @@ async def register_page(request: web.Request) -> web.StreamResponse:
             "active_alerts": active,
             "past_alerts": cleared,
             "events": events,
+            "agent_events": agent_events,
             "chart": [
                 {
                     "t": point.ts.isoformat(),

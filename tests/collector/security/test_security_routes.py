@@ -91,6 +91,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", f"{_API}/alerts/{{alert_id}}/ack"): ACK,
     ("POST", f"{_API}/alerts/{{alert_id}}/comments"): Route("write", technical=True, json=lambda w, s: {"text": "x"}),
     ("POST", f"{_API}/alerts/{{alert_id}}/silence"): Route("write", technical=True, json=lambda w, s: {"until": None}),
+    ("GET", f"{_API}/agents/{{agent_id}}/events"): READ,
     ("GET", f"{_API}/nodes"): READ,
     ("GET", f"{_API}/nodes/rollups"): READ,
     ("GET", f"{_API}/dead-letters"): Route("admin", technical=True),
