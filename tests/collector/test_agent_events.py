@@ -4,7 +4,6 @@ caller's rights, and the register page showing what its agent lost; every event 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "security"))
 import accounts_testkit as accounts_kit
 import security_testkit as kit
-import test_pages_accounts as pages
 
 from collector.storage import repository as repo
 from collector.storage.engine import begin_write
@@ -26,9 +24,7 @@ from protocol.mqtt.models import EventKind
 engine = accounts_kit.engine
 
 
-@pytest.fixture
-def client(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[kit.Client]:
-    yield from pages.open_site(engine, monkeypatch)
+client = pytest.fixture(kit.fresh_site, name="client")
 
 
 def test_an_agent_s_events_are_listed_newest_first_within_rights(client: kit.Client, engine: sa.Engine) -> None:

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -16,7 +15,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "security"))
 import accounts_testkit as accounts_kit
 import security_testkit as kit
-import test_pages_accounts as pages
 
 from collector.accounts import company, kep
 from collector.accounts.audit import Actor
@@ -28,9 +26,7 @@ engine = accounts_kit.engine
 ALERT_STARTED = kit.T0 - timedelta(hours=2)  # when every seeded alert began
 
 
-@pytest.fixture
-def client(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[kit.Client]:
-    yield from pages.open_site(engine, monkeypatch)
+client = pytest.fixture(kit.fresh_site, name="client")
 
 
 def shown(at: datetime, zone: str) -> str:

@@ -5,7 +5,6 @@ certificate that ran out ten days before T0, so each has an active major КЭП 
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent / "security"))
 import accounts_testkit as accounts_kit
 import security_testkit as kit
-import test_pages_accounts as pages
 
 from collector.accounts.schema import account_alerts, audit_log
 
@@ -23,9 +21,7 @@ engine = accounts_kit.engine
 BANNER = 'id="company-alert-kep_validity"'
 
 
-@pytest.fixture
-def client(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[kit.Client]:
-    yield from pages.open_site(engine, monkeypatch)
+client = pytest.fixture(kit.fresh_site, name="client")
 
 
 def test_the_api_lists_the_company_alert_and_acknowledges_it(client: kit.Client, engine: sa.Engine) -> None:

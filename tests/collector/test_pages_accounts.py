@@ -13,10 +13,7 @@ import random
 import re
 import sys
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -27,38 +24,19 @@ sys.path.insert(0, str(Path(__file__).parent / "security"))
 import accounts_testkit as accounts_kit
 import security_testkit as kit
 
-import collector.web.app as web_app
 from collector.accounts.audit import Actor
 from collector.accounts.groups import find_group
 from collector.accounts.schema import kep_orders, sessions, users
 from collector.accounts.web_auth import SESSION_COOKIE
 from collector.storage.engine import begin_write
 from collector.web.accounts_support import ACCOUNTS_WEB_KEY, form_token
-from collector.web.pages.account_views import add_account_pages
 from collector.web.pages.csrf import SEED_COOKIE
 
 engine = accounts_kit.engine  # a migrated database per backend for the module
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]*)"')
 
 
-@pytest.fixture
-def client(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[kit.Client]:
-    yield from open_site(engine, monkeypatch)
-
-
-def open_site(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[kit.Client]:
-    """A client on the app with the account pages, over a fresh two-company world."""
-    original = web_app.add_page_routes
-
-    def pages_then_accounts(app: Any, **kwargs: Any) -> Any:
-        hub = original(app, **kwargs)
-        add_account_pages(app)  # the line the lead adds to create_app
-        return hub
-
-    monkeypatch.setattr(web_app, "add_page_routes", pages_then_accounts)
-    world = kit.seed_world(engine, random.Random(uuid.uuid4().int))
-    with contextmanager(kit.start_client)(engine, world) as site:
-        yield site
+client = pytest.fixture(kit.fresh_site, name="client")
 
 
 def public_form(client: kit.Client, path: str) -> tuple[str, dict[str, str]]:

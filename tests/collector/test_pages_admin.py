@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import re
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -29,9 +28,7 @@ from collector.storage.schema import agents, nodes, registers
 engine = accounts_kit.engine
 
 
-@pytest.fixture
-def client(engine: sa.Engine, monkeypatch: pytest.MonkeyPatch) -> Iterator[kit.Client]:
-    yield from pages.open_site(engine, monkeypatch)
+client = pytest.fixture(kit.fresh_site, name="client")
 
 
 def post(client: kit.Client, who: str, path: str, data: dict[str, str] | None = None) -> kit.Reply:

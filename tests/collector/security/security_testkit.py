@@ -14,6 +14,7 @@ import asyncio
 import importlib.util
 import random
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -302,6 +303,12 @@ def start_client(engine: sa.Engine, world: World, *, clock_offset: timedelta = t
     finally:
         loop.run_until_complete(client.close())
         loop.close()
+
+
+def fresh_site(engine: sa.Engine) -> Iterator[Client]:
+    """A client on the full app (pages included) over a fresh two-company world of its own; use as
+    ``client = pytest.fixture(kit.fresh_site, name="client")``."""
+    yield from start_client(engine, seed_world(engine, random.Random(uuid.uuid4().int)))
 
 
 def set_cookies(reply: Reply) -> dict[str, str]:
