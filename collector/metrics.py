@@ -48,3 +48,6 @@ class CollectorMetrics:
         self.evaluations = Counter(
             "kassa_collector_register_evaluations", "register rule evaluations", registry=r
         )
+        self.retention_deleted = Counter(
+            "kassa_collector_retention_deleted", "rows deleted by retention", ["table"], registry=r
+        )

@@ -38,6 +38,7 @@ from collector.accounts.service import AccountService, AccountSettings
 from collector.config import CollectorConfig, NotifySettings
 from collector.enrollment.service import EnrollmentService
 from collector.enrollment.settings import EnrollmentSettings
+from collector.housekeeping import RetentionJob, RetentionPolicy
 from collector.ingest.batcher import IngestWriter, WriterSettings
 from collector.ingest.consumer import InboundMessage, MqttConsumer
 from collector.ingest.engine import AlertEngine, EvaluationWorker, Notify
@@ -330,6 +331,12 @@ class CollectorService:
             metrics=self.metrics,
             on_changed=on_changed,
         )
+        self.retention = RetentionJob(
+            self.engine,
+            RetentionPolicy(config.history_days, config.events_days, config.dead_letters_days),
+            period=config.retention_period,
+            metrics=self.metrics,
+        )
         self.web: WebServer | None = None
         if factory is not None:
             self.web = WebServer(
@@ -378,6 +385,7 @@ class CollectorService:
         if self.notifier is not None:
             self.notifier.start()
         self.evaluator.start()
+        self.retention.start()
         self.writer.start()
         self.consumer.start(wait=wait_for_broker)
         if self.web is not None:
@@ -395,6 +403,7 @@ class CollectorService:
         self.writer.stop()
         self.consumer.stop()
         self.evaluator.stop()
+        self.retention.stop()
         if self.notifier is not None:
             self.notifier.stop()
         self.engine.dispose()

@@ -1,4 +1,9 @@
-"""Retention: delete what is older than the configured horizon, by the record's own time."""
+"""Retention: delete what is older than the configured horizon, by the record's own time.
+
+Each ``purge_*`` takes an optional ``limit``: the retention job deletes in chunks of that many
+rows, one short transaction each, so a first purge of months of history never holds the write
+lock (SQLite) or a long row lock (PostgreSQL) while ingest is waiting to commit.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +14,27 @@ import sqlalchemy as sa
 from collector.storage.schema import agent_events, dead_letters, events, state_history
 
 
-def purge_history(conn: sa.Connection, older_than: datetime) -> int:
+def _purge(conn: sa.Connection, table: sa.Table, when: sa.Column[datetime], older_than: datetime, limit: int | None) -> int:
+    if limit is None:
+        return conn.execute(sa.delete(table).where(when < older_than)).rowcount
+    oldest = sa.select(table.c.id).where(when < older_than).order_by(when).limit(limit).scalar_subquery()
+    return conn.execute(sa.delete(table).where(table.c.id.in_(oldest))).rowcount
+
+
+def purge_history(conn: sa.Connection, older_than: datetime, *, limit: int | None = None) -> int:
     """Delete state history recorded (agent time) before ``older_than``; returns rows deleted.
 
     Latest state, alerts and the ingest marks (the agents' acks) are untouched.
     """
-    return conn.execute(sa.delete(state_history).where(state_history.c.ts < older_than)).rowcount
+    return _purge(conn, state_history, state_history.c.ts, older_than, limit)
 
 
-def purge_events(conn: sa.Connection, older_than: datetime) -> int:
-    """Register and agent events from before ``older_than`` (agent time); returns rows deleted."""
-    deleted = conn.execute(sa.delete(events).where(events.c.ts < older_than)).rowcount
-    return deleted + conn.execute(sa.delete(agent_events).where(agent_events.c.ts < older_than)).rowcount
+def purge_events(conn: sa.Connection, older_than: datetime, *, limit: int | None = None) -> int:
+    """Register and agent events from before ``older_than`` (agent time); returns rows deleted
+    (with ``limit``, at most that many of each)."""
+    deleted = _purge(conn, events, events.c.ts, older_than, limit)
+    return deleted + _purge(conn, agent_events, agent_events.c.ts, older_than, limit)
 
 
-def purge_dead_letters(conn: sa.Connection, older_than: datetime) -> int:
-    return conn.execute(sa.delete(dead_letters).where(dead_letters.c.received_at < older_than)).rowcount
+def purge_dead_letters(conn: sa.Connection, older_than: datetime, *, limit: int | None = None) -> int:
+    return _purge(conn, dead_letters, dead_letters.c.received_at, older_than, limit)
