@@ -45,9 +45,6 @@ from protocol.kkt.atol.messages import (
 from protocol.kkt.atol.tasks import DeviceTaskBuffer, TaskResult
 from protocol.kkt.errors import DecodeError, EncodeError
 from protocol.kkt.fn import (
-    FN_ERROR_ARCHIVE_FULL,
-    FN_ERROR_OFD_WAIT_EXHAUSTED,
-    FN_ERROR_SERVICE_LIFE_ENDED,
     FN_ERROR_SHIFT_OVER_24H,
     FnPhase,
 )
@@ -59,13 +56,8 @@ SIMULATED_MODEL_ID = 61  # an ATOL model code for the simulator's A5h/3Fh [I]
 PROTOCOL_VERSION = 3
 PORT_RS232, PORT_USB, PORT_ETHERNET = 1, 4, 6  # 3Fh b29
 
-# ФН result code (what the model raises) → ATOL error byte (§3.4).
-_FN_TO_ATOL = {
-    FN_ERROR_SERVICE_LIFE_ENDED: atol_errors.FN_SERVICE_LIFE_ENDED,
-    FN_ERROR_ARCHIVE_FULL: atol_errors.FN_ARCHIVE_FULL,
-    FN_ERROR_OFD_WAIT_EXHAUSTED: atol_errors.FN_OFD_WAIT_EXHAUSTED,
-    FN_ERROR_SHIFT_OVER_24H: atol_errors.FN_SHIFT_OVER_24H,
-}
+# ФН result code (what the model raises) → ATOL error byte (§3.4): the codec's table, reversed.
+_FN_TO_ATOL = {fn_code: atol_code for atol_code, fn_code in atol_errors.FN_RESULT_CODES.items()}
 
 
 class _Refused(Exception):

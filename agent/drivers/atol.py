@@ -23,7 +23,7 @@ from typing import Any, ClassVar, TypeVar
 
 from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
 from agent.drivers.link import ByteLink, LinkError
-from protocol.kkt.atol.errors import SHIFT_EXPIRED_CODES
+from protocol.kkt.atol.errors import SHIFT_EXPIRED_CODES, fn_result_code
 from protocol.kkt.atol.link import Deframer, LinkEvent
 from protocol.kkt.atol.messages import (
     CloseReceipt,
@@ -319,6 +319,11 @@ class _Refusals:
     texts: list[str] = field(default_factory=list)
     codes: set[int] = field(default_factory=set)
 
+    @property
+    def fn_codes(self) -> list[int]:
+        """The ФН result codes these ATOL errors pass through."""
+        return sorted({fn for code in self.codes if (fn := fn_result_code(code)) is not None})
+
 
 def _fn_state(status: FnStatus | None, number: str | None, validity: FnValidity | None) -> FnState:
     phase = status.phase if status else None
@@ -362,4 +367,5 @@ def _device_state(status: DeviceStatus, code: StateCode | None, errors: _Refusal
         mode=code.mode if code else status.mode,
         submode=code.submode if code else status.submode,
         last_error="; ".join(errors.texts) or None,
+        fn_errors=errors.fn_codes,
     )

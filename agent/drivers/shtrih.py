@@ -19,7 +19,7 @@ from agent.drivers.link import ByteLink
 from protocol.kkt.errors import DecodeError
 from protocol.kkt.fn import FnDocumentType, FnPhase, FnShiftParams, FnStatus, warning_names
 from protocol.kkt.shtrih import messages as msg
-from protocol.kkt.shtrih.errors import NOT_SUPPORTED
+from protocol.kkt.shtrih.errors import NOT_SUPPORTED, fn_result_code
 from protocol.kkt.shtrih.link import Deliver, Fail, FailureKind, HostAction, HostExchange, Send, Wait
 from protocol.kkt.shtrih.status import Mode, cover_open, paper_present, shift_status_from_mode
 from protocol.kkt.state import DeviceState, FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
@@ -57,6 +57,7 @@ class ShtrihSession:
         # (ФН serial, shift number) → shift-open time; a shift's open document never changes.
         self._opened_at_cache: dict[tuple[str | None, int], datetime | None] = {}
         self._last_error: str | None = None
+        self._fn_errors: list[int] = []  # ФН result codes refused during the current poll
 
     # ------------------------------------------------------------------ DriverSession
 
@@ -65,6 +66,7 @@ class ShtrihSession:
 
     def poll(self) -> RegisterState:
         self._last_error = None
+        self._fn_errors = []
         pw = msg.PasswordRequest(self.password)
         full = self._optional(msg.FULL_STATUS, pw)
         short = self._optional(msg.SHORT_STATUS, pw) if full is None else None
@@ -133,6 +135,7 @@ class ShtrihSession:
                 mode=mode,
                 submode=submode,
                 last_error=self._last_error,
+                fn_errors=sorted(set(self._fn_errors)),
             ),
         )
 
@@ -169,8 +172,14 @@ class ShtrihSession:
             return self.request(command, request)
         except DeviceRefused as refused:
             if refused.code != NOT_SUPPORTED:  # 37h just means "this model has no such command"
-                self._last_error = self._last_error or f"{command.name}: {refused.meaning}"
+                self._note_refusal(command.code, refused, command.name)
             return None
+
+    def _note_refusal(self, command: int, refused: DeviceRefused, what: str) -> None:
+        self._last_error = self._last_error or f"{what}: {refused.meaning}"
+        fn_code = fn_result_code(command, refused.code)
+        if fn_code is not None:
+            self._fn_errors.append(fn_code)
 
     def _transact(self, payload: bytes, answer_timeout: float, retries: int) -> bytes:
         if not self.link.is_open:
@@ -252,7 +261,7 @@ class ShtrihSession:
                 if refused.code == FN_NO_DATA:
                     continue
                 if refused.code != NOT_SUPPORTED:
-                    self._last_error = self._last_error or f"find FD {number}: {refused.meaning}"
+                    self._note_refusal(msg.FIND_DOCUMENT.code, refused, f"find FD {number}")
                 return None
             if document.document_type == FnDocumentType.SHIFT_CLOSE:
                 return None  # the last shift closed after the documents we can see

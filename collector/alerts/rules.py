@@ -216,12 +216,17 @@ def contract_time_left(inp: RuleInput) -> timedelta | None:
 
 
 def fn_reports_error(state: RegisterState | None, code: int) -> bool:
-    """True when the poll's last device error is ФН result ``code``.
+    """True when the ФН refused a command of this poll with result ``code``.
 
-    [I] Drivers put the error *with its meaning* into ``DeviceState.last_error`` in no fixed
-    format, so we match the meaning text from ``protocol.kkt.fn.FN_ERRORS``, case-insensitively.
+    Drivers list the codes in ``DeviceState.fn_errors``; states from agents that predate that
+    field only carry the error *with its meaning* in ``last_error`` (no fixed format), so for them
+    the meaning text from ``protocol.kkt.fn.FN_ERRORS`` is matched, case-insensitively.
     """
-    if state is None or not state.device.last_error:
+    if state is None:
+        return False
+    if code in state.device.fn_errors:
+        return True
+    if state.device.fn_errors or not state.device.last_error:
         return False
     return fn_error_meaning(code).casefold() in state.device.last_error.casefold()
 

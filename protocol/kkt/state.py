@@ -74,6 +74,10 @@ class DeviceState(_Part):
     mode: int | None = Field(None, description="vendor mode number, for diagnostics")
     submode: int | None = None
     last_error: str | None = Field(None, description="last device error seen during the poll, with its meaning")
+    fn_errors: list[int] = Field(
+        default_factory=list,
+        description="ФН result codes (FN_ERRORS: 15h = 30-day rule, 16h = shift over 24 h …) refused this poll",
+    )
 
 
 class RegisterState(_Part):

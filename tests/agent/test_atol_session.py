@@ -20,6 +20,7 @@ from firmware_sim.model import RegisterModel
 from protocol.kkt.atol.link import Deframer, Packet, encode_packet
 from protocol.kkt.atol.messages import OpenShift
 from protocol.kkt.atol.tasks import TaskResult
+from protocol.kkt.fn import FN_ERROR_SHIFT_OVER_24H
 from protocol.kkt.state import RegisterState, ShiftStatus, Vendor
 
 NOW = datetime(2026, 11, 27, 15, 30, 0)
@@ -201,6 +202,7 @@ def test_register_refusing_with_240_means_expired(model: RegisterModel) -> None:
     state = session_for(ShiftOverFn(model)).poll()
     assert state.shift.status is ShiftStatus.EXPIRED and state.shift.opened_at is None
     assert state.ofd.unsent_count is None and "240" in (state.device.last_error or "")
+    assert state.device.fn_errors == [FN_ERROR_SHIFT_OVER_24H]  # ATOL 240 is the ФН's 16h
 
 
 def test_identify_returns_the_model_name(model: RegisterModel) -> None:

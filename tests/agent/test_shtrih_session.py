@@ -12,9 +12,9 @@ import pytest
 
 from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
 from agent.drivers.shtrih import ShtrihSession
-from firmware_sim.model import RegisterModel
+from firmware_sim.model import FiscalRefused, RegisterModel
 from firmware_sim.shtrih import ShtrihDevice
-from protocol.kkt.fn import FnWarning
+from protocol.kkt.fn import FN_ERROR_OFD_WAIT_EXHAUSTED, FnWarning
 from protocol.kkt.shtrih import messages as msg
 from protocol.kkt.state import ShiftStatus, Vendor
 
@@ -194,6 +194,15 @@ def test_other_refusals_are_reported_in_last_error() -> None:
     assert state.fn.serial is None and state.shift.number is None
     assert state.device.last_error == "ФН status: неверный пароль"
     assert state.register_clock == NOW  # KKT commands accept 29
+    assert state.device.fn_errors == []  # 4Fh is the KKT's own refusal, not a ФН result code
+
+
+def test_a_fn_refusal_is_reported_by_its_result_code() -> None:
+    device = ShtrihDevice(known_model())
+    device._handlers[msg.OFD_EXCHANGE.code] = lambda _: (_ for _ in ()).throw(FiscalRefused(FN_ERROR_OFD_WAIT_EXHAUSTED))
+    state = ShtrihSession(loopback.ShtrihLoopback(device), timeout=SHORT).poll()
+    assert state.device.fn_errors == [FN_ERROR_OFD_WAIT_EXHAUSTED]  # FF39 answered 15h
+    assert state.ofd.first_unsent_at is None and state.fn.serial is not None  # the rest was read
 
 
 def test_identify_gives_up_on_silence_after_one_retry() -> None:

@@ -204,13 +204,28 @@ def test_ofd_backlog_unknown_or_empty(state: RegisterState) -> None:
     assert ofd_backlog(make_input(None), THR) is None
 
 
-def test_fn_error_15h_blocks_without_dates() -> None:
-    device = DeviceState(last_error=f"FF39 ответ 15h: {fn_error_meaning(0x15)}")
+@pytest.mark.parametrize(
+    "device",
+    [
+        DeviceState(fn_errors=[0x15]),  # the structured code, whatever the text
+        DeviceState(last_error="A4 20: 239 исчерпан ресурс ожидания передачи сообщения (правило 30 дней)",
+                    fn_errors=[0x15]),  # ATOL's wording differs from the ФН table's
+        DeviceState(last_error=f"FF39 ответ 15h: {fn_error_meaning(0x15)}"),  # an agent before fn_errors
+    ],
+    ids=["code", "atol-text-with-code", "text-only"],
+)
+def test_fn_error_15h_blocks_without_dates(device: DeviceState) -> None:
     condition = ofd_backlog(make_input(make_state(device=device)), THR)
     assert condition is not None and condition.severity is Severity.BLOCKED
     assert condition.blocks_at == NOW
     young = ofd_backlog(backlog_input(HOUR, device=device), THR)
     assert young is not None and young.severity is Severity.BLOCKED
+
+
+def test_a_listed_code_is_trusted_over_the_text() -> None:
+    # A new agent listing other ФН codes is not second-guessed by a text match.
+    device = DeviceState(last_error=fn_error_meaning(0x15), fn_errors=[0x16])
+    assert ofd_backlog(make_input(make_state(device=device)), THR) is None
 
 
 @given(st.timedeltas(min_value=timedelta(0), max_value=60 * DAY), st.timedeltas(min_value=timedelta(0), max_value=DAY))

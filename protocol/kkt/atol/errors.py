@@ -62,8 +62,34 @@ ERRORS: dict[int, str] = {
     241: "неверная разница во времени между двумя операциями ФН",
 }
 
+# ATOL codes that pass a ФН refusal through → the ФН result code (``protocol.kkt.fn.FN_ERRORS``).
+# Paired by their meaning in the two tables [I]: the ATOL table renumbers the ФН's codes.
+FN_RESULT_CODES: dict[int, int] = {
+    WRONG_FN_STATE: 0x02,
+    213: 0x03,
+    214: 0x04,
+    FN_SERVICE_LIFE_ENDED: 0x05,
+    FN_ARCHIVE_FULL: 0x06,
+    217: 0x07,
+    218: 0x08,
+    231: 0x09,
+    232: 0x10,
+    233: 0x11,
+    234: 0x12,
+    235: 0x14,
+    236: 0x20,
+    FN_OFD_WAIT_EXHAUSTED: 0x15,
+    FN_SHIFT_OVER_24H: 0x16,
+    241: 0x17,
+}
+
 # Codes that mean "the open shift has run past 24 h": the register's own word that it is expired.
 SHIFT_EXPIRED_CODES = frozenset((SHIFT_OVER_24H, FN_SHIFT_OVER_24H))
+
+
+def fn_result_code(code: int) -> int | None:
+    """The ФН result code an ATOL error passes through, or None for the register's own errors."""
+    return FN_RESULT_CODES.get(code)
 
 
 def error_meaning(code: int) -> str:

@@ -43,6 +43,11 @@ def is_fn_command(command: int) -> bool:
     return command >> 8 == 0xFF
 
 
+def fn_result_code(command: int, code: int) -> int | None:
+    """The ФН result code behind a refusal of ``command``, or None for the KKT's own errors."""
+    return code if is_fn_command(command) and code in FN_ERRORS and code != 0 else None
+
+
 def error_meaning(command: int, code: int) -> str:
     """FFxx errors are ФН codes (00..20h); the KKT itself still refuses FFxx with its own codes
     above that range (37h unsupported, 4Fh wrong password), which are not ФН codes."""
