@@ -4,7 +4,8 @@
 
 Logs in through the demo's login page as the owner (credentials from demo-data/credentials.json
 or --email/--password), then captures the dashboard, tree, registers list, one register and
-the alerts page at desktop width, and the dashboard at phone width.
+the alerts page, the КЭП page and the company settings at desktop width, and the dashboard at
+phone width.
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def main() -> int:
         page.fill("input[name=password]", password)
         page.click("button[type=submit]")
         page.wait_for_load_state("networkidle")
-        shots = {"dashboard": "/", "tree": "/tree", "registers": "/registers", "alerts": "/alerts"}
+        shots = {"dashboard": "/", "tree": "/tree", "registers": "/registers", "alerts": "/alerts",
+                 "kep": "/admin/kep", "company": "/admin/company"}
         for name, path in shots.items():
             page.goto(args.url + path)
             page.wait_for_load_state("networkidle")

@@ -26,9 +26,14 @@ from collector.web.pages.zones import forget_tenant_zone
 from collector.web.routing import now
 
 
+def _offset(at: datetime, zone: str) -> str:
+    text = f"{at.astimezone(ZoneInfo(zone)):%z}"  # +0300
+    return f"{text[:3]}:{text[3:]}"
+
+
 def _zone_choices(current: str, at: datetime) -> list[tuple[str, str]]:
     """Russia's zones with their current UTC offset; the company's own zone kept when it is elsewhere."""
-    choices = [(name, f"{label}, UTC{at.astimezone(ZoneInfo(name)):%z}") for name, label in company.RUSSIAN_TIME_ZONES]
+    choices = [(name, f"{label}, UTC{_offset(at, name)}") for name, label in company.RUSSIAN_TIME_ZONES]
     if current not in dict(company.RUSSIAN_TIME_ZONES):
         choices.append((current, current))
     return choices
