@@ -1,0 +1,267 @@
+"""A live page update caused by the simulated register itself, in a real (headless Debian) Chromium.
+
+The whole chain runs for real on loopback: the shipped ``paper-out`` scenario on a simulated
+Shtrih register (``sim://``) → the agent runtime polling it → a private Mosquitto → the collector
+service (SQLite, accounts login) → ``/events/stream`` → the register's page in Chromium, logged
+in as the company owner. The register's clock is manual, so paper runs out exactly when the test
+moves it past the scenario's ``+30s`` action, after the page's SSE connection is open; the page
+must then show "нет бумаги" and the paper_out alert without being reloaded.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from agent.config import load_config as load_agent_config
+from agent.runtime import AgentRuntime
+from collector.accounts.audit import Actor
+from collector.accounts.company import DEFAULT_TIME_ZONE
+from collector.accounts.passwords import FAST_TEST_COST, Passwords
+from collector.accounts.service import AccountService, AccountSettings
+from collector.accounts.tree import create_node
+from collector.config import load_config as load_collector_config
+from collector.service import CollectorService
+from collector.storage import create_engine_from_url
+from collector.storage import repository as repo
+from collector.storage.schema import registers
+from firmware_sim.clock import ManualClock
+from firmware_sim.hosts import install_sim_url_handler, register_sim, unregister_sim
+from firmware_sim.model import RegisterModel
+from firmware_sim.scenario import ScenarioRunner, load_scenario
+from firmware_sim.shtrih import ShtrihDevice
+
+pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(90)]
+
+OWNER_EMAIL = "owner@live-sim.test"
+OWNER_PASSWORD = "a live browser passphrase"
+AGENT_ID = "agent-tverskaya"
+INN = "7707083893"  # a valid ИНН (Сбербанк's, a public example)
+# The shipped scenario's timeline: paper runs out 30 register-seconds after start.
+PAPER_OUT_AFTER = timedelta(seconds=30)
+# True once app.js has swapped in the regions that show paper out: the device card and the alerts.
+PAPER_OUT_SHOWN = """() => {
+  const card = [...document.querySelectorAll('#cards dt')].find(dt => dt.textContent === 'Бумага');
+  const alerts = document.getElementById('register-alerts');
+  return Boolean(card && card.nextElementSibling.textContent.trim() === 'нет бумаги'
+                 && alerts && alerts.textContent.includes('Нет бумаги'));
+}"""
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (value := probe()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+class RecordingMailer:
+    """Keeps account e-mails so the owner's address can be confirmed with the real link token."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def send(self, to: str, subject: str, text: str) -> None:
+        self.texts.append(text)
+
+
+@dataclass
+class SimulatedRegister:
+    model: RegisterModel
+    clock: ManualClock
+    runner: ScenarioRunner
+    url: str
+
+    @property
+    def register_id(self) -> str:
+        return f"shtrih-{self.model.serial}"
+
+    def run_timeline_to(self, elapsed: timedelta) -> list[str]:
+        """Move the register clock and apply what the scenario has due, under the lock the
+        device's feeds take (the agent polls it from its own thread)."""
+        with self.runner.lock:
+            self.clock.advance(elapsed - self.runner.elapsed())
+            return self.runner.tick()
+
+
+@dataclass
+class LiveChain:
+    base_url: str
+    engine: sa.Engine
+    store_id: int
+    register: SimulatedRegister
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}{path}"
+
+
+def seed_company(engine: sa.Engine) -> int:
+    """An owner (confirmed through the link the sign-up mails) and a store the agent is bound to."""
+    at = datetime.now(UTC)
+    mailer = RecordingMailer()
+    accounts = AccountService(
+        mailer, Passwords(FAST_TEST_COST), AccountSettings(base_url="http://kassa.test")
+    )
+    with engine.begin() as conn:
+        owner = accounts.sign_up(
+            conn, email=OWNER_EMAIL, password=OWNER_PASSWORD, company="Ромашка Live", inn=INN, at=at
+        )
+        link = re.search(r"/confirm\?token=(\S+)", mailer.texts[-1])
+        assert link is not None, mailer.texts
+        accounts.confirm_email(conn, link.group(1), at=at)
+        cli = Actor.cli()
+        t = owner.tenant_id
+        city = create_node(conn, cli, t, parent_id=owner.root_node_id, kind="city", name="Москва", at=at)
+        store = create_node(conn, cli, t, parent_id=city, kind="store", name="Тверская 1", at=at)
+        # Enrolled with its store: every register it reports lands under that node.
+        repo.enroll_agent(conn, AGENT_ID, tenant_id=t, node_id=store, enrolled_at=at)
+    return store
+
+
+@pytest.fixture
+def simulated_register() -> Iterator[SimulatedRegister]:
+    # The register's clock reads the company's local time (a Moscow register), so the clock-skew
+    # rule stays quiet; it is manual, so the scenario moves only when the test says.
+    clock = ManualClock(datetime.now(ZoneInfo(DEFAULT_TIME_ZONE)).replace(tzinfo=None, microsecond=0))
+    scenario = load_scenario("paper-out")
+    model = scenario.build(clock)
+    runner = ScenarioRunner(scenario, model)
+    name = f"live-{uuid.uuid4().hex[:8]}"
+    install_sim_url_handler()
+    register_sim(name, runner.guard(ShtrihDevice(model)))
+    try:
+        yield SimulatedRegister(model, clock, runner, f"sim://{name}")
+    finally:
+        unregister_sim(name)
+
+
+@pytest.fixture
+def live_chain(
+    mqtt_broker: Any, simulated_register: SimulatedRegister, tmp_path: Path, migrated_template: Path
+) -> Iterator[LiveChain]:
+    """Collector service (pages, accounts login) + agent polling the simulator, both on the
+    private broker; stopped in reverse order whatever the test did."""
+    db_path = tmp_path / "live.db"
+    shutil.copyfile(migrated_template, db_path)
+    db_url = f"sqlite:///{db_path}"
+    engine = create_engine_from_url(db_url)
+    store_id = seed_company(engine)
+    web_port = free_port()
+    collector_config = load_collector_config(None, env={}, overrides={
+        "broker_url": mqtt_broker.url, "db_url": db_url, "client_id": "collector-live-browser",
+        "listen": f"127.0.0.1:{web_port}", "evaluator_period": 0.5,
+        "web_auth": "accounts", "cookie_secure": False,  # plain HTTP on loopback
+    })  # fmt: skip
+    agent_config = load_agent_config(None, env={}, overrides={
+        "agent_id": AGENT_ID,
+        "broker": {"url": mqtt_broker.url, "keepalive": 5, "reconnect_min": 0.05, "reconnect_max": 0.3},
+        "outbox": {"path": str(tmp_path / "outbox.sqlite"), "commit_interval": 0.05},
+        "devices": [{"protocol": "shtrih", "url": simulated_register.url, "poll_interval": 0.2}],
+    })  # fmt: skip
+    collector = CollectorService(collector_config)
+    agent = AgentRuntime(agent_config)
+    collector_started = agent_started = False
+    try:
+        collector.start()
+        collector_started = True
+        agent.start()
+        agent_started = True
+        yield LiveChain(f"http://127.0.0.1:{web_port}", engine, store_id, simulated_register)
+    finally:
+        if agent_started:
+            agent.stop(timeout=2)
+        if collector_started:
+            collector.stop()
+        engine.dispose()
+
+
+def stored_under_store(chain: LiveChain) -> bool:
+    with chain.engine.connect() as conn:
+        node_id = conn.execute(
+            sa.select(registers.c.node_id).where(registers.c.register_id == chain.register.register_id)
+        ).scalar_one_or_none()
+    return node_id == chain.store_id
+
+
+def log_in(page: Any, chain: LiveChain) -> None:
+    page.goto(chain.url("/"))
+    page.wait_for_url(re.compile(r"/login\?next="))
+    page.fill("#login-email", OWNER_EMAIL)
+    page.fill("#login-password", OWNER_PASSWORD)
+    page.click('form[aria-label="Вход"] button[type="submit"]')
+    page.wait_for_url(chain.url("/"))
+
+
+def test_paper_running_out_in_the_simulator_shows_live_on_the_register_page(
+    live_chain: LiveChain, page: Any, screenshots: Path
+) -> None:
+    # Imported here: the browser fixture is what skips (or fails under CI) without Playwright.
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    chain, register = live_chain, live_chain.register
+    wait_for(lambda: stored_under_store(chain), 15, f"{register.register_id} stored under the agent's store")
+    log_in(page, chain)
+    page.goto(chain.url(f"/registers/{register.register_id}"))
+    page.wait_for_selector('#live-status[data-state="open"]', timeout=10_000)
+
+    paper = page.locator("#cards dt:text-is('Бумага') + dd")
+    alerts = page.locator("#register-alerts")
+    badge = page.locator("#register-severity")
+    assert paper.inner_text() == "есть"
+    assert "Нет бумаги" not in alerts.inner_text()
+    assert "предупреждение" not in badge.inner_text()
+    # Anything that replaces the document (reload, navigation) loses this marker and is recorded.
+    page.evaluate("window.liveTestMarker = 'set before the simulator changed'")
+    navigations: list[str] = []
+    page.on(
+        "framenavigated", lambda frame: navigations.append(frame.url) if frame == page.main_frame else None
+    )
+
+    happened = register.run_timeline_to(PAPER_OUT_AFTER)
+    assert happened == ["paper out"] and register.model.paper_present is False
+
+    try:
+        page.wait_for_function(PAPER_OUT_SHOWN, timeout=15_000)
+    except PlaywrightTimeout:
+        pytest.fail(
+            "the page did not show paper out within 15 s of the simulator running out of paper: "
+            f"paper={paper.inner_text()!r}, alerts={alerts.inner_text()!r}, "
+            f"live={page.locator('#live-status').get_attribute('data-state')!r}, "
+            f"SSE notices={page.locator('body').get_attribute('data-live-events')!r}"
+        )
+    assert paper.inner_text() == "нет бумаги"
+    # The heading's badge follows once the alert is evaluated (it arrives with the alert's notice).
+    page.wait_for_function(
+        "() => document.getElementById('register-severity').textContent.includes('предупреждение')", timeout=10_000
+    )
+    assert "В кассе закончилась бумага" in alerts.inner_text()  # the paper_out rule's message
+    assert page.evaluate("window.liveTestMarker") == "set before the simulator changed", (
+        "the page was reloaded"
+    )
+    assert navigations == [], f"the page navigated instead of updating in place: {navigations}"
+    assert int(page.locator("body").get_attribute("data-live-events") or 0) >= 1
+    assert int(page.locator("body").get_attribute("data-refreshed") or 0) >= 1
+    with chain.engine.connect() as conn:
+        alert = repo.load_alert(conn, register.register_id, "paper_out")
+    assert alert is not None and (alert.status, alert.severity) == ("active", "warning")
+    page.screenshot(path=str(screenshots / "register-live-paper-out.png"), full_page=True)
