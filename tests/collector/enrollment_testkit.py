@@ -10,13 +10,13 @@ import asyncio
 import contextlib
 import getpass
 import json
-import os
 import re
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -26,12 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import psycopg
 import pytest
 import sqlalchemy as sa
 from aiohttp import web
 from paho.mqtt.enums import CallbackAPIVersion
-from psycopg import sql
 
 from collector.enrollment.broker import (
     AdminConnection,
@@ -44,10 +42,12 @@ from collector.enrollment.errors import BrokerError
 from collector.enrollment.passwords import mosquitto_hash
 from collector.storage import create_engine_from_url, migrate
 
+sys.path.insert(0, str(Path(__file__).parents[1]))  # importlib mode: tests/dbkit.py
+import dbkit
+
 REPO = Path(__file__).resolve().parents[2]
 PROD_CONF = REPO / "packaging" / "mosquitto" / "kassa-prod.conf"
-PG_URL = os.environ.get("KASSA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-IN_CI = os.environ.get("CI", "").lower() == "true"
+IN_CI = dbkit.in_ci()
 ADMIN_USER = "kassa-admin"
 ADMIN_PASSWORD = "admin-" + uuid.uuid4().hex
 COLLECTOR_USER = "kassa-collector"
@@ -105,19 +105,8 @@ def _database_url(backend: str, tmp_dir: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp_dir}/{uuid.uuid4().hex[:8]}.db"
         return
-    try:
-        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if IN_CI:
-            pytest.fail(f"PostgreSQL not reachable at {PG_URL}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
-    name = f"kassa_enroll_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with dbkit.fresh_pg_database("kassa_enroll") as url:
+        yield url
 
 
 @contextlib.contextmanager

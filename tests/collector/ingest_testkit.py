@@ -7,7 +7,7 @@ PostgreSQL server that is not reachable skips those cases, except under ``CI=tru
 from __future__ import annotations
 
 import itertools
-import os
+import sys
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,31 +34,12 @@ from protocol.mqtt.models import (
 )
 from protocol.mqtt.topics import birth_topic, event_topic, hist_topic, state_topic, status_topic
 
-PG_URL = os.environ.get("KASSA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+sys.path.insert(0, str(Path(__file__).parents[1]))  # importlib mode: tests/dbkit.py
+import dbkit
+
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 REGISTER_CLOCK = datetime(2026, 11, 28, 12, 0)  # naive register local time at T0
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-
-
-@contextmanager
-def fresh_pg_database() -> Iterator[str]:
-    import psycopg
-    import sqlalchemy as sa
-    from psycopg import sql
-
-    try:
-        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL not reachable at {PG_URL}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
-    name = f"kassa_ingest_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @contextmanager
@@ -66,7 +47,7 @@ def database_url(backend: str, tmp_dir: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp_dir}/ingest-{uuid.uuid4().hex[:8]}.db"
     else:
-        with fresh_pg_database() as url:
+        with dbkit.fresh_pg_database("kassa_ingest") as url:
             yield url
 
 

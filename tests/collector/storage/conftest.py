@@ -8,46 +8,26 @@ Each test gets a connection inside a transaction that is rolled back afterwards.
 from __future__ import annotations
 
 import os
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
-import psycopg
 import pytest
 import sqlalchemy as sa
-from psycopg import sql
 
 from collector.storage import create_engine_from_url, migrate
 from collector.storage import repository as repo
 from collector.storage.rows import AlertRow, LatestState, RegisterEvaluation, RegisterIdentity
 from protocol.kkt.state import FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
 
-PG_URL = os.environ.get("KASSA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+sys.path.insert(0, str(Path(__file__).parents[2]))  # importlib mode: tests/dbkit.py
+import dbkit
+
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
-
-
-def _pg_admin_connection() -> psycopg.Connection:
-    try:
-        return psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        message = f"PostgreSQL not reachable at {PG_URL}: {exc}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-@contextmanager
-def fresh_pg_database() -> Iterator[str]:
-    """Create an empty database, yield its URL, drop it (even when the test failed)."""
-    name = f"kassa_storage_{uuid.uuid4().hex[:12]}"
-    with _pg_admin_connection() as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @contextmanager
@@ -55,7 +35,7 @@ def empty_database(backend: str, tmp_dir: os.PathLike[str]) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{os.fspath(tmp_dir)}/{uuid.uuid4().hex[:8]}.db"
     else:
-        with fresh_pg_database() as url:
+        with dbkit.fresh_pg_database("kassa_storage") as url:
             yield url
 
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-import os
 import re
-import uuid
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +38,9 @@ from collector.web import Authenticator, Principal, StaticTokenAuth, WebSettings
 from collector.web.openapi import openapi_document
 from protocol.kkt.state import FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
 
+sys.path.insert(0, str(Path(__file__).parents[2]))  # importlib mode: tests/dbkit.py
+import dbkit
+
 
 def _load_sibling(name: str) -> Any:
     spec = importlib.util.spec_from_file_location(f"api_tests_{name}", Path(__file__).with_name(f"{name}.py"))
@@ -50,7 +52,6 @@ def _load_sibling(name: str) -> Any:
 
 schema_check = _load_sibling("schema_check")
 
-PG_URL = os.environ.get("KASSA_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)  # the app's clock in every test
 REGISTER_CLOCK = datetime(2026, 11, 28, 12, 0)  # register local time (UTC+3) at T0
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -60,26 +61,6 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 # --- databases -----------------------------------------------------------------------------------
 
 
-@contextmanager
-def private_pg_database() -> Iterator[str]:
-    import psycopg
-    from psycopg import sql
-
-    try:
-        admin = psycopg.connect(PG_URL, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL not reachable at {PG_URL}: {exc}")
-        pytest.skip(f"PostgreSQL not reachable at {PG_URL}: {exc}")
-    name = f"kassa_api_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        try:
-            yield sa.make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-        finally:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 @pytest.fixture(scope="session", params=BACKENDS)
 def db_engine(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -87,7 +68,7 @@ def db_engine(
     if request.param == "sqlite":
         url_context: Any = _sqlite_url(tmp_path_factory.mktemp("api"))
     else:
-        url_context = private_pg_database()
+        url_context = dbkit.fresh_pg_database("kassa_api")
     with url_context as url:
         engine = create_engine_from_url(url)
         try:
