@@ -90,6 +90,8 @@ def test_list_sorts_by_time_to_block_with_unknown_last_and_pages(conn: sa.Connec
         ({"search": "0001001"}, {"tverskaya"}),  # RNM
         ({"search": "999907891003"}, {"nevsky"}),  # ФН serial
         ({"search": "%"}, set()),  # LIKE wildcards are matched literally
+        ({"search": "SHTRIH-1002"}, {"arbat"}),  # the register id, any case
+        ({"search": "-100"}, {"tverskaya", "arbat", "nevsky"}),  # no letters: matched without folding
         ({"status": "problem", "tag": "24/7", "search": "1003"}, {"nevsky"}),
     ],
 )

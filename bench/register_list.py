@@ -1,0 +1,169 @@
+"""The register list the pages and the API serve: p50 / p95 per query over a 10 000-register fleet.
+
+    .venv/bin/python bench/register_list.py [--registers 10000] [--runs 40] [--db sqlite,postgresql]
+
+Seeds one company (4 brands × 5 cities × N stores, ``--registers`` registers with a latest state,
+every tenth with an active alert) into an empty database per backend, then times
+``repository.list_registers`` — the query behind ``GET /api/v1/registers`` and the Кассы page, a page
+of 50 plus the total — for the whole company and for a one-brand grant: first page by time to
+block, problems only, a subtree, a digits search (serial / РНМ / ФН) and a store-name search.
+Target (DESIGN.md §7): p95 ≤ 100 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from collector.storage import begin_write, create_engine_from_url, migrate
+from collector.storage import repository as repo
+from collector.storage.schema import agents, alerts, nodes, register_state, registers, tenants
+from collector.storage.scope import Scope
+
+PG_URL = os.environ.get("KASSA_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+TARGET_MS = 100.0
+BRANDS, CITIES = 4, 5
+NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+CITY_NAMES = ("Москва", "Казань", "Новосибирск", "Екатеринбург", "Самара")
+
+
+@contextmanager
+def database(backend: str) -> Iterator[str]:
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory() as tmp:
+            yield f"sqlite:///{tmp}/bench.db"
+        return
+    admin = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    name = f"kassa_bench_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield PG_URL.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+def seed(engine: sa.Engine, count: int) -> tuple[int, int]:
+    """The company; returns (tenant id, the first brand's node id)."""
+    stores_per_city = max(1, count // (BRANDS * CITIES * 4))  # about four registers per store
+    with begin_write(engine) as conn:
+        tenant = repo.create_tenant(conn, "ООО Бенч")
+        root = repo.create_node(conn, tenant, parent_id=None, kind="company", name="ООО Бенч")
+        stores: list[int] = []
+        first_brand = 0
+        for b in range(BRANDS):
+            brand = repo.create_node(conn, tenant, parent_id=root, kind="brand", name=f"Бренд {b + 1}")
+            first_brand = first_brand or brand
+            for city_name in CITY_NAMES[:CITIES]:
+                city = repo.create_node(conn, tenant, parent_id=brand, kind="city", name=city_name)
+                for s in range(stores_per_city):
+                    stores.append(repo.create_node(
+                        conn, tenant, parent_id=city, kind="store", name=f"Магазин №{s + 1} ({city_name})"))
+        conn.execute(sa.insert(agents), [
+            {"agent_id": f"agent-{i}", "tenant_id": tenant, "node_id": stores[i % len(stores)], "enrolled_at": NOW,
+             "online": i % 50 != 0}
+            for i in range(count)
+        ])
+        conn.execute(sa.insert(registers), [
+            {"register_id": f"kkt-{i:05d}", "tenant_id": tenant, "node_id": stores[i % len(stores)],
+             "agent_id": f"agent-{i}", "protocol": "shtrih" if i % 2 else "atol", "serial": f"{28100000 + i}",
+             "rnm": f"{1234567890000000 + i * 7}", "fn_serial": f"{9999078900000000 + i * 3}", "model": "Бенч",
+             "first_seen": NOW, "last_seen": NOW}
+            for i in range(count)
+        ])
+        conn.execute(sa.insert(register_state), [
+            {"register_id": f"kkt-{i:05d}", "agent_id": f"agent-{i}", "session": 1, "seq": 1, "agent_ts": NOW,
+             "received_at": NOW, "state": {"vendor": "shtrih"}, "shift_status": "open" if i % 3 else "closed",
+             "unsent_count": i % 40, "fn_valid_until": (NOW + timedelta(days=20 + i % 400)).date(), "link_up": True,
+             "blocks_at": NOW + timedelta(days=1 + i % 300), "time_to_block_seconds": 86_400 * (1 + i % 300),
+             "worst_severity": "major" if i % 10 == 0 else None, "evaluated_at": NOW}
+            for i in range(count)
+        ])
+        conn.execute(sa.insert(alerts), [
+            {"register_id": f"kkt-{i:05d}", "rule": "ofd_backlog", "severity": "major", "status": "active",
+             "started_at": NOW, "updated_at": NOW, "message": "backlog", "details": {}}
+            for i in range(0, count, 10)
+        ])
+    return tenant, first_brand
+
+
+def timed(run: Callable[[], Any], runs: int) -> tuple[float, float]:
+    run()  # warm the caches and the plan
+    samples = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        run()
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return statistics.median(samples), samples[max(0, round(0.95 * len(samples)) - 1)]
+
+
+def bench(backend: str, count: int, runs: int) -> list[tuple[str, str, float, float]]:
+    with database(backend) as url:
+        engine = create_engine_from_url(url)
+        try:
+            migrate(engine)
+            tenant, brand = seed(engine, count)
+            with engine.connect() as conn:
+                city = conn.execute(sa.select(nodes.c.id).where(nodes.c.parent_id == brand).limit(1)).scalar_one()
+                assert conn.execute(sa.select(sa.func.count()).select_from(tenants)).scalar_one() == 1
+            scopes = {"company": Scope.tenant(tenant), "one brand": Scope.subtrees(tenant, [brand])}
+            queries: dict[str, dict[str, Any]] = {
+                "first page": {},
+                "problems": {"status": "problem"},
+                "subtree (city)": {"node_id": city},
+                "search digits": {"search": "2810012"},
+                "search store": {"search": "магазин №3 (казань"},
+            }
+            results = []
+            with engine.connect() as conn:
+                for scope_name, scope in scopes.items():
+                    for name, filters in queries.items():
+                        def run(scope: Scope = scope, filters: dict[str, Any] = filters) -> Any:
+                            return repo.list_registers(conn, scope, limit=50, **filters)
+
+                        p50, p95 = timed(run, runs)
+                        results.append((scope_name, name, p50, p95))
+            return results
+        finally:
+            engine.dispose()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--registers", type=int, default=10_000)
+    parser.add_argument("--runs", type=int, default=40)
+    parser.add_argument("--db", default="sqlite,postgresql")
+    args = parser.parse_args()
+    worst = 0.0
+    for backend in args.db.split(","):
+        started = time.perf_counter()
+        results = bench(backend, args.registers, args.runs)
+        print(f"\n{backend}: {args.registers} registers (seeded and measured in {time.perf_counter() - started:.0f} s)")
+        print(f"  {'scope':<10} {'query':<16} {'p50 ms':>8} {'p95 ms':>8}")
+        for scope_name, name, p50, p95 in results:
+            worst = max(worst, p95)
+            print(f"  {scope_name:<10} {name:<16} {p50:8.1f} {p95:8.1f}")
+    verdict = "meets" if worst <= TARGET_MS else "misses"
+    print(f"\nworst p95 {worst:.1f} ms — {verdict} the {TARGET_MS:.0f} ms target")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
