@@ -352,6 +352,21 @@ class FnsApplicationBody(_In):
     note: str = Field("", max_length=2000)
 
 
+class OfdDocumentBody(_In):
+    kind: Literal["contract", "connection", "act"] = Field(
+        description="contract (договор), connection (заявление на подключение ККТ), act (акт оказанных услуг)"
+    )
+    register_id: str | None = Field(None, min_length=1, max_length=100, description="the register it concerns, if one")
+    note: str = Field("", max_length=2000)
+
+
+class OfdDocumentOut(BaseModel):
+    kind: str
+    register_id: str | None
+    recorded: bool
+    message: str
+
+
 class FnsApplicationOut(BaseModel):
     register_id: str
     kind: str

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from aiohttp import web
 
-from collector.accounts import audit, contracts, kep, kep_alerts
+from collector.accounts import contracts, kep, kep_alerts, signed_requests
 from collector.accounts.errors import PermissionDenied
 from collector.accounts.rights import Permission, authorize, scope_for
 from collector.accounts.schema import kep_orders
@@ -28,6 +28,8 @@ from collector.web.accounts_models import (
     KepOrderList,
     KepOrderOut,
     KepOut,
+    OfdDocumentBody,
+    OfdDocumentOut,
     TransitionBody,
 )
 from collector.web.accounts_support import Caller, answer_as_caller, require_visible
@@ -164,13 +166,24 @@ async def fns_application(request: web.Request) -> web.Response:
 
     def work(conn: sa.Connection, who: Caller) -> FnsApplicationOut:
         require_visible(conn, who, register_id)
-        authorize(conn, who.actor, who.tenant_id, Permission.MANAGE_REGISTERS, register_id)
-        check = kep.require_valid_kep(conn, who.tenant_id, at, "an application to the ФНС")
-        audit.record(conn, who.actor, tenant_id=who.tenant_id, action="register.fns_application",
-                     target_type="register", target_id=register_id, at=at,
-                     details={"kind": body.kind, "note": body.note, "kep_serial": check.serial})
+        check = signed_requests.apply_to_fns(conn, who.actor, who.tenant_id, register_id,
+                                             signed_requests.FnsApplication(body.kind), body.note, at=at)
         return FnsApplicationOut(register_id=register_id, kind=body.kind, recorded=True,
                                  message=f"recorded in the audit log, to be signed with {check.message}")
+
+    return await answer_as_caller(request, work, status=201)
+
+
+async def ofd_document(request: web.Request) -> web.Response:
+    body, at = await parse_body(request, OfdDocumentBody), now(request)
+
+    def work(conn: sa.Connection, who: Caller) -> OfdDocumentOut:
+        if body.register_id is not None:
+            require_visible(conn, who, body.register_id)
+        check = signed_requests.send_to_ofd(conn, who.actor, who.tenant_id, signed_requests.OfdDocument(body.kind),
+                                            body.note, at=at, register_id=body.register_id)
+        return OfdDocumentOut(kind=body.kind, register_id=body.register_id, recorded=True,
+                              message=f"recorded in the audit log, to be signed with {check.message}")
 
     return await answer_as_caller(request, work, status=201)
 
@@ -202,6 +215,9 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", f"{API}/company/alerts/{{company_alert_id}}/ack", acknowledge_company_alert, "acknowledgeCompanyAlert",
               "Acknowledge a company-level alert", "kep", CompanyAlertOut, path_params={"company_alert_id": int},
               errors=(403, 404, 422)),
+    Operation("POST", f"{API}/ofd-documents", ofd_document, "ofdDocument",
+              "An e-document to the OFD (needs a valid КЭП; recorded as an intent in the audit log)", "kep",
+              OfdDocumentOut, body=OfdDocumentBody, status=201, errors=(403, 404, 409, 415, 422)),
     Operation("POST", f"{API}/registers/{{register_id}}/fns-application", fns_application, "fnsApplication",
               "Apply to the ФНС about a register (needs a valid КЭП; recorded as an intent in the audit log)",
               "kep", FnsApplicationOut, body=FnsApplicationBody, path_params=_REGISTER_ID, status=201,

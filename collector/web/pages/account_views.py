@@ -463,15 +463,23 @@ async def account_navigation(
     if request.method == "GET" and name.startswith("page-") and user_id is not None:
         engine = request.app[ENGINE_KEY]
 
-        def navigation() -> tuple[list[tuple[str, str]], list[kep_alerts.CompanyAlert]]:
-            with engine.connect() as conn:
-                return admin_sections(conn, user_id), _company_banner(conn, user_id)
+        register_id = request.match_info.get("register_id") if name == "page-register" else None
+        at = now(request)
 
-        sections, banner = await asyncio.to_thread(navigation)
+        def navigation() -> tuple[list[tuple[str, str]], list[kep_alerts.CompanyAlert], Any]:
+            from collector.web.pages.signed_views import signed_actions  # it imports this module
+
+            with engine.connect() as conn:
+                actions = None if register_id is None else signed_actions(conn, user_id, register_id, at)
+                return admin_sections(conn, user_id), _company_banner(conn, user_id), actions
+
+        sections, banner, actions = await asyncio.to_thread(navigation)
         extra = {
             "admin_nav": bool(sections),
             "logout_form": bool(request.app[CSRF_KEY].token(request)),
             "company_alerts": banner,
+            "signed_actions": actions,
+            "signed_done": request.query.get("done", ""),
         }
         with warnings.catch_warnings():  # aiohttp-jinja2's own per-request context slot has a str key
             warnings.simplefilter("ignore", NotAppKeyWarning)

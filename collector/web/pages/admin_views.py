@@ -39,6 +39,7 @@ from collector.web.pages.admin_support import (
 )
 from collector.web.pages.company_views import COMPANY_ROUTES
 from collector.web.pages.render import page, render
+from collector.web.pages.signed_views import SIGNED_ROUTES
 
 # --- index and "why" -----------------------------------------------------------------------------
 
@@ -87,4 +88,5 @@ ADMIN_ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     *admin_agents.ROUTES,
     *admin_notifications.ROUTES,
     *COMPANY_ROUTES,
+    *SIGNED_ROUTES,
 )

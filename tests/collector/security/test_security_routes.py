@@ -156,6 +156,9 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", f"{_API}/kep"): Route("read", accounting=True),
     ("GET", f"{_API}/company/alerts"): Route("write", accounting=True),  # company matters: КЭП handlers only
     ("POST", f"{_API}/company/alerts/{{company_alert_id}}/ack"): Route("write", accounting=True),
+    ("POST", f"{_API}/ofd-documents"): Route(
+        "write", json=lambda w, s: {"kind": "connection", "register_id": s["{register_id}"]}
+    ),  # an accountant's, but 409 without a valid КЭП: see test_signed_requests
     ("POST", f"{_API}/registers/{{register_id}}/fns-application"): Route(
         "write", technical=True, json=lambda w, s: {"kind": "fn_replacement"}
     ),
@@ -240,6 +243,10 @@ ROUTES: dict[tuple[str, str], Route] = {
                            "principal_user_id": s["{user_id}"]},
     ),
     ("POST", "/admin/notifications/delete"): Route("write", form=lambda w, s: {"receiver_id": "999999999"}),
+    ("POST", "/registers/{register_id}/fns-application"): Route(
+        "write", technical=True, form=lambda w, s: {"kind": "fn_replacement"}
+    ),
+    ("POST", "/registers/{register_id}/ofd-document"): Route("write"),  # an accountant's: see test_signed_requests
     ("GET", "/admin/company"): Route("write"),
     ("POST", "/admin/company"): Route("write", form=lambda w, s: {"time_zone": "Asia/Omsk"}),
 }

@@ -1,0 +1,107 @@
+"""The register page's actions that need the company's КЭП: an application to the ФНС (technical
+staff) and an e-document to the OFD (accountants).
+
+They are offered on the register page only to those who may take them, and the form is only shown
+when the company has a valid КЭП; otherwise the page says why and where to order one. The checks
+run again on submit (``collector.accounts.signed_requests``), so an expired КЭП or a missing right
+is refused with its reason even for a hand-made request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import quote
+
+import sqlalchemy as sa
+from aiohttp import web
+
+from collector.accounts import signed_requests
+from collector.accounts.errors import NotFound
+from collector.accounts.kep import KepCheck, has_valid_kep
+from collector.accounts.rights import Permission, authorize, permissions_at, user_tenant
+from collector.web.accounts_support import Caller, require_visible
+from collector.web.pages.account_views import refusal_text
+from collector.web.pages.admin_support import Handler, as_caller
+from collector.web.pages.render import PageError, page
+from collector.web.pages.views import _checked_form
+from collector.web.problems import Problem
+from collector.web.routing import now
+
+
+@dataclass(frozen=True, slots=True)
+class SignedActions:
+    """What the register page offers this user for this register."""
+
+    fns: bool  # may apply to the ФНС about it
+    ofd: bool  # may send the OFD an e-document about it
+    kep: KepCheck
+
+    @property
+    def any(self) -> bool:
+        return self.fns or self.ofd
+
+
+def signed_actions(conn: sa.Connection, user_id: int, register_id: str, at: datetime) -> SignedActions | None:
+    try:
+        allowed = permissions_at(conn, user_id, register_id)
+    except NotFound:
+        return None
+    kep = has_valid_kep(conn, user_tenant(conn, user_id), at)
+    return SignedActions(Permission.MANAGE_REGISTERS in allowed, Permission.EDIT_CONTRACTS in allowed, kep)
+
+
+async def _refusals_as_pages(change: Awaitable[str]) -> str:
+    """No valid КЭП (409) or a bad note (422): a page that says why, nothing recorded."""
+    try:
+        return await change
+    except Problem as problem:
+        raise PageError(problem.body.status, refusal_text(problem)) from None
+
+
+def _back(register_id: str, done: str) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(f"/registers/{quote(register_id, safe='')}?done={done}#signed-actions")
+
+
+@page
+async def apply_to_fns(request: web.Request) -> web.StreamResponse:
+    register_id = request.match_info["register_id"]
+    fields, at = await _checked_form(request), now(request)
+
+    def work(conn: sa.Connection, who: Caller) -> str:
+        require_visible(conn, who, register_id)  # rights first, then the input
+        authorize(conn, who.actor, who.tenant_id, Permission.MANAGE_REGISTERS, register_id)
+        try:
+            kind = signed_requests.FnsApplication(fields.get("kind", ""))
+        except ValueError:
+            return "choose-fns-kind"
+        signed_requests.apply_to_fns(conn, who.actor, who.tenant_id, register_id, kind, fields.get("note", ""), at=at)
+        return "fns-application"
+
+    raise _back(register_id, await _refusals_as_pages(as_caller(request, work, write=True)))
+
+
+@page
+async def send_to_ofd(request: web.Request) -> web.StreamResponse:
+    register_id = request.match_info["register_id"]
+    fields, at = await _checked_form(request), now(request)
+
+    def work(conn: sa.Connection, who: Caller) -> str:
+        require_visible(conn, who, register_id)
+        authorize(conn, who.actor, who.tenant_id, Permission.EDIT_CONTRACTS, register_id)
+        try:
+            kind = signed_requests.OfdDocument(fields.get("kind", ""))
+        except ValueError:
+            return "choose-ofd-kind"
+        signed_requests.send_to_ofd(conn, who.actor, who.tenant_id, kind, fields.get("note", ""), at=at,
+                                    register_id=register_id)
+        return "ofd-document"
+
+    raise _back(register_id, await _refusals_as_pages(as_caller(request, work, write=True)))
+
+
+SIGNED_ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
+    ("POST", "/registers/{register_id}/fns-application", apply_to_fns, "register-fns-application"),
+    ("POST", "/registers/{register_id}/ofd-document", send_to_ofd, "register-ofd-document"),
+)
