@@ -23,7 +23,7 @@ import importlib
 import inspect
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -39,9 +39,10 @@ from collector.config import CollectorConfig, NotifySettings
 from collector.enrollment.service import EnrollmentService
 from collector.enrollment.settings import EnrollmentSettings
 from collector.housekeeping import RetentionJob, RetentionPolicy
-from collector.ingest.batcher import IngestWriter, WriterSettings
+from collector.ingest.batcher import ChangeListener, IngestWriter, WriterSettings
 from collector.ingest.consumer import InboundMessage, MqttConsumer
 from collector.ingest.engine import AlertEngine, EvaluationWorker, Notify
+from collector.ingest.writes import FreshState
 from collector.metrics import CollectorMetrics
 from collector.notify import (
     AlertNotice,
@@ -319,7 +320,7 @@ class CollectorService:
             self.alert_engine, period=config.evaluator_period, also_sweep=(self.kep_alerts,)
         )
         self.consumer = MqttConsumer(config, self._on_message)
-        on_changed: Callable[[Collection[str], Collection[str]], None] = self.evaluator.changed
+        on_changed: ChangeListener = self.evaluator.changed
         if self.event_hub is not None:
             from collector.web.pages import register_change_feed
 
@@ -426,14 +427,21 @@ def _new_event_hub() -> Any:
 
 
 def _fan_out(
-    *targets: Callable[[Collection[str], Collection[str]], None],
-) -> Callable[[Collection[str], Collection[str]], None]:
-    """One ``on_changed`` for the writer that calls each target; one failing never stops the others."""
+    evaluator: ChangeListener, *feeds: Callable[[Collection[str], Collection[str]], None]
+) -> ChangeListener:
+    """One ``on_changed`` for the writer: the evaluator gets the parsed states too, the other feeds
+    only the ids; one failing never stops the others."""
 
-    def changed(register_ids: Collection[str], agent_ids: Collection[str] = ()) -> None:
-        for target in targets:
+    def changed(
+        register_ids: Collection[str], agent_ids: Collection[str] = (), states: Mapping[str, FreshState] | None = None, /
+    ) -> None:
+        try:
+            evaluator(register_ids, agent_ids, states or {})
+        except Exception:
+            log.exception("an on_changed listener failed")
+        for feed in feeds:
             try:
-                target(register_ids, agent_ids)
+                feed(register_ids, agent_ids)
             except Exception:
                 log.exception("an on_changed listener failed")
 

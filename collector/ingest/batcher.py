@@ -4,7 +4,8 @@ Per batch: decode and validate every message (``protocol.mqtt.decode``) → dead
 invalid (reason + raw bytes) → admit agents (enrolled, or auto-registered) → write everything in
 one transaction, including the durable ``ingest_marks`` → commit → only then PUBACK the MQTT
 messages and publish each agent's ``ack {session, seq}`` → ask for a rebirth where a seq gap
-outlived the reorder window → hand the changed registers to the alert engine.
+outlived the reorder window → hand the changed registers to the alert engine, with the parsed
+states that won the latest-state upsert (so it need not read their JSON back).
 
 A batch closes when it holds ``batch_max_rows`` messages, when ``batch_max_delay`` passed since
 its first message, or when the queue stays empty for ``batch_linger`` (group commit: under load
@@ -19,13 +20,14 @@ broker keeps the messages meanwhile.
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -36,7 +38,7 @@ from collector.ingest import bulk
 from collector.ingest.admission import Admission
 from collector.ingest.consumer import InboundMessage
 from collector.ingest.sequence import NOTHING, SequenceTracker
-from collector.ingest.writes import Decoded, RefreshCache, WriteOutcome, write_messages
+from collector.ingest.writes import Decoded, FreshState, RefreshCache, WriteOutcome, write_messages
 from collector.metrics import CollectorMetrics
 from collector.storage import StorageError
 from collector.storage import repository as repo
@@ -58,6 +60,11 @@ log = logging.getLogger(__name__)
 
 DB_RETRY_DELAY = 1.0
 IDLE_TICK = 0.25  # how often an idle writer checks for stop and due rebirths
+TOPIC_CACHE = 1 << 17  # topics remembered parsed: one per register and kind, about 2 per register
+
+# Topics repeat with every poll and parsing one (id checks) is pure: each is parsed once.
+_parse_topic = functools.lru_cache(maxsize=TOPIC_CACHE)(AgentTopic.parse)
+_ack_topic = functools.lru_cache(maxsize=TOPIC_CACHE)(ack_topic)
 
 
 @dataclass(frozen=True)
@@ -86,8 +93,18 @@ class BatchResult:
     dead_letters: list[Rejected] = field(default_factory=list)
     acks: dict[tuple[str, int], int] = field(default_factory=dict)  # (agent, session) → seq to publish
     changed_registers: set[str] = field(default_factory=set)
+    fresh_states: dict[str, FreshState] = field(default_factory=dict)  # parsed states the batch stored
     status_agents: set[str] = field(default_factory=set)
     duplicates: int = 0
+
+
+class ChangeListener(Protocol):
+    """Told after each commit which registers and agents changed, with the parsed states the
+    batch stored (a subset of the registers; the listener reads the rest from the database)."""
+
+    def __call__(
+        self, register_ids: Collection[str], agent_ids: Collection[str], states: Mapping[str, FreshState], /
+    ) -> None: ...
 
 
 class Downlink(Protocol):
@@ -103,7 +120,7 @@ def classify(message: InboundMessage) -> Decoded | Rejected | None:
     if message.topic == COLLECTOR_STATUS_TOPIC:
         return None  # our own retained status matches kassa/v1/+/status
     try:
-        topic = AgentTopic.parse(message.topic)
+        topic = _parse_topic(message.topic)
         if topic.kind in (TopicKind.CMD, TopicKind.ACK):
             raise TopicError(f"topic {message.topic!r} is a downlink topic; agents must not publish it")
         if topic.kind is TopicKind.STATUS and not message.payload:
@@ -121,7 +138,7 @@ class IngestWriter:
         *,
         settings: WriterSettings | None = None,
         metrics: CollectorMetrics | None = None,
-        on_changed: Callable[[Collection[str], Collection[str]], None] | None = None,
+        on_changed: ChangeListener | None = None,
     ) -> None:
         self.settings = settings or WriterSettings()
         self._engine = engine
@@ -283,6 +300,7 @@ class IngestWriter:
             merged.dead_letters += single.dead_letters
             merged.acks.update(single.acks)
             merged.changed_registers |= single.changed_registers
+            merged.fresh_states.update(single.fresh_states)  # commit order: a later write wins
             merged.status_agents |= single.status_agents
             merged.duplicates += single.duplicates
         return merged
@@ -320,6 +338,7 @@ class IngestWriter:
         }
         result.committed = list(by_identity.values())
         result.changed_registers |= outcome.registers
+        result.fresh_states.update(outcome.states)
         result.status_agents |= outcome.status_agents
         result.duplicates += outcome.duplicates
 
@@ -354,7 +373,7 @@ class IngestWriter:
         for message in result.committed:
             self._downlink.ack(message)
         for (agent, session), seq in result.acks.items():
-            self._downlink.publish(ack_topic(agent), encode(AckPayload(session=session, seq=seq)))
+            self._downlink.publish(_ack_topic(agent), encode(AckPayload(session=session, seq=seq)))
         self.batches += 1
         metrics = self._metrics
         metrics.committed.inc(len(result.committed))
@@ -364,7 +383,7 @@ class IngestWriter:
         metrics.batch_seconds.observe(time.perf_counter() - started)
         metrics.batch_rows.observe(size)
         if self._on_changed is not None and (result.changed_registers or result.status_agents):
-            self._on_changed(result.changed_registers, result.status_agents)
+            self._on_changed(result.changed_registers, result.status_agents, result.fresh_states)
 
     def _ask_rebirths(self) -> None:
         for agent in self.tracker.due_rebirths():

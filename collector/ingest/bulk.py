@@ -22,7 +22,6 @@ import sqlalchemy as sa
 from collector.ingest import pg_arrays
 from collector.storage.dialect import upsert_insert
 from collector.storage.errors import AgentRevoked, RegisterOwnedElsewhere, UnknownAgent, UnknownNode
-from collector.storage.ingest import insert_history as insert_history_rows
 from collector.storage.rows import (
     HistoryRow,
     LatestState,
@@ -30,8 +29,9 @@ from collector.storage.rows import (
     RegisterIdentity,
     check_seq,
     check_severity,
+    json_text,
 )
-from collector.storage.schema import agents, ingest_marks, nodes, register_state, registers
+from collector.storage.schema import agents, ingest_marks, nodes, register_state, registers, state_history
 
 _IDENTITY_FIELDS = ("serial", "rnm", "fn_serial", "model")
 _STATE_FIELDS = (
@@ -104,8 +104,13 @@ def ensure_registers(conn: sa.Connection, claims: Sequence[tuple[RegisterIdentit
             raise RegisterOwnedElsewhere(f"register(s) {', '.join(map(repr, refused))} belong to another tenant")
 
 
+def _json_as_text() -> sa.BindParameter[str]:
+    # The state document arrives serialized (``json_text``): bound as text, not re-encoded by sa.JSON.
+    return sa.bindparam("state", type_=sa.Text())
+
+
 def _latest_upsert(conn: sa.Connection) -> Any:
-    stmt = upsert_insert(conn, register_state)
+    stmt = upsert_insert(conn, register_state).values(state=_json_as_text())
     incoming, stored = stmt.excluded, register_state.c
     later_in_same_agent = sa.and_(
         incoming.agent_id == stored.agent_id,
@@ -138,17 +143,35 @@ def upsert_latest_states(conn: sa.Connection, rows: Sequence[LatestState]) -> se
             register_id=row.register_id,
             session=check_seq("session", row.session),
             seq=check_seq("seq", row.seq),
-            state=dict(row.state),
+            state=json_text(row.state),
         )
         params.append(values)
     return {r.register_id for r in conn.execute(_statement(conn, "latest_upsert", _latest_upsert), params)}
 
 
+def _history_insert(conn: sa.Connection) -> Any:
+    return (
+        upsert_insert(conn, state_history)
+        .values(state=_json_as_text())
+        .on_conflict_do_nothing(index_elements=[state_history.c.agent_id, state_history.c.session, state_history.c.seq])
+        .returning(state_history.c.id)
+    )
+
+
 def insert_history(conn: sa.Connection, rows: Sequence[HistoryRow]) -> int:
     """``storage.insert_history`` for a batch (array form on PostgreSQL); returns how many were new."""
+    if not rows:
+        return 0
     if conn.dialect.name == "postgresql":
         return pg_arrays.insert_history(conn, rows)
-    return insert_history_rows(conn, rows)
+    params = [
+        {
+            "agent_id": r.agent_id, "session": check_seq("session", r.session), "seq": check_seq("seq", r.seq),
+            "register_id": r.register_id, "ts": r.ts, "received_at": r.received_at, "state": json_text(r.state),
+        }
+        for r in rows
+    ]
+    return len(conn.execute(_statement(conn, "history_insert", _history_insert), params).all())
 
 
 def _link_update(conn: sa.Connection) -> Any:

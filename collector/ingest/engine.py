@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +43,7 @@ from collector.alerts import (
 )
 from collector.ingest import bulk
 from collector.ingest.rule_inputs import rule_inputs_key
+from collector.ingest.writes import FreshState
 from collector.metrics import CollectorMetrics
 from collector.notify import AlertNotice
 from collector.storage import repository as repo
@@ -175,20 +176,29 @@ class AlertEngine:
             return list(conn.execute(sa.select(register_state.c.register_id)).scalars())
 
     def evaluate(
-        self, register_ids: Iterable[str], now: datetime | None = None, *, skip_unchanged: bool = False
+        self,
+        register_ids: Iterable[str],
+        now: datetime | None = None,
+        *,
+        skip_unchanged: bool = False,
+        states: Mapping[str, FreshState] | None = None,
     ) -> EvaluationReport:
         """Evaluate the registers; ``skip_unchanged`` (ingest triggers) passes over a register whose
         rule inputs equal those of its last evaluation and that has no pending alert (see
-        ``rule_inputs``): its verdict would be the same. Sweeps never skip."""
+        ``rule_inputs``): its verdict would be the same. Sweeps never skip.
+
+        ``states``: parsed states the ingest writer just stored; each is used only while the stored
+        row is still that version, so the state JSON is neither read back nor parsed again."""
         ids = sorted(set(register_ids))
         at = now or self.clock()
+        fresh = states or {}
         if skip_unchanged:
-            ids = self._needing_evaluation(ids, at)
+            ids = self._needing_evaluation(ids, at, fresh)
         totals = [0, 0, 0]
         for start in range(0, len(ids), CHUNK):
             keys: dict[str, tuple[Thresholds, Any, datetime]] = {}
             with begin_write(self._engine) as conn:
-                counted = self._evaluate_chunk(conn, ids[start : start + CHUNK], at, keys, skip_unchanged)
+                counted = self._evaluate_chunk(conn, ids[start : start + CHUNK], at, keys, skip_unchanged, fresh)
             self._evaluated.update(keys)  # only once committed: a rolled-back verdict must be redone
             totals = [a + b for a, b in zip(totals, counted, strict=True)]
         return EvaluationReport(*totals)
@@ -203,14 +213,14 @@ class AlertEngine:
         for severity in Severity:
             self._metrics.alerts_open.labels(severity=severity.label).set(counts.get(severity.label, 0))
 
-    def _needing_evaluation(self, ids: list[str], now: datetime) -> list[str]:
+    def _needing_evaluation(self, ids: list[str], now: datetime, fresh: Mapping[str, FreshState]) -> list[str]:
         """The registers whose rule inputs changed, found on a read-only connection: an unchanged
         register then costs no write transaction (on SQLite that lock is the ingest writer's)."""
         needed: list[str] = []
         with self._engine.connect() as conn:
             for start in range(0, len(ids), CHUNK):
                 pending = {register_id for register_id, _ in self._pending}
-                for subject, inp in self._inputs(conn, self._load_subjects(conn, ids[start : start + CHUNK]), now):
+                for subject, inp in self._inputs(conn, self._load_subjects(conn, ids[start : start + CHUNK], fresh), now):
                     if subject.register_id in pending or not self._unchanged(subject, inp):
                         needed.append(subject.register_id)
         return needed
@@ -250,8 +260,9 @@ class AlertEngine:
         now: datetime,
         keys: dict[str, tuple[Thresholds, Any, datetime]],
         skip_unchanged: bool,
+        fresh: Mapping[str, FreshState],
     ) -> tuple[int, int, int]:
-        subjects = self._load_subjects(conn, ids)
+        subjects = self._load_subjects(conn, ids, fresh)
         stored: dict[str, dict[RuleId, AlertRecord]] = {}
         alert_ids: dict[tuple[str, RuleId], int] = {}
         for row in repo.load_alerts(conn, register_ids=[s.register_id for s in subjects]):
@@ -326,43 +337,26 @@ class AlertEngine:
             return 0
         return 1
 
-    def _load_subjects(self, conn: sa.Connection, ids: list[str]) -> list[_Subject]:
-        query = (
-            sa.select(
-                register_state.c.register_id,
-                register_state.c.state,
-                register_state.c.received_at,
-                register_state.c.link_up,
-                register_state.c.evaluated_at,
-                registers.c.tenant_id,
-                registers.c.node_id,
-                registers.c.serial,
-                nodes.c.name.label("node_name"),
-                agents.c.online,
-                agents.c.last_seen,
-            )
-            .join(registers, registers.c.register_id == register_state.c.register_id)
-            .outerjoin(nodes, nodes.c.id == registers.c.node_id)
-            .outerjoin(agents, agents.c.agent_id == registers.c.agent_id)
-            .where(register_state.c.register_id.in_(ids))
-        )
-        subjects = []
-        for row in conn.execute(query):
-            subjects.append(
-                _Subject(
-                    register_id=row.register_id,
-                    tenant_id=row.tenant_id,
-                    node_id=row.node_id,
-                    node_name=row.node_name,
-                    serial=row.serial,
-                    state=_parse_state(row.register_id, row.state),
-                    received_at=row.received_at,
-                    link_up=row.link_up,
-                    agent_online=row.online,
-                    agent_last_seen=row.last_seen,
-                    evaluated_at=row.evaluated_at,
-                )
-            )
+    def _load_subjects(
+        self, conn: sa.Connection, ids: list[str], fresh: Mapping[str, FreshState] | None = None
+    ) -> list[_Subject]:
+        """The registers' subjects; a state in ``fresh`` replaces the stored JSON while the stored
+        row is still its version (else a later write won since: the row is read in full)."""
+        fresh = fresh or {}
+        handed = [register_id for register_id in ids if register_id in fresh]
+        full = [register_id for register_id in ids if register_id not in fresh]
+        subjects: list[_Subject] = []
+        if handed:
+            for row in conn.execute(_subject_query(with_state=False).where(register_state.c.register_id.in_(handed))):
+                given = fresh[row.register_id]
+                if (row.agent_id, row.session, row.seq) == (given.agent_id, given.session, given.seq):
+                    subjects.append(_subject(row, given.state))
+                else:
+                    full.append(row.register_id)
+        if full:
+            for row in conn.execute(_subject_query(with_state=True).where(register_state.c.register_id.in_(full))):
+                subjects.append(_subject(row, _parse_state(row.register_id, row.state)))
+        subjects.sort(key=lambda subject: subject.register_id)
         return subjects
 
     def _link_down_since(self, conn: sa.Connection, ids: list[str]) -> dict[str, datetime]:
@@ -374,6 +368,49 @@ class AlertEngine:
             .group_by(events.c.register_id)
         )
         return {register_id: _as_utc(ts) for register_id, ts in rows if ts is not None}
+
+
+def _subject_query(*, with_state: bool) -> sa.Select[Any]:
+    """What a subject needs, joined from the register's tables; without the state document when
+    the caller already holds it parsed (its version columns then tell whether it is still current)."""
+    document = [register_state.c.state] if with_state else []
+    return (
+        sa.select(
+            register_state.c.register_id,
+            *document,
+            register_state.c.agent_id,
+            register_state.c.session,
+            register_state.c.seq,
+            register_state.c.received_at,
+            register_state.c.link_up,
+            register_state.c.evaluated_at,
+            registers.c.tenant_id,
+            registers.c.node_id,
+            registers.c.serial,
+            nodes.c.name.label("node_name"),
+            agents.c.online,
+            agents.c.last_seen,
+        )
+        .join(registers, registers.c.register_id == register_state.c.register_id)
+        .outerjoin(nodes, nodes.c.id == registers.c.node_id)
+        .outerjoin(agents, agents.c.agent_id == registers.c.agent_id)
+    )
+
+
+def _subject(row: sa.Row[Any], state: RegisterState | None) -> _Subject:
+    return _Subject(
+        register_id=row.register_id,
+        tenant_id=row.tenant_id,
+        node_id=row.node_id,
+        node_name=row.node_name,
+        serial=row.serial,
+        state=state,
+        received_at=row.received_at,
+        link_up=row.link_up,
+        agent_online=row.online,
+        agent_last_seen=row.last_seen,
+        evaluated_at=row.evaluated_at,
+    )
 
 
 def _as_utc(value: Any) -> datetime:
@@ -402,16 +439,24 @@ class EvaluationWorker:
         self._lock = threading.Lock()
         self._changed: set[str] = set()
         self._agents: set[str] = set()
+        self._states: dict[str, FreshState] = {}
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.sweeps = 0
 
-    def changed(self, register_ids: Collection[str], agent_ids: Collection[str] = ()) -> None:
-        """Called by the ingest writer after a commit (cheap: just records the ids)."""
+    def changed(
+        self,
+        register_ids: Collection[str],
+        agent_ids: Collection[str] = (),
+        states: Mapping[str, FreshState] | None = None,
+    ) -> None:
+        """Called by the ingest writer after a commit (cheap: just records the ids and states)."""
         with self._lock:
             self._changed.update(register_ids)
             self._agents.update(agent_ids)
+            if states:
+                self._states.update(states)  # the writer reports in commit order: later versions win
         self._wake.set()
 
     def start(self) -> None:
@@ -460,14 +505,17 @@ class EvaluationWorker:
         with self._lock:
             changed, self._changed = self._changed, set()
             agent_ids, self._agents = self._agents, set()
+            states, self._states = self._states, {}
         if agent_ids:
             changed.update(self.engine.registers_of_agents(agent_ids))
         if not changed:
             return None
         try:
-            return self.engine.evaluate(changed, skip_unchanged=True)
+            return self.engine.evaluate(changed, skip_unchanged=True, states=states)
         except Exception:
             with self._lock:  # evaluate them again next time rather than lose the trigger
                 self._changed.update(changed)
+                for register_id, state in states.items():
+                    self._states.setdefault(register_id, state)  # never over a version reported since
             raise
 

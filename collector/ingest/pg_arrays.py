@@ -23,7 +23,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from collector.storage.rows import HistoryRow, LatestState, check_seq
+from collector.storage.rows import HistoryRow, JsonText, LatestState, check_seq
 
 # (column, PostgreSQL element type); jsonb travels as text and is cast per element.
 _HISTORY_COLUMNS = (
@@ -63,6 +63,8 @@ def _instant(value: datetime) -> datetime:
 
 
 def _document(state: Any) -> str:
+    if isinstance(state, JsonText):
+        return state.text  # serialized once by ingest for both the history and the latest row
     return json.dumps(dict(state), separators=(",", ":"), ensure_ascii=False)
 
 

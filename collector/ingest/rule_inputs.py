@@ -12,35 +12,47 @@ that sends nothing.
 
 from __future__ import annotations
 
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import fields
+from datetime import UTC, timedelta
 from typing import Any
 
 from collector.alerts import RuleInput
+from protocol.kkt.state import RegisterState
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Read by no rule (see above); the shift's receipts likewise.
+_RULE_BLIND = frozenset({"read_at", "register_clock", "last_fd_number", "shift"})
+# RuleInput fields compared as they are; ``now``, ``state`` and ``state_received_at`` are reduced.
+_PLAIN_FIELDS = tuple(f.name for f in fields(RuleInput) if f.name not in {"now", "state", "state_received_at"})
+
+
+def _projected(state: RegisterState, *, keep_read_at: bool) -> tuple[Any, ...]:
+    """The state minus what no rule reads, as a tuple of its field values: equal exactly when the
+    reduced models would be (same types, same values; nested parts compare as models), and far
+    cheaper to build and compare than two model copies."""
+    shift = state.shift
+    return (
+        type(state),
+        tuple(value for name, value in state.__dict__.items() if name not in _RULE_BLIND),
+        state.read_at if keep_read_at else None,
+        type(shift),
+        tuple(value for name, value in shift.__dict__.items() if name != "receipts"),
+    )
 
 
 def rule_inputs_key(inp: RuleInput) -> Any | None:
     """A comparable key of ``inp`` with ``now`` and the rule-blind fields removed; None when the
     input cannot be reduced safely (then the register is always evaluated)."""
+    plain = tuple(getattr(inp, name) for name in _PLAIN_FIELDS)
     state = inp.state
     if state is None:
-        return replace(inp, now=_EPOCH)
+        return (plain, None, inp.state_received_at, None)
     polled = state.read_at or inp.state_received_at
     offset: timedelta | None = None
     if state.register_clock is not None:
         if polled is None or polled.utcoffset() is None or polled > inp.now:
             return None  # a poll "in the future" is clamped by the rules: not offset-invariant
         offset = state.register_clock - polled.astimezone(UTC).replace(tzinfo=None)
-    projected = state.model_copy(
-        update={
-            "read_at": None if state.register_clock is not None else state.read_at,
-            "register_clock": None,
-            "last_fd_number": None,
-            "shift": state.shift.model_copy(update={"receipts": None}),
-        }
-    )
+    projected = _projected(state, keep_read_at=state.register_clock is None)
     # Arrival time stands in for read_at and for the agent's last_seen when those are unknown.
     received = inp.state_received_at if state.read_at is None or inp.agent_last_seen is None else None
-    return (replace(inp, now=_EPOCH, state=projected, state_received_at=received), offset)
+    return (plain, projected, received, offset)

@@ -27,7 +27,14 @@ from collector.ingest.consumer import InboundMessage
 from collector.storage import repository as repo
 from collector.storage.agents import StatusOutcome
 from collector.storage.errors import RegisterOwnedElsewhere
-from collector.storage.rows import AgentEventRow, EventRow, HistoryRow, LatestState, RegisterIdentity
+from collector.storage.rows import (
+    AgentEventRow,
+    EventRow,
+    HistoryRow,
+    JsonText,
+    LatestState,
+    RegisterIdentity,
+)
 from collector.storage.schema import agents, registers
 from protocol.kkt.state import RegisterState
 from protocol.mqtt.models import (
@@ -53,9 +60,23 @@ class Decoded:
     payload: Payload
 
 
+@dataclass(frozen=True, slots=True)
+class FreshState:
+    """A register's latest state as a batch stored it, already parsed: the alert evaluator uses it
+    instead of reading the row back and re-parsing its JSON. ``(agent_id, session, seq)`` names
+    the version, so the evaluator can tell whether the stored row is still this one."""
+
+    agent_id: str
+    session: int
+    seq: int
+    state: RegisterState
+
+
 @dataclass
 class WriteOutcome:
     registers: set[str] = field(default_factory=set)  # latest state or link may have changed
+    # The registers whose latest state this batch replaced (it won the newer-only upsert).
+    states: dict[str, FreshState] = field(default_factory=dict)
     status_agents: set[str] = field(default_factory=set)  # online/offline applied
     live: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))
     replayed: dict[tuple[str, int], int] = field(default_factory=dict)  # top seq per replayed session
@@ -79,7 +100,7 @@ class _Gather:
         self.history: list[HistoryRow] = []
         self.events: list[EventRow] = []
         self.agent_events: list[AgentEventRow] = []
-        self.latest: dict[str, LatestState] = {}
+        self.latest: dict[str, tuple[LatestState, RegisterState]] = {}
         # register → ((session, seq), up, from a state): the newest live link signal
         self.links: dict[str, tuple[tuple[int, int], bool, bool]] = {}
         self.seen: dict[str, tuple[datetime, int]] = {}
@@ -100,10 +121,10 @@ class _Gather:
         )
         self.identities[(register_id, agent)] = (ident, agent, at)
 
-    def latest_state(self, row: LatestState) -> None:
+    def latest_state(self, row: LatestState, state: RegisterState) -> None:
         current = self.latest.get(row.register_id)
-        if current is None or _newer(row, current):
-            self.latest[row.register_id] = row
+        if current is None or _newer(row, current[0]):
+            self.latest[row.register_id] = (row, state)
 
     def link(self, register_id: str, key: tuple[int, int], up: bool, *, from_state: bool = False) -> None:
         current = self.links.get(register_id)
@@ -113,7 +134,7 @@ class _Gather:
     def state(self, payload: StatePayload, received_at: datetime, *, live: bool) -> None:
         register_id = payload.register
         self.identity(register_id, payload.state, payload.state.protocol, payload.agent, received_at)
-        dumped = payload.state.model_dump(mode="json")  # once: history and latest share the document
+        dumped = JsonText(payload.state.model_dump_json())  # once: history and latest share the text
         self.history.append(
             HistoryRow(
                 agent_id=payload.agent,
@@ -136,7 +157,8 @@ class _Gather:
                 received_at=received_at,
                 link_up=True,  # a state is only published after a successful poll
                 dumped=dumped,
-            )
+            ),
+            payload.state,
         )
         if live:
             self.link(register_id, (payload.session, payload.seq), True, from_state=True)
@@ -184,7 +206,8 @@ class _Gather:
                         agent_ts=payload.ts,
                         received_at=received_at,
                         link_up=device.link_up,
-                    )
+                    ),
+                    device.state,
                 )
             self.link(device.register_id, (payload.session, payload.seq), device.link_up)
 
@@ -305,7 +328,11 @@ def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCach
     if new_agent_events:
         outcome.agent_events = gather.agent_events
     outcome.duplicates = records - outcome.new_records
-    outcome.registers |= bulk.upsert_latest_states(conn, list(gather.latest.values()))
+    written = bulk.upsert_latest_states(conn, [row for row, _ in gather.latest.values()])
+    outcome.registers |= written
+    for register_id in written:
+        row, state = gather.latest[register_id]
+        outcome.states[register_id] = FreshState(row.agent_id, row.session, row.seq, state)
     # A state's own upsert already set link_up; only events and births need the extra update.
     links = {rid: up for rid, (_, up, from_state) in gather.links.items() if not from_state}
     bulk.set_links(conn, links)

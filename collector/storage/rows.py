@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
@@ -30,6 +31,42 @@ def check_seq(name: str, value: int) -> int:
     if not 0 <= value <= _INT64_MAX:
         raise InvalidValue(f"{name}={value} is outside 0..2**63-1")
     return value
+
+
+class JsonText(Mapping[str, Any]):
+    """A JSON object held as its serialized text. Ingest serializes each state once (pydantic's
+    ``model_dump_json``, in Rust) and the batch writes bind that text as is into both the history
+    and the latest-state row; it is parsed only if something reads it as a mapping."""
+
+    __slots__ = ("_parsed", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._parsed: dict[str, Any] | None = None
+
+    def _mapping(self) -> dict[str, Any]:
+        if self._parsed is None:
+            self._parsed = json.loads(self.text)
+        return self._parsed
+
+    def __getitem__(self, key: str) -> Any:
+        return self._mapping()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._mapping())
+
+    def __len__(self) -> int:
+        return len(self._mapping())
+
+    def __repr__(self) -> str:
+        return f"JsonText({self.text!r})"
+
+
+def json_text(document: Mapping[str, Any]) -> str:
+    """The JSON text of a document: its own when it already is one (see ``JsonText``)."""
+    if isinstance(document, JsonText):
+        return document.text
+    return json.dumps(dict(document))
 
 
 @dataclass(frozen=True, slots=True)
