@@ -1,4 +1,5 @@
-"""Company-wide settings. For now the time zone the pages show instants in.
+"""Company-wide settings: the time zone the pages show instants in, and the company's own alert
+thresholds (overrides of the catalogue defaults, e.g. a shorter OFD-backlog warning).
 
 A register reports its own wall clock and ФН dates as it sees them; everything the collector
 stamps itself (when an alert started, when a state arrived) is an instant, and people read
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import cache
+from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
 
 import sqlalchemy as sa
@@ -18,6 +20,7 @@ from collector.accounts.audit import Actor
 from collector.accounts.errors import InvalidInput, NotFound
 from collector.accounts.rights import Permission, authorize
 from collector.accounts.schema import tenant_profiles
+from collector.alerts.thresholds import Thresholds
 
 DEFAULT_TIME_ZONE = "Europe/Moscow"
 
@@ -86,3 +89,37 @@ def set_time_zone(conn: sa.Connection, actor: Actor, tenant_id: int, name: str, 
         at=at, details={"from": previous, "to": zone},
     )
     return zone
+
+
+def alert_threshold_overrides(conn: sa.Connection, tenant_id: int) -> dict[str, Any]:
+    stored = conn.execute(
+        sa.select(tenant_profiles.c.alert_thresholds).where(tenant_profiles.c.tenant_id == tenant_id)
+    ).scalar_one_or_none()
+    return dict(stored or {})
+
+
+def set_alert_thresholds(
+    conn: sa.Connection, actor: Actor, tenant_id: int, overrides: dict[str, Any], *, base: Thresholds, at: datetime
+) -> Thresholds:
+    """Replace the company's overrides (``{}`` restores the defaults); returns the thresholds in force.
+
+    Checked against ``base`` (the collector's configured defaults): an unknown name or a ladder out
+    of order (a warning later than its major level …) is ``InvalidInput`` naming the field.
+    """
+    authorize(conn, actor, tenant_id, Permission.MANAGE_COMPANY, None)
+    try:
+        effective = base.merged(overrides)
+    except ValueError as exc:
+        raise InvalidInput(f"alert thresholds refused: {exc}") from None
+    previous = alert_threshold_overrides(conn, tenant_id)
+    updated = conn.execute(
+        sa.update(tenant_profiles).where(tenant_profiles.c.tenant_id == tenant_id)
+        .values(alert_thresholds=dict(overrides) or None)
+    ).rowcount
+    if updated != 1:
+        raise NotFound(f"company {tenant_id} has no profile")
+    audit.record(
+        conn, actor, tenant_id=tenant_id, action="company.alert_thresholds", target_type="tenant",
+        target_id=tenant_id, at=at, details={"from": previous, "to": dict(overrides)},
+    )
+    return effective

@@ -33,6 +33,8 @@ tenant_profiles = sa.Table(
     sa.Column("root_node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="SET NULL"), nullable=True),
     # IANA zone the pages show instants in (revision 0005); the company's head office, not the server's.
     sa.Column("time_zone", sa.String(64), nullable=False, server_default="Europe/Moscow"),
+    # The company's alert threshold overrides (names of ``collector.alerts.Thresholds``), revision 0007.
+    sa.Column("alert_thresholds", json_document(), nullable=True),
     sa.UniqueConstraint("inn"),
 )
 

@@ -43,6 +43,7 @@ from collector.alerts import (
 )
 from collector.ingest import bulk
 from collector.ingest.rule_inputs import rule_inputs_key
+from collector.ingest.tenant_rules import TenantRules, TenantRuleSettings
 from collector.ingest.writes import FreshState
 from collector.metrics import CollectorMetrics
 from collector.notify import AlertNotice
@@ -157,12 +158,13 @@ class AlertEngine:
     ) -> None:
         self._engine = engine
         self.thresholds = thresholds or Thresholds()
+        self.tenant_rules = TenantRuleSettings(self.thresholds)  # each company's overrides and zone
         self._notify = notify
         self._metrics = metrics or CollectorMetrics()
         self.clock = clock
         self._pending: dict[tuple[str, RuleId], AlertRecord] = {}
         # register → (thresholds, rule-input key, evaluated_at) of its last committed evaluation here
-        self._evaluated: dict[str, tuple[Thresholds, Any, datetime]] = {}
+        self._evaluated: dict[str, tuple[TenantRules, Any, datetime]] = {}
 
     def registers_of_agents(self, agent_ids: Collection[str]) -> list[str]:
         if not agent_ids:
@@ -196,7 +198,7 @@ class AlertEngine:
             ids = self._needing_evaluation(ids, at, fresh)
         totals = [0, 0, 0]
         for start in range(0, len(ids), CHUNK):
-            keys: dict[str, tuple[Thresholds, Any, datetime]] = {}
+            keys: dict[str, tuple[TenantRules, Any, datetime]] = {}
             with begin_write(self._engine) as conn:
                 counted = self._evaluate_chunk(conn, ids[start : start + CHUNK], at, keys, skip_unchanged, fresh)
             self._evaluated.update(keys)  # only once committed: a rolled-back verdict must be redone
@@ -220,19 +222,22 @@ class AlertEngine:
         with self._engine.connect() as conn:
             for start in range(0, len(ids), CHUNK):
                 pending = {register_id for register_id, _ in self._pending}
-                for subject, inp in self._inputs(conn, self._load_subjects(conn, ids[start : start + CHUNK], fresh), now):
-                    if subject.register_id in pending or not self._unchanged(subject, inp):
+                for subject, inp, rules in self._inputs(conn, self._load_subjects(conn, ids[start : start + CHUNK], fresh), now):
+                    if subject.register_id in pending or not self._unchanged(subject, inp, rules):
                         needed.append(subject.register_id)
         return needed
 
-    def _unchanged(self, subject: _Subject, inp: RuleInput) -> bool:
+    def _unchanged(self, subject: _Subject, inp: RuleInput, rules: TenantRules) -> bool:
         # The stored verdict must also be ours (the evaluated_at we wrote): under a shared
         # subscription another collector may have evaluated this register since.
         key = rule_inputs_key(inp)
-        return key is not None and self._evaluated.get(subject.register_id) == (self.thresholds, key, subject.evaluated_at)
+        return key is not None and self._evaluated.get(subject.register_id) == (rules, key, subject.evaluated_at)
 
-    def _inputs(self, conn: sa.Connection, subjects: list[_Subject], now: datetime) -> list[tuple[_Subject, RuleInput]]:
+    def _inputs(
+        self, conn: sa.Connection, subjects: list[_Subject], now: datetime
+    ) -> list[tuple[_Subject, RuleInput, TenantRules]]:
         contracts = repo.load_contracts(conn, [s.register_id for s in subjects])
+        companies = self.tenant_rules.for_tenants(conn, {s.tenant_id for s in subjects})
         down_since = self._link_down_since(conn, [s.register_id for s in subjects if s.link_up is False])
         inputs = []
         for subject in subjects:
@@ -247,8 +252,9 @@ class AlertEngine:
                 link_up=subject.link_up,
                 link_down_since=down_since.get(subject.register_id),
                 contract=None if contract is None else OfdContract(contract.activated, contract.paid_until),
+                tz=companies[subject.tenant_id].zone,
             )
-            inputs.append((subject, inp))
+            inputs.append((subject, inp, companies[subject.tenant_id]))
         return inputs
 
     # --- one chunk ----------------------------------------------------------------------------
@@ -258,7 +264,7 @@ class AlertEngine:
         conn: sa.Connection,
         ids: list[str],
         now: datetime,
-        keys: dict[str, tuple[Thresholds, Any, datetime]],
+        keys: dict[str, tuple[TenantRules, Any, datetime]],
         skip_unchanged: bool,
         fresh: Mapping[str, FreshState],
     ) -> tuple[int, int, int]:
@@ -273,18 +279,19 @@ class AlertEngine:
         changes = notices = 0
         verdicts: dict[str, RegisterEvaluation] = {}
         pending_registers = {register_id for register_id, _ in self._pending}
-        for subject, inp in self._inputs(conn, subjects, now):
+        for subject, inp, rules in self._inputs(conn, subjects, now):
             # Checked again inside the transaction: the inputs may have moved since the read.
-            if skip_unchanged and subject.register_id not in pending_registers and self._unchanged(subject, inp):
+            if skip_unchanged and subject.register_id not in pending_registers and self._unchanged(subject, inp, rules):
                 continue
-            keys[subject.register_id] = (self.thresholds, rule_inputs_key(inp), now)  # None never matches
+            keys[subject.register_id] = (rules, rule_inputs_key(inp), now)  # None never matches
+            thresholds = rules.thresholds
             records = dict(stored.get(subject.register_id, {}))
             for (register_id, rule), pending in self._pending.items():
                 if register_id == subject.register_id and rule not in records:
                     records[rule] = pending
             results = apply_conditions(
-                records, evaluate_all(inp, self.thresholds), now, register_id=subject.register_id,
-                thresholds=self.thresholds,
+                records, evaluate_all(inp, thresholds), now, register_id=subject.register_id,
+                thresholds=thresholds,
             )
             worst: Severity | None = None
             for rule, (record, rule_changes) in results.items():
@@ -304,7 +311,7 @@ class AlertEngine:
                     repo.add_alert_history(conn, _change_row(alert_id, change))
                 changes += len(rule_changes)
                 notices += self._send_notices(subject, record, rule_changes)
-            block = time_to_block(inp, self.thresholds)
+            block = time_to_block(inp, thresholds)
             verdicts[subject.register_id] = RegisterEvaluation(
                 worst_severity=None if worst is None else worst.label,
                 time_to_block_seconds=None if block is None else int(block.seconds),

@@ -21,6 +21,7 @@ from collector.accounts.rights import Permission, authorize, permissions_at, use
 from collector.accounts.schema import api_tokens, tenant_profiles, users
 from collector.accounts.sessions import create_api_token, revoke_api_token, revoke_session
 from collector.accounts.web_auth import SESSION_COOKIE
+from collector.alerts.thresholds import Thresholds
 from collector.storage.schema import tenants
 from collector.web import company_api, contracts_api
 from collector.web.accounts_models import (
@@ -198,7 +199,8 @@ def _tenant(conn: sa.Connection, tenant_id: int) -> TenantOut:
         .where(tenants.c.id == tenant_id)
     ).one()
     return TenantOut(id=tenant_id, name=row.name, inn=row.inn, root_node_id=row.root_node_id,
-                     time_zone=company.time_zone_name(conn, tenant_id))
+                     time_zone=company.time_zone_name(conn, tenant_id),
+                     alert_thresholds=company.alert_threshold_overrides(conn, tenant_id))
 
 
 def _me(conn: sa.Connection, who: Caller) -> MeOut:
@@ -220,8 +222,14 @@ async def me(request: web.Request) -> web.Response:
 async def update_company(request: web.Request) -> web.Response:
     body, at = await parse_body(request, CompanyPatch), now(request)
 
+    if body.time_zone is None and body.alert_thresholds is None:
+        raise Problem(422, "invalid-body", "Invalid request body", "give time_zone, alert_thresholds or both")
+
     def work(conn: sa.Connection, who: Caller) -> TenantOut:
-        company.set_time_zone(conn, who.actor, who.tenant_id, body.time_zone, at=at)
+        if body.time_zone is not None:
+            company.set_time_zone(conn, who.actor, who.tenant_id, body.time_zone, at=at)
+        if body.alert_thresholds is not None:  # checked against the catalogue defaults
+            company.set_alert_thresholds(conn, who.actor, who.tenant_id, body.alert_thresholds, base=Thresholds(), at=at)
         return _tenant(conn, who.tenant_id)
 
     response = await answer_as_caller(request, work)
@@ -322,7 +330,8 @@ _OWN_OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", f"{API}/me", me, "getMe", "The caller: user, company and effective permissions",
               "accounts", MeOut, errors=(403,)),
     Operation("PATCH", f"{API}/company", update_company, "updateCompany",
-              "Company settings: the time zone pages show instants in (owner only)", "accounts", TenantOut,
+              "Company settings (owner only): the time zone pages show instants in, and alert threshold overrides",
+              "accounts", TenantOut,
               body=CompanyPatch, errors=(403, 422)),
     Operation("GET", f"{API}/tokens", list_tokens, "listApiTokens", "The caller's API tokens", "accounts",
               ApiTokenList, errors=(403,)),

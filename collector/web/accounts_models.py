@@ -107,10 +107,20 @@ class TenantOut(BaseModel):
     inn: str | None
     root_node_id: int | None
     time_zone: str = Field(description="IANA zone the pages show instants in, e.g. Europe/Moscow")
+    alert_thresholds: dict[str, Any] = Field(
+        default_factory=dict, description="the company's overrides of the alert thresholds (empty: the defaults)"
+    )
 
 
 class CompanyPatch(_In):
-    time_zone: str = Field(min_length=1, max_length=64, description="an IANA zone name, e.g. Asia/Vladivostok")
+    time_zone: str | None = Field(
+        None, min_length=1, max_length=64, description="an IANA zone name, e.g. Asia/Vladivostok"
+    )
+    alert_thresholds: dict[str, Any] | None = Field(
+        None,
+        description="replaces the overrides: names of the thresholds (e.g. ofd_backlog_warning), durations as "
+        "seconds or ISO 8601 (\"PT2H\"); {} restores the defaults",
+    )
 
 
 class MeOut(BaseModel):
