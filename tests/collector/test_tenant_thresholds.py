@@ -87,3 +87,27 @@ def test_settings_are_read_per_company_cached_and_stale_overrides_ignored(engine
         assert settings.for_tenants(conn, [one])[one].thresholds == Thresholds()  # within the ttl: remembered
         clock[0] = 31
         assert settings.for_tenants(conn, [one])[one].thresholds.shift_warning == timedelta(hours=19)
+
+
+def test_the_settings_page_edits_them_in_natural_units(client: security_kit.Client) -> None:
+    page = client.call("GET", "/admin/company", who="owner_a").text
+    assert 'name="thr_ofd_backlog_warning" value=""' in page and "<td>4 ч</td>" in page  # the default
+    client.call("PATCH", "/api/v1/company", who="owner_a", json={"alert_thresholds": {"pending": {"paper_out": 60}}})
+    saved = client.call("POST", "/admin/company/thresholds", who="owner_a",
+                        data={"thr_shift_warning": "19", "thr_kep_warning": "45", "thr_ofd_backlog_warning": "1,5"})
+    assert saved.status == 303 and saved.headers["Location"] == "/admin/company?done=thresholds-saved"
+    stored = client.call("GET", "/api/v1/me", who="owner_a").json["tenant"]["alert_thresholds"]
+    assert stored == {"shift_warning": 19 * 3600, "kep_warning": 45 * 86400, "ofd_backlog_warning": 5400,
+                      "pending": {"paper_out": 60}}  # what the form does not show is kept
+    page = client.call("GET", "/admin/company?done=thresholds-saved", who="owner_a").text
+    assert 'name="thr_ofd_backlog_warning" value="1,5"' in page and "Пороги алертов сохранены" in page
+    for bad, why in (({"thr_shift_warning": "скоро"}, "нужно число"),
+                     ({"thr_shift_warning": "-1"}, "положительное"),
+                     ({"thr_shift_warning": "30"}, "shift_critical")):  # 30 h is after the 23.5 h critical level
+        refused = client.call("POST", "/admin/company/thresholds", who="owner_a", data=bad)
+        assert refused.status == 200 and why in refused.text, why
+    assert client.call("GET", "/api/v1/me", who="owner_a").json["tenant"]["alert_thresholds"] == stored
+    cleared = client.call("POST", "/admin/company/thresholds", who="owner_a", data={})
+    assert cleared.status == 303
+    assert client.call("GET", "/api/v1/me", who="owner_a").json["tenant"]["alert_thresholds"] == {
+        "pending": {"paper_out": 60}}

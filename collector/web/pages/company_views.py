@@ -1,4 +1,5 @@
-"""The company settings page (owner only): the time zone every page shows instants in."""
+"""The company settings page (owner only): the time zone every page shows instants in, and the
+company's own alert thresholds."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aiohttp import web
 from collector.accounts import company
 from collector.accounts.errors import InvalidInput
 from collector.accounts.rights import Permission, authorize
+from collector.alerts.thresholds import Thresholds
 from collector.web.accounts_support import Caller
 from collector.web.pages.admin_support import (
     SECTION_PATHS,
@@ -21,6 +23,7 @@ from collector.web.pages.admin_support import (
     section_render,
 )
 from collector.web.pages.render import page
+from collector.web.pages.threshold_form import overrides_from_form, threshold_rows
 from collector.web.pages.views import _checked_form
 from collector.web.pages.zones import forget_tenant_zone
 from collector.web.routing import now
@@ -46,7 +49,9 @@ async def company_settings(request: web.Request) -> web.StreamResponse:
     def work(conn: sa.Connection, who: Caller) -> dict[str, object]:
         authorize(conn, who.actor, who.tenant_id, Permission.MANAGE_COMPANY, None)
         current = company.time_zone_name(conn, who.tenant_id)
-        return {"current_zone": current, "zones": _zone_choices(current, at), "example": at}
+        overrides = company.alert_threshold_overrides(conn, who.tenant_id)
+        return {"current_zone": current, "zones": _zone_choices(current, at), "example": at,
+                "thresholds": threshold_rows(overrides, Thresholds())}
 
     return section_render(request, "admin_company.html", await as_caller(request, work))
 
@@ -67,9 +72,25 @@ async def save_company_settings(request: web.Request) -> web.StreamResponse:
         forget_tenant_zone(request)
 
 
+@page
+async def save_alert_thresholds(request: web.Request) -> web.StreamResponse:
+    fields, at = await _checked_form(request), now(request)
+
+    def work(conn: sa.Connection, who: Caller) -> None:
+        authorize(conn, who.actor, who.tenant_id, Permission.MANAGE_COMPANY, None)  # rights before input
+        try:
+            overrides = overrides_from_form(fields, company.alert_threshold_overrides(conn, who.tenant_id))
+            company.set_alert_thresholds(conn, who.actor, who.tenant_id, overrides, base=Thresholds(), at=at)
+        except (ValueError, InvalidInput) as refused:
+            raise Invalid("thresholds", str(refused)) from None
+
+    return await change(request, company_settings, "thresholds", work, "thresholds-saved")
+
+
 SECTION_PATHS[company_settings] = "/admin/company"
 
 COMPANY_ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("GET", "/admin/company", company_settings, "page-admin-company"),
     ("POST", "/admin/company", save_company_settings, "admin-company-save"),
+    ("POST", "/admin/company/thresholds", save_alert_thresholds, "admin-thresholds-save"),
 )

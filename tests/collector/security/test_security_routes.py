@@ -249,6 +249,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/registers/{register_id}/ofd-document"): Route("write"),  # an accountant's: see test_signed_requests
     ("GET", "/admin/company"): Route("write"),
     ("POST", "/admin/company"): Route("write", form=lambda w, s: {"time_zone": "Asia/Omsk"}),
+    ("POST", "/admin/company/thresholds"): Route("write", form=lambda w, s: {"thr_shift_warning": "19"}),
 }
 # Objects the tree decides about: out of a caller's view they must look nonexistent (404).
 TREE_SCOPED = ("{register_id}", "{alert_id}", "{node_id}", "{agent_id}")
