@@ -252,7 +252,6 @@ class AlertEngine:
                 link_up=subject.link_up,
                 link_down_since=down_since.get(subject.register_id),
                 contract=None if contract is None else OfdContract(contract.activated, contract.paid_until),
-                tz=companies[subject.tenant_id].zone,
             )
             inputs.append((subject, inp, companies[subject.tenant_id]))
         return inputs

@@ -1,5 +1,8 @@
 """Per-company inputs of the rules: the company's thresholds (the collector's defaults with the
-company's overrides) and its time zone (the end of a paid-until day is midnight there, not in UTC).
+company's overrides).
+
+Not its time zone: a register's naive clock runs in its *store's* zone, which in a chain across Russia
+is often not the head office's, so the clock rules must not read it in the company's zone.
 
 Read from ``tenant_profiles`` for the companies of each evaluated chunk and kept for ``ttl``
 seconds, so a changed setting applies within that time in every collector process. A stored
@@ -12,11 +15,9 @@ import logging
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
 
-from collector.accounts.company import DEFAULT_TIME_ZONE
 from collector.accounts.schema import tenant_profiles
 from collector.alerts.thresholds import Thresholds
 
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True, slots=True)
 class TenantRules:
     thresholds: Thresholds
-    zone: ZoneInfo
 
 
 class TenantRuleSettings:
@@ -35,30 +35,25 @@ class TenantRuleSettings:
         self._ttl = ttl
         self._clock = clock
         self._known: dict[int, tuple[float, TenantRules]] = {}
-        self._default = TenantRules(base, ZoneInfo(DEFAULT_TIME_ZONE))
+        self._default = TenantRules(base)
 
     def for_tenants(self, conn: sa.Connection, tenant_ids: Collection[int]) -> dict[int, TenantRules]:
         now = self._clock()
         missing = [t for t in set(tenant_ids) if t not in self._known or self._known[t][0] <= now]
         if missing:
             rows = conn.execute(
-                sa.select(tenant_profiles.c.tenant_id, tenant_profiles.c.time_zone, tenant_profiles.c.alert_thresholds)
+                sa.select(tenant_profiles.c.tenant_id, tenant_profiles.c.alert_thresholds)
                 .where(tenant_profiles.c.tenant_id.in_(missing))
             )
-            found = {row.tenant_id: self._rules(row.tenant_id, row.time_zone, row.alert_thresholds) for row in rows}
+            found = {row.tenant_id: self._rules(row.tenant_id, row.alert_thresholds) for row in rows}
             for tenant_id in missing:  # a tenant without a profile (made by the CLI) gets the defaults
                 self._known[tenant_id] = (now + self._ttl, found.get(tenant_id, self._default))
         return {t: self._known[t][1] for t in tenant_ids}
 
-    def _rules(self, tenant_id: int, zone_name: str | None, overrides: dict[str, object] | None) -> TenantRules:
-        thresholds = self.base
+    def _rules(self, tenant_id: int, overrides: dict[str, object] | None) -> TenantRules:
         if overrides:
             try:
-                thresholds = self.base.merged(dict(overrides))
+                return TenantRules(self.base.merged(dict(overrides)))
             except ValueError as exc:
                 log.warning("company %s: stored alert thresholds ignored (%s)", tenant_id, exc)
-        try:
-            zone = ZoneInfo(zone_name or DEFAULT_TIME_ZONE)
-        except (ZoneInfoNotFoundError, ValueError):
-            zone = self._default.zone
-        return TenantRules(thresholds, zone)
+        return self._default
