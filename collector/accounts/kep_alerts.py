@@ -208,6 +208,18 @@ def acknowledge(conn: sa.Connection, actor: Actor, tenant_id: int, alert_id: int
     return _alert(_rows(conn, account_alerts.c.id == alert_id)[0])
 
 
+# Several collector processes sweep on the same schedule. On SQLite the write transaction already
+# serialises them (the second sees the first one's rows); on PostgreSQL both would read the old row
+# and both notify, so the sweep holds a transaction-scoped advisory lock and a busy one is skipped.
+SWEEP_LOCK_ID = 0x6B61_7373_6B65  # "kasske"
+
+
+def _sweep_lock(conn: sa.Connection) -> bool:
+    if conn.dialect.name != "postgresql":
+        return True
+    return bool(conn.execute(sa.select(sa.func.pg_try_advisory_xact_lock(SWEEP_LOCK_ID))).scalar_one())
+
+
 class KepAlertSweep:
     """``sweep`` in its own transaction, its notices handed to ``notify`` after the commit.
 
@@ -223,6 +235,8 @@ class KepAlertSweep:
 
     def __call__(self) -> list[AlertNotice]:
         with begin_write(self._engine) as conn:
+            if not _sweep_lock(conn):
+                return []  # another collector process is sweeping right now: it tells people, not us
             notices = sweep(conn, self._clock(), self._thresholds)
         if self._notify is not None:
             for notice in notices:

@@ -173,3 +173,24 @@ def test_the_evaluator_sweep_runs_it_and_survives_its_failure(engine: sa.Engine)
             conn.execute(sa.delete(account_alerts).where(account_alerts.c.tenant_id == tenant))
             conn.execute(sa.delete(kep_certificates).where(kep_certificates.c.tenant_id == tenant))
             conn.execute(sa.delete(tenants).where(tenants.c.id == tenant))
+
+
+def test_a_second_process_skips_the_sweep_while_one_runs(engine: sa.Engine) -> None:
+    """PostgreSQL: a transaction-scoped advisory lock; SQLite: its write lock already serialises the
+    sweeps, so the second one finds the alert raised and tells nobody again."""
+    with begin_write(engine) as conn:
+        tenant = conn.execute(sa.insert(tenants).values(name="Lock Co", created_at=T0).returning(tenants.c.id)).scalar_one()
+        add_certificate(conn, tenant, "LK-1", T0 + timedelta(days=2))
+    sweep = kep_alerts.KepAlertSweep(engine, THRESHOLDS, clock=lambda: T0)
+    try:
+        if engine.dialect.name == "postgresql":
+            with engine.connect() as other, other.begin():  # another process in the middle of its sweep
+                other.execute(sa.select(sa.func.pg_advisory_xact_lock(kep_alerts.SWEEP_LOCK_ID)))
+                assert sweep() == []
+        assert [n.tenant_id for n in sweep()] == [str(tenant)]  # free: this one raises it
+        assert sweep() == []  # the next process finds it raised
+    finally:
+        with begin_write(engine) as conn:
+            conn.execute(sa.delete(account_alerts).where(account_alerts.c.tenant_id == tenant))
+            conn.execute(sa.delete(kep_certificates).where(kep_certificates.c.tenant_id == tenant))
+            conn.execute(sa.delete(tenants).where(tenants.c.id == tenant))
