@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
-import time
+import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +42,9 @@ from firmware_sim.model import RegisterModel
 from firmware_sim.scenario import ScenarioRunner, load_scenario
 from firmware_sim.shtrih import ShtrihDevice
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from netkit import free_port, wait_for
+
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(90)]
 
 OWNER_EMAIL = "owner@live-sim.test"
@@ -60,19 +62,8 @@ PAPER_OUT_SHOWN = """() => {
 }"""
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
-def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 class RecordingMailer:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,9 @@ from firmware_sim.scenario import load_scenario
 from firmware_sim.shtrih import ShtrihDevice
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "collector"))  # the ingest tests' helpers
+sys.path.insert(0, str(Path(__file__).parent.parent))
 import ingest_testkit as kit
+from netkit import wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -43,17 +45,6 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield url
 
 
-def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while True:
-        value = probe()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_simulated_register_to_stored_state_and_escalating_alert(

@@ -21,7 +21,10 @@ import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
 import test_notifications_e2e as e2e
-from test_notifications_e2e import call, free_port, mailbox, wait_for  # noqa: F401  (mailbox: a fixture)
+from test_notifications_e2e import call, mailbox  # noqa: F401  (mailbox: a fixture)
+
+sys.path.insert(0, str(Path(__file__).parent.parent))
+from netkit import free_port, wait_for
 
 from collector.accounts.audit import Actor
 from collector.accounts.groups import add_member, create_group, grant_role

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes, policy
@@ -51,7 +51,9 @@ from collector.web import create_app
 from collector.web.notify_api import NOTIFY_OPERATIONS
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "collector"))  # the ingest tests' helpers
+sys.path.insert(0, str(Path(__file__).parent.parent))
 import ingest_testkit as kit
+from netkit import free_port, wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
@@ -59,19 +61,8 @@ INN = "7707083893"  # a valid ИНН (Сбербанк's, a public example)
 GROUP_WAIT = 1.0  # long enough for every register of a store to land in the first message
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
-def wait_for(probe: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := probe()):
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-    return value
 
 
 # --- the outside world: SMTP and webhook servers -------------------------------------------------
