@@ -8,6 +8,7 @@ instants in their head office's zone — a chain in Владивосток does 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -21,6 +22,8 @@ from collector.accounts.errors import InvalidInput, NotFound
 from collector.accounts.rights import Permission, authorize
 from collector.accounts.schema import tenant_profiles
 from collector.alerts.thresholds import Thresholds
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIME_ZONE = "Europe/Moscow"
 
@@ -96,6 +99,18 @@ def alert_threshold_overrides(conn: sa.Connection, tenant_id: int) -> dict[str, 
         sa.select(tenant_profiles.c.alert_thresholds).where(tenant_profiles.c.tenant_id == tenant_id)
     ).scalar_one_or_none()
     return dict(stored or {})
+
+
+def thresholds_in_force(base: Thresholds, overrides: dict[str, Any] | None, tenant_id: int) -> Thresholds:
+    """``base`` with the company's overrides; stored overrides that no longer validate (the defaults
+    changed under them) are logged and ignored rather than stopping the rules."""
+    if not overrides:
+        return base
+    try:
+        return base.merged(dict(overrides))
+    except ValueError as exc:
+        log.warning("company %s: stored alert thresholds ignored (%s)", tenant_id, exc)
+        return base
 
 
 def set_alert_thresholds(

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from collector.accounts import audit
 from collector.accounts.audit import Actor
-from collector.accounts.company import alert_threshold_overrides, tenant_zone
+from collector.accounts.company import alert_threshold_overrides, tenant_zone, thresholds_in_force
 from collector.accounts.errors import InvalidInput, NotFound
 from collector.accounts.rights import Permission, authorize
 from collector.accounts.schema import account_alerts, kep_certificates
@@ -142,7 +142,7 @@ def sweep(conn: sa.Connection, now: datetime, thresholds: Thresholds) -> list[Al
     notices: list[AlertNotice] = []
     for tenant_id in sorted(stored.keys() | certificates.keys()):
         certificate = certificates.get(tenant_id)
-        company_thresholds = _company_thresholds(conn, tenant_id, thresholds)
+        company_thresholds = thresholds_in_force(thresholds, alert_threshold_overrides(conn, tenant_id), tenant_id)
         condition = None if certificate is None else kep_condition(certificate, now, company_thresholds, conn, tenant_id)
         before = _record(stored[tenant_id]) if tenant_id in stored else None
         after, changes = apply(before, condition, now, register_id=subject_key(tenant_id),
@@ -159,15 +159,6 @@ def sweep(conn: sa.Connection, now: datetime, thresholds: Thresholds) -> list[Al
         if after.status is not AlertStatus.PENDING and any(c.kind in NOTIFIED_CHANGES for c in changes):
             notices.append(_notice(tenant_id, names.get(tenant_id, str(tenant_id)), after))
     return notices
-
-
-def _company_thresholds(conn: sa.Connection, tenant_id: int, base: Thresholds) -> Thresholds:
-    """The company's own КЭП thresholds when it set any (validated when set; ignored if stale)."""
-    overrides = alert_threshold_overrides(conn, tenant_id)
-    try:
-        return base.merged(overrides) if overrides else base
-    except ValueError:
-        return base
 
 
 def _notice(tenant_id: int, company_name: str, record: AlertRecord) -> AlertNotice:

@@ -42,8 +42,8 @@ from collector.alerts import (
     time_to_block,
 )
 from collector.ingest import bulk
+from collector.ingest.company_thresholds import CompanyThresholds
 from collector.ingest.rule_inputs import rule_inputs_key
-from collector.ingest.tenant_rules import TenantRules, TenantRuleSettings
 from collector.ingest.writes import FreshState
 from collector.metrics import CollectorMetrics
 from collector.notify import AlertNotice
@@ -158,13 +158,13 @@ class AlertEngine:
     ) -> None:
         self._engine = engine
         self.thresholds = thresholds or Thresholds()
-        self.tenant_rules = TenantRuleSettings(self.thresholds)  # each company's overrides and zone
+        self.company_thresholds = CompanyThresholds(self.thresholds)  # the defaults with each company's overrides
         self._notify = notify
         self._metrics = metrics or CollectorMetrics()
         self.clock = clock
         self._pending: dict[tuple[str, RuleId], AlertRecord] = {}
         # register → (thresholds, rule-input key, evaluated_at) of its last committed evaluation here
-        self._evaluated: dict[str, tuple[TenantRules, Any, datetime]] = {}
+        self._evaluated: dict[str, tuple[Thresholds, Any, datetime]] = {}
 
     def registers_of_agents(self, agent_ids: Collection[str]) -> list[str]:
         if not agent_ids:
@@ -198,7 +198,7 @@ class AlertEngine:
             ids = self._needing_evaluation(ids, at, fresh)
         totals = [0, 0, 0]
         for start in range(0, len(ids), CHUNK):
-            keys: dict[str, tuple[TenantRules, Any, datetime]] = {}
+            keys: dict[str, tuple[Thresholds, Any, datetime]] = {}
             with begin_write(self._engine) as conn:
                 counted = self._evaluate_chunk(conn, ids[start : start + CHUNK], at, keys, skip_unchanged, fresh)
             self._evaluated.update(keys)  # only once committed: a rolled-back verdict must be redone
@@ -222,22 +222,22 @@ class AlertEngine:
         with self._engine.connect() as conn:
             for start in range(0, len(ids), CHUNK):
                 pending = {register_id for register_id, _ in self._pending}
-                for subject, inp, rules in self._inputs(conn, self._load_subjects(conn, ids[start : start + CHUNK], fresh), now):
-                    if subject.register_id in pending or not self._unchanged(subject, inp, rules):
+                for subject, inp, thresholds in self._inputs(conn, self._load_subjects(conn, ids[start : start + CHUNK], fresh), now):
+                    if subject.register_id in pending or not self._unchanged(subject, inp, thresholds):
                         needed.append(subject.register_id)
         return needed
 
-    def _unchanged(self, subject: _Subject, inp: RuleInput, rules: TenantRules) -> bool:
+    def _unchanged(self, subject: _Subject, inp: RuleInput, thresholds: Thresholds) -> bool:
         # The stored verdict must also be ours (the evaluated_at we wrote): under a shared
         # subscription another collector may have evaluated this register since.
         key = rule_inputs_key(inp)
-        return key is not None and self._evaluated.get(subject.register_id) == (rules, key, subject.evaluated_at)
+        return key is not None and self._evaluated.get(subject.register_id) == (thresholds, key, subject.evaluated_at)
 
     def _inputs(
         self, conn: sa.Connection, subjects: list[_Subject], now: datetime
-    ) -> list[tuple[_Subject, RuleInput, TenantRules]]:
+    ) -> list[tuple[_Subject, RuleInput, Thresholds]]:
         contracts = repo.load_contracts(conn, [s.register_id for s in subjects])
-        companies = self.tenant_rules.for_tenants(conn, {s.tenant_id for s in subjects})
+        companies = self.company_thresholds.for_tenants(conn, {s.tenant_id for s in subjects})
         down_since = self._link_down_since(conn, [s.register_id for s in subjects if s.link_up is False])
         inputs = []
         for subject in subjects:
@@ -263,7 +263,7 @@ class AlertEngine:
         conn: sa.Connection,
         ids: list[str],
         now: datetime,
-        keys: dict[str, tuple[TenantRules, Any, datetime]],
+        keys: dict[str, tuple[Thresholds, Any, datetime]],
         skip_unchanged: bool,
         fresh: Mapping[str, FreshState],
     ) -> tuple[int, int, int]:
@@ -278,12 +278,11 @@ class AlertEngine:
         changes = notices = 0
         verdicts: dict[str, RegisterEvaluation] = {}
         pending_registers = {register_id for register_id, _ in self._pending}
-        for subject, inp, rules in self._inputs(conn, subjects, now):
+        for subject, inp, thresholds in self._inputs(conn, subjects, now):
             # Checked again inside the transaction: the inputs may have moved since the read.
-            if skip_unchanged and subject.register_id not in pending_registers and self._unchanged(subject, inp, rules):
+            if skip_unchanged and subject.register_id not in pending_registers and self._unchanged(subject, inp, thresholds):
                 continue
-            keys[subject.register_id] = (rules, rule_inputs_key(inp), now)  # None never matches
-            thresholds = rules.thresholds
+            keys[subject.register_id] = (thresholds, rule_inputs_key(inp), now)  # None never matches
             records = dict(stored.get(subject.register_id, {}))
             for (register_id, rule), pending in self._pending.items():
                 if register_id == subject.register_id and rule not in records:

@@ -18,8 +18,8 @@ import security_testkit as security_kit
 from collector.accounts.schema import tenant_profiles
 from collector.alerts import Thresholds
 from collector.ingest.batcher import IngestWriter
+from collector.ingest.company_thresholds import CompanyThresholds
 from collector.ingest.engine import AlertEngine
-from collector.ingest.tenant_rules import TenantRuleSettings
 from collector.storage.schema import alerts, registers
 
 engine = kit.engine  # a migrated engine per backend
@@ -77,18 +77,18 @@ def test_settings_are_read_per_company_cached_and_stale_overrides_ignored(engine
         conn.execute(sa.insert(tenant_profiles).values(tenant_id=one, inn="500100732259", time_zone="Asia/Omsk",
                                                        alert_thresholds={"fn_validity_info": "P1D"}))  # below "warning"
     clock = [0.0]
-    settings = TenantRuleSettings(Thresholds(), ttl=30, clock=lambda: clock[0])
+    settings = CompanyThresholds(Thresholds(), ttl=30, clock=lambda: clock[0])
     with engine.connect() as conn:
         rules = settings.for_tenants(conn, [one, 999_999])
-    assert rules[one].thresholds == Thresholds()  # stale: ignored
-    assert rules[999_999].thresholds == Thresholds()  # no profile: the defaults
+    assert rules[one] == Thresholds()  # stale: ignored
+    assert rules[999_999] == Thresholds()  # no profile: the defaults
     with engine.begin() as conn:
         conn.execute(sa.update(tenant_profiles).where(tenant_profiles.c.tenant_id == one)
                      .values(alert_thresholds={"shift_warning": "PT19H"}))
     with engine.connect() as conn:
-        assert settings.for_tenants(conn, [one])[one].thresholds == Thresholds()  # within the ttl: remembered
+        assert settings.for_tenants(conn, [one])[one] == Thresholds()  # within the ttl: remembered
         clock[0] = 31
-        assert settings.for_tenants(conn, [one])[one].thresholds.shift_warning == timedelta(hours=19)
+        assert settings.for_tenants(conn, [one])[one].shift_warning == timedelta(hours=19)
 
 
 def test_the_settings_page_edits_them_in_natural_units(client: security_kit.Client) -> None:
