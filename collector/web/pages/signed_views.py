@@ -9,9 +9,10 @@ is refused with its reason even for a hand-made request.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 from urllib.parse import quote
 
 import sqlalchemy as sa
@@ -52,53 +53,60 @@ def signed_actions(conn: sa.Connection, user_id: int, register_id: str, at: date
     return SignedActions(Permission.MANAGE_REGISTERS in allowed, Permission.EDIT_CONTRACTS in allowed, kep)
 
 
-async def _refusals_as_pages(change: Awaitable[str]) -> str:
-    """No valid КЭП (409) or a bad note (422): a page that says why, nothing recorded."""
-    try:
-        return await change
-    except Problem as problem:
-        raise PageError(problem.body.status, refusal_text(problem)) from None
-
-
 def _back(register_id: str, done: str) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(f"/registers/{quote(register_id, safe='')}?done={done}#signed-actions")
 
 
-@page
-async def apply_to_fns(request: web.Request) -> web.StreamResponse:
-    register_id = request.match_info["register_id"]
-    fields, at = await _checked_form(request), now(request)
-
-    def work(conn: sa.Connection, who: Caller) -> str:
-        require_visible(conn, who, register_id)  # rights first, then the input
-        authorize(conn, who.actor, who.tenant_id, Permission.MANAGE_REGISTERS, register_id)
-        try:
-            kind = signed_requests.FnsApplication(fields.get("kind", ""))
-        except ValueError:
-            return "choose-fns-kind"
-        signed_requests.apply_to_fns(conn, who.actor, who.tenant_id, register_id, kind, fields.get("note", ""), at=at)
-        return "fns-application"
-
-    raise _back(register_id, await _refusals_as_pages(as_caller(request, work, write=True)))
+Kind = TypeVar("Kind", signed_requests.FnsApplication, signed_requests.OfdDocument)
+# (conn, caller, register id, kind, note, at) → records the request or raises a refusal
+Record = Callable[[sa.Connection, Caller, str, Kind, str, datetime], object]
 
 
-@page
-async def send_to_ofd(request: web.Request) -> web.StreamResponse:
+async def _signed_request(
+    request: web.Request, permission: Permission, kinds: type[Kind], record: Record[Kind], done: str, choose: str
+) -> web.StreamResponse:
+    """Rights first, then the input: a kind not in the list re-asks (``?done=<choose>``); no valid КЭП
+    (409) or a bad note (422) is a page that says why. Nothing is recorded unless all of it passes."""
     register_id = request.match_info["register_id"]
     fields, at = await _checked_form(request), now(request)
 
     def work(conn: sa.Connection, who: Caller) -> str:
         require_visible(conn, who, register_id)
-        authorize(conn, who.actor, who.tenant_id, Permission.EDIT_CONTRACTS, register_id)
+        authorize(conn, who.actor, who.tenant_id, permission, register_id)
         try:
-            kind = signed_requests.OfdDocument(fields.get("kind", ""))
+            kind = kinds(fields.get("kind", ""))
         except ValueError:
-            return "choose-ofd-kind"
-        signed_requests.send_to_ofd(conn, who.actor, who.tenant_id, kind, fields.get("note", ""), at=at,
-                                    register_id=register_id)
-        return "ofd-document"
+            return choose
+        record(conn, who, register_id, kind, fields.get("note", ""), at)
+        return done
 
-    raise _back(register_id, await _refusals_as_pages(as_caller(request, work, write=True)))
+    try:
+        outcome = await as_caller(request, work, write=True)
+    except Problem as problem:
+        raise PageError(problem.body.status, refusal_text(problem)) from None
+    raise _back(register_id, outcome)
+
+
+def _fns(conn: sa.Connection, who: Caller, register_id: str, kind: signed_requests.FnsApplication, note: str,
+         at: datetime) -> object:
+    return signed_requests.apply_to_fns(conn, who.actor, who.tenant_id, register_id, kind, note, at=at)
+
+
+def _ofd(conn: sa.Connection, who: Caller, register_id: str, kind: signed_requests.OfdDocument, note: str,
+         at: datetime) -> object:
+    return signed_requests.send_to_ofd(conn, who.actor, who.tenant_id, kind, note, at=at, register_id=register_id)
+
+
+@page
+async def apply_to_fns(request: web.Request) -> web.StreamResponse:
+    return await _signed_request(request, Permission.MANAGE_REGISTERS, signed_requests.FnsApplication, _fns,
+                                 "fns-application", "choose-fns-kind")
+
+
+@page
+async def send_to_ofd(request: web.Request) -> web.StreamResponse:
+    return await _signed_request(request, Permission.EDIT_CONTRACTS, signed_requests.OfdDocument, _ofd,
+                                 "ofd-document", "choose-ofd-kind")
 
 
 SIGNED_ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
