@@ -16,17 +16,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
 from collector.accounts import audit
 from collector.accounts.audit import Actor
-from collector.accounts.company import alert_threshold_overrides, tenant_zone, thresholds_in_force
+from collector.accounts.company import DEFAULT_TIME_ZONE, thresholds_in_force
 from collector.accounts.errors import InvalidInput, NotFound
 from collector.accounts.rights import Permission, authorize
-from collector.accounts.schema import account_alerts, kep_certificates
+from collector.accounts.schema import account_alerts, kep_certificates, tenant_profiles
 from collector.alerts import (
     NOTIFIED_CHANGES,
     AlertActionError,
@@ -94,9 +95,8 @@ def _longest_valid(conn: sa.Connection, tenant_ids: list[int] | None = None) -> 
     return best
 
 
-def kep_condition(certificate: _Certificate, now: datetime, thresholds: Thresholds, conn: sa.Connection,
-                  tenant_id: int) -> Condition | None:
-    condition = kep_validity(certificate.valid_until, now, thresholds, tenant_zone(conn, tenant_id))
+def kep_condition(certificate: _Certificate, now: datetime, thresholds: Thresholds, zone: tzinfo) -> Condition | None:
+    condition = kep_validity(certificate.valid_until, now, thresholds, zone)
     if condition is None:
         return None
     return condition.model_copy(update={
@@ -139,11 +139,17 @@ def sweep(conn: sa.Connection, now: datetime, thresholds: Thresholds) -> list[Al
     stored = {row["tenant_id"]: row for row in _rows(conn)}
     certificates = _longest_valid(conn)
     names = {row.id: row.name for row in conn.execute(sa.select(tenants.c.id, tenants.c.name))}
+    profiles = {  # one read for every company, not two per company per sweep
+        row.tenant_id: row for row in conn.execute(
+            sa.select(tenant_profiles.c.tenant_id, tenant_profiles.c.time_zone, tenant_profiles.c.alert_thresholds)
+        )
+    }
     notices: list[AlertNotice] = []
     for tenant_id in sorted(stored.keys() | certificates.keys()):
-        certificate = certificates.get(tenant_id)
-        company_thresholds = thresholds_in_force(thresholds, alert_threshold_overrides(conn, tenant_id), tenant_id)
-        condition = None if certificate is None else kep_condition(certificate, now, company_thresholds, conn, tenant_id)
+        certificate, profile = certificates.get(tenant_id), profiles.get(tenant_id)
+        company_thresholds = thresholds_in_force(thresholds, profile.alert_thresholds if profile else None, tenant_id)
+        zone = ZoneInfo(profile.time_zone if profile else DEFAULT_TIME_ZONE)
+        condition = None if certificate is None else kep_condition(certificate, now, company_thresholds, zone)
         before = _record(stored[tenant_id]) if tenant_id in stored else None
         after, changes = apply(before, condition, now, register_id=subject_key(tenant_id),
                                pending=company_thresholds.pending_for(RULE))
