@@ -53,7 +53,7 @@ from collector.storage import create_engine_from_url, migrate
 from collector.storage.schema import alerts, state_history
 from protocol.kkt.state import FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
 from protocol.mqtt.models import StatePayload, encode
-from protocol.mqtt.topics import state_topic
+from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, state_topic
 
 PG_URL = os.environ.get("KASSA_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MOSQUITTO_CONF = """\
@@ -192,6 +192,18 @@ class Collectors:
             self.service.start()
             return
         migrate(db_url)  # once, before N processes race to do it
+        # Each collector subscribes, then publishes its retained "online" on the same connection, so a
+        # live (non-retained) "online" delivery means that collector's subscription is in place.
+        online = threading.Semaphore(0)
+        watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-ready", clean_session=True)
+        watcher.on_message = lambda _c, _u, message: None if message.retain else online.release()
+        watcher.connect("127.0.0.1", port, keepalive=60)
+        subscribed = threading.Event()
+        watcher.on_subscribe = lambda *_args: subscribed.set()
+        watcher.subscribe(COLLECTOR_STATUS_TOPIC, qos=1)
+        watcher.loop_start()
+        if not subscribed.wait(10):
+            raise RuntimeError("the readiness watcher could not subscribe")
         for index in range(count):
             log = (workdir / f"collector-{index}.log").open("ab")
             self.processes.append(subprocess.Popen(
@@ -199,7 +211,13 @@ class Collectors:
                  "--client-id", f"bench-{index}", "--shared", "--log-level", "WARNING"],
                 stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
             ))
-        time.sleep(3.0)  # imports, connect, SUBACK
+        try:
+            for _ in range(count):
+                if not online.acquire(timeout=60):
+                    raise RuntimeError("a collector did not come online within 60 s (see its log in the workdir)")
+        finally:
+            watcher.disconnect()
+            watcher.loop_stop()
 
     @property
     def label(self) -> str:

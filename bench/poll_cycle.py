@@ -42,6 +42,13 @@ class CountingEndpoint:
     def reset(self) -> None:
         self.device.reset()
 
+    def idle(self) -> None:
+        self.device.idle()
+
+    def __getattr__(self, name: str) -> object:
+        # Whatever else a host asks of its device (it grows with the protocols) goes straight through.
+        return getattr(self.device, name)
+
 
 @dataclass
 class Result:
