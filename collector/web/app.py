@@ -35,6 +35,7 @@ from collector.web.auth import (
     allow_anonymous,
     auth_middleware,
 )
+from collector.web.input_guard import input_guard_middleware
 from collector.web.openapi import OPERATIONS_KEY
 from collector.web.ops import (
     BROKER_READY_KEY,
@@ -138,7 +139,7 @@ def create_app(
     from collector.web.accounts_support import ACCOUNTS_WEB_KEY, AccountsWeb, SessionAuth, SessionCsrf
 
     settings = WebSettings.from_config(config)
-    app = web.Application(middlewares=[metrics_middleware, problem_middleware, auth_middleware])
+    app = web.Application(middlewares=[metrics_middleware, problem_middleware, input_guard_middleware, auth_middleware])
     app[CLOCK_KEY] = clock
     app[METRICS_KEY] = http_metrics_for(metrics_registry or CollectorRegistry())
     if broker_ready is not None:
