@@ -48,6 +48,7 @@ from collector.web.pages import EventHub, add_page_routes
 from collector.web.pages.zones import TENANT_ZONES_KEY, TenantZones
 from collector.web.problems import problem_middleware
 from collector.web.routing import CLOCK_KEY, ENGINE_KEY, Operation, without_query
+from collector.web.security_headers import add_security_headers
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ def create_app(
 
     settings = WebSettings.from_config(config)
     app = web.Application(middlewares=[metrics_middleware, problem_middleware, input_guard_middleware, auth_middleware])
+    add_security_headers(app)
     app[CLOCK_KEY] = clock
     app[METRICS_KEY] = http_metrics_for(metrics_registry or CollectorRegistry())
     if broker_ready is not None:
