@@ -106,3 +106,27 @@ def test_a_malformed_id_on_a_page_is_a_400_page_not_a_500(client: kit.Client, wo
     reply = client.call("POST", "/admin/tree/nodes/abc/delete", who="owner_a", cookies=cookies,
                         data={"csrf_token": token})
     assert reply.status == 400 and "node_id" in reply.text
+
+
+def test_a_nul_in_a_json_body_is_a_400_naming_the_field(client: kit.Client) -> None:
+    reply = client.call("POST", "/api/v1/tags", who="owner_a", json={"name": "Метка\x00"})
+    _refused(reply, "name")
+    login = client.call("POST", "/api/v1/auth/login", json={"email": "a\x00@b.test", "password": "x" * 12})
+    _refused(login, "email")
+    nested = client.call("POST", "/api/v1/alerts/ack", who="owner_a", json={"ids": [1], "comment": ["\ud800"]})
+    _refused(nested, "comment.0")  # a lone surrogate cannot be stored either
+
+
+def test_a_nul_in_a_form_is_a_400_naming_the_field(client: kit.Client, world: kit.World) -> None:
+    token, cookies = client.page_csrf("owner_a")
+    alert = world.a["{alert_id}"]
+    reply = client.call("POST", f"/alerts/{alert}/comment", who="owner_a", cookies=cookies,
+                        data={"csrf_token": token, "text": "проверка\x00"})
+    _refused(reply, "text")
+
+
+def test_line_breaks_in_body_text_still_pass(client: kit.Client, world: kit.World) -> None:
+    alert = world.a["{alert_id}"]
+    reply = client.call("POST", f"/api/v1/alerts/{alert}/comments", who="owner_a",
+                        json={"text": "строка 1\nстрока 2\tконец"})
+    assert reply.status in (200, 201), reply.text
