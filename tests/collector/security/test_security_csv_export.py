@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import sys
 from datetime import date, datetime
 from pathlib import Path
@@ -69,3 +70,14 @@ def test_values_of_our_own_stay_as_they_are() -> None:
     assert cell_text(date(2026, 12, 1)) == "2026-12-01"
     assert cell_text(None) == ""
     assert cell_text("-3600") == "'-3600"  # the same digits from outside are text
+
+
+def test_every_csv_the_collector_writes_goes_through_the_one_writer() -> None:
+    """A new export (contracts, audit…) must use ``csv_document``, never its own ``csv.writer``."""
+    collector = Path(__file__).resolve().parents[3] / "collector"
+    writers = sorted(
+        str(path.relative_to(collector))
+        for path in collector.rglob("*.py")
+        if re.search(r"csv\.(writer|DictWriter)\(", path.read_text(encoding="utf-8"))
+    )
+    assert writers == ["web/csv_writer.py"]
