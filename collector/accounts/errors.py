@@ -28,7 +28,11 @@ class AuthenticationFailed(AccountsError):
 
 
 class AccountLocked(AccountsError):
-    """Too many failed logins: the account or the client address is locked for a while."""
+    """Too many failed logins: this client address, or this e-mail from it, must wait a while."""
+
+    def __init__(self, message: str, *, retry_after_seconds: int) -> None:
+        super().__init__(message)
+        self.retry_after_seconds = retry_after_seconds
 
 
 class EmailNotConfirmed(AccountsError):

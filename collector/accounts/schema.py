@@ -63,7 +63,7 @@ users = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("confirmed_at", UtcDateTime, nullable=True),
     sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("locked_until", UtcDateTime, nullable=True),
+    sa.Column("failure_notice_at", UtcDateTime, nullable=True),  # when the user was last told of failed logins
     sa.Column("disabled", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.UniqueConstraint("email"),
     sa.Index(None, "tenant_id"),
@@ -172,6 +172,20 @@ login_failures = sa.Table(
     sa.Index(None, "ip", "at"),
 )
 
+# Consecutive failed logins per (e-mail, client address): each pair waits longer after every
+# failure, so nobody can lock an owner out from elsewhere. Keyed by the e-mail as typed (normalised),
+# whether or not an account has it, so known and unknown addresses are treated identically.
+login_throttle = sa.Table(
+    "login_throttle",
+    metadata,
+    sa.Column("email", sa.String(254), primary_key=True),
+    sa.Column("ip", sa.String(64), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("last_failure_at", UtcDateTime, nullable=False),
+    sa.Column("retry_at", UtcDateTime, nullable=False),
+    sa.Index(None, "last_failure_at"),
+)
+
 kep_orders = sa.Table(
     "kep_orders",
     metadata,
@@ -269,6 +283,7 @@ ACCOUNT_TABLES: tuple[sa.Table, ...] = (
     invitations,
     email_tokens,
     login_failures,
+    login_throttle,
     kep_orders,
     kep_order_history,
     kep_certificates,

@@ -1,5 +1,7 @@
 """Account flows: sign-up (no КЭП needed), e-mail confirmation, password reset, login with
-lockout and throttling, invitations into groups, and users created by the operator.
+throttling (per address, and per e-mail and address: ``login_throttle``; never a lock anyone could
+set off) and a notice to the owner of repeated failures, invitations into groups, and users
+created by the operator.
 
 Links in e-mails carry single-use, expiring tokens (stored hashed); using one is a single
 conditional UPDATE, so two clicks racing each other cannot both succeed. Password reset never
@@ -11,14 +13,16 @@ though the call then raises, which a caller's rolled-back transaction would undo
 
 from __future__ import annotations
 
+import logging
 import re
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import sqlalchemy as sa
 
-from collector.accounts import audit
+from collector.accounts import audit, login_throttle
 from collector.accounts.audit import Actor
 from collector.accounts.errors import (
     AccountLocked,
@@ -30,6 +34,7 @@ from collector.accounts.errors import (
     TokenInvalid,
 )
 from collector.accounts.groups import add_member, check_may_add_to_group, ensure_role_group, get_group
+from collector.accounts.login_throttle import PairThrottle
 from collector.accounts.passwords import Passwords
 from collector.accounts.rights import Role
 from collector.accounts.schema import email_tokens, invitations, login_failures, users
@@ -37,6 +42,9 @@ from collector.accounts.secrets_util import new_secret, token_hash
 from collector.accounts.sessions import NewSession, create_session, revoke_session, revoke_user_sessions
 from collector.accounts.tree import create_company
 from collector.storage.engine import begin_write
+
+log = logging.getLogger(__name__)
+_Mail = tuple[str, str, str]  # to, subject, text
 
 _EMAIL = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
 CONFIRM, RESET, INVITE = "confirm", "reset", "invite"
@@ -55,10 +63,11 @@ class AccountSettings:
     reset_ttl: timedelta = timedelta(hours=1)
     invite_ttl: timedelta = timedelta(days=7)
     session_ttl: timedelta = timedelta(days=14)
-    max_failures_per_account: int = 5
-    lockout: timedelta = timedelta(minutes=15)
+    pair_throttle: PairThrottle = field(default_factory=PairThrottle)
     max_failures_per_ip: int = 20
     ip_window: timedelta = timedelta(minutes=15)
+    notify_after_failures: int = 5  # consecutive failed logins of an account, from anywhere
+    failure_notice_window: timedelta = timedelta(hours=1)  # at most one notice per account per window
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +195,7 @@ class AccountService:
         )
 
     def reset_password(self, conn: sa.Connection, token: str, new_password: str, *, at: datetime) -> int:
-        """Set the new password, lift a lockout and end every session of the user."""
+        """Set the new password, forget failed logins and end every session of the user."""
         new_hash = self.passwords.hash(new_password)
         row = self._consume(conn, RESET, token, at)
         conn.execute(
@@ -195,7 +204,6 @@ class AccountService:
             .values(
                 password_hash=new_hash,
                 failed_logins=0,
-                locked_until=None,
                 confirmed_at=sa.func.coalesce(users.c.confirmed_at, at),  # the mailbox is proven
             )
         )
@@ -217,19 +225,23 @@ class AccountService:
     ) -> NewSession:
         """A fresh session; the session presented before login (if any) is revoked (fixation).
 
-        Raises ``AccountLocked`` (account or address), ``AuthenticationFailed`` or
-        ``EmailNotConfirmed``; failures are committed before raising.
+        Raises ``AccountLocked`` (this address, or this e-mail from this address, must wait),
+        ``AuthenticationFailed`` or ``EmailNotConfirmed``; failures are committed before raising.
+        An unknown e-mail gets the same answers, in about the same time, as a known one.
         """
         outcome: NewSession | Exception
         with begin_write(engine) as conn:
-            outcome = self._attempt_login(conn, email, password, ip, at, previous_session)
+            outcome, notice = self._attempt_login(conn, email, password, ip, at, previous_session)
+        if notice is not None:
+            # Off the login's path: neither its time nor an SMTP failure shows in the answer.
+            threading.Thread(target=self._send_quietly, args=notice, name="login-failure-notice", daemon=True).start()
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
 
     def _attempt_login(
         self, conn: sa.Connection, email: str, password: str, ip: str, at: datetime, previous: str | None
-    ) -> NewSession | Exception:
+    ) -> tuple[NewSession | Exception, _Mail | None]:
         s = self.settings
         recent = conn.execute(
             sa.select(sa.func.count())
@@ -237,65 +249,86 @@ class AccountService:
             .where(login_failures.c.ip == ip, login_failures.c.at > at - s.ip_window)
         ).scalar_one()
         if recent >= s.max_failures_per_ip:
+            wait = int(s.ip_window.total_seconds())
             return AccountLocked(
-                f"too many failed logins from this address; try again in {_minutes(s.ip_window)} minutes"
-            )
-        email = email.strip().lower()
+                f"too many failed logins from this address; try again in {_minutes(s.ip_window)} minutes",
+                retry_after_seconds=wait,
+            ), None
+        email = email.strip().lower()[:254]
+        wait = login_throttle.seconds_to_wait(conn, email, ip, at)
+        if wait:
+            return AccountLocked(
+                f"too many failed logins for this e-mail from your address; try again in {wait} s",
+                retry_after_seconds=wait,
+            ), None
         user = conn.execute(
             sa.select(
                 users.c.id,
                 users.c.tenant_id,
+                users.c.email,
                 users.c.password_hash,
                 users.c.confirmed_at,
                 users.c.failed_logins,
-                users.c.locked_until,
+                users.c.failure_notice_at,
                 users.c.disabled,
             ).where(users.c.email == email)
         ).first()
-        if user is not None and user.locked_until is not None and user.locked_until > at:
-            return AccountLocked(
-                f"the account is locked until {user.locked_until:%H:%M} UTC after failed logins"
-            )
+        # Verified against a dummy hash when the e-mail is unknown, so both answers take the same time.
         checked = self.passwords.verify(self._dummy_hash if user is None else user.password_hash, password)
         if user is None or not checked.ok or user.disabled:
             conn.execute(sa.insert(login_failures).values(ip=ip, at=at))
-            if user is not None and not user.disabled:
-                return self._count_failure(conn, user.id, user.tenant_id, user.failed_logins + 1, at)
-            return AuthenticationFailed("wrong e-mail or password")
+            login_throttle.record_failure(conn, s.pair_throttle, email, ip, at)
+            notice = None if user is None or user.disabled else self._count_failure(conn, user, ip, at)
+            return AuthenticationFailed("wrong e-mail or password"), notice
         if user.confirmed_at is None:
-            return EmailNotConfirmed("confirm your e-mail address first: follow the link we sent you")
-        values: dict[str, object] = {"failed_logins": 0, "locked_until": None}
+            return EmailNotConfirmed("confirm your e-mail address first: follow the link we sent you"), None
+        login_throttle.clear(conn, email, ip)
+        values: dict[str, object] = {"failed_logins": 0}
         if checked.new_hash is not None:
             values["password_hash"] = checked.new_hash
         conn.execute(sa.update(users).where(users.c.id == user.id).values(**values))
         if previous is not None:
             revoke_session(conn, previous, at=at)
-        return create_session(conn, user.id, at=at, ttl=s.session_ttl, ip=ip)
+        return create_session(conn, user.id, at=at, ttl=s.session_ttl, ip=ip), None
 
-    def _count_failure(
-        self, conn: sa.Connection, user_id: int, tenant_id: int, failures: int, at: datetime
-    ) -> Exception:
+    def _count_failure(self, conn: sa.Connection, user: sa.Row[Any], ip: str, at: datetime) -> _Mail | None:
+        """One more failed login of the account; past the threshold, the notice to send (once per window)."""
         s = self.settings
-        if failures < s.max_failures_per_account:
-            conn.execute(sa.update(users).where(users.c.id == user_id).values(failed_logins=failures))
-            return AuthenticationFailed("wrong e-mail or password")
-        until = at + s.lockout
-        conn.execute(
-            sa.update(users).where(users.c.id == user_id).values(failed_logins=0, locked_until=until)
-        )
+        failures = user.failed_logins + 1
+        told = user.failure_notice_at
+        due = failures >= s.notify_after_failures and (told is None or told <= at - s.failure_notice_window)
+        values: dict[str, object] = {"failed_logins": failures}
+        if due:
+            values["failure_notice_at"] = at
+        conn.execute(sa.update(users).where(users.c.id == user.id).values(**values))
+        if not due:
+            return None
         audit.record(
             conn,
             Actor(None, "system"),
-            tenant_id=tenant_id,
-            action="user.lockout",
+            tenant_id=user.tenant_id,
+            action="user.login_failures",
             target_type="user",
-            target_id=user_id,
+            target_id=user.id,
             at=at,
-            details={"until": until.isoformat(), "failures": failures},
+            details={"failures": failures, "last_ip": ip},
         )
-        return AccountLocked(
-            f"too many failed logins: the account is locked for {_minutes(s.lockout)} minutes"
+        return (
+            user.email,
+            "Неудачные попытки входа",
+            f"Подряд не удалось войти в ваш аккаунт {user.email} {failures} раз(а); последняя попытка — "
+            f"{at:%d.%m.%Y %H:%M} UTC с адреса {ip}.\n"
+            "Если это были вы и вы забыли пароль, задайте новый:\n"
+            f"{self.settings.base_url}/password-reset\n"
+            "Если это были не вы, ваш пароль никто не узнал: попытки с каждого адреса замедляются, "
+            "а вы можете входить как обычно. Надёжный пароль, которого нет на других сайтах, защитит лучше всего.\n",
         )
+
+    def _send_quietly(self, to: str, subject: str, text: str) -> None:
+        try:
+            self.mailer.send(to, subject, text)
+        except Exception:
+            log.exception("the notice of failed logins to %s was not sent", to)
 
     # --- invitations -------------------------------------------------------------------------
 

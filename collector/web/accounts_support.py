@@ -159,8 +159,7 @@ _STATUSES: tuple[tuple[type[Exception], int, str, str], ...] = (
 
 def as_problem(exc: Exception, request: web.Request) -> Problem:
     if isinstance(exc, AccountLocked):
-        lockout = request.app[ACCOUNTS_WEB_KEY].service.settings.lockout
-        retry = str(int(lockout.total_seconds()))
+        retry = str(exc.retry_after_seconds)
         return Problem(429, "locked", "Too many attempts", str(exc), headers={"Retry-After": retry})
     for kind, status, slug, title in _STATUSES:
         if isinstance(exc, kind):
@@ -295,7 +294,7 @@ class RateLimiter:
     """At most ``limit`` requests per ``window`` seconds per (bucket, client address).
 
     In-process: each web process counts its own, which bounds guessing per process; the login
-    flow's database-backed per-address and per-account lockout holds across processes.
+    flow's database-backed per-address and per-(e-mail, address) throttling holds across processes.
     """
 
     def __init__(self, limit: int = 10, window: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:

@@ -35,6 +35,7 @@ from collector.web.auth import (
     allow_anonymous,
     auth_middleware,
 )
+from collector.web.input_guard import input_guard_middleware
 from collector.web.openapi import OPERATIONS_KEY
 from collector.web.ops import (
     BROKER_READY_KEY,
@@ -47,6 +48,7 @@ from collector.web.pages import EventHub, add_page_routes
 from collector.web.pages.zones import TENANT_ZONES_KEY, TenantZones
 from collector.web.problems import problem_middleware
 from collector.web.routing import CLOCK_KEY, ENGINE_KEY, Operation, without_query
+from collector.web.security_headers import add_security_headers
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +140,8 @@ def create_app(
     from collector.web.accounts_support import ACCOUNTS_WEB_KEY, AccountsWeb, SessionAuth, SessionCsrf
 
     settings = WebSettings.from_config(config)
-    app = web.Application(middlewares=[metrics_middleware, problem_middleware, auth_middleware])
+    app = web.Application(middlewares=[metrics_middleware, problem_middleware, input_guard_middleware, auth_middleware])
+    add_security_headers(app)
     app[CLOCK_KEY] = clock
     app[METRICS_KEY] = http_metrics_for(metrics_registry or CollectorRegistry())
     if broker_ready is not None:

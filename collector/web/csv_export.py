@@ -1,31 +1,15 @@
-"""The register list as CSV: one row per ``RegisterSummary``, the same items the JSON list returns.
-
-Written for spreadsheets used in Russia: ``;`` as the separator (Excel's list separator under a
-Russian locale) and a UTF-8 byte-order mark so Cyrillic store names open correctly.
+"""The register list as CSV: one row per ``RegisterSummary``, the same items the JSON list returns,
+written by the one CSV writer of every export (``csv_writer``: formula-safe cells, ``;``, BOM).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable, Iterable
-from datetime import date, datetime
 
+from collector.web.csv_writer import CSV_MEDIA_TYPE, csv_document
 from collector.web.schemas import RegisterSummary
 
-CSV_MEDIA_TYPE = "text/csv"
-DELIMITER = ";"
-
-
-def _text(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    return str(value)
-
+__all__ = ["COLUMNS", "CSV_MEDIA_TYPE", "registers_csv"]
 
 COLUMNS: tuple[tuple[str, Callable[[RegisterSummary], object]], ...] = (
     ("register_id", lambda r: r.register_id),
@@ -55,9 +39,4 @@ COLUMNS: tuple[tuple[str, Callable[[RegisterSummary], object]], ...] = (
 
 
 def registers_csv(items: Iterable[RegisterSummary]) -> bytes:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=DELIMITER, lineterminator="\r\n")
-    writer.writerow(name for name, _ in COLUMNS)
-    for item in items:
-        writer.writerow(_text(get(item)) for _, get in COLUMNS)
-    return buffer.getvalue().encode("utf-8-sig")
+    return csv_document((name for name, _ in COLUMNS), ([get(item) for _, get in COLUMNS] for item in items))

@@ -74,11 +74,13 @@ def page(browser: Any) -> Iterator[Any]:
     opened = context.new_page()
     errors: list[str] = []
     opened.on("pageerror", lambda error: errors.append(str(error)))
+    # Whatever the Content-Security-Policy blocked (an inline script or style) fails the test too.
+    opened.on("console", lambda message: errors.append(message.text) if "Content Security Policy" in message.text else None)
     try:
         yield opened
     finally:
         context.close()
-    assert not errors, f"JavaScript errors on the page: {errors}"
+    assert not errors, f"JavaScript errors or CSP violations on the page: {errors}"
 
 
 def free_port() -> int:

@@ -1,9 +1,10 @@
-"""Sign-up, e-mail confirmation, login with lockout and throttling, sessions, password reset,
+"""Sign-up, e-mail confirmation, login with throttling, sessions, password reset,
 API tokens and invitations — on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from collector.accounts.errors import (
 )
 from collector.accounts.groups import create_group, grant_role
 from collector.accounts.inn import InvalidNumber
+from collector.accounts.passwords import HashingCost, Passwords
 from collector.accounts.rights import Permission, Role, can, scope_for
 from collector.accounts.schema import api_tokens, email_tokens, sessions, users
 from collector.accounts.secrets_util import token_hash
@@ -115,29 +117,50 @@ def test_confirmation_link_expires(engine, service, mailer) -> None:
         )
 
 
-def test_lockout_after_repeated_failures_and_its_expiry(engine, service) -> None:
-    email = f"lock-{kit.make_inn()}@example.test"
+def test_a_guessing_pair_waits_exponentially_longer_and_the_owner_never(engine, service) -> None:
+    email = f"pair-{kit.make_inn()}@example.test"
     user_id = _signed_up(engine, service, email)
-    limit = service.settings.max_failures_per_account
-    for attempt in range(limit - 1):
+    throttle, ip = service.settings.pair_throttle, "10.1.0.1"
+    at, waits = T0, []
+    for _ in range(throttle.free_failures - 1):  # free failures: nothing to wait for
         with pytest.raises(AuthenticationFailed):
-            service.login(engine, email=email, password="wrong password", ip=f"10.1.0.{attempt}", at=T0)
-    with pytest.raises(AccountLocked, match="locked"):
-        service.login(engine, email=email, password="wrong password", ip="10.1.1.1", at=T0)
-    # Locked: even the right password is refused until the lock expires.
-    with pytest.raises(AccountLocked):
-        service.login(engine, email=email, password=kit.PASSWORD, ip="10.1.1.2", at=T0 + timedelta(minutes=1))
-    later = T0 + service.settings.lockout + timedelta(seconds=1)
-    assert (
-        service.login(engine, email=email, password=kit.PASSWORD, ip="10.1.1.3", at=later).user_id == user_id
-    )
+            service.login(engine, email=email, password="wrong password", ip=ip, at=at)
+    for _ in range(12):
+        with pytest.raises(AuthenticationFailed):
+            service.login(engine, email=email, password="wrong password", ip=ip, at=at)
+        try:  # tried again at once: refused without counting, told how long to wait
+            service.login(engine, email=email, password=kit.PASSWORD, ip=ip, at=at)
+        except AccountLocked as locked:
+            waits.append(locked.retry_after_seconds)
+            at += timedelta(seconds=locked.retry_after_seconds)
+        else:
+            raise AssertionError("the guessing pair was let in")
+    assert waits[:6] == [1, 2, 4, 8, 16, 32]
+    assert waits[-1] == int(throttle.max_delay.total_seconds())
+    # The whole time, the owner from another address logs straight in.
+    assert service.login(engine, email=email, password=kit.PASSWORD, ip="10.1.9.9", at=at).user_id == user_id
     with engine.connect() as c:
-        row = c.execute(
-            sa.select(users.c.failed_logins, users.c.locked_until).where(users.c.id == user_id)
-        ).one()
-        assert (row.failed_logins, row.locked_until) == (0, None)
-        tenant = c.execute(sa.select(users.c.tenant_id).where(users.c.id == user_id)).scalar_one()
-        assert "user.lockout" in {e.action for e in list_entries(c, tenant)}
+        assert c.execute(sa.select(users.c.failed_logins).where(users.c.id == user_id)).scalar_one() == 0
+
+
+def test_unknown_e_mails_cost_the_same_password_check(engine) -> None:
+    """Unknown e-mails are verified against a dummy hash: at a real argon2 cost both take about as
+    long (minimum of several tries: load only ever adds time)."""
+    service = AccountService(kit.RecordingMailer(), Passwords(HashingCost(time_cost=2, memory_cost_kib=32768)))
+    email = f"timed-{kit.make_inn()}@example.test"
+    _signed_up(engine, service, email)
+
+    def fastest(address: str) -> float:
+        times = []
+        for n in range(6):
+            started = time.perf_counter()
+            with pytest.raises(AuthenticationFailed):
+                service.login(engine, email=address, password="wrong password", ip=f"10.3.{n}.1", at=T0)
+            times.append(time.perf_counter() - started)
+        return min(times)
+
+    known, unknown = fastest(email), fastest(f"ghost-{kit.make_inn()}@example.test")
+    assert unknown > 0.5 * known, (known, unknown)
 
 
 def test_failures_from_one_address_are_throttled_across_accounts(engine, service) -> None:

@@ -25,6 +25,7 @@ from collector.storage.errors import InvalidValue
 from collector.web.auth import PRINCIPAL_KEY, Principal
 from collector.web.i18n import DEFAULT_LANGUAGE, labels
 from collector.web.pages.csrf import CSRF_FIELD, CsrfGuard
+from collector.web.problems import Problem
 from collector.web.routing import now
 
 log = logging.getLogger(__name__)
@@ -183,6 +184,8 @@ def page(handler: PageHandler) -> PageHandler:
             return error_page(request, exc.status, "Запрос не выполнен.")
         except PageError as exc:
             return error_page(request, exc.status, exc.message)
+        except Problem as problem:  # e.g. a malformed id in the path: the API's refusal, as a page
+            return error_page(request, problem.body.status, f"Запрос не выполнен: {problem.body.detail}")
         except InvalidValue as exc:
             return error_page(request, 400, f"Неверный фильтр: {exc}")
         except Exception:
