@@ -29,8 +29,8 @@ from collector.accounts.groups import find_group
 from collector.accounts.schema import kep_orders, sessions, users
 from collector.accounts.web_auth import SESSION_COOKIE
 from collector.storage.engine import begin_write
-from collector.web.accounts_support import ACCOUNTS_WEB_KEY, form_token
-from collector.web.pages.csrf import SEED_COOKIE
+from collector.web.shared.accounts import ACCOUNTS_WEB_KEY, form_token
+from collector.web.shared.csrf import SEED_COOKIE
 
 engine = accounts_kit.engine  # a migrated database per backend for the module
 _TOKEN = re.compile(r'name="csrf_token" value="([^"]*)"')

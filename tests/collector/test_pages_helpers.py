@@ -11,15 +11,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collector.alerts import RuleId, Severity
+from collector.security import PRINCIPAL_KEY, Principal
 from collector.storage.rows import NodeRollup
 from collector.storage.scope import Scope
-from collector.web.auth import PRINCIPAL_KEY, Principal
 from collector.web.i18n import labels
-from collector.web.pages.csrf import SEED_COOKIE, CookieCsrf
 from collector.web.pages.data import filter_query, node_tree
+from collector.web.pages.monitoring import safe_next
 from collector.web.pages.render import DEFAULT_TIME_ZONE, block_marker, countdown_text, local_time
-from collector.web.pages.views import _safe_next
-from collector.web.schemas import RegisterFilters
+from collector.web.shared.csrf import SEED_COOKIE, CookieCsrf
+from collector.web.shared.fleet_models import RegisterFilters
 
 
 def test_every_rule_and_severity_has_a_russian_label() -> None:
@@ -71,7 +71,7 @@ def test_instants_are_shown_in_the_tenant_zone() -> None:
     ],
 )
 def test_redirects_stay_on_this_site(target: str | None, expected: str) -> None:
-    assert _safe_next(target, "/alerts") == expected
+    assert safe_next(target, "/alerts") == expected
 
 
 class FakeRequest(dict):  # type: ignore[type-arg]

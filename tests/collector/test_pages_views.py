@@ -166,9 +166,9 @@ def test_csv_link_exports_exactly_the_filtered_list(engine: sa.Engine, fleet: An
 
 
 def test_pagination_splits_long_lists(engine: sa.Engine, fleet: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from collector.web.pages import views
+    from collector.web.pages import monitoring
 
-    monkeypatch.setattr(views, "PAGE_SIZE", 4)
+    monkeypatch.setattr(monitoring, "PAGE_SIZE", 4)
 
     async def session(client: TestClient) -> None:
         first = await fetch(client, "/registers?sort=serial")
@@ -232,12 +232,12 @@ def test_bad_filter_and_unknown_register_get_friendly_pages(engine: sa.Engine, f
 def test_a_failing_page_renders_a_friendly_500_and_logs(
     engine: sa.Engine, fleet: Any, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from collector.web.pages import views
+    from collector.web.pages import monitoring
 
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret detail 42")
 
-    monkeypatch.setattr(views.data, "shift_summary", broken)
+    monkeypatch.setattr(monitoring.data, "shift_summary", broken)
 
     async def session(client: TestClient) -> None:
         response = await client.get("/")

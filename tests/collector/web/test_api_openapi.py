@@ -11,9 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from collector.web import WebSettings, create_app
-from collector.web.app import add_operations
-from collector.web.openapi import openapi_document
-from collector.web.routing import Operation
+from collector.web.api.openapi import openapi_document
+from collector.web.routing import Operation, add_operations
 
 HTTP_METHODS = {"get", "post", "put", "patch", "delete"}
 # The API operations reachable without credentials on purpose (the accounts flows before login);
