@@ -24,7 +24,7 @@ from collector.web import Principal, StaticTokenAuth
 from collector.web.pages import data
 from collector.web.pages.sse import EVENT_HUB_KEY, EventHub
 
-sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make the shared helper importable
+sys.path.insert(0, str(Path(__file__).parents[2]))  # importlib mode: make the shared helper importable
 import pages_testkit as kit
 
 NOW = kit.FIXED_NOW

@@ -15,8 +15,9 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 
-sys.path.insert(0, str(Path(__file__).parent))
-sys.path.insert(0, str(Path(__file__).parent / "security"))
+sys.path.insert(0, str(Path(__file__).parents[2]))
+sys.path.insert(0, str(Path(__file__).parents[2] / "security"))
+sys.path.insert(0, str(Path(__file__).parent))  # test_pages_accounts, next to us
 import accounts_testkit as accounts_kit
 import security_testkit as kit
 import test_pages_accounts as pages

@@ -22,7 +22,7 @@ from collector.web import Principal
 from collector.web.pages.feeds import alert_notice_feed, register_change_feed
 from collector.web.pages.sse import EventHub
 
-sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make the shared helper importable
+sys.path.insert(0, str(Path(__file__).parents[2]))  # importlib mode: make the shared helper importable
 import pages_testkit as kit
 
 NOW = kit.FIXED_NOW
