@@ -29,7 +29,9 @@ class ContractBody(InputModel):
     tariff: str | None = Field(None, max_length=200)
 
 
-class ContractOut(BaseModel):
+# Named apart from the register detail's ``ContractOut``: two models of one name would make the
+# OpenAPI components carry module paths, which change whenever a module moves.
+class RegisterContractOut(BaseModel):
     register_id: str
     activated: bool | None
     paid_until: date | None
@@ -37,18 +39,18 @@ class ContractOut(BaseModel):
     updated_at: AwareDatetime | None
 
 
-def _contract_out(conn: sa.Connection, who: Caller, register_id: str) -> ContractOut:
+def _contract_out(conn: sa.Connection, who: Caller, register_id: str) -> RegisterContractOut:
     row = contracts.get_contract(conn, who.actor, who.tenant_id, register_id)
     if row is None:
-        return ContractOut(register_id=register_id, activated=None, paid_until=None, tariff=None, updated_at=None)
-    return ContractOut(register_id=register_id, activated=row.activated, paid_until=row.paid_until,
+        return RegisterContractOut(register_id=register_id, activated=None, paid_until=None, tariff=None, updated_at=None)
+    return RegisterContractOut(register_id=register_id, activated=row.activated, paid_until=row.paid_until,
                        tariff=row.tariff, updated_at=row.updated_at)
 
 
 async def get_contract(request: web.Request) -> web.Response:
     register_id = request.match_info["register_id"]
 
-    def work(conn: sa.Connection, who: Caller) -> ContractOut:
+    def work(conn: sa.Connection, who: Caller) -> RegisterContractOut:
         require_visible(conn, who, register_id)
         return _contract_out(conn, who, register_id)
 
@@ -59,7 +61,7 @@ async def put_contract(request: web.Request) -> web.Response:
     register_id = request.match_info["register_id"]
     body, at = await parse_body(request, ContractBody), now(request)
 
-    def work(conn: sa.Connection, who: Caller) -> ContractOut:
+    def work(conn: sa.Connection, who: Caller) -> RegisterContractOut:
         require_visible(conn, who, register_id)
         change = contracts.ContractChange(body.activated, body.paid_until, body.tariff)
         contracts.set_contract(conn, who.actor, who.tenant_id, register_id, change, at=at)
@@ -88,10 +90,10 @@ _REGISTER_ID = {"register_id": str}
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", f"{API}/registers/{{register_id}}/contract", get_contract, "getContract",
-              "The register's OFD contract (nulls when unknown)", "contracts", ContractOut,
+              "The register's OFD contract (nulls when unknown)", "contracts", RegisterContractOut,
               path_params=_REGISTER_ID, errors=(403, 404)),
     Operation("PUT", f"{API}/registers/{{register_id}}/contract", put_contract, "setContract",
-              "Set the register's OFD contract", "contracts", ContractOut, body=ContractBody,
+              "Set the register's OFD contract", "contracts", RegisterContractOut, body=ContractBody,
               path_params=_REGISTER_ID, errors=(403, 404, 415, 422)),
     Operation("POST", f"{API}/contracts/import", import_contracts, "importContracts",
               "OFD contracts from CSV (text/csv body); dry_run reports by line and changes nothing", "contracts",
