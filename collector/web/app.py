@@ -26,6 +26,7 @@ from collector.accounts.schema import users
 from collector.accounts.service import AccountService, AccountSettings
 from collector.accounts.web_auth import AccountsAuth
 from collector.enrollment.service import EnrollmentService
+from collector.security import PUBLIC_ROUTES_KEY, Authenticator
 from collector.storage import create_engine_from_url
 from collector.web.api import add_api_routes
 from collector.web.api.ops import (
@@ -35,14 +36,7 @@ from collector.web.api.ops import (
     http_metrics_for,
     metrics_middleware,
 )
-from collector.web.auth import (
-    AUTHENTICATOR_KEY,
-    PUBLIC_ROUTES_KEY,
-    Authenticator,
-    OpenAccess,
-    StaticTokenAuth,
-    auth_middleware,
-)
+from collector.web.auth import AUTHENTICATOR_KEY, OpenAccess, StaticTokenAuth, auth_middleware
 from collector.web.pages import EventHub, add_page_routes
 from collector.web.pages.navigation import add_account_pages
 from collector.web.problems import problem_middleware

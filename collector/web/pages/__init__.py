@@ -32,7 +32,6 @@ from collector.web.pages import monitoring
 from collector.web.pages.feeds import alert_notice_feed, register_change_feed
 from collector.web.pages.render import (
     CSRF_KEY,
-    DEFAULT_TIME_ZONE,
     STATIC_ROUTE,
     TIME_ZONE_KEY,
     TimeZoneOf,
@@ -40,6 +39,7 @@ from collector.web.pages.render import (
 )
 from collector.web.pages.sse import EVENT_HUB_KEY, HEARTBEAT_KEY, EventHub, event_stream
 from collector.web.shared.csrf import CookieCsrf, CsrfGuard
+from collector.web.shared.zones import DEFAULT_TIME_ZONE
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 

@@ -17,9 +17,10 @@ from collector.storage.scope import Scope
 from collector.web.i18n import labels
 from collector.web.pages.data import filter_query, node_tree
 from collector.web.pages.monitoring import safe_next
-from collector.web.pages.render import DEFAULT_TIME_ZONE, block_marker, countdown_text, local_time
+from collector.web.pages.render import block_marker, countdown_text, local_time
 from collector.web.shared.csrf import SEED_COOKIE, CookieCsrf
 from collector.web.shared.fleet_models import RegisterFilters
+from collector.web.shared.zones import DEFAULT_TIME_ZONE
 
 
 def test_every_rule_and_severity_has_a_russian_label() -> None:
