@@ -367,7 +367,7 @@ class CollectorService:
         try:
             from aiohttp import web
 
-            from collector.web.notify_api import NOTIFY_CHANNELS_KEY, SendChannels
+            from collector.web.api.notifications import NOTIFY_CHANNELS_KEY, SendChannels
         except ModuleNotFoundError:
             return
         if not isinstance(app, web.Application):  # a factory of something else: nothing to give

@@ -15,7 +15,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from collector.web import create_app
-from collector.web.ops import BrokerReadiness
+from collector.web.api.ops import BrokerReadiness
 from collector.web.pages import EventHub
 
 

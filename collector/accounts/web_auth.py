@@ -19,8 +19,8 @@ from aiohttp import web
 
 from collector.accounts.rights import Permission, scope_for
 from collector.accounts.sessions import authenticate_api_token, validate_session
+from collector.security import Principal
 from collector.storage.engine import begin_write
-from collector.web.auth import Principal
 
 SESSION_COOKIE = "kassa_session"
 CSRF_HEADER = "X-CSRF-Token"

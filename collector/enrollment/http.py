@@ -32,7 +32,7 @@ from collector.enrollment.errors import (
     UnknownStore,
 )
 from collector.enrollment.service import MAX_TOKEN_TTL, EnrollmentService
-from collector.web.auth import PRINCIPAL_KEY, PUBLIC_ROUTES_KEY
+from collector.security import PRINCIPAL_KEY, PUBLIC_ROUTES_KEY
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ the enrollment API when an ``EnrollmentService`` is given.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -22,33 +22,29 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, SecretStr
 
+from collector.accounts.schema import users
 from collector.accounts.service import AccountService, AccountSettings
+from collector.accounts.web_auth import AccountsAuth
 from collector.enrollment.service import EnrollmentService
+from collector.security import PUBLIC_ROUTES_KEY, Authenticator
 from collector.storage import create_engine_from_url
-from collector.web.api import OPERATIONS
-from collector.web.auth import (
-    AUTHENTICATOR_KEY,
-    PUBLIC_ROUTES_KEY,
-    Authenticator,
-    OpenAccess,
-    StaticTokenAuth,
-    allow_anonymous,
-    auth_middleware,
-)
-from collector.web.input_guard import input_guard_middleware
-from collector.web.openapi import OPERATIONS_KEY
-from collector.web.ops import (
+from collector.web.api import add_api_routes
+from collector.web.api.ops import (
     BROKER_READY_KEY,
     METRICS_KEY,
     BrokerReadiness,
     http_metrics_for,
     metrics_middleware,
 )
+from collector.web.auth import AUTHENTICATOR_KEY, OpenAccess, StaticTokenAuth, auth_middleware
+from collector.web.input_guard import input_guard_middleware
 from collector.web.pages import EventHub, add_page_routes
-from collector.web.pages.zones import TENANT_ZONES_KEY, TenantZones
+from collector.web.pages.navigation import add_account_pages
 from collector.web.problems import problem_middleware
-from collector.web.routing import CLOCK_KEY, ENGINE_KEY, Operation, without_query
+from collector.web.routing import CLOCK_KEY, ENGINE_KEY, OPERATIONS_KEY
 from collector.web.security_headers import add_security_headers
+from collector.web.shared.accounts import ACCOUNTS_WEB_KEY, AccountsWeb, LogMailer, SessionAuth, SessionCsrf
+from collector.web.shared.zones import TENANT_ZONES_KEY, TenantZones
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +91,6 @@ def _utc_now() -> datetime:
 
 
 def _accounts_auth(engine: sa.Engine | None, clock: Callable[[], datetime]) -> Authenticator:
-    # Imported here, not at the top: collector.accounts.web_auth imports collector.web (a cycle).
-    from collector.accounts.schema import users
-    from collector.accounts.web_auth import AccountsAuth
-    from collector.web.accounts_support import SessionAuth
-
     if engine is None:
         raise ValueError("web_auth=accounts needs the database engine")
     if not sa.inspect(engine).has_table(users.name):
@@ -112,8 +103,6 @@ def _accounts_auth(engine: sa.Engine | None, clock: Callable[[], datetime]) -> A
 
 
 def _default_account_service(settings: WebSettings) -> AccountService:
-    from collector.web.accounts_support import LogMailer
-
     log.warning("no account mailer configured: account e-mails (with their links) are written to the log")
     return AccountService(LogMailer(), settings=AccountSettings(base_url=settings.public_url.rstrip("/")))
 
@@ -135,10 +124,6 @@ def create_app(
     cleanup; ``broker_ready`` feeds ``/readyz``; ``authenticator`` replaces the config's choice;
     ``account_service`` carries the mailer of account e-mails (default: the log, built on first
     use); ``enrollment`` adds the enrollment endpoints."""
-    from collector.accounts.web_auth import AccountsAuth
-    from collector.web import accounts_api, enrollment_ops, notify_api  # lazily: see _accounts_auth
-    from collector.web.accounts_support import ACCOUNTS_WEB_KEY, AccountsWeb, SessionAuth, SessionCsrf
-
     settings = WebSettings.from_config(config)
     app = web.Application(middlewares=[metrics_middleware, problem_middleware, input_guard_middleware, auth_middleware])
     add_security_headers(app)
@@ -161,11 +146,7 @@ def create_app(
     )
     app[OPERATIONS_KEY] = []
     app[PUBLIC_ROUTES_KEY] = set()
-    add_operations(app, OPERATIONS)
-    add_operations(app, accounts_api.ACCOUNT_OPERATIONS)
-    add_operations(app, notify_api.NOTIFY_OPERATIONS)
-    if enrollment is not None:
-        enrollment_ops.add_enrollment_operations(app, enrollment)
+    add_api_routes(app, enrollment)
     if pages:
         # Under accounts the forms' token derives from the session; otherwise the pages' own cookie.
         zones = TenantZones(app[ENGINE_KEY])
@@ -173,21 +154,8 @@ def create_app(
         add_page_routes(
             app, hub=event_hub, csrf=SessionCsrf() if isinstance(chosen, SessionAuth) else None, time_zone_of=zones
         )
-        from collector.web.pages.account_views import add_account_pages  # lazily: avoids an import cycle
-
         add_account_pages(app)
     return app
-
-
-def add_operations(app: web.Application, operations: Iterable[Operation]) -> None:
-    """Route and document operations; other modules (e.g. enrollment) add theirs the same way, so
-    every JSON route appears in the OpenAPI document and is private unless declared public."""
-    for operation in operations:
-        handler = operation.handler if operation.query is not None else without_query(operation.handler)
-        app.router.add_route(operation.method, operation.path, handler, name=operation.operation_id)
-        app[OPERATIONS_KEY].append(operation)
-        if operation.public:
-            allow_anonymous(app, operation.operation_id)
 
 
 def _dispose_on_cleanup(engine: sa.Engine) -> Callable[[web.Application], AsyncIterator[None]]:

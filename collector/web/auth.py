@@ -1,4 +1,5 @@
-"""Who is calling, and what they may see: a middleware that resolves a ``Principal`` per request.
+"""Who is calling, and what they may see: a middleware that resolves a ``Principal`` per request
+(the type and the public-route markers are in ``collector.security``, below the web layer).
 
 Until accounts exist there is one built-in admin scope. ``Authenticator`` is the seam the
 accounts work replaces (sessions, per-user bearer tokens with grants): it gets the request and
@@ -16,30 +17,12 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from aiohttp import web
 
+from collector.security import PRINCIPAL_KEY, PUBLIC_ROUTES_KEY, Authenticator, Principal
 from collector.storage.scope import Scope
 from collector.web.problems import Problem
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """The caller: a name for audit trails (alert history), the scope every query filters by, and
-    where they may act on alerts (acknowledge, comment, silence) — None: wherever they can see."""
-
-    user: str
-    scope: Scope
-    action_scope: Scope | None = None
-
-    @property
-    def is_admin(self) -> bool:
-        return self.scope.is_admin
-
-
-class Authenticator(Protocol):
-    async def authenticate(self, request: web.Request) -> Principal | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,14 +56,7 @@ class StaticTokenAuth:
         return Principal(user=self.user, scope=Scope.admin())
 
 
-PRINCIPAL_KEY = web.RequestKey("principal", Principal)
 AUTHENTICATOR_KEY = web.AppKey("authenticator", Authenticator)
-PUBLIC_ROUTES_KEY = web.AppKey("public_routes", set[str])
-
-
-def allow_anonymous(app: web.Application, *route_names: str) -> None:
-    """Declare named routes reachable without credentials (call before the app starts)."""
-    app[PUBLIC_ROUTES_KEY].update(route_names)
 
 
 def is_public(request: web.Request) -> bool:

@@ -1,14 +1,14 @@
 """One table of operations drives both the router and the OpenAPI document.
 
 An ``Operation`` names its method, path, handler and the pydantic models of its query string,
-body and response; ``app.py`` registers exactly these routes and ``openapi.py`` documents exactly
-these operations, so a route cannot exist without being documented (a test checks the router).
+body and response; ``add_operations`` registers exactly these routes and ``api.openapi``
+documents exactly these operations, so a route cannot exist without being documented (a test checks the router).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TypeVar
@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from collector.security import allow_anonymous
 from collector.web.problems import Problem, invalid_params, read_json_body
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -26,6 +27,7 @@ ResultT = TypeVar("ResultT")
 ENGINE_KEY = web.AppKey("engine", sa.Engine)
 CLOCK_KEY: web.AppKey[Callable[[], datetime]] = web.AppKey("clock")
 JSON = "application/json"
+API = "/api/v1"  # the prefix of every JSON API path
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class Operation:
     errors: tuple[int, ...] = ()  # problem statuses this operation documents besides 401/500
     public: bool = False
     admin_only: bool = False
+
+
+OPERATIONS_KEY = web.AppKey("operations", list[Operation])  # what the OpenAPI document lists
 
 
 def parse_query(request: web.Request, model: type[ModelT]) -> ModelT:
@@ -116,3 +121,13 @@ async def in_transaction(request: web.Request, work: Callable[[sa.Connection], R
 
     return await asyncio.to_thread(run)
 
+
+def add_operations(app: web.Application, operations: Iterable[Operation]) -> None:
+    """Route and document operations; other modules (e.g. enrollment) add theirs the same way, so
+    every JSON route appears in the OpenAPI document and is private unless declared public."""
+    for operation in operations:
+        handler = operation.handler if operation.query is not None else without_query(operation.handler)
+        app.router.add_route(operation.method, operation.path, handler, name=operation.operation_id)
+        app[OPERATIONS_KEY].append(operation)
+        if operation.public:
+            allow_anonymous(app, operation.operation_id)

@@ -24,7 +24,7 @@ from collector.storage import create_engine_from_url
 from collector.storage.engine import begin_write
 from collector.storage.schema import nodes
 from collector.web import WebSettings, create_app
-from collector.web.pages.account_views import add_account_pages
+from collector.web.pages.navigation import add_account_pages
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent / "collector"))

@@ -346,7 +346,7 @@ def test_receiver_api_is_for_company_managers_and_validates_everything(db_url: s
     from collector.accounts.sessions import create_api_token
     from collector.notify import Renderer
     from collector.web import create_app
-    from collector.web.notify_api import NOTIFY_CHANNELS_KEY, SendChannels
+    from collector.web.api.notifications import NOTIFY_CHANNELS_KEY, SendChannels
 
     engine = create_engine_from_url(db_url)
     accounts = AccountService(kit.RecordingMailer(), kit.FAST_PASSWORDS, AccountSettings(base_url="http://t"))

@@ -48,7 +48,7 @@ from collector.storage import repository as repo
 from collector.storage.schema import registers
 from collector.storage.silences import add_silence
 from collector.web import create_app
-from collector.web.notify_api import NOTIFY_OPERATIONS
+from collector.web.api.notifications import OPERATIONS as NOTIFY_OPERATIONS
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "collector"))  # the ingest tests' helpers
 sys.path.insert(0, str(Path(__file__).parent.parent))

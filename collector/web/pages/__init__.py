@@ -1,4 +1,12 @@
-"""Server-rendered monitoring pages (Jinja2), their static assets and the live SSE stream.
+"""Server-rendered pages (Jinja2), their static assets and the live SSE stream.
+
+* monitoring — ``monitoring`` (dashboard, tree, register list and page, alerts, alert actions),
+  ``data`` (their scoped reads), ``feeds`` + ``sse`` (the live stream), ``render`` (templates,
+  time zones, errors as pages);
+* accounts — ``accounts`` (log in and out, sign-up, e-mail links);
+* administration — ``admin/``, one module per section;
+* ``support`` — what pages share (checked forms, Russian refusals, running work as the caller);
+  it imports no page module; ``navigation`` mounts accounts and administration.
 
 Wiring (the service owns one ``EventHub`` and hands it to both sides)::
 
@@ -19,19 +27,19 @@ from pathlib import Path
 
 from aiohttp import web
 
-from collector.web.auth import Principal, allow_anonymous
-from collector.web.pages import views
-from collector.web.pages.csrf import CookieCsrf, CsrfGuard
+from collector.security import Principal, allow_anonymous
+from collector.web.pages import monitoring
 from collector.web.pages.feeds import alert_notice_feed, register_change_feed
 from collector.web.pages.render import (
     CSRF_KEY,
-    DEFAULT_TIME_ZONE,
     STATIC_ROUTE,
     TIME_ZONE_KEY,
     TimeZoneOf,
     setup_templates,
 )
 from collector.web.pages.sse import EVENT_HUB_KEY, HEARTBEAT_KEY, EventHub, event_stream
+from collector.web.shared.csrf import CookieCsrf, CsrfGuard
+from collector.web.shared.zones import DEFAULT_TIME_ZONE
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
@@ -67,15 +75,15 @@ def add_page_routes(
     setup_templates(app)
 
     router = app.router
-    router.add_get("/", views.dashboard, name="page-dashboard")
-    router.add_get("/tree", views.tree_page, name="page-tree")
-    router.add_get("/registers", views.registers_page, name="page-registers")
-    router.add_get("/registers/{register_id}", views.register_page, name="page-register")
-    router.add_get("/alerts", views.alerts_page, name="page-alerts")
-    router.add_post("/alerts/ack", views.acknowledge_many, name="page-alerts-ack")
-    router.add_post("/alerts/{alert_id}/ack", views.acknowledge, name="page-alert-ack")
-    router.add_post("/alerts/{alert_id}/comment", views.comment, name="page-alert-comment")
-    router.add_post("/alerts/{alert_id}/silence", views.silence, name="page-alert-silence")
+    router.add_get("/", monitoring.dashboard, name="page-dashboard")
+    router.add_get("/tree", monitoring.tree_page, name="page-tree")
+    router.add_get("/registers", monitoring.registers_page, name="page-registers")
+    router.add_get("/registers/{register_id}", monitoring.register_page, name="page-register")
+    router.add_get("/alerts", monitoring.alerts_page, name="page-alerts")
+    router.add_post("/alerts/ack", monitoring.acknowledge_many, name="page-alerts-ack")
+    router.add_post("/alerts/{alert_id}/ack", monitoring.acknowledge, name="page-alert-ack")
+    router.add_post("/alerts/{alert_id}/comment", monitoring.comment, name="page-alert-comment")
+    router.add_post("/alerts/{alert_id}/silence", monitoring.silence, name="page-alert-silence")
     router.add_get("/events/stream", event_stream, name="events-stream")
     router.add_static("/static/", STATIC_DIR, name=STATIC_ROUTE, append_version=True)
 

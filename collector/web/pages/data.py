@@ -16,8 +16,9 @@ from collector.storage import repository as repo
 from collector.storage.rows import CommentRow, NodeRollup
 from collector.storage.schema import alert_comments, nodes, register_state, register_tags, registers, tags
 from collector.storage.scope import Scope, register_visible
-from collector.web import present, queries
-from collector.web.schemas import RegisterFilters, RegisterSummary
+from collector.web.shared import fleet_queries as queries
+from collector.web.shared import present
+from collector.web.shared.fleet_models import RegisterFilters, RegisterSummary
 
 FILTER_KEYS: tuple[str, ...] = ("status", "severity", "rule", "node", "tag", "protocol", "q", "sort")
 

@@ -14,24 +14,23 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
 from collector.alerts import format_duration
+from collector.security import PRINCIPAL_KEY, Principal
 from collector.storage.errors import InvalidValue
-from collector.web.auth import PRINCIPAL_KEY, Principal
 from collector.web.i18n import DEFAULT_LANGUAGE, labels
-from collector.web.pages.csrf import CSRF_FIELD, CsrfGuard
 from collector.web.problems import Problem
 from collector.web.routing import now
+from collector.web.shared.csrf import CSRF_FIELD, CsrfGuard
+from collector.web.shared.zones import DEFAULT_TIME_ZONE
 
 log = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).resolve().parent.parent / "templates"
-DEFAULT_TIME_ZONE = ZoneInfo("Europe/Moscow")
 TimeZoneOf = Callable[[Principal], tzinfo]
 
 STATIC_ROUTE = "static"

@@ -38,16 +38,16 @@ from collector.enrollment.broker import CredentialBackend
 from collector.enrollment.service import EnrollmentService
 from collector.notify.receivers import ReceiverSpec, create_receiver
 from collector.notify.render import Renderer
+from collector.security import PRINCIPAL_KEY, Principal
 from collector.storage import repository as repo
 from collector.storage.engine import begin_write
 from collector.storage.rows import AlertRow
 from collector.storage.scope import Scope
 from collector.web import WebSettings, create_app
-from collector.web.auth import PRINCIPAL_KEY, Principal
-from collector.web.notify_api import NOTIFY_CHANNELS_KEY, SendChannels
-from collector.web.openapi import openapi_document
-from collector.web.pages.csrf import SEED_COOKIE
+from collector.web.api.notifications import NOTIFY_CHANNELS_KEY, SendChannels
+from collector.web.api.openapi import openapi_document
 from collector.web.pages.render import CSRF_KEY
+from collector.web.shared.csrf import SEED_COOKIE
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE.parent))

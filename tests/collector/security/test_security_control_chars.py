@@ -14,8 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import security_testkit as kit
 from test_security_routes import ROUTES, fill
 
-from collector.web.openapi import OPERATIONS_KEY
-from collector.web.routing import Operation
+from collector.web.routing import OPERATIONS_KEY, Operation
 
 PROBLEM = "application/problem+json"
 CONTROLS = ["\x00", "\n", "\x1b", "\x7f", "\x85"]  # NUL, a line break, ESC, DEL, a C1 control

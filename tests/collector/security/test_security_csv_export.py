@@ -20,7 +20,7 @@ import security_testkit as kit
 from collector.storage.engine import begin_write
 from collector.storage.ingest import ensure_register
 from collector.storage.rows import RegisterIdentity
-from collector.web.csv_writer import FORMULA_STARTS, cell_text, csv_document
+from collector.web.api.csv_writer import FORMULA_STARTS, cell_text, csv_document
 
 PAYLOAD = "@SUM(1+1)*cmd|'/C calc'!A0"  # the ФН serial of the report
 HOSTILE = {
@@ -80,4 +80,4 @@ def test_every_csv_the_collector_writes_goes_through_the_one_writer() -> None:
         for path in collector.rglob("*.py")
         if re.search(r"csv\.(writer|DictWriter)\(", path.read_text(encoding="utf-8"))
     )
-    assert writers == ["web/csv_writer.py"]
+    assert writers == ["web/api/csv_writer.py"]

@@ -187,7 +187,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/alerts/{alert_id}/silence"): Route("write", technical=True, form=lambda w, s: {"until": ""}),
     ("GET", "/events/stream"): Route("stream"),
     ("GET", "/static"): PUBLIC,
-    # account pages (collector.web.pages.account_views); their forms carry the anonymous form token
+    # account pages (collector.web.pages.accounts); their forms carry the anonymous form token
     ("GET", "/login"): PUBLIC,
     ("POST", "/login"): PUBLIC,
     ("GET", "/signup"): PUBLIC,
@@ -203,7 +203,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/reset"): PUBLIC,  # the links as mailed: redirects to the forms above
     ("GET", "/invite"): PUBLIC,
     ("POST", "/logout"): SELF,
-    # administration pages (collector.web.pages.admin_views)
+    # administration pages (collector.web.pages.admin)
     ("GET", "/admin"): SELF,
     ("GET", "/admin/why"): READ,
     ("GET", "/admin/tree"): Route("write"),

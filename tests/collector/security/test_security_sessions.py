@@ -19,7 +19,7 @@ import security_testkit as kit
 from collector.accounts.rights import Role
 from collector.accounts.web_auth import CSRF_HEADER, SESSION_COOKIE
 from collector.storage.engine import begin_write
-from collector.web.accounts_support import form_token
+from collector.web.shared.accounts import form_token
 
 SIGNUP = "/api/v1/auth/signup"
 LOGIN = "/api/v1/auth/login"

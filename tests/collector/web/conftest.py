@@ -35,7 +35,7 @@ from collector.storage.rows import (
     RegisterIdentity,
 )
 from collector.web import Authenticator, Principal, StaticTokenAuth, WebSettings, create_app
-from collector.web.openapi import openapi_document
+from collector.web.api.openapi import openapi_document
 from protocol.kkt.state import FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
 
 sys.path.insert(0, str(Path(__file__).parents[2]))  # importlib mode: tests/dbkit.py

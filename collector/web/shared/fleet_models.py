@@ -1,0 +1,360 @@
+"""Pydantic models of the fleet in the JSON API — registers, alerts, the tree, events, dead
+letters, health: query parameters, request bodies and responses. The monitoring pages parse
+their filters and render their lists with the same models.
+
+The OpenAPI document is generated from these models, and the handlers build their answers
+through them, so the document and the real responses cannot drift apart silently.
+Instants are aware UTC; register-local times (shift opened, oldest unsent document, ФН
+valid-until) stay naive wall-clock values exactly as the register reported them.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from protocol.kkt.state import RegisterState
+
+SeverityLabel = Literal["info", "warning", "major", "critical", "blocked"]
+RuleLabel = Literal[
+    "agent_offline",
+    "register_unreachable",
+    "ofd_backlog",
+    "fn_validity",
+    "fn_memory",
+    "fn_critical",
+    "fn_not_fiscal",
+    "shift_too_long",
+    "ofd_contract",
+    "paper_out",
+    "cover_open",
+    "clock_skew",
+    "kep_validity",
+]
+BlockCause = Literal["ofd_backlog", "fn_validity", "fn_memory", "ofd_contract"]
+MAX_PAGE = 1000
+
+
+class _Query(BaseModel):
+    """Query strings: unknown parameters are refused so a typo never silently widens a list."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Page(_Query):
+    limit: int = Field(50, ge=1, le=MAX_PAGE, description="page size")
+    offset: int = Field(0, ge=0, description="items to skip")
+
+
+class RegisterFilters(_Query):
+    status: Literal["online", "offline", "unreachable"] | None = Field(
+        None,
+        description="online: agent up and talking to the register; offline: agent down; "
+        "unreachable: agent up but its driver cannot talk to the register",
+    )
+    severity: SeverityLabel | None = Field(None, description="minimum worst active severity")
+    rule: RuleLabel | None = Field(None, description="has an active alert of this rule")
+    node: int | None = Field(None, description="inside this company-tree node's subtree")
+    tag: str | None = Field(None, min_length=1, max_length=100)
+    protocol: str | None = Field(None, min_length=1, max_length=30)
+    q: str | None = Field(None, max_length=100, description="text search: register id, serial, RNM, ФН serial, store")
+    sort: Literal["time_to_block", "serial", "severity"] = Field(
+        "time_to_block", description="time_to_block: soonest block first, registers with none last"
+    )
+
+
+class RegisterListQuery(RegisterFilters, Page):
+    pass
+
+
+class RegisterCsvQuery(RegisterFilters):
+    limit: int | None = Field(None, ge=1, description="export at most this many rows (default: all)")
+    offset: int = Field(0, ge=0)
+
+
+class TimeWindowQuery(_Query):
+    since: AwareDatetime | None = Field(None, description="inclusive, ISO 8601 with zone")
+    until: AwareDatetime | None = Field(None, description="exclusive, ISO 8601 with zone")
+    limit: int = Field(500, ge=1, le=10_000)
+
+
+class EventQuery(TimeWindowQuery):
+    kind: str | None = Field(None, min_length=1, max_length=50)
+
+
+class AlertListQuery(Page):
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+    state: Literal["active", "cleared", "all"] = "active"
+    acknowledged: bool | None = None
+    severity: SeverityLabel | None = Field(None, description="minimum severity")
+    rule: RuleLabel | None = None
+    node: int | None = Field(None, description="registers inside this node's subtree")
+    register_id: str | None = Field(None, alias="register", min_length=1, max_length=100)
+    sort: Literal["severity", "time"] = Field("severity", description="severity: worst first; time: newest first")
+
+
+class DeadLetterQuery(Page):
+    pass
+
+
+# --- request bodies ------------------------------------------------------------------------------
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CommentBody(_Body):
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class SilenceBody(_Body):
+    until: AwareDatetime | None = Field(description="silence notifications until then; null lifts the silence")
+
+
+class BulkAckBody(_Body):
+    ids: list[int] = Field(min_length=1, max_length=MAX_PAGE)
+
+
+# --- responses -----------------------------------------------------------------------------------
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class NodeRef(_Out):
+    id: int
+    name: str
+    path: list[str] = Field(description="names from the tree root down to this node")
+
+
+class ShiftOut(_Out):
+    status: str | None
+    opened_at: datetime | None = Field(description="register local time")
+
+
+class FnOut(_Out):
+    serial: str | None
+    valid_until: date | None
+    warnings: list[str]
+
+
+class OfdOut(_Out):
+    unsent_count: int | None
+    first_unsent_at: datetime | None = Field(description="register local time of the oldest unsent document")
+
+
+class AlertBrief(_Out):
+    id: int
+    rule: str
+    severity: SeverityLabel
+    since: AwareDatetime
+    message: str
+    acknowledged: bool
+    silenced_until: AwareDatetime | None
+
+
+class RegisterSummary(_Out):
+    register_id: str
+    serial: str | None
+    rnm: str | None
+    protocol: str
+    model: str | None
+    node: NodeRef | None
+    agent_id: str | None
+    online: bool | None = Field(description="the agent is connected; null when unknown")
+    link_up: bool | None = Field(description="the agent can talk to the register; null when unknown")
+    shift: ShiftOut
+    fn: FnOut
+    ofd: OfdOut
+    active_alerts: list[AlertBrief]
+    worst_severity: SeverityLabel | None
+    time_to_block_seconds: int | None = Field(description="until blocks_at, now; ≤ 0 once blocked; null when nothing threatens")
+    blocks_at: AwareDatetime | None
+    block_cause: BlockCause | None
+    last_seen: AwareDatetime
+    state_received_at: AwareDatetime | None
+
+
+class RegisterList(_Out):
+    items: list[RegisterSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class ContractOut(_Out):
+    activated: bool
+    paid_until: date | None
+    tariff: str | None
+    updated_at: AwareDatetime
+
+
+class AlertOut(_Out):
+    id: int
+    register_id: str
+    rule: str
+    severity: SeverityLabel
+    status: Literal["active", "cleared"]
+    acknowledged: bool
+    acked_by: str | None
+    acked_at: AwareDatetime | None
+    assignee: str | None
+    started_at: AwareDatetime
+    updated_at: AwareDatetime
+    cleared_at: AwareDatetime | None
+    silenced_until: AwareDatetime | None
+    message: str
+    details: dict[str, Any]
+
+
+class AlertList(_Out):
+    items: list[AlertOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class AlertChangeOut(_Out):
+    at: AwareDatetime
+    action: str
+    actor: str | None
+    details: dict[str, Any]
+
+
+class CommentOut(_Out):
+    id: int
+    at: AwareDatetime
+    author: str
+    text: str
+
+
+class AlertDetail(AlertOut):
+    history: list[AlertChangeOut]
+    comments: list[CommentOut]
+
+
+class BulkAckResult(_Out):
+    acknowledged: list[int] = Field(description="ids this request acknowledged")
+    unchanged: list[int] = Field(description="ids that were already acknowledged")
+
+
+class EventOut(_Out):
+    kind: str
+    ts: AwareDatetime
+    received_at: AwareDatetime
+    agent_id: str
+    session: int
+    seq: int
+    data: dict[str, Any]
+
+
+class RegisterDetail(RegisterSummary):
+    fn_serial: str | None
+    tags: list[str]
+    first_seen: AwareDatetime
+    state: RegisterState | None = Field(description="the latest full state the agent sent")
+    contract: ContractOut | None = Field(description="OFD contract; null when no contract data exists")
+    alerts: list[AlertOut] = Field(description="active alerts and recent cleared ones, worst first")
+    recent_events: list[EventOut]
+
+
+class HistoryPoint(_Out):
+    ts: AwareDatetime = Field(description="agent time of the state")
+    received_at: AwareDatetime
+    shift_status: str | None
+    shift_opened_at: datetime | None
+    unsent_count: int | None
+    first_unsent_at: datetime | None
+    oldest_unsent_age_seconds: int | None = Field(description="on the register clock at that poll")
+    fn_valid_until: date | None
+    fn_warnings: list[str]
+
+
+class HistoryOut(_Out):
+    register_id: str
+    points: list[HistoryPoint]
+
+
+class EventList(_Out):
+    register_id: str
+    items: list[EventOut]
+
+
+class AgentEventQuery(_Query):
+    limit: int = Field(100, ge=1, le=MAX_PAGE, description="newest first, at most this many")
+
+
+class AgentEventOut(_Out):
+    kind: str = Field(description="outbox_gap (states the agent had to drop) or command_error")
+    ts: AwareDatetime
+    received_at: AwareDatetime
+    session: int
+    seq: int
+    data: dict[str, Any] = Field(description="message, and for outbox_gap the dropped count and range")
+
+
+class AgentEventList(_Out):
+    agent_id: str
+    items: list[AgentEventOut]
+
+
+class NodeTree(_Out):
+    id: int
+    parent_id: int | None
+    kind: str
+    name: str
+    children: list[NodeTree]
+
+
+class NodeTreeOut(_Out):
+    roots: list[NodeTree]
+
+
+class NodeRollupOut(_Out):
+    id: int
+    parent_id: int | None
+    kind: str
+    name: str
+    registers: int = Field(description="registers in the node and all its descendants")
+    by_severity: dict[SeverityLabel, int] = Field(description="registers by their worst active severity")
+    earliest_blocks_at: AwareDatetime | None
+
+
+class NodeRollupList(_Out):
+    items: list[NodeRollupOut]
+
+
+class DeadLetterOut(_Out):
+    id: int
+    received_at: AwareDatetime
+    topic: str
+    reason: str
+    detail: str
+    raw_base64: str
+
+
+class DeadLetterList(_Out):
+    items: list[DeadLetterOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class Health(_Out):
+    status: Literal["ok"]
+
+
+class ReadinessCheck(_Out):
+    name: str
+    ok: bool | None = Field(description="null when the component does not report")
+    detail: str
+
+
+class Readiness(_Out):
+    ready: bool
+    checks: list[ReadinessCheck]
