@@ -23,6 +23,23 @@ class DeviceHealth:
 
 
 @dataclass
+class ThreadHealth:
+    name: str
+    alive: bool
+    restarts: int = 0  # restarts after errors since the agent started
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ThreadFailure:
+    """The thread that could not recover, which made the agent exit non-zero."""
+
+    thread: str
+    error: str
+    at: datetime
+
+
+@dataclass
 class HealthReport:
     agent_id: str
     written_at: datetime
@@ -30,6 +47,8 @@ class HealthReport:
     session: int | None
     outbox_depth: int
     devices: list[DeviceHealth] = field(default_factory=list)
+    threads: list[ThreadHealth] = field(default_factory=list)
+    failure: ThreadFailure | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(json.dumps(asdict(self), default=_iso))

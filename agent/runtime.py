@@ -28,9 +28,10 @@ from typing import Any, Literal, Protocol
 
 from agent.config import AgentConfig, DeviceConfig
 from agent.events import derive_events
-from agent.health import DeviceHealth, HealthReport, write_health
+from agent.health import DeviceHealth, HealthReport, ThreadFailure, ThreadHealth, write_health
 from agent.outbox import GapInfo, Outbox, OutboxRecord
 from agent.publisher import MqttPublisher, Will
+from agent.supervision import SupervisedThread
 from protocol.kkt.state import RegisterState
 from protocol.mqtt.errors import ContractError
 from protocol.mqtt.models import (
@@ -141,7 +142,7 @@ class DeviceWorker:
         self.last_ok: datetime | None = None
         self._last_state_publish = 0.0
         self._fallback_id = f"device-{index + 1}"
-        self.thread = threading.Thread(target=self._run, name=f"device-{index + 1}", daemon=True)
+        self.thread = runtime.supervised(f"device-{index + 1}", self._run)
 
     @property
     def register_id(self) -> str:
@@ -311,7 +312,8 @@ class AgentRuntime:
         self._replay_wake = threading.Event()
         self._commands: queue.Queue[bytes] = queue.Queue()
         self._health_lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._threads: list[SupervisedThread] = []
+        self.failure: ThreadFailure | None = None  # the thread that could not recover, and why
         self.replayed = 0
         self.publisher = MqttPublisher(
             config.broker,
@@ -322,6 +324,8 @@ class AgentRuntime:
             on_connected=self._on_connected,
             on_message=self._on_message,
             on_disconnected=self._on_disconnected,
+            on_fatal=self.fail,
+            supervision=config.supervision,
         )
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -339,7 +343,7 @@ class AgentRuntime:
             (self._command_loop, "commands"),
             (self._housekeeping_loop, "housekeeping"),
         ):
-            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread = self.supervised(name, target)
             thread.start()
             self._threads.append(thread)
         # Give the first connection a moment so the first snapshot goes out live, after the
@@ -365,6 +369,19 @@ class AgentRuntime:
         self.write_health()
         self.outbox.close()
         log.info("agent %s stopped", self.agent_id)
+
+    def supervised(self, name: str, target: Callable[[], None]) -> SupervisedThread:
+        return SupervisedThread(
+            name, target, stopping=self.stopping, on_fatal=self.fail, policy=self.config.supervision
+        )
+
+    def fail(self, thread: str, reason: str) -> None:
+        """A thread cannot recover: record it in the health file and stop (the process exits non-zero)."""
+        with self._health_lock:
+            if self.failure is None:
+                self.failure = ThreadFailure(thread=thread, error=reason, at=self.now())
+        self.write_health()
+        self.stopping.set()
 
     def run_forever(self) -> None:
         self.start()
@@ -643,6 +660,19 @@ class AgentRuntime:
             self.outbox.release_gap()  # stays pending: reported on the next round
             raise
 
+    def _all_threads(self) -> list[SupervisedThread]:
+        publisher_thread = self.publisher.thread
+        return [*([publisher_thread] if publisher_thread else []), *(w.thread for w in self.workers), *self._threads]
+
+    @staticmethod
+    def _thread_health(thread: SupervisedThread) -> ThreadHealth:
+        return ThreadHealth(
+            name=thread.name,
+            alive=thread.is_alive(),
+            restarts=thread.restarts,
+            last_error=thread.last_error,
+        )
+
     def write_health(self) -> None:
         path = self.config.health_file
         if path is None:
@@ -654,6 +684,8 @@ class AgentRuntime:
             session=self.publisher.session,
             outbox_depth=self.outbox.depth(),
             devices=[w.health() for w in self.workers],
+            threads=[self._thread_health(t) for t in self._all_threads()],
+            failure=self.failure,
         )
         with self._health_lock:
             try:

@@ -15,6 +15,7 @@ from agent.config import AgentConfig, ConfigError, load_config, parse_device_spe
 from agent.logging_setup import configure_logging
 
 log = logging.getLogger(__name__)
+EXIT_THREAD_FAILED = 1
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -93,4 +94,11 @@ def run_command(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     runtime.run_forever()
+    if runtime.failure is not None:
+        # Non-zero so systemd (Restart=on-failure) starts a fresh process.
+        log.critical(
+            "agent stopped: thread %s cannot recover: %s", runtime.failure.thread, runtime.failure.error,
+            extra={"agent_thread": runtime.failure.thread},
+        )
+        return EXIT_THREAD_FAILED
     return 0
