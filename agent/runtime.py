@@ -30,6 +30,7 @@ from agent.config import AgentConfig, DeviceConfig
 from agent.events import derive_events
 from agent.health import DeviceHealth, HealthReport, ThreadFailure, ThreadHealth, write_health
 from agent.outbox import GapInfo, Outbox, OutboxRecord
+from agent.plausibility import PlausibilityGate
 from agent.publisher import MqttPublisher, Will
 from agent.supervision import SupervisedThread
 from protocol.kkt.state import RegisterState
@@ -142,6 +143,7 @@ class DeviceWorker:
         self.last_ok: datetime | None = None
         self._last_state_publish = 0.0
         self._fallback_id = f"device-{index + 1}"
+        self.gate = PlausibilityGate(lambda: self.register_id)
         self.thread = runtime.supervised(f"device-{index + 1}", self._run)
 
     @property
@@ -211,11 +213,13 @@ class DeviceWorker:
         try:
             if self._poller is None:
                 self._poller = self._opener(self.config)
-            raw = self._poller.poll()
+            poller = self._poller
+            raw = poller.poll()
         except Exception as exc:  # driver, link and decode errors alike: the register is unreachable
             self._on_failure(now, exc)
             return
-        self._on_success(now, raw.model_copy(update={"read_at": now}), forced)
+        state = self.gate.review(raw, reread=poller.poll)  # a checksum is no proof: values that matter are checked
+        self._on_success(now, state.model_copy(update={"read_at": now}), forced)
 
     def _on_failure(self, now: datetime, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}"
