@@ -131,6 +131,9 @@ class OutboxConfig(_Section):
     max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_age: float = Field(35 * 86400, gt=0, description="seconds; older rows are dropped and counted")
     commit_interval: float = Field(0.075, gt=0, le=5, description="group-commit period, seconds")
+    gap_report_interval: float = Field(
+        60.0, gt=0, description="seconds between outbox_gap reports while records keep being dropped"
+    )
 
 
 class ReplayConfig(_Section):

@@ -646,23 +646,33 @@ class AgentRuntime:
     # --- housekeeping -------------------------------------------------------------------
 
     def _housekeeping_loop(self) -> None:
-        # The outbox group-commits on its own thread; here only drops are turned into events.
+        # The outbox group-commits on its own thread; here only drops are turned into events, at
+        # most one report per gap_report_interval: a full outbox keeps dropping, and a report per
+        # second would mostly report itself.
+        next_report = 0.0
         while not self.stopping.wait(HOUSEKEEPING_INTERVAL):
+            if time.monotonic() < next_report:
+                continue
             try:
-                self._report_gap()
-            except Exception:
-                log.exception("outbox housekeeping failed")
+                attempted = self._report_gap()
+            except Exception as exc:
+                log.error("outbox gap report failed, retrying in %.0f s: %s", self.config.outbox.gap_report_interval, exc)
+                attempted = True
+            if attempted:
+                next_report = time.monotonic() + self.config.outbox.gap_report_interval
 
-    def _report_gap(self) -> None:
+    def _report_gap(self) -> bool:
+        """Write one ``outbox_gap`` event for the pending drops; False when nothing is pending."""
         gap = self.outbox.take_gap()
         if gap is None:
-            return
+            return False
         log.warning("outbox dropped records", extra=gap.as_data())
         try:
             self.emit_event(None, EventKind.OUTBOX_GAP, gap.describe(), gap.as_data(), resolves_gap=gap)
         except Exception:
             self.outbox.release_gap()  # stays pending: reported on the next round
             raise
+        return True
 
     def _all_threads(self) -> list[SupervisedThread]:
         publisher_thread = self.publisher.thread

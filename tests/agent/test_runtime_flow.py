@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -287,3 +288,37 @@ def test_derived_register_ids_are_topic_safe(derived: str, expected: str) -> Non
     from agent.runtime import topic_safe_id
 
     assert topic_safe_id(derived) == expected
+
+
+def test_a_full_outbox_reports_gaps_at_a_bounded_rate_and_every_drop_exactly_once(
+    mqtt_broker: Any, start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any
+) -> None:
+    interval = 1.5
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/#"], persistent=True)
+    runtime = start_runtime(model_register, outbox={"max_bytes": 4096, "gap_report_interval": interval})
+    recorder.wait_for(lambda m: len(parsed(m, "state")) >= 1)
+    mqtt_broker.stop()
+    recorder.wait_for(lambda m: not runtime.publisher.connected)
+    started = time.monotonic()
+    for _ in range(30):  # ~4.5 s of an outbox that overflows on every toggle
+        model_register.change(lambda m: (m.open_shift(), m.close_shift()))
+        threading_wait(0.15)
+    mqtt_broker.start()
+
+    def gap_reports(messages: list[Any]) -> list[EventPayload]:
+        replayed = [
+            r.payload for b in parsed(messages, "hist") for r in b.records
+            if isinstance(r.payload, EventPayload) and r.payload.kind == "outbox_gap"
+        ]
+        return events(messages, "outbox_gap") + replayed
+
+    def all_reported(messages: list[Any]) -> bool:
+        stats = runtime.outbox.stats()
+        reported = sum(g.data["dropped_states"] + g.data["dropped_events"] for g in gap_reports(messages))
+        total = stats.dropped_states_total + stats.dropped_events_total
+        return stats.pending_gap is None and total > 0 and reported == total
+
+    messages = recorder.wait_for(all_reported, timeout=30)  # every drop reported, none twice
+    elapsed = time.monotonic() - started
+    # Gap reports are written at most once per interval, and unsent ones fold into the next.
+    assert 1 <= len(gap_reports(messages)) <= 1 + elapsed / interval
