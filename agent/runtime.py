@@ -240,6 +240,10 @@ class DeviceWorker:
             )
         elif message != previous_error:  # never reached yet, or failing differently: tell the installer
             log.warning("cannot poll %s: %s", self.config.url, message, extra={"register": self.register_id})
+            if not self.ever_up and previous_error is None:
+                # The birth went out before this first poll, with error null: re-announce with the reason
+                # (e.g. a wrong protocol), which no link_lost event carries for a register never reached.
+                self.runtime.publish_birth()
         else:
             log.debug("poll of %s failed again: %s", self.config.url, message)
 

@@ -322,3 +322,23 @@ def test_a_full_outbox_reports_gaps_at_a_bounded_rate_and_every_drop_exactly_onc
     elapsed = time.monotonic() - started
     # Gap reports are written at most once per interval, and unsent ones fold into the next.
     assert 1 <= len(gap_reports(messages)) <= 1 + elapsed / interval
+
+
+def test_a_register_on_the_wrong_protocol_is_re_announced_with_the_link_error(
+    mqtt_broker: Any, mqtt_recorder: Any, tmp_path: Path
+) -> None:
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/birth"])
+    wrong = {"protocol": "atol", "url": "sim://shtrih", "poll_interval": 30, "register_id": "kkt-1"}
+    runtime = AgentRuntime(make_config(mqtt_broker, tmp_path, devices=[wrong]))  # the real driver opener
+    runtime.start()
+    try:
+        messages = recorder.wait_for(
+            lambda m: any(b.devices[0].error for b in parsed(m, "birth") if isinstance(b, BirthPayload)), timeout=40
+        )
+    finally:
+        runtime.stop(timeout=2)
+    births = [b for b in parsed(messages, "birth") if isinstance(b, BirthPayload)]
+    assert births[0].devices[0].error is None  # announced at connect, before the first poll
+    error = births[-1].devices[0].error
+    assert error is not None and "NoAnswer" in error and "ATOL" in error
+    assert births[-1].devices[0].link_up is False
