@@ -50,6 +50,7 @@ def configure_logging(
     # one-JSON-object-per-line format: route both hooks through logging instead.
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread
+    logging.captureWarnings(True)  # Python warnings too, not as bare stderr text
 
 
 _uncaught_log = logging.getLogger("agent.uncaught")

@@ -78,13 +78,15 @@ def run_command(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(config.log_format, config.log_level)
+    import sqlite3
+
     from agent.outbox import OutboxError
     from agent.runtime import AgentRuntime  # paho and sqlite only when actually running
 
     try:
         runtime = AgentRuntime(config)
-    except (OSError, OutboxError) as exc:
-        print(f"cannot open the outbox {config.outbox.path}: {exc}", file=sys.stderr)
+    except (OSError, sqlite3.Error, OutboxError) as exc:  # sqlite3.Error: e.g. no space for a new session
+        log.critical("cannot open the outbox %s: %s", config.outbox.path, exc)  # JSON too with --log-format json
         return 1
 
     def request_stop(signum: int, frame: FrameType | None) -> None:

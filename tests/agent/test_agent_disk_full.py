@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from agent.health import read_health
+from agent.outbox import Outbox
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from netkit import wait_for
@@ -126,7 +127,7 @@ def test_disk_full_at_reconnect_exits_non_zero_naming_the_thread(
     assert code != 0
     report = health(tmp_path)
     assert report["failure"]["thread"] == "mqtt-supervisor"
-    assert "full" in report["failure"]["error"]
+    assert report["failure"]["error"].endswith("database or disk is full")
     assert report["broker_connected"] is False
     lines = log_lines(tmp_path)
     assert any(line.get("agent_thread") == "mqtt-supervisor" and "exc" in line for line in lines)  # traceback as JSON
@@ -142,7 +143,7 @@ def test_disk_full_at_reconnect_recovers_when_space_returns(
         filler = fill(tiny_disk)
         mqtt_broker.restart()
         wait_for(lambda: thread_health(tmp_path, "mqtt-supervisor").get("restarts", 0) >= 2, 30, "restarts")
-        assert "full" in thread_health(tmp_path, "mqtt-supervisor")["last_error"]
+        assert thread_health(tmp_path, "mqtt-supervisor")["last_error"].endswith("database or disk is full")
         assert health(tmp_path)["broker_connected"] is False
         filler.unlink()
         wait_for(lambda: (health(tmp_path).get("session") or 0) > first, 30, "a new session after space came back")
@@ -154,3 +155,15 @@ def test_disk_full_at_reconnect_recovers_when_space_returns(
             agent.terminate()
             agent.wait(15)
     assert agent.returncode == 0
+
+
+def test_a_full_disk_at_start_exits_1_with_a_clear_json_error(mqtt_broker: Any, tmp_path: Path, tiny_disk: Path) -> None:
+    with Outbox(tiny_disk / "outbox.sqlite") as outbox:  # an outbox from an earlier run
+        outbox.next_session()
+    fill(tiny_disk)
+    agent = start_agent(mqtt_broker, tmp_path, tiny_disk, max_restarts=2)
+    assert agent.wait(30) == 1
+    lines = log_lines(tmp_path)
+    assert lines[-1]["level"] == "critical" and "cannot open the outbox" in lines[-1]["msg"]
+    # SQLite's own words: no space for the WAL file is an I/O error, no space for a page is "full"
+    assert lines[-1]["msg"].rsplit(": ", 1)[1] in ("disk I/O error", "database or disk is full")
