@@ -569,7 +569,9 @@ class Outbox:
 
     def _count_failed(self, batch: _Batch, exc: BaseException) -> None:
         batch.error = exc
-        rows = [args for op, args in batch.ops if op == "append"]
+        # A record whose PUBACK came in the same batch reached the broker: lost from the file, not a gap.
+        published = {(args[1], args[2]) for op, args in batch.ops if op == "published"}
+        rows = [args for op, args in batch.ops if op == "append" and (args[2], args[3]) not in published]
         for kind in KINDS:
             times = [row[6] for row in rows if row[0] == kind]
             self._lost.add(kind, len(times), min(times, default=None), max(times, default=None))

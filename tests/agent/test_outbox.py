@@ -293,6 +293,17 @@ def test_a_failed_commit_is_reported_as_a_gap_not_lost_silently(outbox: Outbox) 
     assert outbox.stats().dropped_states_total == 2
 
 
+def test_a_failed_commit_does_not_count_a_record_whose_puback_came_in_the_same_batch(outbox: Outbox) -> None:
+    outbox.next_session()
+    put(outbox, 1, 0)
+    outbox.mark_published(1, 0)  # published live: the broker has it
+    with pytest.raises(OutboxError):
+        put(outbox, 1, 1, register=["not", "storable"], durable=True)  # type: ignore[arg-type]
+    gap = outbox.take_gap()
+    assert gap is not None and gap.dropped_states == 1  # only (1, 1) was never published
+    assert outbox.stats().dropped_states_total == 1
+
+
 def test_concurrent_writers_with_durable_appends(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.db", commit_interval=0.005)
     box.next_session()
