@@ -45,7 +45,7 @@ class HealthReport:
     written_at: datetime
     broker_connected: bool
     session: int | None
-    outbox_depth: int
+    outbox_depth: int | None  # None: the outbox could not be read
     devices: list[DeviceHealth] = field(default_factory=list)
     threads: list[ThreadHealth] = field(default_factory=list)
     failure: ThreadFailure | None = None

@@ -20,6 +20,7 @@ import logging
 import queue
 import re
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from typing import Any, Literal, Protocol
 from agent.config import AgentConfig, DeviceConfig
 from agent.events import derive_events
 from agent.health import DeviceHealth, HealthReport, ThreadFailure, ThreadHealth, write_health
-from agent.outbox import GapInfo, Outbox, OutboxRecord
+from agent.outbox import GapInfo, Outbox, OutboxError, OutboxRecord
 from agent.plausibility import PlausibilityGate
 from agent.publisher import MqttPublisher, Will
 from agent.supervision import SupervisedThread
@@ -388,8 +389,8 @@ class AgentRuntime:
         with self._health_lock:
             if self.failure is None:
                 self.failure = ThreadFailure(thread=thread, error=reason, at=self.now())
+        self.stopping.set()  # first: nothing below may keep the process from exiting
         self.write_health()
-        self.stopping.set()
 
     def run_forever(self) -> None:
         self.start()
@@ -691,6 +692,13 @@ class AgentRuntime:
             last_error=thread.last_error,
         )
 
+    def _outbox_depth(self) -> int | None:
+        try:
+            return self.outbox.depth()
+        except (sqlite3.Error, OutboxError) as exc:  # the health file must still be written
+            log.warning("cannot read the outbox depth: %s", exc)
+            return None
+
     def write_health(self) -> None:
         path = self.config.health_file
         if path is None:
@@ -700,7 +708,7 @@ class AgentRuntime:
             written_at=self.now(),
             broker_connected=self.publisher.connected,
             session=self.publisher.session,
-            outbox_depth=self.outbox.depth(),
+            outbox_depth=self._outbox_depth(),
             devices=[w.health() for w in self.workers],
             threads=[self._thread_health(t) for t in self._all_threads()],
             failure=self.failure,
