@@ -178,7 +178,10 @@ def test_collector_acks_empty_the_outbox_and_replay_waits_for_the_collector(
     runtime = start_runtime(model_register, ack_mode="collector")
     messages = recorder.wait_for(lambda m: len(parsed(m, "state")) >= 1)
     model_register.change(lambda m: m.open_shift())
-    messages = recorder.wait_for(lambda m: events(m, "shift_opened"))
+    # The events and then the state of the open shift: the ack below must cover all of them.
+    messages = recorder.wait_for(
+        lambda m: events(m, "shift_opened") and any(s.state.shift.status == "open" for s in parsed(m, "state"))
+    )
     assert runtime.outbox.depth() >= 2  # nothing acked yet
     session = events(messages)[0].session
     # The shift-open document also starts an OFD backlog, so more records may follow: ack them all.
