@@ -345,3 +345,27 @@ def test_a_register_on_the_wrong_protocol_is_re_announced_with_the_link_error(
     error = births[-1].devices[0].error
     assert error is not None and "NoAnswer" in error and "ATOL" in error
     assert births[-1].devices[0].link_up is False
+
+
+def all_published(runtime: AgentRuntime) -> bool:
+    stats = runtime.outbox.stats()
+    return stats.awaiting_ack == stats.depth
+
+
+def test_records_published_live_and_then_pushed_out_of_a_full_outbox_are_not_a_gap(
+    start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any
+) -> None:
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/#"])
+    # Collector ack mode with no collector: every published record stays, awaiting an ack.
+    runtime = start_runtime(model_register, ack_mode="collector", outbox={"max_bytes": 4096, "gap_report_interval": 0.5})
+    recorder.wait_for(lambda m: len(parsed(m, "state")) >= 1)
+    for _ in range(8):  # each toggle is two events and a state of ~600 bytes: far past 4 KiB
+        model_register.change(lambda m: (m.open_shift(), m.close_shift()))
+        recorder.wait_for(lambda m: all_published(runtime))
+        threading_wait(0.2)
+    stats = runtime.outbox.stats()
+    assert stats.bytes <= 4096 + 1024  # the bounds did push published records out
+    assert len(events(recorder.messages, "shift_closed")) == 8  # all went out live
+    assert (stats.dropped_states_total, stats.dropped_events_total, stats.pending_gap) == (0, 0, None)
+    threading_wait(1.0)  # a gap report, were there one, is due by now
+    assert events(recorder.messages, "outbox_gap") == []
