@@ -131,11 +131,23 @@ class OutboxConfig(_Section):
     max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     max_age: float = Field(35 * 86400, gt=0, description="seconds; older rows are dropped and counted")
     commit_interval: float = Field(0.075, gt=0, le=5, description="group-commit period, seconds")
+    gap_report_interval: float = Field(
+        60.0, gt=0, description="seconds between outbox_gap reports while records keep being dropped"
+    )
 
 
 class ReplayConfig(_Section):
     rate: float = Field(2000.0, gt=0, description="backlog records per second on hist")
     batch: int = Field(200, ge=1, le=5000)
+
+
+class SupervisionConfig(_Section):
+    """How the agent restarts a failed thread before it exits non-zero for systemd to restart it."""
+
+    max_restarts: int = Field(5, ge=0, le=1000, description="restarts in a row before the agent exits")
+    backoff_initial: float = Field(1.0, gt=0, description="seconds before the first restart, doubling")
+    backoff_max: float = Field(30.0, gt=0, description="cap on the seconds between restarts")
+    healthy_after: float = Field(60.0, gt=0, description="a thread that ran this long starts a fresh count")
 
 
 class AgentConfig(_Section):
@@ -144,6 +156,7 @@ class AgentConfig(_Section):
     broker: BrokerConfig = Field(default_factory=BrokerConfig)
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
+    supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     heartbeat: float = Field(60.0, gt=0, description="seconds between unchanged-state publishes")
     ack_mode: Literal["collector", "puback"] = "collector"
     health_file: Path | None = None

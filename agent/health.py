@@ -23,13 +23,32 @@ class DeviceHealth:
 
 
 @dataclass
+class ThreadHealth:
+    name: str
+    alive: bool
+    restarts: int = 0  # restarts after errors since the agent started
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class ThreadFailure:
+    """The thread that could not recover, which made the agent exit non-zero."""
+
+    thread: str
+    error: str
+    at: datetime
+
+
+@dataclass
 class HealthReport:
     agent_id: str
     written_at: datetime
     broker_connected: bool
     session: int | None
-    outbox_depth: int
+    outbox_depth: int | None  # None: the outbox could not be read
     devices: list[DeviceHealth] = field(default_factory=list)
+    threads: list[ThreadHealth] = field(default_factory=list)
+    failure: ThreadFailure | None = None
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(json.dumps(asdict(self), default=_iso))

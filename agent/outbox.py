@@ -19,9 +19,13 @@ and the MQTT thread:
 * **Bounds.** Over ``max_bytes`` (payload bytes, not the file size): states coalesce to the latest
   per register, then the oldest events go, then — only if the latest states alone are too big —
   the oldest states. Older than ``max_age``: states that have a newer state of the same register
-  and events go; the latest state of each register is kept as the last known point. Every drop is
-  counted, persisted, and reported through ``take_gap()`` as an ``outbox_gap`` event. A batch
+  and events go; the latest state of each register is kept as the last known point. Every record
+  dropped before it was ever published is counted, persisted, and reported through ``take_gap()``
+  as an ``outbox_gap`` event (a published one only awaited its ack: it is not a gap). A batch
   whose transaction fails is counted the same way. Nothing is dropped silently.
+* **Gap reports survive a full outbox.** ``outbox_gap`` events are never dropped by the bounds;
+  an unpublished one is folded into the next report instead (``take_gap`` deletes it and hands
+  its counts back), so a long outage keeps one pending gap report, not one per report.
 
 One process must own an outbox file at a time (the session counter assumes it).
 """
@@ -66,7 +70,7 @@ CREATE TABLE IF NOT EXISTS records (
     payload BLOB NOT NULL,
     created_at REAL NOT NULL,
     published_in INTEGER,
-    gap_report TEXT,  -- on an outbox_gap event: the counts it reports, restored if it is dropped
+    gap_report TEXT,  -- on an outbox_gap event: the counts it reports, restored if it is folded
     UNIQUE (session, seq)
 );
 CREATE INDEX IF NOT EXISTS records_by_age ON records (created_at);
@@ -463,6 +467,7 @@ class Outbox:
     def take_gap(self) -> GapInfo | None:
         """Drops not yet reported, claimed for one ``outbox_gap`` event; None when nothing is pending.
 
+        Older gap events that were never published are folded in first (see the module doc).
         Write the event with ``append(..., resolves_gap=gap)``. A claim that is not resolved within
         ``gap_claim_timeout`` (the event was never written) is handed out again.
         """
@@ -471,6 +476,11 @@ class Outbox:
         if self._claimed(now):
             return None
         with self._db_lock:  # never nested inside the condition: commits take the two the other way
+            try:
+                with self._transaction():
+                    self._fold_unsent_gap_reports()
+            except sqlite3.Error as exc:  # e.g. disk full: the older report stays, nothing is lost
+                log.warning("could not fold unsent gap reports: %s", exc)
             gap = self._pending_gap()
         with self._cond:
             if self._claimed(now):
@@ -559,7 +569,9 @@ class Outbox:
 
     def _count_failed(self, batch: _Batch, exc: BaseException) -> None:
         batch.error = exc
-        rows = [args for op, args in batch.ops if op == "append"]
+        # A record whose PUBACK came in the same batch reached the broker: lost from the file, not a gap.
+        published = {(args[1], args[2]) for op, args in batch.ops if op == "published"}
+        rows = [args for op, args in batch.ops if op == "append" and (args[2], args[3]) not in published]
         for kind in KINDS:
             times = [row[6] for row in rows if row[0] == kind]
             self._lost.add(kind, len(times), min(times, default=None), max(times, default=None))
@@ -612,7 +624,10 @@ class Outbox:
         oldest = self._db.execute("SELECT MIN(created_at) FROM records").fetchone()[0]
         if oldest is not None and oldest < cutoff:
             self._drop_superseded_states(cutoff)
-            old_events = "SELECT id, created_at, gap_report FROM records WHERE kind = 'event' AND created_at < ?"
+            old_events = (
+                "SELECT id, created_at, published_in FROM records"
+                " WHERE kind = 'event' AND created_at < ? AND gap_report IS NULL"
+            )
             self._drop_rows("event", self._db.execute(old_events, (cutoff,)).fetchall())
         excess = self._bytes() - self.max_bytes
         if excess <= 0:
@@ -630,7 +645,7 @@ class Outbox:
     def _drop_superseded_states(self, older_than: float | None) -> None:
         """Drop state records that have a newer state of the same register (optionally only old ones)."""
         sql = (
-            "SELECT r.id, r.created_at, r.gap_report FROM records r WHERE r.kind = 'state'"
+            "SELECT r.id, r.created_at, r.published_in FROM records r WHERE r.kind = 'state'"
             + (" AND r.created_at < ?" if older_than is not None else "")
             + " AND EXISTS (SELECT 1 FROM records n WHERE n.kind = 'state' AND n.register_id IS r.register_id"
             " AND (n.session > r.session OR (n.session = r.session AND n.seq > r.seq)))"
@@ -641,31 +656,45 @@ class Outbox:
     def _drop_oldest(self, kind: RecordKind, excess: int) -> None:
         victims, freed = [], 0
         cursor = self._db.execute(
-            "SELECT id, created_at, gap_report, length(payload) FROM records WHERE kind = ? ORDER BY session, seq",
+            "SELECT id, created_at, published_in, length(payload) FROM records"
+            " WHERE kind = ? AND gap_report IS NULL ORDER BY session, seq",
             (kind,),
         )
-        for row_id, created_at, report, size in cursor:
-            victims.append((row_id, created_at, report))
+        for row_id, created_at, published_in, size in cursor:
+            victims.append((row_id, created_at, published_in))
             freed += size
             if freed >= excess:
                 break
         cursor.close()
         self._drop_rows(kind, victims)
 
-    def _drop_rows(self, kind: RecordKind, rows: list[tuple[int, float, str | None]]) -> None:
+    def _drop_rows(self, kind: RecordKind, rows: list[tuple[int, float, int | None]]) -> None:
+        """Delete ``(id, created_at, published_in)`` rows; those never published are a gap."""
         if not rows:
             return
         self._db.executemany("DELETE FROM records WHERE id = ?", [(row[0],) for row in rows])
-        plain = [created_at for _, created_at, report in rows if report is None]
-        if plain:
-            count = len(plain)
-            self._add_gap(count if kind == "state" else 0, count if kind == "event" else 0, min(plain), max(plain))
-        for _, _, report in rows:
-            if report is not None:
-                # A dropped gap event hands its counts back, so the next gap event reports them again.
-                states, events, first, last = json.loads(report)
-                self._add_gap(states, events, first, last, new_drops=False)
-        log.warning("outbox over its bounds: dropped %d %s record(s)", len(rows), kind)
+        lost = [created_at for _, created_at, published_in in rows if published_in is None]
+        if lost:
+            count = len(lost)
+            self._add_gap(count if kind == "state" else 0, count if kind == "event" else 0, min(lost), max(lost))
+        log.warning(
+            "outbox over its bounds: dropped %d %s record(s), %d of them never published", len(rows), kind, len(lost)
+        )
+
+    def _fold_unsent_gap_reports(self) -> None:
+        """Delete gap events nobody has seen and hand their counts back, for the next report to carry.
+
+        Only rows never published and past the live-publish grace: one in flight is left alone.
+        """
+        cutoff = _ts(self._clock() - LIVE_GRACE)
+        rows = self._db.execute(
+            "SELECT id, gap_report FROM records WHERE gap_report IS NOT NULL AND published_in IS NULL AND created_at < ?",
+            (cutoff,),
+        ).fetchall()
+        for row_id, report in rows:
+            self._db.execute("DELETE FROM records WHERE id = ?", (row_id,))
+            states, events, first, last = json.loads(report)
+            self._add_gap(states, events, first, last, new_drops=False)
 
     # --- gap counters in meta ---------------------------------------------------------------
 

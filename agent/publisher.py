@@ -23,7 +23,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.config import BrokerConfig
+from agent.config import BrokerConfig, SupervisionConfig
+from agent.supervision import FatalHook, SupervisedThread
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class MqttPublisher:
         on_message: Callable[[str, bytes], None],
         on_disconnected: Callable[[int], None] = lambda session: None,
         backoff: Backoff | None = None,
+        on_fatal: FatalHook = lambda thread, reason: None,
+        supervision: SupervisionConfig | None = None,
     ) -> None:
         self._broker = broker
         self._client_id = client_id
@@ -95,7 +98,9 @@ class MqttPublisher:
         self._connected = False
         self._pending: dict[int, Callable[[], None]] = {}
         self._early_acks: set[int] = set()
-        self._thread: threading.Thread | None = None
+        self._on_fatal = on_fatal
+        self._supervision = supervision
+        self._thread: SupervisedThread | None = None
         self.connections = 0
         self.last_error: str | None = None
 
@@ -109,6 +114,11 @@ class MqttPublisher:
         return self._up.wait(timeout)
 
     @property
+    def thread(self) -> SupervisedThread | None:
+        """The supervisor thread once started (for the health file)."""
+        return self._thread
+
+    @property
     def session(self) -> int | None:
         """The session of the live connection, or None while disconnected."""
         return self._session if self._connected else None
@@ -116,7 +126,11 @@ class MqttPublisher:
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._supervise, name="mqtt-supervisor", daemon=True)
+        # Supervised: an error while (re)connecting — e.g. the outbox cannot take a new session on a
+        # full disk — restarts the loop after a backoff instead of ending publishing for good.
+        self._thread = SupervisedThread(
+            "mqtt-supervisor", self._supervise, stopping=self._stop, on_fatal=self._on_fatal, policy=self._supervision
+        )
         self._thread.start()
 
     def stop(self, farewell: Callable[[int], Will] | None = None, timeout: float = 5.0) -> None:

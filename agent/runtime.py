@@ -20,6 +20,7 @@ import logging
 import queue
 import re
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -28,9 +29,11 @@ from typing import Any, Literal, Protocol
 
 from agent.config import AgentConfig, DeviceConfig
 from agent.events import derive_events
-from agent.health import DeviceHealth, HealthReport, write_health
-from agent.outbox import GapInfo, Outbox, OutboxRecord
+from agent.health import DeviceHealth, HealthReport, ThreadFailure, ThreadHealth, write_health
+from agent.outbox import GapInfo, Outbox, OutboxError, OutboxRecord
+from agent.plausibility import PlausibilityGate
 from agent.publisher import MqttPublisher, Will
+from agent.supervision import SupervisedThread
 from protocol.kkt.state import RegisterState
 from protocol.mqtt.errors import ContractError
 from protocol.mqtt.models import (
@@ -141,7 +144,8 @@ class DeviceWorker:
         self.last_ok: datetime | None = None
         self._last_state_publish = 0.0
         self._fallback_id = f"device-{index + 1}"
-        self.thread = threading.Thread(target=self._run, name=f"device-{index + 1}", daemon=True)
+        self.gate = PlausibilityGate(lambda: self.register_id)
+        self.thread = runtime.supervised(f"device-{index + 1}", self._run)
 
     @property
     def register_id(self) -> str:
@@ -210,11 +214,13 @@ class DeviceWorker:
         try:
             if self._poller is None:
                 self._poller = self._opener(self.config)
-            raw = self._poller.poll()
+            poller = self._poller
+            raw = poller.poll()
         except Exception as exc:  # driver, link and decode errors alike: the register is unreachable
             self._on_failure(now, exc)
             return
-        self._on_success(now, raw.model_copy(update={"read_at": now}), forced)
+        state = self.gate.review(raw, reread=poller.poll)  # a checksum is no proof: values that matter are checked
+        self._on_success(now, state.model_copy(update={"read_at": now}), forced)
 
     def _on_failure(self, now: datetime, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}"
@@ -235,6 +241,10 @@ class DeviceWorker:
             )
         elif message != previous_error:  # never reached yet, or failing differently: tell the installer
             log.warning("cannot poll %s: %s", self.config.url, message, extra={"register": self.register_id})
+            if not self.ever_up and previous_error is None:
+                # The birth went out before this first poll, with error null: re-announce with the reason
+                # (e.g. a wrong protocol), which no link_lost event carries for a register never reached.
+                self.runtime.publish_birth()
         else:
             log.debug("poll of %s failed again: %s", self.config.url, message)
 
@@ -311,7 +321,8 @@ class AgentRuntime:
         self._replay_wake = threading.Event()
         self._commands: queue.Queue[bytes] = queue.Queue()
         self._health_lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._threads: list[SupervisedThread] = []
+        self.failure: ThreadFailure | None = None  # the thread that could not recover, and why
         self.replayed = 0
         self.publisher = MqttPublisher(
             config.broker,
@@ -322,6 +333,8 @@ class AgentRuntime:
             on_connected=self._on_connected,
             on_message=self._on_message,
             on_disconnected=self._on_disconnected,
+            on_fatal=self.fail,
+            supervision=config.supervision,
         )
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -339,7 +352,7 @@ class AgentRuntime:
             (self._command_loop, "commands"),
             (self._housekeeping_loop, "housekeeping"),
         ):
-            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread = self.supervised(name, target)
             thread.start()
             self._threads.append(thread)
         # Give the first connection a moment so the first snapshot goes out live, after the
@@ -365,6 +378,19 @@ class AgentRuntime:
         self.write_health()
         self.outbox.close()
         log.info("agent %s stopped", self.agent_id)
+
+    def supervised(self, name: str, target: Callable[[], None]) -> SupervisedThread:
+        return SupervisedThread(
+            name, target, stopping=self.stopping, on_fatal=self.fail, policy=self.config.supervision
+        )
+
+    def fail(self, thread: str, reason: str) -> None:
+        """A thread cannot recover: record it in the health file and stop (the process exits non-zero)."""
+        with self._health_lock:
+            if self.failure is None:
+                self.failure = ThreadFailure(thread=thread, error=reason, at=self.now())
+        self.stopping.set()  # first: nothing below may keep the process from exiting
+        self.write_health()
 
     def run_forever(self) -> None:
         self.start()
@@ -625,23 +651,53 @@ class AgentRuntime:
     # --- housekeeping -------------------------------------------------------------------
 
     def _housekeeping_loop(self) -> None:
-        # The outbox group-commits on its own thread; here only drops are turned into events.
+        # The outbox group-commits on its own thread; here only drops are turned into events, at
+        # most one report per gap_report_interval: a full outbox keeps dropping, and a report per
+        # second would mostly report itself.
+        next_report = 0.0
         while not self.stopping.wait(HOUSEKEEPING_INTERVAL):
+            if time.monotonic() < next_report:
+                continue
             try:
-                self._report_gap()
-            except Exception:
-                log.exception("outbox housekeeping failed")
+                attempted = self._report_gap()
+            except Exception as exc:
+                log.error("outbox gap report failed, retrying in %.0f s: %s", self.config.outbox.gap_report_interval, exc)
+                attempted = True
+            if attempted:
+                next_report = time.monotonic() + self.config.outbox.gap_report_interval
 
-    def _report_gap(self) -> None:
+    def _report_gap(self) -> bool:
+        """Write one ``outbox_gap`` event for the pending drops; False when nothing is pending."""
         gap = self.outbox.take_gap()
         if gap is None:
-            return
+            return False
         log.warning("outbox dropped records", extra=gap.as_data())
         try:
             self.emit_event(None, EventKind.OUTBOX_GAP, gap.describe(), gap.as_data(), resolves_gap=gap)
         except Exception:
             self.outbox.release_gap()  # stays pending: reported on the next round
             raise
+        return True
+
+    def _all_threads(self) -> list[SupervisedThread]:
+        publisher_thread = self.publisher.thread
+        return [*([publisher_thread] if publisher_thread else []), *(w.thread for w in self.workers), *self._threads]
+
+    @staticmethod
+    def _thread_health(thread: SupervisedThread) -> ThreadHealth:
+        return ThreadHealth(
+            name=thread.name,
+            alive=thread.is_alive(),
+            restarts=thread.restarts,
+            last_error=thread.last_error,
+        )
+
+    def _outbox_depth(self) -> int | None:
+        try:
+            return self.outbox.depth()
+        except (sqlite3.Error, OutboxError) as exc:  # the health file must still be written
+            log.warning("cannot read the outbox depth: %s", exc)
+            return None
 
     def write_health(self) -> None:
         path = self.config.health_file
@@ -652,8 +708,10 @@ class AgentRuntime:
             written_at=self.now(),
             broker_connected=self.publisher.connected,
             session=self.publisher.session,
-            outbox_depth=self.outbox.depth(),
+            outbox_depth=self._outbox_depth(),
             devices=[w.health() for w in self.workers],
+            threads=[self._thread_health(t) for t in self._all_threads()],
+            failure=self.failure,
         )
         with self._health_lock:
             try:

@@ -43,7 +43,7 @@ see firmware_sim/scenario.py for the keys and timeline actions.
 
 faults (repeatable): KIND[:SELECT] with KIND one of corrupt (flip the answer's checksum byte),
 drop (no answer), split (answer one byte per write), garbage (noise before the answer),
-delay:SECONDS; SELECT is N (the next N answers) or a probability like 0.1; none = every answer.
+flip (the same bit in two data bytes: Shtrih's LRC misses it), delay:SECONDS; SELECT is N (the next N answers) or a probability like 0.1; none = every answer.
 """
 
 

@@ -21,6 +21,7 @@ from enum import Enum
 from firmware_sim.endpoint import DeviceEndpoint
 
 GARBAGE_BYTES = 3
+FLIP_SKIP_HEAD = 3  # Shtrih's ACK, STX and LEN: a flip there breaks framing instead of the data
 SPLIT_GAP = 0.002  # seconds between the single bytes of a split answer
 
 
@@ -30,6 +31,7 @@ class FaultKind(Enum):
     DELAY = "delay"  # the answer leaves late
     SPLIT = "split"  # the answer leaves one byte per write
     GARBAGE = "garbage"  # line noise before the answer
+    FLIP = "flip"  # the same bit flipped in two bytes: an XOR checksum (Shtrih LRC) does not see it
 
 
 class FaultSpecError(ValueError):
@@ -129,6 +131,9 @@ class FaultyEndpoint:
     def garbage(self, times: int | None = 1, probability: float = 1.0) -> FaultyEndpoint:
         return self.add(Fault(FaultKind.GARBAGE, times, probability))
 
+    def flip(self, times: int | None = 1, probability: float = 1.0) -> FaultyEndpoint:
+        return self.add(Fault(FaultKind.FLIP, times, probability))
+
     def clear(self) -> None:
         with self._lock:
             self.faults.clear()
@@ -147,6 +152,8 @@ class FaultyEndpoint:
                 self.fired[kind] += 1
             if FaultKind.DROP in firing:
                 return b""
+            if FaultKind.FLIP in firing:
+                answer = self._flip_twice(answer)
             if FaultKind.CORRUPT in firing:
                 answer = answer[:-1] + bytes([answer[-1] ^ 0xFF])
             if FaultKind.GARBAGE in firing:
@@ -157,6 +164,18 @@ class FaultyEndpoint:
             else:
                 self._pending_pacing = [(delay, answer)] if delay else None
         return answer
+
+    def _flip_twice(self, answer: bytes) -> bytes:
+        """Flip one bit in two bytes between the frame head and the checksum (last byte)."""
+        body = range(min(FLIP_SKIP_HEAD, len(answer)), len(answer) - 1)
+        if len(body) < 2:
+            return answer
+        first, second = self._rng.sample(body, 2)
+        mask = 1 << self._rng.randrange(8)
+        damaged = bytearray(answer)
+        damaged[first] ^= mask
+        damaged[second] ^= mask
+        return bytes(damaged)
 
     def pacing(self, answer: bytes) -> list[tuple[float, bytes]]:
         """How the host should write ``answer`` (just returned by ``feed``): (sleep, bytes) steps."""

@@ -13,8 +13,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
-from agent.commands.probe import cause_and_hint
-from agent.drivers.errors import DriverError
+from agent.drivers.errors import DriverError, split_hint
 from agent.drivers.link import LinkError, PortPermissionDenied
 from agent.drivers.registry import DeviceConnection, available_protocols, detection_order, get_session_class
 
@@ -91,11 +90,11 @@ def detect_port(port: str, protocols: list[str], timeout: float, progress: TextI
                 model = connection.identify()
         except PortPermissionDenied as exc:
             progress.write("permission denied\n")
-            cause, hint = cause_and_hint(exc)
+            cause, hint = split_hint(exc)
             return Finding(port, error=cause, hint=hint)
         except LinkError as exc:
             progress.write("port unusable\n")
-            cause, hint = cause_and_hint(exc)
+            cause, hint = split_hint(exc)
             return Finding(port, error=cause, hint=hint)
         except DriverError as exc:
             progress.write(f"{type(exc).__name__}\n")

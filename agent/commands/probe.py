@@ -12,7 +12,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from agent.drivers.errors import DriverError
+from agent.drivers.errors import DriverError, split_hint
 from agent.drivers.link import LinkError
 from agent.drivers.registry import (
     DEFAULT_RETRIES,
@@ -66,14 +66,6 @@ def fail(message: str, hint: str = "") -> None:
         print(f"fix:   {hint}", file=sys.stderr)
 
 
-def cause_and_hint(exc: LinkError | DriverError) -> tuple[str, str]:
-    """Split a typed error into its cause and its fix (the message embeds the hint at its end)."""
-    text, hint = str(exc), exc.hint
-    if hint and text.endswith(f". {hint}"):
-        text = text[: -len(hint) - 2]
-    return text, hint
-
-
 def protocols_to_try(url: str, chosen: str | None) -> list[str]:
     if chosen:
         return [chosen]
@@ -117,7 +109,7 @@ def probe_command(args: argparse.Namespace) -> int:
             try:
                 connection.identify()
             except LinkError as exc:
-                fail(*cause_and_hint(exc))
+                fail(*split_hint(exc))
                 return EXIT_LINK
             except DriverError as exc:
                 failures.append(f"{candidate} @ {connection.baudrate}: {exc}")
@@ -125,7 +117,7 @@ def probe_command(args: argparse.Namespace) -> int:
             try:
                 state = connection.poll()
             except (LinkError, DriverError) as exc:
-                cause, hint = cause_and_hint(exc)
+                cause, hint = split_hint(exc)
                 fail(f"the {candidate} register answered but the poll failed: {cause}", hint)
                 return EXIT_POLL_FAILED
         state = state.model_copy(update={"read_at": datetime.now(UTC)})

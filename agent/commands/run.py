@@ -15,6 +15,7 @@ from agent.config import AgentConfig, ConfigError, load_config, parse_device_spe
 from agent.logging_setup import configure_logging
 
 log = logging.getLogger(__name__)
+EXIT_THREAD_FAILED = 1
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
@@ -77,13 +78,15 @@ def run_command(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     configure_logging(config.log_format, config.log_level)
+    import sqlite3
+
     from agent.outbox import OutboxError
     from agent.runtime import AgentRuntime  # paho and sqlite only when actually running
 
     try:
         runtime = AgentRuntime(config)
-    except (OSError, OutboxError) as exc:
-        print(f"cannot open the outbox {config.outbox.path}: {exc}", file=sys.stderr)
+    except (OSError, sqlite3.Error, OutboxError) as exc:  # sqlite3.Error: e.g. no space for a new session
+        log.critical("cannot open the outbox %s: %s", config.outbox.path, exc)  # JSON too with --log-format json
         return 1
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
@@ -93,4 +96,11 @@ def run_command(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     runtime.run_forever()
+    if runtime.failure is not None:
+        # Non-zero so systemd (Restart=on-failure) starts a fresh process.
+        log.critical(
+            "agent stopped: thread %s cannot recover: %s", runtime.failure.thread, runtime.failure.error,
+            extra={"agent_thread": runtime.failure.thread},
+        )
+        return EXIT_THREAD_FAILED
     return 0

@@ -14,6 +14,7 @@ __all__ = [
     "PortNotFound",
     "PortPermissionDenied",
     "ProtocolViolation",
+    "split_hint",
 ]
 
 
@@ -43,3 +44,11 @@ class DeviceRefused(DriverError):
         self.code = code
         self.meaning = meaning
         super().__init__(f"command {command:#06x} refused with error {code:#04x}: {meaning}")
+
+
+def split_hint(exc: Exception) -> tuple[str, str]:
+    """A typed error's cause and its fix (its message embeds the hint at its end)."""
+    text, hint = str(exc), getattr(exc, "hint", "")
+    if hint and text.endswith(f". {hint}"):
+        text = text[: -len(hint) - 2]
+    return text, hint

@@ -12,13 +12,16 @@ import logging
 from collections.abc import Callable
 from typing import TypeVar
 
-from agent.drivers.link import ByteLink, LinkError
+from agent.drivers.errors import ChecksumError, DriverError, NoAnswer, split_hint
+from agent.drivers.link import ByteLink, LinkError, PortNotFound, PortPermissionDenied
 from agent.drivers.session import DriverSession
 from agent.drivers.transport import open_link
 from protocol.kkt.state import RegisterState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+# Failures of the line rather than of the register: worth one more try of the whole call.
+RETRIED_ONCE = (LinkError, NoAnswer, ChecksumError)
 
 SESSION_CLASSES: dict[str, str] = {
     "shtrih": "agent.drivers.shtrih:ShtrihSession",
@@ -71,9 +74,11 @@ def default_baudrate(protocol: str) -> int:
 class DeviceConnection:
     """One register: a session over a link that is reopened on the next ``poll`` after it fails.
 
-    A ``LinkError`` (unplugged cable, dropped TCP, port gone) closes the link and propagates, so
-    the caller records the outage; the following ``poll`` opens the port again. Driver-level
-    errors (no answer, checksum) leave the link open: the device may answer next time.
+    A line failure (``LinkError``, no answer, checksum) is retried once — a lost answer or two
+    should not fail a whole poll — and when the retry fails too, the first error is raised with
+    the retry's reason added.
+    A ``LinkError`` closes the link (unplugged cable, dropped TCP, port gone), so the retry, and
+    later the next ``poll``, opens the port again. Other driver errors leave the link open.
     """
 
     def __init__(
@@ -111,6 +116,18 @@ class DeviceConnection:
 
     def _use(self, call: Callable[[DriverSession], T]) -> T:
         try:
+            return self._once(call)
+        except (PortNotFound, PortPermissionDenied):
+            raise  # the port cannot even be opened: trying again at once changes nothing
+        except RETRIED_ONCE as first:
+            log.debug("%s: %s; retrying once", self.url, first)
+            try:
+                return self._once(call)
+            except (*RETRIED_ONCE, PortNotFound, PortPermissionDenied) as second:
+                raise with_retry_failure(first, second) from second
+
+    def _once(self, call: Callable[[DriverSession], T]) -> T:
+        try:
             return call(self._ensure_session())
         except LinkError:
             self._drop()  # the next call reopens the port
@@ -130,6 +147,14 @@ class DeviceConnection:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def with_retry_failure(first: LinkError | DriverError, retry: Exception) -> LinkError | DriverError:
+    """The first failure (same type and hint: it is the cause) with how the retry failed added."""
+    text, hint = split_hint(first)
+    retry_text, _ = split_hint(retry)
+    text = f"{text} (twice)" if retry_text == text else f"{text} (retried once: {retry_text})"
+    return type(first)(text, hint)
 
 
 def open_session(

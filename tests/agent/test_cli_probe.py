@@ -215,3 +215,17 @@ def test_probe_and_detect_over_raw_usb_with_the_simulated_backend() -> None:
         env={**env, "KASSA_USB_BACKEND": "no.such.module:factory"},
     )
     assert broken.returncode != 0 and "KASSA_USB_BACKEND" in broken.stderr
+
+
+@pytest.mark.parametrize("protocol", ["shtrih", "atol"])
+def test_probe_reads_the_register_when_two_answers_are_lost(protocol: str) -> None:
+    with kassa_sim("--protocol", protocol, "--transport", "pty", "--fault", "drop:2") as address:
+        result = kassa_agent("probe", address, "--protocol", protocol, "--json")
+    assert result.returncode == 0, result.stderr  # one retry of the command after the link error
+    assert json.loads(result.stdout)["protocol"] == protocol
+
+
+def test_probe_names_the_reason_when_the_retry_fails_too() -> None:
+    result = kassa_agent("probe", "sim://shtrih?fault=drop:50", "--protocol", "shtrih", "--timeout", "0.2")
+    assert result.returncode == 4
+    assert "no reply" in result.stderr and "(twice)" in result.stderr

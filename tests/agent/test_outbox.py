@@ -293,6 +293,17 @@ def test_a_failed_commit_is_reported_as_a_gap_not_lost_silently(outbox: Outbox) 
     assert outbox.stats().dropped_states_total == 2
 
 
+def test_a_failed_commit_does_not_count_a_record_whose_puback_came_in_the_same_batch(outbox: Outbox) -> None:
+    outbox.next_session()
+    put(outbox, 1, 0)
+    outbox.mark_published(1, 0)  # published live: the broker has it
+    with pytest.raises(OutboxError):
+        put(outbox, 1, 1, register=["not", "storable"], durable=True)  # type: ignore[arg-type]
+    gap = outbox.take_gap()
+    assert gap is not None and gap.dropped_states == 1  # only (1, 1) was never published
+    assert outbox.stats().dropped_states_total == 1
+
+
 def test_concurrent_writers_with_durable_appends(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.db", commit_interval=0.005)
     box.next_session()
@@ -382,18 +393,34 @@ def test_a_file_that_is_not_an_outbox_is_a_clear_error(tmp_path: Path) -> None:
         Outbox(path)
 
 
-def test_a_dropped_gap_event_hands_its_counts_back(tmp_path: Path, clock: Clock) -> None:
+def test_a_gap_event_survives_a_full_outbox_and_an_unsent_one_folds_into_the_next(
+    tmp_path: Path, clock: Clock
+) -> None:
     with Outbox(tmp_path / "o.db", max_bytes=250, clock=clock, commit_interval=0.01) as box:
         for seq in range(3):
             put(box, 1, seq, kind="event", size=100, at=T0 + timedelta(seconds=seq))
         gap = box.take_gap()
         assert gap == GapInfo(0, 1, T0, T0)  # (1,0) dropped
         box.append("event", None, 1, 3, "gap", b"g" * 100, T0 + timedelta(seconds=3), resolves_gap=gap)
-        # Storing the gap event pushed (1,1) out; then two more push out (1,2) and the gap event.
-        put(box, 1, 4, kind="event", size=100, at=T0 + timedelta(seconds=4))
+        # Storing the gap event pushed (1,1) out; two more push out (1,2) and (1,4), never the gap event.
+        for seq in (4, 5):
+            put(box, 1, seq, kind="event", size=100, at=T0 + timedelta(seconds=seq))
+            box.flush()
+        assert keys(box) == [(1, 3), (1, 5)]
+        clock.now = T0 + timedelta(minutes=5)  # the gap event was never published: fold it into the next
+        assert box.take_gap() == GapInfo(0, 4, T0, T0 + timedelta(seconds=4))
+        assert keys(box) == [(1, 5)]
+        assert box.stats().dropped_events_total == 4  # the folded gap event is not a lost record
+
+
+def test_published_records_dropped_by_the_bounds_are_not_a_gap(tmp_path: Path, clock: Clock) -> None:
+    with Outbox(tmp_path / "o.db", max_bytes=250, clock=clock, commit_interval=0.01) as box:
+        box.next_session()
+        put(box, 1, 0, kind="event", size=100)
+        box.mark_published(1, 0)  # went out, awaiting the collector's ack
+        put(box, 1, 1, kind="event", size=100, at=T0 + timedelta(seconds=1))
+        put(box, 1, 2, kind="event", size=100, at=T0 + timedelta(seconds=2))
         box.flush()
-        put(box, 1, 5, kind="event", size=100, at=T0 + timedelta(seconds=5))
-        box.flush()
-        assert keys(box) == [(1, 4), (1, 5)]
-        assert box.take_gap() == GapInfo(0, 3, T0, T0 + timedelta(seconds=2))  # nothing unreported
-        assert box.stats().dropped_events_total == 3  # the gap event itself is not a lost record
+        assert keys(box) == [(1, 1), (1, 2)]
+        assert box.take_gap() is None
+        assert box.stats().dropped_events_total == 0

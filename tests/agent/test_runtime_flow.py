@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -177,7 +178,10 @@ def test_collector_acks_empty_the_outbox_and_replay_waits_for_the_collector(
     runtime = start_runtime(model_register, ack_mode="collector")
     messages = recorder.wait_for(lambda m: len(parsed(m, "state")) >= 1)
     model_register.change(lambda m: m.open_shift())
-    messages = recorder.wait_for(lambda m: events(m, "shift_opened"))
+    # The events and then the state of the open shift: the ack below must cover all of them.
+    messages = recorder.wait_for(
+        lambda m: events(m, "shift_opened") and any(s.state.shift.status == "open" for s in parsed(m, "state"))
+    )
     assert runtime.outbox.depth() >= 2  # nothing acked yet
     session = events(messages)[0].session
     # The shift-open document also starts an OFD backlog, so more records may follow: ack them all.
@@ -287,3 +291,81 @@ def test_derived_register_ids_are_topic_safe(derived: str, expected: str) -> Non
     from agent.runtime import topic_safe_id
 
     assert topic_safe_id(derived) == expected
+
+
+def test_a_full_outbox_reports_gaps_at_a_bounded_rate_and_every_drop_exactly_once(
+    mqtt_broker: Any, start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any
+) -> None:
+    interval = 1.5
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/#"], persistent=True)
+    runtime = start_runtime(model_register, outbox={"max_bytes": 4096, "gap_report_interval": interval})
+    recorder.wait_for(lambda m: len(parsed(m, "state")) >= 1)
+    mqtt_broker.stop()
+    recorder.wait_for(lambda m: not runtime.publisher.connected)
+    started = time.monotonic()
+    for _ in range(30):  # ~4.5 s of an outbox that overflows on every toggle
+        model_register.change(lambda m: (m.open_shift(), m.close_shift()))
+        threading_wait(0.15)
+    mqtt_broker.start()
+
+    def gap_reports(messages: list[Any]) -> list[EventPayload]:
+        replayed = [
+            r.payload for b in parsed(messages, "hist") for r in b.records
+            if isinstance(r.payload, EventPayload) and r.payload.kind == "outbox_gap"
+        ]
+        return events(messages, "outbox_gap") + replayed
+
+    def all_reported(messages: list[Any]) -> bool:
+        stats = runtime.outbox.stats()
+        reported = sum(g.data["dropped_states"] + g.data["dropped_events"] for g in gap_reports(messages))
+        total = stats.dropped_states_total + stats.dropped_events_total
+        return stats.pending_gap is None and total > 0 and reported == total
+
+    messages = recorder.wait_for(all_reported, timeout=30)  # every drop reported, none twice
+    elapsed = time.monotonic() - started
+    # Gap reports are written at most once per interval, and unsent ones fold into the next.
+    assert 1 <= len(gap_reports(messages)) <= 1 + elapsed / interval
+
+
+def test_a_register_on_the_wrong_protocol_is_re_announced_with_the_link_error(
+    mqtt_broker: Any, mqtt_recorder: Any, tmp_path: Path
+) -> None:
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/birth"])
+    wrong = {"protocol": "atol", "url": "sim://shtrih", "poll_interval": 30, "register_id": "kkt-1"}
+    runtime = AgentRuntime(make_config(mqtt_broker, tmp_path, devices=[wrong]))  # the real driver opener
+    runtime.start()
+    try:
+        messages = recorder.wait_for(
+            lambda m: any(b.devices[0].error for b in parsed(m, "birth") if isinstance(b, BirthPayload)), timeout=40
+        )
+    finally:
+        runtime.stop(timeout=2)
+    births = [b for b in parsed(messages, "birth") if isinstance(b, BirthPayload)]
+    assert births[0].devices[0].error is None  # announced at connect, before the first poll
+    error = births[-1].devices[0].error
+    assert error is not None and "NoAnswer" in error and "ATOL" in error
+    assert births[-1].devices[0].link_up is False
+
+
+def all_published(runtime: AgentRuntime) -> bool:
+    stats = runtime.outbox.stats()
+    return stats.awaiting_ack == stats.depth
+
+
+def test_records_published_live_and_then_pushed_out_of_a_full_outbox_are_not_a_gap(
+    start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any
+) -> None:
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/#"])
+    # Collector ack mode with no collector: every published record stays, awaiting an ack.
+    runtime = start_runtime(model_register, ack_mode="collector", outbox={"max_bytes": 4096, "gap_report_interval": 0.5})
+    recorder.wait_for(lambda m: len(parsed(m, "state")) >= 1)
+    for _ in range(8):  # each toggle is two events and a state of ~600 bytes: far past 4 KiB
+        model_register.change(lambda m: (m.open_shift(), m.close_shift()))
+        recorder.wait_for(lambda m: all_published(runtime))
+        threading_wait(0.2)
+    stats = runtime.outbox.stats()
+    assert stats.bytes <= 4096 + 1024  # the bounds did push published records out
+    assert len(events(recorder.messages, "shift_closed")) == 8  # all went out live
+    assert (stats.dropped_states_total, stats.dropped_events_total, stats.pending_gap) == (0, 0, None)
+    threading_wait(1.0)  # a gap report, were there one, is due by now
+    assert events(recorder.messages, "outbox_gap") == []

@@ -75,6 +75,27 @@ def test_reset_passes_through() -> None:
     assert echo.resets == 1
 
 
+def test_flip_changes_two_data_bytes_that_the_shtrih_lrc_still_accepts() -> None:
+    from datetime import datetime
+
+    from firmware_sim.devices import make_device
+    from firmware_sim.endpoint import DeviceEndpoint
+    from firmware_sim.model import RegisterModel
+    from protocol.kkt.shtrih.framing import encode_frame, lrc
+
+    def register() -> DeviceEndpoint:
+        return make_device("shtrih", RegisterModel(clock=lambda: datetime(2026, 12, 6, 12, 0)))
+
+    request = encode_frame(bytes([0xFF, 0x03, 0x1E, 0, 0, 0]))  # ФН validity
+    clean = register().feed(request)
+    damaged = FaultyEndpoint(register(), seed=3).flip(times=1).feed(request)
+    changed = [i for i, (a, b) in enumerate(zip(clean, damaged, strict=True)) if a != b]
+    assert len(changed) == 2 and clean[changed[0]] ^ damaged[changed[0]] == clean[changed[1]] ^ damaged[changed[1]]
+    assert changed[0] >= 3 and changed[1] < len(clean) - 1  # past ACK/STX/LEN, before the checksum
+    payload = damaged[3:-1]
+    assert lrc(payload) == damaged[-1]  # the frame still checks out
+
+
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
@@ -85,6 +106,7 @@ def test_reset_passes_through() -> None:
         ("delay:0.3:2", Fault(FaultKind.DELAY, times=2, seconds=0.3)),
         ("split:1.0", Fault(FaultKind.SPLIT, probability=1.0)),
         ("garbage:1", Fault(FaultKind.GARBAGE, times=1)),
+        ("flip:0.05", Fault(FaultKind.FLIP, probability=0.05)),
     ],
 )
 def test_parse_fault(spec: str, expected: Fault) -> None:
