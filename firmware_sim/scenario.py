@@ -22,7 +22,8 @@ start, written as signed durations (``"10d"``, ``"-23h40m"``, ``"+30s"``). Examp
 ``[state]`` keys (all optional): ``fn_valid_for`` (duration, default 450d), ``fn_phase``
 (setup/ready/fiscal/post-fiscal/archive or the phase byte), ``shift_opened`` (negative duration),
 ``shift_number`` (of the open shift, else of the last closed one), ``receipts`` (sold at start in
-the open shift), ``unsent = {count, oldest}``, ``ofd_connected``, ``paper``, ``cover_open``,
+the open shift), ``unsent = {count, oldest}`` (``count`` is what the register reports at start,
+this shift's open report and receipts included), ``ofd_connected``, ``paper``, ``cover_open``,
 ``documents_left``, ``fn_memory_full``, ``critical_error``, and the identity strings ``serial``,
 ``rnm``, ``inn``, ``model_name``, ``fn_serial``. ``start`` (top level) pins the register clock's
 start. Timeline actions: see :data:`ACTIONS` (``sell`` takes ``count``/``amount``,
@@ -342,7 +343,15 @@ def _build_model(scenario: Scenario, clock: Callable[[], datetime]) -> RegisterM
     model.shift_number = max(s.get("shift_number", 1 if "shift_opened" in s else 0) - ("shift_opened" in s), 0)
     # Unsent documents first: they are the oldest entries of the OFD queue, whose head the ФН reports.
     if "unsent" in s:
-        model.backdate_unsent(s["unsent"]["count"], start + parse_duration(s["unsent"]["oldest"]))
+        # ``count`` is what a reader sees at start: the documents made below are unsent too.
+        made_later = ("shift_opened" in s) + s.get("receipts", 0)
+        backdated = s["unsent"]["count"] - made_later
+        if backdated < 1:
+            raise ScenarioError(
+                f"{scenario.name}: state.unsent.count {s['unsent']['count']} must exceed the {made_later} "
+                "document(s) the open shift and its receipts make (they are unsent too)"
+            )
+        model.backdate_unsent(backdated, start + parse_duration(s["unsent"]["oldest"]))
     try:
         if "shift_opened" in s:
             model.open_shift(at=start + parse_duration(s["shift_opened"]))

@@ -93,7 +93,7 @@ def test_ofd_backlog_crosses_the_30_day_rule_and_sales_are_refused_with_15h() ->
     clock, runner = build("ofd-backlog")
     model = runner.model
     status = model.exchange_status()
-    assert status.unsent_count >= 40
+    assert status.unsent_count == 40  # the number the description and `unsent.count` state
     assert status.first_unsent_at == START - timedelta(days=20)
     assert not model.ofd_connected
     assert FnWarning.OFD_TIMEOUT not in model.warnings()
@@ -103,6 +103,25 @@ def test_ofd_backlog_crosses_the_30_day_rule_and_sales_are_refused_with_15h() ->
     with pytest.raises(FiscalRefused) as refused:
         model.sell()
     assert refused.value.code == 0x15
+
+
+@pytest.mark.parametrize("protocol", ["shtrih", "atol"])
+def test_ofd_backlog_agent_reads_the_count_the_scenario_text_states(protocol: str) -> None:
+    from agent.drivers.registry import open_session
+    from firmware_sim.hosts import install_sim_url_handler
+
+    install_sim_url_handler()
+    scenario = load_scenario("ofd-backlog")
+    stated = scenario.state["unsent"]["count"]
+    assert f"{stated} unsent documents" in scenario.description
+    with open_session(protocol, f"sim://{protocol}?scenario=ofd-backlog") as connection:
+        assert connection.poll().ofd.unsent_count == stated
+
+
+def test_unsent_count_smaller_than_the_documents_the_open_shift_makes_is_refused() -> None:
+    text = 'format = 1\n[state]\nunsent = { count = 2, oldest = "-2d" }\nshift_opened = "-1h"\nreceipts = 1\n'
+    with pytest.raises(ScenarioError, match="state.unsent.count 2 must exceed the 2"):
+        parse_scenario(text, name="tiny").build(ManualClock(START))
 
 
 def test_paper_out_timeline_and_not_fiscal_and_memory_full() -> None:
