@@ -120,7 +120,7 @@ def test_ofd_backlog_agent_reads_the_count_the_scenario_text_states(protocol: st
 
 def test_unsent_count_smaller_than_the_documents_the_open_shift_makes_is_refused() -> None:
     text = 'format = 1\n[state]\nunsent = { count = 2, oldest = "-2d" }\nshift_opened = "-1h"\nreceipts = 1\n'
-    with pytest.raises(ScenarioError, match="state.unsent.count 2 must exceed the 2"):
+    with pytest.raises(ScenarioError, match=r"state\.unsent\.count 2 must exceed the 2"):
         parse_scenario(text, name="tiny").build(ManualClock(START))
 
 
