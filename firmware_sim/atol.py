@@ -8,6 +8,7 @@ enter mode 1 to open a shift (9Ah) or sell (92h → E6h → 4Ah), mode 3 for the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -70,11 +71,19 @@ class AtolDevice:
     """``DeviceEndpoint`` for ATOL v3. ``tcp`` only changes the port byte 3Fh reports (Ethernet).
 
     ``slow_polls`` makes every task answer "in progress" to that many REQs (exercises polling);
-    ``port`` overrides the reported port (the fake USB host passes :data:`PORT_USB`).
+    ``async_results`` makes it answer every task asynchronously (A2, then an ``F0`` A6/A7 packet),
+    as some firmware does; ``port`` overrides the reported port (the fake USB host passes
+    :data:`PORT_USB`).
     """
 
     def __init__(
-        self, model: RegisterModel, *, tcp: bool = False, slow_polls: int = 0, port: int | None = None
+        self,
+        model: RegisterModel,
+        *,
+        tcp: bool = False,
+        slow_polls: int = 0,
+        async_results: bool = False,
+        port: int | None = None,
     ) -> None:
         self.model = model
         self.tcp = tcp
@@ -83,7 +92,7 @@ class AtolDevice:
         self.mode_password = 0
         self.commands_executed = 0
         self._deframer = Deframer()
-        self._tasks = DeviceTaskBuffer(self._execute, slow_polls=slow_polls)
+        self._tasks = DeviceTaskBuffer(self._execute, slow_polls=slow_polls, async_results=async_results)
         self._handlers: dict[type[Command[Any]], Callable[[Any], Any]] = {
             GetDeviceStatus: lambda _: self._device_status(),
             GetStateCode: lambda _: self._state_code(),
@@ -107,15 +116,18 @@ class AtolDevice:
     # ------------------------------------------------------------------ DeviceEndpoint
 
     def feed(self, data: bytes) -> bytes:
-        return b"".join(self._tasks.receive(event) for event in self._deframer.feed(data))
+        now = time.monotonic()
+        answer = b"".join(self._tasks.receive(event, now) for event in self._deframer.feed(data))
+        return answer + self._tasks.tick(now)
 
     def reset(self) -> None:
         self._deframer.reset()
         self._tasks.reset()
         self.mode = MODE_SELECT
 
-    def idle(self) -> None:
+    def idle(self) -> bytes:
         self._deframer.reset()  # a partial packet never completes after silence
+        return self._tasks.tick(time.monotonic())  # async results that became due or are unacknowledged
 
     # ------------------------------------------------------------------ command execution
 

@@ -477,6 +477,6 @@ class _Guarded:
         with self.runner.lock:
             self.device.reset()
 
-    def idle(self) -> None:
+    def idle(self) -> bytes:
         with self.runner.lock:
-            self.device.idle()
+            return self.device.idle()

@@ -87,8 +87,9 @@ class ShtrihDevice:
     def reset(self) -> None:
         self._link.reset()
 
-    def idle(self) -> None:
+    def idle(self) -> bytes:
         self._link.byte_timeout()
+        return b""
 
     # ------------------------------------------------------------------ command execution
 

@@ -47,6 +47,7 @@ from protocol.kkt.atol.messages import (
     encode_request,
 )
 from protocol.kkt.atol.tasks import (
+    AddFlag,
     Completed,
     Failed,
     FailureKind,
@@ -101,8 +102,19 @@ class AtolSession:
     protocol: ClassVar[str] = "atol"
     default_baudrates: ClassVar[tuple[int, ...]] = (115200, 57600, 38400, 19200, 9600, 256000, 128000)
 
-    def __init__(self, link: ByteLink, *, timeout: float = 1.0, retries: int = 3, password: int = 0) -> None:
+    def __init__(
+        self,
+        link: ByteLink,
+        *,
+        timeout: float = 1.0,
+        retries: int = 3,
+        password: int = 0,
+        async_results: bool = False,
+    ) -> None:
+        """``async_results`` asks for every result asynchronously (ADD flag bit 2, specs §3.2);
+        either way the session reads a device that answers A3 at once or A2 and then A6."""
         self.link = link
+        self.async_results = async_results
         self.timeout = timeout
         self.retries = retries
         self.password = password
@@ -149,12 +161,16 @@ class AtolSession:
         self, command: Command[Any], retries: int, *, overflow_retry: bool = True
     ) -> tuple[TaskStatus, bytes]:
         result_timeout = RESULT_TIMEOUTS.get(command.CODE, DEFAULT_RESULT_TIMEOUT)
+        flags = AddFlag.NEED_RESULT | (AddFlag.WAIT_ASYNC if self.async_results else AddFlag(0))
+        # Async waits last a whole timeout each (then a REQ); sync polls are POLL_INTERVAL apart.
+        wait = self.timeout if self.async_results else POLL_INTERVAL
         transaction = HostTransaction(
             encode_request(command, self.password),
             task_id=self._task_ids.next(),
             packet_ids=self._packet_ids,
             max_repeats=retries,
-            max_polls=max(1, int(result_timeout / POLL_INTERVAL)),
+            max_polls=max(1, int(result_timeout / wait)),
+            flags=flags,
         )
         step: Step = transaction.start()
         deadline = 0.0

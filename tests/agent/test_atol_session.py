@@ -110,10 +110,15 @@ def model(clock: Clock) -> RegisterModel:
     return m
 
 
-def session_for(device: DeviceEndpoint, mangle: Mangle | None = None, **kwargs: float) -> AtolSession:
+def session_for(
+    device: DeviceEndpoint, mangle: Mangle | None = None, *, async_results: bool = False, **kwargs: float
+) -> AtolSession:
     options = {**FAST, **kwargs}
     return AtolSession(
-        AtolLoopback(device, mangle), timeout=options["timeout"], retries=int(options["retries"])
+        AtolLoopback(device, mangle),
+        timeout=options["timeout"],
+        retries=int(options["retries"]),
+        async_results=async_results,
     )
 
 
@@ -305,6 +310,30 @@ def test_refusal_is_typed_with_code_and_meaning(model: RegisterModel) -> None:
 
 def test_slow_register_is_polled_until_done(model: RegisterModel) -> None:
     assert session_for(AtolDevice(model, slow_polls=2)).poll() == session_for(AtolDevice(model)).poll()
+
+
+@pytest.mark.parametrize("slow_polls", [0, 2])
+def test_device_answering_asynchronously_reads_the_same(model: RegisterModel, slow_polls: int) -> None:
+    """Firmware that answers every ADD with A2 and the result as an F0 A6 packet (specs §3.2)."""
+    expected = session_for(AtolDevice(model)).poll()
+    assert session_for(AtolDevice(model, async_results=True, slow_polls=slow_polls)).poll() == expected
+
+
+@pytest.mark.parametrize("device_async", [False, True])
+def test_session_asking_for_async_results_reads_sync_and_async_devices(
+    model: RegisterModel, device_async: bool
+) -> None:
+    expected = session_for(AtolDevice(model)).poll()
+    session = session_for(AtolDevice(model, async_results=device_async), async_results=True)
+    assert session.poll() == expected
+    added = [frame for frame in session.link.written if b"\xc1" in frame]  # type: ignore[attr-defined]
+    assert added and all(_add_flags(frame) & 0x04 for frame in added)
+
+
+def _add_flags(frame: bytes) -> int:
+    """The ADD flags byte of the first C1 packet among the packets of one write."""
+    packets = [p for p in Deframer().feed(frame) if isinstance(p, Packet) and p.data[:1] == b"\xc1"]
+    return packets[0].data[1]
 
 
 def test_refused_status_command_leaves_fields_unknown(model: RegisterModel) -> None:

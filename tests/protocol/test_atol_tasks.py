@@ -256,7 +256,7 @@ def test_existing_task_id_is_polled_and_abort_clears_the_buffer() -> None:
     step, sends = run(HostTransaction(COMMAND_3F, task_id=1, packet_ids=IdCounter()), wire)
     assert isinstance(step, Completed) and sends == 2
     wire(encode_packet(61, Add(2, COMMAND_3F, AddFlag(0)).encode()))
-    assert wire(encode_packet(62, Abort().encode())) == b""
+    assert Deframer().feed(wire(encode_packet(62, Abort().encode()))) == [Packet(62, b"\xa3")]  # §3.2
     assert Deframer().feed(wire(encode_packet(63, Req(2).encode()))) == [Packet(63, b"\xb3")]
 
 
