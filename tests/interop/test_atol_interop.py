@@ -1,0 +1,191 @@
+"""ATOL protocol v3 link and task buffer (specs §3.2) as a foreign client drives it, over a pty and TCP.
+
+Requests are the spec's example frames where it gives them; other packets are built with the
+link codec (framing only: the task-buffer bytes are written out here by hand).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from firmware_sim.atol import AtolDevice
+from protocol.kkt.atol.link import BadPacket, Deframer, Packet, encode_packet
+from tests.interop.conftest import ForeignClient, MakeDevice, Simulator, make_model
+
+Connect = Callable[[MakeDevice], Simulator]
+
+ADD_3F = "FE 06 00 01 C1 01 01 00 00 3F E7"  # §3.2 example: ADD (NeedResult, tid 1) 3Fh, packet id 1
+ADD_FN_STATUS = "FE 07 00 02 C1 01 02 00 00 A4 30 5B"  # §3.2 example: A4 30 via pass-through, tid 2, id 2
+ACK_TID_1 = "FE 02 00 03 C2 01 C3"  # §3.2 example: ACK for tid 1, id 3
+PASSWORD = b"\x00\x00"
+DEVICE_STATUS = PASSWORD + b"\x3f"
+OPEN_SHIFT = PASSWORD + b"\x9a\x00"  # refused in mode 0: error 102 (§3.4)
+NEED_RESULT, IGNORE_ERROR, ASYNC = 0x01, 0x02, 0x04
+
+
+def atol(tcp: bool) -> AtolDevice:
+    return AtolDevice(make_model(), tcp=tcp)
+
+
+def slow_atol(tcp: bool) -> AtolDevice:
+    return AtolDevice(make_model(), tcp=tcp, slow_polls=1000)  # every task stays "in progress"
+
+
+def read_packet(client: ForeignClient) -> Packet | BadPacket:
+    deframer = Deframer()
+    while True:
+        events = [e for e in deframer.feed(client.read(1)) if isinstance(e, Packet | BadPacket)]
+        if events:
+            return events[0]
+
+
+def ask(client: ForeignClient, packet_id: int, data: bytes) -> Packet:
+    """Send one packet and return the device's reply, which must carry the same packet id."""
+    client.send(encode_packet(packet_id, data))
+    reply = read_packet(client)
+    assert isinstance(reply, Packet) and reply.packet_id == packet_id, reply
+    return reply
+
+
+def add(tid: int, command: bytes, flags: int = NEED_RESULT, code: int = 0xC1) -> bytes:
+    return bytes((code, flags, tid)) + command
+
+
+def test_sync_add_is_answered_a3_with_the_result_and_ack_is_silent(connect: Connect) -> None:
+    """§3.2: «For A3/A4 the command result follows directly. After receiving a result the host sends `C2 <tid>` (ACK).»"""
+    sim = connect(atol)
+    sim.client.send(ADD_3F)
+    reply = read_packet(sim.client)
+    assert isinstance(reply, Packet) and reply.packet_id == 1
+    assert reply.data[:2] == b"\xa3\x44"  # A3, then 3Fh's answer, which starts with 44h 'D' (§3.4)
+    sim.client.send(ACK_TID_1)
+    assert sim.client.silent_for(0.3)
+    assert ask(sim.client, 4, b"\xc3\x01").data == b"\xb3"  # acknowledged: the task is gone
+
+
+def test_fn_pass_through_example_frame(connect: Connect) -> None:
+    """§3.2 example: «FN status via pass-through, tid 2, id 2: `FE 07 00 02 C1 01 02 00 00 A4 30 5B`.»"""
+    sim = connect(atol)
+    sim.client.send(ADD_FN_STATUS)
+    reply = read_packet(sim.client)
+    assert isinstance(reply, Packet) and reply.data[:3] == b"\xa3\x55\x00"
+    assert reply.data[13:29] == b"9999078900012345"  # FN 30h layout (§2.3): serial after 10 bytes
+
+
+def test_async_result_comes_as_f0_and_is_resent_until_ack(connect: Connect) -> None:
+    """§3.2 Asynchronous results: «The device then answers the ADD with A1/A2 and, when the task completes, sends an unsolicited packet with id `F0` carrying `A6 <tid> <result>`»; «the host acknowledges with `C2 <tid>`.»"""
+    sim = connect(atol)
+    assert ask(sim.client, 1, add(7, DEVICE_STATUS, NEED_RESULT | ASYNC)).data in (b"\xa1", b"\xa2")
+    result = read_packet(sim.client)
+    assert isinstance(result, Packet) and result.packet_id == 0xF0
+    assert result.data[:2] == b"\xa6\x07" and result.data[2:3] == b"\x44"
+    again = read_packet(sim.client)  # not acknowledged yet: delivered again
+    assert again == result
+    sim.client.send(encode_packet(2, b"\xc2\x07"))
+    # Re-deliveries already on their way may still arrive; then the line goes quiet for good.
+    while not sim.client.silent_for(1.5):
+        assert read_packet(sim.client) == result
+
+
+def test_async_error_is_a7_with_the_task_id(connect: Connect) -> None:
+    """§3.2: «(or `A7 <tid> <error>`)»; §3.4: «102 command not valid in this mode»."""
+    sim = connect(atol)
+    assert ask(sim.client, 1, add(9, OPEN_SHIFT, NEED_RESULT | ASYNC | IGNORE_ERROR)).data in (b"\xa1", b"\xa2")
+    result = read_packet(sim.client)
+    assert isinstance(result, Packet) and result.packet_id == 0xF0
+    assert result.data == b"\xa7\x09\x55\x66\x00"
+
+
+def test_req_reports_the_state_of_a_task(connect: Connect) -> None:
+    """§3.2: «C3 | REQ (status of a task) | task id(1)»; «B3 | not found»."""
+    sim = connect(atol)
+    first = ask(sim.client, 1, add(1, DEVICE_STATUS))
+    assert ask(sim.client, 2, b"\xc3\x01").data == first.data  # finished: A3 and the result again
+    assert ask(sim.client, 3, b"\xc3\x55").data == b"\xb3"
+
+
+def test_abort_mid_task_is_answered_and_clears_the_buffer(connect: Connect) -> None:
+    """§3.2: «C4 ABORT is answered (Zzzzipper's client expects A3 to it).»; «C4 | ABORT (clear buffer)»."""
+    sim = connect(slow_atol)
+    assert ask(sim.client, 1, add(1, DEVICE_STATUS)).data == b"\xa1"
+    assert ask(sim.client, 2, b"\xc3\x01").data == b"\xa2"  # still in progress
+    assert ask(sim.client, 3, b"\xc4").data == b"\xa3"
+    assert ask(sim.client, 4, b"\xc3\x01").data == b"\xb3"
+
+
+def test_duplicate_task_id_is_b2(connect: Connect) -> None:
+    """§3.2: «B2 | already exists»."""
+    sim = connect(atol)
+    ask(sim.client, 1, add(5, DEVICE_STATUS))
+    assert ask(sim.client, 2, add(5, DEVICE_STATUS)).data == b"\xb2"
+
+
+def test_full_buffer_is_b1(connect: Connect) -> None:
+    """§3.2: «B1 | queue overflow»."""
+    sim = connect(atol)
+    for tid in range(16):  # never acknowledged
+        assert ask(sim.client, tid, add(tid, DEVICE_STATUS, 0)).data == b"\xa1"
+    assert ask(sim.client, 16, add(16, DEVICE_STATUS)).data == b"\xb1"
+    assert ask(sim.client, 17, b"\xc4").data == b"\xa3"
+    assert ask(sim.client, 18, add(16, DEVICE_STATUS)).data[:1] == b"\xa3"
+
+
+def test_failed_task_stops_the_buffer_unless_ignore_error(connect: Connect) -> None:
+    """§3.2: «ADD flags: bit 0 = NeedResult, bit 1 = IgnoreError»; «A5 | stopped» (A5 after a failure is [I])."""
+    sim = connect(atol)
+    assert ask(sim.client, 1, add(1, OPEN_SHIFT)).data == b"\xa4\x55\x66\x00"
+    assert ask(sim.client, 2, add(2, DEVICE_STATUS)).data == b"\xa5"
+    assert ask(sim.client, 3, b"\xc3\x02").data == b"\xa5"
+    sim.client.send(encode_packet(4, b"\xc2\x01"))  # ACK of the failed task resumes execution
+    assert ask(sim.client, 5, add(3, DEVICE_STATUS)).data[:1] == b"\xa3"
+    assert ask(sim.client, 6, add(4, OPEN_SHIFT, NEED_RESULT | IGNORE_ERROR)).data[:1] == b"\xa4"
+    assert ask(sim.client, 7, add(5, DEVICE_STATUS)).data[:1] == b"\xa3"
+
+
+def test_ack_add_acknowledges_and_adds_in_one_packet(connect: Connect) -> None:
+    """§3.2: «C5 | ACK_ADD | acknowledge and add in one packet»."""
+    sim = connect(atol)
+    ask(sim.client, 1, add(1, DEVICE_STATUS))
+    assert ask(sim.client, 2, add(2, DEVICE_STATUS, code=0xC5)).data[:2] == b"\xa3\x44"
+    assert ask(sim.client, 3, b"\xc3\x01").data == b"\xb3"
+
+
+def test_packet_ids_wrap_after_df(connect: Connect) -> None:
+    """§3.2: «The host uses 0x00..0xDF and wraps after 0xDF. The device uses `F0` for **asynchronous** packets.»"""
+    sim = connect(atol)
+    ask(sim.client, 0xDE, add(1, DEVICE_STATUS))
+    assert ask(sim.client, 0xDF, b"\xc3\x01").data[:1] == b"\xa3"
+    assert ask(sim.client, 0x00, b"\xc3\x01").data[:1] == b"\xa3"  # same DATA, new id: answered anew
+    sim.client.send(encode_packet(0xE5, b"\xc3\x01"))  # not a host packet id
+    assert sim.client.silent_for(0.3)
+
+
+def test_wrong_crc_from_the_host_gets_a_retransmit_request(connect: Connect) -> None:
+    """§3.2: «An empty DATA frame from the device carrying the ID of a host packet means "repeat that packet".»"""
+    sim = connect(atol)
+    bad = bytearray(bytes.fromhex(ADD_3F))
+    bad[-1] ^= 0x01
+    sim.client.send(bytes(bad))
+    assert read_packet(sim.client) == Packet(1, b"")
+    sim.client.send(ADD_3F)
+    reply = read_packet(sim.client)
+    assert isinstance(reply, Packet) and reply.data[:1] == b"\xa3"
+
+
+def test_hosts_retransmit_request_repeats_the_reply_without_executing_again(connect: Connect) -> None:
+    """§3.2: «A host that receives a corrupted frame answers with an empty frame carrying that ID.»"""
+    sim = connect(atol)
+    device = sim.device
+    assert isinstance(device, AtolDevice)
+    first = ask(sim.client, 1, add(1, DEVICE_STATUS))
+    executed = device.commands_executed
+    assert ask(sim.client, 1, b"") == first
+    sim.client.send(encode_packet(1, add(1, DEVICE_STATUS)))  # the same packet repeated after a timeout
+    assert read_packet(sim.client) == first
+    assert device.commands_executed == executed
+
+
+def test_unknown_command_is_answered_with_the_atol_error(connect: Connect) -> None:
+    """§3.4: «For most commands: `55h ('U') | error code(1) | [ext] | data`.» (error 1: unknown command)"""
+    sim = connect(atol)
+    assert ask(sim.client, 1, add(1, PASSWORD + b"\x01", NEED_RESULT | IGNORE_ERROR)).data == b"\xa4\x55\x01\x00"
