@@ -12,19 +12,32 @@ from __future__ import annotations
 import time
 from collections import deque
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
 from agent.drivers.link import ByteLink
 from protocol.kkt.errors import DecodeError
 from protocol.kkt.fn import FnDocumentType, FnPhase, FnShiftParams, FnStatus, warning_names
 from protocol.kkt.shtrih import messages as msg
+from protocol.kkt.shtrih.altexchange import AltHostExchange, next_number
 from protocol.kkt.shtrih.errors import NOT_SUPPORTED, fn_result_code
 from protocol.kkt.shtrih.link import Deliver, Fail, FailureKind, HostAction, HostExchange, Send, Wait
 from protocol.kkt.shtrih.status import Mode, cover_open, paper_present, shift_status_from_mode
 from protocol.kkt.state import DeviceState, FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
 
 Ans = TypeVar("Ans", bound=msg.Message)
+
+
+class HostMachine(Protocol):
+    """A host-role link machine: the standard handshake or the alternative link (specs §1.2/§1.3)."""
+
+    def start(self) -> list[HostAction]: ...
+
+    def receive(self, data: bytes) -> list[HostAction]: ...
+
+    def timeout(self) -> list[HostAction]: ...
+
+    def bytes_wanted(self) -> int: ...
 
 NO_ANSWER_HINT = "check the cable/port and baud rate"
 CHECKSUM_HINT = "the line is noisy or the baud rate is wrong; check the cable"
@@ -185,9 +198,7 @@ class ShtrihSession:
         if not self.link.is_open:
             self.link.open()
         self.link.discard_input()
-        exchange = HostExchange(
-            payload, retries=retries, control_timeout=self.timeout, answer_timeout=answer_timeout
-        )
+        exchange = self._new_exchange(payload, answer_timeout, retries)
         actions: deque[HostAction] = deque(exchange.start())
         deadline = time.monotonic()
         while True:
@@ -204,6 +215,9 @@ class ShtrihSession:
             remaining = deadline - time.monotonic()
             data = self.link.read(exchange.bytes_wanted(), remaining) if remaining > 0 else b""
             actions.extend(exchange.receive(data) if data else exchange.timeout())
+
+    def _new_exchange(self, payload: bytes, answer_timeout: float, retries: int) -> HostMachine:
+        return HostExchange(payload, retries=retries, control_timeout=self.timeout, answer_timeout=answer_timeout)
 
     def _failure(self, payload: bytes, fail: Fail) -> Exception:
         what = f"Shtrih command {msg.command_code(payload):#04x} on {getattr(self.link, 'url', 'link')}"
@@ -270,6 +284,35 @@ class ShtrihSession:
                     return None
                 return document.created_at
         return None
+
+
+class ShtrihAltSession(ShtrihSession):
+    """The same commands over the alternative link (specs §1.3): numbered frames with CRC16.
+
+    The frame number carries over between commands; after a failure it moves on anyway, and
+    the device's answer to a number it did not expect resynchronises the next exchange.
+    """
+
+    protocol: ClassVar[str] = "shtrih-alt"
+
+    def __init__(
+        self, link: ByteLink, *, timeout: float = 1.0, retries: int = 3, password: int = msg.SYSADMIN_PASSWORD
+    ) -> None:
+        super().__init__(link, timeout=timeout, retries=retries, password=password)
+        self._number = 1  # NUM16 starts at 1 (specs §1.3)
+        self._exchange: AltHostExchange | None = None
+
+    def _new_exchange(self, payload: bytes, answer_timeout: float, retries: int) -> HostMachine:
+        self._exchange = AltHostExchange(payload, self._number, retries=retries, answer_timeout=answer_timeout)
+        return self._exchange
+
+    def _transact(self, payload: bytes, answer_timeout: float, retries: int) -> bytes:
+        try:
+            return super()._transact(payload, answer_timeout, retries)
+        finally:
+            if self._exchange is not None:
+                self._number = next_number(self._exchange.number)
+                self._exchange = None
 
 
 def _phase_name(phase: int) -> str | None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from functools import reduce
 
 from firmware_sim.shtrih import ShtrihDevice
+from protocol.kkt.shtrih.altlink import AltDeframer, AltFrame, AltGarbage, encode_alt_frame
 from tests.interop.conftest import ForeignClient, MakeDevice, Simulator, make_model
 
 Connect = Callable[[MakeDevice], Simulator]
@@ -155,3 +156,72 @@ def test_tcp_sends_a_stray_ff_after_the_hosts_ack(connect: Connect) -> None:
         assert sim.client.read(1) == b"\xff"
     else:
         assert sim.client.silent_for(0.3)  # a serial line has no such byte
+
+
+# ------------------------------------------------------------------ alternative link (§1.3)
+
+DEVICE_TYPE = b"\xfc"  # FCh needs no password
+
+
+def read_alt(client: ForeignClient) -> AltFrame:
+    deframer = AltDeframer()
+    while True:
+        events = [e for e in deframer.feed(client.read(1)) if not isinstance(e, AltGarbage)]
+        if events:
+            assert isinstance(events[0], AltFrame), events[0]
+            return events[0]
+
+
+def test_first_byte_8f_selects_the_alternative_link(connect: Connect) -> None:
+    """§1.1 Protocol autodetect: «the device picks the framing from the first byte it receives: `05` (ENQ) or `02` (STX) = standard, `8F` = alternative»"""
+    sim = connect(shtrih)
+    sim.client.send(encode_alt_frame(1, DEVICE_TYPE))
+    answer = read_alt(sim.client)
+    assert answer.number == 1 and answer.data[:2] == b"\xfc\x00"
+    assert answer.data[8:].rstrip(b"\x00").decode("cp1251") == "Interop register"  # §1.4 FCh: name at 7 after CMD
+
+
+def test_alt_request_runs_once_and_a_wrong_number_gets_the_last_answer(connect: Connect) -> None:
+    """§1.3: «Synchronisation: the device executes request *i* only if its last answer was *i−1*. Otherwise it re-sends its last answer, so that the client can resynchronise. Repeating the same *i* never executes a command twice.»"""
+    sim = connect(shtrih)
+    device = sim.device
+    assert isinstance(device, ShtrihDevice)
+    z_report = b"\x41\x1e\x00\x00\x00"  # §1.2 example payload: 41h Z-report, password 30
+    sim.client.send(encode_alt_frame(1, z_report))
+    first = read_alt(sim.client)
+    assert first.number == 1 and first.data[:2] == b"\x41\x00"
+    closed_at = device.model.last_fd_number
+    sim.client.send(encode_alt_frame(1, z_report))  # the same i again
+    assert read_alt(sim.client) == first
+    sim.client.send(encode_alt_frame(7, DEVICE_TYPE))  # out of step
+    assert read_alt(sim.client) == first
+    assert device.model.last_fd_number == closed_at  # closed once
+    sim.client.send(encode_alt_frame(2, DEVICE_TYPE))  # resynchronised: i = last + 1
+    assert read_alt(sim.client).data[:1] == b"\xfc"
+
+
+def test_alt_frame_numbers_and_data_are_stuffed(connect: Connect) -> None:
+    """§1.3: «Byte stuffing is applied after computing the CRC to every byte except the leading STX» «`8F` → `9F 81`»"""
+    sim = connect(shtrih)
+    sim.client.send(encode_alt_frame(0x8F, DEVICE_TYPE))  # after power-up any number is run
+    raw = sim.client.read_until(lambda got: any(isinstance(e, AltFrame) for e in AltDeframer().feed(got)))
+    assert raw[:1] == b"\x8f" and b"\x8f" not in raw[1:]
+    assert raw[3:5] == b"\x9f\x81"  # NUM16 low byte 8F, stuffed (after STX and LEN16)
+
+
+def test_corrupted_alt_frame_is_not_run_and_the_repeat_is(connect: Connect) -> None:
+    """§1.3: «On receive, `9F` followed by anything other than `81`/`83`, or a bare `8F`, means a corrupted frame.» «CRC16 covers LEN16, NUM16 and DATA.»"""
+    sim = connect(shtrih)
+    damaged = bytearray(encode_alt_frame(1, DEVICE_TYPE))
+    damaged[-1] ^= 0x01
+    sim.client.send(bytes(damaged))
+    assert sim.client.silent_for(0.3)  # no answer to a frame it cannot trust [I]; the host repeats
+    sim.client.send(encode_alt_frame(1, DEVICE_TYPE))
+    assert read_alt(sim.client).number == 1
+
+
+def test_unknown_command_over_the_alt_link_is_error_37h(connect: Connect) -> None:
+    """§1.3: «DATA = the same `CMD | PARAMS` (request) or `CMD | ERR | data` (answer) as in §1.2.» §1.5: «37h | command not supported by this KKT»"""
+    sim = connect(shtrih)
+    sim.client.send(encode_alt_frame(1, b"\x77\x1e\x00\x00\x00"))
+    assert read_alt(sim.client).data == b"\x77\x37"

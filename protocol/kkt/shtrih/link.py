@@ -12,8 +12,10 @@ waits, each of which ends by itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import Enum, StrEnum, auto
+from typing import TypeVar
 
 from protocol.kkt.errors import DecodeError
 from protocol.kkt.shtrih.framing import (
@@ -66,6 +68,19 @@ class Fail:
 
 
 HostAction = Send | Wait | Deliver | Fail
+E = TypeVar("E")
+
+
+def handle_until_finished(
+    events: Iterable[E], handle: Callable[[E], list[HostAction]], finished: Callable[[], bool]
+) -> list[HostAction]:
+    """A host machine's actions for received events, in order; events after Deliver/Fail are dropped."""
+    actions: list[HostAction] = []
+    for event in events:
+        if finished():
+            break
+        actions += handle(event)
+    return actions
 
 
 class HostState(Enum):
@@ -118,12 +133,7 @@ class HostExchange:
         return self._send_enq()
 
     def receive(self, data: bytes) -> list[HostAction]:
-        actions: list[HostAction] = []
-        for event in self._deframer.feed(data):
-            if self.finished:
-                break
-            actions += self._handle(event)
-        return actions
+        return handle_until_finished(self._deframer.feed(data), self._handle, lambda: self.finished)
 
     def timeout(self) -> list[HostAction]:
         if self.finished:
