@@ -15,13 +15,14 @@ from typing import Any, Literal
 from firmware_sim.model import FiscalRefused, RegisterModel
 from protocol.kkt.errors import DecodeError
 from protocol.kkt.fn import FN_ERROR_SHIFT_OVER_24H, FnFirmware
+from protocol.kkt.handshake import Execute
 from protocol.kkt.shtrih import errors as err
 from protocol.kkt.shtrih import messages as msg
 from protocol.kkt.shtrih.altexchange import AltDeviceLink
 from protocol.kkt.shtrih.altlink import ALT_STX
 from protocol.kkt.shtrih.errors import is_fn_command
 from protocol.kkt.shtrih.framing import ENQ, STX
-from protocol.kkt.shtrih.link import DeviceLink, Execute
+from protocol.kkt.shtrih.link import DeviceLink
 from protocol.kkt.shtrih.status import KktFlag, Mode, Submode
 from protocol.kkt.state import ShiftStatus
 

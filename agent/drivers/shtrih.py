@@ -1,43 +1,32 @@
 """Shtrih-M driver session: drives the host-role link machine over a ``ByteLink`` and polls.
 
 The session is the only layer that touches the link. Each command is one
-:class:`~protocol.kkt.shtrih.link.HostExchange`; its ``Wait`` actions become read deadlines
-and an empty read means the deadline passed (the ``ByteLink`` contract), so a silent device
-costs at most ``timeout × (retries + 1)`` per command. The TCP stray ``FF`` is skipped by the
-machine as garbage.
+:class:`~protocol.kkt.shtrih.link.HostExchange` (or, on the alternative link, one
+:class:`~protocol.kkt.shtrih.altexchange.AltHostExchange`) run by
+:func:`agent.drivers.machine.run_exchange`, so a silent device costs at most
+``timeout × (retries + 1)`` per command. The TCP stray ``FF`` is skipped by the machine as garbage.
 """
 
 from __future__ import annotations
 
-import time
-from collections import deque
 from datetime import datetime, timedelta
-from typing import Any, ClassVar, Protocol, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
 from agent.drivers.link import ByteLink
+from agent.drivers.machine import HostMachine, run_exchange
 from protocol.kkt.errors import DecodeError
 from protocol.kkt.fn import FnDocumentType, FnPhase, FnShiftParams, FnStatus, warning_names
+from protocol.kkt.handshake import Fail, FailureKind
 from protocol.kkt.shtrih import messages as msg
 from protocol.kkt.shtrih.altexchange import AltHostExchange, next_number
 from protocol.kkt.shtrih.errors import NOT_SUPPORTED, fn_result_code
-from protocol.kkt.shtrih.link import Deliver, Fail, FailureKind, HostAction, HostExchange, Send, Wait
+from protocol.kkt.shtrih.link import HostExchange
 from protocol.kkt.shtrih.status import Mode, cover_open, paper_present, shift_status_from_mode
 from protocol.kkt.state import DeviceState, FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
 
 Ans = TypeVar("Ans", bound=msg.Message)
 
-
-class HostMachine(Protocol):
-    """A host-role link machine: the standard handshake or the alternative link (specs §1.2/§1.3)."""
-
-    def start(self) -> list[HostAction]: ...
-
-    def receive(self, data: bytes) -> list[HostAction]: ...
-
-    def timeout(self) -> list[HostAction]: ...
-
-    def bytes_wanted(self) -> int: ...
 
 NO_ANSWER_HINT = "check the cable/port and baud rate"
 CHECKSUM_HINT = "the line is noisy or the baud rate is wrong; check the cable"
@@ -195,26 +184,10 @@ class ShtrihSession:
             self._fn_errors.append(fn_code)
 
     def _transact(self, payload: bytes, answer_timeout: float, retries: int) -> bytes:
-        if not self.link.is_open:
-            self.link.open()
-        self.link.discard_input()
-        exchange = self._new_exchange(payload, answer_timeout, retries)
-        actions: deque[HostAction] = deque(exchange.start())
-        deadline = time.monotonic()
-        while True:
-            while actions:
-                action = actions.popleft()
-                if isinstance(action, Send):
-                    self.link.write(action.data)
-                elif isinstance(action, Wait):
-                    deadline = time.monotonic() + action.seconds
-                elif isinstance(action, Deliver):
-                    return action.payload
-                elif isinstance(action, Fail):
-                    raise self._failure(payload, action)
-            remaining = deadline - time.monotonic()
-            data = self.link.read(exchange.bytes_wanted(), remaining) if remaining > 0 else b""
-            actions.extend(exchange.receive(data) if data else exchange.timeout())
+        outcome = run_exchange(self.link, self._new_exchange(payload, answer_timeout, retries))
+        if isinstance(outcome, Fail):
+            raise self._failure(payload, outcome)
+        return outcome
 
     def _new_exchange(self, payload: bytes, answer_timeout: float, retries: int) -> HostMachine:
         return HostExchange(payload, retries=retries, control_timeout=self.timeout, answer_timeout=answer_timeout)

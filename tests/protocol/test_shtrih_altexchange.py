@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from protocol.kkt.handshake import Deliver, Execute, Fail, FailureKind, Send, Wait
 from protocol.kkt.shtrih.altexchange import AltDeviceLink, AltHostExchange, next_number
 from protocol.kkt.shtrih.altlink import encode_alt_frame
-from protocol.kkt.shtrih.link import Deliver, Execute, Fail, FailureKind, Send, Wait
 
 REQUEST = b"\xfc"
 

@@ -13,8 +13,7 @@ carrying the device's last number; a corrupted frame gets no answer (the host re
 
 from __future__ import annotations
 
-from protocol.kkt.shtrih.altlink import AltCorrupted, AltDeframer, AltFrame, AltGarbage, encode_alt_frame
-from protocol.kkt.shtrih.link import (
+from protocol.kkt.handshake import (
     Deliver,
     DeviceAction,
     Execute,
@@ -25,6 +24,7 @@ from protocol.kkt.shtrih.link import (
     Wait,
     handle_until_finished,
 )
+from protocol.kkt.shtrih.altlink import AltCorrupted, AltDeframer, AltFrame, AltGarbage, encode_alt_frame
 from protocol.kkt.shtrih.messages import command_code
 
 
