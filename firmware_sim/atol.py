@@ -11,11 +11,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 from firmware_sim.model import FiscalRefused, ReceiptState, RegisterModel
 from protocol.kkt.atol import errors as atol_errors
 from protocol.kkt.atol.link import Deframer
+from protocol.kkt.atol.link_v2 import V2DeviceLink
 from protocol.kkt.atol.messages import (
     CloseReceipt,
     CloseShift,
@@ -49,6 +50,7 @@ from protocol.kkt.fn import (
     FN_ERROR_SHIFT_OVER_24H,
     FnPhase,
 )
+from protocol.kkt.handshake import Execute
 
 MODE_SELECT = 0
 MODE_REGISTRATION = EnterMode.REGISTRATION
@@ -75,6 +77,8 @@ class AtolDevice:
     as some firmware does; ``port`` overrides the reported port (the fake USB host passes
     :data:`PORT_USB`).
     """
+
+    protocol_version: ClassVar[int] = PROTOCOL_VERSION  # what A5h reports
 
     def __init__(
         self,
@@ -187,7 +191,7 @@ class AtolDevice:
     def _device_type(self) -> DeviceType:
         major, minor, build = _version_parts(self.model.firmware)
         version = bytes((major & 0xFF, minor & 0xFF)) + build.to_bytes(2, "big") + b"\x00"
-        return DeviceType(PROTOCOL_VERSION, 1, SIMULATED_MODEL_ID, 0, version, self.model.model_name)
+        return DeviceType(self.protocol_version, 1, SIMULATED_MODEL_ID, 0, version, self.model.model_name)
 
     def _firmware_version(self) -> FirmwareVersion:
         major, minor, build = _version_parts(self.model.firmware)
@@ -269,6 +273,34 @@ class AtolDevice:
         with _fiscal():
             self.model.close_receipt()
         return CommonAnswer()
+
+
+class AtolV2Device(AtolDevice):
+    """The same register on the legacy link (specs §3.3): no task buffer, each command
+    answered in its own ENQ/ACK/EOT exchange. ``kassa-sim --protocol atol2``."""
+
+    protocol_version: ClassVar[int] = 2
+
+    def __init__(self, model: RegisterModel, *, tcp: bool = False, port: int | None = None) -> None:
+        super().__init__(model, tcp=tcp, port=port)
+        self._v2 = V2DeviceLink()
+
+    def feed(self, data: bytes) -> bytes:
+        out = bytearray()
+        for action in self._v2.receive(data):
+            if isinstance(action, Execute):
+                out += self._v2.answer(self._execute(action.payload).answer)
+            else:
+                out += action.data
+        return bytes(out)
+
+    def reset(self) -> None:
+        super().reset()
+        self._v2.reset()
+
+    def idle(self) -> bytes:
+        self._v2.byte_timeout()
+        return b""
 
 
 @contextmanager

@@ -16,6 +16,7 @@ DEVICE_CLASSES: dict[str, str] = {
     "shtrih": "firmware_sim.shtrih:ShtrihDevice",
     "shtrih-alt": "firmware_sim.shtrih:ShtrihAltLinkDevice",
     "atol": "firmware_sim.atol:AtolDevice",
+    "atol2": "firmware_sim.atol:AtolV2Device",
 }
 
 

@@ -23,8 +23,10 @@ from typing import Any, ClassVar, TypeVar
 
 from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
 from agent.drivers.link import ByteLink, LinkError
+from agent.drivers.machine import run_exchange
 from protocol.kkt.atol.errors import SHIFT_EXPIRED_CODES, fn_result_code
 from protocol.kkt.atol.link import Deframer, LinkEvent
+from protocol.kkt.atol.link_v2 import V2HostExchange
 from protocol.kkt.atol.messages import (
     CloseReceipt,
     CloseShift,
@@ -68,6 +70,7 @@ from protocol.kkt.fn import (
     FnValidity,
     warning_names,
 )
+from protocol.kkt.handshake import Fail
 from protocol.kkt.state import (
     DeviceState,
     FnState,
@@ -95,11 +98,12 @@ DEFAULT_RESULT_TIMEOUT = 10.0
 EXTRA_DOCUMENTS_IN_SHIFT = 32  # non-receipt FDs (corrections, reports) a shift may hold beyond its receipts
 MAX_DOCUMENT_WALK = 512
 
-NO_ANSWER_HINT = "check the cable and port, the baud rate, and that the register is set to ATOL protocol v3"
+NO_ANSWER_HINT = "check the cable and port, the baud rate, and that the register is set to ATOL {link}"
 
 
 class AtolSession:
     protocol: ClassVar[str] = "atol"
+    link_name: ClassVar[str] = "protocol v3"
     default_baudrates: ClassVar[tuple[int, ...]] = (115200, 57600, 38400, 19200, 9600, 256000, 128000)
 
     def __init__(
@@ -225,14 +229,14 @@ class AtolSession:
     def _failure(self, command: Command[Any], failed: Failed) -> Exception:
         what = f"ATOL command {command.CODE.hex(' ')}"
         if failed.kind is FailureKind.NO_ANSWER:
-            return NoAnswer(f"{what}: {failed.detail}", NO_ANSWER_HINT)
+            return NoAnswer(f"{what}: {failed.detail}", NO_ANSWER_HINT.format(link=self.link_name))
         if failed.kind is FailureKind.CHECKSUM:
             return ChecksumError(
                 f"{what}: {failed.detail}", "check the cable, interference and the baud rate"
             )
         if failed.kind is FailureKind.REFUSED and failed.status is not None:
             return DeviceRefused(command.code, int(failed.status), failed.detail)
-        return ProtocolViolation(f"{what}: {failed.detail}", "is this an ATOL register speaking protocol v3?")
+        return ProtocolViolation(f"{what}: {failed.detail}", f"is this an ATOL register speaking {self.link_name}?")
 
     # ------------------------------------------------------------------ DriverSession
 
@@ -326,6 +330,32 @@ class AtolSession:
                 break
         self._shift_open_cache = (shift_number, found)
         return found
+
+
+class AtolV2Session(AtolSession):
+    """The same commands over the legacy v2 link (specs §3.3) for older firmware: each command
+    is one ENQ/ACK/EOT exchange, with no task buffer to clear or acknowledge."""
+
+    protocol: ClassVar[str] = "atol2"
+    link_name: ClassVar[str] = "protocol v2"
+
+    def __init__(self, link: ByteLink, *, timeout: float = 1.0, retries: int = 3, password: int = 0) -> None:
+        super().__init__(link, timeout=timeout, retries=retries, password=password)
+        self._buffer_cleared = True  # v2 has no task buffer: nothing to ABORT
+
+    def _transact(
+        self, command: Command[Any], retries: int, *, overflow_retry: bool = True
+    ) -> tuple[TaskStatus, bytes]:
+        exchange = V2HostExchange(
+            encode_request(command, self.password),
+            retries=retries,
+            control_timeout=self.timeout,
+            answer_timeout=RESULT_TIMEOUTS.get(command.CODE, DEFAULT_RESULT_TIMEOUT),
+        )
+        outcome = run_exchange(self.link, exchange)
+        if isinstance(outcome, Fail):
+            raise self._failure(command, Failed(FailureKind[outcome.kind.name], outcome.reason))
+        return TaskStatus.RESULT, outcome  # an error answer (55h err) is decoded by the command
 
 
 @dataclass

@@ -12,9 +12,9 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from agent.drivers.atol import AtolSession
+from agent.drivers.atol import AtolSession, AtolV2Session
 from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
-from firmware_sim.atol import SIMULATED_MODEL_ID, AtolDevice
+from firmware_sim.atol import SIMULATED_MODEL_ID, AtolDevice, AtolV2Device
 from firmware_sim.endpoint import DeviceEndpoint
 from firmware_sim.model import RegisterModel
 from protocol.kkt.atol.link import Deframer, Packet, encode_packet
@@ -334,6 +334,24 @@ def _add_flags(frame: bytes) -> int:
     """The ADD flags byte of the first C1 packet among the packets of one write."""
     packets = [p for p in Deframer().feed(frame) if isinstance(p, Packet) and p.data[:1] == b"\xc1"]
     return packets[0].data[1]
+
+
+def test_v2_link_reads_what_v3_reads(model: RegisterModel) -> None:
+    """Older firmware on the legacy link (specs §3.3): same command layer, same state."""
+    expected = session_for(AtolDevice(model)).poll()
+    v2 = AtolV2Session(AtolLoopback(AtolV2Device(model)), timeout=FAST["timeout"], retries=2)
+    state = v2.poll()
+    assert state.protocol == "atol2"
+    assert state.model_copy(update={"protocol": "atol"}) == expected
+    assert v2.identify() == "АТОЛ 30Ф"
+    with pytest.raises(DeviceRefused) as refused:
+        v2.execute(OpenShift())  # mode 0: error 102 arrives the same way
+    assert refused.value.code == 102
+
+
+def test_v2_session_does_not_answer_for_a_v3_register(model: RegisterModel) -> None:
+    with pytest.raises(NoAnswer):
+        AtolV2Session(AtolLoopback(AtolDevice(model)), timeout=0.02, retries=0).identify()
 
 
 def test_refused_status_command_leaves_fields_unknown(model: RegisterModel) -> None:

@@ -103,13 +103,14 @@ def test_detect_finds_both_registers_and_prints_the_probe_command() -> None:
     assert f"run: kassa-agent probe {shtrih} --protocol shtrih --baud 115200" in human.stdout
 
 
-def test_detect_finds_an_alternative_link_shtrih() -> None:
-    with kassa_sim("--protocol", "shtrih-alt", "--transport", "pty", "--scenario", "ofd-backlog") as address:
+@pytest.mark.parametrize("protocol", ["shtrih-alt", "atol2"])
+def test_detect_finds_an_alternative_link_shtrih_and_an_atol_v2(protocol: str) -> None:
+    with kassa_sim("--protocol", protocol, "--transport", "pty", "--scenario", "ofd-backlog") as address:
         result = kassa_agent("detect", "--ports", address, "--json")
-        probe = kassa_agent("probe", address, "--protocol", "shtrih-alt", "--json")
+        probe = kassa_agent("probe", address, "--protocol", protocol, "--json")
     assert result.returncode == 0, result.stderr
     (finding,) = json.loads(result.stdout)
-    assert finding["protocol"] == "shtrih-alt" and finding["baudrate"] == 115200
+    assert finding["protocol"] == protocol and finding["baudrate"] == 115200
     assert probe.returncode == 0, probe.stderr
     assert json.loads(probe.stdout)["ofd"]["unsent_count"] == 40
 
@@ -175,9 +176,9 @@ def test_detect_port_tries_every_baud_rate_until_one_answers() -> None:
 def test_probe_protocol_order() -> None:
     from agent.commands.probe import protocols_to_try
 
-    assert protocols_to_try("/dev/ttyACM0", None) == ["shtrih", "shtrih-alt", "atol"]
-    assert protocols_to_try("socket://10.0.0.5:5555", None) == ["atol", "shtrih", "shtrih-alt"]
-    assert protocols_to_try("socket://10.0.0.5:7778", None) == ["shtrih", "shtrih-alt", "atol"]
+    assert protocols_to_try("/dev/ttyACM0", None) == ["shtrih", "shtrih-alt", "atol", "atol2"]
+    assert protocols_to_try("socket://10.0.0.5:5555", None) == ["atol", "shtrih", "shtrih-alt", "atol2"]
+    assert protocols_to_try("socket://10.0.0.5:7778", None) == ["shtrih", "shtrih-alt", "atol", "atol2"]
     assert protocols_to_try("usb://2912:0005", None) == ["atol"]
     assert protocols_to_try("/dev/ttyACM0", "atol") == ["atol"]
 

@@ -144,10 +144,10 @@ def test_open_link_chooses_usb_for_usb_urls(monkeypatch: pytest.MonkeyPatch) -> 
 def test_registry_resolves_lazily_and_names_known_protocols(monkeypatch: pytest.MonkeyPatch) -> None:
     from agent.drivers import registry
 
-    assert registry.available_protocols() == ["atol", "shtrih", "shtrih-alt"]
+    assert registry.available_protocols() == ["atol", "atol2", "shtrih", "shtrih-alt"]
     assert registry.get_session_class("SHTRIH").protocol == "shtrih"
     assert registry.get_session_class("atol").protocol == "atol"
-    with pytest.raises(registry.UnknownProtocol, match="known protocols are atol, shtrih"):
+    with pytest.raises(registry.UnknownProtocol, match="known protocols are atol, atol2, shtrih, shtrih-alt"):
         registry.get_session_class("mercury")
     monkeypatch.setitem(registry.SESSION_CLASSES, "broken", "agent.drivers.no_such_module:Session")
     with pytest.raises(registry.DriverUnavailable, match="broken driver"):

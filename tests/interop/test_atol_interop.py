@@ -7,8 +7,9 @@ link codec (framing only: the task-buffer bytes are written out here by hand).
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import reduce
 
-from firmware_sim.atol import AtolDevice
+from firmware_sim.atol import AtolDevice, AtolV2Device
 from protocol.kkt.atol.link import BadPacket, Deframer, Packet, encode_packet
 from tests.interop.conftest import ForeignClient, MakeDevice, Simulator, make_model
 
@@ -189,3 +190,92 @@ def test_unknown_command_is_answered_with_the_atol_error(connect: Connect) -> No
     """§3.4: «For most commands: `55h ('U') | error code(1) | [ext] | data`.» (error 1: unknown command)"""
     sim = connect(atol)
     assert ask(sim.client, 1, add(1, PASSWORD + b"\x01", NEED_RESULT | IGNORE_ERROR)).data == b"\xa4\x55\x01\x00"
+
+
+# ------------------------------------------------------------------ protocol v2, older firmware (§3.3)
+
+
+def atol_v2(tcp: bool) -> AtolV2Device:
+    return AtolV2Device(make_model(), tcp=tcp)
+
+
+def v2_frame(data: bytes) -> bytes:
+    """Built here from §3.3: DLE before 03/10 in DATA, then ETX, then XOR of all after STX."""
+    body = b"".join(b"\x10" + bytes((b,)) if b in (0x03, 0x10) else bytes((b,)) for b in data) + b"\x03"
+    return b"\x02" + body + bytes((reduce(lambda a, b: a ^ b, body, 0),))
+
+
+def read_v2_frame(client: ForeignClient) -> bytes:
+    """One device frame; returns its unescaped DATA after checking the CRC."""
+    assert client.read(1) == b"\x02"
+    raw = bytearray()
+    data = bytearray()
+    while True:
+        byte = client.read(1)[0]
+        raw.append(byte)
+        if byte == 0x10:
+            escaped = client.read(1)[0]
+            raw.append(escaped)
+            data.append(escaped)
+        elif byte == 0x03:
+            break
+        else:
+            data.append(byte)
+    assert client.read(1)[0] == reduce(lambda a, b: a ^ b, raw, 0), "CRC of the device's frame"
+    return bytes(data)
+
+
+def v2_steps(client: ForeignClient, *steps: tuple[bytes, bytes]) -> None:
+    """Send each request and expect the device's one-byte reply to it."""
+    for request, reply in steps:
+        client.send(request)
+        assert client.read(1) == reply, f"reply to {request[:8].hex(' ')}"
+
+
+ENQ_ACK, EOT_ENQ = (b"\x05", b"\x06"), (b"\x04", b"\x05")
+
+
+def v2_command(client: ForeignClient, data: bytes) -> bytes:
+    """§3.3 steps 1–6 as atol4j's client runs them; returns the answer DATA."""
+    v2_steps(client, ENQ_ACK, (v2_frame(data), b"\x06"), EOT_ENQ)
+    client.send(b"\x06")
+    answer = read_v2_frame(client)
+    v2_steps(client, (b"\x06", b"\x04"))
+    return answer
+
+
+def test_v2_exchange_runs_the_same_command_layer(connect: Connect) -> None:
+    """§3.3 Handshake: «Host sends ENQ(05) and expects ACK(06)» «Host sends EOT(04).» «Device sends ENQ within T5» «Device sends EOT.» §3.4: «Command layer (same for v2/v3)»"""
+    sim = connect(atol_v2)
+    assert v2_command(sim.client, DEVICE_STATUS)[:1] == b"\x44"
+    device_type = v2_command(sim.client, PASSWORD + b"\xa5")
+    assert device_type[:2] == b"\x00\x02"  # A5h: error 0, protocol version 2
+
+
+def test_v2_bad_crc_is_nak_and_the_resent_frame_is_taken(connect: Connect) -> None:
+    """§3.3: «Host sends the frame and expects ACK within T4 = 500 ms; on NAK it resends, up to 10 times.»"""
+    sim = connect(atol_v2)
+    bad = bytearray(v2_frame(DEVICE_STATUS))
+    bad[-1] ^= 0x01
+    v2_steps(sim.client, ENQ_ACK, (bytes(bad), b"\x15"), (v2_frame(DEVICE_STATUS), b"\x06"))
+
+
+def test_v2_host_nak_of_the_answer_gets_it_again(connect: Connect) -> None:
+    """§3.3: «Device sends its frame; host ACKs it (NAK on a bad CRC).» The frame carries a DLE-escaped 03 or 10 when the data has one."""
+    sim = connect(atol_v2)
+    client = sim.client
+    open_shift = v2_frame(PASSWORD + b"\x9a\x00")  # open shift in mode 0: answer 55 66 00
+    v2_steps(client, ENQ_ACK, (open_shift, b"\x06"), EOT_ENQ)
+    client.send(b"\x06")
+    first = read_v2_frame(client)
+    client.send(b"\x15")
+    assert read_v2_frame(client) == first == b"\x55\x66\x00"
+    v2_steps(client, (b"\x06", b"\x04"))
+
+
+def test_v2_device_ignores_v3_packets(connect: Connect) -> None:
+    """§3.1: «Two link layers | v2 (legacy STX/ETX/DLE, ENQ-ACK handshake) and v3 (packet/task buffer).»"""
+    sim = connect(atol_v2)
+    sim.client.send(ADD_3F)
+    assert sim.client.silent_for(0.3)
+    assert v2_command(sim.client, DEVICE_STATUS)[:1] == b"\x44"
