@@ -32,6 +32,7 @@ from protocol.kkt.atol.messages import (
     GetFnDocument,
     GetFnExchangeStatus,
     GetFnNumber,
+    GetFnRegistrationParam,
     GetFnShiftParams,
     GetFnStatus,
     GetFnValidity,
@@ -47,8 +48,11 @@ from protocol.kkt.atol.messages import (
 from protocol.kkt.atol.tasks import DeviceTaskBuffer, TaskResult
 from protocol.kkt.errors import DecodeError, EncodeError
 from protocol.kkt.fn import (
+    FFD_VERSION_TAG,
     FN_ERROR_SHIFT_OVER_24H,
     FnPhase,
+    FnTlv,
+    ffd_version_code,
 )
 from protocol.kkt.handshake import Execute
 
@@ -108,6 +112,7 @@ class AtolDevice:
             GetFnExchangeStatus: lambda _: self.model.exchange_status(),
             GetFnShiftParams: lambda _: self.model.shift_params(),
             GetFnDocument: self._find_document,
+            GetFnRegistrationParam: self._registration_param,
             EnterMode: self._enter_mode,
             LeaveMode: self._leave_mode,
             OpenShift: self._open_shift,
@@ -202,6 +207,11 @@ class AtolDevice:
         if document is None:
             raise _Refused(218)  # "нет запрошенных данных в ФН"
         return document
+
+    def _registration_param(self, command: GetFnRegistrationParam) -> FnTlv:
+        if command.tag != FFD_VERSION_TAG:
+            raise _Refused(218)  # "нет запрошенных данных в ФН": only the ФФД tag is simulated
+        return FnTlv(FFD_VERSION_TAG, bytes((ffd_version_code(self.model.ffd_version),)))
 
     def _enter_mode(self, command: EnterMode) -> CommonAnswer:
         if self.model.receipt_open:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from firmware_sim.model import FiscalRefused, RegisterModel
 from protocol.kkt.errors import DecodeError
-from protocol.kkt.fn import FN_ERROR_SHIFT_OVER_24H, FnFirmware
+from protocol.kkt.fn import FN_ERROR_SHIFT_OVER_24H, FnFirmware, ffd_version_code
 from protocol.kkt.handshake import Execute
 from protocol.kkt.shtrih import errors as err
 from protocol.kkt.shtrih import messages as msg
@@ -87,6 +87,7 @@ class ShtrihDevice:
             msg.SALE.code: self._sale,
             msg.CLOSE_RECEIPT.code: self._close_receipt,
             msg.CANCEL_RECEIPT.code: self._cancel_receipt,
+            msg.READ_TABLE.code: self._read_table,
         }
 
     # ------------------------------------------------------------------ DeviceEndpoint
@@ -256,6 +257,13 @@ class ShtrihDevice:
         if document is None:
             raise _Refused(FN_NO_DATA)
         return document
+
+    def _read_table(self, request: msg.ReadTableRequest) -> msg.TableValue:
+        """Only the ФФД field is simulated; other fields are refused as a wrong parameter."""
+        field = msg.FFD_VERSION_FIELD
+        if (request.table, request.row, request.field) != (field.table, field.row, field.field):
+            raise _Refused(err.WRONG_PARAMETERS)
+        return msg.TableValue(bytes((ffd_version_code(self.model.ffd_version),)))
 
     def _open_shift(self, _: msg.PasswordRequest) -> msg.OperatorAnswer:
         if self.model.shift_open:

@@ -38,6 +38,7 @@ from protocol.kkt.atol.messages import (
     GetFnDocument,
     GetFnExchangeStatus,
     GetFnNumber,
+    GetFnRegistrationParam,
     GetFnShiftParams,
     GetFnStatus,
     GetFnValidity,
@@ -62,12 +63,14 @@ from protocol.kkt.atol.tasks import (
 )
 from protocol.kkt.errors import DecodeError, DeviceError
 from protocol.kkt.fn import (
+    FFD_VERSION_TAG,
     FnDocumentType,
     FnExchangeStatus,
     FnPhase,
     FnShiftParams,
     FnStatus,
     FnValidity,
+    ffd_version_name,
     warning_names,
 )
 from protocol.kkt.handshake import Fail
@@ -259,6 +262,7 @@ class AtolSession:
         validity = self._optional(GetFnValidity(), errors)
         exchange = self._optional(GetFnExchangeStatus(), errors)
         shift = self._optional(GetFnShiftParams(), errors)
+        ffd_version = self._ffd_version()
         shift_state = self._shift_state(status, fn_status, shift, errors.codes)
         return RegisterState(
             vendor=Vendor.ATOL,
@@ -267,6 +271,7 @@ class AtolSession:
             model_id=device_type.model if device_type else status.model_id,
             serial=status.serial,
             firmware=str(firmware) if firmware else None,
+            ffd_version=ffd_version,
             register_clock=status.clock,
             last_fd_number=fn_status.last_fd_number if fn_status else None,
             shift=shift_state,
@@ -274,6 +279,15 @@ class AtolSession:
             ofd=_ofd_state(exchange),
             device=_device_state(status, state_code, errors),
         )
+
+    def _ffd_version(self) -> str | None:
+        """Tag 1209 from the ФН's registration data; firmware without A4 44 leaves it unknown
+        without an error on the register page (it is not a fault of the register)."""
+        try:
+            tlv = self.execute(GetFnRegistrationParam(FFD_VERSION_TAG))
+        except DeviceRefused:
+            return None
+        return ffd_version_name(tlv.value[0]) if tlv.value else None
 
     def _optional(self, command: Command[A], errors: _Refusals) -> A | None:
         """A status the register refuses leaves its fields unknown; link failures still propagate."""

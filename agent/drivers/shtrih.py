@@ -16,7 +16,7 @@ from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, Protoco
 from agent.drivers.link import ByteLink
 from agent.drivers.machine import HostMachine, run_exchange
 from protocol.kkt.errors import DecodeError
-from protocol.kkt.fn import FnDocumentType, FnPhase, FnShiftParams, FnStatus, warning_names
+from protocol.kkt.fn import FnDocumentType, FnPhase, FnShiftParams, FnStatus, ffd_version_name, warning_names
 from protocol.kkt.handshake import Fail, FailureKind
 from protocol.kkt.shtrih import messages as msg
 from protocol.kkt.shtrih.altexchange import AltHostExchange, next_number
@@ -82,6 +82,7 @@ class ShtrihSession:
         unconfirmed = self._optional(msg.UNCONFIRMED_COUNT, pw)
         shift_params = self._optional(msg.SHIFT_PARAMS, pw)
         resource = self._optional(msg.FN_RESOURCE, pw)
+        ffd_version = self._ffd_version()
 
         status_source: msg.FullStatus | msg.ShortStatus | None = full or short
         mode = status_source.mode if status_source else None
@@ -102,6 +103,7 @@ class ShtrihSession:
             rnm=str(serials.rnm).zfill(16) if serials else None,
             inn=_inn_text(full.inn) if full and full.inn is not None else None,
             firmware=f"{full.firmware} build {full.firmware_build}" if full else None,
+            ffd_version=ffd_version,
             register_clock=clock,
             last_fd_number=fn_status.last_fd_number if fn_status else None,
             shift=shift,
@@ -176,6 +178,15 @@ class ShtrihSession:
             if refused.code != NOT_SUPPORTED:  # 37h just means "this model has no such command"
                 self._note_refusal(command.code, refused, command.name)
             return None
+
+    def _ffd_version(self) -> str | None:
+        """The ФФД code in the settings table; a model that keeps it elsewhere leaves it unknown."""
+        field = msg.FFD_VERSION_FIELD
+        try:
+            value = self.request(msg.READ_TABLE, msg.ReadTableRequest(field.table, field.row, field.field, self.password))
+        except DeviceRefused:
+            return None
+        return ffd_version_name(value.as_int())
 
     def _note_refusal(self, command: int, refused: DeviceRefused, what: str) -> None:
         self._last_error = self._last_error or f"{what}: {refused.meaning}"

@@ -129,7 +129,8 @@ def test_poll_fills_every_field(model: RegisterModel) -> None:
     assert state.model == "АТОЛ 30Ф" and state.model_id == SIMULATED_MODEL_ID
     assert state.serial == "78901234"
     assert state.firmware == "3.0.8012"
-    assert state.rnm is None and state.inn is None and state.ffd_version is None  # not in these commands
+    assert state.rnm is None and state.inn is None  # not in these commands
+    assert state.ffd_version == "1.2"  # A4 44, tag 1209
     assert state.register_clock == NOW
     assert state.read_at is None  # the agent's job
     assert state.last_fd_number == 3
@@ -180,7 +181,7 @@ def test_shift_open_time_is_walked_once_per_shift(model: RegisterModel) -> None:
     session.poll()
     first = device.commands_executed
     session.poll()
-    assert device.commands_executed - first == 9  # the nine status commands, no document walk
+    assert device.commands_executed - first == 10  # nine status commands and the ФФД, no document walk
     model.sell()
     model.close_shift()
     model.open_shift()
