@@ -118,6 +118,15 @@ def test_ofd_backlog_agent_reads_the_count_the_scenario_text_states(protocol: st
         assert connection.poll().ofd.unsent_count == stated
 
 
+def test_ffd_version_from_the_scenario_is_what_the_agent_reads() -> None:
+    from agent.drivers.shtrih import ShtrihSession
+    from firmware_sim.shtrih import ShtrihDevice
+    from tests.agent.shtrih_loopback import ShtrihLoopback
+
+    model = parse_scenario('format = 1\n[state]\nffd_version = "1.05"\n').build(ManualClock(START))
+    assert ShtrihSession(ShtrihLoopback(ShtrihDevice(model)), timeout=0.05).poll().ffd_version == "1.05"
+
+
 def test_unsent_count_smaller_than_the_documents_the_open_shift_makes_is_refused() -> None:
     text = 'format = 1\n[state]\nunsent = { count = 2, oldest = "-2d" }\nshift_opened = "-1h"\nreceipts = 1\n'
     with pytest.raises(ScenarioError, match=r"state\.unsent\.count 2 must exceed the 2"):
@@ -196,6 +205,7 @@ def test_timeline_actions_change_the_model() -> None:
         ("format = 1\n[state]\nunsent = { count = 3 }\n", "state.unsent"),
         ("format = 1\n[state]\npaper = \"no\"\n", "state.paper"),
         ("format = 1\n[state]\nfn_phase = \"banana\"\n", "state.fn_phase"),
+        ("format = 1\n[state]\nffd_version = \"2.0\"\n", "state.ffd_version"),
         ("format = 1\n[[at]]\nt = \"+1s\"\naction = \"explode\"\n", "at[0].action"),
         ("format = 1\n[[at]]\naction = \"sell\"\n", "at[0]"),
         ("format = 1\n[[at]]\nt = \"+1s\"\naction = \"sell\"\ncount = 0\n", "at[0].count"),
