@@ -59,6 +59,7 @@ from protocol.kkt.atol.tasks import (
     Send,
     Step,
     TaskStatus,
+    Wait,
     encode_abort,
 )
 from protocol.kkt.errors import DecodeError, DeviceError
@@ -184,7 +185,13 @@ class AtolSession:
         while True:
             if isinstance(step, Send):
                 if step.poll:
-                    time.sleep(POLL_INTERVAL)
+                    # Pace the REQ, but a device that answers asynchronously may deliver the
+                    # result meanwhile (A2, then F0 A6): take it instead of polling.
+                    early = self._next_event(time.monotonic() + POLL_INTERVAL, keep_partial=True)
+                    after = transaction.receive(early) if early is not None else None
+                    if after is not None and not isinstance(after, Wait):
+                        step = after
+                        continue
                 self._write(step.frame)
                 deadline = time.monotonic() + self.timeout
             elif isinstance(step, Completed):
@@ -218,11 +225,14 @@ class AtolSession:
             self._batching = False
         self._flush()
 
-    def _next_event(self, deadline: float) -> LinkEvent | None:
+    def _next_event(self, deadline: float, *, keep_partial: bool = False) -> LinkEvent | None:
+        """The next link event before ``deadline``; ``keep_partial`` keeps a half-read packet
+        (a short look, not a timeout)."""
         while not self._pending:
             left = deadline - time.monotonic()
             if left <= 0:
-                self._deframer.reset()  # a half-received packet will be sent again whole
+                if not keep_partial:
+                    self._deframer.reset()  # a half-received packet will be sent again whole
                 return None
             chunk = self.link.read(self._deframer.bytes_wanted(), left)
             if chunk:

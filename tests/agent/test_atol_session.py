@@ -317,7 +317,11 @@ def test_slow_register_is_polled_until_done(model: RegisterModel) -> None:
 def test_device_answering_asynchronously_reads_the_same(model: RegisterModel, slow_polls: int) -> None:
     """Firmware that answers every ADD with A2 and the result as an F0 A6 packet (specs §3.2)."""
     expected = session_for(AtolDevice(model)).poll()
-    assert session_for(AtolDevice(model, async_results=True, slow_polls=slow_polls)).poll() == expected
+    session = session_for(AtolDevice(model, async_results=True, slow_polls=slow_polls))
+    assert session.poll() == expected
+    if not slow_polls:  # the F0 result arrived with the A2: taken at once, never polled for
+        written = b"".join(session.link.written)  # type: ignore[attr-defined]
+        assert not [p for p in Deframer().feed(written) if isinstance(p, Packet) and p.data[:1] == b"\xc3"]
 
 
 @pytest.mark.parametrize("device_async", [False, True])
