@@ -279,3 +279,15 @@ def test_v2_device_ignores_v3_packets(connect: Connect) -> None:
     sim.client.send(ADD_3F)
     assert sim.client.silent_for(0.3)
     assert v2_command(sim.client, DEVICE_STATUS)[:1] == b"\x44"
+
+
+def test_empty_ofd_queue_reads_as_zero_count_and_an_all_zero_date(connect: Connect) -> None:
+    """§3.2: «In the ФН's A4 20 reply an empty queue has an all-zero document date»; §3.4 A4 20: «status(1), read(1), count(2 LE), first doc number(4 LE), first datetime(5)»"""
+    sim = connect(atol)
+    device = sim.device
+    assert isinstance(device, AtolDevice)
+    device.model.deliver_to_ofd()
+    reply = ask(sim.client, 1, add(1, PASSWORD + b"\xa4\x20"))
+    assert reply.data[:3] == b"\xa3\x55\x00"
+    body = reply.data[3:]
+    assert body[2:4] == b"\x00\x00" and body[4:8] == bytes(4) and body[8:13] == bytes(5)
