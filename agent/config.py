@@ -44,7 +44,7 @@ def _check_id(value: str) -> str:
 
 
 class DeviceConfig(_Section):
-    protocol: str = Field(description="driver protocol name: 'shtrih' or 'atol'")
+    protocol: str = Field(description="driver protocol name: 'shtrih', 'shtrih-alt', 'atol' or 'atol2'")
     url: str = Field(description="port URL: /dev/ttyACM0, socket://host:7778, sim://shtrih, usb://…")
     baudrate: int | None = Field(None, description="None: the protocol's first default rate")
     poll_interval: float = Field(10.0, gt=0, le=3600)

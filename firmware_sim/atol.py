@@ -8,13 +8,15 @@ enter mode 1 to open a shift (9Ah) or sell (92h → E6h → 4Ah), mode 3 for the
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, ClassVar
 
 from firmware_sim.model import FiscalRefused, ReceiptState, RegisterModel
 from protocol.kkt.atol import errors as atol_errors
 from protocol.kkt.atol.link import Deframer
+from protocol.kkt.atol.link_v2 import V2DeviceLink
 from protocol.kkt.atol.messages import (
     CloseReceipt,
     CloseShift,
@@ -30,6 +32,7 @@ from protocol.kkt.atol.messages import (
     GetFnDocument,
     GetFnExchangeStatus,
     GetFnNumber,
+    GetFnRegistrationParam,
     GetFnShiftParams,
     GetFnStatus,
     GetFnValidity,
@@ -45,9 +48,13 @@ from protocol.kkt.atol.messages import (
 from protocol.kkt.atol.tasks import DeviceTaskBuffer, TaskResult
 from protocol.kkt.errors import DecodeError, EncodeError
 from protocol.kkt.fn import (
+    FFD_VERSION_TAG,
     FN_ERROR_SHIFT_OVER_24H,
     FnPhase,
+    FnTlv,
+    ffd_version_code,
 )
+from protocol.kkt.handshake import Execute
 
 MODE_SELECT = 0
 MODE_REGISTRATION = EnterMode.REGISTRATION
@@ -70,11 +77,21 @@ class AtolDevice:
     """``DeviceEndpoint`` for ATOL v3. ``tcp`` only changes the port byte 3Fh reports (Ethernet).
 
     ``slow_polls`` makes every task answer "in progress" to that many REQs (exercises polling);
-    ``port`` overrides the reported port (the fake USB host passes :data:`PORT_USB`).
+    ``async_results`` makes it answer every task asynchronously (A2, then an ``F0`` A6/A7 packet),
+    as some firmware does; ``port`` overrides the reported port (the fake USB host passes
+    :data:`PORT_USB`).
     """
 
+    protocol_version: ClassVar[int] = PROTOCOL_VERSION  # what A5h reports
+
     def __init__(
-        self, model: RegisterModel, *, tcp: bool = False, slow_polls: int = 0, port: int | None = None
+        self,
+        model: RegisterModel,
+        *,
+        tcp: bool = False,
+        slow_polls: int = 0,
+        async_results: bool = False,
+        port: int | None = None,
     ) -> None:
         self.model = model
         self.tcp = tcp
@@ -83,7 +100,7 @@ class AtolDevice:
         self.mode_password = 0
         self.commands_executed = 0
         self._deframer = Deframer()
-        self._tasks = DeviceTaskBuffer(self._execute, slow_polls=slow_polls)
+        self._tasks = DeviceTaskBuffer(self._execute, slow_polls=slow_polls, async_results=async_results)
         self._handlers: dict[type[Command[Any]], Callable[[Any], Any]] = {
             GetDeviceStatus: lambda _: self._device_status(),
             GetStateCode: lambda _: self._state_code(),
@@ -95,6 +112,7 @@ class AtolDevice:
             GetFnExchangeStatus: lambda _: self.model.exchange_status(),
             GetFnShiftParams: lambda _: self.model.shift_params(),
             GetFnDocument: self._find_document,
+            GetFnRegistrationParam: self._registration_param,
             EnterMode: self._enter_mode,
             LeaveMode: self._leave_mode,
             OpenShift: self._open_shift,
@@ -107,15 +125,18 @@ class AtolDevice:
     # ------------------------------------------------------------------ DeviceEndpoint
 
     def feed(self, data: bytes) -> bytes:
-        return b"".join(self._tasks.receive(event) for event in self._deframer.feed(data))
+        now = time.monotonic()
+        answer = b"".join(self._tasks.receive(event, now) for event in self._deframer.feed(data))
+        return answer + self._tasks.tick(now)
 
     def reset(self) -> None:
         self._deframer.reset()
         self._tasks.reset()
         self.mode = MODE_SELECT
 
-    def idle(self) -> None:
+    def idle(self) -> bytes:
         self._deframer.reset()  # a partial packet never completes after silence
+        return self._tasks.tick(time.monotonic())  # async results that became due or are unacknowledged
 
     # ------------------------------------------------------------------ command execution
 
@@ -175,7 +196,7 @@ class AtolDevice:
     def _device_type(self) -> DeviceType:
         major, minor, build = _version_parts(self.model.firmware)
         version = bytes((major & 0xFF, minor & 0xFF)) + build.to_bytes(2, "big") + b"\x00"
-        return DeviceType(PROTOCOL_VERSION, 1, SIMULATED_MODEL_ID, 0, version, self.model.model_name)
+        return DeviceType(self.protocol_version, 1, SIMULATED_MODEL_ID, 0, version, self.model.model_name)
 
     def _firmware_version(self) -> FirmwareVersion:
         major, minor, build = _version_parts(self.model.firmware)
@@ -186,6 +207,11 @@ class AtolDevice:
         if document is None:
             raise _Refused(218)  # "нет запрошенных данных в ФН"
         return document
+
+    def _registration_param(self, command: GetFnRegistrationParam) -> FnTlv:
+        if command.tag != FFD_VERSION_TAG:
+            raise _Refused(218)  # "нет запрошенных данных в ФН": only the ФФД tag is simulated
+        return FnTlv(FFD_VERSION_TAG, bytes((ffd_version_code(self.model.ffd_version),)))
 
     def _enter_mode(self, command: EnterMode) -> CommonAnswer:
         if self.model.receipt_open:
@@ -257,6 +283,34 @@ class AtolDevice:
         with _fiscal():
             self.model.close_receipt()
         return CommonAnswer()
+
+
+class AtolV2Device(AtolDevice):
+    """The same register on the legacy link (specs §3.3): no task buffer, each command
+    answered in its own ENQ/ACK/EOT exchange. ``kassa-sim --protocol atol2``."""
+
+    protocol_version: ClassVar[int] = 2
+
+    def __init__(self, model: RegisterModel, *, tcp: bool = False, port: int | None = None) -> None:
+        super().__init__(model, tcp=tcp, port=port)
+        self._v2 = V2DeviceLink()
+
+    def feed(self, data: bytes) -> bytes:
+        out = bytearray()
+        for action in self._v2.receive(data):
+            if isinstance(action, Execute):
+                out += self._v2.answer(self._execute(action.payload).answer)
+            else:
+                out += action.data
+        return bytes(out)
+
+    def reset(self) -> None:
+        super().reset()
+        self._v2.reset()
+
+    def idle(self) -> bytes:
+        self._v2.byte_timeout()
+        return b""
 
 
 @contextmanager

@@ -14,7 +14,9 @@ from firmware_sim.model import RegisterModel
 
 DEVICE_CLASSES: dict[str, str] = {
     "shtrih": "firmware_sim.shtrih:ShtrihDevice",
+    "shtrih-alt": "firmware_sim.shtrih:ShtrihAltLinkDevice",
     "atol": "firmware_sim.atol:AtolDevice",
+    "atol2": "firmware_sim.atol:AtolV2Device",
 }
 
 

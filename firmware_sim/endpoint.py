@@ -18,10 +18,11 @@ class DeviceEndpoint(Protocol):
         """Forget partial input and pending answers (cable unplugged/replugged)."""
         ...
 
-    def idle(self) -> None:
+    def idle(self) -> bytes:
         """The line has been silent longer than the byte timeout: abandon a half-received frame.
 
         Real firmware does this (Shtrih: ~50 ms, spec §1.1), which is what lets a device recover
-        from stray bytes such as another protocol's probe during ``kassa-agent detect``.
+        from stray bytes such as another protocol's probe during ``kassa-agent detect``. Returns
+        what the device sends unasked meanwhile (ATOL async results, specs §3.2), maybe nothing.
         """
         ...

@@ -186,5 +186,5 @@ class FaultyEndpoint:
     def reset(self) -> None:
         self.device.reset()
 
-    def idle(self) -> None:
-        self.device.idle()
+    def idle(self) -> bytes:
+        return self.device.idle()

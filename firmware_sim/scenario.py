@@ -22,9 +22,10 @@ start, written as signed durations (``"10d"``, ``"-23h40m"``, ``"+30s"``). Examp
 ``[state]`` keys (all optional): ``fn_valid_for`` (duration, default 450d), ``fn_phase``
 (setup/ready/fiscal/post-fiscal/archive or the phase byte), ``shift_opened`` (negative duration),
 ``shift_number`` (of the open shift, else of the last closed one), ``receipts`` (sold at start in
-the open shift), ``unsent = {count, oldest}``, ``ofd_connected``, ``paper``, ``cover_open``,
+the open shift), ``unsent = {count, oldest}`` (``count`` is what the register reports at start,
+this shift's open report and receipts included), ``ofd_connected``, ``paper``, ``cover_open``,
 ``documents_left``, ``fn_memory_full``, ``critical_error``, and the identity strings ``serial``,
-``rnm``, ``inn``, ``model_name``, ``fn_serial``. ``start`` (top level) pins the register clock's
+``rnm``, ``inn``, ``model_name``, ``fn_serial``, ``ffd_version`` ("1.05", "1.1" or "1.2"). ``start`` (top level) pins the register clock's
 start. Timeline actions: see :data:`ACTIONS` (``sell`` takes ``count``/``amount``,
 ``replace_fn`` takes ``serial``/``valid_for``).
 
@@ -45,7 +46,7 @@ from typing import Any
 
 from firmware_sim.endpoint import DeviceEndpoint
 from firmware_sim.model import FiscalRefused, ReceiptState, RegisterModel
-from protocol.kkt.fn import FnPhase
+from protocol.kkt.fn import FFD_VERSIONS, FnPhase
 
 FORMAT_VERSION = 1
 SCENARIO_DIR = Path(__file__).with_name("scenarios")
@@ -63,11 +64,12 @@ _PHASES = {
     "post-fiscal": FnPhase.POST_FISCAL,
     "archive": FnPhase.ARCHIVE,
 }
+_IDENTITY_KEYS = ("serial", "rnm", "inn", "model_name", "fn_serial", "ffd_version")
 _STATE_KEYS = frozenset(
     {
         "fn_valid_for", "fn_phase", "shift_opened", "shift_number", "receipts", "unsent",
         "ofd_connected", "paper", "cover_open", "documents_left", "fn_memory_full",
-        "critical_error", "serial", "rnm", "inn", "model_name", "fn_serial",
+        "critical_error", "serial", "rnm", "inn", "model_name", "fn_serial", "ffd_version",
     }
 )
 _LIFE_KEYS = frozenset({"sell_every", "ofd_drain_every", "amount"})
@@ -226,9 +228,11 @@ def _validate_state(state: dict[str, Any]) -> None:
     for key in ("shift_number", "receipts", "documents_left"):
         if key in state:
             _int(state, key, "state.", default=0)
-    for key in ("serial", "rnm", "inn", "model_name", "fn_serial"):
+    for key in _IDENTITY_KEYS:
         if key in state and not isinstance(state[key], str):
             raise ScenarioError(f"state.{key}: expected a string, got {state[key]!r}")
+    if state.get("ffd_version", "1.2") not in FFD_VERSIONS.values():
+        raise ScenarioError(f"state.ffd_version: expected one of {', '.join(FFD_VERSIONS.values())}")
     if "fn_phase" in state:
         _phase(state["fn_phase"], "state.fn_phase")
     if "unsent" in state:
@@ -335,14 +339,22 @@ def _timed_action(index: int, entry: Any) -> TimedAction:
 def _build_model(scenario: Scenario, clock: Callable[[], datetime]) -> RegisterModel:
     s = scenario.state
     start = clock()
-    identity = {k: s[k] for k in ("serial", "rnm", "inn", "model_name", "fn_serial") if k in s}
+    identity = {k: s[k] for k in _IDENTITY_KEYS if k in s}
     valid_until: date = (start + parse_duration(s.get("fn_valid_for", "450d"))).date()
     model = RegisterModel(clock=clock, fn_valid_until=valid_until, **identity)
     # open_shift() numbers the new shift last + 1, so step back when the file names the open one.
     model.shift_number = max(s.get("shift_number", 1 if "shift_opened" in s else 0) - ("shift_opened" in s), 0)
     # Unsent documents first: they are the oldest entries of the OFD queue, whose head the ФН reports.
     if "unsent" in s:
-        model.backdate_unsent(s["unsent"]["count"], start + parse_duration(s["unsent"]["oldest"]))
+        # ``count`` is what a reader sees at start: the documents made below are unsent too.
+        made_later = ("shift_opened" in s) + s.get("receipts", 0)
+        backdated = s["unsent"]["count"] - made_later
+        if backdated < 1:
+            raise ScenarioError(
+                f"{scenario.name}: state.unsent.count {s['unsent']['count']} must exceed the {made_later} "
+                "document(s) the open shift and its receipts make (they are unsent too)"
+            )
+        model.backdate_unsent(backdated, start + parse_duration(s["unsent"]["oldest"]))
     try:
         if "shift_opened" in s:
             model.open_shift(at=start + parse_duration(s["shift_opened"]))
@@ -468,6 +480,6 @@ class _Guarded:
         with self.runner.lock:
             self.device.reset()
 
-    def idle(self) -> None:
+    def idle(self) -> bytes:
         with self.runner.lock:
-            self.device.idle()
+            return self.device.idle()

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 from firmware_sim.model import FiscalRefused, RegisterModel
 from protocol.kkt.errors import DecodeError
-from protocol.kkt.fn import FN_ERROR_SHIFT_OVER_24H, FnFirmware
+from protocol.kkt.fn import FN_ERROR_SHIFT_OVER_24H, FnFirmware, ffd_version_code
+from protocol.kkt.handshake import Execute
 from protocol.kkt.shtrih import errors as err
 from protocol.kkt.shtrih import messages as msg
+from protocol.kkt.shtrih.altexchange import AltDeviceLink
+from protocol.kkt.shtrih.altlink import ALT_STX
 from protocol.kkt.shtrih.errors import is_fn_command
-from protocol.kkt.shtrih.link import DeviceLink, Execute
+from protocol.kkt.shtrih.framing import ENQ, STX
+from protocol.kkt.shtrih.link import DeviceLink
 from protocol.kkt.shtrih.status import KktFlag, Mode, Submode
 from protocol.kkt.state import ShiftStatus
 
@@ -34,6 +38,8 @@ _ADMIN_PASSWORDS = frozenset((msg.ADMIN_PASSWORD, msg.SYSADMIN_PASSWORD))
 _PRINTING_COMMANDS = frozenset(
     c.code for c in (msg.OPEN_SHIFT, msg.Z_REPORT, msg.OPEN_RECEIPT, msg.SALE, msg.CLOSE_RECEIPT)
 )
+Framing = Literal["standard", "alt"]
+LinkChoice = Literal["auto", "standard", "alt"]
 _SHIFT_MODES = {ShiftStatus.OPEN: Mode.SHIFT_OPEN, ShiftStatus.EXPIRED: Mode.SHIFT_EXPIRED}
 
 
@@ -44,13 +50,23 @@ class _Refused(Exception):
 
 
 class ShtrihDevice:
-    """A simulated Shtrih-M register; ``tcp=True`` adds the stray ``FF`` after the host's ACK."""
+    """A simulated Shtrih-M register; ``tcp=True`` adds the stray ``FF`` after the host's ACK.
 
-    def __init__(self, model: RegisterModel, *, tcp: bool = False, model_id: int = 0) -> None:
+    ``link``: ``auto`` picks the framing from the first byte after power-up or a reconnect, as
+    the firmware does (specs §1.1: ``05``/``02`` standard, ``8F`` alternative); ``standard`` or
+    ``alt`` fixes it (a register set to one framing ignores the other's bytes).
+    """
+
+    def __init__(
+        self, model: RegisterModel, *, tcp: bool = False, model_id: int = 0, link: LinkChoice = "auto"
+    ) -> None:
         self.model = model
         self.tcp = tcp
         self.model_id = model_id
+        self.link_choice = link
+        self.framing: Framing | None = None if link == "auto" else link
         self._link = DeviceLink(stray_ff_after_ack=tcp)
+        self._alt_link = AltDeviceLink()
         self._handlers: dict[int, Callable[[Any], msg.Message]] = {
             msg.SHORT_STATUS.code: self._short_status,
             msg.FULL_STATUS.code: self._full_status,
@@ -71,24 +87,45 @@ class ShtrihDevice:
             msg.SALE.code: self._sale,
             msg.CLOSE_RECEIPT.code: self._close_receipt,
             msg.CANCEL_RECEIPT.code: self._cancel_receipt,
+            msg.READ_TABLE.code: self._read_table,
         }
 
     # ------------------------------------------------------------------ DeviceEndpoint
 
     def feed(self, data: bytes) -> bytes:
+        if self.framing is None:
+            data = self._pick_framing(data)
+        link = self._alt_link if self.framing == "alt" else self._link
         out = bytearray()
-        for action in self._link.receive(data):
+        for action in link.receive(data):
             if isinstance(action, Execute):
-                out += self._link.answer(self.execute(action.payload))
+                out += link.answer(self.execute(action.payload))
             else:
                 out += action.data
         return bytes(out)
 
+    def _pick_framing(self, data: bytes) -> bytes:
+        """Autodetect: the first 05/02 or 8F decides; bytes before it are noise."""
+        for index, byte in enumerate(data):
+            if byte == ALT_STX:
+                self.framing = "alt"
+            elif byte in (ENQ, STX):
+                self.framing = "standard"
+            else:
+                continue
+            return data[index:]
+        return b""
+
     def reset(self) -> None:
         self._link.reset()
+        self._alt_link.reset()
+        if self.link_choice == "auto":
+            self.framing = None
 
-    def idle(self) -> None:
+    def idle(self) -> bytes:
         self._link.byte_timeout()
+        self._alt_link.byte_timeout()
+        return b""
 
     # ------------------------------------------------------------------ command execution
 
@@ -221,6 +258,13 @@ class ShtrihDevice:
             raise _Refused(FN_NO_DATA)
         return document
 
+    def _read_table(self, request: msg.ReadTableRequest) -> msg.TableValue:
+        """Only the ФФД field is simulated; other fields are refused as a wrong parameter."""
+        field = msg.FFD_VERSION_FIELD
+        if (request.table, request.row, request.field) != (field.table, field.row, field.field):
+            raise _Refused(err.WRONG_PARAMETERS)
+        return msg.TableValue(bytes((ffd_version_code(self.model.ffd_version),)))
+
     def _open_shift(self, _: msg.PasswordRequest) -> msg.OperatorAnswer:
         if self.model.shift_open:
             raise _Refused(err.NOT_IN_THIS_MODE)
@@ -266,3 +310,10 @@ class ShtrihDevice:
 def _as_int(digits: str) -> int | None:
     """Serials, RNM and INN are digit strings in the model and binary integers on the wire."""
     return int(digits) if digits.isdigit() else None
+
+
+class ShtrihAltLinkDevice(ShtrihDevice):
+    """A register set to the alternative link (specs §1.3): ``kassa-sim --protocol shtrih-alt``."""
+
+    def __init__(self, model: RegisterModel, *, tcp: bool = False, model_id: int = 0) -> None:
+        super().__init__(model, tcp=tcp, model_id=model_id, link="alt")

@@ -23,8 +23,10 @@ from typing import Any, ClassVar, TypeVar
 
 from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
 from agent.drivers.link import ByteLink, LinkError
+from agent.drivers.machine import run_exchange
 from protocol.kkt.atol.errors import SHIFT_EXPIRED_CODES, fn_result_code
 from protocol.kkt.atol.link import Deframer, LinkEvent
+from protocol.kkt.atol.link_v2 import V2HostExchange
 from protocol.kkt.atol.messages import (
     CloseReceipt,
     CloseShift,
@@ -36,6 +38,7 @@ from protocol.kkt.atol.messages import (
     GetFnDocument,
     GetFnExchangeStatus,
     GetFnNumber,
+    GetFnRegistrationParam,
     GetFnShiftParams,
     GetFnStatus,
     GetFnValidity,
@@ -47,6 +50,7 @@ from protocol.kkt.atol.messages import (
     encode_request,
 )
 from protocol.kkt.atol.tasks import (
+    AddFlag,
     Completed,
     Failed,
     FailureKind,
@@ -55,18 +59,22 @@ from protocol.kkt.atol.tasks import (
     Send,
     Step,
     TaskStatus,
+    Wait,
     encode_abort,
 )
 from protocol.kkt.errors import DecodeError, DeviceError
 from protocol.kkt.fn import (
+    FFD_VERSION_TAG,
     FnDocumentType,
     FnExchangeStatus,
     FnPhase,
     FnShiftParams,
     FnStatus,
     FnValidity,
+    ffd_version_name,
     warning_names,
 )
+from protocol.kkt.handshake import Fail
 from protocol.kkt.state import (
     DeviceState,
     FnState,
@@ -94,15 +102,27 @@ DEFAULT_RESULT_TIMEOUT = 10.0
 EXTRA_DOCUMENTS_IN_SHIFT = 32  # non-receipt FDs (corrections, reports) a shift may hold beyond its receipts
 MAX_DOCUMENT_WALK = 512
 
-NO_ANSWER_HINT = "check the cable and port, the baud rate, and that the register is set to ATOL protocol v3"
+NO_ANSWER_HINT = "check the cable and port, the baud rate, and that the register is set to ATOL {link}"
 
 
 class AtolSession:
     protocol: ClassVar[str] = "atol"
+    link_name: ClassVar[str] = "protocol v3"
     default_baudrates: ClassVar[tuple[int, ...]] = (115200, 57600, 38400, 19200, 9600, 256000, 128000)
 
-    def __init__(self, link: ByteLink, *, timeout: float = 1.0, retries: int = 3, password: int = 0) -> None:
+    def __init__(
+        self,
+        link: ByteLink,
+        *,
+        timeout: float = 1.0,
+        retries: int = 3,
+        password: int = 0,
+        async_results: bool = False,
+    ) -> None:
+        """``async_results`` asks for every result asynchronously (ADD flag bit 2, specs §3.2);
+        either way the session reads a device that answers A3 at once or A2 and then A6."""
         self.link = link
+        self.async_results = async_results
         self.timeout = timeout
         self.retries = retries
         self.password = password
@@ -149,19 +169,29 @@ class AtolSession:
         self, command: Command[Any], retries: int, *, overflow_retry: bool = True
     ) -> tuple[TaskStatus, bytes]:
         result_timeout = RESULT_TIMEOUTS.get(command.CODE, DEFAULT_RESULT_TIMEOUT)
+        flags = AddFlag.NEED_RESULT | (AddFlag.WAIT_ASYNC if self.async_results else AddFlag(0))
+        # Async waits last a whole timeout each (then a REQ); sync polls are POLL_INTERVAL apart.
+        wait = self.timeout if self.async_results else POLL_INTERVAL
         transaction = HostTransaction(
             encode_request(command, self.password),
             task_id=self._task_ids.next(),
             packet_ids=self._packet_ids,
             max_repeats=retries,
-            max_polls=max(1, int(result_timeout / POLL_INTERVAL)),
+            max_polls=max(1, int(result_timeout / wait)),
+            flags=flags,
         )
         step: Step = transaction.start()
         deadline = 0.0
         while True:
             if isinstance(step, Send):
                 if step.poll:
-                    time.sleep(POLL_INTERVAL)
+                    # Pace the REQ, but a device that answers asynchronously may deliver the
+                    # result meanwhile (A2, then F0 A6): take it instead of polling.
+                    early = self._next_event(time.monotonic() + POLL_INTERVAL, keep_partial=True)
+                    after = transaction.receive(early) if early is not None else None
+                    if after is not None and not isinstance(after, Wait):
+                        step = after
+                        continue
                 self._write(step.frame)
                 deadline = time.monotonic() + self.timeout
             elif isinstance(step, Completed):
@@ -195,11 +225,14 @@ class AtolSession:
             self._batching = False
         self._flush()
 
-    def _next_event(self, deadline: float) -> LinkEvent | None:
+    def _next_event(self, deadline: float, *, keep_partial: bool = False) -> LinkEvent | None:
+        """The next link event before ``deadline``; ``keep_partial`` keeps a half-read packet
+        (a short look, not a timeout)."""
         while not self._pending:
             left = deadline - time.monotonic()
             if left <= 0:
-                self._deframer.reset()  # a half-received packet will be sent again whole
+                if not keep_partial:
+                    self._deframer.reset()  # a half-received packet will be sent again whole
                 return None
             chunk = self.link.read(self._deframer.bytes_wanted(), left)
             if chunk:
@@ -209,14 +242,14 @@ class AtolSession:
     def _failure(self, command: Command[Any], failed: Failed) -> Exception:
         what = f"ATOL command {command.CODE.hex(' ')}"
         if failed.kind is FailureKind.NO_ANSWER:
-            return NoAnswer(f"{what}: {failed.detail}", NO_ANSWER_HINT)
+            return NoAnswer(f"{what}: {failed.detail}", NO_ANSWER_HINT.format(link=self.link_name))
         if failed.kind is FailureKind.CHECKSUM:
             return ChecksumError(
                 f"{what}: {failed.detail}", "check the cable, interference and the baud rate"
             )
         if failed.kind is FailureKind.REFUSED and failed.status is not None:
             return DeviceRefused(command.code, int(failed.status), failed.detail)
-        return ProtocolViolation(f"{what}: {failed.detail}", "is this an ATOL register speaking protocol v3?")
+        return ProtocolViolation(f"{what}: {failed.detail}", f"is this an ATOL register speaking {self.link_name}?")
 
     # ------------------------------------------------------------------ DriverSession
 
@@ -239,6 +272,7 @@ class AtolSession:
         validity = self._optional(GetFnValidity(), errors)
         exchange = self._optional(GetFnExchangeStatus(), errors)
         shift = self._optional(GetFnShiftParams(), errors)
+        ffd_version = self._ffd_version()
         shift_state = self._shift_state(status, fn_status, shift, errors.codes)
         return RegisterState(
             vendor=Vendor.ATOL,
@@ -247,6 +281,7 @@ class AtolSession:
             model_id=device_type.model if device_type else status.model_id,
             serial=status.serial,
             firmware=str(firmware) if firmware else None,
+            ffd_version=ffd_version,
             register_clock=status.clock,
             last_fd_number=fn_status.last_fd_number if fn_status else None,
             shift=shift_state,
@@ -254,6 +289,15 @@ class AtolSession:
             ofd=_ofd_state(exchange),
             device=_device_state(status, state_code, errors),
         )
+
+    def _ffd_version(self) -> str | None:
+        """Tag 1209 from the ФН's registration data; firmware without A4 44 leaves it unknown
+        without an error on the register page (it is not a fault of the register)."""
+        try:
+            tlv = self.execute(GetFnRegistrationParam(FFD_VERSION_TAG))
+        except DeviceRefused:
+            return None
+        return ffd_version_name(tlv.value[0]) if tlv.value else None
 
     def _optional(self, command: Command[A], errors: _Refusals) -> A | None:
         """A status the register refuses leaves its fields unknown; link failures still propagate."""
@@ -310,6 +354,32 @@ class AtolSession:
                 break
         self._shift_open_cache = (shift_number, found)
         return found
+
+
+class AtolV2Session(AtolSession):
+    """The same commands over the legacy v2 link (specs §3.3) for older firmware: each command
+    is one ENQ/ACK/EOT exchange, with no task buffer to clear or acknowledge."""
+
+    protocol: ClassVar[str] = "atol2"
+    link_name: ClassVar[str] = "protocol v2"
+
+    def __init__(self, link: ByteLink, *, timeout: float = 1.0, retries: int = 3, password: int = 0) -> None:
+        super().__init__(link, timeout=timeout, retries=retries, password=password)
+        self._buffer_cleared = True  # v2 has no task buffer: nothing to ABORT
+
+    def _transact(
+        self, command: Command[Any], retries: int, *, overflow_retry: bool = True
+    ) -> tuple[TaskStatus, bytes]:
+        exchange = V2HostExchange(
+            encode_request(command, self.password),
+            retries=retries,
+            control_timeout=self.timeout,
+            answer_timeout=RESULT_TIMEOUTS.get(command.CODE, DEFAULT_RESULT_TIMEOUT),
+        )
+        outcome = run_exchange(self.link, exchange)
+        if isinstance(outcome, Fail):
+            raise self._failure(command, Failed(FailureKind[outcome.kind.name], outcome.reason))
+        return TaskStatus.RESULT, outcome  # an error answer (55h err) is decoded by the command
 
 
 @dataclass

@@ -25,8 +25,15 @@ RETRIED_ONCE = (LinkError, NoAnswer, ChecksumError)
 
 SESSION_CLASSES: dict[str, str] = {
     "shtrih": "agent.drivers.shtrih:ShtrihSession",
+    "shtrih-alt": "agent.drivers.shtrih:ShtrihAltSession",
     "atol": "agent.drivers.atol:AtolSession",
+    "atol2": "agent.drivers.atol:AtolV2Session",
 }
+# Shtrih first: its probe starts with a lone ENQ that other devices ignore, while an ATOL
+# frame may contain 02h, which a Shtrih takes for STX and then waits for a long "frame". The
+# alternative link next: a register set to it ignores the standard probe's bytes. ATOL v2 last:
+# older firmware, and its ENQ/ACK probe costs the most per baud rate.
+DETECTION_ORDER = ("shtrih", "shtrih-alt", "atol", "atol2")
 DEFAULT_TIMEOUT = 1.0
 DEFAULT_RETRIES = 3
 
@@ -46,12 +53,8 @@ def available_protocols() -> list[str]:
 
 
 def detection_order() -> list[str]:
-    """Protocols in the order auto-detection tries them.
-
-    Shtrih first: its probe starts with a lone ENQ that other devices ignore, while an ATOL
-    frame may contain 02h, which a Shtrih takes for STX and then waits for a long "frame".
-    """
-    return sorted(SESSION_CLASSES, key=lambda name: name != "shtrih")
+    """Protocols in the order auto-detection tries them (see :data:`DETECTION_ORDER`)."""
+    return [name for name in DETECTION_ORDER if name in SESSION_CLASSES]
 
 
 def get_session_class(protocol: str) -> type[DriverSession]:

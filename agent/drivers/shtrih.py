@@ -1,30 +1,32 @@
 """Shtrih-M driver session: drives the host-role link machine over a ``ByteLink`` and polls.
 
 The session is the only layer that touches the link. Each command is one
-:class:`~protocol.kkt.shtrih.link.HostExchange`; its ``Wait`` actions become read deadlines
-and an empty read means the deadline passed (the ``ByteLink`` contract), so a silent device
-costs at most ``timeout × (retries + 1)`` per command. The TCP stray ``FF`` is skipped by the
-machine as garbage.
+:class:`~protocol.kkt.shtrih.link.HostExchange` (or, on the alternative link, one
+:class:`~protocol.kkt.shtrih.altexchange.AltHostExchange`) run by
+:func:`agent.drivers.machine.run_exchange`, so a silent device costs at most
+``timeout × (retries + 1)`` per command. The TCP stray ``FF`` is skipped by the machine as garbage.
 """
 
 from __future__ import annotations
 
-import time
-from collections import deque
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
 from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
 from agent.drivers.link import ByteLink
+from agent.drivers.machine import HostMachine, run_exchange
 from protocol.kkt.errors import DecodeError
-from protocol.kkt.fn import FnDocumentType, FnPhase, FnShiftParams, FnStatus, warning_names
+from protocol.kkt.fn import FnDocumentType, FnPhase, FnShiftParams, FnStatus, ffd_version_name, warning_names
+from protocol.kkt.handshake import Fail, FailureKind
 from protocol.kkt.shtrih import messages as msg
+from protocol.kkt.shtrih.altexchange import AltHostExchange, next_number
 from protocol.kkt.shtrih.errors import NOT_SUPPORTED, fn_result_code
-from protocol.kkt.shtrih.link import Deliver, Fail, FailureKind, HostAction, HostExchange, Send, Wait
+from protocol.kkt.shtrih.link import HostExchange
 from protocol.kkt.shtrih.status import Mode, cover_open, paper_present, shift_status_from_mode
 from protocol.kkt.state import DeviceState, FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
 
 Ans = TypeVar("Ans", bound=msg.Message)
+
 
 NO_ANSWER_HINT = "check the cable/port and baud rate"
 CHECKSUM_HINT = "the line is noisy or the baud rate is wrong; check the cable"
@@ -80,6 +82,7 @@ class ShtrihSession:
         unconfirmed = self._optional(msg.UNCONFIRMED_COUNT, pw)
         shift_params = self._optional(msg.SHIFT_PARAMS, pw)
         resource = self._optional(msg.FN_RESOURCE, pw)
+        ffd_version = self._ffd_version()
 
         status_source: msg.FullStatus | msg.ShortStatus | None = full or short
         mode = status_source.mode if status_source else None
@@ -100,6 +103,7 @@ class ShtrihSession:
             rnm=str(serials.rnm).zfill(16) if serials else None,
             inn=_inn_text(full.inn) if full and full.inn is not None else None,
             firmware=f"{full.firmware} build {full.firmware_build}" if full else None,
+            ffd_version=ffd_version,
             register_clock=clock,
             last_fd_number=fn_status.last_fd_number if fn_status else None,
             shift=shift,
@@ -175,6 +179,15 @@ class ShtrihSession:
                 self._note_refusal(command.code, refused, command.name)
             return None
 
+    def _ffd_version(self) -> str | None:
+        """The ФФД code in the settings table; a model that keeps it elsewhere leaves it unknown."""
+        field = msg.FFD_VERSION_FIELD
+        try:
+            value = self.request(msg.READ_TABLE, msg.ReadTableRequest(field.table, field.row, field.field, self.password))
+        except DeviceRefused:
+            return None
+        return ffd_version_name(value.as_int())
+
     def _note_refusal(self, command: int, refused: DeviceRefused, what: str) -> None:
         self._last_error = self._last_error or f"{what}: {refused.meaning}"
         fn_code = fn_result_code(command, refused.code)
@@ -182,28 +195,13 @@ class ShtrihSession:
             self._fn_errors.append(fn_code)
 
     def _transact(self, payload: bytes, answer_timeout: float, retries: int) -> bytes:
-        if not self.link.is_open:
-            self.link.open()
-        self.link.discard_input()
-        exchange = HostExchange(
-            payload, retries=retries, control_timeout=self.timeout, answer_timeout=answer_timeout
-        )
-        actions: deque[HostAction] = deque(exchange.start())
-        deadline = time.monotonic()
-        while True:
-            while actions:
-                action = actions.popleft()
-                if isinstance(action, Send):
-                    self.link.write(action.data)
-                elif isinstance(action, Wait):
-                    deadline = time.monotonic() + action.seconds
-                elif isinstance(action, Deliver):
-                    return action.payload
-                elif isinstance(action, Fail):
-                    raise self._failure(payload, action)
-            remaining = deadline - time.monotonic()
-            data = self.link.read(exchange.bytes_wanted(), remaining) if remaining > 0 else b""
-            actions.extend(exchange.receive(data) if data else exchange.timeout())
+        outcome = run_exchange(self.link, self._new_exchange(payload, answer_timeout, retries))
+        if isinstance(outcome, Fail):
+            raise self._failure(payload, outcome)
+        return outcome
+
+    def _new_exchange(self, payload: bytes, answer_timeout: float, retries: int) -> HostMachine:
+        return HostExchange(payload, retries=retries, control_timeout=self.timeout, answer_timeout=answer_timeout)
 
     def _failure(self, payload: bytes, fail: Fail) -> Exception:
         what = f"Shtrih command {msg.command_code(payload):#04x} on {getattr(self.link, 'url', 'link')}"
@@ -270,6 +268,35 @@ class ShtrihSession:
                     return None
                 return document.created_at
         return None
+
+
+class ShtrihAltSession(ShtrihSession):
+    """The same commands over the alternative link (specs §1.3): numbered frames with CRC16.
+
+    The frame number carries over between commands; after a failure it moves on anyway, and
+    the device's answer to a number it did not expect resynchronises the next exchange.
+    """
+
+    protocol: ClassVar[str] = "shtrih-alt"
+
+    def __init__(
+        self, link: ByteLink, *, timeout: float = 1.0, retries: int = 3, password: int = msg.SYSADMIN_PASSWORD
+    ) -> None:
+        super().__init__(link, timeout=timeout, retries=retries, password=password)
+        self._number = 1  # NUM16 starts at 1 (specs §1.3)
+        self._exchange: AltHostExchange | None = None
+
+    def _new_exchange(self, payload: bytes, answer_timeout: float, retries: int) -> HostMachine:
+        self._exchange = AltHostExchange(payload, self._number, retries=retries, answer_timeout=answer_timeout)
+        return self._exchange
+
+    def _transact(self, payload: bytes, answer_timeout: float, retries: int) -> bytes:
+        try:
+            return super()._transact(payload, answer_timeout, retries)
+        finally:
+            if self._exchange is not None:
+                self._number = next_number(self._exchange.number)
+                self._exchange = None
 
 
 def _phase_name(phase: int) -> str | None:

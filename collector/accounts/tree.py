@@ -25,10 +25,11 @@ from collector.accounts.schema import grants, tenant_profiles, tree_levels
 from collector.storage import tree as storage_tree
 from collector.storage.errors import InvalidValue, UnknownNode
 from collector.storage.schema import agents, nodes, register_tags, registers, tags, tenants
+from protocol.kkt.state import DRIVER_PROTOCOLS
 
 DEFAULT_LEVELS: tuple[str, ...] = ("company", "legal_entity", "brand", "region", "city", "store")
 MAX_NAME_LENGTH = 200
-PROTOCOLS = ("shtrih", "atol")
+PROTOCOLS = DRIVER_PROTOCOLS
 MAX_REGISTER_ID_LENGTH = 100  # registers.register_id
 
 

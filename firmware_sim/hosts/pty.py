@@ -61,7 +61,9 @@ class PtyHost(Pluggable):
             try:
                 readable, _, _ = select.select([self._master], [], [], POLL_SECONDS)
                 if not readable:
-                    self.endpoint.idle()
+                    unasked = self.endpoint.idle()
+                    if unasked and self.plugged:
+                        self._write_all(unasked)
                     continue
                 data = os.read(self._master, 4096)
             except OSError as exc:

@@ -93,7 +93,10 @@ class TcpHost:
             except (OSError, ValueError):  # a socket was closed by unplug() meanwhile
                 continue
             if not readable:
-                self.endpoint.idle()
+                unasked = self.endpoint.idle()
+                if unasked and client is not None:
+                    with contextlib.suppress(OSError):  # a dropped client is noticed by the next read
+                        client.sendall(unasked)
             for sock in readable:
                 if sock is listener:
                     self._accept(sock)

@@ -421,3 +421,41 @@ class FnDocument:
         if self.shift_number is not None:
             body += struct.pack("<H", self.shift_number)
         return body + self.extra
+
+
+# ---- ФФД version (tag 1209, specs §5.1): the document format the register works in
+
+FFD_VERSION_TAG = 1209
+FFD_VERSIONS = {1: "1.0", 2: "1.05", 3: "1.1", 4: "1.2"}  # 4 = 1.2 is [I] in the spec
+
+
+def ffd_version_name(code: int) -> str | None:
+    """``2`` → ``"1.05"``; a code the format does not define is unknown, not guessed."""
+    return FFD_VERSIONS.get(code)
+
+
+def ffd_version_code(name: str) -> int:
+    for code, known in FFD_VERSIONS.items():
+        if known == name:
+            return code
+    raise EncodeError(f"unknown ФФД version {name!r}; known: {', '.join(FFD_VERSIONS.values())}")
+
+
+@dataclass(frozen=True, slots=True)
+class FnTlv:
+    """One TLV (§5.2: tag 2 LE, length 2 LE, value), e.g. the ФН's answer to 44h for a tag."""
+
+    tag: int
+    value: bytes
+
+    @classmethod
+    def decode(cls, data: bytes) -> FnTlv:
+        _require(data, 4, "TLV header")
+        tag, length = struct.unpack_from("<HH", data, 0)
+        _require(data, 4 + length, f"TLV {tag} value")
+        return cls(tag, bytes(data[4 : 4 + length]))
+
+    def encode(self) -> bytes:
+        if not 0 <= self.tag <= 0xFFFF or len(self.value) > 0xFFFF:
+            raise EncodeError(f"TLV {self.tag} with {len(self.value)} bytes does not fit the 2-byte fields")
+        return struct.pack("<HH", self.tag, len(self.value)) + self.value

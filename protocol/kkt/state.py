@@ -21,6 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field
 STATE_SCHEMA_VERSION = 1
 
 
+# The driver protocol names a RegisterState may carry (``protocol``): the agent registers one
+# session per name, the collector accepts them for new registers.
+DRIVER_PROTOCOLS = ("shtrih", "shtrih-alt", "atol", "atol2")
+
+
 class Vendor(StrEnum):
     SHTRIH = "shtrih"
     ATOL = "atol"
@@ -85,7 +90,7 @@ class RegisterState(_Part):
 
     schema_version: int = STATE_SCHEMA_VERSION
     vendor: Vendor
-    protocol: str = Field(description="driver protocol name, e.g. 'shtrih' or 'atol'")
+    protocol: str = Field(description="driver protocol name: 'shtrih', 'shtrih-alt', 'atol' or 'atol2'")
     model: str | None = None
     model_id: int | None = None
     serial: str | None = Field(None, description="factory serial number of the register (ЗН ККТ)")

@@ -12,9 +12,9 @@ from datetime import date, datetime, timedelta
 
 import pytest
 
-from agent.drivers.atol import AtolSession
+from agent.drivers.atol import AtolSession, AtolV2Session
 from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
-from firmware_sim.atol import SIMULATED_MODEL_ID, AtolDevice
+from firmware_sim.atol import SIMULATED_MODEL_ID, AtolDevice, AtolV2Device
 from firmware_sim.endpoint import DeviceEndpoint
 from firmware_sim.model import RegisterModel
 from protocol.kkt.atol.link import Deframer, Packet, encode_packet
@@ -110,10 +110,15 @@ def model(clock: Clock) -> RegisterModel:
     return m
 
 
-def session_for(device: DeviceEndpoint, mangle: Mangle | None = None, **kwargs: float) -> AtolSession:
+def session_for(
+    device: DeviceEndpoint, mangle: Mangle | None = None, *, async_results: bool = False, **kwargs: float
+) -> AtolSession:
     options = {**FAST, **kwargs}
     return AtolSession(
-        AtolLoopback(device, mangle), timeout=options["timeout"], retries=int(options["retries"])
+        AtolLoopback(device, mangle),
+        timeout=options["timeout"],
+        retries=int(options["retries"]),
+        async_results=async_results,
     )
 
 
@@ -124,7 +129,8 @@ def test_poll_fills_every_field(model: RegisterModel) -> None:
     assert state.model == "АТОЛ 30Ф" and state.model_id == SIMULATED_MODEL_ID
     assert state.serial == "78901234"
     assert state.firmware == "3.0.8012"
-    assert state.rnm is None and state.inn is None and state.ffd_version is None  # not in these commands
+    assert state.rnm is None and state.inn is None  # not in these commands
+    assert state.ffd_version == "1.2"  # A4 44, tag 1209
     assert state.register_clock == NOW
     assert state.read_at is None  # the agent's job
     assert state.last_fd_number == 3
@@ -175,7 +181,7 @@ def test_shift_open_time_is_walked_once_per_shift(model: RegisterModel) -> None:
     session.poll()
     first = device.commands_executed
     session.poll()
-    assert device.commands_executed - first == 9  # the nine status commands, no document walk
+    assert device.commands_executed - first == 10  # nine status commands and the ФФД, no document walk
     model.sell()
     model.close_shift()
     model.open_shift()
@@ -305,6 +311,52 @@ def test_refusal_is_typed_with_code_and_meaning(model: RegisterModel) -> None:
 
 def test_slow_register_is_polled_until_done(model: RegisterModel) -> None:
     assert session_for(AtolDevice(model, slow_polls=2)).poll() == session_for(AtolDevice(model)).poll()
+
+
+@pytest.mark.parametrize("slow_polls", [0, 2])
+def test_device_answering_asynchronously_reads_the_same(model: RegisterModel, slow_polls: int) -> None:
+    """Firmware that answers every ADD with A2 and the result as an F0 A6 packet (specs §3.2)."""
+    expected = session_for(AtolDevice(model)).poll()
+    session = session_for(AtolDevice(model, async_results=True, slow_polls=slow_polls))
+    assert session.poll() == expected
+    if not slow_polls:  # the F0 result arrived with the A2: taken at once, never polled for
+        written = b"".join(session.link.written)  # type: ignore[attr-defined]
+        assert not [p for p in Deframer().feed(written) if isinstance(p, Packet) and p.data[:1] == b"\xc3"]
+
+
+@pytest.mark.parametrize("device_async", [False, True])
+def test_session_asking_for_async_results_reads_sync_and_async_devices(
+    model: RegisterModel, device_async: bool
+) -> None:
+    expected = session_for(AtolDevice(model)).poll()
+    session = session_for(AtolDevice(model, async_results=device_async), async_results=True)
+    assert session.poll() == expected
+    added = [frame for frame in session.link.written if b"\xc1" in frame]  # type: ignore[attr-defined]
+    assert added and all(_add_flags(frame) & 0x04 for frame in added)
+
+
+def _add_flags(frame: bytes) -> int:
+    """The ADD flags byte of the first C1 packet among the packets of one write."""
+    packets = [p for p in Deframer().feed(frame) if isinstance(p, Packet) and p.data[:1] == b"\xc1"]
+    return packets[0].data[1]
+
+
+def test_v2_link_reads_what_v3_reads(model: RegisterModel) -> None:
+    """Older firmware on the legacy link (specs §3.3): same command layer, same state."""
+    expected = session_for(AtolDevice(model)).poll()
+    v2 = AtolV2Session(AtolLoopback(AtolV2Device(model)), timeout=FAST["timeout"], retries=2)
+    state = v2.poll()
+    assert state.protocol == "atol2"
+    assert state.model_copy(update={"protocol": "atol"}) == expected
+    assert v2.identify() == "АТОЛ 30Ф"
+    with pytest.raises(DeviceRefused) as refused:
+        v2.execute(OpenShift())  # mode 0: error 102 arrives the same way
+    assert refused.value.code == 102
+
+
+def test_v2_session_does_not_answer_for_a_v3_register(model: RegisterModel) -> None:
+    with pytest.raises(NoAnswer):
+        AtolV2Session(AtolLoopback(AtolDevice(model)), timeout=0.02, retries=0).identify()
 
 
 def test_refused_status_command_leaves_fields_unknown(model: RegisterModel) -> None:

@@ -60,7 +60,7 @@ def test_probe_json_reads_the_scenario(protocol: str, transport: str, scenario: 
         assert abs(clock - opened - timedelta(hours=23, minutes=40)) < timedelta(minutes=2)
         assert state["shift"]["status"] == "open"
     else:
-        assert state["ofd"]["unsent_count"] >= 40
+        assert state["ofd"]["unsent_count"] == 40  # what the scenario's text says
         assert state["ofd"]["transport_connected"] is False
         oldest = datetime.fromisoformat(state["ofd"]["first_unsent_at"])
         assert abs(clock - oldest - timedelta(days=20)) < timedelta(minutes=2)
@@ -101,6 +101,18 @@ def test_detect_finds_both_registers_and_prints_the_probe_command() -> None:
     assert found[atol]["probe_command"] == f"kassa-agent probe {atol} --protocol atol"
     assert "trying shtrih" in result.stderr  # progress goes to stderr
     assert f"run: kassa-agent probe {shtrih} --protocol shtrih --baud 115200" in human.stdout
+
+
+@pytest.mark.parametrize("protocol", ["shtrih-alt", "atol2"])
+def test_detect_finds_an_alternative_link_shtrih_and_an_atol_v2(protocol: str) -> None:
+    with kassa_sim("--protocol", protocol, "--transport", "pty", "--scenario", "ofd-backlog") as address:
+        result = kassa_agent("detect", "--ports", address, "--json")
+        probe = kassa_agent("probe", address, "--protocol", protocol, "--json")
+    assert result.returncode == 0, result.stderr
+    (finding,) = json.loads(result.stdout)
+    assert finding["protocol"] == protocol and finding["baudrate"] == 115200
+    assert probe.returncode == 0, probe.stderr
+    assert json.loads(probe.stdout)["ofd"]["unsent_count"] == 40
 
 
 def test_kassa_sim_help_and_scenario_list() -> None:
@@ -164,9 +176,9 @@ def test_detect_port_tries_every_baud_rate_until_one_answers() -> None:
 def test_probe_protocol_order() -> None:
     from agent.commands.probe import protocols_to_try
 
-    assert protocols_to_try("/dev/ttyACM0", None) == ["shtrih", "atol"]
-    assert protocols_to_try("socket://10.0.0.5:5555", None) == ["atol", "shtrih"]
-    assert protocols_to_try("socket://10.0.0.5:7778", None) == ["shtrih", "atol"]
+    assert protocols_to_try("/dev/ttyACM0", None) == ["shtrih", "shtrih-alt", "atol", "atol2"]
+    assert protocols_to_try("socket://10.0.0.5:5555", None) == ["atol", "shtrih", "shtrih-alt", "atol2"]
+    assert protocols_to_try("socket://10.0.0.5:7778", None) == ["shtrih", "shtrih-alt", "atol", "atol2"]
     assert protocols_to_try("usb://2912:0005", None) == ["atol"]
     assert protocols_to_try("/dev/ttyACM0", "atol") == ["atol"]
 

@@ -197,6 +197,6 @@ def test_unknown_protocol_is_named() -> None:
     raw = {"agent_id": "a1", "devices": [{"protocol": "shtrih", "url": "x"}, {"protocol": "Mercury", "url": "y"}]}
     with pytest.raises(ConfigError) as exc:
         load_config(None, env={}, overrides=raw)
-    assert problems_of(exc)[0].startswith("devices[1].protocol:") and "atol, shtrih" in problems_of(exc)[0]
+    assert problems_of(exc)[0].startswith("devices[1].protocol:") and "atol, atol2, shtrih, shtrih-alt" in problems_of(exc)[0]
     raw["devices"][1]["protocol"] = "ATOL"
     assert load_config(None, env={}, overrides=raw).devices[1].protocol == "atol"

@@ -61,7 +61,7 @@ def test_poll_fills_every_field_from_the_simulator(tcp: bool) -> None:
     )
     assert (state.serial, state.rnm, state.inn) == ("0012345678901234", "0000000001012345", "7701234567")
     assert state.firmware == "1.0 build 1"
-    assert state.ffd_version is None  # not readable with the v1 command set: unknown, not guessed
+    assert state.ffd_version == "1.2"  # 1Fh table 17, row 1, field 17 (the simulator's default)
     assert state.register_clock == NOW and state.read_at is None
     assert state.last_fd_number == 8
 

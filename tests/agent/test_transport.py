@@ -15,6 +15,7 @@ import serial
 from agent.drivers import transport
 from agent.drivers.link import LinkClosed, LinkError, PortNotFound, PortPermissionDenied
 from agent.drivers.transport import SerialLink, open_link, register_url_handlers
+from protocol.kkt.state import DRIVER_PROTOCOLS
 
 
 def free_port() -> int:
@@ -144,10 +145,10 @@ def test_open_link_chooses_usb_for_usb_urls(monkeypatch: pytest.MonkeyPatch) -> 
 def test_registry_resolves_lazily_and_names_known_protocols(monkeypatch: pytest.MonkeyPatch) -> None:
     from agent.drivers import registry
 
-    assert registry.available_protocols() == ["atol", "shtrih"]
+    assert registry.available_protocols() == sorted(DRIVER_PROTOCOLS)  # what the collector accepts too
     assert registry.get_session_class("SHTRIH").protocol == "shtrih"
     assert registry.get_session_class("atol").protocol == "atol"
-    with pytest.raises(registry.UnknownProtocol, match="known protocols are atol, shtrih"):
+    with pytest.raises(registry.UnknownProtocol, match="known protocols are atol, atol2, shtrih, shtrih-alt"):
         registry.get_session_class("mercury")
     monkeypatch.setitem(registry.SESSION_CLASSES, "broken", "agent.drivers.no_such_module:Session")
     with pytest.raises(registry.DriverUnavailable, match="broken driver"):

@@ -86,6 +86,7 @@ def make_state(
         model="ШТРИХ-М-01Ф" if vendor is Vendor.SHTRIH else "АТОЛ 30Ф",
         serial=serial,
         rnm=f"000{serial}",
+        ffd_version="1.05",
         register_clock=clock,
         read_at=now,
         shift=ShiftState(

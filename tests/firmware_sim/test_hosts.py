@@ -219,8 +219,8 @@ def test_make_device_resolves_lazily_and_rejects_unknown_protocols() -> None:
     from firmware_sim.devices import UnknownProtocol, device_protocols, make_device
     from firmware_sim.model import RegisterModel
 
-    assert device_protocols() == ["atol", "shtrih"]
+    assert device_protocols() == ["atol", "atol2", "shtrih", "shtrih-alt"]
     model = RegisterModel(clock=ManualClock())
     assert make_device("shtrih", model, tcp=True).feed(b"\x05") == b"\x15"  # idle Shtrih NAKs an ENQ
-    with pytest.raises(UnknownProtocol, match="speaks atol, shtrih"):
+    with pytest.raises(UnknownProtocol, match="speaks atol, atol2, shtrih, shtrih-alt"):
         make_device("mercury", model)

@@ -93,7 +93,7 @@ def test_ofd_backlog_crosses_the_30_day_rule_and_sales_are_refused_with_15h() ->
     clock, runner = build("ofd-backlog")
     model = runner.model
     status = model.exchange_status()
-    assert status.unsent_count >= 40
+    assert status.unsent_count == 40  # the number the description and `unsent.count` state
     assert status.first_unsent_at == START - timedelta(days=20)
     assert not model.ofd_connected
     assert FnWarning.OFD_TIMEOUT not in model.warnings()
@@ -103,6 +103,34 @@ def test_ofd_backlog_crosses_the_30_day_rule_and_sales_are_refused_with_15h() ->
     with pytest.raises(FiscalRefused) as refused:
         model.sell()
     assert refused.value.code == 0x15
+
+
+@pytest.mark.parametrize("protocol", ["shtrih", "atol"])
+def test_ofd_backlog_agent_reads_the_count_the_scenario_text_states(protocol: str) -> None:
+    from agent.drivers.registry import open_session
+    from firmware_sim.hosts import install_sim_url_handler
+
+    install_sim_url_handler()
+    scenario = load_scenario("ofd-backlog")
+    stated = scenario.state["unsent"]["count"]
+    assert f"{stated} unsent documents" in scenario.description
+    with open_session(protocol, f"sim://{protocol}?scenario=ofd-backlog") as connection:
+        assert connection.poll().ofd.unsent_count == stated
+
+
+def test_ffd_version_from_the_scenario_is_what_the_agent_reads() -> None:
+    from agent.drivers.shtrih import ShtrihSession
+    from firmware_sim.shtrih import ShtrihDevice
+    from tests.agent.shtrih_loopback import ShtrihLoopback
+
+    model = parse_scenario('format = 1\n[state]\nffd_version = "1.05"\n').build(ManualClock(START))
+    assert ShtrihSession(ShtrihLoopback(ShtrihDevice(model)), timeout=0.05).poll().ffd_version == "1.05"
+
+
+def test_unsent_count_smaller_than_the_documents_the_open_shift_makes_is_refused() -> None:
+    text = 'format = 1\n[state]\nunsent = { count = 2, oldest = "-2d" }\nshift_opened = "-1h"\nreceipts = 1\n'
+    with pytest.raises(ScenarioError, match=r"state\.unsent\.count 2 must exceed the 2"):
+        parse_scenario(text, name="tiny").build(ManualClock(START))
 
 
 def test_paper_out_timeline_and_not_fiscal_and_memory_full() -> None:
@@ -177,6 +205,7 @@ def test_timeline_actions_change_the_model() -> None:
         ("format = 1\n[state]\nunsent = { count = 3 }\n", "state.unsent"),
         ("format = 1\n[state]\npaper = \"no\"\n", "state.paper"),
         ("format = 1\n[state]\nfn_phase = \"banana\"\n", "state.fn_phase"),
+        ("format = 1\n[state]\nffd_version = \"2.0\"\n", "state.ffd_version"),
         ("format = 1\n[[at]]\nt = \"+1s\"\naction = \"explode\"\n", "at[0].action"),
         ("format = 1\n[[at]]\naction = \"sell\"\n", "at[0]"),
         ("format = 1\n[[at]]\nt = \"+1s\"\naction = \"sell\"\ncount = 0\n", "at[0].count"),

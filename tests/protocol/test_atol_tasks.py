@@ -256,7 +256,7 @@ def test_existing_task_id_is_polled_and_abort_clears_the_buffer() -> None:
     step, sends = run(HostTransaction(COMMAND_3F, task_id=1, packet_ids=IdCounter()), wire)
     assert isinstance(step, Completed) and sends == 2
     wire(encode_packet(61, Add(2, COMMAND_3F, AddFlag(0)).encode()))
-    assert wire(encode_packet(62, Abort().encode())) == b""
+    assert Deframer().feed(wire(encode_packet(62, Abort().encode()))) == [Packet(62, b"\xa3")]  # §3.2
     assert Deframer().feed(wire(encode_packet(63, Req(2).encode()))) == [Packet(63, b"\xb3")]
 
 
@@ -288,3 +288,38 @@ def _device_wire(device: DeviceTaskBuffer) -> Wire:
 def _damage(frame: bytes) -> bytes:
     """Flip bits of the last byte (bit 6 always changes), so the CRC or its escape is wrong."""
     return frame[:-1] + bytes(((frame[-1] ^ 0x55) & 0x7F,))
+
+
+def test_host_asking_async_waits_for_a6_and_reqs_only_after_a_timeout() -> None:
+    transaction = HostTransaction(
+        COMMAND_3F, task_id=3, packet_ids=IdCounter(), flags=AddFlag.NEED_RESULT | AddFlag.WAIT_ASYNC
+    )
+    (add,) = Deframer().feed(transaction.start().frame)
+    assert isinstance(add, Packet) and add.data[1] == 0x05  # flags: NeedResult | async
+    assert transaction.receive(Packet(1, b"\xa2")) == Wait()  # no REQ: the result comes unasked
+    req = transaction.timeout()
+    assert isinstance(req, Send) and Deframer().feed(req.frame) == [Packet(2, Req(3).encode())]
+    assert transaction.receive(Packet(2, b"\xa2")) == Wait()
+    step = transaction.receive(Packet(ASYNC_PACKET_ID, b"\xa6\x03D"))
+    assert isinstance(step, Completed) and step.status is TaskStatus.ASYNC_RESULT and step.result == b"D"
+
+
+def test_device_async_result_is_resent_on_ticks_until_acknowledged() -> None:
+    device = DeviceTaskBuffer(echo)
+    add = Packet(1, Add(4, COMMAND_3F, AddFlag.NEED_RESULT | AddFlag.WAIT_ASYNC).encode())
+    out = Deframer().feed(device.receive(add, now=10.0))
+    result = Packet(ASYNC_PACKET_ID, b"\xa6\x04D" + COMMAND_3F)
+    assert out == [Packet(1, b"\xa2"), result]
+    assert device.tick(10.1) == b""  # too soon to repeat
+    assert Deframer().feed(device.tick(10.6)) == [result]
+    assert device.receive(Packet(2, Ack(4).encode()), now=10.7) == b""
+    assert device.tick(20.0) == b""
+
+
+def test_slow_async_task_finishes_on_ticks() -> None:
+    device = DeviceTaskBuffer(echo, slow_polls=2)
+    assert Deframer().feed(device.receive(Packet(1, Add(5, COMMAND_3F, AddFlag.WAIT_ASYNC).encode()))) == [
+        Packet(1, b"\xa2")
+    ]
+    assert device.tick(1.0) == b""
+    assert Deframer().feed(device.tick(1.1)) == [Packet(ASYNC_PACKET_ID, b"\xa6\x05D" + COMMAND_3F)]

@@ -141,3 +141,22 @@ def test_warning_names_and_error_meanings() -> None:
     assert warning_names(0) == []
     assert "30" in fn_error_meaning(0x15)
     assert "неизвестный" in fn_error_meaning(0x7E)
+
+
+def test_ffd_version_codes_follow_tag_1209() -> None:
+    from protocol.kkt.fn import ffd_version_code, ffd_version_name
+
+    assert [ffd_version_name(code) for code in (1, 2, 3, 4, 0, 9)] == ["1.0", "1.05", "1.1", "1.2", None, None]
+    assert ffd_version_code("1.05") == 2
+    with pytest.raises(EncodeError, match="unknown ФФД version"):
+        ffd_version_code("2.0")
+
+
+def test_tlv_round_trip_and_truncation() -> None:
+    from protocol.kkt.fn import FnTlv
+
+    tlv = FnTlv(1209, b"\x04")
+    assert tlv.encode() == bytes.fromhex("B9 04 01 00 04")
+    assert FnTlv.decode(tlv.encode()) == tlv
+    with pytest.raises(DecodeError):
+        FnTlv.decode(bytes.fromhex("B9 04 02 00 04"))  # says 2 bytes, carries 1

@@ -7,18 +7,9 @@ from collections.abc import Sequence
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocol.kkt.handshake import Deliver, Execute, Fail, FailureKind, Send, Wait
 from protocol.kkt.shtrih.framing import ACK, ENQ, NAK, encode_frame
-from protocol.kkt.shtrih.link import (
-    Deliver,
-    DeviceLink,
-    Execute,
-    Fail,
-    FailureKind,
-    HostExchange,
-    HostState,
-    Send,
-    Wait,
-)
+from protocol.kkt.shtrih.link import DeviceLink, HostExchange, HostState
 
 REQUEST = bytes.fromhex("10 1E 00 00 00")
 ANSWER = bytes.fromhex("10 00 1E 82 02 04 00 00 99 D8 00 00 00 00 00 00")

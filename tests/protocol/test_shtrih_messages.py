@@ -48,6 +48,8 @@ STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
     msg.NoParams: st.builds(msg.NoParams),
     msg.PasswordRequest: st.builds(msg.PasswordRequest, u32),
     msg.FindDocumentRequest: st.builds(msg.FindDocumentRequest, u32, u32),
+    msg.ReadTableRequest: st.builds(msg.ReadTableRequest, u8, st.integers(0, 0xFFFF), u8, u32),
+    msg.TableValue: st.builds(msg.TableValue, st.binary(min_size=1, max_size=40)),
     msg.OpenReceiptRequest: st.builds(msg.OpenReceiptRequest, u8, u32),
     msg.SaleRequest: st.builds(
         msg.SaleRequest, st.integers(0, 2**40 - 1), st.integers(0, 2**40 - 1), u8, four, cp1251_text, u32

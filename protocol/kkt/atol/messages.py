@@ -17,10 +17,12 @@ from typing import Any, ClassVar, Generic, TypeVar
 from protocol.kkt.atol.errors import UNKNOWN_COMMAND, device_error
 from protocol.kkt.errors import DecodeError, EncodeError
 from protocol.kkt.fn import (
+    FFD_VERSION_TAG,
     FnDocument,
     FnExchangeStatus,
     FnShiftParams,
     FnStatus,
+    FnTlv,
     FnValidity,
     decode_ascii,
     encode_ascii,
@@ -451,6 +453,30 @@ class GetFnDocument(_FnQuery[FnDocument]):
         return self._wrap(answer.encode())
 
 
+@dataclass(frozen=True, slots=True)
+class GetFnRegistrationParam(_FnQuery[FnTlv]):
+    """A4 44: ФН 44h "registration parameter by tag" (tag, 2 LE) through the pass-through; the
+    answer is the TLV. The driver reads tag 1209, the ФФД version (§2.3, §5.1) [I: ФН 44h is [V],
+    its use through A4 follows the pass-through rule as A4 40 does]."""
+
+    CODE = b"\xa4\x44"
+    tag: int = FFD_VERSION_TAG
+
+    def params(self) -> bytes:
+        return struct.pack("<H", self.tag)
+
+    @classmethod
+    def from_params(cls, params: bytes) -> GetFnRegistrationParam:
+        _require(params, 2, "A4 44 tag")
+        return cls(int(struct.unpack_from("<H", params)[0]))
+
+    def decode_answer(self, data: bytes) -> FnTlv:
+        return FnTlv.decode(self._data(data))
+
+    def encode_answer(self, answer: FnTlv) -> bytes:
+        return self._wrap(answer.encode())
+
+
 # ---- mode and fiscal commands (simulator and tests)
 
 
@@ -579,7 +605,7 @@ COMMANDS: dict[bytes, type[Command[Any]]] = {
     cls.CODE: cls
     for cls in (
         GetDeviceStatus, GetStateCode, GetDeviceType, GetFirmwareVersion, GetFnStatus, GetFnNumber,
-        GetFnValidity, GetFnExchangeStatus, GetFnShiftParams, GetFnDocument, EnterMode, LeaveMode, OpenShift, CloseShift,
+        GetFnValidity, GetFnExchangeStatus, GetFnShiftParams, GetFnDocument, GetFnRegistrationParam, EnterMode, LeaveMode, OpenShift, CloseShift,
         OpenReceipt, RegisterItem, CloseReceipt,
     )
 }  # fmt: skip

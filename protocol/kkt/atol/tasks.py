@@ -10,7 +10,8 @@ Inferred details ([I], the public sources do not pin them) and the tolerant choi
 
 * A reply carries the packet id of the host packet it answers; a repeat of the same packet
   (same id and DATA, sent after a timeout) gets the cached reply and is not executed twice.
-* ACK and ABORT get no reply; A1/A2/A5/A8/B1…B4 are a bare status byte (trailing bytes tolerated).
+* ACK gets no reply; ABORT is answered A3 (specs §3.2); A1/A2/A5/A8/B1…B4 are a bare status byte
+  (trailing bytes tolerated).
 * C5 ACK_ADD has the ADD body and first acknowledges every finished task.
 """
 
@@ -21,6 +22,7 @@ from dataclasses import dataclass, field
 from enum import Enum, IntEnum, IntFlag
 
 from protocol.kkt.atol.link import (
+    ASYNC_PACKET_ID,
     MAX_HOST_PACKET_ID,
     BadPacket,
     Garbage,
@@ -249,8 +251,13 @@ Step = Send | Wait | Completed | Failed
 class HostTransaction:
     """One command through the task buffer: ADD → (A1/A2 → REQ…) → A3/A4 → ACK.
 
+    With ``AddFlag.WAIT_ASYNC`` in ``flags`` the host waits for the device's ``F0`` packet
+    (A6/A7 with our task id) instead of polling, and sends a REQ only when a wait times out
+    (the result may have been lost). A device may answer either way, whatever was asked: an
+    immediate A3, A2 then A6, or A3 to a REQ all complete the task (specs §3.2).
+
     Bounded: at most ``max_repeats`` repeats for each of timeouts, damaged answers and the
-    device's retransmit requests, and ``max_polls`` REQs while the task runs.
+    device's retransmit requests, and ``max_polls`` REQs (or async waits) while the task runs.
     """
 
     command: bytes
@@ -266,6 +273,7 @@ class HostTransaction:
     _repeat_requests: int = field(default=0, init=False)
     _polls: int = field(default=0, init=False)
     _readds: int = field(default=0, init=False)
+    _awaiting_async: bool = field(default=False, init=False)
     _done: bool = field(default=False, init=False)
 
     def start(self) -> Send:
@@ -285,7 +293,12 @@ class HostTransaction:
         return Failed(kind, detail, status)
 
     def timeout(self) -> Step:
-        """Nothing usable arrived in time: repeat the last packet with the same id (the device dedups)."""
+        """Nothing usable arrived in time: repeat the last packet with the same id (the device dedups).
+
+        While waiting for an async result, ask for the task's state instead (REQ).
+        """
+        if self._awaiting_async:
+            return self._poll()
         self._timeouts += 1
         if self._timeouts > self.max_repeats:
             return self._fail(FailureKind.NO_ANSWER, f"no answer after {self._timeouts} attempts")
@@ -336,15 +349,13 @@ class HostTransaction:
             self._done = True
             ack = encode_packet(self.packet_ids.next(), Ack(self.task_id).encode())
             return Completed(status, reply.result, ack)
+        if status in _STILL_RUNNING and self.flags & AddFlag.WAIT_ASYNC:
+            self._awaiting_async = True  # the result comes as an F0 packet; a timeout REQs
+            self._timeouts = 0
+            return Wait()
         if status in _STILL_RUNNING or status is TaskStatus.ALREADY_EXISTS:
             # B2: our own ADD arrived twice (or a stale task with this id exists): ask for its state.
-            self._polls += 1
-            if self._polls > self.max_polls:
-                return self._fail(
-                    FailureKind.NO_ANSWER, f"task still running after {self.max_polls} polls", status
-                )
-            self._timeouts = 0
-            return Send(self._send(Req(self.task_id).encode()).frame, poll=True)
+            return self._poll()
         if status is TaskStatus.NOT_FOUND and self._readds < self.max_repeats:
             self._readds += 1  # the device lost the task (reset): add it again
             return self.start()
@@ -353,12 +364,23 @@ class HostTransaction:
         return self._fail(FailureKind.PROTOCOL, status.meaning, status)
 
 
+    def _poll(self) -> Step:
+        self._polls += 1
+        if self._polls > self.max_polls:
+            return self._fail(FailureKind.NO_ANSWER, f"task still running after {self.max_polls} polls")
+        self._timeouts = 0
+        self._awaiting_async = False  # until the REQ's answer says the task still runs
+        return Send(self._send(Req(self.task_id).encode()).frame, poll=True)
+
+
 def encode_abort(packet_ids: IdCounter) -> bytes:
-    """ABORT (clear the task buffer) as a ready frame; the device sends no reply."""
+    """ABORT (clear the task buffer) as a ready frame; the device's A3 to it needs no reading."""
     return encode_packet(packet_ids.next(), Abort().encode())
 
 
 # ------------------------------------------------------------------------------ device side
+
+ASYNC_REDELIVERY_SECONDS = 0.5  # an unacknowledged A6/A7 is sent again after this much silence [I]
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,32 +391,55 @@ class TaskResult:
 
 @dataclass
 class _Task:
-    result: TaskResult
-    polls_left: int  # REQs still answered "in progress" (simulates a slow command)
+    result: TaskResult | None  # None: queued behind a failed task while execution is stopped
+    polls_left: int  # REQs/ticks still answered "in progress" (simulates a slow command)
+    flags: AddFlag
+    delivers_async: bool
+
+    @property
+    def running(self) -> bool:
+        return self.result is not None and self.polls_left > 0
+
+    @property
+    def finished(self) -> bool:
+        return self.result is not None and self.polls_left <= 0
 
 
 @dataclass
 class DeviceTaskBuffer:
     """Device role: turns link events into reply frames, executing ADDed commands via ``execute``.
 
-    ``slow_polls`` makes every task answer A1 to ADD and A2 to that many REQs before its result,
-    so tests exercise the host's polling path.
+    Follows specs §3.2 ("Asynchronous results"): an ADD with the async flag (or every ADD when
+    ``async_results`` — firmware that always answers that way) is answered A2 at once and its
+    result later arrives as an ``F0`` packet ``A6/A7 tid result``, sent again by :meth:`tick`
+    until the host's ``C2``. REQ reports A1/A2/A3/A4/A5/B3; ABORT clears the buffer and answers
+    A3; ADD of a known task id is B2, of one task too many B1.
+
+    Inferred ([I]) and chosen here: a task that fails without IgnoreError stops execution —
+    tasks added after it answer A5 and are not run — until that task is ACKed or the buffer is
+    aborted. ``slow_polls`` keeps every task "in progress" for that many REQs or ticks.
     """
 
     execute: Callable[[bytes], TaskResult]
     capacity: int = 16
     slow_polls: int = 0
+    async_results: bool = False
     _tasks: dict[int, _Task] = field(default_factory=dict, init=False)
+    _stopped_by: int | None = field(default=None, init=False)
+    _undelivered: dict[int, bytes] = field(default_factory=dict, init=False)  # tid → F0 frame until C2
+    _last_delivery: float = field(default=0.0, init=False)
     _last_request: tuple[int, bytes] | None = field(default=None, init=False)
     _last_reply: bytes | None = field(default=None, init=False)
 
     def reset(self) -> None:
         self._tasks.clear()
+        self._undelivered.clear()
+        self._stopped_by = None
         self._last_request = None
         self._last_reply = None
 
-    def receive(self, event: LinkEvent) -> bytes:
-        """The bytes to send back for one link event (maybe empty)."""
+    def receive(self, event: LinkEvent, now: float = 0.0) -> bytes:
+        """The bytes to send back for one link event (maybe empty), async results that became due included."""
         if isinstance(event, Garbage):
             return b""
         if isinstance(event, BadPacket):
@@ -412,32 +457,78 @@ class DeviceTaskBuffer:
             reply = self._handle(request)
         frame = encode_packet(event.packet_id, reply.encode()) if reply else b""
         self._last_request, self._last_reply = (event.packet_id, event.data), frame
-        return frame
+        return frame + self._deliver_new(now)
+
+    def tick(self, now: float) -> bytes:
+        """Time passed without host input: advance slow async tasks, re-send unacknowledged results."""
+        for task in self._tasks.values():
+            if task.running and task.delivers_async:
+                task.polls_left -= 1
+        fresh = self._deliver_new(now)
+        if fresh or not self._undelivered or now - self._last_delivery < ASYNC_REDELIVERY_SECONDS:
+            return fresh
+        self._last_delivery = now
+        return b"".join(self._undelivered.values())
+
+    def _deliver_new(self, now: float) -> bytes:
+        """F0 packets for async tasks that have just finished (each is queued until its C2)."""
+        out = bytearray()
+        for task_id, task in self._tasks.items():
+            if task.delivers_async and task.finished and task_id not in self._undelivered:
+                assert task.result is not None
+                status = TaskStatus.ASYNC_RESULT if task.result.ok else TaskStatus.ASYNC_ERROR
+                frame = encode_packet(ASYNC_PACKET_ID, DeviceReply(status, task.result.answer, task_id).encode())
+                self._undelivered[task_id] = frame
+                out += frame
+        if out:
+            self._last_delivery = now
+        return bytes(out)
 
     def _handle(self, request: HostRequest) -> DeviceReply | None:
         if isinstance(request, Abort):
-            self._tasks.clear()
-            return None
+            self.reset()
+            return DeviceReply(TaskStatus.RESULT)  # clients wait for A3 (specs §3.2)
         if isinstance(request, Ack):
-            self._tasks.pop(request.task_id, None)
+            self._acknowledge(request.task_id)
             return None
         if isinstance(request, Req):
             task = self._tasks.get(request.task_id)
             return DeviceReply(TaskStatus.NOT_FOUND) if task is None else self._state(task)
         if request.and_ack:
-            self._tasks.clear()  # every task here is finished: the simulator executes on ADD
+            for task_id in [tid for tid, task in self._tasks.items() if task.finished]:
+                self._acknowledge(task_id)
+        return self._add(request)
+
+    def _acknowledge(self, task_id: int) -> None:
+        self._tasks.pop(task_id, None)
+        self._undelivered.pop(task_id, None)
+        if self._stopped_by == task_id:
+            self._stopped_by = None
+
+    def _add(self, request: Add) -> DeviceReply:
         if request.task_id in self._tasks:
             return DeviceReply(TaskStatus.ALREADY_EXISTS)
         if len(self._tasks) >= self.capacity:
             return DeviceReply(TaskStatus.OVERFLOW)
-        task = _Task(self.execute(request.command), self.slow_polls)
+        delivers_async = self.async_results or bool(request.flags & AddFlag.WAIT_ASYNC)
+        if self._stopped_by is not None:
+            self._tasks[request.task_id] = _Task(None, 0, request.flags, delivers_async)
+            return DeviceReply(TaskStatus.STOPPED)
+        result = self.execute(request.command)
+        task = _Task(result, self.slow_polls, request.flags, delivers_async)
         self._tasks[request.task_id] = task
-        if self.slow_polls or not request.flags & AddFlag.NEED_RESULT:
+        if not result.ok and not request.flags & AddFlag.IGNORE_ERROR:
+            self._stopped_by = request.task_id
+        if delivers_async:
+            return DeviceReply(TaskStatus.IN_PROGRESS)
+        if task.running or not request.flags & AddFlag.NEED_RESULT:
             return DeviceReply(TaskStatus.PENDING)
         return self._state(task)
 
     @staticmethod
     def _state(task: _Task) -> DeviceReply:
+        if task.result is None:
+            return DeviceReply(TaskStatus.STOPPED)
         if task.polls_left > 0:
             task.polls_left -= 1
             return DeviceReply(TaskStatus.IN_PROGRESS)

@@ -12,10 +12,20 @@ waits, each of which ends by itself.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from enum import Enum, StrEnum, auto
+from enum import Enum, auto
 
 from protocol.kkt.errors import DecodeError
+from protocol.kkt.handshake import (
+    Deliver,
+    DeviceAction,
+    Execute,
+    Fail,
+    FailureKind,
+    HostAction,
+    Send,
+    Wait,
+    handle_until_finished,
+)
 from protocol.kkt.shtrih.framing import (
     ACK,
     ENQ,
@@ -32,40 +42,6 @@ from protocol.kkt.shtrih.messages import command_code
 
 STRAY_FF = b"\xff"  # sent by the device over TCP after the host's ACK (not in the spec) [V2]
 MAX_STALE_ANSWERS = 3  # old answers drained before our request goes out
-
-
-@dataclass(frozen=True, slots=True)
-class Send:
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Wait:
-    """Start a new wait window: call ``timeout()`` if it passes without another ``Wait``."""
-
-    seconds: float
-
-
-@dataclass(frozen=True, slots=True)
-class Deliver:
-    """The answer payload (``CMD | ERR | DATA``), already acknowledged."""
-
-    payload: bytes
-
-
-class FailureKind(StrEnum):
-    NO_ANSWER = auto()  # nothing valid came back
-    CHECKSUM = auto()  # frames kept being damaged (either direction)
-    PROTOCOL = auto()  # bytes came back, but not Shtrih protocol, or the wrong answer
-
-
-@dataclass(frozen=True, slots=True)
-class Fail:
-    kind: FailureKind
-    reason: str
-
-
-HostAction = Send | Wait | Deliver | Fail
 
 
 class HostState(Enum):
@@ -118,12 +94,7 @@ class HostExchange:
         return self._send_enq()
 
     def receive(self, data: bytes) -> list[HostAction]:
-        actions: list[HostAction] = []
-        for event in self._deframer.feed(data):
-            if self.finished:
-                break
-            actions += self._handle(event)
-        return actions
+        return handle_until_finished(self._deframer.feed(data), self._handle, lambda: self.finished)
 
     def timeout(self) -> list[HostAction]:
         if self.finished:
@@ -211,15 +182,6 @@ class HostExchange:
 # ---------------------------------------------------------------------------------------------
 # Device role.
 
-
-@dataclass(frozen=True, slots=True)
-class Execute:
-    """A good request frame, already acknowledged: run it and pass the answer to ``answer()``."""
-
-    payload: bytes
-
-
-DeviceAction = Send | Execute
 
 
 class DeviceLink:

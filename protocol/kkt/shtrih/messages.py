@@ -159,6 +159,49 @@ class FindDocumentRequest:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadTableRequest:
+    """1Fh: read one field of a settings table (specs §1.4): table(1), row(2 LE), field(1)."""
+
+    table: int
+    row: int
+    field: int
+    password: int = SYSADMIN_PASSWORD
+
+    def encode(self) -> bytes:
+        return (
+            _uint(self.password, 4, "password")
+            + _uint(self.table, 1, "table")
+            + _uint(self.row, 2, "row")
+            + _uint(self.field, 1, "field")
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> ReadTableRequest:
+        reader = _Reader(data, "read table request")
+        password = reader.uint(4)
+        return cls(table=reader.uint(1), row=reader.uint(2), field=reader.uint(1), password=password)
+
+
+@dataclass(frozen=True, slots=True)
+class TableValue:
+    """1Fh answer: the field's raw bytes, an LE integer or a zero-padded cp1251 string."""
+
+    value: bytes
+
+    def encode(self) -> bytes:
+        return self.value
+
+    @classmethod
+    def decode(cls, data: bytes) -> TableValue:
+        if not data:
+            raise DecodeError("read table: the answer carries no value")
+        return cls(bytes(data))
+
+    def as_int(self) -> int:
+        return int.from_bytes(self.value, "little")
+
+
+@dataclass(frozen=True, slots=True)
 class OpenReceiptRequest:
     """8Dh: receipt type 0 sale, 1 purchase, 2 sale return, 3 purchase return."""
 
@@ -647,6 +690,10 @@ OPEN_RECEIPT = Command(0x8D, "open receipt", OpenReceiptRequest, OperatorAnswer)
 SALE = Command(0x80, "sale", SaleRequest, OperatorAnswer)
 CLOSE_RECEIPT = Command(0x85, "close receipt", CloseReceiptRequest, CloseReceiptAnswer)
 CANCEL_RECEIPT = Command(0x88, "cancel receipt", PasswordRequest, OperatorAnswer)
+READ_TABLE = Command(0x1F, "read table", ReadTableRequest, TableValue)
+# Where desktop models keep the ФФД version (tag-1209 code), as Shtrih's own Java driver writes it
+# when fiscalising: table 17, row 1, field 17 (Shtrih-Mobile: table 10, field 4) [V].
+FFD_VERSION_FIELD = ReadTableRequest(table=17, row=1, field=17)
 
 COMMANDS: dict[int, Command[Any, Any]] = {
     command.code: command
@@ -670,6 +717,7 @@ COMMANDS: dict[int, Command[Any, Any]] = {
         SALE,
         CLOSE_RECEIPT,
         CANCEL_RECEIPT,
+        READ_TABLE,
     )
 }
 

@@ -144,6 +144,7 @@ def test_register_page_shows_countdowns_and_fn_days_left(engine: sa.Engine, flee
         assert '"unsent": 11' in backlog  # the chart data of the last history point
         fn = await fetch(client, f"/registers/{fleet.registers['nevsky-1']}")
         assert "осталось 10 дн." in fn
+        assert "<dt>ФФД</dt><dd>1.05</dd>" in fn  # the format the register works in
 
     run(engine, session)
 
