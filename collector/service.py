@@ -347,6 +347,7 @@ class CollectorService:
                 engine=self.engine,
                 metrics_registry=self.metrics.registry,
                 broker_ready=self.consumer.connected.is_set,
+                ingest_ready=self.writer.health.check,
                 event_hub=self.event_hub,
                 account_service=account_service_from_config(config),
                 enrollment=enrollment_from_config(config, self.engine),

@@ -13,9 +13,12 @@ batches grow by themselves while the previous one is being written; at low load 
 at most the linger, 20 ms by default).
 
 Failure policy: if the batch transaction fails, each message is retried in a transaction of its
-own and a message the storage refuses is dead-lettered, so one bad message never blocks the
-others. If the database itself is unreachable nothing is acked and the batch is retried — the
-broker keeps the messages meanwhile.
+own and a message the storage refuses — for whatever cause: an oversize field, text the backend
+cannot store, a constraint, a bug — is dead-lettered, so one bad message never blocks the others.
+Filing a dead letter cannot fail on the message's content (the storage bounds every field), so
+when even that fails, or the database is unreachable, the database is the problem: nothing is
+acked, the batch is retried (the broker keeps the messages meanwhile) and ``IngestHealth`` makes
+``/readyz`` say so until a commit succeeds again.
 """
 
 from __future__ import annotations
@@ -37,12 +40,14 @@ import sqlalchemy as sa
 from collector.ingest import bulk
 from collector.ingest.admission import Admission
 from collector.ingest.consumer import InboundMessage
+from collector.ingest.health import IngestHealth
 from collector.ingest.sequence import NOTHING, SequenceTracker
 from collector.ingest.writes import Decoded, FreshState, RefreshCache, WriteOutcome, write_messages
 from collector.metrics import CollectorMetrics
 from collector.storage import StorageError
 from collector.storage import repository as repo
 from collector.storage.engine import begin_write
+from collector.storage.rows import fits_int64
 from collector.storage.schema import ingest_marks
 from protocol.mqtt.errors import ContractError, TopicError
 from protocol.mqtt.models import (
@@ -54,7 +59,7 @@ from protocol.mqtt.models import (
     decode,
     encode,
 )
-from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, AgentTopic, TopicKind, ack_topic, cmd_topic
+from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, AgentTopic, TopicKind, ack_topic, cmd_topic, quoted
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,10 @@ class WriterSettings:
     enforce_enrollment: bool = False
     default_tenant: str = "default"
     unassigned_node: str = "unassigned"
+
+
+class CannotCommit(Exception):
+    """Even a dead letter could not be committed: the database refuses writes, not the message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,8 +148,10 @@ class IngestWriter:
         settings: WriterSettings | None = None,
         metrics: CollectorMetrics | None = None,
         on_changed: ChangeListener | None = None,
+        health: IngestHealth | None = None,
     ) -> None:
         self.settings = settings or WriterSettings()
+        self.health = health or IngestHealth()
         self._engine = engine
         self._downlink = downlink
         self._metrics = metrics or CollectorMetrics()
@@ -184,8 +195,9 @@ class IngestWriter:
                 if batch:
                     self._write_until_done(batch)
                 self._ask_rebirths()
-            except Exception:  # a bug must not end ingest; unacked messages come back on reconnect
+            except Exception as exc:  # a bug must not end ingest; unacked messages come back on reconnect
                 log.exception("ingest writer step failed")
+                self.health.failed(f"writer step failed: {type(exc).__name__}: {exc}")
             if self._stop.is_set() and (self._queue.empty() or time.monotonic() > self._drain_until):
                 return
 
@@ -217,12 +229,15 @@ class IngestWriter:
     def _write_until_done(self, batch: list[InboundMessage]) -> None:
         """Retry while the database is away (nothing is acked meanwhile; the broker keeps the
         messages); give up only when stopping and the drain time is over."""
+        self.health.batch_started()
         while True:
             try:
                 self.process(batch)
+                self.health.committed()
                 return
-            except sa.exc.OperationalError as exc:
-                log.error("database unavailable, retrying the batch of %d: %s", len(batch), exc)
+            except (sa.exc.OperationalError, CannotCommit) as exc:
+                log.error("database refuses writes, retrying the batch of %d: %s", len(batch), exc)
+                self.health.failed(_first_line(exc))
                 self._stop.wait(DB_RETRY_DELAY)
                 if self._stop.is_set() and time.monotonic() > self._drain_until:
                     return
@@ -289,13 +304,17 @@ class IngestWriter:
             except Exception as exc:
                 self._undo()
                 if not isinstance(exc, StorageError | sa.exc.IntegrityError | sa.exc.DataError):
-                    log.exception("storing a message from %s failed; dead-lettering it", message.topic)
-                single = BatchResult(dead_letters=[Rejected(message, _storage_reason(exc), str(exc))])
-                # Kept verbatim as a dead letter, the record counts as handled for the ack mark,
+                    log.exception("storing a message from %s failed; dead-lettering it", quoted(message.topic))
+                single = BatchResult(dead_letters=[Rejected(message, _storage_reason(exc), _failure_text(exc))])
+                # Filed as a dead letter, the record counts as handled for the ack mark,
                 # so one unstorable message does not hold the agent's outbox forever.
                 handled = _live_key(item) if isinstance(item, Decoded) else None
-                with begin_write(self._engine) as conn:
-                    self._write(conn, [], single, handled=handled)
+                try:
+                    with begin_write(self._engine) as conn:
+                        self._write(conn, [], single, handled=handled)
+                except Exception as failure:
+                    self._undo()
+                    raise CannotCommit(f"filing a dead letter failed: {_first_line(failure)}") from failure
             merged.committed += single.committed
             merged.dead_letters += single.dead_letters
             merged.acks.update(single.acks)
@@ -399,6 +418,8 @@ def _live_key(item: Decoded) -> tuple[str, int, int] | None:
     payload = item.payload
     if isinstance(payload, StatusPayload | HistBatch) or not isinstance(payload, Envelope):
         return None
+    if not (fits_int64(payload.session) and fits_int64(payload.seq)):
+        return None  # no mark can hold it; the dead letter alone must still be filed
     return payload.agent, payload.session, payload.seq
 
 
@@ -408,6 +429,16 @@ _KINDS = frozenset(kind.value for kind in TopicKind)
 def _kind_label(topic: str) -> str:
     parts = topic.split("/")
     return parts[3] if len(parts) > 3 and parts[3] in _KINDS else "other"
+
+
+def _failure_text(exc: BaseException) -> str:
+    """The driver's message without SQLAlchemy's statement and parameters (which can be huge)."""
+    return (str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) else str(exc)).strip()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = _failure_text(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def _storage_reason(exc: Exception) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from collector.ingest import pg_arrays
+from collector.storage.bounds import check_fits
 from collector.storage.dialect import upsert_insert
 from collector.storage.errors import AgentRevoked, RegisterOwnedElsewhere, UnknownAgent, UnknownNode
 from collector.storage.rows import (
@@ -89,6 +90,7 @@ def ensure_registers(conn: sa.Connection, claims: Sequence[tuple[RegisterIdentit
             "agent_id": agent_id, "protocol": identity.protocol, "first_seen": seen_at, "last_seen": seen_at,
             **{name: getattr(identity, name) for name in _IDENTITY_FIELDS},
         }
+        check_fits(registers, params)  # the state's free-text identity fields are unbounded
         # One register twice in one multi-row upsert is an error on PostgreSQL: later rounds.
         index = next((i for i, ids in enumerate(placed) if identity.register_id not in ids), len(rounds))
         if index == len(rounds):

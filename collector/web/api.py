@@ -339,7 +339,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", f"{API}/openapi.json", serve_openapi, "getOpenApi", "This document", "operations",
               media_type="application/json", public=True),
     Operation("GET", "/healthz", ops.healthz, "healthz", "The process is alive", "operations", Health, public=True),
-    Operation("GET", "/readyz", ops.readyz, "readyz", "Database reachable and broker connected (when reported)",
+    Operation("GET", "/readyz", ops.readyz, "readyz", "Database reachable, broker connected and ingest committing (when reported)",
               "operations", Readiness, public=True, errors=(503,)),
     Operation("GET", "/metrics", ops.metrics, "metrics", "Prometheus exposition", "operations",
               media_type="text/plain", public=True),

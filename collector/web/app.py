@@ -38,8 +38,10 @@ from collector.web.auth import (
 from collector.web.openapi import OPERATIONS_KEY
 from collector.web.ops import (
     BROKER_READY_KEY,
+    INGEST_READY_KEY,
     METRICS_KEY,
     BrokerReadiness,
+    IngestReadiness,
     http_metrics_for,
     metrics_middleware,
 )
@@ -122,6 +124,7 @@ def create_app(
     engine: sa.Engine | None = None,
     metrics_registry: CollectorRegistry | None = None,
     broker_ready: BrokerReadiness | None = None,
+    ingest_ready: IngestReadiness | None = None,
     authenticator: Authenticator | None = None,
     clock: Callable[[], datetime] = _utc_now,
     event_hub: EventHub | None = None,
@@ -130,7 +133,7 @@ def create_app(
     enrollment: EnrollmentService | None = None,
 ) -> web.Application:
     """Build the app. Without ``engine`` it opens one on ``config.db_url`` and disposes of it on
-    cleanup; ``broker_ready`` feeds ``/readyz``; ``authenticator`` replaces the config's choice;
+    cleanup; ``broker_ready`` and ``ingest_ready`` feed ``/readyz``; ``authenticator`` replaces the config's choice;
     ``account_service`` carries the mailer of account e-mails (default: the log, built on first
     use); ``enrollment`` adds the enrollment endpoints."""
     from collector.accounts.web_auth import AccountsAuth
@@ -143,6 +146,8 @@ def create_app(
     app[METRICS_KEY] = http_metrics_for(metrics_registry or CollectorRegistry())
     if broker_ready is not None:
         app[BROKER_READY_KEY] = broker_ready
+    if ingest_ready is not None:
+        app[INGEST_READY_KEY] = ingest_ready
     if engine is None:
         owned = create_engine_from_url(settings.db_url)
         app[ENGINE_KEY] = owned
