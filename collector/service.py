@@ -97,6 +97,7 @@ def writer_settings(config: CollectorConfig) -> WriterSettings:
         enforce_enrollment=config.enforce_enrollment,
         default_tenant=config.default_tenant,
         unassigned_node=config.unassigned_node,
+        max_session_jump=config.max_session_jump,
     )
 
 

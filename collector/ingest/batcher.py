@@ -38,7 +38,7 @@ from typing import Protocol
 import sqlalchemy as sa
 
 from collector.ingest import bulk
-from collector.ingest.admission import Admission
+from collector.ingest.admission import DEFAULT_MAX_SESSION_JUMP, Admission, SessionGuard
 from collector.ingest.consumer import InboundMessage
 from collector.ingest.health import IngestHealth
 from collector.ingest.sequence import NOTHING, SequenceTracker
@@ -83,6 +83,7 @@ class WriterSettings:
     enforce_enrollment: bool = False
     default_tenant: str = "default"
     unassigned_node: str = "unassigned"
+    max_session_jump: int = DEFAULT_MAX_SESSION_JUMP
 
 
 class CannotCommit(Exception):
@@ -105,6 +106,21 @@ class BatchResult:
     fresh_states: dict[str, FreshState] = field(default_factory=dict)  # parsed states the batch stored
     status_agents: set[str] = field(default_factory=set)
     duplicates: int = 0
+    sessions: dict[str, int] = field(default_factory=dict)  # agent → highest session stored
+    births: set[str] = field(default_factory=set)  # agents whose live birth was stored
+
+    def merge(self, other: BatchResult) -> None:
+        """Add a later committed result (message-by-message writing)."""
+        self.committed += other.committed
+        self.dead_letters += other.dead_letters
+        self.acks.update(other.acks)
+        self.changed_registers |= other.changed_registers
+        self.fresh_states.update(other.fresh_states)  # commit order: a later write wins
+        self.status_agents |= other.status_agents
+        self.duplicates += other.duplicates
+        for agent, session in other.sessions.items():
+            self.sessions[agent] = max(session, self.sessions.get(agent, session))
+        self.births |= other.births
 
 
 class ChangeListener(Protocol):
@@ -163,6 +179,7 @@ class IngestWriter:
             unassigned_node=self.settings.unassigned_node,
         )
         self._refresh = RefreshCache()
+        self._sessions = SessionGuard(self.settings.max_session_jump)
         self.tracker = SequenceTracker(self.settings.reorder_window, contiguous=self.settings.contiguous_acks)
         self._stop = threading.Event()
         self._drain_until = float("inf")
@@ -315,13 +332,7 @@ class IngestWriter:
                 except Exception as failure:
                     self._undo()
                     raise CannotCommit(f"filing a dead letter failed: {_first_line(failure)}") from failure
-            merged.committed += single.committed
-            merged.dead_letters += single.dead_letters
-            merged.acks.update(single.acks)
-            merged.changed_registers |= single.changed_registers
-            merged.fresh_states.update(single.fresh_states)  # commit order: a later write wins
-            merged.status_agents |= single.status_agents
-            merged.duplicates += single.duplicates
+            merged.merge(single)
         return merged
 
     def _write(
@@ -333,12 +344,20 @@ class IngestWriter:
         handled: tuple[str, int, int] | None = None,
     ) -> None:
         now = datetime.now(UTC)
-        refused = self._admission.check(conn, {item.topic.agent_id for item in decoded}, now)
+        agent_ids = {item.topic.agent_id for item in decoded}
+        refused = self._admission.check(conn, agent_ids, now)
+        self._sessions.load(conn, agent_ids - set(refused))
         accepted: list[Decoded] = []
         for item in decoded:
+            session = _highest_session(item.payload)
             refusal = refused.get(item.topic.agent_id)
+            if refusal is None and session is not None:
+                refusal = self._sessions.refusal(item.topic.agent_id, session)
             if refusal is None:
                 accepted.append(item)
+                if session is not None:
+                    agent = item.topic.agent_id
+                    result.sessions[agent] = max(session, result.sessions.get(agent, session))
             else:
                 result.dead_letters.append(Rejected(item.inbound, refusal.reason, refusal.detail))
         outcome = write_messages(conn, accepted, self._refresh)
@@ -360,8 +379,11 @@ class IngestWriter:
         result.fresh_states.update(outcome.states)
         result.status_agents |= outcome.status_agents
         result.duplicates += outcome.duplicates
+        result.births |= set(outcome.births)
 
     def _advance_marks(self, conn: sa.Connection, outcome: WriteOutcome) -> dict[tuple[str, int], int]:
+        for agent, session in outcome.births.items():
+            self.tracker.supersede(agent, session)
         self._seed(conn, set(outcome.replayed) | set(outcome.live))
         marks: dict[tuple[str, int], int] = {}
         for (agent, session), top in outcome.replayed.items():
@@ -389,6 +411,8 @@ class IngestWriter:
             self.tracker.seed(agent, session, stored.get((agent, session), NOTHING))
 
     def _after_commit(self, result: BatchResult, size: int, started: float) -> None:
+        self._sessions.learn(result.sessions)
+        self._sessions.forget(result.births)  # a birth may have lowered what is stored: read it again
         for message in result.committed:
             self._downlink.ack(message)
         for (agent, session), seq in result.acks.items():
@@ -407,7 +431,8 @@ class IngestWriter:
     def _ask_rebirths(self) -> None:
         for agent in self.tracker.due_rebirths():
             gap = self.tracker.open_gaps().get(agent)
-            log.warning("seq gap from %s at %s; asking for a rebirth", agent, gap)
+            why = f"seq gap at {gap}" if gap else "a live message of a lower session than tracked"
+            log.warning("%s from %s; asking for a rebirth", why, agent)
             command = CommandPayload(id=f"rebirth-{uuid.uuid4().hex[:12]}", cmd="rebirth")
             self._downlink.publish(cmd_topic(agent), encode(command))
             self._metrics.rebirths.inc()
@@ -421,6 +446,13 @@ def _live_key(item: Decoded) -> tuple[str, int, int] | None:
     if not (fits_int64(payload.session) and fits_int64(payload.seq)):
         return None  # no mark can hold it; the dead letter alone must still be filed
     return payload.agent, payload.session, payload.seq
+
+
+def _highest_session(payload: object) -> int | None:
+    """The highest session a message claims: its envelope's, or the newest record's of a hist batch."""
+    if isinstance(payload, HistBatch):
+        return max((record.payload.session for record in payload.records), default=None)
+    return payload.session if isinstance(payload, Envelope) else None
 
 
 _KINDS = frozenset(kind.value for kind in TopicKind)
