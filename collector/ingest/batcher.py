@@ -49,7 +49,7 @@ from collector.storage import repository as repo
 from collector.storage.engine import begin_write
 from collector.storage.rows import fits_int64
 from collector.storage.schema import ingest_marks
-from protocol.mqtt.errors import ContractError, TopicError
+from protocol.mqtt.errors import ContractError, PayloadTooLarge, TopicError
 from protocol.mqtt.models import (
     AckPayload,
     CommandPayload,
@@ -144,6 +144,11 @@ def classify(message: InboundMessage) -> Decoded | Rejected | None:
     """Decode one message; None for what is not data: an empty retained status (cleared), our own status."""
     if message.topic == COLLECTOR_STATUS_TOPIC:
         return None  # our own retained status matches kassa/v1/+/status
+    if message.oversize is not None:
+        return Rejected(
+            message, PayloadTooLarge.reason,
+            f"payload of {message.oversize.size} bytes exceeds the collector's limit of {message.oversize.limit}",
+        )
     try:
         topic = _parse_topic(message.topic)
         if topic.kind in (TopicKind.CMD, TopicKind.ACK):
@@ -366,9 +371,10 @@ class IngestWriter:
         for event in outcome.agent_events:  # lost data on an agent is worth a line in the log too
             log.warning("agent %s reports %s: %s", event.agent_id, event.kind, event.data.get("message", ""))
         for rejected in result.dead_letters:
+            inbound, oversize = rejected.inbound, rejected.inbound.oversize
             repo.dead_letter(
-                conn, rejected.inbound.topic, rejected.reason, rejected.detail, rejected.inbound.payload,
-                received_at=rejected.inbound.received_at,
+                conn, inbound.topic, rejected.reason, rejected.detail, inbound.payload,
+                received_at=inbound.received_at, whole=None if oversize is None else (oversize.size, oversize.sha256),
             )
         result.acks.update(self._advance_marks(conn, outcome))
         by_identity = {

@@ -189,13 +189,16 @@ def dead_letter(
     raw: bytes,
     *,
     received_at: datetime | None = None,
+    whole: tuple[int, str] | None = None,
 ) -> int:
     """Keep a message we could not use: its first bytes, size and SHA-256, why, and when.
 
-    Every field is bounded first (topic and reason clipped to their columns, NULs replaced), so
-    filing a dead letter cannot fail on the message's content, whatever it is.
+    ``whole``: (size, sha256) of the full payload when ``raw`` is already only its prefix. Every
+    field is bounded first (topic and reason clipped to their columns, NULs replaced), so filing
+    a dead letter cannot fail on the message's content, whatever it is.
     """
     payload = bytes(raw)
+    size, sha256 = whole or (len(payload), hashlib.sha256(payload).hexdigest())
     stmt = (
         sa.insert(dead_letters)
         .values(
@@ -204,8 +207,8 @@ def dead_letter(
             reason=clip(reason, column_limit(dead_letters.c.reason)),
             detail=clip(detail, DEAD_LETTER_DETAIL_CHARS),
             raw=payload[:DEAD_LETTER_RAW_BYTES],
-            size=len(payload),
-            sha256=hashlib.sha256(payload).hexdigest(),
+            size=size,
+            sha256=sha256,
         )
         .returning(dead_letters.c.id)
     )

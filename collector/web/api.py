@@ -21,6 +21,7 @@ from collector.web import alert_actions, ops, present, queries
 from collector.web.auth import principal_of, require_admin
 from collector.web.csv_export import CSV_MEDIA_TYPE, registers_csv
 from collector.web.openapi import serve_openapi
+from collector.web.paging import Page, next_link, page_slice
 from collector.web.problems import not_found
 from collector.web.routing import (
     Operation,
@@ -61,7 +62,7 @@ from collector.web.schemas import (
 )
 
 API = "/api/v1"
-QueryT = TypeVar("QueryT", bound=BaseModel)
+WindowT = TypeVar("WindowT", bound=TimeWindowQuery)  # the register sub-lists: a time window, paged
 CSV_CHUNK = 500  # registers per page-context lookup during an export
 RECENT_CLEARED_ALERTS = 20
 RECENT_EVENTS = 20
@@ -85,7 +86,9 @@ async def list_registers(request: web.Request) -> web.Response:
         rows, total = queries.list_register_page(conn, scope, query, limit=query.limit, offset=query.offset)
         context = queries.page_context(conn, scope, rows)
         items = [present.register_summary(row, context, at) for row in rows]
-        return RegisterList(items=items, total=total, limit=query.limit, offset=query.offset)
+        return RegisterList(
+            items=items, total=total, limit=query.limit, offset=query.offset, next=next_link(request, query, len(rows), total)
+        )
 
     return json_response(await in_transaction(request, work))
 
@@ -131,8 +134,11 @@ async def get_register(request: web.Request) -> web.Response:
     return json_response(await in_transaction(request, work))
 
 
+Link = Callable[[int], str | None]  # items returned → the next page's URL
+
+
 async def _register_subresource(
-    request: web.Request, query_model: type[QueryT], build: Callable[[sa.Connection, Scope, str, QueryT], BaseModel]
+    request: web.Request, query_model: type[WindowT], build: Callable[[sa.Connection, Scope, str, WindowT, Link], BaseModel]
 ) -> web.Response:
     """A read about one register: 404 unless the register is in the caller's scope."""
     register_id = request.match_info["register_id"]
@@ -141,20 +147,22 @@ async def _register_subresource(
 
     def work(conn: sa.Connection) -> BaseModel:
         _scoped_register(conn, scope, register_id)
-        return build(conn, scope, register_id, query)
+        return build(conn, scope, register_id, query, lambda returned: next_link(request, query, returned))
 
     return json_response(await in_transaction(request, work))
 
 
-def _history(conn: sa.Connection, scope: Scope, register_id: str, query: TimeWindowQuery) -> HistoryOut:
-    rows = repo.state_history(conn, scope, register_id, query.since, query.until, limit=query.limit)
-    return HistoryOut(register_id=register_id, points=[present.history_point(row) for row in rows])
+def _history(conn: sa.Connection, scope: Scope, register_id: str, query: TimeWindowQuery, link: Link) -> HistoryOut:
+    rows = repo.state_history(conn, scope, register_id, query.since, query.until, limit=query.limit, offset=query.offset)
+    return HistoryOut(register_id=register_id, points=[present.history_point(row) for row in rows], next=link(len(rows)))
 
 
-def _events(conn: sa.Connection, scope: Scope, register_id: str, query: EventQuery) -> EventList:
+def _events(conn: sa.Connection, scope: Scope, register_id: str, query: EventQuery, link: Link) -> EventList:
     kinds = None if query.kind is None else [query.kind]
-    rows = repo.list_events(conn, scope, register_id, since=query.since, until=query.until, kinds=kinds, limit=query.limit)
-    return EventList(register_id=register_id, items=[present.event_out(row) for row in rows])
+    rows = repo.list_events(
+        conn, scope, register_id, since=query.since, until=query.until, kinds=kinds, limit=query.limit, offset=query.offset
+    )
+    return EventList(register_id=register_id, items=[present.event_out(row) for row in rows], next=link(len(rows)))
 
 
 async def register_history(request: web.Request) -> web.Response:
@@ -173,8 +181,11 @@ async def agent_events(request: web.Request) -> web.Response:
     def work(conn: sa.Connection) -> AgentEventList:
         if not repo.agent_in_scope(conn, scope, agent_id):
             raise not_found(f"agent {agent_id!r}")
-        rows = repo.list_agent_events(conn, scope, agent_id, limit=query.limit)
-        return AgentEventList(agent_id=agent_id, items=[AgentEventOut.model_validate(r, from_attributes=True) for r in rows])
+        rows = repo.list_agent_events(conn, scope, agent_id, limit=query.limit, offset=query.offset)
+        return AgentEventList(
+            agent_id=agent_id, items=[AgentEventOut.model_validate(r, from_attributes=True) for r in rows],
+            next=next_link(request, query, len(rows)),
+        )
 
     return json_response(await in_transaction(request, work))
 
@@ -188,7 +199,10 @@ async def list_alerts(request: web.Request) -> web.Response:
 
     def work(conn: sa.Connection) -> AlertList:
         rows, total = queries.list_alert_page(conn, scope, query)
-        return AlertList(items=[present.alert_out(row) for row in rows], total=total, limit=query.limit, offset=query.offset)
+        return AlertList(
+            items=[present.alert_out(row) for row in rows], total=total, limit=query.limit, offset=query.offset,
+            next=next_link(request, query, len(rows), total),
+        )
 
     return json_response(await in_transaction(request, work))
 
@@ -271,10 +285,12 @@ async def node_tree(request: web.Request) -> web.Response:
 
 
 async def node_rollups(request: web.Request) -> web.Response:
+    query = parse_query(request, Page)
     scope = principal_of(request).scope
 
     def work(conn: sa.Connection) -> NodeRollupList:
-        return NodeRollupList(items=[present.rollup_out(rollup) for rollup in repo.node_rollups(conn, scope)])
+        rollups, total = page_slice(repo.node_rollups(conn, scope), query)
+        return NodeRollupList(items=[present.rollup_out(r) for r in rollups], next=next_link(request, query, len(rollups), total))
 
     return json_response(await in_transaction(request, work))
 
@@ -286,7 +302,8 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     def work(conn: sa.Connection) -> DeadLetterList:
         rows, total = queries.list_dead_letter_page(conn, limit=query.limit, offset=query.offset)
         return DeadLetterList(
-            items=[present.dead_letter_out(row) for row in rows], total=total, limit=query.limit, offset=query.offset
+            items=[present.dead_letter_out(row) for row in rows], total=total, limit=query.limit, offset=query.offset,
+            next=next_link(request, query, len(rows), total),
         )
 
     return json_response(await in_transaction(request, work))
@@ -332,7 +349,7 @@ OPERATIONS: tuple[Operation, ...] = (
               NodeTreeOut),
     Operation("GET", f"{API}/nodes/rollups", node_rollups, "getNodeRollups",
               "Per node: registers by worst severity and the earliest block, all descendants included", "nodes",
-              NodeRollupList),
+              NodeRollupList, query=Page, errors=(400,)),
     Operation("GET", f"{API}/dead-letters", list_dead_letters, "listDeadLetters",
               "Messages the collector could not use, newest first (administrators)", "operations", DeadLetterList,
               query=DeadLetterQuery, errors=(400, 403), admin_only=True),
