@@ -59,6 +59,7 @@ from collector.web.accounts_support import (
     throttle,
 )
 from collector.web.pages.zones import forget_tenant_zone
+from collector.web.paging import Page, next_link, repaged
 from collector.web.problems import Problem
 from collector.web.routing import (
     ENGINE_KEY,
@@ -247,7 +248,8 @@ def _tokens(conn: sa.Connection, who: Caller) -> ApiTokenList:
 
 
 async def list_tokens(request: web.Request) -> web.Response:
-    return await answer_as_caller(request, _tokens, write=False)
+    page = parse_query(request, Page)
+    return await answer_as_caller(request, lambda conn, who: repaged(request, page, _tokens(conn, who)), write=False)
 
 
 async def create_token(request: web.Request) -> web.Response:
@@ -297,9 +299,11 @@ async def audit_log(request: web.Request) -> web.Response:
         # The log names every user and change in the company: company-wide user managers only.
         authorize(conn, who.actor, who.tenant_id, Permission.MANAGE_USERS, None)
         entries = audit.list_entries(
-            conn, who.tenant_id, target_type=query.target_type, target_id=query.target_id, limit=query.limit
+            conn, who.tenant_id, target_type=query.target_type, target_id=query.target_id, limit=query.limit,
+            offset=query.offset,
         )
-        return AuditList(items=[AuditEntryOut.model_validate(e, from_attributes=True) for e in entries])
+        items = [AuditEntryOut.model_validate(e, from_attributes=True) for e in entries]
+        return AuditList(items=items, next=next_link(request, query, len(items)))
 
     return await answer_as_caller(request, work, write=False)
 
@@ -334,7 +338,7 @@ _OWN_OPERATIONS: tuple[Operation, ...] = (
               "accounts", TenantOut,
               body=CompanyPatch, errors=(403, 422)),
     Operation("GET", f"{API}/tokens", list_tokens, "listApiTokens", "The caller's API tokens", "accounts",
-              ApiTokenList, errors=(403,)),
+              ApiTokenList, query=Page, errors=(400, 403)),
     Operation("POST", f"{API}/tokens", create_token, "createApiToken", "A new API token, shown once",
               "accounts", NewApiTokenOut, body=ApiTokenBody, status=201, errors=(403, 415, 422)),
     Operation("DELETE", f"{API}/tokens/{{token_id}}", delete_token, "revokeApiToken", "Revoke an own API token",
@@ -342,7 +346,7 @@ _OWN_OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", f"{API}/invitations", invite, "createInvitation", "Invite an address into a group",
               "accounts", Created, body=InvitationBody, status=201, errors=(403, 404, 409, 415, 422)),
     Operation("GET", f"{API}/audit", audit_log, "listAudit", "The company's audit log, newest first",
-              "accounts", AuditList, query=AuditQuery, errors=(403,)),
+              "accounts", AuditList, query=AuditQuery, errors=(400, 403)),
 )
 
 ACCOUNT_OPERATIONS: tuple[Operation, ...] = (

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from collector.accounts.rights import Permission, Role
+from collector.web.paging import Page, Paged
 
 Email = Field(min_length=3, max_length=254)
 Password = Field(min_length=1, max_length=256)
@@ -146,7 +147,7 @@ class ApiTokenOut(BaseModel):
     last_used_at: AwareDatetime | None
 
 
-class ApiTokenList(BaseModel):
+class ApiTokenList(Paged):
     items: list[ApiTokenOut]
 
 
@@ -196,7 +197,7 @@ class LevelsBody(_In):
     names: list[str] = Field(min_length=2, max_length=20)
 
 
-class LevelList(BaseModel):
+class LevelList(Paged):
     items: list[LevelOut]
 
 
@@ -209,7 +210,7 @@ class TagOut(BaseModel):
     name: str
 
 
-class TagList(BaseModel):
+class TagList(Paged):
     items: list[TagOut]
 
 
@@ -244,7 +245,7 @@ class GroupOut(BaseModel):
     grants: list[GrantOut]
 
 
-class GroupList(BaseModel):
+class GroupList(Paged):
     items: list[GroupOut]
 
 
@@ -312,7 +313,7 @@ class KepOrderOut(BaseModel):
     reject_reason: str | None
 
 
-class KepOrderList(BaseModel):
+class KepOrderList(Paged):
     items: list[KepOrderOut]
 
 
@@ -353,7 +354,7 @@ class CompanyAlertOut(BaseModel):
     details: dict[str, Any]
 
 
-class CompanyAlertList(BaseModel):
+class CompanyAlertList(Paged):
     items: list[CompanyAlertOut]
 
 
@@ -384,7 +385,7 @@ class FnsApplicationOut(BaseModel):
     message: str
 
 
-class AuditQuery(_In):
+class AuditQuery(Page):
     target_type: str | None = Field(None, min_length=1, max_length=30)
     target_id: str | None = Field(None, min_length=1, max_length=100)
     limit: int = Field(100, ge=1, le=1000)
@@ -400,5 +401,5 @@ class AuditEntryOut(BaseModel):
     details: dict[str, object]
 
 
-class AuditList(BaseModel):
+class AuditList(Paged):
     items: list[AuditEntryOut]

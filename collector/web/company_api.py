@@ -42,6 +42,7 @@ from collector.web.accounts_models import (
     grant_out,
 )
 from collector.web.accounts_support import Caller, answer_as_caller, require_visible
+from collector.web.paging import Page, repaged
 from collector.web.problems import InvalidParam, Problem
 from collector.web.routing import Operation, int_path_param, now, parse_body, parse_query
 
@@ -159,7 +160,10 @@ async def import_tree(request: web.Request) -> web.Response:
 
 
 async def list_levels(request: web.Request) -> web.Response:
-    return await answer_as_caller(request, lambda conn, who: LevelList(items=_levels(conn, who.tenant_id)), write=False)
+    page = parse_query(request, Page)
+    return await answer_as_caller(
+        request, lambda conn, who: repaged(request, page, LevelList(items=_levels(conn, who.tenant_id))), write=False
+    )
 
 
 async def set_levels(request: web.Request) -> web.Response:
@@ -176,9 +180,11 @@ async def set_levels(request: web.Request) -> web.Response:
 
 
 async def list_tags(request: web.Request) -> web.Response:
+    page = parse_query(request, Page)
+
     def work(conn: sa.Connection, who: Caller) -> TagList:
         rows = conn.execute(sa.select(tags.c.id, tags.c.name).where(tags.c.tenant_id == who.tenant_id).order_by(tags.c.name))
-        return TagList(items=[TagOut(id=r.id, name=r.name) for r in rows])
+        return repaged(request, page, TagList(items=[TagOut(id=r.id, name=r.name) for r in rows]))
 
     return await answer_as_caller(request, work, write=False)
 
@@ -241,7 +247,8 @@ def _group_list(conn: sa.Connection, who: Caller) -> GroupList:
 
 
 async def list_groups(request: web.Request) -> web.Response:
-    return await answer_as_caller(request, _group_list, write=False)
+    page = parse_query(request, Page)
+    return await answer_as_caller(request, lambda conn, who: repaged(request, page, _group_list(conn, who)), write=False)
 
 
 async def create_group(request: web.Request) -> web.Response:
@@ -331,10 +338,11 @@ OPERATIONS: tuple[Operation, ...] = (
               "Stores and registers from CSV (text/csv body); dry_run reports by line and changes nothing",
               "company", ImportReportOut, query=ImportQuery, errors=(403, 413, 415, 422)),
     Operation("GET", f"{API}/levels", list_levels, "listLevels", "The company's tree levels", "company", LevelList,
-              errors=(403,)),
+              query=Page, errors=(400, 403)),
     Operation("PUT", f"{API}/levels", set_levels, "setLevels", "Rename or reorder the tree levels", "company",
               LevelList, body=LevelsBody, errors=_W),
-    Operation("GET", f"{API}/tags", list_tags, "listTags", "The company's tags", "company", TagList, errors=(403,)),
+    Operation("GET", f"{API}/tags", list_tags, "listTags", "The company's tags", "company", TagList, query=Page,
+              errors=(400, 403)),
     Operation("POST", f"{API}/tags", create_tag, "createTag", "A new tag", "company", Created, body=TagBody,
               status=201, errors=_W),
     Operation("PUT", f"{API}/registers/{{register_id}}/tags/{{tag_id}}", tag_register, "tagRegister",
@@ -344,7 +352,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "Remove a tag from a register", "company", Done, path_params={"register_id": str, "tag_id": int},
               errors=(403, 404)),
     Operation("GET", f"{API}/groups", list_groups, "listGroups", "User groups with members and grants", "company",
-              GroupList, errors=(403,)),
+              GroupList, query=Page, errors=(400, 403)),
     Operation("POST", f"{API}/groups", create_group, "createGroup", "A new user group", "company", Created,
               body=GroupBody, status=201, errors=_W),
     Operation("POST", f"{API}/groups/{{group_id}}/members", add_member, "addGroupMember",

@@ -34,6 +34,7 @@ from collector.web.accounts_models import (
 )
 from collector.web.accounts_support import Caller, answer_as_caller, require_visible
 from collector.web.company_api import read_csv, report_out
+from collector.web.paging import Page, repaged
 from collector.web.routing import Operation, int_path_param, now, parse_body, parse_query
 
 API = "/api/v1"
@@ -97,7 +98,8 @@ def _orders(conn: sa.Connection, who: Caller) -> KepOrderList:
 
 
 async def list_kep_orders(request: web.Request) -> web.Response:
-    return await answer_as_caller(request, _orders, write=False)
+    page = parse_query(request, Page)
+    return await answer_as_caller(request, lambda conn, who: repaged(request, page, _orders(conn, who)), write=False)
 
 
 def applicant_of(body: KepOrderBody) -> kep.KepApplicant:
@@ -145,8 +147,11 @@ def _company_alert_out(alert: kep_alerts.CompanyAlert) -> CompanyAlertOut:
 
 
 async def list_company_alerts(request: web.Request) -> web.Response:
+    page = parse_query(request, Page)
+
     def work(conn: sa.Connection, who: Caller) -> CompanyAlertList:
-        return CompanyAlertList(items=[_company_alert_out(a) for a in kep_alerts.company_alerts(conn, who.actor, who.tenant_id)])
+        alerts = [_company_alert_out(a) for a in kep_alerts.company_alerts(conn, who.actor, who.tenant_id)]
+        return repaged(request, page, CompanyAlertList(items=alerts))
 
     return await answer_as_caller(request, work, write=False)
 
@@ -201,7 +206,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "OFD contracts from CSV (text/csv body); dry_run reports by line and changes nothing", "contracts",
               ImportReportOut, query=ImportQuery, errors=(403, 413, 415, 422)),
     Operation("GET", f"{API}/kep-orders", list_kep_orders, "listKepOrders", "The company's КЭП orders", "kep",
-              KepOrderList, errors=(403,)),
+              KepOrderList, query=Page, errors=(400, 403)),
     Operation("POST", f"{API}/kep-orders", create_kep_order, "createKepOrder", "Order a КЭП", "kep", Created,
               body=KepOrderBody, status=201, errors=(403, 415, 422)),
     Operation("POST", f"{API}/kep-orders/{{order_id}}/transition", transition_kep_order, "transitionKepOrder",
@@ -211,7 +216,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "kep", KepOut, errors=(403,)),
     Operation("GET", f"{API}/company/alerts", list_company_alerts, "listCompanyAlerts",
               "Company-level alerts (the КЭП running out), for those who handle КЭП", "kep", CompanyAlertList,
-              errors=(403,)),
+              query=Page, errors=(400, 403)),
     Operation("POST", f"{API}/company/alerts/{{company_alert_id}}/ack", acknowledge_company_alert, "acknowledgeCompanyAlert",
               "Acknowledge a company-level alert", "kep", CompanyAlertOut, path_params={"company_alert_id": int},
               errors=(403, 404, 422)),

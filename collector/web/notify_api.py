@@ -50,6 +50,7 @@ from collector.notify.receivers import (
 )
 from collector.web.accounts_models import Done
 from collector.web.accounts_support import Caller, account_user_id, caller, run_in_transaction
+from collector.web.paging import Page, Paged, next_link, repaged
 from collector.web.problems import Problem
 from collector.web.routing import Operation, int_path_param, json_response, now, parse_body, parse_query
 
@@ -100,7 +101,7 @@ class ReceiverOut(BaseModel):
     created_at: AwareDatetime
 
 
-class ReceiverList(BaseModel):
+class ReceiverList(Paged):
     items: list[ReceiverOut]
 
 
@@ -124,13 +125,11 @@ class FailureOut(BaseModel):
     failed_at: AwareDatetime
 
 
-class FailureList(BaseModel):
+class FailureList(Paged):
     items: list[FailureOut]
 
 
-class FailureQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class FailureQuery(Page):
     limit: int = Field(50, ge=1, le=500)
 
 
@@ -172,10 +171,11 @@ def _audit(conn: sa.Connection, who: Caller, action: str, receiver_id: int, at: 
 
 async def list_notification_receivers(request: web.Request) -> web.Response:
     user_id = account_user_id(request)
+    page = parse_query(request, Page)
 
     def work(conn: sa.Connection) -> ReceiverList:
         who = _manager(conn, user_id)
-        return ReceiverList(items=[_out(r) for r in list_receivers(conn, who.tenant_id)])
+        return repaged(request, page, ReceiverList(items=[_out(r) for r in list_receivers(conn, who.tenant_id)]))
 
     return json_response(await run_in_transaction(request, work, write=False))
 
@@ -262,8 +262,9 @@ async def list_failed_deliveries(request: web.Request) -> web.Response:
 
     def work(conn: sa.Connection) -> FailureList:
         who = _manager(conn, user_id)
-        failures = recent_failures(conn, who.tenant_id, limit=query.limit)
-        return FailureList(items=[FailureOut.model_validate(f, from_attributes=True) for f in failures])
+        failures = recent_failures(conn, who.tenant_id, limit=query.limit, offset=query.offset)
+        items = [FailureOut.model_validate(f, from_attributes=True) for f in failures]
+        return FailureList(items=items, next=next_link(request, query, len(items)))
 
     return json_response(await run_in_transaction(request, work, write=False))
 
@@ -310,7 +311,7 @@ _W = (403, 404, 415, 422)
 NOTIFY_OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", f"{API}/notifications/receivers", list_notification_receivers, "listNotificationReceivers",
               "Where the company's alerts are sent (user and group managers)", "notifications", ReceiverList,
-              errors=(403,)),
+              query=Page, errors=(400, 403)),
     Operation("POST", f"{API}/notifications/receivers", create_notification_receiver, "createNotificationReceiver",
               "Add an e-mail or webhook receiver; a webhook's generated secret is shown only here", "notifications",
               ReceiverCreated, body=ReceiverBody, status=201, errors=(403, 415, 422)),

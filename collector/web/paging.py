@@ -8,7 +8,7 @@ short lists held in memory (a company's levels, tags, groups …) are cut with :
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +51,14 @@ def next_link(request: web.Request, page: PageQuery, returned: int, total: int |
     return str(request.rel_url.update_query(offset=page.offset + returned, limit=page.limit))
 
 
-def page_slice(items: Sequence[T], page: Page) -> tuple[list[T], int]:
+def repaged(request: web.Request, page: PageQuery, answer: T) -> T:
+    """A ``Paged`` list answer built whole from a short in-memory list, cut to the requested page
+    (or, from a query that fetched ``offset + limit`` rows, to its last ``limit``)."""
+    whole = cast(Any, answer)
+    chunk, total = page_slice(whole.items, page)
+    return cast(T, whole.model_copy(update={"items": chunk, "next": next_link(request, page, len(chunk), total)}))
+
+
+def page_slice(items: Sequence[T], page: PageQuery) -> tuple[list[T], int]:
     """The page of an in-memory list, and the list's length (for :func:`next_link`)."""
     return list(items[page.offset : page.offset + page.limit]), len(items)
