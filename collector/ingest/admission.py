@@ -95,9 +95,6 @@ class SessionGuard:
         self.max_jump = max_jump
         self._known: dict[str, int | None] = {}
 
-    def reset(self) -> None:
-        self._known.clear()
-
     def learn(self, sessions: dict[str, int]) -> None:
         """Committed: the agents' highest stored sessions are now at least these."""
         for agent, session in sessions.items():
@@ -111,27 +108,38 @@ class SessionGuard:
 
     def load(self, conn: sa.Connection, agent_ids: set[str]) -> None:
         """Read the stored highest sessions of the agents not cached yet (one query)."""
-        missing = [agent for agent in agent_ids if agent not in self._known]
-        if not missing:
+        self._read(conn, [agent for agent in agent_ids if agent not in self._known])
+
+    def refusal(self, conn: sa.Connection, agent: str, session: int) -> Refusal | None:
+        """Why ``session`` is implausible for ``agent`` (after :meth:`load`), or None. A refusal is
+        checked against the database first: other collectors (shared subscription) may have
+        stored higher sessions of the agent since it was cached."""
+        if self._plausible(agent, session):
+            return None
+        self._read(conn, [agent])
+        if self._plausible(agent, session):
+            return None
+        known = self._known[agent]
+        return Refusal(
+            "implausible_session",
+            f"session {session} of agent {agent!r} jumps {session - (known or 0)} past the highest stored "
+            f"({known}); at most {self.max_jump} is plausible",
+        )
+
+    def _plausible(self, agent: str, session: int) -> bool:
+        known = self._known.get(agent)
+        return known is None or session <= known + self.max_jump
+
+    def _read(self, conn: sa.Connection, agent_ids: list[str]) -> None:
+        if not agent_ids:
             return
         rows = conn.execute(
             sa.select(agents.c.agent_id, agents.c.last_session, agents.c.status_session).where(
-                agents.c.agent_id.in_(missing)
+                agents.c.agent_id.in_(agent_ids)
             )
         )
         found = {row.agent_id: _highest(row.last_session, row.status_session) for row in rows}
-        self._known.update({agent: found.get(agent) for agent in missing})
-
-    def refusal(self, agent: str, session: int) -> Refusal | None:
-        """Why ``session`` is implausible for ``agent`` (after :meth:`load`), or None."""
-        known = self._known.get(agent)
-        if known is None or session <= known + self.max_jump:
-            return None
-        return Refusal(
-            "implausible_session",
-            f"session {session} of agent {agent!r} jumps {session - known} past the highest stored "
-            f"({known}); at most {self.max_jump} is plausible",
-        )
+        self._known.update({agent: found.get(agent) for agent in agent_ids})
 
 
 def _highest(*sessions: int | None) -> int | None:

@@ -357,7 +357,7 @@ class IngestWriter:
             session = _highest_session(item.payload)
             refusal = refused.get(item.topic.agent_id)
             if refusal is None and session is not None:
-                refusal = self._sessions.refusal(item.topic.agent_id, session)
+                refusal = self._sessions.refusal(conn, item.topic.agent_id, session)
             if refusal is None:
                 accepted.append(item)
                 if session is not None:
