@@ -63,6 +63,7 @@ persistence false
 max_queued_messages 1000000
 max_queued_bytes 0
 max_inflight_messages 0
+message_size_limit 1048576
 log_dest file {data}/mosquitto.log
 """
 

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from collector.alerts import Thresholds
+from protocol.mqtt.models import MAX_PAYLOAD_BYTES
 from protocol.mqtt.topics import is_valid_id
 
 ENV_PREFIX = "KASSA_COLLECTOR_"
@@ -97,6 +98,13 @@ class CollectorConfig(BaseModel):
     batch_linger: float = Field(0.02, ge=0, le=1, description="seconds a small batch waits for more messages")
     queue_max: int = Field(50_000, ge=100, description="messages buffered between paho and the writer")
     reorder_window: float = Field(2.0, gt=0, description="seconds a seq gap may stay open before a rebirth")
+    max_session_jump: int = Field(
+        1000, ge=1, description="a session this far past the agent's highest stored one is dead-lettered as forged"
+    )
+    max_message_bytes: int = Field(
+        MAX_PAYLOAD_BYTES, ge=4096, le=MAX_PAYLOAD_BYTES,
+        description="larger messages are dead-lettered before decoding (only a prefix, size and SHA-256 kept)",
+    )
     evaluator_period: float = Field(15.0, gt=0, description="seconds between full re-evaluations")
     history_days: float = Field(180.0, ge=0, description="days of state history kept; 0 keeps it forever")
     events_days: float = Field(365.0, ge=0, description="days of register and agent events kept; 0: forever")

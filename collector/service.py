@@ -97,6 +97,7 @@ def writer_settings(config: CollectorConfig) -> WriterSettings:
         enforce_enrollment=config.enforce_enrollment,
         default_tenant=config.default_tenant,
         unassigned_node=config.unassigned_node,
+        max_session_jump=config.max_session_jump,
     )
 
 
@@ -347,6 +348,7 @@ class CollectorService:
                 engine=self.engine,
                 metrics_registry=self.metrics.registry,
                 broker_ready=self.consumer.connected.is_set,
+                ingest_ready=self.writer.health.check,
                 event_hub=self.event_hub,
                 account_service=account_service_from_config(config),
                 enrollment=enrollment_from_config(config, self.engine),

@@ -34,6 +34,7 @@ persistence_location {data}/
 autosave_interval 1
 max_queued_messages 100000
 max_inflight_messages 0
+message_size_limit 1048576
 log_dest file {data}/mosquitto.log
 log_type error
 log_type warning

@@ -78,6 +78,7 @@ def list_entries(
     target_type: str | None = None,
     target_id: str | int | None = None,
     limit: int = 100,
+    offset: int = 0,
 ) -> list[AuditEntry]:
     """Newest first."""
     query = sa.select(audit_log).where(audit_log.c.tenant_id == tenant_id)
@@ -85,5 +86,5 @@ def list_entries(
         query = query.where(audit_log.c.target_type == target_type)
     if target_id is not None:
         query = query.where(audit_log.c.target_id == str(target_id))
-    rows = conn.execute(query.order_by(audit_log.c.at.desc(), audit_log.c.id.desc()).limit(limit))
+    rows = conn.execute(query.order_by(audit_log.c.at.desc(), audit_log.c.id.desc()).limit(limit).offset(offset))
     return [AuditEntry(**r._asdict()) for r in rows]

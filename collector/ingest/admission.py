@@ -75,3 +75,73 @@ class Admission:
         if node_id is None:
             node_id = repo.create_node(conn, tenant_id, parent_id=None, kind=UNASSIGNED_KIND, name=self._node_name)
         return int(tenant_id), int(node_id)
+
+
+DEFAULT_MAX_SESSION_JUMP = 1000
+
+
+class SessionGuard:
+    """Refuses a session number that jumps implausibly far past the highest one the collector has
+    stored for the agent.
+
+    An agent adds 1 per MQTT connection and every connection publishes a status and a birth, so
+    the collector normally sees sessions one apart; a jump of more than ``max_jump`` means a forged
+    or corrupt message, and storing it would rank it above everything the real agent sends for
+    good. An agent the collector never heard from has no baseline: its first session is taken.
+    Knowledge is cached per agent and grows only with :meth:`learn` after a commit.
+    """
+
+    def __init__(self, max_jump: int = DEFAULT_MAX_SESSION_JUMP) -> None:
+        self.max_jump = max_jump
+        self._known: dict[str, int | None] = {}
+
+    def learn(self, sessions: dict[str, int]) -> None:
+        """Committed: the agents' highest stored sessions are now at least these."""
+        for agent, session in sessions.items():
+            known = self._known.get(agent)
+            self._known[agent] = session if known is None else max(known, session)
+
+    def forget(self, agents_superseded: set[str]) -> None:
+        """A birth lowered what is stored for these agents: read it again when next needed."""
+        for agent in agents_superseded:
+            self._known.pop(agent, None)
+
+    def load(self, conn: sa.Connection, agent_ids: set[str]) -> None:
+        """Read the stored highest sessions of the agents not cached yet (one query)."""
+        self._read(conn, [agent for agent in agent_ids if agent not in self._known])
+
+    def refusal(self, conn: sa.Connection, agent: str, session: int) -> Refusal | None:
+        """Why ``session`` is implausible for ``agent`` (after :meth:`load`), or None. A refusal is
+        checked against the database first: other collectors (shared subscription) may have
+        stored higher sessions of the agent since it was cached."""
+        if self._plausible(agent, session):
+            return None
+        self._read(conn, [agent])
+        if self._plausible(agent, session):
+            return None
+        known = self._known[agent]
+        return Refusal(
+            "implausible_session",
+            f"session {session} of agent {agent!r} jumps {session - (known or 0)} past the highest stored "
+            f"({known}); at most {self.max_jump} is plausible",
+        )
+
+    def _plausible(self, agent: str, session: int) -> bool:
+        known = self._known.get(agent)
+        return known is None or session <= known + self.max_jump
+
+    def _read(self, conn: sa.Connection, agent_ids: list[str]) -> None:
+        if not agent_ids:
+            return
+        rows = conn.execute(
+            sa.select(agents.c.agent_id, agents.c.last_session, agents.c.status_session).where(
+                agents.c.agent_id.in_(agent_ids)
+            )
+        )
+        found = {row.agent_id: _highest(row.last_session, row.status_session) for row in rows}
+        self._known.update({agent: found.get(agent) for agent in agent_ids})
+
+
+def _highest(*sessions: int | None) -> int | None:
+    known = [session for session in sessions if session is not None]
+    return max(known) if known else None

@@ -13,9 +13,12 @@ batches grow by themselves while the previous one is being written; at low load 
 at most the linger, 20 ms by default).
 
 Failure policy: if the batch transaction fails, each message is retried in a transaction of its
-own and a message the storage refuses is dead-lettered, so one bad message never blocks the
-others. If the database itself is unreachable nothing is acked and the batch is retried — the
-broker keeps the messages meanwhile.
+own and a message the storage refuses — for whatever cause: an oversize field, text the backend
+cannot store, a constraint, a bug — is dead-lettered, so one bad message never blocks the others.
+Filing a dead letter cannot fail on the message's content (the storage bounds every field), so
+when even that fails, or the database is unreachable, the database is the problem: nothing is
+acked, the batch is retried (the broker keeps the messages meanwhile) and ``IngestHealth`` makes
+``/readyz`` say so until a commit succeeds again.
 """
 
 from __future__ import annotations
@@ -35,16 +38,18 @@ from typing import Protocol
 import sqlalchemy as sa
 
 from collector.ingest import bulk
-from collector.ingest.admission import Admission
+from collector.ingest.admission import DEFAULT_MAX_SESSION_JUMP, Admission, SessionGuard
 from collector.ingest.consumer import InboundMessage
+from collector.ingest.health import IngestHealth
 from collector.ingest.sequence import NOTHING, SequenceTracker
 from collector.ingest.writes import Decoded, FreshState, RefreshCache, WriteOutcome, write_messages
 from collector.metrics import CollectorMetrics
 from collector.storage import StorageError
 from collector.storage import repository as repo
 from collector.storage.engine import begin_write
+from collector.storage.rows import fits_int64
 from collector.storage.schema import ingest_marks
-from protocol.mqtt.errors import ContractError, TopicError
+from protocol.mqtt.errors import ContractError, PayloadTooLarge, TopicError
 from protocol.mqtt.models import (
     AckPayload,
     CommandPayload,
@@ -54,7 +59,7 @@ from protocol.mqtt.models import (
     decode,
     encode,
 )
-from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, AgentTopic, TopicKind, ack_topic, cmd_topic
+from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, AgentTopic, TopicKind, ack_topic, cmd_topic, quoted
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +83,11 @@ class WriterSettings:
     enforce_enrollment: bool = False
     default_tenant: str = "default"
     unassigned_node: str = "unassigned"
+    max_session_jump: int = DEFAULT_MAX_SESSION_JUMP
+
+
+class CannotCommit(Exception):
+    """Even a dead letter could not be committed: the database refuses writes, not the message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +106,21 @@ class BatchResult:
     fresh_states: dict[str, FreshState] = field(default_factory=dict)  # parsed states the batch stored
     status_agents: set[str] = field(default_factory=set)
     duplicates: int = 0
+    sessions: dict[str, int] = field(default_factory=dict)  # agent → highest session stored
+    births: set[str] = field(default_factory=set)  # agents whose live birth was stored
+
+    def merge(self, other: BatchResult) -> None:
+        """Add a later committed result (message-by-message writing)."""
+        self.committed += other.committed
+        self.dead_letters += other.dead_letters
+        self.acks.update(other.acks)
+        self.changed_registers |= other.changed_registers
+        self.fresh_states.update(other.fresh_states)  # commit order: a later write wins
+        self.status_agents |= other.status_agents
+        self.duplicates += other.duplicates
+        for agent, session in other.sessions.items():
+            self.sessions[agent] = max(session, self.sessions.get(agent, session))
+        self.births |= other.births
 
 
 class ChangeListener(Protocol):
@@ -119,6 +144,11 @@ def classify(message: InboundMessage) -> Decoded | Rejected | None:
     """Decode one message; None for what is not data: an empty retained status (cleared), our own status."""
     if message.topic == COLLECTOR_STATUS_TOPIC:
         return None  # our own retained status matches kassa/v1/+/status
+    if message.oversize is not None:
+        return Rejected(
+            message, PayloadTooLarge.reason,
+            f"payload of {message.oversize.size} bytes exceeds the collector's limit of {message.oversize.limit}",
+        )
     try:
         topic = _parse_topic(message.topic)
         if topic.kind in (TopicKind.CMD, TopicKind.ACK):
@@ -139,8 +169,10 @@ class IngestWriter:
         settings: WriterSettings | None = None,
         metrics: CollectorMetrics | None = None,
         on_changed: ChangeListener | None = None,
+        health: IngestHealth | None = None,
     ) -> None:
         self.settings = settings or WriterSettings()
+        self.health = health or IngestHealth()
         self._engine = engine
         self._downlink = downlink
         self._metrics = metrics or CollectorMetrics()
@@ -152,6 +184,7 @@ class IngestWriter:
             unassigned_node=self.settings.unassigned_node,
         )
         self._refresh = RefreshCache()
+        self._sessions = SessionGuard(self.settings.max_session_jump)
         self.tracker = SequenceTracker(self.settings.reorder_window, contiguous=self.settings.contiguous_acks)
         self._stop = threading.Event()
         self._drain_until = float("inf")
@@ -184,8 +217,9 @@ class IngestWriter:
                 if batch:
                     self._write_until_done(batch)
                 self._ask_rebirths()
-            except Exception:  # a bug must not end ingest; unacked messages come back on reconnect
+            except Exception as exc:  # a bug must not end ingest; unacked messages come back on reconnect
                 log.exception("ingest writer step failed")
+                self.health.failed(f"writer step failed: {type(exc).__name__}: {exc}")
             if self._stop.is_set() and (self._queue.empty() or time.monotonic() > self._drain_until):
                 return
 
@@ -217,12 +251,15 @@ class IngestWriter:
     def _write_until_done(self, batch: list[InboundMessage]) -> None:
         """Retry while the database is away (nothing is acked meanwhile; the broker keeps the
         messages); give up only when stopping and the drain time is over."""
+        self.health.batch_started()
         while True:
             try:
                 self.process(batch)
+                self.health.committed()
                 return
-            except sa.exc.OperationalError as exc:
-                log.error("database unavailable, retrying the batch of %d: %s", len(batch), exc)
+            except (sa.exc.OperationalError, CannotCommit) as exc:
+                log.error("database refuses writes, retrying the batch of %d: %s", len(batch), exc)
+                self.health.failed(_first_line(exc))
                 self._stop.wait(DB_RETRY_DELAY)
                 if self._stop.is_set() and time.monotonic() > self._drain_until:
                     return
@@ -289,20 +326,18 @@ class IngestWriter:
             except Exception as exc:
                 self._undo()
                 if not isinstance(exc, StorageError | sa.exc.IntegrityError | sa.exc.DataError):
-                    log.exception("storing a message from %s failed; dead-lettering it", message.topic)
-                single = BatchResult(dead_letters=[Rejected(message, _storage_reason(exc), str(exc))])
-                # Kept verbatim as a dead letter, the record counts as handled for the ack mark,
+                    log.exception("storing a message from %s failed; dead-lettering it", quoted(message.topic))
+                single = BatchResult(dead_letters=[Rejected(message, _storage_reason(exc), _failure_text(exc))])
+                # Filed as a dead letter, the record counts as handled for the ack mark,
                 # so one unstorable message does not hold the agent's outbox forever.
                 handled = _live_key(item) if isinstance(item, Decoded) else None
-                with begin_write(self._engine) as conn:
-                    self._write(conn, [], single, handled=handled)
-            merged.committed += single.committed
-            merged.dead_letters += single.dead_letters
-            merged.acks.update(single.acks)
-            merged.changed_registers |= single.changed_registers
-            merged.fresh_states.update(single.fresh_states)  # commit order: a later write wins
-            merged.status_agents |= single.status_agents
-            merged.duplicates += single.duplicates
+                try:
+                    with begin_write(self._engine) as conn:
+                        self._write(conn, [], single, handled=handled)
+                except Exception as failure:
+                    self._undo()
+                    raise CannotCommit(f"filing a dead letter failed: {_first_line(failure)}") from failure
+            merged.merge(single)
         return merged
 
     def _write(
@@ -314,12 +349,20 @@ class IngestWriter:
         handled: tuple[str, int, int] | None = None,
     ) -> None:
         now = datetime.now(UTC)
-        refused = self._admission.check(conn, {item.topic.agent_id for item in decoded}, now)
+        agent_ids = {item.topic.agent_id for item in decoded}
+        refused = self._admission.check(conn, agent_ids, now)
+        self._sessions.load(conn, agent_ids - set(refused))
         accepted: list[Decoded] = []
         for item in decoded:
+            session = _highest_session(item.payload)
             refusal = refused.get(item.topic.agent_id)
+            if refusal is None and session is not None:
+                refusal = self._sessions.refusal(conn, item.topic.agent_id, session)
             if refusal is None:
                 accepted.append(item)
+                if session is not None:
+                    agent = item.topic.agent_id
+                    result.sessions[agent] = max(session, result.sessions.get(agent, session))
             else:
                 result.dead_letters.append(Rejected(item.inbound, refusal.reason, refusal.detail))
         outcome = write_messages(conn, accepted, self._refresh)
@@ -328,9 +371,10 @@ class IngestWriter:
         for event in outcome.agent_events:  # lost data on an agent is worth a line in the log too
             log.warning("agent %s reports %s: %s", event.agent_id, event.kind, event.data.get("message", ""))
         for rejected in result.dead_letters:
+            inbound, oversize = rejected.inbound, rejected.inbound.oversize
             repo.dead_letter(
-                conn, rejected.inbound.topic, rejected.reason, rejected.detail, rejected.inbound.payload,
-                received_at=rejected.inbound.received_at,
+                conn, inbound.topic, rejected.reason, rejected.detail, inbound.payload,
+                received_at=inbound.received_at, whole=None if oversize is None else (oversize.size, oversize.sha256),
             )
         result.acks.update(self._advance_marks(conn, outcome))
         by_identity = {
@@ -341,8 +385,11 @@ class IngestWriter:
         result.fresh_states.update(outcome.states)
         result.status_agents |= outcome.status_agents
         result.duplicates += outcome.duplicates
+        result.births |= set(outcome.births)
 
     def _advance_marks(self, conn: sa.Connection, outcome: WriteOutcome) -> dict[tuple[str, int], int]:
+        for agent, session in outcome.births.items():
+            self.tracker.supersede(agent, session)
         self._seed(conn, set(outcome.replayed) | set(outcome.live))
         marks: dict[tuple[str, int], int] = {}
         for (agent, session), top in outcome.replayed.items():
@@ -370,6 +417,8 @@ class IngestWriter:
             self.tracker.seed(agent, session, stored.get((agent, session), NOTHING))
 
     def _after_commit(self, result: BatchResult, size: int, started: float) -> None:
+        self._sessions.learn(result.sessions)
+        self._sessions.forget(result.births)  # a birth may have lowered what is stored: read it again
         for message in result.committed:
             self._downlink.ack(message)
         for (agent, session), seq in result.acks.items():
@@ -388,7 +437,8 @@ class IngestWriter:
     def _ask_rebirths(self) -> None:
         for agent in self.tracker.due_rebirths():
             gap = self.tracker.open_gaps().get(agent)
-            log.warning("seq gap from %s at %s; asking for a rebirth", agent, gap)
+            why = f"seq gap at {gap}" if gap else "a live message of a lower session than tracked"
+            log.warning("%s from %s; asking for a rebirth", why, agent)
             command = CommandPayload(id=f"rebirth-{uuid.uuid4().hex[:12]}", cmd="rebirth")
             self._downlink.publish(cmd_topic(agent), encode(command))
             self._metrics.rebirths.inc()
@@ -399,7 +449,16 @@ def _live_key(item: Decoded) -> tuple[str, int, int] | None:
     payload = item.payload
     if isinstance(payload, StatusPayload | HistBatch) or not isinstance(payload, Envelope):
         return None
+    if not (fits_int64(payload.session) and fits_int64(payload.seq)):
+        return None  # no mark can hold it; the dead letter alone must still be filed
     return payload.agent, payload.session, payload.seq
+
+
+def _highest_session(payload: object) -> int | None:
+    """The highest session a message claims: its envelope's, or the newest record's of a hist batch."""
+    if isinstance(payload, HistBatch):
+        return max((record.payload.session for record in payload.records), default=None)
+    return payload.session if isinstance(payload, Envelope) else None
 
 
 _KINDS = frozenset(kind.value for kind in TopicKind)
@@ -408,6 +467,16 @@ _KINDS = frozenset(kind.value for kind in TopicKind)
 def _kind_label(topic: str) -> str:
     parts = topic.split("/")
     return parts[3] if len(parts) > 3 and parts[3] in _KINDS else "other"
+
+
+def _failure_text(exc: BaseException) -> str:
+    """The driver's message without SQLAlchemy's statement and parameters (which can be huge)."""
+    return (str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) else str(exc)).strip()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = _failure_text(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def _storage_reason(exc: Exception) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from collector.ingest import pg_arrays
+from collector.storage.bounds import check_fits
 from collector.storage.dialect import upsert_insert
 from collector.storage.errors import AgentRevoked, RegisterOwnedElsewhere, UnknownAgent, UnknownNode
 from collector.storage.rows import (
@@ -89,6 +90,7 @@ def ensure_registers(conn: sa.Connection, claims: Sequence[tuple[RegisterIdentit
             "agent_id": agent_id, "protocol": identity.protocol, "first_seen": seen_at, "last_seen": seen_at,
             **{name: getattr(identity, name) for name in _IDENTITY_FIELDS},
         }
+        check_fits(registers, params)  # the state's free-text identity fields are unbounded
         # One register twice in one multi-row upsert is an error on PostgreSQL: later rounds.
         index = next((i for i, ids in enumerate(placed) if identity.register_id not in ids), len(rounds))
         if index == len(rounds):
@@ -294,3 +296,52 @@ def advance_ingest_marks(conn: sa.Connection, marks: dict[tuple[str, int], int])
     ]
     if params:
         conn.execute(_statement(conn, "mark_upsert", _mark_upsert), params)
+
+
+SUPERSEDED_SESSION = 0  # below every real session (they start at 1): any message of the agent wins
+
+
+def _superseded_states(conn: sa.Connection) -> Any:
+    owned = sa.select(registers.c.register_id).where(registers.c.agent_id == sa.bindparam("b_agent"))
+    return (
+        sa.update(register_state)
+        .where(
+            register_state.c.register_id.in_(owned),  # through the registers' agent index
+            register_state.c.agent_id == sa.bindparam("b_agent"),
+            register_state.c.session > sa.bindparam("b_session"),
+        )
+        .values(session=SUPERSEDED_SESSION, seq=0)
+    )
+
+
+def _lowered_last_session(conn: sa.Connection) -> Any:
+    return (
+        sa.update(agents)
+        .where(agents.c.agent_id == sa.bindparam("b_agent"), agents.c.last_session > sa.bindparam("b_session"))
+        .values(last_session=sa.bindparam("b_session"))
+    )
+
+
+def _lowered_status_session(conn: sa.Connection) -> Any:
+    return (
+        sa.update(agents)
+        .where(agents.c.agent_id == sa.bindparam("b_agent"), agents.c.status_session > sa.bindparam("b_session"))
+        .values(status_session=sa.bindparam("b_session"), online=True)  # a birth is only sent while connected
+    )
+
+
+def supersede_sessions(conn: sa.Connection, births: dict[str, int]) -> None:
+    """A birth says which session its agent is in now, and an agent's sessions only grow: what is
+    stored from a *higher* session of that agent was forged (or comes from a reinstalled agent),
+    so it must stop outranking the agent. Its register states are marked superseded (the birth's
+    own states, written next, replace them; a register the birth cannot read yet is replaced by
+    its next state) and the agent's session bookkeeping comes back down to the birth's session."""
+    if not births:
+        return
+    params = [{"b_agent": agent, "b_session": check_seq("session", session)} for agent, session in sorted(births.items())]
+    for name, build in (
+        ("superseded_states", _superseded_states),
+        ("lowered_last_session", _lowered_last_session),
+        ("lowered_status_session", _lowered_status_session),
+    ):
+        conn.execute(_statement(conn, name, build), params)

@@ -9,6 +9,10 @@
 * LWT and a retained ``_collector/status`` online/offline, so agents pause ``hist`` replay while
   no collector is there to ack it.
 
+A message larger than ``max_message_bytes`` is cut to the prefix a dead letter keeps as soon as it
+arrives, with its real size and SHA-256, so an oversize payload never waits in the queue whole and
+is never decoded (the broker's ``message_size_limit`` should stop most of them before).
+
 A PUBACK is only meaningful on the connection that received the message (packet ids are per
 connection), so each message carries the connection generation it came in on and acks for an
 older generation are dropped — the broker redelivers those messages anyway.
@@ -16,6 +20,7 @@ older generation are dropped — the broker redelivers those messages anyway.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 from collections.abc import Callable
@@ -27,12 +32,22 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.config import CollectorConfig
+from collector.storage.ingest import DEAD_LETTER_RAW_BYTES
 from protocol.mqtt.models import CollectorStatusPayload, encode
 from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, UPLINK_FILTERS, shared
 
 log = logging.getLogger(__name__)
 
 PUBLISH_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Oversize:
+    """What is known of a payload that was too large to keep: ``InboundMessage.payload`` is its prefix."""
+
+    size: int
+    sha256: str
+    limit: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +58,21 @@ class InboundMessage:
     qos: int
     received_at: datetime
     generation: int  # which connection delivered it (acks are per connection)
+    oversize: Oversize | None = None
+
+
+def inbound_message(
+    topic: str, payload: bytes | bytearray, *, mid: int, qos: int, generation: int, limit: int
+) -> InboundMessage:
+    """The message as the writer gets it: a payload over ``limit`` bytes is kept as a bounded prefix."""
+    oversize = None
+    if len(payload) > limit:
+        oversize = Oversize(len(payload), hashlib.sha256(payload).hexdigest(), limit)
+        payload = payload[:DEAD_LETTER_RAW_BYTES]
+    return InboundMessage(
+        topic=topic, payload=bytes(payload), mid=mid, qos=qos, received_at=datetime.now(UTC),
+        generation=generation, oversize=oversize,
+    )
 
 
 MessageSink = Callable[[InboundMessage], None]
@@ -162,13 +192,13 @@ class MqttConsumer:
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
             generation = self._generation
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # brokers refuse such topics; if one slips through, dead-letter it
+            topic = bytes(msg._topic).decode("utf-8", "replace")  # paho offers the raw topic no other way
         self._sink(
-            InboundMessage(
-                topic=msg.topic,
-                payload=bytes(msg.payload),
-                mid=msg.mid,
-                qos=msg.qos,
-                received_at=datetime.now(UTC),
-                generation=generation,
+            inbound_message(
+                topic, msg.payload, mid=msg.mid, qos=msg.qos, generation=generation,
+                limit=self._config.max_message_bytes,
             )
         )

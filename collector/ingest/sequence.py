@@ -10,6 +10,11 @@ Replayed ``hist`` batches are different: the outbox coalesces states and sends t
 so their seqs have gaps by design; there the mark is the highest seq committed (``max`` mode).
 Under a shared subscription every collector sees only part of each agent's stream, so gaps are
 normal there too: it acks the highest committed seq and never asks for rebirths.
+
+An agent's sessions only grow, so a live message of a *lower* session than the tracked one is
+either late or the real agent contradicting a forged higher session. Either way the collector asks
+for a rebirth at once; the birth names the agent's real session (:meth:`SequenceTracker.supersede`)
+and tracking continues there, counting what of that session arrived meanwhile.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 NOTHING = -1  # committed prefix before seq 0 (the birth) arrived
+UNSEEDED = -2  # tracking restarted by a birth; the durable mark is still to be read
+MAX_STRAYS = 10_000  # lower-session seqs remembered per tracked session
 
 
 @dataclass
@@ -28,6 +35,16 @@ class _Session:
     above: set[int] = field(default_factory=set)  # committed seqs beyond a gap
     gap_since: float | None = None
     rebirth_asked: bool = False
+    contradicted: bool = False  # a live message of a lower session came after this one's
+    # Committed seqs of lower sessions that arrived while this one was tracked: kept so that, when
+    # a birth shows the lower session is the real one, they count towards its ack.
+    strays: dict[int, set[int]] = field(default_factory=dict)
+
+    def copy(self) -> _Session:
+        return _Session(
+            self.session, self.committed, set(self.above), self.gap_since, self.rebirth_asked, self.contradicted,
+            {session: set(seqs) for session, seqs in self.strays.items()},
+        )
 
 
 class SequenceTracker:
@@ -58,18 +75,21 @@ class SequenceTracker:
 
     def _touch(self, agent: str) -> None:
         if agent not in self._journal:
-            c = self._live.get(agent)
-            saved = None if c is None else _Session(c.session, c.committed, set(c.above), c.gap_since, c.rebirth_asked)
-            self._journal[agent] = saved
+            current = self._live.get(agent)
+            self._journal[agent] = None if current is None else current.copy()
 
     def knows(self, agent: str, session: int) -> bool:
         current = self._live.get(agent)
-        return current is not None and current.session >= session
+        return current is not None and current.session >= session and current.committed != UNSEEDED
 
     def seed(self, agent: str, session: int, committed: int) -> None:
         """Start tracking from the durable mark (after a restart, or the first message of a session)."""
         current = self._live.get(agent)
-        if current is None or session > current.session:
+        if current is not None and current.session == session and current.committed == UNSEEDED:
+            self._touch(agent)
+            current.committed = committed
+            current.above = {seq for seq in current.above if seq > committed}
+        elif current is None or session > current.session:
             self._touch(agent)
             self._live[agent] = _Session(session=session, committed=committed)
 
@@ -81,17 +101,36 @@ class SequenceTracker:
             current = _Session(session=session)
             self._live[agent] = current
         elif session < current.session:
-            return None  # a late live message of an older session: its own mark is handled as max
+            # Sessions only grow, so either a late message of an older session or the real agent
+            # contradicting a forged higher session: a birth settles which (see ``supersede``).
+            current.contradicted = True
+            strays = current.strays.setdefault(session, set())
+            if len(strays) < MAX_STRAYS:  # bounded: beyond it the agent's outbox replays them
+                strays.update(seqs)
+            return None
         before = current.committed
         if self._contiguous:
             current.above.update(seq for seq in seqs if seq > current.committed)
-            while current.committed + 1 in current.above:
-                current.committed += 1
-                current.above.discard(current.committed)
+            self._advance(current)
         else:
             current.committed = max([current.committed, *seqs])
         self._update_gap(current)
         return current.committed if current.committed > before else None
+
+    def supersede(self, agent: str, session: int) -> None:
+        """A live birth of ``session``: the agent is in that session now. A higher session tracked
+        for it is dropped; tracking restarts from the birth session's durable mark (:meth:`seed`)
+        plus what of that session arrived meanwhile."""
+        current = self._live.get(agent)
+        if current is not None and current.session > session:
+            self._touch(agent)
+            self._live[agent] = _Session(session, UNSEEDED, current.strays.get(session, set()))
+
+    @staticmethod
+    def _advance(current: _Session) -> None:
+        while current.committed + 1 in current.above:
+            current.committed += 1
+            current.above.discard(current.committed)
 
     def commit_replayed(self, agent: str, session: int, top_seq: int) -> None:
         """A replayed batch of ``session`` committed up to ``top_seq``."""
@@ -109,7 +148,10 @@ class SequenceTracker:
         now = self._clock()
         due = []
         for agent, current in self._live.items():
-            if current.gap_since is not None and not current.rebirth_asked and now - current.gap_since >= self._window:
+            if current.contradicted and not current.rebirth_asked:
+                current.rebirth_asked = True  # its birth tells the agent's real session at once
+                due.append(agent)
+            elif current.gap_since is not None and not current.rebirth_asked and now - current.gap_since >= self._window:
                 current.rebirth_asked = True
                 due.append(agent)
         return due

@@ -6,7 +6,9 @@ Rows are gathered per batch and written with one multi-row statement per table, 
 * ``state`` (live or replayed in ``hist``): history row (dedup on (agent, session, seq)) and a
   latest-state candidate; the storage upserts it only when newer, so replayed history never
   overwrites fresher live state;
-* ``birth``: every device's state and link as the latest view (births restore the full view);
+* ``birth``: every device's state and link as the latest view (births restore the full view); a
+  birth also supersedes whatever its agent has stored from a higher session (see
+  ``bulk.supersede_sessions``);
 * ``event``: event row; live link_lost/link_regained also set the register's link flag; an event
   without a register (outbox_gap, command_error) goes to ``agent_events``;
 * ``status``: agent online/offline, a death of an older session ignored by the storage.
@@ -80,6 +82,7 @@ class WriteOutcome:
     status_agents: set[str] = field(default_factory=set)  # online/offline applied
     live: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))
     replayed: dict[tuple[str, int], int] = field(default_factory=dict)  # top seq per replayed session
+    births: dict[str, int] = field(default_factory=dict)  # agent → session of its last live birth
     new_records: int = 0
     duplicates: int = 0
     stale_status: int = 0
@@ -236,6 +239,7 @@ def _gather(items: list[Decoded], outcome: WriteOutcome) -> _Gather:
             gather.event(payload, at, live=True)
         elif isinstance(payload, BirthPayload):
             gather.birth(payload, at)
+            outcome.births[payload.agent] = payload.session  # arrival order: the last one counts
         else:
             continue  # downlink kinds never reach here: decode refuses them on uplink topics
         outcome.live[(payload.agent, payload.session)].append(payload.seq)
@@ -308,6 +312,7 @@ def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCach
     cache = cache or RefreshCache(interval=0, seen_interval=0)
     outcome = WriteOutcome()
     gather = _gather(items, outcome)
+    bulk.supersede_sessions(conn, outcome.births)
     for agent, status, at in gather.statuses:
         applied = repo.upsert_agent_status(conn, agent, online=status.status == "online", session=status.session, at=at)
         if applied is StatusOutcome.APPLIED:

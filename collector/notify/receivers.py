@@ -230,7 +230,7 @@ def record_failed_delivery(conn: sa.Connection, letter: DeadLetter) -> bool:
     return inserted.first() is not None
 
 
-def recent_failures(conn: sa.Connection, tenant_id: int, *, limit: int = 50) -> list[DeliveryFailure]:
+def recent_failures(conn: sa.Connection, tenant_id: int, *, limit: int = 50, offset: int = 0) -> list[DeliveryFailure]:
     rows = conn.execute(
         sa.select(
             _deliveries.c.id,
@@ -244,6 +244,7 @@ def recent_failures(conn: sa.Connection, tenant_id: int, *, limit: int = 50) -> 
         .where(_deliveries.c.tenant_id == tenant_id)
         .order_by(_deliveries.c.failed_at.desc(), _deliveries.c.id.desc())
         .limit(limit)
+        .offset(offset)
     )
     return [DeliveryFailure(**r) for r in rows.mappings()]
 

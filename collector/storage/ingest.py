@@ -3,12 +3,14 @@ the loop batches many calls into one transaction and acks the agent only after i
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 
+from collector.storage.bounds import check_fits, clip, column_limit
 from collector.storage.dialect import upsert_insert
 from collector.storage.errors import AgentRevoked, RegisterOwnedElsewhere, UnknownAgent
 from collector.storage.rows import (
@@ -175,6 +177,10 @@ def get_ingest_marks(conn: sa.Connection, agent_id: str) -> dict[int, int]:
     return {int(session): int(max_seq) for session, max_seq in rows}
 
 
+DEAD_LETTER_RAW_BYTES = 4096  # the payload prefix a dead letter keeps (size and SHA-256 cover the rest)
+DEAD_LETTER_DETAIL_CHARS = 2000
+
+
 def dead_letter(
     conn: sa.Connection,
     topic: str,
@@ -183,26 +189,49 @@ def dead_letter(
     raw: bytes,
     *,
     received_at: datetime | None = None,
+    whole: tuple[int, str] | None = None,
 ) -> int:
-    """Keep a message we could not use, with its exact bytes, so it can be inspected or replayed."""
+    """Keep a message we could not use: its first bytes, size and SHA-256, why, and when.
+
+    ``whole``: (size, sha256) of the full payload when ``raw`` is already only its prefix. Every
+    field is bounded first (topic and reason clipped to their columns, NULs replaced), so filing
+    a dead letter cannot fail on the message's content, whatever it is.
+    """
+    payload = bytes(raw)
+    size, sha256 = whole or (len(payload), hashlib.sha256(payload).hexdigest())
     stmt = (
         sa.insert(dead_letters)
         .values(
             received_at=received_at or datetime.now(UTC),
-            topic=topic,
-            reason=reason,
-            detail=detail,
-            raw=bytes(raw),
+            topic=clip(topic, column_limit(dead_letters.c.topic)),
+            reason=clip(reason, column_limit(dead_letters.c.reason)),
+            detail=clip(detail, DEAD_LETTER_DETAIL_CHARS),
+            raw=payload[:DEAD_LETTER_RAW_BYTES],
+            size=size,
+            sha256=sha256,
         )
         .returning(dead_letters.c.id)
     )
     return int(conn.execute(stmt).scalar_one())
 
 
+def dead_letter_page(conn: sa.Connection, *, limit: int, offset: int = 0) -> list[DeadLetterRow]:
+    """Newest first; ``raw`` is at most the bounded prefix even for rows stored before it was bounded.
+    Dead letters have no tenant (we could not tell whose they were): admin only."""
+    columns = [column for column in dead_letters.c if column.name != "raw"]
+    prefix = sa.type_coerce(sa.func.substr(dead_letters.c.raw, 1, DEAD_LETTER_RAW_BYTES), sa.LargeBinary)
+    rows = conn.execute(
+        sa.select(*columns, prefix.label("raw"))
+        .order_by(dead_letters.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return [DeadLetterRow(**row._asdict()) for row in rows]
+
+
 def list_dead_letters(conn: sa.Connection, *, limit: int = 100) -> list[DeadLetterRow]:
-    """Newest first. Dead letters have no tenant (we could not tell whose they were): admin only."""
-    rows = conn.execute(sa.select(dead_letters).order_by(dead_letters.c.id.desc()).limit(limit))
-    return [DeadLetterRow(**r._asdict()) for r in rows]
+    """Newest first (see ``dead_letter_page``)."""
+    return dead_letter_page(conn, limit=limit)
 
 
 def ensure_register(
@@ -227,16 +256,18 @@ def ensure_register(
         "fn_serial": identity.fn_serial,
         "model": identity.model,
     }
-    stmt = upsert_insert(conn, registers).values(
-        register_id=identity.register_id,
-        tenant_id=agent.tenant_id,
-        node_id=agent.node_id,
-        agent_id=agent_id,
-        protocol=identity.protocol,
-        first_seen=seen_at,
-        last_seen=seen_at,
+    values = {
+        "register_id": identity.register_id,
+        "tenant_id": agent.tenant_id,
+        "node_id": agent.node_id,
+        "agent_id": agent_id,
+        "protocol": identity.protocol,
+        "first_seen": seen_at,
+        "last_seen": seen_at,
         **known,
-    )
+    }
+    check_fits(registers, values)
+    stmt = upsert_insert(conn, registers).values(values)
     incoming, stored = stmt.excluded, registers.c
     updates: dict[str, Any] = {name: sa.func.coalesce(incoming[name], stored[name]) for name in known}
     updates.update(

@@ -336,13 +336,14 @@ def list_events(
     until: datetime | None = None,
     kinds: Collection[str] | None = None,
     limit: int = 100,
+    offset: int = 0,
 ) -> list[EventRow]:
     """The register's events in [since, until), newest first; empty when out of scope."""
-    _check_page(limit, 0)
+    _check_page(limit, offset)
     query = _register_records(events, EventRow, scope, register_id, since, until)
     if kinds is not None:
         query = query.where(events.c.kind.in_(list(kinds)))
-    query = query.order_by(events.c.ts.desc(), events.c.id.desc()).limit(limit)
+    query = query.order_by(events.c.ts.desc(), events.c.id.desc()).limit(limit).offset(offset)
     return [EventRow(**r._mapping) for r in conn.execute(query)]
 
 
@@ -351,15 +352,18 @@ def agent_in_scope(conn: sa.Connection, scope: Scope, agent_id: str) -> bool:
     return found.first() is not None
 
 
-def list_agent_events(conn: sa.Connection, scope: Scope, agent_id: str, *, limit: int = 100) -> list[AgentEventRow]:
+def list_agent_events(
+    conn: sa.Connection, scope: Scope, agent_id: str, *, limit: int = 100, offset: int = 0
+) -> list[AgentEventRow]:
     """The agent's own events (outbox_gap, command_error), newest first; empty when out of scope."""
-    _check_page(limit, 0)
+    _check_page(limit, offset)
     query = (
         sa.select(*(agent_events.c[f.name] for f in fields(AgentEventRow)))
         .join(agents, agents.c.agent_id == agent_events.c.agent_id)
         .where(agent_events.c.agent_id == agent_id, agent_visible(scope))
         .order_by(agent_events.c.ts.desc(), agent_events.c.id.desc())
         .limit(limit)
+        .offset(offset)
     )
     return [AgentEventRow(**r._mapping) for r in conn.execute(query)]
 
@@ -372,11 +376,12 @@ def state_history(
     until: datetime | None = None,
     *,
     limit: int = MAX_PAGE,
+    offset: int = 0,
 ) -> list[HistoryRow]:
     """The register's states in [since, until) by agent time, oldest first; empty when out of scope."""
-    _check_page(limit, 0)
+    _check_page(limit, offset)
     query = _register_records(history_table, HistoryRow, scope, register_id, since, until)
-    query = query.order_by(history_table.c.ts.asc(), history_table.c.id.asc()).limit(limit)
+    query = query.order_by(history_table.c.ts.asc(), history_table.c.id.asc()).limit(limit).offset(offset)
     return [HistoryRow(**r._mapping) for r in conn.execute(query)]
 
 

@@ -37,6 +37,7 @@ from collector.storage.contracts import load_contracts, upsert_contract
 from collector.storage.ingest import (
     advance_ingest_mark,
     dead_letter,
+    dead_letter_page,
     ensure_register,
     get_ingest_marks,
     insert_agent_events,
@@ -81,6 +82,7 @@ __all__ = [
     "create_tag",
     "create_tenant",
     "dead_letter",
+    "dead_letter_page",
     "delete_silence",
     "enroll_agent",
     "ensure_register",

@@ -25,10 +25,14 @@ def check_severity(label: str | None) -> str | None:
     return label
 
 
+def fits_int64(value: int) -> bool:
+    return 0 <= value <= _INT64_MAX
+
+
 def check_seq(name: str, value: int) -> int:
     # The contract says uint64, both backends store signed 64 bits; real counters never get close,
     # but a corrupt value must be refused here rather than fail a whole batch in the driver.
-    if not 0 <= value <= _INT64_MAX:
+    if not fits_int64(value):
         raise InvalidValue(f"{name}={value} is outside 0..2**63-1")
     return value
 
@@ -259,7 +263,9 @@ class DeadLetterRow:
     topic: str
     reason: str
     detail: str
-    raw: bytes
+    raw: bytes  # at most the first DEAD_LETTER_RAW_BYTES of the payload
+    size: int | None = None  # of the whole payload; None on rows older than revision 0009
+    sha256: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

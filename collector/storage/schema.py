@@ -270,7 +270,11 @@ dead_letters = sa.Table(
     sa.Column("topic", sa.String(500), nullable=False),
     sa.Column("reason", sa.String(100), nullable=False),
     sa.Column("detail", sa.Text, nullable=False),
+    # A bounded prefix of the payload, with the whole payload's size and SHA-256 (NULL on rows
+    # stored before revision 0009, which kept the whole payload).
     sa.Column("raw", sa.LargeBinary, nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=True),
     sa.Index(None, "received_at"),
 )
 

@@ -31,8 +31,10 @@ from collector.storage import create_engine_from_url
 from collector.web.api import add_api_routes
 from collector.web.api.ops import (
     BROKER_READY_KEY,
+    INGEST_READY_KEY,
     METRICS_KEY,
     BrokerReadiness,
+    IngestReadiness,
     http_metrics_for,
     metrics_middleware,
 )
@@ -113,6 +115,7 @@ def create_app(
     engine: sa.Engine | None = None,
     metrics_registry: CollectorRegistry | None = None,
     broker_ready: BrokerReadiness | None = None,
+    ingest_ready: IngestReadiness | None = None,
     authenticator: Authenticator | None = None,
     clock: Callable[[], datetime] = _utc_now,
     event_hub: EventHub | None = None,
@@ -121,7 +124,7 @@ def create_app(
     enrollment: EnrollmentService | None = None,
 ) -> web.Application:
     """Build the app. Without ``engine`` it opens one on ``config.db_url`` and disposes of it on
-    cleanup; ``broker_ready`` feeds ``/readyz``; ``authenticator`` replaces the config's choice;
+    cleanup; ``broker_ready`` and ``ingest_ready`` feed ``/readyz``; ``authenticator`` replaces the config's choice;
     ``account_service`` carries the mailer of account e-mails (default: the log, built on first
     use); ``enrollment`` adds the enrollment endpoints."""
     settings = WebSettings.from_config(config)
@@ -131,6 +134,8 @@ def create_app(
     app[METRICS_KEY] = http_metrics_for(metrics_registry or CollectorRegistry())
     if broker_ready is not None:
         app[BROKER_READY_KEY] = broker_ready
+    if ingest_ready is not None:
+        app[INGEST_READY_KEY] = ingest_ready
     if engine is None:
         owned = create_engine_from_url(settings.db_url)
         app[ENGINE_KEY] = owned

@@ -27,8 +27,13 @@ from typing import ClassVar
 from protocol.mqtt.errors import TopicError
 
 TOPIC_ROOT = "kassa/v1"
-ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
+MAX_ID_LENGTH = 64  # agent and register ids; the collector's id columns are wider
+ID_PATTERN = rf"[A-Za-z0-9][A-Za-z0-9_.-]{{0,{MAX_ID_LENGTH - 1}}}"
 _ID_RE = re.compile(rf"\A{ID_PATTERN}\Z")
+# The longest topic of the contract: kassa/v1/<agent>/<longest kind>/<register>. Anything longer
+# is refused before it is split or matched, and never echoed whole into an error message.
+MAX_TOPIC_LENGTH = len(TOPIC_ROOT) + 1 + MAX_ID_LENGTH + 1 + len("status") + 1 + MAX_ID_LENGTH
+QUOTED_TOPIC_CHARS = 120  # how much of a refused topic an error message repeats
 
 COLLECTOR_ID = "_collector"
 COLLECTOR_STATUS_TOPIC = f"{TOPIC_ROOT}/{COLLECTOR_ID}/status"
@@ -58,9 +63,16 @@ def is_valid_id(value: str) -> bool:
     return bool(_ID_RE.match(value))
 
 
+def quoted(text: str, limit: int = QUOTED_TOPIC_CHARS) -> str:
+    """``repr`` of at most ``limit`` characters of ``text``, saying how long it really was."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}… ({len(text)} characters)"
+
+
 def _check_id(value: str, what: str) -> None:
     if not is_valid_id(value):
-        raise TopicError(f"invalid {what} id {value!r}: must match {ID_PATTERN}")
+        raise TopicError(f"invalid {what} id {quoted(value)}: must match {ID_PATTERN}")
 
 
 @dataclass(frozen=True)
@@ -104,6 +116,8 @@ class AgentTopic:
     @classmethod
     def parse(cls, topic: str) -> AgentTopic:
         """Parse a topic string; raises :class:`TopicError` for anything outside the contract."""
+        if len(topic) > MAX_TOPIC_LENGTH:
+            raise TopicError(f"topic {quoted(topic)} is longer than the contract's {MAX_TOPIC_LENGTH} characters")
         parts = topic.split("/")
         root_len = len(cls._ROOT_PARTS)
         if tuple(parts[:root_len]) != cls._ROOT_PARTS:

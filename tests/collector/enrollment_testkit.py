@@ -186,6 +186,7 @@ listener {port} 127.0.0.1
 allow_anonymous false
 password_file {workdir}/passwd
 acl_file {workdir}/acl
+message_size_limit 1048576
 persistence false
 log_dest file {workdir}/mosquitto.log
 log_type error

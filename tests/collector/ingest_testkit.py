@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -155,6 +155,30 @@ def inbound(topic: str, payload: bytes, *, at: datetime | None = None, generatio
 
 def batch(*messages: tuple[str, bytes]) -> list[InboundMessage]:
     return [inbound(topic, payload) for topic, payload in messages]
+
+
+@contextmanager
+def running_services(broker: Any, *, web: bool = False) -> Iterator[Callable[..., Any]]:
+    """A factory of started ``CollectorService``s on ``broker`` (``make(db_url, **config)``); all
+    are stopped on exit. Client ids are ``collector-<n>`` unless given; ``web`` serves the app."""
+    from collector.config import CollectorConfig
+    from collector.service import CollectorService
+
+    made: list[Any] = []
+
+    def make(db_url: str, **settings: Any) -> Any:
+        settings.setdefault("client_id", f"collector-{len(made)}")
+        config = CollectorConfig(broker_url=broker.url, db_url=db_url, evaluator_period=0.5, **settings)
+        service = CollectorService(config, serve_web=web)
+        service.start()
+        made.append(service)
+        return service
+
+    try:
+        yield make
+    finally:
+        for service in made:
+            service.stop()
 
 
 @dataclass

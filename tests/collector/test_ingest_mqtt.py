@@ -54,21 +54,8 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
 
 @pytest.fixture
 def service_factory(mqtt_broker: Any) -> Iterator[Callable[..., CollectorService]]:
-    made: list[CollectorService] = []
-
-    def make(db_url: str, **settings: Any) -> CollectorService:
-        config = CollectorConfig(
-            broker_url=mqtt_broker.url, db_url=db_url, client_id=f"collector-{len(made)}", evaluator_period=0.5,
-            **settings,
-        )
-        service = CollectorService(config, serve_web=False)
-        service.start()
-        made.append(service)
-        return service
-
-    yield make
-    for service in made:
-        service.stop()
+    with kit.running_services(mqtt_broker) as make:
+        yield make
 
 
 def test_acks_follow_the_commit_and_status_is_retained(db_url: str, service_factory: Any, mqtt_recorder: Any) -> None:

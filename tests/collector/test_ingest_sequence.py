@@ -83,3 +83,27 @@ def test_any_arrival_order_ends_at_the_last_seq(order: list[int], chunk: int) ->
             assert mark > marks[-1]  # never goes back
             marks.append(mark)
     assert marks[-1] == 29 and seq.open_gaps() == {}
+
+
+def test_a_lower_live_session_asks_for_a_rebirth_at_once_and_its_birth_resumes_the_real_session() -> None:
+    seq, _ = tracker(window=2.0)
+    seq.seed("a", 3, 1)
+    assert seq.commit_live("a", 3, [2]) == 2
+    seq.commit_live("a", 503, [0])  # a forged higher session
+    assert seq.commit_live("a", 3, [3, 4]) is None  # the real agent, contradicting it
+    assert seq.due_rebirths() == ["a"]  # no reorder window to wait for
+    assert seq.due_rebirths() == []
+
+    seq.supersede("a", 3)  # the answer: a birth of session 3
+    assert not seq.knows("a", 3)  # the durable mark must be read again
+    seq.seed("a", 3, 2)
+    assert seq.commit_live("a", 3, [5]) == 5  # 3 and 4, committed meanwhile, count
+    assert seq.open_gaps() == {}
+
+
+def test_a_birth_of_the_tracked_or_a_higher_session_supersedes_nothing() -> None:
+    seq, _ = tracker()
+    seq.commit_live("a", 4, [0, 1])
+    seq.supersede("a", 4)
+    seq.supersede("a", 9)
+    assert seq.knows("a", 4) and seq.commit_live("a", 4, [2]) == 2

@@ -55,6 +55,7 @@ from collector.web.shared.fleet_models import (
     AgentEventOut,
     AgentEventQuery,
 )
+from collector.web.shared.paging import next_link
 
 
 class EnrollmentTokenOut(BaseModel):
@@ -136,8 +137,11 @@ async def agent_events(request: web.Request) -> web.Response:
     def work(conn: sa.Connection) -> AgentEventList:
         if not repo.agent_in_scope(conn, scope, agent_id):
             raise not_found(f"agent {agent_id!r}")
-        rows = repo.list_agent_events(conn, scope, agent_id, limit=query.limit)
-        return AgentEventList(agent_id=agent_id, items=[AgentEventOut.model_validate(r, from_attributes=True) for r in rows])
+        rows = repo.list_agent_events(conn, scope, agent_id, limit=query.limit, offset=query.offset)
+        return AgentEventList(
+            agent_id=agent_id, items=[AgentEventOut.model_validate(r, from_attributes=True) for r in rows],
+            next=next_link(request, query, len(rows)),
+        )
 
     return json_response(await in_transaction(request, work))
 

@@ -32,6 +32,7 @@ from collector.web.shared.fleet_models import (
     CommentOut,
     SilenceBody,
 )
+from collector.web.shared.paging import next_link
 
 
 async def list_alerts(request: web.Request) -> web.Response:
@@ -40,7 +41,10 @@ async def list_alerts(request: web.Request) -> web.Response:
 
     def work(conn: sa.Connection) -> AlertList:
         rows, total = queries.list_alert_page(conn, scope, query)
-        return AlertList(items=[present.alert_out(row) for row in rows], total=total, limit=query.limit, offset=query.offset)
+        return AlertList(
+            items=[present.alert_out(row) for row in rows], total=total, limit=query.limit, offset=query.offset,
+            next=next_link(request, query, len(rows), total),
+        )
 
     return json_response(await in_transaction(request, work))
 

@@ -23,6 +23,7 @@ from collector.web.routing import (
 )
 from collector.web.shared.account_actions import GrantOut, GroupList, grant_out, group_list
 from collector.web.shared.accounts import ACCOUNTS_WEB_KEY, Caller, answer_as_caller, require_visible
+from collector.web.shared.paging import Page, repaged
 
 
 class GroupBody(InputModel):
@@ -57,7 +58,8 @@ class WhyOut(BaseModel):
 
 
 async def list_groups(request: web.Request) -> web.Response:
-    return await answer_as_caller(request, group_list, write=False)
+    page = parse_query(request, Page)
+    return await answer_as_caller(request, lambda conn, who: repaged(request, page, group_list(conn, who)), write=False)
 
 
 async def create_group(request: web.Request) -> web.Response:
@@ -147,7 +149,7 @@ _W = (403, 404, 409, 415, 422)
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", f"{API}/groups", list_groups, "listGroups", "User groups with members and grants", "company",
-              GroupList, errors=(403,)),
+              GroupList, query=Page, errors=(400, 403)),
     Operation("POST", f"{API}/groups", create_group, "createGroup", "A new user group", "company", Created,
               body=GroupBody, status=201, errors=_W),
     Operation("POST", f"{API}/groups/{{group_id}}/members", add_member, "addGroupMember",

@@ -19,6 +19,7 @@ from collector.web.routing import (
     int_path_param,
     now,
     parse_body,
+    parse_query,
 )
 from collector.web.shared.account_actions import (
     KepOrderList,
@@ -26,6 +27,7 @@ from collector.web.shared.account_actions import (
     company_kep_orders,
 )
 from collector.web.shared.accounts import Caller, answer_as_caller
+from collector.web.shared.paging import Page, Paged, repaged
 
 
 class KepOrderBody(InputModel):
@@ -75,7 +77,7 @@ class CompanyAlertOut(BaseModel):
     details: dict[str, Any]
 
 
-class CompanyAlertList(BaseModel):
+class CompanyAlertList(Paged):
     items: list[CompanyAlertOut]
 
 
@@ -85,7 +87,10 @@ class CompanyAlertList(BaseModel):
 
 
 async def list_kep_orders(request: web.Request) -> web.Response:
-    return await answer_as_caller(request, company_kep_orders, write=False)
+    page = parse_query(request, Page)
+    return await answer_as_caller(
+        request, lambda conn, who: repaged(request, page, company_kep_orders(conn, who)), write=False
+    )
 
 
 def applicant_of(body: KepOrderBody) -> kep.KepApplicant:
@@ -133,8 +138,11 @@ def _company_alert_out(alert: kep_alerts.CompanyAlert) -> CompanyAlertOut:
 
 
 async def list_company_alerts(request: web.Request) -> web.Response:
+    page = parse_query(request, Page)
+
     def work(conn: sa.Connection, who: Caller) -> CompanyAlertList:
-        return CompanyAlertList(items=[_company_alert_out(a) for a in kep_alerts.company_alerts(conn, who.actor, who.tenant_id)])
+        alerts = [_company_alert_out(a) for a in kep_alerts.company_alerts(conn, who.actor, who.tenant_id)]
+        return repaged(request, page, CompanyAlertList(items=alerts))
 
     return await answer_as_caller(request, work, write=False)
 
@@ -150,7 +158,7 @@ async def acknowledge_company_alert(request: web.Request) -> web.Response:
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", f"{API}/kep-orders", list_kep_orders, "listKepOrders", "The company's КЭП orders", "kep",
-              KepOrderList, errors=(403,)),
+              KepOrderList, query=Page, errors=(400, 403)),
     Operation("POST", f"{API}/kep-orders", create_kep_order, "createKepOrder", "Order a КЭП", "kep", Created,
               body=KepOrderBody, status=201, errors=(403, 415, 422)),
     Operation("POST", f"{API}/kep-orders/{{order_id}}/transition", transition_kep_order, "transitionKepOrder",
@@ -160,7 +168,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "kep", KepOut, errors=(403,)),
     Operation("GET", f"{API}/company/alerts", list_company_alerts, "listCompanyAlerts",
               "Company-level alerts (the КЭП running out), for those who handle КЭП", "kep", CompanyAlertList,
-              errors=(403,)),
+              query=Page, errors=(400, 403)),
     Operation("POST", f"{API}/company/alerts/{{company_alert_id}}/ack", acknowledge_company_alert, "acknowledgeCompanyAlert",
               "Acknowledge a company-level alert", "kep", CompanyAlertOut, path_params={"company_alert_id": int},
               errors=(403, 404, 422)),

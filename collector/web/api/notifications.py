@@ -52,6 +52,7 @@ from collector.web.problems import Problem
 from collector.web.routing import API, Operation, int_path_param, json_response, now, parse_body, parse_query
 from collector.web.shared.account_actions import audit_receiver_change
 from collector.web.shared.accounts import Caller, account_user_id, caller, run_in_transaction
+from collector.web.shared.paging import Page, Paged, next_link, repaged
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class ReceiverOut(BaseModel):
     created_at: AwareDatetime
 
 
-class ReceiverList(BaseModel):
+class ReceiverList(Paged):
     items: list[ReceiverOut]
 
 
@@ -122,13 +123,11 @@ class FailureOut(BaseModel):
     failed_at: AwareDatetime
 
 
-class FailureList(BaseModel):
+class FailureList(Paged):
     items: list[FailureOut]
 
 
-class FailureQuery(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+class FailureQuery(Page):
     limit: int = Field(50, ge=1, le=500)
 
 
@@ -163,10 +162,11 @@ def _manager(conn: sa.Connection, user_id: int) -> Caller:
 
 async def list_notification_receivers(request: web.Request) -> web.Response:
     user_id = account_user_id(request)
+    page = parse_query(request, Page)
 
     def work(conn: sa.Connection) -> ReceiverList:
         who = _manager(conn, user_id)
-        return ReceiverList(items=[_out(r) for r in list_receivers(conn, who.tenant_id)])
+        return repaged(request, page, ReceiverList(items=[_out(r) for r in list_receivers(conn, who.tenant_id)]))
 
     return json_response(await run_in_transaction(request, work, write=False))
 
@@ -253,8 +253,9 @@ async def list_failed_deliveries(request: web.Request) -> web.Response:
 
     def work(conn: sa.Connection) -> FailureList:
         who = _manager(conn, user_id)
-        failures = recent_failures(conn, who.tenant_id, limit=query.limit)
-        return FailureList(items=[FailureOut.model_validate(f, from_attributes=True) for f in failures])
+        failures = recent_failures(conn, who.tenant_id, limit=query.limit, offset=query.offset)
+        items = [FailureOut.model_validate(f, from_attributes=True) for f in failures]
+        return FailureList(items=items, next=next_link(request, query, len(items)))
 
     return json_response(await run_in_transaction(request, work, write=False))
 
@@ -301,7 +302,7 @@ _W = (403, 404, 415, 422)
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", f"{API}/notifications/receivers", list_notification_receivers, "listNotificationReceivers",
               "Where the company's alerts are sent (user and group managers)", "notifications", ReceiverList,
-              errors=(403,)),
+              query=Page, errors=(400, 403)),
     Operation("POST", f"{API}/notifications/receivers", create_notification_receiver, "createNotificationReceiver",
               "Add an e-mail or webhook receiver; a webhook's generated secret is shown only here", "notifications",
               ReceiverCreated, body=ReceiverBody, status=201, errors=(403, 415, 422)),

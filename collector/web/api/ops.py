@@ -2,7 +2,8 @@
 dead letters (administrators) and the OpenAPI document.
 
 ``/healthz`` only says the process serves HTTP. ``/readyz`` checks the database (``SELECT 1``
-with a timeout) and, when the service supplies a broker readiness callback, the MQTT connection.
+with a timeout) and, when the service supplies their callbacks, the MQTT connection and the
+ingest writer (a database that answers reads may still refuse every write).
 ``/metrics`` exposes the registry the service passes in plus this app's request counters and
 latency histogram, labelled by route template (never by raw path, which would explode cardinality).
 """
@@ -12,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import Any
 from weakref import WeakKeyDictionary
 
 import sqlalchemy as sa
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
+from collector.ingest.health import HealthReport
 from collector.web.api.openapi import serve_openapi
 from collector.web.auth import require_admin
 from collector.web.routing import (
@@ -38,8 +41,10 @@ from collector.web.shared.fleet_models import (
     Readiness,
     ReadinessCheck,
 )
+from collector.web.shared.paging import next_link
 
 BrokerReadiness = Callable[[], bool | None]  # True connected, False not, None: not reported
+IngestReadiness = Callable[[], HealthReport]  # is the writer committing, and why not
 DB_CHECK_TIMEOUT_S = 2.0
 
 
@@ -75,6 +80,7 @@ def http_metrics_for(registry: CollectorRegistry) -> HttpMetrics:
 
 METRICS_KEY = web.AppKey("http_metrics", HttpMetrics)
 BROKER_READY_KEY: web.AppKey[BrokerReadiness] = web.AppKey("broker_ready")
+INGEST_READY_KEY: web.AppKey[IngestReadiness] = web.AppKey("ingest_ready")
 
 
 def _route_label(request: web.Request) -> str:
@@ -119,21 +125,36 @@ async def _database_check(engine: sa.Engine) -> ReadinessCheck:
     return ReadinessCheck(name="database", ok=True, detail="reachable")
 
 
-def _broker_check(app: web.Application) -> ReadinessCheck:
-    callback = app.get(BROKER_READY_KEY)
+def _reported_check(
+    app: web.Application, key: web.AppKey[Any], name: str, judge: Callable[[Any], ReadinessCheck]
+) -> ReadinessCheck:
+    """Ask the callback the service registered under ``key``; ``judge`` turns its answer into a check."""
+    callback = app.get(key)
     if callback is None:
-        return ReadinessCheck(name="broker", ok=None, detail="not reported by this process")
+        return ReadinessCheck(name=name, ok=None, detail="not reported by this process")
     try:
-        connected = callback()
+        answer = callback()
     except Exception as exc:
-        return ReadinessCheck(name="broker", ok=False, detail=f"readiness callback failed: {exc}"[:300])
+        return ReadinessCheck(name=name, ok=False, detail=f"readiness callback failed: {exc}"[:300])
+    return judge(answer)
+
+
+def _broker(connected: bool | None) -> ReadinessCheck:
     if connected is None:
         return ReadinessCheck(name="broker", ok=None, detail="not reported yet")
     return ReadinessCheck(name="broker", ok=connected, detail="connected" if connected else "not connected")
 
 
+def _ingest(report: HealthReport) -> ReadinessCheck:
+    return ReadinessCheck(name="ingest", ok=report.ok, detail=report.detail)
+
+
 async def readyz(request: web.Request) -> web.Response:
-    checks = [await _database_check(request.app[ENGINE_KEY]), _broker_check(request.app)]
+    checks = [
+        await _database_check(request.app[ENGINE_KEY]),
+        _reported_check(request.app, BROKER_READY_KEY, "broker", _broker),
+        _reported_check(request.app, INGEST_READY_KEY, "ingest", _ingest),
+    ]
     ready = all(check.ok is not False for check in checks)
     return json_response(Readiness(ready=ready, checks=checks), status=200 if ready else 503)
 
@@ -150,7 +171,8 @@ async def list_dead_letters(request: web.Request) -> web.Response:
     def work(conn: sa.Connection) -> DeadLetterList:
         rows, total = queries.list_dead_letter_page(conn, limit=query.limit, offset=query.offset)
         return DeadLetterList(
-            items=[present.dead_letter_out(row) for row in rows], total=total, limit=query.limit, offset=query.offset
+            items=[present.dead_letter_out(row) for row in rows], total=total, limit=query.limit, offset=query.offset,
+            next=next_link(request, query, len(rows), total),
         )
 
     return json_response(await in_transaction(request, work))
@@ -163,7 +185,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", f"{API}/openapi.json", serve_openapi, "getOpenApi", "This document", "operations",
               media_type="application/json", public=True),
     Operation("GET", "/healthz", healthz, "healthz", "The process is alive", "operations", Health, public=True),
-    Operation("GET", "/readyz", readyz, "readyz", "Database reachable and broker connected (when reported)",
+    Operation("GET", "/readyz", readyz, "readyz", "Database reachable, broker connected and ingest committing (when reported)",
               "operations", Readiness, public=True, errors=(503,)),
     Operation("GET", "/metrics", metrics, "metrics", "Prometheus exposition", "operations",
               media_type="text/plain", public=True),

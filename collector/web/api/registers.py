@@ -43,8 +43,9 @@ from collector.web.shared.fleet_models import (
     RegisterSummary,
     TimeWindowQuery,
 )
+from collector.web.shared.paging import next_link
 
-QueryT = TypeVar("QueryT", bound=BaseModel)
+WindowT = TypeVar("WindowT", bound=TimeWindowQuery)  # the register sub-lists: a time window, paged
 CSV_CHUNK = 500  # registers per page-context lookup during an export
 RECENT_CLEARED_ALERTS = 20
 RECENT_EVENTS = 20
@@ -68,7 +69,9 @@ async def list_registers(request: web.Request) -> web.Response:
         rows, total = queries.list_register_page(conn, scope, query, limit=query.limit, offset=query.offset)
         context = queries.page_context(conn, scope, rows)
         items = [present.register_summary(row, context, at) for row in rows]
-        return RegisterList(items=items, total=total, limit=query.limit, offset=query.offset)
+        return RegisterList(
+            items=items, total=total, limit=query.limit, offset=query.offset, next=next_link(request, query, len(rows), total)
+        )
 
     return json_response(await in_transaction(request, work))
 
@@ -114,8 +117,11 @@ async def get_register(request: web.Request) -> web.Response:
     return json_response(await in_transaction(request, work))
 
 
+Link = Callable[[int], str | None]  # items returned → the next page's URL
+
+
 async def _register_subresource(
-    request: web.Request, query_model: type[QueryT], build: Callable[[sa.Connection, Scope, str, QueryT], BaseModel]
+    request: web.Request, query_model: type[WindowT], build: Callable[[sa.Connection, Scope, str, WindowT, Link], BaseModel]
 ) -> web.Response:
     """A read about one register: 404 unless the register is in the caller's scope."""
     register_id = request.match_info["register_id"]
@@ -124,20 +130,22 @@ async def _register_subresource(
 
     def work(conn: sa.Connection) -> BaseModel:
         _scoped_register(conn, scope, register_id)
-        return build(conn, scope, register_id, query)
+        return build(conn, scope, register_id, query, lambda returned: next_link(request, query, returned))
 
     return json_response(await in_transaction(request, work))
 
 
-def _history(conn: sa.Connection, scope: Scope, register_id: str, query: TimeWindowQuery) -> HistoryOut:
-    rows = repo.state_history(conn, scope, register_id, query.since, query.until, limit=query.limit)
-    return HistoryOut(register_id=register_id, points=[present.history_point(row) for row in rows])
+def _history(conn: sa.Connection, scope: Scope, register_id: str, query: TimeWindowQuery, link: Link) -> HistoryOut:
+    rows = repo.state_history(conn, scope, register_id, query.since, query.until, limit=query.limit, offset=query.offset)
+    return HistoryOut(register_id=register_id, points=[present.history_point(row) for row in rows], next=link(len(rows)))
 
 
-def _events(conn: sa.Connection, scope: Scope, register_id: str, query: EventQuery) -> EventList:
+def _events(conn: sa.Connection, scope: Scope, register_id: str, query: EventQuery, link: Link) -> EventList:
     kinds = None if query.kind is None else [query.kind]
-    rows = repo.list_events(conn, scope, register_id, since=query.since, until=query.until, kinds=kinds, limit=query.limit)
-    return EventList(register_id=register_id, items=[present.event_out(row) for row in rows])
+    rows = repo.list_events(
+        conn, scope, register_id, since=query.since, until=query.until, kinds=kinds, limit=query.limit, offset=query.offset
+    )
+    return EventList(register_id=register_id, items=[present.event_out(row) for row in rows], next=link(len(rows)))
 
 
 async def register_history(request: web.Request) -> web.Response:

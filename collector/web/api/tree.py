@@ -31,6 +31,7 @@ from collector.web.routing import (
 from collector.web.shared import present
 from collector.web.shared.accounts import Caller, answer_as_caller, require_visible
 from collector.web.shared.fleet_models import NodeRollupList, NodeTreeOut
+from collector.web.shared.paging import Page, Paged, next_link, page_slice, repaged
 
 
 class NodeOut(BaseModel):
@@ -66,7 +67,7 @@ class LevelsBody(InputModel):
     names: list[str] = Field(min_length=2, max_length=20)
 
 
-class LevelList(BaseModel):
+class LevelList(Paged):
     items: list[LevelOut]
 
 
@@ -79,7 +80,7 @@ class TagOut(BaseModel):
     name: str
 
 
-class TagList(BaseModel):
+class TagList(Paged):
     items: list[TagOut]
 
 
@@ -158,7 +159,10 @@ async def import_tree(request: web.Request) -> web.Response:
 
 
 async def list_levels(request: web.Request) -> web.Response:
-    return await answer_as_caller(request, lambda conn, who: LevelList(items=_levels(conn, who.tenant_id)), write=False)
+    page = parse_query(request, Page)
+    return await answer_as_caller(
+        request, lambda conn, who: repaged(request, page, LevelList(items=_levels(conn, who.tenant_id))), write=False
+    )
 
 
 async def set_levels(request: web.Request) -> web.Response:
@@ -175,9 +179,11 @@ async def set_levels(request: web.Request) -> web.Response:
 
 
 async def list_tags(request: web.Request) -> web.Response:
+    page = parse_query(request, Page)
+
     def work(conn: sa.Connection, who: Caller) -> TagList:
         rows = conn.execute(sa.select(tags.c.id, tags.c.name).where(tags.c.tenant_id == who.tenant_id).order_by(tags.c.name))
-        return TagList(items=[TagOut(id=r.id, name=r.name) for r in rows])
+        return repaged(request, page, TagList(items=[TagOut(id=r.id, name=r.name) for r in rows]))
 
     return await answer_as_caller(request, work, write=False)
 
@@ -223,10 +229,12 @@ async def node_tree(request: web.Request) -> web.Response:
 
 
 async def node_rollups(request: web.Request) -> web.Response:
+    query = parse_query(request, Page)
     scope = principal_of(request).scope
 
     def work(conn: sa.Connection) -> NodeRollupList:
-        return NodeRollupList(items=[present.rollup_out(rollup) for rollup in repo.node_rollups(conn, scope)])
+        rollups, total = page_slice(repo.node_rollups(conn, scope), query)
+        return NodeRollupList(items=[present.rollup_out(r) for r in rollups], next=next_link(request, query, len(rollups), total))
 
     return json_response(await in_transaction(request, work))
 
@@ -239,7 +247,7 @@ OPERATIONS: tuple[Operation, ...] = (
               NodeTreeOut),
     Operation("GET", f"{API}/nodes/rollups", node_rollups, "getNodeRollups",
               "Per node: registers by worst severity and the earliest block, all descendants included", "nodes",
-              NodeRollupList),
+              NodeRollupList, query=Page, errors=(400,)),
     Operation("GET", f"{API}/tree", get_tree, "getCompanyTree", "Levels and the nodes of the tree the caller sees",
               "company", TreeOut, errors=(403,)),
     Operation("POST", f"{API}/nodes", create_node, "createNode", "Add a node under a parent", "company", Created,
@@ -253,10 +261,11 @@ OPERATIONS: tuple[Operation, ...] = (
               "Stores and registers from CSV (text/csv body); dry_run reports by line and changes nothing",
               "company", ImportReportOut, query=ImportQuery, errors=(403, 413, 415, 422)),
     Operation("GET", f"{API}/levels", list_levels, "listLevels", "The company's tree levels", "company", LevelList,
-              errors=(403,)),
+              query=Page, errors=(400, 403)),
     Operation("PUT", f"{API}/levels", set_levels, "setLevels", "Rename or reorder the tree levels", "company",
               LevelList, body=LevelsBody, errors=_W),
-    Operation("GET", f"{API}/tags", list_tags, "listTags", "The company's tags", "company", TagList, errors=(403,)),
+    Operation("GET", f"{API}/tags", list_tags, "listTags", "The company's tags", "company", TagList, query=Page,
+              errors=(400, 403)),
     Operation("POST", f"{API}/tags", create_tag, "createTag", "A new tag", "company", Created, body=TagBody,
               status=201, errors=_W),
     Operation("PUT", f"{API}/registers/{{register_id}}/tags/{{tag_id}}", tag_register, "tagRegister",

@@ -33,6 +33,7 @@ from collector.web.routing import (
     json_response,
     now,
     parse_body,
+    parse_query,
 )
 from collector.web.shared.account_actions import GrantOut, grant_out
 from collector.web.shared.accounts import (
@@ -44,6 +45,7 @@ from collector.web.shared.accounts import (
     run_in_transaction,
     throttle,
 )
+from collector.web.shared.paging import Page, Paged, repaged
 
 
 class SignUpBody(InputModel):
@@ -115,7 +117,7 @@ class ApiTokenOut(BaseModel):
     last_used_at: AwareDatetime | None
 
 
-class ApiTokenList(BaseModel):
+class ApiTokenList(Paged):
     items: list[ApiTokenOut]
 
 
@@ -278,7 +280,8 @@ def _tokens(conn: sa.Connection, who: Caller) -> ApiTokenList:
 
 
 async def list_tokens(request: web.Request) -> web.Response:
-    return await answer_as_caller(request, _tokens, write=False)
+    page = parse_query(request, Page)
+    return await answer_as_caller(request, lambda conn, who: repaged(request, page, _tokens(conn, who)), write=False)
 
 
 async def create_token(request: web.Request) -> web.Response:
@@ -337,7 +340,7 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", f"{API}/me", me, "getMe", "The caller: user, company and effective permissions",
               "accounts", MeOut, errors=(403,)),
     Operation("GET", f"{API}/tokens", list_tokens, "listApiTokens", "The caller's API tokens", "accounts",
-              ApiTokenList, errors=(403,)),
+              ApiTokenList, query=Page, errors=(400, 403)),
     Operation("POST", f"{API}/tokens", create_token, "createApiToken", "A new API token, shown once",
               "accounts", NewApiTokenOut, body=ApiTokenBody, status=201, errors=(403, 415, 422)),
     Operation("DELETE", f"{API}/tokens/{{token_id}}", delete_token, "revokeApiToken", "Revoke an own API token",

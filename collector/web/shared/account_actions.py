@@ -20,6 +20,7 @@ from collector.storage.schema import agents
 from collector.web.auth import principal_of
 from collector.web.problems import Problem
 from collector.web.shared.accounts import Caller, caller, require_visible, run_in_transaction
+from collector.web.shared.paging import Paged
 
 
 class GrantOut(BaseModel):
@@ -48,7 +49,7 @@ class GroupOut(BaseModel):
     grants: list[GrantOut]
 
 
-class GroupList(BaseModel):
+class GroupList(Paged):
     items: list[GroupOut]
 
 
@@ -62,7 +63,7 @@ class KepOrderOut(BaseModel):
     reject_reason: str | None
 
 
-class KepOrderList(BaseModel):
+class KepOrderList(Paged):
     items: list[KepOrderOut]
 
 

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from collector.web.shared.paging import MAX_PAGE, Page, Paged
 from protocol.kkt.state import RegisterState
 
 SeverityLabel = Literal["info", "warning", "major", "critical", "blocked"]
@@ -34,18 +35,12 @@ RuleLabel = Literal[
     "kep_validity",
 ]
 BlockCause = Literal["ofd_backlog", "fn_validity", "fn_memory", "ofd_contract"]
-MAX_PAGE = 1000
 
 
 class _Query(BaseModel):
     """Query strings: unknown parameters are refused so a typo never silently widens a list."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Page(_Query):
-    limit: int = Field(50, ge=1, le=MAX_PAGE, description="page size")
-    offset: int = Field(0, ge=0, description="items to skip")
 
 
 class RegisterFilters(_Query):
@@ -78,6 +73,7 @@ class TimeWindowQuery(_Query):
     since: AwareDatetime | None = Field(None, description="inclusive, ISO 8601 with zone")
     until: AwareDatetime | None = Field(None, description="exclusive, ISO 8601 with zone")
     limit: int = Field(500, ge=1, le=10_000)
+    offset: int = Field(0, ge=0, description="items to skip")
 
 
 class EventQuery(TimeWindowQuery):
@@ -180,7 +176,7 @@ class RegisterSummary(_Out):
     state_received_at: AwareDatetime | None
 
 
-class RegisterList(_Out):
+class RegisterList(Paged, _Out):
     items: list[RegisterSummary]
     total: int
     limit: int
@@ -212,7 +208,7 @@ class AlertOut(_Out):
     details: dict[str, Any]
 
 
-class AlertList(_Out):
+class AlertList(Paged, _Out):
     items: list[AlertOut]
     total: int
     limit: int
@@ -275,17 +271,17 @@ class HistoryPoint(_Out):
     fn_warnings: list[str]
 
 
-class HistoryOut(_Out):
+class HistoryOut(Paged, _Out):
     register_id: str
     points: list[HistoryPoint]
 
 
-class EventList(_Out):
+class EventList(Paged, _Out):
     register_id: str
     items: list[EventOut]
 
 
-class AgentEventQuery(_Query):
+class AgentEventQuery(Page):
     limit: int = Field(100, ge=1, le=MAX_PAGE, description="newest first, at most this many")
 
 
@@ -298,7 +294,7 @@ class AgentEventOut(_Out):
     data: dict[str, Any] = Field(description="message, and for outbox_gap the dropped count and range")
 
 
-class AgentEventList(_Out):
+class AgentEventList(Paged, _Out):
     agent_id: str
     items: list[AgentEventOut]
 
@@ -325,7 +321,7 @@ class NodeRollupOut(_Out):
     earliest_blocks_at: AwareDatetime | None
 
 
-class NodeRollupList(_Out):
+class NodeRollupList(Paged, _Out):
     items: list[NodeRollupOut]
 
 
@@ -335,10 +331,12 @@ class DeadLetterOut(_Out):
     topic: str
     reason: str
     detail: str
-    raw_base64: str
+    raw_base64: str = Field(description="the payload's first bytes (at most 4096)")
+    size: int | None = Field(description="bytes of the whole payload; null for letters kept before sizes were")
+    sha256: str | None = Field(description="hex SHA-256 of the whole payload")
 
 
-class DeadLetterList(_Out):
+class DeadLetterList(Paged, _Out):
     items: list[DeadLetterOut]
     total: int
     limit: int

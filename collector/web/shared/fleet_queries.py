@@ -172,5 +172,4 @@ def list_alert_page(conn: sa.Connection, scope: Scope, query: AlertListQuery) ->
 def list_dead_letter_page(conn: sa.Connection, *, limit: int, offset: int) -> tuple[list[DeadLetterRow], int]:
     """Newest first. Dead letters belong to no tenant: only admins may call this."""
     total = conn.execute(sa.select(sa.func.count()).select_from(dead_letters)).scalar_one()
-    page = conn.execute(sa.select(dead_letters).order_by(dead_letters.c.id.desc()).limit(limit).offset(offset))
-    return [DeadLetterRow(**row._asdict()) for row in page], int(total)
+    return repo.dead_letter_page(conn, limit=limit, offset=offset), int(total)

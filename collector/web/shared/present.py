@@ -250,4 +250,6 @@ def dead_letter_out(letter: DeadLetterRow) -> DeadLetterOut:
         reason=letter.reason,
         detail=letter.detail,
         raw_base64=base64.b64encode(letter.raw).decode("ascii"),
+        size=letter.size,
+        sha256=letter.sha256,
     )

@@ -142,7 +142,7 @@ def test_the_service_config_starts_an_app_with_its_own_engine(tmp_path) -> None:
 
     status, body, ready = asyncio.run(go())
     assert status == 200
-    assert body == {"items": [], "total": 0, "limit": 50, "offset": 0}
+    assert body == {"items": [], "total": 0, "limit": 50, "offset": 0, "next": None}
     assert ready == 200
 
 
