@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol
 from agent.config import AgentConfig, DeviceConfig
 from agent.events import derive_events
 from agent.health import DeviceHealth, HealthReport, write_health
+from agent.identity import AckFilter
 from agent.outbox import GapInfo, Outbox, OutboxRecord
 from agent.publisher import MqttPublisher, Will
 from protocol.kkt.state import RegisterState
@@ -303,6 +304,8 @@ class AgentRuntime:
             ack_mode=config.ack_mode,
         )
         self.workers = [DeviceWorker(self, i, d, opener) for i, d in enumerate(config.devices)]
+        self.epoch, since_session = self.outbox.epoch()
+        self._acks = AckFilter(self.epoch, since_session)
         self._seq_lock = threading.Lock()
         self._session = self.outbox.next_session()  # records made before the first connect
         self._next_seq = FIRST_SEQ
@@ -411,6 +414,7 @@ class AgentRuntime:
             "agent": self.agent_id,
             "session": session,
             "seq": seq,
+            "epoch": self.epoch,
             "ts": self.now(),
             "device_ts": device_ts,
         }
@@ -520,7 +524,10 @@ class AgentRuntime:
                 log.warning("ignoring malformed ack: %s", exc)
                 return
             if isinstance(ack, AckPayload):
-                self.outbox.ack(ack.session, ack.seq)
+                if self._acks.owns(ack):
+                    self.outbox.ack(ack.session, ack.seq)
+                else:
+                    log.warning("ignoring an ack for another installation of this agent (epoch %s)", ack.epoch)
         elif topic == cmd_topic(self.agent_id):
             self._commands.put(raw)
 

@@ -37,6 +37,7 @@ import sqlalchemy as sa
 from collector.ingest import bulk
 from collector.ingest.admission import Admission
 from collector.ingest.consumer import InboundMessage
+from collector.ingest.epochs import Epochs
 from collector.ingest.sequence import NOTHING, SequenceTracker
 from collector.ingest.writes import Decoded, FreshState, RefreshCache, WriteOutcome, write_messages
 from collector.metrics import CollectorMetrics
@@ -96,6 +97,9 @@ class BatchResult:
     fresh_states: dict[str, FreshState] = field(default_factory=dict)  # parsed states the batch stored
     status_agents: set[str] = field(default_factory=set)
     duplicates: int = 0
+    # (agent, stored session) → (the agent's own session, epoch): how each ack is worded (epochs.py)
+    own_sessions: dict[tuple[str, int], tuple[int, str | None]] = field(default_factory=dict)
+    reinstalls: int = 0
 
 
 class ChangeListener(Protocol):
@@ -152,6 +156,7 @@ class IngestWriter:
             unassigned_node=self.settings.unassigned_node,
         )
         self._refresh = RefreshCache()
+        self._epochs = Epochs()
         self.tracker = SequenceTracker(self.settings.reorder_window, contiguous=self.settings.contiguous_acks)
         self._stop = threading.Event()
         self._drain_until = float("inf")
@@ -266,6 +271,7 @@ class IngestWriter:
         self.tracker.rollback()
         self._admission.reset()
         self._refresh.clear()
+        self._epochs.reset()
 
     def _process_one_by_one(self, batch: list[InboundMessage]) -> BatchResult:
         merged = BatchResult()
@@ -303,6 +309,8 @@ class IngestWriter:
             merged.fresh_states.update(single.fresh_states)  # commit order: a later write wins
             merged.status_agents |= single.status_agents
             merged.duplicates += single.duplicates
+            merged.own_sessions.update(single.own_sessions)
+            merged.reinstalls += single.reinstalls
         return merged
 
     def _write(
@@ -322,7 +330,12 @@ class IngestWriter:
                 accepted.append(item)
             else:
                 result.dead_letters.append(Rejected(item.inbound, refusal.reason, refusal.detail))
-        outcome = write_messages(conn, accepted, self._refresh)
+        translated = self._epochs.translate(conn, accepted, now)
+        for item, why in translated.refused:
+            result.dead_letters.append(Rejected(item.inbound, "session_out_of_range", why))
+        result.own_sessions.update(translated.own_sessions)
+        result.reinstalls += len(translated.reinstalls)
+        outcome = write_messages(conn, translated.items, self._refresh)
         if handled is not None:
             outcome.live[(handled[0], handled[1])].append(handled[2])
         for event in outcome.agent_events:  # lost data on an agent is worth a line in the log too
@@ -373,11 +386,13 @@ class IngestWriter:
         for message in result.committed:
             self._downlink.ack(message)
         for (agent, session), seq in result.acks.items():
-            self._downlink.publish(_ack_topic(agent), encode(AckPayload(session=session, seq=seq)))
+            own, epoch = result.own_sessions.get((agent, session), (session, None))
+            self._downlink.publish(_ack_topic(agent), encode(AckPayload(session=own, seq=seq, epoch=epoch)))
         self.batches += 1
         metrics = self._metrics
         metrics.committed.inc(len(result.committed))
         metrics.deduplicated.inc(result.duplicates)
+        metrics.agent_reinstalls.inc(result.reinstalls)
         for rejected in result.dead_letters:
             metrics.invalid.labels(reason=rejected.reason).inc()
         metrics.batch_seconds.observe(time.perf_counter() - started)

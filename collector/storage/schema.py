@@ -149,6 +149,7 @@ state_history = sa.Table(
     sa.UniqueConstraint("agent_id", "session", "seq"),
     sa.Index(None, "register_id", "ts"),
     sa.Index(None, "ts"),
+    sa.Index(None, "received_at"),  # retention goes by the collector's clock, never the agent's
 )
 
 events = sa.Table(
@@ -166,6 +167,7 @@ events = sa.Table(
     sa.UniqueConstraint("agent_id", "session", "seq"),
     sa.Index(None, "register_id", "ts"),
     sa.Index(None, "ts"),
+    sa.Index(None, "received_at"),  # retention goes by the collector's clock, never the agent's
 )
 
 # Events about an agent rather than one of its registers: ``outbox_gap`` (states its full outbox
@@ -184,6 +186,22 @@ agent_events = sa.Table(
     sa.Column("data", json_document(), nullable=False),
     sa.UniqueConstraint("agent_id", "session", "seq"),
     sa.Index(None, "agent_id", "ts"),
+    sa.Index(None, "received_at"),
+)
+
+# An agent's installations (outbox epochs, see protocol.mqtt.models). A reinstalled agent restarts
+# its sessions at 1, so the collector stores every session of epoch E as ``base + session``: each
+# later installation gets a base above every session stored before, and dedup, ordering, status and
+# acks keep working on one increasing number. Agents without an epoch (older versions) use base 0.
+agent_epochs = sa.Table(
+    "agent_epochs",
+    metadata,
+    sa.Column("agent_id", sa.String(100), primary_key=True),
+    sa.Column("epoch", sa.String(64), primary_key=True),
+    sa.Column("base", sa.BigInteger, nullable=False),
+    sa.Column("first_session", sa.BigInteger, nullable=False),
+    sa.Column("first_seen", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("agent_id", "base"),
 )
 
 # One row per (register, rule): the current occurrence; a new occurrence reuses the row and the

@@ -311,7 +311,7 @@ OPERATIONS: tuple[Operation, ...] = (
               "Events of a register, newest first", "registers", EventList, query=EventQuery,
               path_params=_REGISTER_ID, errors=(400, 404)),
     Operation("GET", f"{API}/agents/{{agent_id}}/events", agent_events, "getAgentEvents",
-              "The agent's own events (outbox_gap: states it dropped; command_error), newest first", "registers",
+              "The agent's own events (outbox_gap: states it dropped; command_error; agent_reinstalled), newest first", "registers",
               AgentEventList, query=AgentEventQuery, path_params={"agent_id": str}, errors=(400, 404)),
     Operation("GET", f"{API}/alerts", list_alerts, "listAlerts", "Alerts of registers in scope", "alerts", AlertList,
               query=AlertListQuery, errors=(400,)),

@@ -92,6 +92,7 @@ _EVENTS: dict[str, dict[str, str]] = {
         "fn_warning_cleared": "Предупреждение ФН снято",
         "outbox_gap": "Агент потерял часть данных (буфер переполнен)",
         "command_error": "Агент не выполнил команду",
+        "agent_reinstalled": "Агент переустановлен",
     },
     "en": {
         "shift_opened": "Shift opened",
@@ -107,6 +108,7 @@ _EVENTS: dict[str, dict[str, str]] = {
         "fn_warning_cleared": "ФН warning cleared",
         "outbox_gap": "Agent dropped data (outbox full)",
         "command_error": "Agent could not run a command",
+        "agent_reinstalled": "Agent reinstalled",
     },
 }
 

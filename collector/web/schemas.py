@@ -288,7 +288,10 @@ class AgentEventQuery(_Query):
 
 
 class AgentEventOut(_Out):
-    kind: str = Field(description="outbox_gap (states the agent had to drop) or command_error")
+    kind: str = Field(
+        description="outbox_gap (states the agent had to drop), command_error, or agent_reinstalled "
+        "(the collector saw its sessions restart under a new outbox)"
+    )
     ts: AwareDatetime
     received_at: AwareDatetime
     session: int

@@ -1,0 +1,43 @@
+"""Agent installations (``agent_epochs``) and retention by the collector's receive time.
+
+* ``agent_epochs``: a reinstalled agent restarts its sessions under a new epoch; each epoch's
+  sessions are stored above every earlier one (``base``). Frozen copy of ``collector.storage.schema``.
+* ``received_at`` indexes on ``state_history``, ``events`` and ``agent_events``: retention deletes
+  by when the collector received a row, so a wrong agent clock cannot delete fresh data.
+
+Revision ID: 0008
+Revises: 0007
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0008"
+down_revision = "0007"
+branch_labels = None
+depends_on = None
+
+_RECEIVED_AT_TABLES = ("state_history", "events", "agent_events")
+
+
+def upgrade() -> None:
+    op.create_table(
+        "agent_epochs",
+        sa.Column("agent_id", sa.String(length=100), nullable=False),
+        sa.Column("epoch", sa.String(length=64), nullable=False),
+        sa.Column("base", sa.BigInteger(), nullable=False),
+        sa.Column("first_session", sa.BigInteger(), nullable=False),
+        sa.Column("first_seen", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("agent_id", "epoch", name=op.f("pk_agent_epochs")),
+        sa.UniqueConstraint("agent_id", "base", name=op.f("uq_agent_epochs_agent_id_base")),
+    )
+    for table in _RECEIVED_AT_TABLES:
+        op.create_index(op.f(f"ix_{table}_received_at"), table, ["received_at"], unique=False)
+
+
+def downgrade() -> None:
+    for table in _RECEIVED_AT_TABLES:
+        op.drop_index(op.f(f"ix_{table}_received_at"), table_name=table)
+    op.drop_table("agent_epochs")

@@ -1,0 +1,54 @@
+"""Shared by the agent-identity and clock end-to-end tests (imported by path: pytest runs with
+--import-mode=importlib): the real collector service and the real agent runtime on a private
+Mosquitto, the agent polling an in-process ``ModelRegister`` (tests/conftest.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from agent.config import load_config
+from agent.runtime import AgentRuntime, utc_now
+from collector.config import CollectorConfig
+from collector.service import CollectorService
+from collector.storage.schema import register_state
+
+REGISTER = "kkt-1"
+
+
+def start_collector(broker: Any, db_url: str, **config: Any) -> CollectorService:
+    settings = {"broker_url": broker.url, "db_url": db_url, "client_id": "collector-e2e", "evaluator_period": 0.5}
+    service = CollectorService(CollectorConfig(**{**settings, **config}), serve_web=False)
+    service.start()
+    return service
+
+
+def start_agent(
+    broker: Any,
+    outbox: Path,
+    register: Any,
+    *,
+    agent_id: str = "store-1",
+    now: Callable[[], datetime] = utc_now,
+    **extra: Any,
+) -> AgentRuntime:
+    config = load_config(None, env={}, overrides={
+        "agent_id": agent_id,
+        "heartbeat": 0.3,
+        "broker": {"url": broker.url, "keepalive": 5, "reconnect_min": 0.05, "reconnect_max": 0.3},
+        "outbox": {"path": str(outbox), "commit_interval": 0.05},
+        "devices": [{"protocol": "shtrih", "url": "sim://model", "poll_interval": 0.1, "register_id": REGISTER}],
+        **extra,
+    })
+    runtime = AgentRuntime(config, opener=lambda device: register, now=now)
+    runtime.start()
+    return runtime
+
+
+def latest_state(engine: sa.Engine) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(register_state).where(register_state.c.register_id == REGISTER)).first()
