@@ -62,6 +62,7 @@ class Thresholds(BaseModel):
     ofd_paid_major: timedelta = 7 * _DAY
     clock_skew_warning: timedelta = 2 * _MIN
     clock_skew_major: timedelta = 5 * _MIN
+    agent_clock_warning: timedelta = Field(5 * _MIN, description="the agent's computer clock off by this much")
     kep_warning: timedelta = 30 * _DAY
     kep_major: timedelta = 7 * _DAY
     pending: dict[RuleId, timedelta] = Field(

@@ -36,6 +36,7 @@ import sqlalchemy as sa
 
 from collector.ingest import bulk
 from collector.ingest.admission import Admission
+from collector.ingest.agent_clock import AgentClocks, on_collector_clock
 from collector.ingest.consumer import InboundMessage
 from collector.ingest.epochs import Epochs
 from collector.ingest.sequence import NOTHING, SequenceTracker
@@ -157,6 +158,7 @@ class IngestWriter:
         )
         self._refresh = RefreshCache()
         self._epochs = Epochs()
+        self._clocks = AgentClocks()
         self.tracker = SequenceTracker(self.settings.reorder_window, contiguous=self.settings.contiguous_acks)
         self._stop = threading.Event()
         self._drain_until = float("inf")
@@ -272,6 +274,7 @@ class IngestWriter:
         self._admission.reset()
         self._refresh.clear()
         self._epochs.reset()
+        self._clocks.reset()
 
     def _process_one_by_one(self, batch: list[InboundMessage]) -> BatchResult:
         merged = BatchResult()
@@ -335,7 +338,9 @@ class IngestWriter:
             result.dead_letters.append(Rejected(item.inbound, "session_out_of_range", why))
         result.own_sessions.update(translated.own_sessions)
         result.reinstalls += len(translated.reinstalls)
-        outcome = write_messages(conn, translated.items, self._refresh)
+        timed, clock_errors = on_collector_clock(translated.items)
+        outcome = write_messages(conn, timed, self._refresh)
+        outcome.status_agents |= self._clocks.store(conn, clock_errors, now)  # their registers' agent_clock rule
         if handled is not None:
             outcome.live[(handled[0], handled[1])].append(handled[2])
         for event in outcome.agent_events:  # lost data on an agent is worth a line in the log too

@@ -77,6 +77,9 @@ agents = sa.Table(
     sa.Column("online", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("status_session", sa.BigInteger, nullable=True),
     sa.Column("status_at", UtcDateTime, nullable=True),
+    # How far the agent's clock is off (seconds, + = ahead), measured on its messages' arrival.
+    sa.Column("clock_offset", sa.Float, nullable=True),
+    sa.Column("clock_checked_at", UtcDateTime, nullable=True),
     sa.Index(None, "tenant_id"),
     sa.Index(None, "node_id"),
 )
@@ -119,6 +122,7 @@ register_state = sa.Table(
     sa.Column("agent_id", sa.String(100), nullable=False),
     sa.Column("session", sa.BigInteger, nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
+    # When the state was read, on the collector's clock (collector/ingest/agent_clock.py), not the agent's.
     sa.Column("agent_ts", UtcDateTime, nullable=False),
     sa.Column("received_at", UtcDateTime, nullable=False),
     sa.Column("state", json_document(), nullable=False),

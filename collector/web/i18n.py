@@ -28,6 +28,7 @@ _RULES: dict[str, dict[str, str]] = {
         "paper_out": "Нет бумаги",
         "cover_open": "Открыта крышка",
         "clock_skew": "Часы кассы расходятся",
+        "agent_clock": "Часы компьютера с агентом неверны",
         "kep_validity": "Срок КЭП истекает",
     },
     "en": {
@@ -43,6 +44,7 @@ _RULES: dict[str, dict[str, str]] = {
         "paper_out": "Paper out",
         "cover_open": "Cover open",
         "clock_skew": "Register clock skew",
+        "agent_clock": "Agent computer clock wrong",
         "kep_validity": "КЭП expiring",
     },
 }

@@ -29,6 +29,7 @@ RuleLabel = Literal[
     "paper_out",
     "cover_open",
     "clock_skew",
+    "agent_clock",
     "kep_validity",
 ]
 BlockCause = Literal["ofd_backlog", "fn_validity", "fn_memory", "ofd_contract"]
