@@ -30,6 +30,7 @@ class HealthReport:
     session: int | None
     outbox_depth: int
     devices: list[DeviceHealth] = field(default_factory=list)
+    refused: dict[str, Any] | None = None  # the collector refuses this agent: reason, detail, since
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(json.dumps(asdict(self), default=_iso))

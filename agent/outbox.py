@@ -323,6 +323,19 @@ class Outbox:
             epoch = str(self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
             return epoch, self._meta_int("epoch_since")
 
+    def refusal(self) -> dict[str, Any] | None:
+        """The collector's standing refusal of this agent (see ``agent.refusal``), or None."""
+        with self._db_lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'refusal'").fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def set_refusal(self, refusal: dict[str, Any] | None) -> None:
+        with self._db_lock, self._transaction():
+            if refusal is None:
+                self._db.execute("DELETE FROM meta WHERE key = 'refusal'")
+            else:
+                self._set_meta("refusal", json.dumps(refusal, ensure_ascii=False))
+
     @property
     def current_session(self) -> int:
         """The session last handed out by this process (0 before the first ``next_session``)."""

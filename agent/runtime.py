@@ -32,6 +32,7 @@ from agent.health import DeviceHealth, HealthReport, write_health
 from agent.identity import AckFilter
 from agent.outbox import GapInfo, Outbox, OutboxRecord
 from agent.publisher import MqttPublisher, Will
+from agent.refusal import CollectorRefusal
 from protocol.kkt.state import RegisterState
 from protocol.mqtt.errors import ContractError
 from protocol.mqtt.models import (
@@ -43,6 +44,7 @@ from protocol.mqtt.models import (
     DeviceInfo,
     EventKind,
     EventPayload,
+    RefusalPayload,
     StatePayload,
     StatusPayload,
     decode,
@@ -306,6 +308,7 @@ class AgentRuntime:
         self.workers = [DeviceWorker(self, i, d, opener) for i, d in enumerate(config.devices)]
         self.epoch, since_session = self.outbox.epoch()
         self._acks = AckFilter(self.epoch, since_session)
+        self.refusal = CollectorRefusal(self.outbox)
         self._seq_lock = threading.Lock()
         self._session = self.outbox.next_session()  # records made before the first connect
         self._next_seq = FIRST_SEQ
@@ -523,9 +526,13 @@ class AgentRuntime:
             except ContractError as exc:
                 log.warning("ignoring malformed ack: %s", exc)
                 return
-            if isinstance(ack, AckPayload):
+            if isinstance(ack, RefusalPayload):
+                self.refusal.refused(ack)
+                self.write_health()
+            elif isinstance(ack, AckPayload):
                 if self._acks.owns(ack):
                     self.outbox.ack(ack.session, ack.seq)
+                    self.refusal.accepted()
                 else:
                     log.warning("ignoring an ack for another installation of this agent (epoch %s)", ack.epoch)
         elif topic == cmd_topic(self.agent_id):
@@ -661,6 +668,7 @@ class AgentRuntime:
             session=self.publisher.session,
             outbox_depth=self.outbox.depth(),
             devices=[w.health() for w in self.workers],
+            refused=self.refusal.current,
         )
         with self._health_lock:
             try:

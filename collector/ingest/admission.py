@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 import sqlalchemy as sa
 
@@ -17,7 +18,7 @@ UNASSIGNED_KIND = "unassigned"
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    reason: str  # dead-letter reason
+    reason: Literal["unknown_agent", "agent_revoked"]  # dead-letter reason, and what the agent is told
     detail: str
 
 

@@ -35,10 +35,11 @@ from typing import Protocol
 import sqlalchemy as sa
 
 from collector.ingest import bulk
-from collector.ingest.admission import Admission
+from collector.ingest.admission import Admission, Refusal
 from collector.ingest.agent_clock import AgentClocks, on_collector_clock
 from collector.ingest.consumer import InboundMessage
 from collector.ingest.epochs import Epochs
+from collector.ingest.refusals import RefusalNotices
 from collector.ingest.sequence import NOTHING, SequenceTracker
 from collector.ingest.writes import Decoded, FreshState, RefreshCache, WriteOutcome, write_messages
 from collector.metrics import CollectorMetrics
@@ -101,6 +102,7 @@ class BatchResult:
     # (agent, stored session) → (the agent's own session, epoch): how each ack is worded (epochs.py)
     own_sessions: dict[tuple[str, int], tuple[int, str | None]] = field(default_factory=dict)
     reinstalls: int = 0
+    refusals: dict[str, Refusal] = field(default_factory=dict)  # agents whose messages were not stored
 
 
 class ChangeListener(Protocol):
@@ -159,6 +161,7 @@ class IngestWriter:
         self._refresh = RefreshCache()
         self._epochs = Epochs()
         self._clocks = AgentClocks()
+        self._refusals = RefusalNotices()
         self.tracker = SequenceTracker(self.settings.reorder_window, contiguous=self.settings.contiguous_acks)
         self._stop = threading.Event()
         self._drain_until = float("inf")
@@ -314,6 +317,7 @@ class IngestWriter:
             merged.duplicates += single.duplicates
             merged.own_sessions.update(single.own_sessions)
             merged.reinstalls += single.reinstalls
+            merged.refusals.update(single.refusals)
         return merged
 
     def _write(
@@ -326,6 +330,7 @@ class IngestWriter:
     ) -> None:
         now = datetime.now(UTC)
         refused = self._admission.check(conn, {item.topic.agent_id for item in decoded}, now)
+        result.refusals.update(refused)
         accepted: list[Decoded] = []
         for item in decoded:
             refusal = refused.get(item.topic.agent_id)
@@ -393,6 +398,9 @@ class IngestWriter:
         for (agent, session), seq in result.acks.items():
             own, epoch = result.own_sessions.get((agent, session), (session, None))
             self._downlink.publish(_ack_topic(agent), encode(AckPayload(session=own, seq=seq, epoch=epoch)))
+        for agent, refusal in self._refusals.due(result.refusals):
+            log.warning("refusing agent %s: %s", agent, result.refusals[agent].detail)
+            self._downlink.publish(_ack_topic(agent), refusal)
         self.batches += 1
         metrics = self._metrics
         metrics.committed.inc(len(result.committed))

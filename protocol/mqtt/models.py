@@ -19,7 +19,10 @@ Sequence rules (Sparkplug-like, without its 0–255 wrap):
 * Replayed history (``hist``) keeps each record's original envelope; a batch has no session/seq
   of its own, so replay never consumes sequence numbers.
 * ``ack`` says: every record of this agent's ``session`` with ``seq`` ≤ the given one is
-  committed to the collector's database.
+  committed to the collector's database. The ack topic also carries a **refusal** (a payload with
+  ``refused``) when the collector will not store the agent's data at all (not enrolled, revoked):
+  nothing will ever be acked, and the agent says so instead of letting its outbox grow in silence.
+  An agent that predates refusals logs it as a malformed ack and carries on.
 """
 
 from __future__ import annotations
@@ -198,6 +201,18 @@ class AckPayload(_Model):
     epoch: Epoch | None = _OMITTED_WHEN_NONE
 
 
+RefusalReason: TypeAlias = Literal["unknown_agent", "agent_revoked"]
+
+
+class RefusalPayload(_Model):
+    """Collector → agent, on its ack topic: none of this agent's messages are stored, and why."""
+
+    v: SchemaVersion = SCHEMA_VERSION
+    refused: RefusalReason = Field(description="unknown_agent: not enrolled; agent_revoked: its enrollment was revoked")
+    detail: str = Field(max_length=1000, description="the collector's words, for the installer")
+    ts: UtcDatetime = Field(description="collector clock")
+
+
 class CollectorStatusPayload(_Model):
     v: SchemaVersion = SCHEMA_VERSION
     status: Literal["online", "offline"]
@@ -212,6 +227,7 @@ Payload: TypeAlias = (
     | HistBatch
     | CommandPayload
     | AckPayload
+    | RefusalPayload
     | CollectorStatusPayload
 )
 
@@ -311,7 +327,8 @@ def decode(topic: AgentTopic | str, raw: bytes) -> Payload:
         parsed: AgentTopic | None = None
     else:
         parsed = topic if isinstance(topic, AgentTopic) else AgentTopic.parse(topic)
-        model = MODEL_FOR_KIND[parsed.kind]
+        # A refusal shares the ack topic; no ack has a "refused" field (nor that word in any value).
+        model = RefusalPayload if parsed.kind is TopicKind.ACK and b'"refused"' in raw else MODEL_FOR_KIND[parsed.kind]
     _check_size(raw)
     try:
         payload = model.model_validate_json(raw)

@@ -4,11 +4,13 @@ Mosquitto, the agent polling an in-process ``ModelRegister`` (tests/conftest.py)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from agent.config import load_config
@@ -17,7 +19,20 @@ from collector.config import CollectorConfig
 from collector.service import CollectorService
 from collector.storage.schema import register_state
 
+sys.path.insert(0, str(Path(__file__).parent.parent / "collector"))
+sys.path.insert(0, str(Path(__file__).parent.parent))
+import ingest_testkit
+from netkit import wait_for
+
 REGISTER = "kkt-1"
+__all__ = ["db_url", "latest_state", "start_agent", "start_collector", "wait_for"]
+
+
+@pytest.fixture(params=ingest_testkit.BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh database URL on each backend (import this fixture into a test module to use it)."""
+    with ingest_testkit.database_url(request.param, tmp_path) as url:
+        yield url
 
 
 def start_collector(broker: Any, db_url: str, **config: Any) -> CollectorService:

@@ -5,7 +5,6 @@ with its alert evaluator and retention job, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,20 +17,13 @@ from collector.storage import create_engine_from_url
 from collector.storage import repository as repo
 from collector.storage.schema import state_history
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "collector"))
-sys.path.insert(0, str(Path(__file__).parent.parent))
 sys.path.insert(0, str(Path(__file__).parent))
-import ingest_testkit as kit
 import session_testkit as session
-from netkit import wait_for
+from session_testkit import wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
-
-@pytest.fixture(params=kit.BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with kit.database_url(request.param, tmp_path) as url:
-        yield url
+db_url = session.db_url
 
 
 def _history(engine: sa.Engine) -> list[Any]:

@@ -5,7 +5,6 @@ new records as new, show it online and its register's fresh state, and say «а�
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,21 +15,14 @@ from collector.ingest.epochs import REINSTALLED, STRIDE
 from collector.storage import create_engine_from_url
 from collector.storage.schema import agent_events, agents, state_history
 
-sys.path.insert(0, str(Path(__file__).parent.parent / "collector"))
-sys.path.insert(0, str(Path(__file__).parent.parent))
 sys.path.insert(0, str(Path(__file__).parent))
-import ingest_testkit as kit
 import session_testkit as session
-from netkit import wait_for
+from session_testkit import wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 AGENT = "store-1"
 
-
-@pytest.fixture(params=kit.BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with kit.database_url(request.param, tmp_path) as url:
-        yield url
+db_url = session.db_url
 
 
 def _shift_number(engine: sa.Engine) -> int | None:
