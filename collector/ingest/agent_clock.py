@@ -3,7 +3,7 @@
 An agent's clock may be days off (a POS PC with a flat CMOS battery, a wrong time zone). Its
 timestamps must never decide where a register's data lands in time: a clock 200 days behind once
 had fresh history deleted by retention, and one 2 days behind made a 30-minute shift look blocked.
-So each record's time is re-based on the collector's receive time::
+So each record's time is re-based on the collector's receive time (:func:`record_time`)::
 
     record time = received_at − (sent_ts − record ts)
 
@@ -20,46 +20,36 @@ and re-evaluate its registers on every message).
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 import sqlalchemy as sa
 
-from collector.ingest.writes import Decoded
 from collector.storage.schema import agents
 from protocol.mqtt.models import BirthPayload, EventPayload, HistBatch, StatePayload
+
+if TYPE_CHECKING:  # writes.py uses record_time: a runtime import would be circular
+    from collector.ingest.writes import Decoded
 
 DEADBAND: Final = timedelta(seconds=2)
 _ZERO = timedelta(0)
 
 
-def on_collector_clock(items: list[Decoded]) -> tuple[list[Decoded], dict[str, timedelta]]:
-    """The items with every record's ``ts`` re-based on its arrival, and each agent's clock error."""
+def record_time(made: datetime, sent: datetime, received: datetime) -> datetime:
+    """When a record was made, on the collector's clock (``made`` and ``sent`` are the agent's)."""
+    return received - max(sent - made, _ZERO)
+
+
+def clock_errors(items: list[Decoded]) -> dict[str, timedelta]:
+    """Each agent's clock error (+ = ahead) as its messages of this batch show it."""
     errors: dict[str, timedelta] = {}
-    out: list[Decoded] = []
     for item in items:
-        payload, received = item.payload, item.inbound.received_at
-        if isinstance(payload, HistBatch):
-            error = payload.ts - received
-            records = [_rebased(record, "payload", payload.ts, received) for record in payload.records]
-            item = replace(item, payload=payload.model_copy(update={"records": records}))
-        elif isinstance(payload, StatePayload | EventPayload | BirthPayload):
-            error = payload.ts - received
-            item = replace(item, payload=payload.model_copy(update={"ts": received}))
-        else:
-            out.append(item)  # status: its ts is the connect time even in a late will; never stored
-            continue
-        agent = payload.agent
-        errors[agent] = max(errors.get(agent, error), error)
-        out.append(item)
-    return out, errors
-
-
-def _rebased(record: Any, field: str, sent: datetime, received: datetime) -> Any:
-    inner = getattr(record, field)
-    waited = max(sent - inner.ts, _ZERO)
-    return record.model_copy(update={field: inner.model_copy(update={"ts": received - waited})})
+        payload = item.payload
+        # Not a status: its ts is the connect time even in a will fired hours later.
+        if isinstance(payload, HistBatch | StatePayload | EventPayload | BirthPayload):
+            error = payload.ts - item.inbound.received_at
+            errors[payload.agent] = max(errors.get(payload.agent, error), error)
+    return errors
 
 
 class AgentClocks:
@@ -89,4 +79,3 @@ class AgentClocks:
         ])  # fmt: skip
         self._stored.update(due)
         return set(due)
-

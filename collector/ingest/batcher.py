@@ -36,7 +36,7 @@ import sqlalchemy as sa
 
 from collector.ingest import bulk
 from collector.ingest.admission import Admission, Refusal
-from collector.ingest.agent_clock import AgentClocks, on_collector_clock
+from collector.ingest.agent_clock import AgentClocks, clock_errors
 from collector.ingest.consumer import InboundMessage
 from collector.ingest.epochs import Epochs
 from collector.ingest.refusals import RefusalNotices
@@ -343,9 +343,8 @@ class IngestWriter:
             result.dead_letters.append(Rejected(item.inbound, "session_out_of_range", why))
         result.own_sessions.update(translated.own_sessions)
         result.reinstalls += len(translated.reinstalls)
-        timed, clock_errors = on_collector_clock(translated.items)
-        outcome = write_messages(conn, timed, self._refresh)
-        outcome.status_agents |= self._clocks.store(conn, clock_errors, now)  # their registers' agent_clock rule
+        outcome = write_messages(conn, translated.items, self._refresh)
+        outcome.status_agents |= self._clocks.store(conn, clock_errors(translated.items), now)  # for agent_clock
         if handled is not None:
             outcome.live[(handled[0], handled[1])].append(handled[2])
         for event in outcome.agent_events:  # lost data on an agent is worth a line in the log too
