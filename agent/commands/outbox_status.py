@@ -84,6 +84,7 @@ def outbox_status_command(args: argparse.Namespace) -> int:
     if oldest is not None and age is not None:
         print(f"  oldest:   {report['oldest_record']}, {age / 60:.1f} min old")
     print(f"  dropped since install: {stats.dropped_states_total} states, {stats.dropped_events_total} events")
+    print(f"  installation: epoch {epoch} (a new outbox file starts a new one; the collector keeps both apart)")
     if stats.pending_gap is not None:
         print(f"  not yet reported: {stats.pending_gap.describe()}")
     return 0
