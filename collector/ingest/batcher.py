@@ -326,7 +326,7 @@ class IngestWriter:
         decoded: list[Decoded],
         result: BatchResult,
         *,
-        handled: tuple[str, int, int] | None = None,
+        handled: tuple[str, str | None, int, int] | None = None,
     ) -> None:
         now = datetime.now(UTC)
         refused = self._admission.check(conn, {item.topic.agent_id for item in decoded}, now)
@@ -346,7 +346,9 @@ class IngestWriter:
         outcome = write_messages(conn, translated.items, self._refresh)
         outcome.status_agents |= self._clocks.store(conn, clock_errors(translated.items), now)  # for agent_clock
         if handled is not None:
-            outcome.live[(handled[0], handled[1])].append(handled[2])
+            agent, epoch, session, seq = handled
+            stored = self._epochs.stored_session(conn, agent, epoch, session, now, result.own_sessions)
+            outcome.live[(agent, stored)].append(seq)
         for event in outcome.agent_events:  # lost data on an agent is worth a line in the log too
             log.warning("agent %s reports %s: %s", event.agent_id, event.kind, event.data.get("message", ""))
         for rejected in result.dead_letters:
@@ -421,12 +423,12 @@ class IngestWriter:
             self._metrics.rebirths.inc()
 
 
-def _live_key(item: Decoded) -> tuple[str, int, int] | None:
-    """(agent, session, seq) of a sequenced live message; None for status and hist."""
+def _live_key(item: Decoded) -> tuple[str, str | None, int, int] | None:
+    """(agent, epoch, session, seq) of a sequenced live message; None for status and hist."""
     payload = item.payload
     if isinstance(payload, StatusPayload | HistBatch) or not isinstance(payload, Envelope):
         return None
-    return payload.agent, payload.session, payload.seq
+    return payload.agent, payload.epoch, payload.session, payload.seq
 
 
 _KINDS = frozenset(kind.value for kind in TopicKind)

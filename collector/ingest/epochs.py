@@ -69,6 +69,24 @@ class Epochs:
                 out.refused.append((item, str(exc)))
         return out
 
+    def stored_session(
+        self,
+        conn: sa.Connection,
+        agent: str,
+        epoch: str | None,
+        session: int,
+        now: datetime,
+        own_sessions: dict[tuple[str, int], tuple[int, str | None]],
+    ) -> int:
+        """The stored session of one (agent, epoch, session), e.g. of a dead-lettered message whose
+        seq still counts for the ack; records how to word that ack in ``own_sessions``."""
+        out = Translated()
+        if epoch is not None:
+            self._resolve(conn, {(agent, epoch): session}, now, out)
+        stored = self._stored(agent, epoch, session, out)
+        own_sessions.update(out.own_sessions)
+        return stored
+
     # --- translation ------------------------------------------------------------------------
 
     def _translate(self, item: Decoded, out: Translated) -> Decoded:

@@ -101,3 +101,16 @@ def test_a_session_beyond_an_installation_s_range_is_dead_lettered(engine: sa.En
     result = writer.process(kit.batch(state(1, 0, NEW), state(STRIDE, 0, NEW)))
     assert [(r.reason, "beyond" in r.detail) for r in result.dead_letters] == [("session_out_of_range", True)]
     assert stored(engine)[2] == [7, STRIDE + 1]
+
+
+def test_a_refused_message_of_a_new_installation_still_counts_for_its_ack(engine: sa.Engine) -> None:
+    """A message the storage refuses is dead-lettered and acked so it cannot hold the outbox: the
+    ack must name the new installation's own session, not the stored one."""
+    downlink = kit.FakeDownlink()
+    writer = IngestWriter(engine, downlink)
+    writer.process(kit.batch(state(3, 0, OLD)))
+    kit.enroll_elsewhere(engine, "agent-b")
+    writer.process(kit.batch(kit.state_msg("agent-b", "kkt-2", 1, 0)))  # kkt-2 belongs to the other tenant
+    other = kit.state_payload("agent-a", "kkt-2", 1, 0).model_copy(update={"epoch": NEW})
+    writer.process(kit.batch((state_topic("agent-a", "kkt-2"), encode(other))))
+    assert {"v": 1, "session": 1, "seq": 0, "epoch": NEW} in acks(downlink)
