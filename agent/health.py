@@ -49,6 +49,7 @@ class HealthReport:
     devices: list[DeviceHealth] = field(default_factory=list)
     threads: list[ThreadHealth] = field(default_factory=list)
     failure: ThreadFailure | None = None
+    refused: dict[str, Any] | None = None  # the collector refuses this agent: reason, detail, since
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(json.dumps(asdict(self), default=_iso))

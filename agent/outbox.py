@@ -11,7 +11,9 @@ and the MQTT thread:
 * **Sessions.** ``next_session()`` durably increments a counter kept in the same file (+1 per
   MQTT connection; it never goes backwards, even after kill -9). Sequence numbers are *not*
   persisted: every connection — and every process start — is a new session, so ``seq`` restarts
-  at 0 per session and a (session, seq) pair can never be handed out twice.
+  at 0 per session and a (session, seq) pair can never be handed out twice. ``epoch()`` is the
+  file's random installation id: a new file restarts sessions at 1 under a new epoch, so the
+  collector can tell its records from a lost outbox's.
 * **Delivery.** A record is deleted when the collector's ack high-water mark covers it
   (``ack_mode="collector"``) or, with no collector acking, on its PUBACK (``ack_mode="puback"``).
   ``mark_published`` remembers the connection (session) the record was published in, so a replay
@@ -34,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import sqlite3
 import threading
 import time
@@ -255,6 +258,7 @@ class Outbox:
         self._committer.start()
         # Entering puback mode treats records published by an earlier run as delivered.
         self._enqueue([("mode", (ack_mode,))])
+        self.epoch()  # made with the file, so its every session carries it
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -311,6 +315,30 @@ class Outbox:
         with self._cond:
             self._session, self._seq = session, 0
         return session
+
+    def epoch(self) -> tuple[str, int]:
+        """``(epoch, first session)``: this file's installation id, made on first use, and the first
+        session number taken under it (an outbox from before epochs existed keeps its counter)."""
+        with self._db_lock, self._transaction():
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()
+            if row is None:
+                self._set_meta("epoch", secrets.token_hex(16))
+                self._set_meta("epoch_since", self._meta_int("session") + 1)
+            epoch = str(self._db.execute("SELECT value FROM meta WHERE key = 'epoch'").fetchone()[0])
+            return epoch, self._meta_int("epoch_since")
+
+    def refusal(self) -> dict[str, Any] | None:
+        """The collector's standing refusal of this agent (see ``agent.refusal``), or None."""
+        with self._db_lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = 'refusal'").fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def set_refusal(self, refusal: dict[str, Any] | None) -> None:
+        with self._db_lock, self._transaction():
+            if refusal is None:
+                self._db.execute("DELETE FROM meta WHERE key = 'refusal'")
+            else:
+                self._set_meta("refusal", json.dumps(refusal, ensure_ascii=False))
 
     @property
     def current_session(self) -> int:

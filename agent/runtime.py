@@ -30,9 +30,11 @@ from typing import Any, Literal, Protocol
 from agent.config import AgentConfig, DeviceConfig
 from agent.events import derive_events
 from agent.health import DeviceHealth, HealthReport, ThreadFailure, ThreadHealth, write_health
+from agent.identity import AckFilter
 from agent.outbox import GapInfo, Outbox, OutboxError, OutboxRecord
 from agent.plausibility import PlausibilityGate
 from agent.publisher import MqttPublisher, Will
+from agent.refusal import CollectorRefusal
 from agent.supervision import SupervisedThread
 from protocol.kkt.state import RegisterState
 from protocol.mqtt.errors import ContractError
@@ -45,6 +47,7 @@ from protocol.mqtt.models import (
     DeviceInfo,
     EventKind,
     EventPayload,
+    RefusalPayload,
     StatePayload,
     StatusPayload,
     decode,
@@ -313,6 +316,9 @@ class AgentRuntime:
             ack_mode=config.ack_mode,
         )
         self.workers = [DeviceWorker(self, i, d, opener) for i, d in enumerate(config.devices)]
+        self.epoch, since_session = self.outbox.epoch()
+        self._acks = AckFilter(self.epoch, since_session)
+        self.refusal = CollectorRefusal(self.outbox)
         self._seq_lock = threading.Lock()
         self._session = self.outbox.next_session()  # records made before the first connect
         self._next_seq = FIRST_SEQ
@@ -437,6 +443,7 @@ class AgentRuntime:
             "agent": self.agent_id,
             "session": session,
             "seq": seq,
+            "epoch": self.epoch,
             "ts": self.now(),
             "device_ts": device_ts,
         }
@@ -545,8 +552,15 @@ class AgentRuntime:
             except ContractError as exc:
                 log.warning("ignoring malformed ack: %s", exc)
                 return
-            if isinstance(ack, AckPayload):
-                self.outbox.ack(ack.session, ack.seq)
+            if isinstance(ack, RefusalPayload):
+                self.refusal.refused(ack)
+                self.write_health()
+            elif isinstance(ack, AckPayload):
+                if self._acks.owns(ack):
+                    self.outbox.ack(ack.session, ack.seq)
+                    self.refusal.accepted()
+                else:
+                    log.warning("ignoring an ack for another installation of this agent (epoch %s)", ack.epoch)
         elif topic == cmd_topic(self.agent_id):
             self._commands.put(raw)
 
@@ -712,6 +726,7 @@ class AgentRuntime:
             devices=[w.health() for w in self.workers],
             threads=[self._thread_health(t) for t in self._all_threads()],
             failure=self.failure,
+            refused=self.refusal.current,
         )
         with self._health_lock:
             try:

@@ -26,6 +26,11 @@ class CollectorMetrics:
         self.stale_status = Counter(
             "kassa_collector_stale_status", "status messages of an older session, ignored", registry=r
         )
+        self.agent_reinstalls = Counter(
+            "kassa_collector_agent_reinstalls",
+            "agents seen with a new outbox whose sessions restarted (reinstall, new disk, deleted outbox)",
+            registry=r,
+        )
         self.rebirths = Counter(
             "kassa_collector_rebirth_requests", "rebirth commands sent after a seq gap", registry=r
         )

@@ -50,6 +50,8 @@ def outbox_status_command(args: argparse.Namespace) -> int:
     try:
         stats = outbox.stats()
         oldest = outbox.oldest()
+        refusal = outbox.refusal()
+        epoch, _ = outbox.epoch()
     finally:
         outbox.close()
     age = (datetime.now(UTC) - stats.oldest_at).total_seconds() if stats.oldest_at else None
@@ -67,16 +69,22 @@ def outbox_status_command(args: argparse.Namespace) -> int:
         "dropped_events_total": stats.dropped_events_total,
         "unreported_gap": stats.pending_gap.as_data() if stats.pending_gap else None,
         "ack_mode": stats.ack_mode,
+        "epoch": epoch,
+        "refused": refusal,
     }
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return 0
     print(f"outbox {path}")
+    if refusal is not None:
+        print(f"  REFUSED by the collector since {refusal['since']}: {refusal['reason']} ({refusal['detail']});")
+        print("            nothing sent is stored: enroll this agent (kassa-agent enroll) or ask the operator")
     print(f"  waiting:  {stats.depth} record(s) ({stats.states} states, {stats.events} events), {stats.bytes} bytes")
     print(f"  published, awaiting the collector's ack: {stats.awaiting_ack}")
     if oldest is not None and age is not None:
         print(f"  oldest:   {report['oldest_record']}, {age / 60:.1f} min old")
     print(f"  dropped since install: {stats.dropped_states_total} states, {stats.dropped_events_total} events")
+    print(f"  installation: epoch {epoch} (a new outbox file starts a new one; the collector keeps both apart)")
     if stats.pending_gap is not None:
         print(f"  not yet reported: {stats.pending_gap.describe()}")
     return 0

@@ -1,14 +1,15 @@
 """Alert rules: one pure function per catalogue row (DESIGN §5), ``(RuleInput, Thresholds) -> Condition | None``.
 
 Clock model. The ФН applies its 30-day and 24-hour rules on the register's own clock, so ages are
-measured there and then advanced by the real time elapsed since the poll::
+measured there and then advanced by the real time elapsed since the poll, on the collector's clock::
 
-    register_now = state.register_clock + (now - state.read_at)
+    register_now = state.register_clock + (now - polled)
     backlog age  = register_now - state.ofd.first_unsent_at
 
-``read_at`` falls back to ``state_received_at`` (the collector's arrival time) when the agent did not
-stamp it; elapsed time is clamped at zero so an agent clock ahead of the collector cannot make ages
-run backwards. When the register clock itself is unknown we fall back to the collector's ``now`` in
+``polled`` is when the state was read on the collector's clock (``polled_at``: its arrival minus the
+time it waited in the agent's outbox, see ``collector/ingest/agent_clock.py``), else its arrival
+(``state_received_at``), and the agent's own ``read_at`` only when neither is known: an agent clock
+2 days behind must not age a 30-minute shift by 2 days. Elapsed time is clamped at zero. When the register clock itself is unknown we fall back to the collector's ``now`` in
 the tenant's time zone, i.e. we assume the register clock is right (details say ``"clock": "tenant"``);
 without a tenant time zone the register-clock rules yield nothing rather than guess an offset.
 
@@ -62,15 +63,17 @@ class RuleInput:
     now: datetime
     state: RegisterState | None = None
     state_received_at: datetime | None = None
+    polled_at: datetime | None = None  # when the state was read, on the collector's clock
     agent_online: bool | None = None
     agent_last_seen: datetime | None = None
     link_up: bool | None = None
     link_down_since: datetime | None = None
     contract: OfdContract | None = None
     tz: tzinfo | None = None
+    agent_clock_offset: timedelta | None = None  # how far the agent's clock is ahead (negative: behind)
 
     def __post_init__(self) -> None:
-        for name in ("now", "state_received_at", "agent_last_seen", "link_down_since"):
+        for name in ("now", "state_received_at", "polled_at", "agent_last_seen", "link_down_since"):
             value = getattr(self, name)
             if value is not None and value.utcoffset() is None:
                 raise AlertInputError(f"RuleInput.{name} must be an aware datetime, got naive {value!r}")
@@ -151,13 +154,20 @@ class RegisterClock:
     source: str  # "register": advanced register clock; "tenant": collector time in the tenant zone
 
 
+def polled_at(inp: RuleInput) -> datetime | None:
+    """When the state was read, as near the collector's clock as known (see the clock model)."""
+    if inp.state is None:
+        return None
+    return inp.polled_at or inp.state_received_at or inp.state.read_at
+
+
 def register_clock_now(inp: RuleInput) -> RegisterClock | None:
     state = inp.state
     if state is None:
         return None
     now = _aware_utc(inp.now)
     if state.register_clock is not None:
-        polled = state.read_at or inp.state_received_at
+        polled = polled_at(inp)
         if polled is None:
             return None
         elapsed = max(now - _aware_utc(polled), _ZERO)
@@ -585,15 +595,17 @@ def cover_open(inp: RuleInput, thr: Thresholds) -> Condition | None:
 
 
 def clock_skew(inp: RuleInput, thr: Thresholds) -> Condition | None:
-    """Register clock vs the agent clock at the same poll; the ФН rejects operations 5 min apart (17h).
+    """Register clock vs the collector's clock at the poll; the ФН rejects operations 5 min apart (17h).
 
+    Not vs the agent's clock: a wrong agent clock is ``agent_clock``'s alert, not the register's.
     Needs the tenant zone to read the naive register clock; without it the offset is unknown.
     """
     state = inp.state
-    if state is None or state.register_clock is None or state.read_at is None or inp.tz is None:
+    polled = polled_at(inp)
+    if state is None or state.register_clock is None or polled is None or inp.tz is None:
         return None
-    agent_local = _aware_utc(state.read_at).astimezone(inp.tz).replace(tzinfo=None)
-    skew = _naive(state.register_clock) - agent_local
+    true_local = _aware_utc(polled).astimezone(inp.tz).replace(tzinfo=None)
+    skew = _naive(state.register_clock) - true_local
     level = _by_age(
         abs(skew),
         _levels(thr, "clock_skew", "major", "warning"),
@@ -606,6 +618,28 @@ def clock_skew(inp: RuleInput, thr: Thresholds) -> Condition | None:
         severity=level[0],
         message=f"Часы кассы {direction} на {format_duration(skew)}",
         details={"skew_seconds": skew.total_seconds(), **_crossed(level)},
+    )
+
+
+def agent_clock(inp: RuleInput, thr: Thresholds) -> Condition | None:
+    """The agent's computer clock is off. Its data are placed on the collector's clock regardless,
+    but its logs, its outbox's age limit and the register-clock comparison on site all go wrong."""
+    offset = inp.agent_clock_offset
+    if offset is None or abs(offset) < thr.agent_clock_warning:
+        return None
+    direction = "спешат" if offset > _ZERO else "отстают"
+    return Condition(
+        rule=RuleId.AGENT_CLOCK,
+        severity=Severity.WARNING,
+        message=(
+            f"Часы компьютера с агентом {direction} на {format_duration(offset)}: "
+            "настройте синхронизацию времени (NTP) на этом компьютере"
+        ),
+        details={
+            "offset_seconds": offset.total_seconds(),
+            "threshold": "warning",
+            "threshold_seconds": thr.agent_clock_warning.total_seconds(),
+        },
     )
 
 
@@ -667,6 +701,7 @@ REGISTER_RULES: dict[RuleId, Rule] = {
     RuleId.PAPER_OUT: paper_out,
     RuleId.COVER_OPEN: cover_open,
     RuleId.CLOCK_SKEW: clock_skew,
+    RuleId.AGENT_CLOCK: agent_clock,
 }
 
 

@@ -58,4 +58,5 @@ class RuleId(StrEnum):
     PAPER_OUT = "paper_out"
     COVER_OPEN = "cover_open"
     CLOCK_SKEW = "clock_skew"
+    AGENT_CLOCK = "agent_clock"
     KEP_VALIDITY = "kep_validity"

@@ -62,11 +62,15 @@ class Thresholds(BaseModel):
     ofd_paid_major: timedelta = 7 * _DAY
     clock_skew_warning: timedelta = 2 * _MIN
     clock_skew_major: timedelta = 5 * _MIN
+    agent_clock_warning: timedelta = Field(5 * _MIN, description="the agent's computer clock off by this much")
     kep_warning: timedelta = 30 * _DAY
     kep_major: timedelta = 7 * _DAY
     pending: dict[RuleId, timedelta] = Field(
-        default_factory=dict,
-        description="flapping guard: how long a condition must persist before its alert is raised (default 0)",
+        # A clock error is measured on arrival: messages a collector restart left queued in the
+        # broker look "behind" until the queue drains. A wrong clock is still wrong 10 min later.
+        default_factory=lambda: {RuleId.AGENT_CLOCK: 10 * _MIN},
+        description="flapping guard: how long a condition must persist before its alert is raised "
+        "(default 0; agent_clock 10 min)",
     )
 
     @model_validator(mode="after")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Literal
 
 import sqlalchemy as sa
 
@@ -17,7 +18,7 @@ UNASSIGNED_KIND = "unassigned"
 
 @dataclass(frozen=True, slots=True)
 class Refusal:
-    reason: str  # dead-letter reason
+    reason: Literal["unknown_agent", "agent_revoked"]  # dead-letter reason, and what the agent is told
     detail: str
 
 
@@ -110,14 +111,15 @@ class SessionGuard:
         """Read the stored highest sessions of the agents not cached yet (one query)."""
         self._read(conn, [agent for agent in agent_ids if agent not in self._known])
 
-    def refusal(self, conn: sa.Connection, agent: str, session: int) -> Refusal | None:
-        """Why ``session`` is implausible for ``agent`` (after :meth:`load`), or None. A refusal is
-        checked against the database first: other collectors (shared subscription) may have
-        stored higher sessions of the agent since it was cached."""
-        if self._plausible(agent, session):
+    def refusal(self, conn: sa.Connection, agent: str, session: int, *, floor: int = 0) -> Refusal | None:
+        """Why stored ``session`` is implausible for ``agent`` (after :meth:`load`), or None. ``floor``
+        is the base of the message's installation (epochs.py): a new installation's sessions start
+        just above it. A refusal is checked against the database first: other collectors (shared
+        subscription) may have stored higher sessions of the agent since it was cached."""
+        if self._plausible(agent, session, floor):
             return None
         self._read(conn, [agent])
-        if self._plausible(agent, session):
+        if self._plausible(agent, session, floor):
             return None
         known = self._known[agent]
         return Refusal(
@@ -126,9 +128,9 @@ class SessionGuard:
             f"({known}); at most {self.max_jump} is plausible",
         )
 
-    def _plausible(self, agent: str, session: int) -> bool:
+    def _plausible(self, agent: str, session: int, floor: int) -> bool:
         known = self._known.get(agent)
-        return known is None or session <= known + self.max_jump
+        return known is None or session <= max(known, floor) + self.max_jump
 
     def _read(self, conn: sa.Connection, agent_ids: list[str]) -> None:
         if not agent_ids:

@@ -38,9 +38,12 @@ from typing import Protocol
 import sqlalchemy as sa
 
 from collector.ingest import bulk
-from collector.ingest.admission import DEFAULT_MAX_SESSION_JUMP, Admission, SessionGuard
+from collector.ingest.admission import DEFAULT_MAX_SESSION_JUMP, Admission, Refusal, SessionGuard
+from collector.ingest.agent_clock import AgentClocks, clock_errors
 from collector.ingest.consumer import InboundMessage
+from collector.ingest.epochs import Epochs
 from collector.ingest.health import IngestHealth
+from collector.ingest.refusals import RefusalNotices
 from collector.ingest.sequence import NOTHING, SequenceTracker
 from collector.ingest.writes import Decoded, FreshState, RefreshCache, WriteOutcome, write_messages
 from collector.metrics import CollectorMetrics
@@ -108,6 +111,10 @@ class BatchResult:
     duplicates: int = 0
     sessions: dict[str, int] = field(default_factory=dict)  # agent → highest session stored
     births: set[str] = field(default_factory=set)  # agents whose live birth was stored
+    # (agent, stored session) → (the agent's own session, epoch): how each ack is worded (epochs.py)
+    own_sessions: dict[tuple[str, int], tuple[int, str | None]] = field(default_factory=dict)
+    reinstalls: int = 0
+    refusals: dict[str, Refusal] = field(default_factory=dict)  # agents whose messages were not stored
 
     def merge(self, other: BatchResult) -> None:
         """Add a later committed result (message-by-message writing)."""
@@ -121,6 +128,9 @@ class BatchResult:
         for agent, session in other.sessions.items():
             self.sessions[agent] = max(session, self.sessions.get(agent, session))
         self.births |= other.births
+        self.own_sessions.update(other.own_sessions)
+        self.reinstalls += other.reinstalls
+        self.refusals.update(other.refusals)
 
 
 class ChangeListener(Protocol):
@@ -185,6 +195,9 @@ class IngestWriter:
         )
         self._refresh = RefreshCache()
         self._sessions = SessionGuard(self.settings.max_session_jump)
+        self._epochs = Epochs()
+        self._clocks = AgentClocks()
+        self._refusals = RefusalNotices()
         self.tracker = SequenceTracker(self.settings.reorder_window, contiguous=self.settings.contiguous_acks)
         self._stop = threading.Event()
         self._drain_until = float("inf")
@@ -303,6 +316,8 @@ class IngestWriter:
         self.tracker.rollback()
         self._admission.reset()
         self._refresh.clear()
+        self._epochs.reset()
+        self._clocks.reset()
 
     def _process_one_by_one(self, batch: list[InboundMessage]) -> BatchResult:
         merged = BatchResult()
@@ -346,28 +361,45 @@ class IngestWriter:
         decoded: list[Decoded],
         result: BatchResult,
         *,
-        handled: tuple[str, int, int] | None = None,
+        handled: tuple[str, str | None, int, int] | None = None,
     ) -> None:
         now = datetime.now(UTC)
         agent_ids = {item.topic.agent_id for item in decoded}
         refused = self._admission.check(conn, agent_ids, now)
-        self._sessions.load(conn, agent_ids - set(refused))
-        accepted: list[Decoded] = []
+        result.refusals.update(refused)
+        admitted: list[Decoded] = []
         for item in decoded:
-            session = _highest_session(item.payload)
             refusal = refused.get(item.topic.agent_id)
-            if refusal is None and session is not None:
-                refusal = self._sessions.refusal(conn, item.topic.agent_id, session)
             if refusal is None:
-                accepted.append(item)
-                if session is not None:
-                    agent = item.topic.agent_id
-                    result.sessions[agent] = max(session, result.sessions.get(agent, session))
+                admitted.append(item)
             else:
                 result.dead_letters.append(Rejected(item.inbound, refusal.reason, refusal.detail))
+        translated = self._epochs.translate(conn, admitted, now)
+        for item, why in translated.refused:
+            result.dead_letters.append(Rejected(item.inbound, "session_out_of_range", why))
+        result.own_sessions.update(translated.own_sessions)
+        result.reinstalls += len(translated.reinstalls)
+        # Sessions are judged as stored (an installation's base added, epochs.py): a reinstalled agent
+        # restarting at 1 is no jump, and a forged number cannot hide below another installation's base.
+        self._sessions.load(conn, {item.topic.agent_id for item in translated.items})
+        accepted: list[Decoded] = []
+        for item in translated.items:
+            agent, claim = item.topic.agent_id, _highest_claim(item.payload)
+            refusal = None
+            if claim is not None:
+                refusal = self._sessions.refusal(conn, agent, claim[0], floor=self._epochs.base(agent, claim[1]))
+            if refusal is not None:
+                result.dead_letters.append(Rejected(item.inbound, refusal.reason, refusal.detail))
+                continue
+            accepted.append(item)
+            if claim is not None:
+                result.sessions[agent] = max(claim[0], result.sessions.get(agent, claim[0]))
         outcome = write_messages(conn, accepted, self._refresh)
+        outcome.status_agents |= self._clocks.store(conn, clock_errors(accepted), now)  # for agent_clock
         if handled is not None:
-            outcome.live[(handled[0], handled[1])].append(handled[2])
+            agent, epoch, session, seq = handled
+            stored = self._epochs.stored_session(conn, agent, epoch, session, now, result.own_sessions)
+            outcome.live[(agent, stored)].append(seq)
         for event in outcome.agent_events:  # lost data on an agent is worth a line in the log too
             log.warning("agent %s reports %s: %s", event.agent_id, event.kind, event.data.get("message", ""))
         for rejected in result.dead_letters:
@@ -422,11 +454,16 @@ class IngestWriter:
         for message in result.committed:
             self._downlink.ack(message)
         for (agent, session), seq in result.acks.items():
-            self._downlink.publish(_ack_topic(agent), encode(AckPayload(session=session, seq=seq)))
+            own, epoch = result.own_sessions.get((agent, session), (session, None))
+            self._downlink.publish(_ack_topic(agent), encode(AckPayload(session=own, seq=seq, epoch=epoch)))
+        for agent, refusal in self._refusals.due(result.refusals):
+            log.warning("refusing agent %s: %s", agent, result.refusals[agent].detail)
+            self._downlink.publish(_ack_topic(agent), refusal)
         self.batches += 1
         metrics = self._metrics
         metrics.committed.inc(len(result.committed))
         metrics.deduplicated.inc(result.duplicates)
+        metrics.agent_reinstalls.inc(result.reinstalls)
         for rejected in result.dead_letters:
             metrics.invalid.labels(reason=rejected.reason).inc()
         metrics.batch_seconds.observe(time.perf_counter() - started)
@@ -444,21 +481,22 @@ class IngestWriter:
             self._metrics.rebirths.inc()
 
 
-def _live_key(item: Decoded) -> tuple[str, int, int] | None:
-    """(agent, session, seq) of a sequenced live message; None for status and hist."""
+def _live_key(item: Decoded) -> tuple[str, str | None, int, int] | None:
+    """(agent, epoch, session, seq) of a sequenced live message; None for status and hist."""
     payload = item.payload
     if isinstance(payload, StatusPayload | HistBatch) or not isinstance(payload, Envelope):
         return None
     if not (fits_int64(payload.session) and fits_int64(payload.seq)):
         return None  # no mark can hold it; the dead letter alone must still be filed
-    return payload.agent, payload.session, payload.seq
+    return payload.agent, payload.epoch, payload.session, payload.seq
 
 
-def _highest_session(payload: object) -> int | None:
-    """The highest session a message claims: its envelope's, or the newest record's of a hist batch."""
+def _highest_claim(payload: object) -> tuple[int, str | None] | None:
+    """The highest (session, epoch) a message claims: its envelope's, or the newest record's of a hist batch."""
     if isinstance(payload, HistBatch):
-        return max((record.payload.session for record in payload.records), default=None)
-    return payload.session if isinstance(payload, Envelope) else None
+        claims = [(record.payload.session, record.payload.epoch) for record in payload.records]
+        return max(claims, key=lambda claim: claim[0], default=None)
+    return (payload.session, payload.epoch) if isinstance(payload, Envelope) else None
 
 
 _KINDS = frozenset(kind.value for kind in TopicKind)

@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -78,9 +78,11 @@ class _Subject:
     serial: str | None
     state: RegisterState | None
     received_at: datetime | None
+    polled_at: datetime | None  # when the state was read, on the collector's clock
     link_up: bool | None
     agent_online: bool | None
     agent_last_seen: datetime | None
+    agent_clock_offset: float | None = None
     evaluated_at: datetime | None = None
 
 
@@ -247,11 +249,13 @@ class AlertEngine:
                 now=now,
                 state=subject.state,
                 state_received_at=subject.received_at,
+                polled_at=subject.polled_at,
                 agent_online=subject.agent_online,
                 agent_last_seen=subject.agent_last_seen,
                 link_up=subject.link_up,
                 link_down_since=down_since.get(subject.register_id),
                 contract=None if contract is None else OfdContract(contract.activated, contract.paid_until),
+                agent_clock_offset=None if subject.agent_clock_offset is None else timedelta(seconds=subject.agent_clock_offset),
             )
             inputs.append((subject, inp, companies[subject.tenant_id]))
         return inputs
@@ -387,6 +391,7 @@ def _subject_query(*, with_state: bool) -> sa.Select[Any]:
             register_state.c.session,
             register_state.c.seq,
             register_state.c.received_at,
+            register_state.c.agent_ts,
             register_state.c.link_up,
             register_state.c.evaluated_at,
             registers.c.tenant_id,
@@ -395,6 +400,7 @@ def _subject_query(*, with_state: bool) -> sa.Select[Any]:
             nodes.c.name.label("node_name"),
             agents.c.online,
             agents.c.last_seen,
+            agents.c.clock_offset,
         )
         .join(registers, registers.c.register_id == register_state.c.register_id)
         .outerjoin(nodes, nodes.c.id == registers.c.node_id)
@@ -411,9 +417,11 @@ def _subject(row: sa.Row[Any], state: RegisterState | None) -> _Subject:
         serial=row.serial,
         state=state,
         received_at=row.received_at,
+        polled_at=row.agent_ts,
         link_up=row.link_up,
         agent_online=row.online,
         agent_last_seen=row.last_seen,
+        agent_clock_offset=row.clock_offset,
         evaluated_at=row.evaluated_at,
     )
 

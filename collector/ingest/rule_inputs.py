@@ -3,7 +3,7 @@ ingest-triggered evaluation can skip a register whose new message changed nothin
 
 A poll publishes a new state every few seconds, yet most carry only a new receipt counter, a new
 poll time and the register clock read at that poll. The rules read the register clock only as
-``register_clock + (now − read_at)``, so the pair matters only through its offset; receipts and
+``register_clock + (now − polled)`` (``rules.polled_at``), so the pair matters only through its offset; receipts and
 the last document number are read by no rule. Everything else of ``RuleInput`` (the rest of the
 state, agent and link status, contract, zone) must be equal, field by field, for the verdict to be
 equal at the same ``now``. Time moving on is the periodic sweep's job, exactly as for a register
@@ -17,15 +17,17 @@ from datetime import UTC, timedelta
 from typing import Any
 
 from collector.alerts import RuleInput
+from collector.alerts.rules import polled_at
 from protocol.kkt.state import RegisterState
 
 # Read by no rule (see above); the shift's receipts likewise.
 _RULE_BLIND = frozenset({"read_at", "register_clock", "last_fd_number", "shift"})
-# RuleInput fields compared as they are; ``now``, ``state`` and ``state_received_at`` are reduced.
-_PLAIN_FIELDS = tuple(f.name for f in fields(RuleInput) if f.name not in {"now", "state", "state_received_at"})
+# RuleInput fields compared as they are; ``now``, ``state`` and the poll and arrival times are reduced.
+_REDUCED = {"now", "state", "state_received_at", "polled_at"}
+_PLAIN_FIELDS = tuple(f.name for f in fields(RuleInput) if f.name not in _REDUCED)
 
 
-def _projected(state: RegisterState, *, keep_read_at: bool) -> tuple[Any, ...]:
+def _projected(state: RegisterState) -> tuple[Any, ...]:
     """The state minus what no rule reads, as a tuple of its field values: equal exactly when the
     reduced models would be (same types, same values; nested parts compare as models), and far
     cheaper to build and compare than two model copies."""
@@ -33,7 +35,6 @@ def _projected(state: RegisterState, *, keep_read_at: bool) -> tuple[Any, ...]:
     return (
         type(state),
         tuple(value for name, value in state.__dict__.items() if name not in _RULE_BLIND),
-        state.read_at if keep_read_at else None,
         type(shift),
         tuple(value for name, value in shift.__dict__.items() if name != "receipts"),
     )
@@ -46,13 +47,14 @@ def rule_inputs_key(inp: RuleInput) -> Any | None:
     state = inp.state
     if state is None:
         return (plain, None, inp.state_received_at, None)
-    polled = state.read_at or inp.state_received_at
+    polled = polled_at(inp)
     offset: timedelta | None = None
     if state.register_clock is not None:
         if polled is None or polled.utcoffset() is None or polled > inp.now:
             return None  # a poll "in the future" is clamped by the rules: not offset-invariant
         offset = state.register_clock - polled.astimezone(UTC).replace(tzinfo=None)
-    projected = _projected(state, keep_read_at=state.register_clock is None)
-    # Arrival time stands in for read_at and for the agent's last_seen when those are unknown.
-    received = inp.state_received_at if state.read_at is None or inp.agent_last_seen is None else None
+    # Without a register clock no rule reads the poll time; the agent's read_at is then rule-blind.
+    projected = _projected(state)
+    # Arrival time stands in for the agent's last_seen when that is unknown.
+    received = inp.state_received_at if inp.agent_last_seen is None else None
     return (plain, projected, received, offset)

@@ -12,6 +12,8 @@ Rows are gathered per batch and written with one multi-row statement per table, 
 * ``event``: event row; live link_lost/link_regained also set the register's link flag; an event
   without a register (outbox_gap, command_error) goes to ``agent_events``;
 * ``status``: agent online/offline, a death of an older session ignored by the storage.
+
+Record times are stored on the collector's clock (``agent_clock.record_time``), never the agent's.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from collector.ingest import bulk
+from collector.ingest.agent_clock import record_time
 from collector.ingest.consumer import InboundMessage
 from collector.storage import repository as repo
 from collector.storage.agents import StatusOutcome
@@ -134,7 +137,7 @@ class _Gather:
         if current is None or key > current[0]:
             self.links[register_id] = (key, up, from_state)
 
-    def state(self, payload: StatePayload, received_at: datetime, *, live: bool) -> None:
+    def state(self, payload: StatePayload, received_at: datetime, *, live: bool, made_at: datetime) -> None:
         register_id = payload.register
         self.identity(register_id, payload.state, payload.state.protocol, payload.agent, received_at)
         dumped = JsonText(payload.state.model_dump_json())  # once: history and latest share the text
@@ -144,7 +147,7 @@ class _Gather:
                 session=payload.session,
                 seq=payload.seq,
                 register_id=register_id,
-                ts=payload.ts,
+                ts=made_at,
                 received_at=received_at,
                 state=dumped,
             )
@@ -156,7 +159,7 @@ class _Gather:
                 agent_id=payload.agent,
                 session=payload.session,
                 seq=payload.seq,
-                agent_ts=payload.ts,
+                agent_ts=made_at,
                 received_at=received_at,
                 link_up=True,  # a state is only published after a successful poll
                 dumped=dumped,
@@ -166,13 +169,13 @@ class _Gather:
         if live:
             self.link(register_id, (payload.session, payload.seq), True, from_state=True)
 
-    def event(self, payload: EventPayload, received_at: datetime, *, live: bool) -> None:
+    def event(self, payload: EventPayload, received_at: datetime, *, live: bool, made_at: datetime) -> None:
         register_id = payload.register
         data = {"message": payload.message, **payload.data}
         if register_id is None:
             self.agent_events.append(AgentEventRow(
                 agent_id=payload.agent, session=payload.session, seq=payload.seq, kind=payload.kind.value,
-                ts=payload.ts, received_at=received_at, data=data,
+                ts=made_at, received_at=received_at, data=data,
             ))  # fmt: skip
             return
         if (register_id, payload.agent) not in self.identities:
@@ -184,7 +187,7 @@ class _Gather:
                 seq=payload.seq,
                 register_id=register_id,
                 kind=payload.kind.value,
-                ts=payload.ts,
+                ts=made_at,
                 received_at=received_at,
                 data=data,
             )
@@ -206,7 +209,7 @@ class _Gather:
                         agent_id=payload.agent,
                         session=payload.session,
                         seq=payload.seq,
-                        agent_ts=payload.ts,
+                        agent_ts=received_at,
                         received_at=received_at,
                         link_up=device.link_up,
                     ),
@@ -225,18 +228,19 @@ def _gather(items: list[Decoded], outcome: WriteOutcome) -> _Gather:
         if isinstance(payload, HistBatch):
             for record in payload.records:
                 inner = record.payload
+                made_at = record_time(inner.ts, payload.ts, at)
                 if isinstance(record, HistStateRecord):
-                    gather.state(inner, at, live=False)  # type: ignore[arg-type]
+                    gather.state(inner, at, live=False, made_at=made_at)  # type: ignore[arg-type]
                 else:
-                    gather.event(inner, at, live=False)  # type: ignore[arg-type]
+                    gather.event(inner, at, live=False, made_at=made_at)  # type: ignore[arg-type]
                 key = (inner.agent, inner.session)
                 outcome.replayed[key] = max(outcome.replayed.get(key, inner.seq), inner.seq)
             gather.see(payload.agent, at, 0)
             continue
         if isinstance(payload, StatePayload):
-            gather.state(payload, at, live=True)
+            gather.state(payload, at, live=True, made_at=at)
         elif isinstance(payload, EventPayload):
-            gather.event(payload, at, live=True)
+            gather.event(payload, at, live=True, made_at=at)
         elif isinstance(payload, BirthPayload):
             gather.birth(payload, at)
             outcome.births[payload.agent] = payload.session  # arrival order: the last one counts

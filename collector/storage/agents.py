@@ -32,6 +32,8 @@ class AgentRow:
     online: bool
     status_session: int | None
     status_at: datetime | None
+    clock_offset: float | None = None  # seconds the agent's clock is ahead (negative: behind)
+    clock_checked_at: datetime | None = None
 
 
 def enroll_agent(

@@ -1,4 +1,7 @@
-"""Retention: delete what is older than the configured horizon, by the record's own time.
+"""Retention: delete what is older than the configured horizon, by when the collector received it.
+
+Never by the agent's timestamps: an agent whose clock is 200 days behind would otherwise have its
+fresh rows deleted by the next run.
 
 Each ``purge_*`` takes an optional ``limit``: the retention job deletes in chunks of that many
 rows, one short transaction each, so a first purge of months of history never holds the write
@@ -22,18 +25,18 @@ def _purge(conn: sa.Connection, table: sa.Table, when: sa.Column[datetime], olde
 
 
 def purge_history(conn: sa.Connection, older_than: datetime, *, limit: int | None = None) -> int:
-    """Delete state history recorded (agent time) before ``older_than``; returns rows deleted.
+    """Delete state history received before ``older_than``; returns rows deleted.
 
     Latest state, alerts and the ingest marks (the agents' acks) are untouched.
     """
-    return _purge(conn, state_history, state_history.c.ts, older_than, limit)
+    return _purge(conn, state_history, state_history.c.received_at, older_than, limit)
 
 
 def purge_events(conn: sa.Connection, older_than: datetime, *, limit: int | None = None) -> int:
-    """Register and agent events from before ``older_than`` (agent time); returns rows deleted
-    (with ``limit``, at most that many of each)."""
-    deleted = _purge(conn, events, events.c.ts, older_than, limit)
-    return deleted + _purge(conn, agent_events, agent_events.c.ts, older_than, limit)
+    """Register and agent events received before ``older_than``; returns rows deleted (with
+    ``limit``, at most that many of each)."""
+    deleted = _purge(conn, events, events.c.received_at, older_than, limit)
+    return deleted + _purge(conn, agent_events, agent_events.c.received_at, older_than, limit)
 
 
 def purge_dead_letters(conn: sa.Connection, older_than: datetime, *, limit: int | None = None) -> int:

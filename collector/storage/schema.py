@@ -77,6 +77,9 @@ agents = sa.Table(
     sa.Column("online", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("status_session", sa.BigInteger, nullable=True),
     sa.Column("status_at", UtcDateTime, nullable=True),
+    # How far the agent's clock is off (seconds, + = ahead), measured on its messages' arrival.
+    sa.Column("clock_offset", sa.Float, nullable=True),
+    sa.Column("clock_checked_at", UtcDateTime, nullable=True),
     sa.Index(None, "tenant_id"),
     sa.Index(None, "node_id"),
 )
@@ -119,6 +122,7 @@ register_state = sa.Table(
     sa.Column("agent_id", sa.String(100), nullable=False),
     sa.Column("session", sa.BigInteger, nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
+    # When the state was read, on the collector's clock (collector/ingest/agent_clock.py), not the agent's.
     sa.Column("agent_ts", UtcDateTime, nullable=False),
     sa.Column("received_at", UtcDateTime, nullable=False),
     sa.Column("state", json_document(), nullable=False),
@@ -149,6 +153,7 @@ state_history = sa.Table(
     sa.UniqueConstraint("agent_id", "session", "seq"),
     sa.Index(None, "register_id", "ts"),
     sa.Index(None, "ts"),
+    sa.Index(None, "received_at"),  # retention goes by the collector's clock, never the agent's
 )
 
 events = sa.Table(
@@ -166,6 +171,7 @@ events = sa.Table(
     sa.UniqueConstraint("agent_id", "session", "seq"),
     sa.Index(None, "register_id", "ts"),
     sa.Index(None, "ts"),
+    sa.Index(None, "received_at"),  # retention goes by the collector's clock, never the agent's
 )
 
 # Events about an agent rather than one of its registers: ``outbox_gap`` (states its full outbox
@@ -184,6 +190,22 @@ agent_events = sa.Table(
     sa.Column("data", json_document(), nullable=False),
     sa.UniqueConstraint("agent_id", "session", "seq"),
     sa.Index(None, "agent_id", "ts"),
+    sa.Index(None, "received_at"),
+)
+
+# An agent's installations (outbox epochs, see protocol.mqtt.models). A reinstalled agent restarts
+# its sessions at 1, so the collector stores every session of epoch E as ``base + session``: each
+# later installation gets a base above every session stored before, and dedup, ordering, status and
+# acks keep working on one increasing number. Agents without an epoch (older versions) use base 0.
+agent_epochs = sa.Table(
+    "agent_epochs",
+    metadata,
+    sa.Column("agent_id", sa.String(100), primary_key=True),
+    sa.Column("epoch", sa.String(64), primary_key=True),
+    sa.Column("base", sa.BigInteger, nullable=False),
+    sa.Column("first_session", sa.BigInteger, nullable=False),
+    sa.Column("first_seen", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("agent_id", "base"),
 )
 
 # One row per (register, rule): the current occurrence; a new occurrence reuses the row and the

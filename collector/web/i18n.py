@@ -28,6 +28,7 @@ _RULES: dict[str, dict[str, str]] = {
         "paper_out": "Нет бумаги",
         "cover_open": "Открыта крышка",
         "clock_skew": "Часы кассы расходятся",
+        "agent_clock": "Часы компьютера с агентом неверны",
         "kep_validity": "Срок КЭП истекает",
     },
     "en": {
@@ -43,6 +44,7 @@ _RULES: dict[str, dict[str, str]] = {
         "paper_out": "Paper out",
         "cover_open": "Cover open",
         "clock_skew": "Register clock skew",
+        "agent_clock": "Agent computer clock wrong",
         "kep_validity": "КЭП expiring",
     },
 }
@@ -92,6 +94,7 @@ _EVENTS: dict[str, dict[str, str]] = {
         "fn_warning_cleared": "Предупреждение ФН снято",
         "outbox_gap": "Агент потерял часть данных (буфер переполнен)",
         "command_error": "Агент не выполнил команду",
+        "agent_reinstalled": "Агент переустановлен",
     },
     "en": {
         "shift_opened": "Shift opened",
@@ -107,6 +110,7 @@ _EVENTS: dict[str, dict[str, str]] = {
         "fn_warning_cleared": "ФН warning cleared",
         "outbox_gap": "Agent dropped data (outbox full)",
         "command_error": "Agent could not run a command",
+        "agent_reinstalled": "Agent reinstalled",
     },
 }
 

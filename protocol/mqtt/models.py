@@ -8,13 +8,21 @@ Sequence rules (Sparkplug-like, without its 0–255 wrap):
 
 * ``session`` is a uint64 persisted by the agent (its outbox) and +1 per MQTT connection, so a
   restart never reuses one.
+* ``epoch`` (optional, added compatibly: older agents omit it) is a random id made when the
+  agent's outbox is created. A new outbox (reinstall, new disk, deleted file) restarts sessions
+  at 1, so (session, seq) alone would collide with the old installation's; the epoch tells the
+  two apart. The collector orders sessions by (epoch first seen, session); ``ack`` echoes the
+  epoch, and an agent ignores an ack of another epoch.
 * ``seq`` is a uint64 counter per session starting at 0, never wrapping. Birth, state and event
   messages draw from it. Status messages carry ``seq=0`` and are not sequenced: the LWT is fixed
   at connect time, before any seq is used.
 * Replayed history (``hist``) keeps each record's original envelope; a batch has no session/seq
   of its own, so replay never consumes sequence numbers.
 * ``ack`` says: every record of this agent's ``session`` with ``seq`` ≤ the given one is
-  committed to the collector's database.
+  committed to the collector's database. The ack topic also carries a **refusal** (a payload with
+  ``refused``) when the collector will not store the agent's data at all (not enrolled, revoked):
+  nothing will ever be acked, and the agent says so instead of letting its outbox grow in silence.
+  An agent that predates refusals logs it as a malformed ack and carries on.
 """
 
 from __future__ import annotations
@@ -63,6 +71,15 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 SchemaVersion = Annotated[int, Field(ge=1, le=SCHEMA_VERSION, description="schema version of the payload")]
 Session = Annotated[int, Field(ge=1, le=UINT64_MAX, description="agent session, +1 per MQTT connection")]
 Seq = Annotated[int, Field(ge=0, le=UINT64_MAX, description="per-session sequence number, never wraps")]
+EPOCH_PATTERN: Final = r"^[0-9a-f]{16,64}$"
+Epoch = Annotated[
+    str,
+    StringConstraints(pattern=EPOCH_PATTERN),
+    Field(description="random id of the agent's outbox (its installation); sessions restart with a new one"),
+]
+# Left out of the JSON when unknown, so a message without an epoch is byte for byte what it was
+# before epochs existed.
+_OMITTED_WHEN_NONE = Field(None, exclude_if=lambda value: value is None)
 
 
 class _Model(BaseModel):
@@ -76,6 +93,7 @@ class Envelope(_Model):
     agent: Id
     session: Session
     seq: Seq
+    epoch: Epoch | None = _OMITTED_WHEN_NONE
     ts: UtcDatetime = Field(description="agent clock when the message was made, aware UTC")
     device_ts: datetime | None = Field(
         None, description="register clock where known: naive register local time (the ФН has no zone)"
@@ -174,11 +192,25 @@ class CommandPayload(_Model):
 
 
 class AckPayload(_Model):
-    """Collector → agent: every record of ``session`` with seq ≤ ``seq`` is committed."""
+    """Collector → agent: every record of ``session`` (of ``epoch``, when given) with seq ≤ ``seq``
+    is committed."""
 
     v: SchemaVersion = SCHEMA_VERSION
     session: Session
     seq: Seq
+    epoch: Epoch | None = _OMITTED_WHEN_NONE
+
+
+RefusalReason: TypeAlias = Literal["unknown_agent", "agent_revoked"]
+
+
+class RefusalPayload(_Model):
+    """Collector → agent, on its ack topic: none of this agent's messages are stored, and why."""
+
+    v: SchemaVersion = SCHEMA_VERSION
+    refused: RefusalReason = Field(description="unknown_agent: not enrolled; agent_revoked: its enrollment was revoked")
+    detail: str = Field(max_length=1000, description="the collector's words, for the installer")
+    ts: UtcDatetime = Field(description="collector clock")
 
 
 class CollectorStatusPayload(_Model):
@@ -195,6 +227,7 @@ Payload: TypeAlias = (
     | HistBatch
     | CommandPayload
     | AckPayload
+    | RefusalPayload
     | CollectorStatusPayload
 )
 
@@ -294,7 +327,8 @@ def decode(topic: AgentTopic | str, raw: bytes) -> Payload:
         parsed: AgentTopic | None = None
     else:
         parsed = topic if isinstance(topic, AgentTopic) else AgentTopic.parse(topic)
-        model = MODEL_FOR_KIND[parsed.kind]
+        # A refusal shares the ack topic; no ack has a "refused" field (nor that word in any value).
+        model = RefusalPayload if parsed.kind is TopicKind.ACK and b'"refused"' in raw else MODEL_FOR_KIND[parsed.kind]
     _check_size(raw)
     try:
         payload = model.model_validate_json(raw)

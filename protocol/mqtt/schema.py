@@ -20,6 +20,7 @@ from protocol.mqtt.models import (
     CommandPayload,
     EventPayload,
     HistBatch,
+    RefusalPayload,
     StatePayload,
     StatusPayload,
 )
@@ -36,6 +37,7 @@ _MODELS: Final[dict[str, tuple[type[BaseModel], str]]] = {
     "hist": (HistBatch, f"{TOPIC_ROOT}/{{agent}}/hist"),
     "cmd": (CommandPayload, f"{TOPIC_ROOT}/{{agent}}/cmd"),
     "ack": (AckPayload, f"{TOPIC_ROOT}/{{agent}}/ack"),
+    "refusal": (RefusalPayload, f"{TOPIC_ROOT}/{{agent}}/ack"),
     "collector_status": (CollectorStatusPayload, COLLECTOR_STATUS_TOPIC),
 }
 

@@ -359,8 +359,10 @@ def test_records_published_live_and_then_pushed_out_of_a_full_outbox_are_not_a_g
     # Collector ack mode with no collector: every published record stays, awaiting an ack.
     runtime = start_runtime(model_register, ack_mode="collector", outbox={"max_bytes": 4096, "gap_report_interval": 0.5})
     recorder.wait_for(lambda m: len(parsed(m, "state")) >= 1)
-    for _ in range(8):  # each toggle is two events and a state of ~600 bytes: far past 4 KiB
+    for toggled in range(1, 9):  # each toggle is two events and a state of ~600 bytes: far past 4 KiB
         model_register.change(lambda m: (m.open_shift(), m.close_shift()))
+        # Seen live first (the poll may come after a bare all-published check), then nothing left unsent.
+        recorder.wait_for(lambda m, n=toggled: len(events(m, "shift_closed")) >= n, timeout=30)
         recorder.wait_for(lambda m: all_published(runtime))
         threading_wait(0.2)
     stats = runtime.outbox.stats()

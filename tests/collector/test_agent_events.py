@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent / "security"))
 import accounts_testkit as accounts_kit
 import security_testkit as kit
 
+from collector.ingest.epochs import REINSTALLED, STRIDE
 from collector.storage import repository as repo
 from collector.storage.engine import begin_write
 from collector.storage.rows import AgentEventRow
@@ -59,8 +60,22 @@ def test_the_register_page_shows_what_its_agent_lost(client: kit.Client, engine:
     assert "События агента" not in other  # its agent reported nothing
 
 
+def test_the_register_page_says_its_agent_was_reinstalled(client: kit.Client, engine: sa.Engine) -> None:
+    register, agent = client.world.registers["tverskaya"], client.world.a["{agent_id}"]
+    with begin_write(engine) as conn:
+        conn.execute(sa.text("UPDATE registers SET agent_id = :agent WHERE register_id = :register"),
+                     {"agent": agent, "register": register})
+        repo.insert_agent_events(conn, [AgentEventRow(agent, STRIDE, 0, REINSTALLED, kit.T0, kit.T0,
+                                                      {"message": "нумерация сессий началась с 1"})])
+    page = client.call("GET", f"/registers/{register}", who="owner_a").text
+    assert "Агент переустановлен: нумерация сессий началась с 1" in page
+    listed = client.call("GET", f"/api/v1/agents/{agent}/events", who="owner_a").json["items"]
+    assert [e["kind"] for e in listed] == [REINSTALLED]
+
+
 @pytest.mark.parametrize("language", ["ru", "en"])
 def test_every_event_kind_has_a_label(language: str) -> None:
     names = labels(language)
-    unlabelled = [kind.value for kind in EventKind if names.event(kind.value) == kind.value]
+    kinds = [kind.value for kind in EventKind] + [REINSTALLED]  # the last one the collector makes itself
+    unlabelled = [kind for kind in kinds if names.event(kind) == kind]
     assert unlabelled == []

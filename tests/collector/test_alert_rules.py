@@ -13,6 +13,7 @@ from collector.alerts.rules import (
     AlertInputError,
     OfdContract,
     RuleInput,
+    agent_clock,
     agent_offline,
     clock_skew,
     cover_open,
@@ -455,8 +456,35 @@ def test_clock_skew_ladder(skew: timedelta, expected: Severity | None, sign: int
 def test_clock_skew_needs_the_zone_and_both_clocks() -> None:
     skewed = make_state(register_clock=REG_CLOCK + HOUR)
     assert clock_skew(make_input(skewed), THR) is None
-    assert clock_skew(make_input(skewed.model_copy(update={"read_at": None}), tz=MSK), THR) is None
+    no_agent_time = skewed.model_copy(update={"read_at": None})
+    assert severity_of(clock_skew(make_input(no_agent_time, tz=MSK), THR)) == Severity.MAJOR  # the arrival will do
+    assert clock_skew(RuleInput(register_id="r", now=NOW, state=no_agent_time, tz=MSK), THR) is None
     assert clock_skew(make_input(skewed.model_copy(update={"register_clock": None}), tz=MSK), THR) is None
+
+
+def test_a_wrong_agent_clock_is_neither_register_clock_skew_nor_age() -> None:
+    """The agent's computer is 2 days behind; the register's clock is right and its shift 30 min old."""
+    state = make_state(
+        read_at=READ_AT - 2 * DAY,
+        shift=ShiftState(status=ShiftStatus.OPEN, opened_at=REG_CLOCK - 30 * MIN),
+    )
+    inp = make_input(state, tz=MSK, polled_at=READ_AT, agent_clock_offset=-2 * DAY)
+    assert clock_skew(inp, THR) is None
+    assert shift_too_long(inp, THR) is None  # 40 min on the register's clock, not 2 days
+    flagged = agent_clock(inp, THR)
+    assert flagged is not None and flagged.severity is Severity.WARNING
+    assert flagged.message.startswith("Часы компьютера с агентом отстают на 2 дн.")
+
+
+@pytest.mark.parametrize(("offset", "expected"), ladder([(5 * MIN, Severity.WARNING)]))
+@pytest.mark.parametrize("sign", [1, -1])
+def test_agent_clock_threshold(offset: timedelta, expected: Severity | None, sign: int) -> None:
+    condition = agent_clock(make_input(agent_clock_offset=sign * offset), THR)
+    assert severity_of(condition) == expected
+    if condition is not None:
+        assert ("спешат" if sign > 0 else "отстают") in condition.message
+        assert condition.details["offset_seconds"] == sign * offset.total_seconds()
+    assert agent_clock(make_input(agent_clock_offset=sign * offset), THR.merged({"agent_clock_warning": "PT1H"})) is None
 
 
 # --- КЭП ---------------------------------------------------------------------------------------
@@ -525,6 +553,7 @@ def test_troubled_register_reports_every_rule_in_catalogue_order() -> None:
         link_down_since=NOW - 10 * MIN,
         contract=OfdContract(activated=False),
         tz=MSK,
+        agent_clock_offset=-HOUR,
     )
     assert [c.rule for c in evaluate_all(inp, THR)] == [rule for rule in RuleId if rule is not RuleId.KEP_VALIDITY]
 

@@ -39,7 +39,7 @@ def test_a_new_poll_with_only_counters_and_clock_moved_has_the_same_key() -> Non
         last_fd_number=999,
         shift=base.state.shift.model_copy(update={"receipts": 77}) if base.state else None,
     )
-    later = replace(later, now=T0 + timedelta(minutes=5), state_received_at=T0 + timedelta(seconds=31))
+    later = replace(later, now=T0 + timedelta(minutes=5), state_received_at=T0 + timedelta(seconds=30))
     assert rule_inputs_key(later) == rule_inputs_key(base)
     # …and indeed the rules give the same verdict for both at one moment.
     same_now = replace(later, now=base.now)
@@ -63,7 +63,9 @@ def test_anything_a_rule_reads_changes_the_key() -> None:
 
 
 def test_a_poll_time_after_now_is_not_reduced() -> None:
-    assert rule_inputs_key(_input(read_at=T0 + timedelta(hours=1))) is None
+    assert rule_inputs_key(replace(_input(), polled_at=T0 + timedelta(hours=1))) is None
+    # The agent's own read_at is its clock's word only: no rule reads it when the arrival is known.
+    assert rule_inputs_key(_input(read_at=T0 + timedelta(hours=1))) == rule_inputs_key(_input())
 
 
 def test_arrival_time_counts_when_the_poll_time_is_unknown() -> None:

@@ -29,7 +29,8 @@ def test_defaults_are_the_catalogue() -> None:
     assert (thr.ofd_paid_warning, thr.ofd_paid_major) == (30 * DAY, 7 * DAY)
     assert (thr.clock_skew_warning, thr.clock_skew_major) == (2 * MIN, 5 * MIN)
     assert (thr.kep_warning, thr.kep_major) == (30 * DAY, 7 * DAY)
-    assert all(thr.pending_for(rule) == timedelta(0) for rule in RuleId)
+    assert all(thr.pending_for(rule) == timedelta(0) for rule in RuleId if rule is not RuleId.AGENT_CLOCK)
+    assert (thr.agent_clock_warning, thr.pending_for(RuleId.AGENT_CLOCK)) == (5 * MIN, 10 * MIN)
 
 
 @pytest.mark.parametrize(

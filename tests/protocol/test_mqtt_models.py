@@ -272,3 +272,19 @@ def test_mutated_payloads_give_a_typed_error_never_a_crash(base: dict[str, Any],
         decode(topic, json.dumps({**base, key: value}).encode())
     except ContractError as exc:
         assert exc.reason
+
+
+def test_a_refusal_shares_the_ack_topic_with_acks() -> None:
+    from protocol.mqtt.models import AckPayload, RefusalPayload
+
+    topic = "kassa/v1/agent-1/ack"
+    refusal = decode(topic, b'{"v":1,"refused":"agent_revoked","detail":"revoked","ts":"2026-12-01T10:00:00Z"}')
+    assert isinstance(refusal, RefusalPayload) and refusal.refused == "agent_revoked"
+    assert isinstance(decode(topic, b'{"v":1,"session":3,"seq":9}'), AckPayload)
+    with pytest.raises(InvalidPayload):
+        decode(topic, b'{"v":1,"refused":"because","detail":"","ts":"2026-12-01T10:00:00Z"}')
+    # An agent that predates refusals reads one as a malformed ack (and logs it), never as an ack.
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        AckPayload.model_validate_json(b'{"v":1,"refused":"agent_revoked","detail":"x","ts":"2026-12-01T10:00:00Z"}')

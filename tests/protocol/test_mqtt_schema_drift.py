@@ -20,7 +20,7 @@ def test_committed_schema_files_match_the_models() -> None:
 
 def test_schemas_describe_the_contract() -> None:
     schemas = json_schemas()
-    assert set(schemas) == {"status", "birth", "state", "event", "hist", "cmd", "ack", "collector_status"}
+    assert set(schemas) == {"status", "birth", "state", "event", "hist", "cmd", "ack", "refusal", "collector_status"}
     state = schemas["state"]
     assert {"agent", "session", "seq", "ts", "register", "reason", "state"} <= set(state["required"])
     assert state["x-topic"] == "kassa/v1/{agent}/state/{register}"

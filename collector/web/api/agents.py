@@ -148,6 +148,6 @@ async def agent_events(request: web.Request) -> web.Response:
 
 OPERATIONS: tuple[Operation, ...] = (
     Operation("GET", f"{API}/agents/{{agent_id}}/events", agent_events, "getAgentEvents",
-              "The agent's own events (outbox_gap: states it dropped; command_error), newest first", "registers",
+              "The agent's own events (outbox_gap: states it dropped; command_error; agent_reinstalled), newest first", "registers",
               AgentEventList, query=AgentEventQuery, path_params={"agent_id": str}, errors=(400, 404)),
 )

@@ -32,6 +32,7 @@ RuleLabel = Literal[
     "paper_out",
     "cover_open",
     "clock_skew",
+    "agent_clock",
     "kep_validity",
 ]
 BlockCause = Literal["ofd_backlog", "fn_validity", "fn_memory", "ofd_contract"]
@@ -286,7 +287,10 @@ class AgentEventQuery(Page):
 
 
 class AgentEventOut(_Out):
-    kind: str = Field(description="outbox_gap (states the agent had to drop) or command_error")
+    kind: str = Field(
+        description="outbox_gap (states the agent had to drop), command_error, or agent_reinstalled "
+        "(the collector saw its sessions restart under a new outbox)"
+    )
     ts: AwareDatetime
     received_at: AwareDatetime
     session: int

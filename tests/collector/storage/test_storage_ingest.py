@@ -263,7 +263,8 @@ def test_retention_deletes_only_what_is_older(
     repo.insert_history(conn, [history("agent-1", 1, seq, minutes=seq) for seq in range(10)])
     repo.insert_events(
         conn,
-        [EventRow("agent-1", 1, 100 + m, "shtrih-1", "x", T0 + timedelta(minutes=m), T0) for m in range(4)],
+        # Received a minute apart; stamped by an agent whose clock is 200 days behind (never what counts).
+        [EventRow("agent-1", 1, 100 + m, "shtrih-1", "x", T0 - timedelta(days=200), T0 + timedelta(minutes=m)) for m in range(4)],
     )
     repo.dead_letter(conn, "t", "r", "", b"old", received_at=T0 - timedelta(days=40))
     repo.dead_letter(conn, "t", "r", "", b"new", received_at=T0)
