@@ -55,7 +55,10 @@ KNOWN_COMMANDS: Final = frozenset({"rebirth", "poll-now"})
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00: pydantic reports only ValueError as invalid
+        raise ValueError("timestamp falls outside years 1..9999 when converted to UTC") from None
 
 
 Id = Annotated[str, StringConstraints(pattern=rf"^{ID_PATTERN}$")]
