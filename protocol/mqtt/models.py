@@ -20,6 +20,7 @@ Sequence rules (Sparkplug-like, without its 0–255 wrap):
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -61,11 +62,30 @@ def _to_utc(value: datetime) -> datetime:
         raise ValueError("timestamp falls outside years 1..9999 when converted to UTC") from None
 
 
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_finite(item) for item in value)
+    return True
+
+
+def _standard_json(value: dict[str, Any]) -> dict[str, Any]:
+    # The JSON parser takes NaN/Infinity, which are not JSON: encode() would write them back as
+    # null and PostgreSQL's JSONB refuses them, so free-form objects must not carry them.
+    if not _finite(value):
+        raise ValueError("NaN and Infinity are not JSON numbers")
+    return value
+
+
 Id = Annotated[str, StringConstraints(pattern=rf"^{ID_PATTERN}$")]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 SchemaVersion = Annotated[int, Field(ge=1, le=SCHEMA_VERSION, description="schema version of the payload")]
 Session = Annotated[int, Field(ge=1, le=UINT64_MAX, description="agent session, +1 per MQTT connection")]
 Seq = Annotated[int, Field(ge=0, le=UINT64_MAX, description="per-session sequence number, never wraps")]
+JsonObject = Annotated[dict[str, Any], AfterValidator(_standard_json)]
 
 
 class _Model(BaseModel):
@@ -141,7 +161,7 @@ with warnings.catch_warnings():
         register: Id | None = Field(None, description="None for agent-level events (outbox_gap, command_error)")
         kind: EventKind
         message: str = Field(description="human-readable, Russian is fine")
-        data: dict[str, Any] = Field(default_factory=dict)
+        data: JsonObject = Field(default_factory=dict)
 
 
 class HistStateRecord(_Model):
@@ -173,7 +193,7 @@ class CommandPayload(_Model):
     v: SchemaVersion = SCHEMA_VERSION
     id: str = Field(min_length=1, max_length=128, description="command id, echoed in the agent's answer")
     cmd: str = Field(min_length=1, description='known: "rebirth", "poll-now"')
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: JsonObject = Field(default_factory=dict)
 
 
 class AckPayload(_Model):

@@ -51,6 +51,8 @@ def test_any_bytes_decode_or_give_a_typed_error(topic: str, raw: bytes) -> None:
 # Offsets that push a timestamp past datetime's range when made UTC raised OverflowError.
 @example((STATUS_TOPIC, b'{"v":1,"agent":"agent-1","session":1,"seq":0,"ts":"0001-01-01T00:00:00+05:00","status":"online"}'))
 @example((STATUS_TOPIC, b'{"v":1,"agent":"agent-1","session":1,"seq":0,"ts":"9999-12-31T23:59:59-05:00","status":"online"}'))
+# NaN/Infinity are accepted by the JSON parser but are not JSON: they came back as null.
+@example((SEEDS[3][0], SEEDS[3][1].replace(b'"data":{}', b'"data":{"x":[Infinity]}')))
 def test_mutated_payloads_decode_or_give_a_typed_error(message: tuple[str, bytes]) -> None:
     topic, raw = message
     try:
