@@ -3,8 +3,8 @@
 Every fuzz target runs under the hypothesis profile named by ``KASSA_FUZZ_PROFILE``:
 
 * ``fuzz`` (default, also what CI runs): a few seconds per target, so ``make test`` stays quick;
-* ``fuzz-long``: many more examples for a fuzzing session by hand, e.g.
-  ``KASSA_FUZZ_PROFILE=fuzz-long pytest tests/fuzz``.
+* ``fuzz-long``: many more examples for a fuzzing session by hand (minutes per target, so lift
+  the suite's per-test timeout), e.g. ``KASSA_FUZZ_PROFILE=fuzz-long pytest --timeout 0 tests/fuzz``.
 
 Profiles are registered under their own names and applied per test (``@FUZZ``), so the other
 hypothesis tests of the suite keep their own settings.
