@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from collector.ingest.batcher import IngestWriter, Rejected, classify
+from collector.ingest.batcher import IngestWriter, Rejected, WriterSettings, classify
 from collector.ingest.writes import Decoded
 from collector.storage.schema import dead_letters
 
@@ -38,14 +38,17 @@ def test_classify_decodes_or_rejects_with_a_reason(message: tuple[str, bytes]) -
 
 
 @FUZZ_DB
-@given(st.lists(messages, min_size=1, max_size=6))
+@given(st.lists(messages, min_size=1, max_size=6), st.booleans())
 # A NUL inside a JSON string is valid JSON but PostgreSQL's JSONB refuses it.
-@example([(SEEDS[3][0], SEEDS[3][1].replace(b'"message":"t"', b'"message":"\\u0000"'))])
-def test_writer_loses_no_message(engine: sa.Engine, batch: list[tuple[str, bytes]]) -> None:
+@example([(SEEDS[3][0], SEEDS[3][1].replace(b'"message":"t"', b'"message":"\\u0000"'))], False)
+def test_writer_loses_no_message(engine: sa.Engine, batch: list[tuple[str, bytes]], enforce_enrollment: bool) -> None:
+    """Enforced enrollment: an agent not registered yet (auto-registered by an earlier example without
+    it) is refused by admission and its messages dead-lettered."""
     inbound = [kit.inbound(topic, raw) for topic, raw in batch]
     with engine.connect() as conn:
         before = conn.execute(sa.select(sa.func.max(dead_letters.c.id))).scalar_one() or 0
-    result = IngestWriter(engine, kit.FakeDownlink()).process(inbound)
+    settings = WriterSettings(enforce_enrollment=enforce_enrollment)
+    result = IngestWriter(engine, kit.FakeDownlink(), settings=settings).process(inbound)
     assert {id(m) for m in result.committed} == {id(m) for m in inbound}
     with engine.connect() as conn:
         kept = conn.execute(
