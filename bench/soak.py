@@ -357,9 +357,11 @@ def soak(args: argparse.Namespace, db_url: str, workdir: Path) -> int:
         log(f"chaos over (kills {dict(chaos.kills)}); restarting everything and settling")
         chaos.ensure_all_up()
         due = {key for agent in agents for key in agent.ledger()}
+        settle_started = time.monotonic()
         settled = wait_until(
             lambda: due <= set(stored_keys(engine, [a.agent_id for a in agents])[0]), args.settle, chaos.ensure_all_up
         )
+        log(f"{'settled' if settled else 'NOT settled'} after {time.monotonic() - settle_started:.1f} s")
         for agent in agents:
             agent.child.stop()
         # Records the agents sent just before their stop may still be on their way in.

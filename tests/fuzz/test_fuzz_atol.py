@@ -16,7 +16,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from protocol.kkt.atol.link import Deframer
-from protocol.kkt.atol.messages import COMMANDS, Command, decode_request, encode_request
+from protocol.kkt.atol.messages import COMMANDS, Command, decode_request, encode_bcd, encode_request
 from protocol.kkt.atol.tasks import (
     Completed,
     DeviceReply,
@@ -105,3 +105,18 @@ def test_request_decoder_raises_only_decode_errors_and_round_trips(data: bytes) 
     except DecodeError:
         return
     assert decode_request(encode_request(command, password)) == (password, command)
+
+
+@FUZZ
+@given(command_types, st.integers(0, 9999), st.binary(max_size=40))
+def test_known_requests_decode_or_raise_decode_errors_and_round_trip(
+    cls: type[Command[Any]], password: int, params: bytes
+) -> None:
+    # Random bytes seldom spell a known code after a BCD password: build that prefix, fuzz the rest.
+    data = encode_bcd(password, 2) + cls.CODE + params
+    try:
+        decoded = decode_request(data)
+    except DecodeError:
+        return
+    assert decoded[0] == password and type(decoded[1]) is cls
+    assert decode_request(encode_request(decoded[1], password)) == decoded
