@@ -82,6 +82,9 @@ def read_rows(
             if len(cells) > len(header):
                 report.error(line, f"{len(cells)} cells but the header has {len(header)} columns")
                 continue
+            if any("\x00" in c for c in cells):  # valid UTF-8, but PostgreSQL text cannot hold it
+                report.error(line, "a cell contains a NUL character (\\0)")
+                continue
             values = {name: (cells[i].strip() if i < len(cells) else "") for i, name in enumerate(header)}
             yield CsvRow(line, values)
     except csv.Error as exc:

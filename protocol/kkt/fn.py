@@ -374,7 +374,10 @@ def decode_unconfirmed_count(data: bytes) -> int:
 
 
 def encode_unconfirmed_count(count: int) -> bytes:
-    return struct.pack("<H", count)
+    """2 bytes as the spec; a count past 65535 takes the 4-byte form the decoder also reads."""
+    if not 0 <= count <= 0xFFFFFFFF:
+        raise EncodeError(f"unconfirmed FD count {count} does not fit 4 bytes")
+    return struct.pack("<H" if count <= 0xFFFF else "<I", count)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ Sequence rules (Sparkplug-like, without its 0–255 wrap):
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -63,7 +64,28 @@ KNOWN_COMMANDS: Final = frozenset({"rebirth", "poll-now"})
 
 
 def _to_utc(value: datetime) -> datetime:
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+05:00: pydantic reports only ValueError as invalid
+        raise ValueError("timestamp falls outside years 1..9999 when converted to UTC") from None
+
+
+def _finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(item) for item in value.values())
+    if isinstance(value, list):
+        return all(_finite(item) for item in value)
+    return True
+
+
+def _standard_json(value: dict[str, Any]) -> dict[str, Any]:
+    # The JSON parser takes NaN/Infinity, which are not JSON: encode() would write them back as
+    # null and PostgreSQL's JSONB refuses them, so free-form objects must not carry them.
+    if not _finite(value):
+        raise ValueError("NaN and Infinity are not JSON numbers")
+    return value
 
 
 Id = Annotated[str, StringConstraints(pattern=rf"^{ID_PATTERN}$")]
@@ -80,6 +102,7 @@ Epoch = Annotated[
 # Left out of the JSON when unknown, so a message without an epoch is byte for byte what it was
 # before epochs existed.
 _OMITTED_WHEN_NONE = Field(None, exclude_if=lambda value: value is None)
+JsonObject = Annotated[dict[str, Any], AfterValidator(_standard_json)]
 
 
 class _Model(BaseModel):
@@ -156,7 +179,7 @@ with warnings.catch_warnings():
         register: Id | None = Field(None, description="None for agent-level events (outbox_gap, command_error)")
         kind: EventKind
         message: str = Field(description="human-readable, Russian is fine")
-        data: dict[str, Any] = Field(default_factory=dict)
+        data: JsonObject = Field(default_factory=dict)
 
 
 class HistStateRecord(_Model):
@@ -188,7 +211,7 @@ class CommandPayload(_Model):
     v: SchemaVersion = SCHEMA_VERSION
     id: str = Field(min_length=1, max_length=128, description="command id, echoed in the agent's answer")
     cmd: str = Field(min_length=1, description='known: "rebirth", "poll-now"')
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: JsonObject = Field(default_factory=dict)
 
 
 class AckPayload(_Model):

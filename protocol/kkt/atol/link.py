@@ -175,9 +175,11 @@ class Deframer:
 
     def _take(self, byte: int) -> LinkEvent | None:
         if len(self._header) < 4:
-            if len(self._header) in (1, 2) and byte & 0x80:
+            # A LEN byte ≥ 0x80, or an ID of FD (IDs are not escaped, so no sender uses it), is
+            # impossible: the FE was noise.
+            if (len(self._header) in (1, 2) and byte & 0x80) or (len(self._header) == 3 and byte == ESC):
                 count = self._raw_count
-                self.reset()  # a LEN byte ≥ 0x80 is impossible: the FE was noise
+                self.reset()
                 return Garbage(count)
             self._header.append(byte)
             return None
