@@ -78,6 +78,8 @@ class WriterSettings:
     enforce_enrollment: bool = False
     default_tenant: str = "default"
     unassigned_node: str = "unassigned"
+    company: str | None = None  # single-company install: unenrolled agents join its «Новые кассы»
+    new_registers_node: str = "Новые кассы"
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +152,8 @@ class IngestWriter:
             enforce=self.settings.enforce_enrollment,
             default_tenant=self.settings.default_tenant,
             unassigned_node=self.settings.unassigned_node,
+            company=self.settings.company,
+            new_registers_node=self.settings.new_registers_node,
         )
         self._refresh = RefreshCache()
         self.tracker = SequenceTracker(self.settings.reorder_window, contiguous=self.settings.contiguous_acks)
