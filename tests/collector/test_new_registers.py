@@ -16,6 +16,7 @@ from collector.accounts.errors import InvalidInput, NotFound, PermissionDenied
 from collector.accounts.new_registers import NEW_REGISTERS_KIND, landing_node, place_agent, waiting_agents
 from collector.accounts.rights import Role, can_see
 from collector.accounts.tree import create_company, create_node
+from collector.cli import main
 from collector.config import CollectorConfigError, load_config
 from collector.ingest.batcher import IngestWriter, WriterSettings
 from collector.service import check_company
@@ -136,3 +137,21 @@ def test_refused_agents_are_listed_until_enrolled(engine: sa.Engine) -> None:
         repo.enroll_agent(conn, "stranger", tenant_id=tenant, node_id=store, enrolled_at=kit.T0)
     with engine.connect() as conn:
         assert [a.agent_id for a in refused_agents(conn)] == ["gone"]
+
+
+def test_the_operator_cli_lists_refused_agents_and_places_new_ones(
+    engine: sa.Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = engine.url.render_as_string(hide_password=False)
+    assert main(["agents", "refused", "--db", url]) == 0
+    assert "no agent is refused" in capsys.readouterr().out
+    writer(engine, enforce_enrollment=True).process(kit.batch(kit.state_msg("stranger", "kkt-9", 1, 1)))
+    assert main(["agents", "refused", "--db", url]) == 0
+    assert "stranger: not enrolled, 1 messages" in capsys.readouterr().out
+
+    _tenant, _root, store = company_with_store(engine)
+    writer(engine, company="Продукты у дома").process(kit.batch(kit.state_msg("agent-new", "kkt-1", 1, 1)))
+    assert main(["agents", "place", "--db", url, "--agent", "agent-new", "--node", str(store)]) == 0
+    assert node_of(engine, registers, registers.c.register_id, "kkt-1") == store
+    assert main(["agents", "place", "--db", url, "--agent", "nobody", "--node", str(store)]) == 1
+    assert "no agent 'nobody'" in capsys.readouterr().err
