@@ -32,13 +32,16 @@ class Landing:
 
 
 def landing_node(conn: sa.Connection, company: str, node_name: str = DEFAULT_NODE_NAME) -> Landing:
-    """The company's «Новые кассы» node (by company name or ИНН), created under the root if missing."""
+    """The company's «Новые кассы» node (by company name or ИНН), created under the root if missing.
+
+    One per company, found by its kind: ``node_name`` only names it when it is created.
+    """
     found = find_company(conn, company)
     name = clean_name(node_name, "name of the new registers node")
     node_id = conn.execute(
         sa.select(nodes.c.id)
         .where(nodes.c.tenant_id == found.tenant_id, nodes.c.parent_id == found.root_node_id,
-               nodes.c.kind == NEW_REGISTERS_KIND, nodes.c.name == name)
+               nodes.c.kind == NEW_REGISTERS_KIND)
         .order_by(nodes.c.id)
         .limit(1)
     ).scalar_one_or_none()
