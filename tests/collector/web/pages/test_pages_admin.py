@@ -284,6 +284,7 @@ def test_agents_in_new_registers_are_listed_and_moved_to_a_store(client: kit.Cli
         accounts_kit.add_register(conn, w.tenant_a, landing.node_id, "kkt-unplaced")
         conn.execute(sa.update(registers).where(registers.c.register_id == "kkt-unplaced")
                      .values(agent_id="agent-unplaced", serial="0099887766"))
+    assert "Новые кассы" in get(client, "owner_a", "/tree")  # a visible place in the company's tree
     listing = get(client, "owner_a", "/admin/agents")
     assert "Новые кассы" in listing and "agent-unplaced" in listing and "0099887766" in listing
     assert "agent-unplaced" not in get(client, "moscow_op", "/admin/agents")  # granted Москва only
