@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# `make demo DEMO_PORT=8090` or `DEMO_PORT=8090 make demo`
+DEMO_PORT ?= 8080
 
 .PHONY: test demo lint contracts bench clean
 
@@ -25,7 +27,7 @@ test: $(STAMP) contracts lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: $(STAMP)
-	$(BIN)/python -m demo
+	$(BIN)/python -m demo --port $(DEMO_PORT)
 
 bench: $(STAMP)
 	$(BIN)/python bench/poll_cycle.py

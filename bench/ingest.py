@@ -47,10 +47,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from collector.accounts.audit import Actor
+from collector.accounts.tree import create_company
 from collector.config import CollectorConfig
 from collector.service import CollectorService
 from collector.storage import create_engine_from_url, migrate
-from collector.storage.schema import alerts, state_history
+from collector.storage.schema import alerts, state_history, tenants
 from protocol.kkt.state import FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
 from protocol.mqtt.models import StatePayload, encode
 from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, state_topic
@@ -179,6 +181,17 @@ class Publisher:
         self.client.loop_stop()
 
 
+def bench_company(db_url: str, name: str = "Бенчмарк") -> str:
+    engine = create_engine_from_url(db_url)
+    try:
+        with engine.begin() as conn:
+            if conn.execute(sa.select(tenants.c.id).where(tenants.c.name == name)).first() is None:
+                create_company(conn, Actor.cli(), name=name, inn="7707083893", at=datetime.now(UTC))
+    finally:
+        engine.dispose()
+    return name
+
+
 class Collectors:
     """0 = one in-process service; N = N shared-subscription subprocesses."""
 
@@ -187,12 +200,14 @@ class Collectors:
         self.service: CollectorService | None = None
         self.processes: list[subprocess.Popen[bytes]] = []
         broker = f"mqtt://127.0.0.1:{port}"
+        migrate(db_url)  # once, before N processes race to do it
+        company = bench_company(db_url)  # the bench's agents report without enrollment: a single-company install
         if count == 0:
-            config = CollectorConfig(broker_url=broker, db_url=db_url, client_id="bench-inproc", evaluator_period=15)
+            config = CollectorConfig(broker_url=broker, db_url=db_url, client_id="bench-inproc", evaluator_period=15,
+                                     company=company)
             self.service = CollectorService(config, serve_web=False)
             self.service.start()
             return
-        migrate(db_url)  # once, before N processes race to do it
         # Each collector subscribes, then publishes its retained "online" on the same connection, so a
         # live (non-retained) "online" delivery means that collector's subscription is in place.
         online = threading.Semaphore(0)
@@ -209,7 +224,7 @@ class Collectors:
             log = (workdir / f"collector-{index}.log").open("ab")
             self.processes.append(subprocess.Popen(
                 [sys.executable, "-m", "collector", "run", "--broker", broker, "--db", db_url, "--no-web",
-                 "--client-id", f"bench-{index}", "--shared", "--log-level", "WARNING"],
+                 "--client-id", f"bench-{index}", "--shared", "--log-level", "WARNING", "--company", company],
                 stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
             ))
         try:

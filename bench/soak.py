@@ -53,7 +53,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import Broker, free_port  # noqa: E402  (the e2e tests' restartable Mosquitto)
-from ingest import database, encode_state, realistic_state  # noqa: E402  (bench/ingest.py)
+from ingest import bench_company, database, encode_state, realistic_state  # noqa: E402  (bench/ingest.py)
 
 from agent.config import validate  # noqa: E402
 from agent.outbox import Outbox  # noqa: E402
@@ -321,6 +321,7 @@ def soak(args: argparse.Namespace, db_url: str, workdir: Path) -> int:
     collector = Child("collector", [
         sys.executable, "-m", "collector", "run", "--broker", broker.url, "--db", db_url, "--no-web",
         "--client-id", "soak-collector", "--log-level", "WARNING",
+        "--company", bench_company(db_url),  # the soak's agents report without enrollment
     ], workdir)  # fmt: skip
     chaos = Chaos(agents, collector, broker, rng)
     with ExitStack() as cleanup:

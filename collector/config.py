@@ -110,9 +110,14 @@ class CollectorConfig(BaseModel):
     events_days: float = Field(365.0, ge=0, description="days of register and agent events kept; 0: forever")
     dead_letters_days: float = Field(30.0, ge=0, description="days of dead letters kept; 0: forever")
     retention_period: float = Field(3600.0, gt=0, description="seconds between two retention runs")
-    enforce_enrollment: bool = Field(False, description="dead-letter agents nobody enrolled")
-    default_tenant: str = Field("default", min_length=1, description="tenant of auto-registered agents")
-    unassigned_node: str = Field("unassigned", min_length=1, description="node of auto-registered agents")
+    # Single-company install: agents nobody enrolled join this company (name or ИНН) under «Новые кассы».
+    # Multi-company install (no company): they are refused and listed for the operator.
+    company: str | None = Field(None, description="company that agents nobody enrolled join (name or ИНН)")
+    new_registers_node: str = Field("Новые кассы", min_length=1, max_length=200,
+                                    description="node under the company root where they appear")
+    enforce_enrollment: bool | None = Field(
+        None, description="refuse agents nobody enrolled; default: on unless a company is named"
+    )
     thresholds: dict[str, Any] = Field(default_factory=dict)
     notify: NotifySettings = Field(default_factory=NotifySettings)
     # Read by collector.web (WebSettings.from_config).
@@ -170,10 +175,24 @@ class CollectorConfig(BaseModel):
             raise ValueError("must be a plain name without / + #")
         return value
 
-    @field_validator("default_tenant", "unassigned_node")
+    @field_validator("company", "new_registers_node")
     @classmethod
-    def _plain_name(cls, value: str) -> str:
-        return value.strip()
+    def _plain_name(cls, value: str | None) -> str | None:
+        return None if value is None or not value.strip() else " ".join(value.split())
+
+    @model_validator(mode="after")
+    def _somewhere_for_unenrolled_agents(self) -> CollectorConfig:
+        if self.enforce_enrollment is False and self.company is None:
+            raise ValueError(
+                "enforce_enrollment = false needs company = \"<name or ИНН>\": the company whose "
+                "«Новые кассы» receive agents nobody enrolled (with several companies keep enrollment enforced)"
+            )
+        return self
+
+    @property
+    def enrollment_enforced(self) -> bool:
+        """Explicit setting, else on in a multi-company install (no ``company`` named)."""
+        return self.company is None if self.enforce_enrollment is None else self.enforce_enrollment
 
     @field_validator("thresholds")
     @classmethod

@@ -31,11 +31,13 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
+from collector.accounts.errors import Conflict, NotFound
 from collector.accounts.kep_alerts import KepAlertSweep
 from collector.accounts.mail import SmtpMailer
+from collector.accounts.new_registers import landing_node
 from collector.accounts.rights import notification_filter
 from collector.accounts.service import AccountService, AccountSettings
-from collector.config import CollectorConfig, NotifySettings
+from collector.config import CollectorConfig, CollectorConfigError, NotifySettings
 from collector.enrollment.service import EnrollmentService
 from collector.enrollment.settings import EnrollmentSettings
 from collector.housekeeping import RetentionJob, RetentionPolicy
@@ -94,9 +96,9 @@ def writer_settings(config: CollectorConfig) -> WriterSettings:
         queue_max=config.queue_max,
         reorder_window=config.reorder_window,
         contiguous_acks=not config.shared,
-        enforce_enrollment=config.enforce_enrollment,
-        default_tenant=config.default_tenant,
-        unassigned_node=config.unassigned_node,
+        enforce_enrollment=config.enrollment_enforced,
+        company=config.company,
+        new_registers_node=config.new_registers_node,
         max_session_jump=config.max_session_jump,
     )
 
@@ -286,6 +288,17 @@ def with_page_link(notice: AlertNotice) -> AlertNotice:
     return replace(notice, url=f"/registers/{quote(notice.register_id, safe='')}")
 
 
+def check_company(engine: sa.Engine, company: str, node_name: str) -> None:
+    """Fail at start, naming the fix, rather than on the first unenrolled agent's batch."""
+    try:
+        with engine.begin() as conn:
+            landing_node(conn, company, node_name)
+    except (NotFound, Conflict) as exc:
+        raise CollectorConfigError(
+            f"company = {company!r}: {exc}; create it with `kassa-collector tenant create --name … --inn …`"
+        ) from None
+
+
 class CollectorService:
     def __init__(
         self,
@@ -383,6 +396,8 @@ class CollectorService:
     def start(self, *, wait_for_broker: float | None = 10.0) -> None:
         if self.config.auto_migrate:
             migrate(self.engine)
+        if self.config.company is not None:
+            check_company(self.engine, self.config.company, self.config.new_registers_node)
         if self._notifier_from_config and self.notifier is None:
             self.notifier = notifier_from_config(self.config.notify, self.engine)
         if self.notifier is not None:

@@ -1,4 +1,5 @@
-"""``python -m demo [--data-dir ./demo-data] [--speed 60] [--port 8080] [--registers N]``."""
+"""``python -m demo [--data-dir ./demo-data] [--speed 60] [--port 8080] [--registers N]``; the port also
+from ``$DEMO_PORT``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from demo.fleet import DEFAULT_REGISTERS, MAX_REGISTERS, MIN_REGISTERS
 # A second signal within this many seconds is the same Ctrl-C (sent to the process and to its
 # group, e.g. by `timeout`); a later one forces an immediate exit.
 FORCE_AFTER = 1.0
+PORT_ENV = "DEMO_PORT"  # `DEMO_PORT=8090 make demo`
+DEFAULT_PORT = 8080
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,18 +31,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--speed", type=float, default=60.0,
         help="register clocks run this many times faster than real time (default: %(default)s)",
     )
-    parser.add_argument("--port", type=int, default=8080, help="web app port on 127.0.0.1 (default: %(default)s)")
+    parser.add_argument(
+        "--port", type=int, default=None,
+        help=f"web app port on 127.0.0.1 (default: ${PORT_ENV} or {DEFAULT_PORT})",
+    )
     parser.add_argument(
         "--registers", type=int, default=DEFAULT_REGISTERS,
         help=f"simulated registers, {MIN_REGISTERS}-{MAX_REGISTERS} (default: %(default)s)",
     )
     args = parser.parse_args(argv)
+    if args.port is None:
+        given = os.environ.get(PORT_ENV, "").strip()
+        if given and not given.isdigit():
+            parser.error(f"{PORT_ENV}={given!r} is not a port number")
+        args.port = int(given) if given else DEFAULT_PORT
     if not MIN_REGISTERS <= args.registers <= MAX_REGISTERS:
         parser.error(f"--registers must be between {MIN_REGISTERS} and {MAX_REGISTERS}")
     if not 0 < args.speed <= 100_000:
         parser.error("--speed must be above 0 and at most 100000")
     if not 0 < args.port < 65536:
-        parser.error("--port must be 1-65535")
+        parser.error(f"--port (or {PORT_ENV}) must be 1-65535")
     return args
 
 

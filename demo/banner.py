@@ -31,7 +31,16 @@ def _wrapped(text: str, width: int, indent: str) -> list[str]:
 
 
 def banner(
-    *, url: str, speed: float, credentials: Path, broker_url: str, embedded: bool, seeded: Seeded, fleet: Fleet
+    *,
+    url: str,
+    speed: float,
+    credentials: Path,
+    mail_log: Path,
+    mailbox_url: str,
+    broker_url: str,
+    embedded: bool,
+    seeded: Seeded,
+    fleet: Fleet,
 ) -> str:
     lines = [
         "kassa-monitor demo is running",
@@ -39,6 +48,8 @@ def banner(
         f"Web:  {url}",
         f"API:  {url}api/v1/registers   (OpenAPI: {url}api/v1/openapi.json)",
         f"MQTT: {broker_url}{' (embedded amqtt)' if embedded else ''}",
+        f"Mail: nothing is sent — invitations, password resets and sign-up links are at {mailbox_url}",
+        f"      and in {mail_log}",
         "",
         "Logins (password, then the API token for Authorization: Bearer …):",
     ]

@@ -22,7 +22,7 @@ from typing import TextIO
 
 import sqlalchemy as sa
 
-from collector.config import CollectorConfig
+from collector.config import CollectorConfig, NotifySettings
 from collector.service import CollectorService
 from collector.storage import create_engine_from_url, migrate
 from collector.storage.schema import register_state
@@ -31,6 +31,7 @@ from demo.agents import PARALLEL, DoomedAgent, InProcessAgents
 from demo.banner import banner
 from demo.broker import EmbeddedBroker, clear_retained, external_broker_url
 from demo.fleet import DEFAULT_REGISTERS, Fleet, build_fleet
+from demo.mailbox import MAILBOX_PATH, DemoMailbox
 from demo.seed import Seeded, seed
 from demo.web import demo_app_factory
 from protocol.mqtt.topics import status_topic
@@ -78,7 +79,9 @@ def check_port_free(host: str, port: int) -> None:
         try:
             sock.bind((host, port))
         except OSError as exc:
-            raise OSError(f"port {port} on {host} is not free ({exc.strerror}); pass --port N") from None
+            raise OSError(
+                f"port {port} on {host} is not free ({exc.strerror}); pass --port N (or: DEMO_PORT=N make demo)"
+            ) from None
 
 
 def reset_data_dir(data_dir: Path) -> None:
@@ -152,6 +155,7 @@ class Demo:
         self.collector: CollectorService | None = None
         self.agents: InProcessAgents | None = None
         self.doomed: DoomedAgent | None = None
+        self.mailbox = DemoMailbox()
 
     def _checkpoint(self) -> None:
         if self.stop_requested.is_set():
@@ -219,11 +223,12 @@ class Demo:
             enforce_enrollment=True,
             thresholds=DEMO_THRESHOLDS,
             cookie_secure=False,  # plain HTTP on loopback: a Secure cookie would never come back
+            notify=NotifySettings(public_url=self.options.base_url.rstrip("/")),  # links on the real port
         )
         assert self.engine is not None
         hub = EventHub()  # alert changes reach open pages live (SSE)
         self.collector = CollectorService(
-            config, app_factory=demo_app_factory(hub), notify=alert_notice_feed(self.engine, hub)
+            config, app_factory=demo_app_factory(hub, self.mailbox, self.options.base_url), notify=alert_notice_feed(self.engine, hub)
         )
         self.collector.start(wait_for_broker=10.0)
         self.progress.done(f"web on {self.options.base_url}")
@@ -314,6 +319,8 @@ def run(options: DemoOptions, stop: threading.Event, out: TextIO = sys.stdout) -
             url=options.base_url,
             speed=options.speed,
             credentials=options.data_dir / CREDENTIALS_FILE,
+            mail_log=options.data_dir / LOG_FILE,
+            mailbox_url=options.base_url.rstrip("/") + MAILBOX_PATH,
             broker_url=demo.broker_url,
             embedded=demo.broker is not None,
             seeded=demo.seeded,

@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict, dataclass
 from typing import Any, TextIO
 
+from agent.commands.tcp_scan import UnknownHost, check_host, host_urls, likeliest_first
 from agent.drivers.errors import DriverError, split_hint
 from agent.drivers.link import LinkError, PortPermissionDenied
 from agent.drivers.registry import DeviceConnection, available_protocols, detection_order, get_session_class
@@ -22,6 +23,7 @@ examples:
   kassa-agent detect                                   scan every serial port and ATOL USB device
   kassa-agent detect --ports /dev/ttyACM0 /dev/ttyUSB0
   kassa-agent detect --ports socket://192.168.1.50:7778 --json
+  kassa-agent detect --host 192.168.1.50               a network register: tries TCP ports 7778, 12345, 5555
 """
 DETECT_TIMEOUT = 0.3  # a register answers ENQ/a status request within tens of ms
 
@@ -52,6 +54,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--ports", nargs="+", metavar="URL", help="only these ports/URLs (default: scan)")
+    parser.add_argument("--host", action="append", metavar="HOST",
+                        help="a network register's address: its known TCP ports are tried (repeatable)")
     parser.add_argument("--protocol", "-p", choices=available_protocols(), action="append", help="only this protocol (repeatable)")
     parser.add_argument("--timeout", type=float, default=DETECT_TIMEOUT, metavar="S", help=f"answer timeout per try (default {DETECT_TIMEOUT} s)")
     parser.add_argument("--json", action="store_true", help="print findings as JSON")
@@ -81,7 +85,7 @@ def _attempts(port: str, protocols: list[str]) -> list[tuple[str, int | None]]:
 
 def detect_port(port: str, protocols: list[str], timeout: float, progress: TextIO) -> Finding:
     last = Finding(port, error="no register answered", hint="check power and cable; try another port")
-    for protocol, baud in _attempts(port, protocols):
+    for protocol, baud in _attempts(port, likeliest_first(port, protocols)):
         label = f"{protocol} @ {baud}" if baud else protocol
         progress.write(f"  {port}: trying {label} … ")
         progress.flush()
@@ -109,8 +113,19 @@ def detect_port(port: str, protocols: list[str], timeout: float, progress: TextI
 
 def detect_command(args: argparse.Namespace) -> int:
     protocols = [p for p in detection_order() if not args.protocol or p in args.protocol]
-    ports = args.ports or scan_ports()
-    if not ports:
+    findings: list[Finding] = []
+    ports = list(args.ports or [])
+    for host in args.host or []:
+        try:
+            check_host(host)
+        except UnknownHost as exc:
+            print(f"  {host}: {exc}", file=sys.stderr)
+            findings.append(Finding(host, error=str(exc), hint=exc.hint))
+            continue
+        ports += host_urls(host)
+    if not ports and not args.host:
+        ports = scan_ports()
+    if not ports and not findings:
         print(
             "no serial ports or ATOL USB devices found.\n"
             "  - is the register on and its USB cable plugged in? (`dmesg | tail` shows new devices)\n"
@@ -119,7 +134,7 @@ def detect_command(args: argparse.Namespace) -> int:
         )
         return 1
     print(f"scanning {len(ports)} port(s) for {', '.join(protocols)} registers", file=sys.stderr)
-    findings = [detect_port(port, protocols, args.timeout, sys.stderr) for port in ports]
+    findings += [detect_port(port, protocols, args.timeout, sys.stderr) for port in ports]
     if args.json:
         print(json.dumps([asdict(f) | {"probe_command": f.probe_command} for f in findings], ensure_ascii=False, indent=2))
     else:

@@ -12,6 +12,8 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from agent.commands.no_answer import is_tcp, no_answer
+from agent.commands.tcp_scan import likeliest_first
 from agent.drivers.errors import DriverError, split_hint
 from agent.drivers.link import LinkError
 from agent.drivers.registry import (
@@ -28,8 +30,6 @@ EXIT_USAGE = 2
 EXIT_LINK = 3
 EXIT_NO_ANSWER = 4
 EXIT_POLL_FAILED = 5
-# Which protocol to try first on a well-known TCP port (specs §1.1, §3.1).
-_TCP_PORT_PROTOCOL = {"7778": "shtrih", "12345": "shtrih", "5555": "atol"}
 
 EXAMPLES = """\
 examples:
@@ -69,11 +69,9 @@ def fail(message: str, hint: str = "") -> None:
 def protocols_to_try(url: str, chosen: str | None) -> list[str]:
     if chosen:
         return [chosen]
-    protocols = detection_order()
     if url.lower().startswith("usb://"):
         return ["atol"]  # raw USB access is only known for ATOL (VID 2912)
-    first = _TCP_PORT_PROTOCOL.get(url.rsplit(":", 1)[-1]) if url.startswith("socket://") else None
-    return sorted(protocols, key=lambda p: p != first)
+    return likeliest_first(url, detection_order())
 
 
 def _split_device(spec: str) -> tuple[str, str, int | None]:
@@ -99,6 +97,7 @@ def probe_command(args: argparse.Namespace) -> int:
         fail("no register given", "pass a port, e.g. `kassa-agent probe /dev/ttyACM0`, or run `kassa-agent detect`")
         return EXIT_USAGE
     failures: list[str] = []
+    tried: list[str] = []
     for candidate in protocols_to_try(url, protocol):
         try:
             connection = DeviceConnection(candidate, url, baudrate=baud, timeout=args.timeout, retries=args.retries)
@@ -112,7 +111,9 @@ def probe_command(args: argparse.Namespace) -> int:
                 fail(*split_hint(exc))
                 return EXIT_LINK
             except DriverError as exc:
-                failures.append(f"{candidate} @ {connection.baudrate}: {exc}")
+                where = "" if is_tcp(url) else f" @ {connection.baudrate}"  # TCP has no baud rate
+                failures.append(f"{candidate}{where}: {split_hint(exc)[0]}")
+                tried.append(candidate)
                 continue
             try:
                 state = connection.poll()
@@ -126,10 +127,7 @@ def probe_command(args: argparse.Namespace) -> int:
         else:
             print(render_state(state))
         return 0
-    fail(
-        f"no register answered on {url}: " + "; ".join(failures),
-        "check the cable and power; if the protocol or baud rate is unusual, run `kassa-agent detect`",
-    )
+    fail(*no_answer(url, tried, failures))
     return EXIT_NO_ANSWER
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import socket
 from importlib.metadata import entry_points
 
@@ -28,6 +29,7 @@ URL_HANDLER_GROUP = "kassa.serial_url_handlers"
 USB_SCHEME = "usb://"
 DEFAULT_BAUDRATE = 115200
 DETECT_HINT = "List ports with `kassa-agent detect`"
+_HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(?P<port>[0-9]{1,5})")
 
 
 def register_url_handlers() -> list[str]:
@@ -57,10 +59,34 @@ def _is_device_path(url: str) -> bool:
     return "://" not in url
 
 
+def _unresolved(exc: BaseException) -> bool:
+    """The host name did not resolve (pyserial wraps the ``socket.gaierror``; its errno -2 is no OS errno)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, socket.gaierror):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def network_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of ``socket://HOST:PORT`` or of a bare ``HOST:PORT`` (an IPv6 host in brackets)."""
+    found = _HOST_PORT.fullmatch(url.removeprefix("socket://"))
+    if found is None or not 0 < int(found.group("port")) < 65536:
+        return None
+    return found.group("host").strip("[]"), int(found.group("port"))
+
+
 def open_error(url: str, exc: BaseException) -> LinkError:
     """Translate a failure to open ``url`` into the typed error with its fix."""
+    if url.startswith("socket://") and _unresolved(exc):
+        host = network_address(url)
+        return PortNotFound(
+            f"{url}: the host name {host[0] if host else url!r} does not resolve",
+            "check its spelling, or give the register's IP address (e.g. socket://192.168.1.50:7778)",
+        )
     code = _os_errno(exc)
-    reason = os.strerror(code) if code else str(exc)
+    reason = os.strerror(code) if code and code > 0 else str(exc)
     if url.startswith("socket://"):
         if code in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.ETIMEDOUT) or "timed out" in str(exc):
             return PortNotFound(
@@ -73,6 +99,11 @@ def open_error(url: str, exc: BaseException) -> LinkError:
         return PortPermissionDenied(
             f"permission denied on {url}",
             "add the user to the dialout group: `sudo usermod -aG dialout $USER`, then log in again",
+        )
+    if _is_device_path(url) and not os.path.exists(url) and network_address(url) is not None:
+        return PortNotFound(
+            f"{url} is not a port on this computer but looks like a network address",
+            f"for a register on the network write socket://{url}",
         )
     if code == errno.ENOENT or (_is_device_path(url) and not os.path.exists(url)):
         return PortNotFound(
@@ -126,9 +157,16 @@ class SerialLink:
 
     def _lost(self, exc: BaseException) -> LinkClosed:
         self.close()
+        if self.url.startswith("socket://"):
+            # Also what an unreachable host looks like behind a proxy or NAT that accepts and then drops.
+            return LinkClosed(
+                f"lost {self.url}: the other side closed the connection ({exc})",
+                "check that this host and port are the register's (Shtrih 7778 or 12345, ATOL 5555), that it is "
+                "on and on the network, and that no other program (a second agent, the POS software) is connected",
+            )
         return LinkClosed(
             f"lost {self.url}: {exc}",
-            "the register was switched off, unplugged or the network dropped; it is retried on the next poll",
+            "the register was switched off or unplugged, or the cable is loose",
         )
 
     def write(self, data: bytes) -> None:

@@ -30,7 +30,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--batch-delay", type=float, metavar="SECONDS", help="longest wait for a batch")
     parser.add_argument("--evaluator-period", type=float, metavar="SECONDS", help="full re-evaluation period")
     parser.add_argument(
-        "--enforce-enrollment", action="store_true", default=None, help="dead-letter agents nobody enrolled"
+        "--company", metavar="NAME_OR_INN",
+        help="single-company install: agents nobody enrolled appear under «Новые кассы» of this company",
+    )
+    parser.add_argument(
+        "--enforce-enrollment", action=argparse.BooleanOptionalAction, default=None,
+        help="refuse agents nobody enrolled (default: on unless --company is given)",
     )
     parser.add_argument("--smtp-host", help="SMTP server for alert and account e-mail ([notify] smtp_host)")
     parser.add_argument("--smtp-port", type=int, help="SMTP port (default 587, STARTTLS)")
@@ -54,6 +59,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "batch_max_delay": args.batch_delay,
         "evaluator_period": args.evaluator_period,
         "enforce_enrollment": args.enforce_enrollment,
+        "company": args.company,
         "notify_smtp_host": args.smtp_host,
         "notify_smtp_port": args.smtp_port,
         "notify_public_url": args.public_url,
@@ -76,5 +82,9 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     service = CollectorService(config, serve_web=not args.no_web)
-    service.run(stop)
+    try:
+        service.run(stop)
+    except CollectorConfigError as exc:
+        print(f"kassa-collector run: {exc}", file=sys.stderr)
+        return 2
     return 0

@@ -37,9 +37,18 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     create.set_defaults(func=run_create)
 
 
+NO_PASSWORD = (
+    "no password given, and standard input is not a terminal to ask for one: pass --password P, "
+    "or send it as the first line of standard input (e.g. `printf '%s\\n' \"$PASSWORD\" | kassa-collector user create …`)"
+)
+
+
 def read_password() -> str:
     if not sys.stdin.isatty():
-        return sys.stdin.readline().rstrip("\r\n")
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:  # end of input or an empty line: nobody typed a password
+            raise InvalidInput(NO_PASSWORD)
+        return password
     first = getpass.getpass("Password: ")
     if getpass.getpass("Repeat password: ") != first:
         raise InvalidInput("the passwords do not match")

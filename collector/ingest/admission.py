@@ -1,5 +1,7 @@
-"""Which agents may store data: enrolled and not revoked, or — until accounts and enrollment exist
-everywhere — auto-registered into a default tenant's "unassigned" node (configurable)."""
+"""Which agents may store data: enrolled and not revoked, or — when enrollment is not enforced —
+auto-registered: in a single-company install (``company`` named) into that company's «Новые кассы»
+node, where its owners and admins see them; without a company (writer tests, benchmarks) into a bare
+tenant's "unassigned" node, which no account can see — the collector config never chooses that."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from typing import Literal
 
 import sqlalchemy as sa
 
+from collector.accounts.new_registers import DEFAULT_NODE_NAME, landing_node
 from collector.ingest import bulk
 from collector.storage import repository as repo
 from collector.storage.schema import agents, nodes, tenants
@@ -25,10 +28,20 @@ class Refusal:
 class Admission:
     """Caches admitted agents; a refused agent is looked up again on its next batch (it may get enrolled)."""
 
-    def __init__(self, *, enforce: bool, default_tenant: str, unassigned_node: str) -> None:
+    def __init__(
+        self,
+        *,
+        enforce: bool,
+        default_tenant: str,
+        unassigned_node: str,
+        company: str | None = None,
+        new_registers_node: str = DEFAULT_NODE_NAME,
+    ) -> None:
         self._enforce = enforce
         self._tenant_name = default_tenant
         self._node_name = unassigned_node
+        self._company = company
+        self._new_registers_node = new_registers_node
         self._admitted: set[str] = set()
 
     def reset(self) -> None:
@@ -62,6 +75,9 @@ class Admission:
         return refused
 
     def _unassigned_node(self, conn: sa.Connection, now: datetime) -> tuple[int, int]:
+        if self._company is not None:
+            landing = landing_node(conn, self._company, self._new_registers_node)
+            return landing.tenant_id, landing.node_id
         tenant_id = conn.execute(
             sa.select(tenants.c.id).where(tenants.c.name == self._tenant_name).order_by(tenants.c.id).limit(1)
         ).scalar_one_or_none()

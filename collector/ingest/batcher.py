@@ -86,6 +86,8 @@ class WriterSettings:
     enforce_enrollment: bool = False
     default_tenant: str = "default"
     unassigned_node: str = "unassigned"
+    company: str | None = None  # single-company install: unenrolled agents join its «Новые кассы»
+    new_registers_node: str = "Новые кассы"
     max_session_jump: int = DEFAULT_MAX_SESSION_JUMP
 
 
@@ -192,6 +194,8 @@ class IngestWriter:
             enforce=self.settings.enforce_enrollment,
             default_tenant=self.settings.default_tenant,
             unassigned_node=self.settings.unassigned_node,
+            company=self.settings.company,
+            new_registers_node=self.settings.new_registers_node,
         )
         self._refresh = RefreshCache()
         self._sessions = SessionGuard(self.settings.max_session_jump)

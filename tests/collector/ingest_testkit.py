@@ -168,6 +168,10 @@ def running_services(broker: Any, *, web: bool = False) -> Iterator[Callable[...
 
     def make(db_url: str, **settings: Any) -> Any:
         settings.setdefault("client_id", f"collector-{len(made)}")
+        if "company" not in settings and "enforce_enrollment" not in settings:
+            from companykit import single_company
+
+            settings["company"] = single_company(db_url)  # agents here report without enrollment
         config = CollectorConfig(broker_url=broker.url, db_url=db_url, evaluator_period=0.5, **settings)
         service = CollectorService(config, serve_web=web)
         service.start()

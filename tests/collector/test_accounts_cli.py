@@ -104,3 +104,16 @@ def test_cli_refusals_are_one_line_and_nonzero(
         capsys, "tenant", "create", "--db", empty, "--name", "X", "--inn", kit.make_inn()
     )
     assert code == 1 and "migrate" in err
+
+
+def test_user_create_without_a_password_and_no_terminal_says_so(db_url: str) -> None:
+    inn = kit.make_inn()
+    assert run_cli("tenant", "create", "--db", db_url, "--name", "ООО Ромашка", "--inn", inn).returncode == 0
+    args = ("user", "create", "--db", db_url, "--tenant", inn, "--email", "ops@romashka.test", "--role", "admin")
+    for nothing in ("", "\n"):  # closed standard input, or an empty first line
+        refused = run_cli(*args, stdin=nothing)
+        assert refused.returncode == 1 and "Traceback" not in refused.stderr
+        assert "no password given" in refused.stderr and "--password" in refused.stderr
+        assert "at least 10 characters" not in refused.stderr
+    short = run_cli(*args, stdin="short\n")  # a password that was given is still checked
+    assert short.returncode == 1 and "at least 10 characters" in short.stderr

@@ -26,6 +26,9 @@ from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make the helper next to us importable
 import ingest_testkit as kit
 
+sys.path.insert(0, str(Path(__file__).parents[1]))  # tests/companykit.py
+from companykit import single_company
+
 pytestmark = pytest.mark.mosquitto
 
 
@@ -122,6 +125,7 @@ def start_collector(broker: Any, db_url: str, workdir: Path) -> subprocess.Popen
         [
             sys.executable, "-m", "collector", "run", "--broker", broker.url, "--db", db_url, "--no-web",
             "--client-id", "collector-crashy", "--batch-rows", "50", "--log-level", "WARNING",
+            "--company", single_company(db_url),
         ],
         stdout=log, stderr=subprocess.STDOUT, env=env,
     )
@@ -190,7 +194,9 @@ def test_changed_alerts_reach_the_notification_dispatcher(db_url: str, mqtt_reco
     from datetime import timedelta
 
     dispatcher = RecordingDispatcher()
-    config = CollectorConfig(broker_url=mqtt_broker.url, db_url=db_url, client_id="collector-notify")
+    config = CollectorConfig(
+        broker_url=mqtt_broker.url, db_url=db_url, client_id="collector-notify", company=single_company(db_url)
+    )
     service = CollectorService(config, serve_web=False, dispatcher=dispatcher)  # type: ignore[arg-type]
     service.start()
     try:

@@ -22,6 +22,7 @@ from collector.storage.schema import register_state
 sys.path.insert(0, str(Path(__file__).parent.parent / "collector"))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 import ingest_testkit
+from companykit import single_company
 from netkit import wait_for
 
 REGISTER = "kkt-1"
@@ -37,6 +38,8 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def start_collector(broker: Any, db_url: str, **config: Any) -> CollectorService:
     settings = {"broker_url": broker.url, "db_url": db_url, "client_id": "collector-e2e", "evaluator_period": 0.5}
+    if "company" not in config and "enforce_enrollment" not in config:
+        settings["company"] = single_company(db_url)  # agents here report without enrollment
     service = CollectorService(CollectorConfig(**{**settings, **config}), serve_web=False)
     service.start()
     return service

@@ -33,6 +33,7 @@ from firmware_sim.shtrih import ShtrihDevice
 sys.path.insert(0, str(Path(__file__).parent.parent / "collector"))  # the ingest tests' helpers
 sys.path.insert(0, str(Path(__file__).parent.parent))
 import ingest_testkit as kit
+from companykit import single_company
 from netkit import wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
@@ -57,7 +58,8 @@ def test_simulated_register_to_stored_state_and_escalating_alert(
     register_sim(sim_name, ShtrihDevice(model))
 
     collector = CollectorService(
-        CollectorConfig(broker_url=mqtt_broker.url, db_url=db_url, client_id="collector-e2e", evaluator_period=0.5),
+        CollectorConfig(broker_url=mqtt_broker.url, db_url=db_url, client_id="collector-e2e", evaluator_period=0.5,
+                        company=single_company(db_url)),
         serve_web=False,
     )
     collector.start()

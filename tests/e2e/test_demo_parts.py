@@ -150,3 +150,16 @@ def test_embedded_broker_carries_retained_messages_and_stops() -> None:
         import socket
 
         socket.create_connection(("127.0.0.1", broker.port or 0), timeout=1).close()
+
+
+def test_the_web_port_comes_from_the_flag_else_demo_port_else_8080(monkeypatch: pytest.MonkeyPatch) -> None:
+    from demo.__main__ import parse_args
+
+    monkeypatch.delenv("DEMO_PORT", raising=False)
+    assert parse_args([]).port == 8080
+    monkeypatch.setenv("DEMO_PORT", "8090")
+    assert parse_args([]).port == 8090
+    assert parse_args(["--port", "8095"]).port == 8095  # the flag wins
+    monkeypatch.setenv("DEMO_PORT", "eighty")
+    with pytest.raises(SystemExit):
+        parse_args([])

@@ -118,8 +118,9 @@ def missing_alerts(items: dict[str, dict[str, Any]], expected: dict[str, set[str
 def demo(tmp_path: Path) -> Any:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "KASSA_MQTT_URL"}  # always the embedded broker
+    env["DEMO_PORT"] = str(port)  # as `DEMO_PORT=N make demo` gives it
     process = subprocess.Popen(
-        [sys.executable, "-m", "demo", "--registers", str(REGISTERS), "--port", str(port), "--data-dir", str(tmp_path)],
+        [sys.executable, "-m", "demo", "--registers", str(REGISTERS), "--data-dir", str(tmp_path)],
         cwd=REPO,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -196,6 +197,18 @@ def test_demo_starts_shows_the_planned_problems_and_stops_cleanly(demo: Any) -> 
     session = browser_login(base, "kazan@demo.kassa", users["kazan@demo.kassa"]["password"])
     with session.open(f"{api}/registers?limit=200", timeout=5) as response:
         assert {item["register_id"] for item in json.load(response)["items"]} == kazan_ids
+
+    # Mail is not sent: the banner says where it goes, and its links use the demo's real port.
+    assert f"Mail: nothing is sent — invitations, password resets and sign-up links are at {base}demo/mail" in banner
+    assert str(data_dir / "demo.log") in banner
+    reset = urllib.request.Request(f"{api}/auth/password-reset", data=json.dumps({"email": "owner@demo.kassa"}).encode(),
+                                   headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(reset, timeout=5) as response:
+        assert response.status == 202
+    with urllib.request.urlopen(f"{base}demo/mail", timeout=5) as response:
+        mailbox = response.read().decode()
+    assert "owner@demo.kassa" in mailbox and f"{base}reset?token=" in mailbox, mailbox
+    assert f"{base}reset?token=" in (data_dir / "demo.log").read_text(encoding="utf-8")
 
     stop_started = time.monotonic()
     process.send_signal(signal.SIGINT)

@@ -7,6 +7,10 @@ with rights checked through accounts and every change in the audit log.
 * ``POST /api/v1/enrollment-tokens`` — ``Permission.ENROLL`` on the store node;
 * ``POST /api/v1/agents/{agent_id}/revoke`` — ``Permission.ENROLL`` where the agent is placed.
 
+Always routed besides: ``POST /api/v1/agents/{agent_id}/place`` moves an agent (and its registers)
+from «Новые кассы» or another store into a store (``Permission.MANAGE_REGISTERS`` on both), and
+``GET /api/v1/refused-agents`` lists the agents the collector refuses (the operator: admin only).
+
 A node or agent the caller cannot see answers 404. The admin principal of ``web_auth = token |
 open`` (no account) may do both, audited under its name. The rights check and the token or
 revocation run in separate transactions (the service owns its own); the audit entry is written
@@ -22,6 +26,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel
 
+from collector.accounts.new_registers import place_agent
 from collector.enrollment.errors import BrokerError, EnrollmentError, UnknownAgent, UnknownStore
 from collector.enrollment.http import (
     ENROLL_PATH,
@@ -33,7 +38,9 @@ from collector.enrollment.http import (
 )
 from collector.enrollment.service import EnrollmentService
 from collector.storage import repository as repo
-from collector.web.auth import principal_of
+from collector.storage.refused_agents import refused_agents
+from collector.web.api.models import Done, InputModel
+from collector.web.auth import principal_of, require_admin
 from collector.web.problems import Problem, not_found
 from collector.web.routing import (
     API,
@@ -50,6 +57,7 @@ from collector.web.shared.account_actions import (
     audit_enrollment,
     enrollment_actor,
 )
+from collector.web.shared.accounts import Caller, answer_as_caller
 from collector.web.shared.fleet_models import (
     AgentEventList,
     AgentEventOut,
@@ -146,7 +154,51 @@ async def agent_events(request: web.Request) -> web.Response:
     return json_response(await in_transaction(request, work))
 
 
+class PlaceBody(InputModel):
+    node_id: int
+
+
+async def place(request: web.Request) -> web.Response:
+    agent_id, at = request.match_info["agent_id"], now(request)
+    body = await parse_body(request, PlaceBody)
+
+    def work(conn: sa.Connection, who: Caller) -> Done:
+        place_agent(conn, who.actor, who.tenant_id, agent_id, body.node_id, at=at)
+        return Done(ok=True, message=f"agent {agent_id} and its registers moved to node {body.node_id}")
+
+    return await answer_as_caller(request, work)
+
+
+class RefusedAgentOut(BaseModel):
+    agent_id: str
+    reason: str
+    messages: int
+    first_at: AwareDatetime
+    last_at: AwareDatetime
+    tenant_id: int | None
+
+
+class RefusedAgentList(BaseModel):
+    items: list[RefusedAgentOut]
+
+
+async def list_refused(request: web.Request) -> web.Response:
+    require_admin(request)
+
+    def work(conn: sa.Connection) -> RefusedAgentList:
+        return RefusedAgentList(items=[RefusedAgentOut.model_validate(a, from_attributes=True)
+                                       for a in refused_agents(conn)])
+
+    return json_response(await in_transaction(request, work))
+
+
 OPERATIONS: tuple[Operation, ...] = (
+    Operation("POST", f"{API}/agents/{{agent_id}}/place", place, "placeAgent",
+              "Move an agent and its registers (e.g. from «Новые кассы») into a store", "company", Done,
+              body=PlaceBody, path_params={"agent_id": str}, errors=(403, 404, 409, 415, 422)),
+    Operation("GET", f"{API}/refused-agents", list_refused, "listRefusedAgents",
+              "Agents whose messages are refused (not enrolled, revoked), most recent first (administrators)",
+              "operations", RefusedAgentList, errors=(403,), admin_only=True),
     Operation("GET", f"{API}/agents/{{agent_id}}/events", agent_events, "getAgentEvents",
               "The agent's own events (outbox_gap: states it dropped; command_error; agent_reinstalled), newest first", "registers",
               AgentEventList, query=AgentEventQuery, path_params={"agent_id": str}, errors=(400, 404)),

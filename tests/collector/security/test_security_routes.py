@@ -92,6 +92,10 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", f"{_API}/alerts/{{alert_id}}/comments"): Route("write", technical=True, json=lambda w, s: {"text": "x"}),
     ("POST", f"{_API}/alerts/{{alert_id}}/silence"): Route("write", technical=True, json=lambda w, s: {"until": None}),
     ("GET", f"{_API}/agents/{{agent_id}}/events"): READ,
+    ("POST", f"{_API}/agents/{{agent_id}}/place"): Route(
+        "write", technical=True, json=lambda w, s: {"node_id": int(s["{node_id}"])}
+    ),
+    ("GET", f"{_API}/refused-agents"): Route("admin", technical=True),
     ("GET", f"{_API}/nodes"): READ,
     ("GET", f"{_API}/nodes/rollups"): READ,
     ("GET", f"{_API}/dead-letters"): Route("admin", technical=True),
@@ -236,6 +240,9 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/admin/agents"): Route("write", technical=True),
     ("POST", "/admin/agents/tokens"): Route("write", technical=True, form=lambda w, s: {"node_id": s["{node_id}"]}),
     ("POST", "/admin/agents/{agent_id}/revoke"): Route("write", technical=True, form=lambda w, s: {}),
+    ("POST", "/admin/agents/{agent_id}/place"): Route(
+        "write", technical=True, form=lambda w, s: {"node_id": s["{node_id}"]}
+    ),
     ("GET", "/admin/notifications"): Route("write"),
     ("POST", "/admin/notifications"): Route(
         "write",

@@ -1,4 +1,6 @@
-"""Agents of the caller's stores, one-time enrollment tokens (shown once) and revocation."""
+"""Agents of the caller's stores, one-time enrollment tokens (shown once) and revocation; agents
+waiting in «Новые кассы» with a store to move each to, and this company's agents still reporting
+after being refused (revoked)."""
 
 from __future__ import annotations
 
@@ -10,11 +12,13 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from collector.accounts import tree
+from collector.accounts.new_registers import place_agent, waiting_agents
 from collector.accounts.rights import (
     Permission,
 )
 from collector.enrollment.errors import EnrollmentError
 from collector.enrollment.http import ENROLLMENT_SERVICE_KEY
+from collector.storage.refused_agents import refused_agents
 from collector.storage.schema import agents
 from collector.web.pages.render import PageError, page
 from collector.web.pages.support import (
@@ -22,6 +26,7 @@ from collector.web.pages.support import (
     Handler,
     Invalid,
     as_caller,
+    change,
     checked_form,
     int_field,
     need,
@@ -53,7 +58,10 @@ async def agents_admin(request: web.Request) -> web.StreamResponse:
             .order_by(agents.c.agent_id)
         ).all()
         store_level = next((lv.name for lv in tree.levels(conn, who.tenant_id) if lv.holds_registers), None)
-        return {"agents": rows, "places": placed, "stores": [n for n in stores if n.kind == store_level]}
+        movable = [n for n in nodes_with(conn, who, Permission.MANAGE_REGISTERS) if n.kind == store_level]
+        return {"agents": rows, "places": placed, "stores": [n for n in stores if n.kind == store_level],
+                "waiting": [a for a in waiting_agents(conn, who.tenant_id) if a.node_id in placed],
+                "move_to": movable, "refused": refused_agents(conn, tenant_id=who.tenant_id, limit=20)}
 
     context = await as_caller(request, work)
     enabled = ENROLLMENT_SERVICE_KEY in request.app
@@ -114,10 +122,23 @@ async def revoke_agent(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther("/admin/agents?done=agent-revoked")
 
 
+@page
+async def place_waiting_agent(request: web.Request) -> web.StreamResponse:
+    agent_id, at = request.match_info["agent_id"], now(request)
+    fields = await checked_form(request)
+    form = f"place-{agent_id}"
+
+    def work(conn: sa.Connection, who: Caller) -> None:
+        place_agent(conn, who.actor, who.tenant_id, agent_id, int_field(fields, "node_id", form, "магазин"), at=at)
+
+    return await change(request, agents_admin, form, work, "agent-placed")
+
+
 SECTION_PATHS[agents_admin] = "/admin/agents"
 
 ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("GET", "/admin/agents", agents_admin, "page-admin-agents"),
     ("POST", "/admin/agents/tokens", create_enrollment_token, "admin-token-create"),
     ("POST", "/admin/agents/{agent_id}/revoke", revoke_agent, "admin-agent-revoke"),
+    ("POST", "/admin/agents/{agent_id}/place", place_waiting_agent, "admin-agent-place"),
 )

@@ -14,6 +14,7 @@ from pydantic import SecretStr
 
 from collector.config import CollectorConfig
 from collector.storage import Scope, create_engine_from_url, migrate
+from collector.storage import repository as repo
 from collector.web import StaticTokenAuth, WebSettings, create_app
 
 
@@ -165,3 +166,15 @@ def test_settings_read_a_token_from_a_service_config() -> None:
     secret = WebSettings.from_config(SimpleNamespace(api_token=SecretStr("s" * 16))).authenticator()
     assert plain == StaticTokenAuth("p" * 16)
     assert secret == StaticTokenAuth("s" * 16)
+
+
+def test_refused_agents_are_listed_for_the_operator(api, mutable_fleet, db_engine, t0) -> None:
+    with db_engine.begin() as conn:
+        for minutes in (5, 3):
+            repo.dead_letter(conn, "kassa/v1/stranger/state/kkt-9", "unknown_agent", "agent 'stranger' is not enrolled",
+                             b"{}", received_at=t0 - timedelta(minutes=minutes))
+    reply = api.get("/api/v1/refused-agents")
+    assert reply.status == 200
+    assert [(a["agent_id"], a["reason"], a["messages"], a["tenant_id"]) for a in reply.json["items"]] == [
+        ("stranger", "unknown_agent", 2, None)]  # the fleet's invalid_json letters are not refusals
+    assert datetime.fromisoformat(reply.json["items"][0]["last_at"]) == t0 - timedelta(minutes=3)

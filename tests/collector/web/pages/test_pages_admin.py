@@ -22,7 +22,16 @@ import accounts_testkit as accounts_kit
 import security_testkit as kit
 import test_pages_accounts as pages
 
-from collector.accounts.schema import grants, group_members, kep_certificates, kep_orders, user_groups
+from collector.accounts.new_registers import landing_node
+from collector.accounts.schema import (
+    grants,
+    group_members,
+    kep_certificates,
+    kep_orders,
+    tenant_profiles,
+    user_groups,
+)
+from collector.storage import repository as repo
 from collector.storage.contracts import load_contracts
 from collector.storage.schema import agents, nodes, registers
 
@@ -264,6 +273,31 @@ def test_an_enrollment_token_is_shown_once_and_agents_stay_in_scope(client: kit.
     assert post(client, "moscow_op", f"/admin/agents/{agent}/revoke").status == 303
     with engine.connect() as conn:
         assert conn.execute(sa.select(agents.c.revoked).where(agents.c.agent_id == agent)).scalar_one() is True
+
+
+def test_agents_in_new_registers_are_listed_and_moved_to_a_store(client: kit.Client, engine: sa.Engine) -> None:
+    w = client.world
+    with engine.begin() as conn:
+        inn = conn.execute(sa.select(tenant_profiles.c.inn).where(tenant_profiles.c.tenant_id == w.tenant_a)).scalar_one()
+        landing = landing_node(conn, inn)
+        repo.enroll_agent(conn, "agent-unplaced", tenant_id=w.tenant_a, node_id=landing.node_id, enrolled_at=kit.T0)
+        accounts_kit.add_register(conn, w.tenant_a, landing.node_id, "kkt-unplaced")
+        conn.execute(sa.update(registers).where(registers.c.register_id == "kkt-unplaced")
+                     .values(agent_id="agent-unplaced", serial="0099887766"))
+    assert "Новые кассы" in get(client, "owner_a", "/tree")  # a visible place in the company's tree
+    listing = get(client, "owner_a", "/admin/agents")
+    assert "Новые кассы" in listing and "agent-unplaced" in listing and "0099887766" in listing
+    assert "agent-unplaced" not in get(client, "moscow_op", "/admin/agents")  # granted Москва only
+    store = str(w.nodes["tverskaya"])
+    assert post(client, "accountant", "/admin/agents/agent-unplaced/place", {"node_id": store}).status == 403
+    wrong = post(client, "owner_a", "/admin/agents/agent-unplaced/place", {"node_id": str(w.nodes["moscow"])})
+    assert wrong.status == 200 and "не магазин" in wrong.text  # beside its form, nothing moved
+    moved = post(client, "owner_a", "/admin/agents/agent-unplaced/place", {"node_id": store})
+    assert moved.status == 303 and moved.headers["Location"] == "/admin/agents?done=agent-placed"
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(registers.c.node_id).where(registers.c.register_id == "kkt-unplaced")
+                            ).scalar_one() == w.nodes["tverskaya"]
+    assert 'id="new-registers"' not in get(client, "owner_a", "/admin/agents")
 
 
 # --- notifications -------------------------------------------------------------------------------
