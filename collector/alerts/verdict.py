@@ -132,14 +132,31 @@ def _unexplained_fn_errors(inp: RuleInput) -> list[int]:
 
 
 def sell_verdict(inp: RuleInput, thresholds: Thresholds, conditions: Iterable[Condition]) -> Verdict:
-    """The verdict for one register from its rule input and the conditions ``evaluate_all`` found."""
-    now = _utc(inp.now)
+    """The verdict for one register from its rule input and the conditions ``evaluate_all`` found.
+
+    Unknown keeps, from the last data, the stop it projected (``at``, so unknown registers still
+    sort by it) and what that data said (``details["last_known"]``), never a status of its own."""
     found = {condition.rule.value: condition for condition in conditions}
-    ofd = _ofd_note(inp)
     last = inp.state_received_at or inp.agent_last_seen
     last_utc = None if last is None else _utc(last)
-    if inp.state is None or last_utc is None or now - last_utc > thresholds.agent_offline_warning:
-        return Verdict(status=SellStatus.UNKNOWN, cause=NO_DATA, ofd=ofd, last_data_at=last_utc)
+    if inp.state is None or last_utc is None:
+        return Verdict(status=SellStatus.UNKNOWN, cause=NO_DATA, ofd=_ofd_note(inp), last_data_at=last_utc)
+    known = _known_verdict(inp, thresholds, found, last_utc)
+    if _utc(inp.now) - last_utc <= thresholds.agent_offline_warning:
+        return known
+    return Verdict(
+        status=SellStatus.UNKNOWN,
+        cause=NO_DATA,
+        at=known.at,
+        details={"last_known": known.status.value, "last_cause": known.cause},
+        ofd=known.ofd,
+        last_data_at=last_utc,
+    )
+
+
+def _known_verdict(inp: RuleInput, thresholds: Thresholds, found: dict[str, Condition], last_utc: datetime) -> Verdict:
+    now = _utc(inp.now)
+    ofd = _ofd_note(inp)
     now_reasons: dict[str, Condition | None] = {
         rule: condition
         for rule, condition in found.items()
@@ -264,7 +281,10 @@ def sell_text(verdict: Verdict, now: datetime) -> str:
     if verdict.status is SellStatus.UNKNOWN:
         if verdict.last_data_at is None:
             return "Нет данных: касса ещё ни разу не передавала состояние"
-        return f"Нет свежих данных: последние {format_duration(now - verdict.last_data_at)} назад"
+        text = f"Нет свежих данных: последние {format_duration(now - verdict.last_data_at)} назад"
+        if verdict.details.get("last_known") == SellStatus.CANNOT_SELL:
+            text += "; тогда касса не могла продавать"
+        return text
     if verdict.status is SellStatus.WILL_STOP and verdict.at is not None:
         phrase = _STOP_PHRASES.get(str(verdict.cause), str(verdict.cause))
         left = verdict.at - now
