@@ -137,7 +137,7 @@ def _row_from_record(record: AlertRecord) -> AlertRow:
     )
 
 
-def _evaluation(verdict: Verdict, worst: Severity | None, now: datetime) -> RegisterEvaluation:
+def register_evaluation(verdict: Verdict, worst: Severity | None, now: datetime) -> RegisterEvaluation:
     """What lists sort and show: the verdict, and its stop (or since when it cannot sell) as ``blocks_at``."""
     return RegisterEvaluation(
         worst_severity=None if worst is None else worst.label,
@@ -324,7 +324,7 @@ class AlertEngine:
                     repo.add_alert_history(conn, _change_row(alert_id, change))
                 changes += len(rule_changes)
                 notices += self._send_notices(subject, record, rule_changes)
-            verdicts[subject.register_id] = _evaluation(sell_verdict(inp, thresholds, conditions), worst, now)
+            verdicts[subject.register_id] = register_evaluation(sell_verdict(inp, thresholds, conditions), worst, now)
         bulk.set_evaluations(conn, verdicts)
         self._metrics.evaluations.inc(len(verdicts))
         return len(verdicts), changes, notices

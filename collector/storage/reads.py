@@ -28,6 +28,7 @@ from collector.storage.schema import (
     alerts,
     events,
     nodes,
+    ofd_contracts,
     register_state,
     register_tags,
     registers,
@@ -42,6 +43,7 @@ REGISTER_STATUSES: tuple[str, ...] = ("ok", "problem", "offline")
 # Rank of a register with no verdict yet (never reported): sorts with the unknown. Storage does not
 # import the alert model; tests/collector/test_sell_order.py checks it equals alerts.UNKNOWN_RANK.
 UNKNOWN_SELL_RANK = 1
+CANNOT_SELL = "cannot_sell"  # register_state.sell_status of a register that cannot sell now
 REGISTER_SORTS: tuple[str, ...] = ("time_to_block", "severity", "register", "store", "last_seen")
 MAX_PAGE = 10_000
 
@@ -112,6 +114,22 @@ REGISTER_COLUMNS = (
     register_state.c.sell_status,
     register_state.c.verdict,
 )
+
+
+def sell_status_is(status: str) -> ColumnElement[bool]:
+    """Registers whose verdict has this status; a register never evaluated counts as unknown."""
+    if status == "unknown":
+        return sa.or_(register_state.c.sell_status.is_(None), register_state.c.sell_status == status)
+    return register_state.c.sell_status == status
+
+
+def ofd_not_activated() -> ColumnElement[bool]:
+    """Registers whose OFD contract is recorded but was never activated."""
+    return (
+        sa.select(ofd_contracts.c.register_id)
+        .where(ofd_contracts.c.register_id == registers.c.register_id, ofd_contracts.c.activated.is_(False))
+        .exists()
+    )
 
 
 def register_filters(

@@ -19,7 +19,7 @@ from collector.storage.scope import Scope, register_visible
 from collector.web import present, queries
 from collector.web.schemas import RegisterFilters, RegisterSummary
 
-FILTER_KEYS: tuple[str, ...] = ("status", "severity", "rule", "node", "tag", "protocol", "q", "sort")
+FILTER_KEYS: tuple[str, ...] = ("status", "severity", "rule", "node", "tag", "protocol", "q", "sell", "ofd", "sort")
 
 
 def filter_query(filters: RegisterFilters, **extra: Any) -> str:
