@@ -40,6 +40,7 @@ from collector.alerts import (
     Verdict,
     apply_conditions,
     evaluate_all,
+    fix_text,
     sell_verdict,
 )
 from collector.ingest import bulk
@@ -343,6 +344,7 @@ class AlertEngine:
             status="resolved" if record.status is AlertStatus.CLEARED else "firing",
             message=record.message,
             blocks_at=record.blocks_at,
+            fix=fix_text(record.rule, record.details),
         )
         try:
             self._notify(notice)

@@ -62,6 +62,7 @@ def test_ofd_backlog_raises_a_critical_alert_with_time_to_block_and_escalates(en
     assert row.blocks_at == T0 + timedelta(days=10)
     assert [(n.rule, n.severity, n.status) for n in notices] == [("ofd_backlog", "critical", "firing")]
     assert notices[0].blocks_at == T0 + timedelta(days=10)
+    assert notices[0].fix is not None and notices[0].fix.startswith("Проверьте интернет в магазине")
 
     alerts.evaluate(["kkt-1"], now=T0)  # nothing changed: no new history, no notice
     assert len(notices) == 1

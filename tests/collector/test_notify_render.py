@@ -174,3 +174,13 @@ def test_webhook_body_is_compact_sorted_json_with_counts_and_no_foreign_links(re
     assert first["blocks_at"] == "2026-11-27T14:00:00+00:00" and first["new"] is True
     assert second["url"] is None
     assert third["status"] == "resolved" and third["new"] is False
+
+
+def test_every_firing_alert_says_what_to_do_in_mail_and_webhook(renderer: Renderer) -> None:
+    fix = "Проверьте интернет в магазине: касса не может передать документы в ОФД с 12.11.2026."
+    g = group([alert("1", "critical", fix=fix)], [alert("3", "major", status="resolved", fix="Закройте смену")])
+    mail = renderer.email(g)
+    assert f"Что делать: {fix}" in mail.text and "Закройте смену" not in mail.text  # solved needs nothing
+    assert "<th align=\"left\">Что делать</th>" in mail.html and fix in mail.html
+    alerts = {a["register_id"]: a for a in renderer.webhook_payload(g)["alerts"]}
+    assert alerts["1"]["fix"] == fix and alerts["3"]["fix"] is None
