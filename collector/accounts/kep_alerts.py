@@ -75,6 +75,11 @@ class CompanyAlert:
     message: str
     details: dict[str, Any]
 
+    @property
+    def fix(self) -> str | None:
+        """What to do, in Russian (collector.alerts.fixes)."""
+        return fix_text(self.rule, self.details)
+
 
 @dataclass(frozen=True, slots=True)
 class _Certificate:
