@@ -78,6 +78,8 @@ def test_every_page_renders_with_its_key_texts(engine: sa.Engine, fleet: Any) ->
         assert 'lang="ru"' in dashboard and '<main id="main"' in dashboard
         tree = await fetch(client, "/tree")
         assert "<details open>" in tree and "Санкт-Петербург" in tree and "Баумана 3" in tree
+        assert 'data-cannot-sell="1"' in tree and "не могут продавать: 1" in tree  # Тверская: shift over 24 h
+        assert "блокировка заблокирована" not in tree and 'class="node-block">ближайшая остановка <time' in tree
         registers = await fetch(client, "/registers")
         assert "Тверская 1" in registers and "Найдено касс: <strong data-total>6</strong>" in registers
         register = await fetch(client, f"/registers/{tverskaya}")

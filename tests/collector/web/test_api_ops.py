@@ -51,6 +51,10 @@ def test_rollups_count_every_descendant_and_keep_the_earliest_block(api, fleet) 
     arbat = rollups[fleet.nodes["arbat"]]
     assert arbat["earliest_blocks_at"] is None
     assert rollups[fleet.nodes["b_legal"]]["by_severity"]["blocked"] == 1
+    # b_store cannot sell now (shift over 24 h): counted as such, and its past is no "stop ahead".
+    assert rollups[fleet.nodes["b_legal"]]["cannot_sell"] == 1
+    assert rollups[fleet.nodes["b_legal"]]["earliest_blocks_at"] is None
+    assert rollups[fleet.nodes["legal"]]["cannot_sell"] == 0
 
 
 def test_dead_letters_newest_first_paged_with_raw_bytes(api, fleet, t0) -> None:
