@@ -453,7 +453,8 @@ class ScenarioRunner:
     def _timetable(self) -> list[str]:
         """The cashier's day: close the shift outside trading hours or once it outlived a closing
         time (the register was off at the close), open it again when trading."""
-        life, model, out = self.scenario.life, self.model, []
+        life, model = self.scenario.life, self.model
+        out: list[str] = []
         now = model.now()
         last_close = life.last_close(now)
         if last_close is None:
