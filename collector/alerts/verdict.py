@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
@@ -81,6 +82,7 @@ class OfdNote(BaseModel):
 
     activated: bool
     paid_until: date | None = None
+    zone: str | None = None  # the company's zone, whose day the paid-until date lasts through (UTC if unknown)
 
 
 class Verdict(BaseModel):
@@ -122,7 +124,8 @@ def _utc(value: datetime) -> datetime:
 def _ofd_note(inp: RuleInput) -> OfdNote | None:
     if inp.contract is None:
         return None
-    return OfdNote(activated=inp.contract.activated, paid_until=inp.contract.paid_until)
+    zone = getattr(inp.tz, "key", None)  # a ZoneInfo's name; the rules read the same zone
+    return OfdNote(activated=inp.contract.activated, paid_until=inp.contract.paid_until, zone=zone)
 
 
 def _unexplained_fn_errors(inp: RuleInput) -> list[int]:
@@ -292,15 +295,16 @@ def sell_text(verdict: Verdict, now: datetime) -> str:
     return "Не грозит"
 
 
-def ofd_text(note: OfdNote | None, today: date) -> str | None:
+def ofd_text(note: OfdNote | None, now: datetime) -> str | None:
     """«оплата ОФД до 11.12.2026» / «оплата ОФД закончилась 3 дня назад» / not activated; None without data.
-    ``today``: the date in the company's zone."""
+    The paid day lasts to its end in the company's zone, as for the ``ofd_contract`` rule."""
     if note is None:
         return None
     if not note.activated:
         return "договор с ОФД не активирован: документы не передаются в ФНС"
     if note.paid_until is None:
         return None
+    today = _utc(now).astimezone(ZoneInfo(note.zone) if note.zone else UTC).date()
     if note.paid_until >= today:
         return f"оплата ОФД до {_ru_date(note.paid_until)}"
     days = (today - note.paid_until).days

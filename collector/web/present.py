@@ -106,7 +106,7 @@ def verdict_fields(verdict: Verdict, now: datetime) -> dict[str, Any]:
         "sell_text": sell_text(verdict, now),
         "sell_reasons": list(verdict.reasons),
         "fix": fix_text(verdict.cause, verdict.details),
-        "ofd_note": ofd_text(verdict.ofd, now.date()),
+        "ofd_note": ofd_text(verdict.ofd, now),
     }
 
 

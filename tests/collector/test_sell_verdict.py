@@ -2,6 +2,7 @@
 
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -111,14 +112,25 @@ def test_an_unpaid_ofd_is_its_own_kind_and_does_not_stop_the_register() -> None:
     assert verdict.status is SellStatus.WILL_STOP and verdict.cause == RuleId.OFD_CONTRACT
     assert verdict.at == NOW + 30 * DAY  # no document waits yet: the 30 days start with the next one
     assert verdict.rank == 2  # sorts with the problems
-    assert ofd_text(verdict.ofd, date(2026, 11, 27)) == "оплата ОФД закончилась 3 дня назад (24.11.2026)"
-    assert ofd_text(OfdNote(activated=True, paid_until=date(2026, 12, 11)), date(2026, 11, 27)) == "оплата ОФД до 11.12.2026"
+    assert ofd_text(verdict.ofd, NOW) == "оплата ОФД закончилась 3 дня назад (24.11.2026)"
+    assert ofd_text(OfdNote(activated=True, paid_until=date(2026, 12, 11)), NOW) == "оплата ОФД до 11.12.2026"
+
+
+def test_the_ofd_note_and_the_rule_agree_on_when_the_paid_day_ends_in_the_companys_zone() -> None:
+    moscow = ZoneInfo("Europe/Moscow")
+    paid = OfdContract(activated=True, paid_until=date(2026, 11, 27))
+    evening = datetime(2026, 11, 27, 21, 30, tzinfo=UTC)  # 00:30 on the 28th in Moscow: the paid day is over
+    inp = RuleInput(register_id="r1", now=evening, state=reg(), state_received_at=evening, contract=paid, tz=moscow)
+    verdict = sell_verdict(inp, THR, conditions := evaluate_all(inp, THR))
+    assert next(c for c in conditions if c.rule is RuleId.OFD_CONTRACT).details["seconds_left"] < 0
+    assert ofd_text(verdict.ofd, evening) == "оплата ОФД закончилась 1 день назад (27.11.2026)"
+    assert ofd_text(verdict.ofd, evening - timedelta(hours=1)) == "оплата ОФД до 27.11.2026"
 
 
 def test_a_never_activated_contract_sorts_with_the_problems() -> None:
     verdict = verdict_of(reg(), contract=OfdContract(activated=False))
     assert verdict.status is SellStatus.NO_THREAT and verdict.rank == 2
-    assert ofd_text(verdict.ofd, date(2026, 11, 27)) == "договор с ОФД не активирован: документы не передаются в ФНС"
+    assert ofd_text(verdict.ofd, NOW) == "договор с ОФД не активирован: документы не передаются в ФНС"
 
 
 def test_the_verdict_survives_storage_as_json() -> None:
