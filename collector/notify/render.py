@@ -45,15 +45,15 @@ def countdown_ru(left: timedelta | None) -> str:
     if left is None:
         return ""
     if left <= timedelta(0):
-        return "уже заблокирована"
+        return "касса сейчас не может продавать"
     minutes = int(left.total_seconds() // 60)
     days, rest = divmod(minutes, 24 * 60)
     hours, mins = divmod(rest, 60)
     if days:
-        return f"блокировка через {days} д {hours} ч"
+        return f"касса остановится через {days} д {hours} ч"
     if hours:
-        return f"блокировка через {hours} ч {mins} мин"
-    return f"блокировка через {max(mins, 1)} мин"
+        return f"касса остановится через {hours} ч {mins} мин"
+    return f"касса остановится через {max(mins, 1)} мин"
 
 
 @dataclass(frozen=True)
