@@ -2,7 +2,8 @@
 
 A register **cannot sell now** when a condition already blocks it (severity ``BLOCKED``: shift over
 24 h, ФН expired, ФН memory exhausted, the 30-day rule fired), when it is not fiscalised, or when
-its ФН refuses commands with an error no rule explains. Otherwise it **will stop at** the earliest
+its ФН refuses fiscal documents with an error no rule explains (ФН failure, КС error or resource,
+times of two operations too far apart). Otherwise it **will stop at** the earliest
 of the ``time_to_block`` candidates whose rule currently raises a condition (a ФН ending in two
 years, or a shift opened an hour ago, is no threat yet). A register that never reported, or whose
 data is older than the agent-offline threshold, is **unknown** — never "no threat".
@@ -28,22 +29,16 @@ from collector.alerts.rules import Condition, RuleInput, format_duration
 from collector.alerts.severity import RuleId, Severity
 from collector.alerts.thresholds import Thresholds
 from collector.alerts.time_to_block import block_candidates
-from protocol.kkt.fn import (
-    FN_ERROR_ARCHIVE_FULL,
-    FN_ERROR_OFD_WAIT_EXHAUSTED,
-    FN_ERROR_SERVICE_LIFE_ENDED,
-    FN_ERROR_SHIFT_OVER_24H,
-    fn_error_meaning,
-)
+from protocol.kkt.fn import fn_error_meaning
 
 FN_REFUSAL = "fn_refusal"  # a cause that is no rule: the ФН refuses with a code no rule explains
 NO_DATA = "no_data"  # the cause of UNKNOWN
 
 _ZERO = timedelta(0)
-# ФН codes the rules already turn into a cause (14h: OFD storage exhausted, see rules.fn_memory_exhausted).
-_EXPLAINED_FN_ERRORS = frozenset(
-    {FN_ERROR_SERVICE_LIFE_ENDED, FN_ERROR_ARCHIVE_FULL, 0x14, FN_ERROR_OFD_WAIT_EXHAUSTED, FN_ERROR_SHIFT_OVER_24H}
-)
+# ФН result codes that refuse fiscal documents and that no rule turns into a cause of its own
+# (ФН failure, КС error, КС resource exhausted, two operations over 5 min apart). Others a poll can
+# meet are harmless there ("нет запрошенных данных") or explained by a rule (05h, 06h, 14h–16h).
+_REFUSING_FN_ERRORS = frozenset({0x03, 0x04, 0x12, 0x17})
 # When several causes block at once, the one shown first: what a cashier cannot fix comes first,
 # because closing the shift will not help a register whose ФН has expired.
 _NOW_ORDER: tuple[str, ...] = (
@@ -102,6 +97,14 @@ class Verdict(BaseModel):
         return self.ofd is not None and not self.ofd.activated
 
     @property
+    def least_severity(self) -> Severity | None:
+        """The severity a register with this verdict shows at least, so severity and cause never
+        disagree (e.g. while a blocking alert waits out its flapping guard)."""
+        if self.status is not SellStatus.CANNOT_SELL:
+            return None
+        return Severity.CRITICAL if self.cause == RuleId.FN_NOT_FISCAL else Severity.BLOCKED
+
+    @property
     def rank(self) -> int:
         """Lists sort on this first, then on ``at``: cannot sell, unknown, the rest with a problem
         (a stop ahead, an OFD contract never activated or expired), then no threat."""
@@ -131,7 +134,7 @@ def _ofd_note(inp: RuleInput) -> OfdNote | None:
 def _unexplained_fn_errors(inp: RuleInput) -> list[int]:
     if inp.state is None:
         return []
-    return [code for code in inp.state.device.fn_errors if code not in _EXPLAINED_FN_ERRORS]
+    return [code for code in inp.state.device.fn_errors if code in _REFUSING_FN_ERRORS]
 
 
 def sell_verdict(inp: RuleInput, thresholds: Thresholds, conditions: Iterable[Condition]) -> Verdict:

@@ -140,6 +140,9 @@ def _row_from_record(record: AlertRecord) -> AlertRow:
 
 def register_evaluation(verdict: Verdict, worst: Severity | None, now: datetime) -> RegisterEvaluation:
     """What lists sort and show: the verdict, and its stop (or since when it cannot sell) as ``blocks_at``."""
+    floor = verdict.least_severity
+    if floor is not None and (worst is None or worst < floor):
+        worst = floor
     return RegisterEvaluation(
         worst_severity=None if worst is None else worst.label,
         time_to_block_seconds=None if verdict.at is None else int((verdict.at - now).total_seconds()),

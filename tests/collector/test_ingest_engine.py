@@ -16,6 +16,7 @@ from collector.ingest.engine import AlertEngine, EvaluationWorker
 from collector.notify import AlertNotice
 from collector.storage import repository as repo
 from collector.storage.schema import register_state
+from protocol.kkt.state import DeviceState
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make the helper next to us importable
 import ingest_testkit as kit
@@ -78,6 +79,16 @@ def test_ofd_backlog_raises_a_critical_alert_with_time_to_block_and_escalates(en
         alert = repo.load_alert(conn, "kkt-1", "ofd_backlog")
         assert alert is not None and alert.id is not None
         assert [c.action for c in repo.load_alert_history(conn, alert.id)] == ["raised", "escalated"]
+
+
+def test_the_engine_stores_the_verdict_and_severity_agrees_with_it(engine: sa.Engine) -> None:
+    failing = kit.register_state().model_copy(update={"device": DeviceState(fn_errors=[0x03])})  # "ошибка ФН"
+    ingest(engine, kit.status_msg("agent-a", 1, "online"), kit.state_msg("agent-a", "kkt-1", 1, 1, failing))
+    AlertEngine(engine, Thresholds()).evaluate(["kkt-1"], now=T0)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(register_state)).one()
+    assert (row.sell_status, row.sell_rank, row.verdict["cause"]) == ("cannot_sell", 0, "fn_refusal")
+    assert row.worst_severity == "blocked"  # no rule raises an alert for it, yet it cannot sell
 
 
 def test_an_alert_clears_when_the_condition_goes_away(engine: sa.Engine) -> None:

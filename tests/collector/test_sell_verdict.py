@@ -12,6 +12,7 @@ from collector.alerts import (
     RuleId,
     RuleInput,
     SellStatus,
+    Severity,
     Thresholds,
     Verdict,
     evaluate_all,
@@ -87,6 +88,17 @@ def test_every_way_a_register_cannot_sell(parts: dict[str, Any], cause: str) -> 
     assert (verdict.status, verdict.cause) == (SellStatus.CANNOT_SELL, cause)
     assert sell_text(verdict, NOW).startswith("Сейчас не может продавать: ")
     assert "через" not in sell_text(verdict, NOW)
+
+
+def test_harmless_fn_codes_of_a_poll_do_not_stop_the_register() -> None:
+    assert verdict_of(reg(device=DeviceState(fn_errors=[0x08]))).status is SellStatus.NO_THREAT  # нет запрошенных данных
+
+
+def test_severity_never_contradicts_the_cause() -> None:
+    assert verdict_of(reg(shift=open_shift(25))).least_severity is Severity.BLOCKED
+    assert verdict_of(reg(device=DeviceState(fn_errors=[0x03]))).least_severity is Severity.BLOCKED
+    assert verdict_of(reg(fn=FnState(valid_until=date(2028, 1, 1), fiscal=False))).least_severity is Severity.CRITICAL
+    assert verdict_of(reg(shift=open_shift(21))).least_severity is None
 
 
 def test_the_cause_shown_first_is_the_one_closing_the_shift_would_not_fix() -> None:
