@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from collector.alerts.rules import Condition, RuleInput, format_duration
+from collector.alerts.rules import Condition, RuleInput, contract_time_left, format_duration
 from collector.alerts.severity import RuleId, Severity
 from collector.alerts.thresholds import Thresholds
 from collector.alerts.time_to_block import block_candidates
@@ -78,6 +78,12 @@ class OfdNote(BaseModel):
     activated: bool
     paid_until: date | None = None
     zone: str | None = None  # the company's zone, whose day the paid-until date lasts through (UTC if unknown)
+    over: bool = False  # the paid period is over, by the ``ofd_contract`` rule's own clock
+
+    @property
+    def problem(self) -> bool:
+        """Documents do not reach the ФНС: never activated, or the paid period is over."""
+        return not self.activated or self.over
 
 
 class Verdict(BaseModel):
@@ -94,7 +100,7 @@ class Verdict(BaseModel):
 
     @property
     def ofd_problem(self) -> bool:
-        return self.ofd is not None and not self.ofd.activated
+        return self.ofd is not None and self.ofd.problem
 
     @property
     def least_severity(self) -> Severity | None:
@@ -112,7 +118,7 @@ class Verdict(BaseModel):
             return 0
         if self.status is SellStatus.UNKNOWN:
             return 1
-        if self.status is SellStatus.WILL_STOP or self.ofd_problem or self.details.get("ofd_expired"):
+        if self.status is SellStatus.WILL_STOP or self.ofd_problem:
             return 2
         return 3
 
@@ -128,7 +134,9 @@ def _ofd_note(inp: RuleInput) -> OfdNote | None:
     if inp.contract is None:
         return None
     zone = getattr(inp.tz, "key", None)  # a ZoneInfo's name; the rules read the same zone
-    return OfdNote(activated=inp.contract.activated, paid_until=inp.contract.paid_until, zone=zone)
+    left = contract_time_left(inp)
+    over = left is not None and left <= _ZERO
+    return OfdNote(activated=inp.contract.activated, paid_until=inp.contract.paid_until, zone=zone, over=over)
 
 
 def _unexplained_fn_errors(inp: RuleInput) -> list[int]:
@@ -189,11 +197,10 @@ def _known_verdict(inp: RuleInput, thresholds: Thresholds, found: dict[str, Cond
             last_data_at=last_utc,
         )
     threatening = [item for rule, item in candidates.items() if rule in found]
-    expired_ofd = {"ofd_expired": True} if RuleId.OFD_CONTRACT in found and _ofd_expired(found) else {}
     if not threatening:
-        return Verdict(status=SellStatus.NO_THREAT, ofd=ofd, last_data_at=last_utc, details=expired_ofd)
+        return Verdict(status=SellStatus.NO_THREAT, ofd=ofd, last_data_at=last_utc)
     stop = min(threatening, key=lambda item: item.blocks_at)
-    details = {**found[stop.cause.value].details, **expired_ofd}
+    details = dict(found[stop.cause.value].details)
     return Verdict(
         status=SellStatus.WILL_STOP,
         cause=stop.cause.value,
@@ -203,11 +210,6 @@ def _known_verdict(inp: RuleInput, thresholds: Thresholds, found: dict[str, Cond
         ofd=ofd,
         last_data_at=last_utc,
     )
-
-
-def _ofd_expired(found: dict[str, Condition]) -> bool:
-    details = found[RuleId.OFD_CONTRACT].details
-    return details.get("activated") is False or (details.get("seconds_left") or 0) <= 0
 
 
 def _started_at(now: datetime, details: dict[str, Any]) -> datetime | None:
@@ -307,11 +309,12 @@ def ofd_text(note: OfdNote | None, now: datetime) -> str | None:
         return "договор с ОФД не активирован: документы не передаются в ФНС"
     if note.paid_until is None:
         return None
-    today = _utc(now).astimezone(ZoneInfo(note.zone) if note.zone else UTC).date()
-    if note.paid_until >= today:
+    if not note.over:
         return f"оплата ОФД до {_ru_date(note.paid_until)}"
-    days = (today - note.paid_until).days
-    return f"оплата ОФД закончилась {plural(days, 'день', 'дня', 'дней')} назад ({_ru_date(note.paid_until)})"
+    today = _utc(now).astimezone(ZoneInfo(note.zone) if note.zone else UTC).date()
+    days = max((today - note.paid_until).days, 1)  # over since the end of that day
+    ended = plural(days, "день", "дня", "дней")
+    return f"оплата ОФД закончилась {ended} назад ({_ru_date(note.paid_until)}): документы не уходят в ФНС"
 
 
 OFD_CONSEQUENCE = (

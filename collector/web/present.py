@@ -107,6 +107,7 @@ def verdict_fields(verdict: Verdict, now: datetime) -> dict[str, Any]:
         "sell_reasons": list(verdict.reasons),
         "fix": fix_text(verdict.cause, verdict.details),
         "ofd_note": ofd_text(verdict.ofd, now),
+        "ofd_problem": verdict.ofd_problem,
     }
 
 

@@ -198,6 +198,7 @@ class RegisterSummary(_Out):
     sell_reasons: list[str] = Field(description="every reason it cannot sell now, the shown one first")
     fix: str | None = Field(description="what to do, in Russian, for the person who acts; null when nothing threatens")
     ofd_note: str | None = Field(description="the OFD contract in words (its own kind: it stops the transfer, not the register)")
+    ofd_problem: bool = Field(description="the OFD contract was never activated or its paid period is over")
     last_seen: AwareDatetime
     state_received_at: AwareDatetime | None
 

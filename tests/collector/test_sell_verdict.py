@@ -124,7 +124,10 @@ def test_an_unpaid_ofd_is_its_own_kind_and_does_not_stop_the_register() -> None:
     assert verdict.status is SellStatus.WILL_STOP and verdict.cause == RuleId.OFD_CONTRACT
     assert verdict.at == NOW + 30 * DAY  # no document waits yet: the 30 days start with the next one
     assert verdict.rank == 2  # sorts with the problems
-    assert ofd_text(verdict.ofd, NOW) == "оплата ОФД закончилась 3 дня назад (24.11.2026)"
+    assert verdict.ofd is not None and verdict.ofd.problem
+    paid = verdict_of(reg(), contract=OfdContract(activated=True, paid_until=date(2027, 5, 1)))
+    assert paid.ofd is not None and not paid.ofd.problem and paid.rank == 3
+    assert ofd_text(verdict.ofd, NOW) == "оплата ОФД закончилась 3 дня назад (24.11.2026): документы не уходят в ФНС"
     assert ofd_text(OfdNote(activated=True, paid_until=date(2026, 12, 11)), NOW) == "оплата ОФД до 11.12.2026"
 
 
@@ -135,8 +138,9 @@ def test_the_ofd_note_and_the_rule_agree_on_when_the_paid_day_ends_in_the_compan
     inp = RuleInput(register_id="r1", now=evening, state=reg(), state_received_at=evening, contract=paid, tz=moscow)
     verdict = sell_verdict(inp, THR, conditions := evaluate_all(inp, THR))
     assert next(c for c in conditions if c.rule is RuleId.OFD_CONTRACT).details["seconds_left"] < 0
-    assert ofd_text(verdict.ofd, evening) == "оплата ОФД закончилась 1 день назад (27.11.2026)"
-    assert ofd_text(verdict.ofd, evening - timedelta(hours=1)) == "оплата ОФД до 27.11.2026"
+    assert ofd_text(verdict.ofd, evening) == "оплата ОФД закончилась 1 день назад (27.11.2026): документы не уходят в ФНС"
+    before = RuleInput(register_id="r1", now=evening - timedelta(hours=1), state=reg(), state_received_at=evening, contract=paid, tz=moscow)
+    assert ofd_text(sell_verdict(before, THR, evaluate_all(before, THR)).ofd, evening) == "оплата ОФД до 27.11.2026"
 
 
 def test_a_never_activated_contract_sorts_with_the_problems() -> None:
