@@ -92,7 +92,8 @@ def seed(engine: sa.Engine, count: int) -> tuple[int, int]:
              "received_at": NOW, "state": {"vendor": "shtrih"}, "shift_status": "open" if i % 3 else "closed",
              "unsent_count": i % 40, "fn_valid_until": (NOW + timedelta(days=20 + i % 400)).date(), "link_up": True,
              "blocks_at": NOW + timedelta(days=1 + i % 300), "time_to_block_seconds": 86_400 * (1 + i % 300),
-             "worst_severity": "major" if i % 10 == 0 else None, "evaluated_at": NOW}
+             "worst_severity": "major" if i % 10 == 0 else None, "evaluated_at": NOW,
+             "sell_status": "cannot_sell" if i % 100 == 0 else "will_stop", "sell_rank": 0 if i % 100 == 0 else 2}
             for i in range(count)
         ])
         conn.execute(sa.insert(alerts), [

@@ -49,7 +49,8 @@ def demo_scenario(register: DemoRegister) -> Scenario:
     """The profile's scenario with this register's identity and the profile's tweaks applied."""
     base = load_scenario(register.profile.scenario)
     timeline = tuple(a for a in base.timeline if a.action not in register.profile.drop_actions)
-    return dataclasses.replace(base, state={**base.state, **register.scenario_state()}, timeline=timeline)
+    life = base.life if register.profile.cashier_day else dataclasses.replace(base.life, opens=None, closes=None)
+    return dataclasses.replace(base, state={**base.state, **register.scenario_state()}, timeline=timeline, life=life)
 
 
 def start_register(register: DemoRegister, speed: float) -> SimRegistration:

@@ -34,7 +34,8 @@ class Profile:
     ``agent_offline``: its agent is started, reports, then is killed (SIGKILL, so the broker
     publishes its last will) and never comes back. ``contract``: days until the OFD contract's
     paid-until (negative: already expired), None for a register with no contract on file,
-    ``activated=False`` for a service never activated.
+    ``activated=False`` for a service never activated. ``cashier_day``: the store opens and closes
+    the shift on its scenario's daily timetable; off for a register planted with a long shift.
     """
 
     name: str
@@ -45,6 +46,7 @@ class Profile:
     contract_days: int | None = 300
     contract_activated: bool = True
     agent_offline: bool = False
+    cashier_day: bool = True
 
 
 HEALTHY = Profile("healthy", "healthy")
@@ -63,7 +65,7 @@ PROBLEMS: tuple[Profile, ...] = (
 )
 # Every eighth of the remaining registers is a milder case, so larger fleets are not all green.
 VARIATIONS: tuple[Profile, ...] = (
-    Profile("shift-21h", "healthy", expect=("shift_too_long",), state={"shift_opened": "-21h"}),
+    Profile("shift-21h", "healthy", expect=("shift_too_long",), state={"shift_opened": "-21h"}, cashier_day=False),
     Profile(
         "ofd-backlog-3d",
         "ofd-backlog",

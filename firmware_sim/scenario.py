@@ -14,6 +14,8 @@ start, written as signed durations (``"10d"``, ``"-23h40m"``, ``"+30s"``). Examp
     [life]                 # optional background activity
     sell_every = "5m"      # one receipt every 5 sim-minutes
     ofd_drain_every = "1m" # the OFD takes the whole queue when connected
+    opens = "08:00"        # the store's day on the register clock: the cashier opens the shift
+    closes = "22:00"       # ... and closes it (Z-report); sales only in between
 
     [[at]]
     t = "+30s"
@@ -40,7 +42,7 @@ import threading
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,8 @@ _STATE_KEYS = frozenset(
         "critical_error", "serial", "rnm", "inn", "model_name", "fn_serial", "ffd_version",
     }
 )
-_LIFE_KEYS = frozenset({"sell_every", "ofd_drain_every", "amount"})
+_LIFE_KEYS = frozenset({"sell_every", "ofd_drain_every", "amount", "opens", "closes"})
+_TIME_OF_DAY = re.compile(r"^(?P<h>[01]\d|2[0-3]):(?P<m>[0-5]\d)$")
 _TOP_KEYS = frozenset({"format", "description", "start", "state", "life", "at"})
 
 
@@ -99,6 +102,21 @@ class Life:
     sell_every: timedelta | None = None
     ofd_drain_every: timedelta | None = None
     amount: int = 10_000  # kopecks per background sale
+    opens: time | None = None  # the store's trading day on the register clock (both or neither)
+    closes: time | None = None
+
+    def trading(self, now: datetime) -> bool:
+        """Inside the trading day (always, without a timetable)."""
+        if self.opens is None or self.closes is None:
+            return True
+        return self.opens <= now.time() < self.closes
+
+    def last_close(self, now: datetime) -> datetime | None:
+        """The most recent closing time at or before ``now``; None without a timetable."""
+        if self.closes is None:
+            return None
+        today = datetime.combine(now.date(), self.closes)
+        return today if today <= now else today - timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -165,10 +183,15 @@ def _from_dict(data: dict[str, Any], name: str) -> Scenario:
     _validate_state(state)
     life_table = _table(data, "life")
     _reject_unknown(life_table, _LIFE_KEYS, "life.")
+    opens, closes = _time_of_day(life_table, "opens"), _time_of_day(life_table, "closes")
+    if (opens is None) != (closes is None) or (opens is not None and closes is not None and opens >= closes):
+        raise ScenarioError('life.opens/life.closes: give both, opening first (e.g. opens = "08:00", closes = "22:00")')
     life = Life(
         sell_every=_positive_duration(life_table, "sell_every", "life."),
         ofd_drain_every=_positive_duration(life_table, "ofd_drain_every", "life."),
         amount=_int(life_table, "amount", "life.", default=10_000),
+        opens=opens,
+        closes=closes,
     )
     raw_timeline = data.get("at", [])
     if not isinstance(raw_timeline, list):
@@ -215,6 +238,15 @@ def _positive_duration(table: dict[str, Any], key: str, prefix: str) -> timedelt
     if value <= timedelta(0):
         raise ScenarioError(f"{prefix}{key}: must be a positive duration, got {table[key]!r}")
     return value
+
+
+def _time_of_day(table: dict[str, Any], key: str) -> time | None:
+    if key not in table:
+        return None
+    match = _TIME_OF_DAY.match(str(table[key])) if isinstance(table[key], str) else None
+    if match is None:
+        raise ScenarioError(f'life.{key}: expected a time of day "HH:MM", e.g. "08:00", got {table[key]!r}')
+    return time(int(match["h"]), int(match["m"]))
 
 
 def _validate_state(state: dict[str, Any]) -> None:
@@ -430,8 +462,26 @@ class ScenarioRunner:
         except ReceiptState as exc:
             return f"{label}: refused: {exc}"
 
+    def _timetable(self) -> list[str]:
+        """The cashier's day: close the shift outside trading hours or once it outlived a closing
+        time (the register was off at the close), open it again when trading."""
+        life, model = self.scenario.life, self.model
+        out: list[str] = []
+        now = model.now()
+        last_close = life.last_close(now)
+        if last_close is None:
+            return out
+        opened = model.shift_opened_at
+        if model.shift_open and (not life.trading(now) or (opened is not None and opened < last_close)):
+            if model.receipt_open:
+                return out  # a cashier finishes the receipt first
+            out.append(self._apply("close_shift", {}, "timetable close_shift"))
+        if life.trading(now) and not model.shift_open and model.paper_present:
+            out.append(self._apply("open_shift", {}, "timetable open_shift"))
+        return out
+
     def _live(self, elapsed: timedelta) -> list[str]:
-        life, out = self.scenario.life, []
+        life, out = self.scenario.life, self._timetable()
         if life.sell_every is not None:
             due = min(int(elapsed / life.sell_every) - self._sales_done, MAX_CATCH_UP_SALES)
             for _ in range(max(due, 0)):
@@ -451,7 +501,7 @@ class ScenarioRunner:
     def _background_sale(self, amount: int) -> str | None:
         """A cashier's sale: opens a shift when none is open, waits while paper is out or the cover open."""
         model = self.model
-        if not model.paper_present or model.cover_open:
+        if not model.paper_present or model.cover_open or not self.scenario.life.trading(model.now()):
             return None
         try:
             opened = "" if model.shift_open else _open_shift(model, {}) + "; "

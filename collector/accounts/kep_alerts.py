@@ -37,6 +37,7 @@ from collector.alerts import (
     RuleId,
     Severity,
     apply,
+    fix_text,
     kep_validity,
 )
 from collector.alerts import acknowledge as acknowledge_record
@@ -73,6 +74,11 @@ class CompanyAlert:
     cleared_at: datetime | None
     message: str
     details: dict[str, Any]
+
+    @property
+    def fix(self) -> str | None:
+        """What to do, in Russian (collector.alerts.fixes)."""
+        return fix_text(self.rule, self.details)
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +178,7 @@ def _notice(tenant_id: int, company_name: str, record: AlertRecord) -> AlertNoti
         tenant_id=str(tenant_id), store_node_id=COMPANY_GROUP, store_name=company_name, register_id="",
         register_serial="", rule=record.rule.value, severity=record.severity.label,
         status="resolved" if record.status is AlertStatus.CLEARED else "firing", message=record.message,
-        url=KEP_PAGE,
+        url=KEP_PAGE, fix=fix_text(record.rule, record.details),
     )
 
 

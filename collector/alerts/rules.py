@@ -404,7 +404,7 @@ def ofd_backlog(inp: RuleInput, thr: Thresholds) -> Condition | None:
         _aware_utc(inp.now),
         what="Старейший неотправленный документ —",
         blocked_text="ФН заблокирован: старейший неотправленный документ старше 30 дней (ошибка ФН 15h)",
-        details={"unsent_count": inp.state.ofd.unsent_count},
+        details={"unsent_count": inp.state.ofd.unsent_count, "first_unsent_at": _iso(inp.state.ofd.first_unsent_at)},
     )
 
 
@@ -550,7 +550,6 @@ def ofd_contract(inp: RuleInput, thr: Thresholds) -> Condition | None:
     contract = inp.contract
     if contract is None:
         return None
-    now = _aware_utc(inp.now)
     if not contract.activated:
         return Condition(
             rule=RuleId.OFD_CONTRACT,
@@ -578,7 +577,7 @@ def ofd_contract(inp: RuleInput, thr: Thresholds) -> Condition | None:
         severity=level[0],
         message=message,
         details={"activated": True, "paid_until": contract.paid_until.isoformat(), "seconds_left": left.total_seconds(), **_crossed(level)},
-        blocks_at=now + left,
+        # No blocks_at: an unpaid OFD stops the transfer to the ФНС, not the register (issue 16 §1).
     )
 
 
@@ -683,7 +682,7 @@ def kep_validity(
     )
 
 
-def _iso(value: date | None) -> str | None:
+def _iso(value: date | datetime | None) -> str | None:
     return None if value is None else value.isoformat()
 
 

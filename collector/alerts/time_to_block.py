@@ -1,15 +1,18 @@
 """Time to block: how long until a register can no longer make fiscal documents, and why.
 
-The minimum over the blocks that need someone beyond the cashier (DESIGN §5):
+The moments the register stops making fiscal documents, one per cause (issue 16 §1):
 
-* ``ofd_backlog``  — the ФН's 30-day limit (``Thresholds.ofd_backlog_blocked``) minus the age of the
+* ``ofd_backlog``    — the ФН's 30-day limit (``Thresholds.ofd_backlog_blocked``) minus the age of the
   oldest unsent document; 0 when the ФН already refuses with error 15h;
-* ``fn_validity``  — end of the ФН's valid-until day minus now, on the register clock; 0 on error 05h;
-* ``ofd_contract`` — end of the paid-until day minus now, only when contract data exists;
-* ``fn_memory``    — 0 when the ФН's resource is exhausted.
+* ``fn_validity``    — end of the ФН's valid-until day minus now, on the register clock; 0 on error 05h;
+* ``fn_memory``      — 0 when the ФН's resource is exhausted;
+* ``shift_too_long`` — the end of the 24 h shift (``Thresholds.shift_blocked``); 0 once expired;
+* ``ofd_contract``   — an unpaid OFD does not stop the register by itself: it stops the transfer to
+  the ФНС, and the 30-day clock then runs, so its stop is the end of the paid period + 30 days
+  (only when no document is already waiting: then ``ofd_backlog`` is the earlier, real clock).
 
-A long shift is deliberately absent: closing the shift clears it. Seconds may be ≤ 0 (already
-blocked). ``rollup`` sums severity counts and keeps the earliest block for a tree node.
+Seconds may be ≤ 0 (already blocked). Which of these matter now is ``verdict.sell_verdict``'s call.
+``rollup`` sums severity counts and keeps the earliest block for a tree node.
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ from collector.alerts.rules import (
     fn_reports_error,
     fn_time_left,
     oldest_unsent_age,
+    shift_age,
 )
 from collector.alerts.severity import RuleId, Severity
 from collector.alerts.thresholds import Thresholds
-from protocol.kkt.fn import FN_ERROR_OFD_WAIT_EXHAUSTED, FN_ERROR_SERVICE_LIFE_ENDED
+from protocol.kkt.fn import FN_ERROR_OFD_WAIT_EXHAUSTED, FN_ERROR_SERVICE_LIFE_ENDED, FN_ERROR_SHIFT_OVER_24H
+from protocol.kkt.state import ShiftStatus
 
 _ZERO = timedelta(0)
 
@@ -59,9 +64,16 @@ def block_candidates(inp: RuleInput, thresholds: Thresholds) -> list[TimeToBlock
         found[RuleId.FN_VALIDITY] = min(found.get(RuleId.FN_VALIDITY, _ZERO), _ZERO)
     if fn_memory_exhausted(inp.state):
         found[RuleId.FN_MEMORY] = _ZERO
+    shift = shift_age(inp)
+    if shift is not None:
+        found[RuleId.SHIFT_TOO_LONG] = thresholds.shift_blocked - shift[0]
+    if inp.state is not None and (
+        inp.state.shift.status is ShiftStatus.EXPIRED or fn_reports_error(inp.state, FN_ERROR_SHIFT_OVER_24H)
+    ):
+        found[RuleId.SHIFT_TOO_LONG] = min(found.get(RuleId.SHIFT_TOO_LONG, _ZERO), _ZERO)
     paid_left = contract_time_left(inp)
-    if paid_left is not None:
-        found[RuleId.OFD_CONTRACT] = paid_left
+    if paid_left is not None and aged is None:
+        found[RuleId.OFD_CONTRACT] = max(paid_left, _ZERO) + thresholds.ofd_backlog_blocked
     now = inp.now.astimezone(UTC)
     return [
         TimeToBlock(seconds=left.total_seconds(), cause=cause, blocks_at=now + left)

@@ -201,6 +201,9 @@ def _evaluation_update(conn: sa.Connection) -> Any:
             time_to_block_seconds=sa.bindparam("b_ttb"),
             blocks_at=sa.bindparam("b_blocks_at", type_=register_state.c.blocks_at.type),
             evaluated_at=sa.bindparam("b_evaluated_at", type_=register_state.c.evaluated_at.type),
+            sell_status=sa.bindparam("b_sell_status"),
+            sell_rank=sa.bindparam("b_sell_rank"),
+            verdict=sa.bindparam("b_verdict", type_=register_state.c.verdict.type),
         )
     )
 
@@ -214,6 +217,9 @@ def set_evaluations(conn: sa.Connection, evaluations: dict[str, RegisterEvaluati
             "b_ttb": e.time_to_block_seconds,
             "b_blocks_at": e.blocks_at,
             "b_evaluated_at": e.evaluated_at,
+            "b_sell_status": e.sell_status,
+            "b_sell_rank": e.sell_rank,
+            "b_verdict": None if e.verdict is None else dict(e.verdict),
         }
         for register_id, e in sorted(evaluations.items())
     ]

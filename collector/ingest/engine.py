@@ -37,9 +37,11 @@ from collector.alerts import (
     RuleInput,
     Severity,
     Thresholds,
+    Verdict,
     apply_conditions,
     evaluate_all,
-    time_to_block,
+    fix_text,
+    sell_verdict,
 )
 from collector.ingest import bulk
 from collector.ingest.company_thresholds import CompanyThresholds
@@ -135,6 +137,22 @@ def _row_from_record(record: AlertRecord) -> AlertRow:
             "occurrence": record.occurrence,
             "blocks_at": record.blocks_at.isoformat() if record.blocks_at else None,
         },
+    )
+
+
+def register_evaluation(verdict: Verdict, worst: Severity | None, now: datetime) -> RegisterEvaluation:
+    """What lists sort and show: the verdict, and its stop (or since when it cannot sell) as ``blocks_at``."""
+    floor = verdict.least_severity
+    if floor is not None and (worst is None or worst < floor):
+        worst = floor
+    return RegisterEvaluation(
+        worst_severity=None if worst is None else worst.label,
+        time_to_block_seconds=None if verdict.at is None else int((verdict.at - now).total_seconds()),
+        blocks_at=verdict.at,
+        evaluated_at=now,
+        sell_status=verdict.status.value,
+        sell_rank=verdict.rank,
+        verdict=verdict.model_dump(mode="json"),
     )
 
 
@@ -291,8 +309,9 @@ class AlertEngine:
             for (register_id, rule), pending in self._pending.items():
                 if register_id == subject.register_id and rule not in records:
                     records[rule] = pending
+            conditions = evaluate_all(inp, thresholds)
             results = apply_conditions(
-                records, evaluate_all(inp, thresholds), now, register_id=subject.register_id,
+                records, conditions, now, register_id=subject.register_id,
                 thresholds=thresholds,
             )
             worst: Severity | None = None
@@ -313,13 +332,7 @@ class AlertEngine:
                     repo.add_alert_history(conn, _change_row(alert_id, change))
                 changes += len(rule_changes)
                 notices += self._send_notices(subject, record, rule_changes)
-            block = time_to_block(inp, thresholds)
-            verdicts[subject.register_id] = RegisterEvaluation(
-                worst_severity=None if worst is None else worst.label,
-                time_to_block_seconds=None if block is None else int(block.seconds),
-                blocks_at=None if block is None else block.blocks_at,
-                evaluated_at=now,
-            )
+            verdicts[subject.register_id] = register_evaluation(sell_verdict(inp, thresholds, conditions), worst, now)
         bulk.set_evaluations(conn, verdicts)
         self._metrics.evaluations.inc(len(verdicts))
         return len(verdicts), changes, notices
@@ -338,6 +351,7 @@ class AlertEngine:
             status="resolved" if record.status is AlertStatus.CLEARED else "firing",
             message=record.message,
             blocks_at=record.blocks_at,
+            fix=fix_text(record.rule, record.details),
         )
         try:
             self._notify(notice)

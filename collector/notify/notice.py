@@ -57,6 +57,7 @@ class AlertNotice:
     message: str
     blocks_at: datetime | None = None  # aware; when the register stops accepting documents
     url: str | None = None  # link to the register page in our own web UI
+    fix: str | None = None  # what to do, in Russian (collector.alerts.fixes), for the person who acts
 
     def __post_init__(self) -> None:
         severity_rank(self.severity)

@@ -45,15 +45,15 @@ def countdown_ru(left: timedelta | None) -> str:
     if left is None:
         return ""
     if left <= timedelta(0):
-        return "уже заблокирована"
+        return "касса сейчас не может продавать"
     minutes = int(left.total_seconds() // 60)
     days, rest = divmod(minutes, 24 * 60)
     hours, mins = divmod(rest, 60)
     if days:
-        return f"блокировка через {days} д {hours} ч"
+        return f"касса остановится через {days} д {hours} ч"
     if hours:
-        return f"блокировка через {hours} ч {mins} мин"
-    return f"блокировка через {max(mins, 1)} мин"
+        return f"касса остановится через {hours} ч {mins} мин"
+    return f"касса остановится через {max(mins, 1)} мин"
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,7 @@ class _Line:
     register_serial: str
     rule: str
     message: str
+    fix: str
     countdown: str
     blocks_at_local: str
     link: str | None
@@ -156,6 +157,7 @@ class Renderer:
             "status": notice.status,
             "new": notice.alert_key in group.new,
             "message": notice.message,
+            "fix": notice.fix if notice.status == "firing" else None,
             "blocks_at": notice.blocks_at.isoformat() if notice.blocks_at else None,
             "url": self.trusted_link(notice.url),
         }
@@ -168,6 +170,7 @@ class Renderer:
             register_serial=notice.register_serial,
             rule=notice.rule,
             message=notice.message,
+            fix=(notice.fix or "") if notice.status == "firing" else "",
             countdown=countdown_ru(blocks_in(notice, group.at)) if notice.status == "firing" else "",
             blocks_at_local=local.strftime("%d.%m.%Y %H:%M") if local else "",
             link=self.trusted_link(notice.url),

@@ -89,6 +89,9 @@ def _evaluation_values(evaluation: RegisterEvaluation) -> dict[str, Any]:
         "time_to_block_seconds": evaluation.time_to_block_seconds,
         "blocks_at": evaluation.blocks_at,
         "evaluated_at": evaluation.evaluated_at,
+        "sell_status": evaluation.sell_status,
+        "sell_rank": evaluation.sell_rank,
+        "verdict": None if evaluation.verdict is None else dict(evaluation.verdict),
     }
 
 

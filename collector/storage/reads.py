@@ -28,6 +28,7 @@ from collector.storage.schema import (
     alerts,
     events,
     nodes,
+    ofd_contracts,
     register_state,
     register_tags,
     registers,
@@ -39,6 +40,10 @@ from collector.storage.scope import Scope, agent_visible, in_subtree, register_v
 # ok = no active alert, problem = at least one active alert, offline = the agent is offline or
 # it cannot talk to the register.
 REGISTER_STATUSES: tuple[str, ...] = ("ok", "problem", "offline")
+# Rank of a register with no verdict yet (never reported): sorts with the unknown. Storage does not
+# import the alert model; tests/collector/test_sell_order.py checks it equals alerts.UNKNOWN_RANK.
+UNKNOWN_SELL_RANK = 1
+CANNOT_SELL = "cannot_sell"  # register_state.sell_status of a register that cannot sell now
 REGISTER_SORTS: tuple[str, ...] = ("time_to_block", "severity", "register", "store", "last_seen")
 MAX_PAGE = 10_000
 
@@ -106,7 +111,25 @@ REGISTER_COLUMNS = (
     register_state.c.blocks_at,
     register_state.c.worst_severity,
     register_state.c.received_at.label("state_received_at"),
+    register_state.c.sell_status,
+    register_state.c.verdict,
 )
+
+
+def sell_status_is(status: str) -> ColumnElement[bool]:
+    """Registers whose verdict has this status; a register never evaluated counts as unknown."""
+    if status == "unknown":
+        return sa.or_(register_state.c.sell_status.is_(None), register_state.c.sell_status == status)
+    return register_state.c.sell_status == status
+
+
+def ofd_not_activated() -> ColumnElement[bool]:
+    """Registers whose OFD contract is recorded but was never activated."""
+    return (
+        sa.select(ofd_contracts.c.register_id)
+        .where(ofd_contracts.c.register_id == registers.c.register_id, ofd_contracts.c.activated.is_(False))
+        .exists()
+    )
 
 
 def register_filters(
@@ -176,11 +199,15 @@ def _search_matches(term: str) -> ColumnElement[bool]:
 
 
 def register_order(sort: str) -> list[ColumnElement[Any]]:
-    by_block = sa.nulls_last(register_state.c.blocks_at.asc())
+    # Cannot sell now first, then unknown (never reported or stale: rank 1), then by time left.
+    by_block = [
+        sa.func.coalesce(register_state.c.sell_rank, UNKNOWN_SELL_RANK).asc(),
+        sa.nulls_last(register_state.c.blocks_at.asc()),
+    ]
     by_severity = severity_rank(register_state.c.worst_severity).desc()
     orders: dict[str, list[ColumnElement[Any]]] = {
-        "time_to_block": [by_block, by_severity],
-        "severity": [by_severity, by_block],
+        "time_to_block": [*by_block, by_severity],
+        "severity": [by_severity, *by_block],
         "register": [],
         "store": [sa.nulls_last(nodes.c.name.asc())],
         "last_seen": [registers.c.last_seen.desc()],

@@ -1,5 +1,5 @@
 """Tree rollups: every node with the registers of its whole subtree counted by worst severity,
-and the earliest time one of them blocks."""
+the earliest stop ahead among those that can still sell, and how many cannot sell now."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from collector.storage.reads import CANNOT_SELL
 from collector.storage.rows import SEVERITY_LEVELS, NodeRollup
 from collector.storage.schema import nodes, register_state, registers
 from collector.storage.scope import Scope, node_visible, register_visible
@@ -19,9 +20,11 @@ class _Totals:
     registers: int = 0
     by_severity: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SEVERITY_LEVELS, 0))
     earliest_blocks_at: datetime | None = None
+    cannot_sell: int = 0
 
     def add(self, other: _Totals) -> None:
         self.registers += other.registers
+        self.cannot_sell += other.cannot_sell
         for label, count in other.by_severity.items():
             self.by_severity[label] += count
         if other.earliest_blocks_at is not None and (
@@ -36,11 +39,14 @@ def _per_node_totals(conn: sa.Connection, scope: Scope) -> dict[int, _Totals]:
         sa.func.sum(sa.case((register_state.c.worst_severity == label, 1), else_=0)).label(label)
         for label in SEVERITY_LEVELS
     ]
+    cannot_sell = register_state.c.sell_status == CANNOT_SELL
     query = (
         sa.select(
             registers.c.node_id,
             sa.func.count().label("registers"),
-            sa.func.min(register_state.c.blocks_at).label("earliest_blocks_at"),
+            # A register that cannot sell has stopped already: its blocks_at is a past, not a stop ahead.
+            sa.func.min(sa.case((cannot_sell, None), else_=register_state.c.blocks_at)).label("earliest_blocks_at"),
+            sa.func.sum(sa.case((cannot_sell, 1), else_=0)).label("cannot_sell"),
             *per_severity,
         )
         .select_from(
@@ -54,6 +60,7 @@ def _per_node_totals(conn: sa.Connection, scope: Scope) -> dict[int, _Totals]:
             registers=int(row.registers),
             by_severity={label: int(row._mapping[label] or 0) for label in SEVERITY_LEVELS},
             earliest_blocks_at=row.earliest_blocks_at,
+            cannot_sell=int(row.cannot_sell or 0),
         )
         for row in conn.execute(query)
     }
@@ -94,6 +101,7 @@ def node_rollups(
             registers=totals[node.id].registers,
             by_severity=totals[node.id].by_severity,
             earliest_blocks_at=totals[node.id].earliest_blocks_at,
+            cannot_sell=totals[node.id].cannot_sell,
         )
         for node in tree
         if wanted is None or node.id in wanted

@@ -119,6 +119,9 @@ class RegisterEvaluation:
     time_to_block_seconds: int | None
     blocks_at: datetime | None
     evaluated_at: datetime
+    sell_status: str | None = None
+    sell_rank: int | None = None
+    verdict: Mapping[str, Any] | None = None  # collector.alerts.Verdict as JSON
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +216,8 @@ class RegisterRow:
     blocks_at: datetime | None
     worst_severity: str | None
     state_received_at: datetime | None
+    sell_status: str | None = None
+    verdict: Mapping[str, Any] | None = None  # collector.alerts.Verdict as JSON; None: never evaluated
     state: Mapping[str, Any] | None = None  # only filled by get_register
     tags: tuple[str, ...] = ()  # only filled by get_register
 
@@ -300,4 +305,5 @@ class NodeRollup:
     path: str
     registers: int
     by_severity: Mapping[str, int]
-    earliest_blocks_at: datetime | None
+    earliest_blocks_at: datetime | None  # the earliest stop ahead (registers that can still sell)
+    cannot_sell: int = 0  # registers below that cannot sell now

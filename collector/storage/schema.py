@@ -135,7 +135,12 @@ register_state = sa.Table(
     sa.Column("blocks_at", UtcDateTime, nullable=True),
     sa.Column("worst_severity", sa.String(20), nullable=True),
     sa.Column("evaluated_at", UtcDateTime, nullable=True),
+    # Can it sell now (collector.alerts.Verdict): lists sort on sell_rank first, then blocks_at.
+    sa.Column("sell_status", sa.String(20), nullable=True),
+    sa.Column("sell_rank", sa.SmallInteger, nullable=True),
+    sa.Column("verdict", json_document(), nullable=True),
     sa.Index(None, "blocks_at"),
+    sa.Index("ix_register_state_sell_rank", "sell_rank", "blocks_at"),
     sa.Index(None, "worst_severity"),
 )
 

@@ -64,13 +64,21 @@ _BLOCK_CAUSES: dict[str, dict[str, str]] = {
         "ofd_backlog": "30 дней без передачи в ОФД",
         "fn_validity": "истекает срок ФН",
         "fn_memory": "исчерпана память ФН",
-        "ofd_contract": "закончилась оплата ОФД",
+        "ofd_contract": "30 дней без ОФД после окончания оплаты",
+        "shift_too_long": "смена 24 ч",
+        "fn_not_fiscal": "касса не зарегистрирована в ФНС",
+        "fn_refusal": "ФН отказывает",
+        "no_data": "нет данных",
     },
     "en": {
         "ofd_backlog": "30 days without OFD transfer",
         "fn_validity": "ФН validity ends",
         "fn_memory": "ФН memory exhausted",
-        "ofd_contract": "OFD payment ends",
+        "ofd_contract": "30 days without OFD after its payment ends",
+        "shift_too_long": "24 h shift",
+        "fn_not_fiscal": "not registered with the tax service",
+        "fn_refusal": "ФН refuses",
+        "no_data": "no data",
     },
 }
 

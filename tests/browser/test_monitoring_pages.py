@@ -40,7 +40,7 @@ def wait_live(page: Any) -> None:
 def test_dashboard_counters_match_the_api(site: Any, page: Any, screenshots: Path) -> None:
     page.goto(site.url("/"))
     wait_live(page)
-    for key, _, filters in data.COUNTERS:
+    for key, _, filters, _ in data.COUNTERS:
         shown = page.locator(f'[data-counter="{key}"] .counter-value').inner_text()
         total = api_json(site, f"/api/v1/registers?{data.filter_query(filters)}")["total"]
         assert int(shown) == total, key
@@ -170,3 +170,37 @@ def test_every_form_control_has_a_label(site: Any, page: Any) -> None:
                  .map(el => el.outerHTML)"""
         )
         assert unlabelled == [], path
+
+
+def test_every_page_answers_can_it_sell_with_the_fix_and_blocked_first(site: Any, page: Any) -> None:
+    """Dashboard, list, tree and a register page: no register is both "cannot sell now" and
+    "in N days", every problem shown carries its fix, registers that cannot sell come first."""
+    page.goto(site.url("/"))
+    ranking = page.locator("#ranking tbody tr").all()
+    statuses = [row.get_attribute("data-sell") for row in ranking]
+    assert statuses and statuses[0] == "cannot_sell" and "cannot_sell" not in statuses[statuses.count("cannot_sell") :]
+    for row in ranking:
+        text = row.inner_text()
+        assert row.locator("[data-fix]").count() == 1, text
+        if row.get_attribute("data-sell") == "cannot_sell":
+            assert "Сейчас не может продавать" in text and not re.search(r"через \d", text.split("Что делать")[0])
+    for counter in page.locator(".counters li").all():
+        if counter.locator(".counter-value").inner_text() != "0":
+            assert counter.locator("[data-fix]").count() == 1, counter.inner_text()
+
+    page.goto(site.url("/registers"))
+    rows = page.locator("table.registers tbody tr").all()
+    listed = [row.get_attribute("data-sell") for row in rows]
+    assert listed[0] == "cannot_sell" and listed.index("no_threat") > listed.index("will_stop")
+    for row in rows:
+        cell = row.locator('td[data-label="Продажи"]').inner_text()
+        assert ("Сейчас не может продавать" in cell) == (row.get_attribute("data-sell") == "cannot_sell"), cell
+        assert not ("Сейчас не может продавать" in cell and re.search(r"через \d", cell)), cell
+
+    page.goto(site.url("/tree"))
+    assert "блокировка заблокирована" not in page.locator("main").inner_text()
+
+    page.goto(site.url(f"/registers/{site.fleet.registers['tverskaya-2']}"))
+    banner = page.locator("#block").inner_text()
+    assert "Сейчас не может продавать: смена открыта" in banner and "Что делать: Закройте смену (Z-отчёт)" in banner
+    assert page.locator("ul.alert-list:not(.past) [data-fix]").count() == 2  # shift and paper: each says what to do

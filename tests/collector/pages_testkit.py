@@ -28,7 +28,8 @@ import pytest
 import sqlalchemy as sa
 from aiohttp import web
 
-from collector.alerts import OfdContract, RuleInput, Thresholds, time_to_block
+from collector.alerts import OfdContract, RuleInput, Severity, Thresholds, evaluate_all, sell_verdict
+from collector.ingest.engine import register_evaluation
 from collector.storage import create_engine_from_url, metadata, migrate
 from collector.storage import repository as repo
 from collector.storage.rows import (
@@ -37,7 +38,6 @@ from collector.storage.rows import (
     EventRow,
     HistoryRow,
     LatestState,
-    RegisterEvaluation,
     RegisterIdentity,
 )
 from collector.storage.scope import Scope
@@ -155,19 +155,9 @@ def _add_register(
     )
     assert repo.upsert_latest_state(conn, latest)
     repo.upsert_agent_status(conn, agent_id, online=online, session=1, at=now)
-    block = time_to_block(
-        RuleInput(
-            register_id=register_id,
-            now=now,
-            state=state,
-            state_received_at=now,
-            contract=ofd_contract,
-            tz=MOSCOW,
-        ),
-        Thresholds(),
-    )
+    inp = RuleInput(register_id=register_id, now=now, state=state, state_received_at=now, contract=ofd_contract, tz=MOSCOW)
     fleet.registers[key] = register_id
-    conn.info.setdefault("pages_blocks", {})[register_id] = block
+    conn.info.setdefault("pages_verdicts", {})[register_id] = sell_verdict(inp, Thresholds(), evaluate_all(inp, Thresholds()))
     return register_id
 
 
@@ -200,17 +190,11 @@ def _add_alert(
 
 def store_evaluations(conn: sa.Connection, fleet: PagesFleet) -> None:
     """Worst active severity and time to block per register, as the alert engine stores them."""
-    blocks = conn.info.get("pages_blocks", {})
+    verdicts = conn.info.get("pages_verdicts", {})
     for register_id in fleet.registers.values():
         active = repo.load_alerts(conn, register_ids=[register_id], status="active")
         worst = max((alert.severity for alert in active), key=SEVERITY_ORDER.index, default=None)
-        block = blocks.get(register_id)
-        evaluation = RegisterEvaluation(
-            worst,
-            None if block is None else int(block.seconds),
-            None if block is None else block.blocks_at,
-            fleet.now,
-        )
+        evaluation = register_evaluation(verdicts[register_id], None if worst is None else Severity.parse(worst), fleet.now)
         assert repo.set_register_evaluation(conn, register_id, evaluation)
 
 

@@ -400,7 +400,7 @@ def test_ofd_contract_ladder(left: timedelta, expected: Severity | None) -> None
     condition = ofd_contract(inp, THR)
     assert severity_of(condition) == expected
     if condition is not None:
-        assert condition.blocks_at == PAID_END
+        assert condition.blocks_at is None  # an unpaid OFD stops the transfer, not the register
 
 
 def test_ofd_contract_uses_the_tenant_day_and_says_so() -> None:

@@ -16,6 +16,7 @@ from collector.ingest.engine import AlertEngine, EvaluationWorker
 from collector.notify import AlertNotice
 from collector.storage import repository as repo
 from collector.storage.schema import register_state
+from protocol.kkt.state import DeviceState
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make the helper next to us importable
 import ingest_testkit as kit
@@ -62,6 +63,7 @@ def test_ofd_backlog_raises_a_critical_alert_with_time_to_block_and_escalates(en
     assert row.blocks_at == T0 + timedelta(days=10)
     assert [(n.rule, n.severity, n.status) for n in notices] == [("ofd_backlog", "critical", "firing")]
     assert notices[0].blocks_at == T0 + timedelta(days=10)
+    assert notices[0].fix is not None and notices[0].fix.startswith("Проверьте интернет в магазине")
 
     alerts.evaluate(["kkt-1"], now=T0)  # nothing changed: no new history, no notice
     assert len(notices) == 1
@@ -69,7 +71,7 @@ def test_ofd_backlog_raises_a_critical_alert_with_time_to_block_and_escalates(en
     # Ten days later, no message arrived: the register clock advanced with real time → blocked.
     alerts.evaluate(["kkt-1"], now=T0 + timedelta(days=10, minutes=1))
     assert alerts_by_rule(engine)["ofd_backlog"] == ("blocked", "active")
-    assert evaluation(engine).time_to_block_seconds == -60
+    assert evaluation(engine).time_to_block_seconds == -60  # projected from the last data, though it is stale now
     # The agent has been silent for ten days as well: that is its own alert.
     assert alerts_by_rule(engine)["agent_offline"] == ("major", "active")
     assert [n.severity for n in notices if n.rule == "ofd_backlog"] == ["critical", "blocked"]
@@ -77,6 +79,16 @@ def test_ofd_backlog_raises_a_critical_alert_with_time_to_block_and_escalates(en
         alert = repo.load_alert(conn, "kkt-1", "ofd_backlog")
         assert alert is not None and alert.id is not None
         assert [c.action for c in repo.load_alert_history(conn, alert.id)] == ["raised", "escalated"]
+
+
+def test_the_engine_stores_the_verdict_and_severity_agrees_with_it(engine: sa.Engine) -> None:
+    failing = kit.register_state().model_copy(update={"device": DeviceState(fn_errors=[0x03])})  # "ошибка ФН"
+    ingest(engine, kit.status_msg("agent-a", 1, "online"), kit.state_msg("agent-a", "kkt-1", 1, 1, failing))
+    AlertEngine(engine, Thresholds()).evaluate(["kkt-1"], now=T0)
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(register_state)).one()
+    assert (row.sell_status, row.sell_rank, row.verdict["cause"]) == ("cannot_sell", 0, "fn_refusal")
+    assert row.worst_severity == "blocked"  # no rule raises an alert for it, yet it cannot sell
 
 
 def test_an_alert_clears_when_the_condition_goes_away(engine: sa.Engine) -> None:

@@ -28,6 +28,7 @@ def test_the_api_lists_the_company_alert_and_acknowledges_it(client: kit.Client,
     (alert,) = client.call("GET", "/api/v1/company/alerts", who="accountant").json["items"]
     assert alert["rule"] == "kep_validity" and alert["severity"] == "major" and alert["status"] == "active"
     assert "истёк" in alert["message"] and alert["details"]["serial"] == "OLD-А"
+    assert alert["fix"].startswith("Получите новую КЭП руководителя")
     assert client.call("GET", "/api/v1/company/alerts", who="viewer").status == 403
     other = client.world.b["{company_alert_id}"]
     assert client.call("POST", f"/api/v1/company/alerts/{other}/ack", who="owner_a").status == 404

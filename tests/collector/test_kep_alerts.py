@@ -55,6 +55,7 @@ def test_the_alert_follows_the_longest_valid_certificate_through_its_life(conn: 
     assert warned[0].register_id == "" and warned[0].store_node_id == COMPANY_GROUP
     assert warned[0].store_name == "Ромашка" and warned[0].url == "/admin/kep"
     assert "AA-01" in warned[0].message and "Сидоров" in warned[0].message
+    assert warned[0].fix is not None and "КЭП" in warned[0].fix
     assert kep_alerts.sweep(conn, expires - timedelta(days=28), THRESHOLDS) == []  # no news a day later
 
     owner = Actor.user(conn, world.a.user_id)

@@ -71,10 +71,10 @@ def test_russian_plurals_and_countdown() -> None:
         "касса",
         "касс",
     ]
-    assert countdown_ru(timedelta(days=2, hours=5, minutes=7)) == "блокировка через 2 д 5 ч"
-    assert countdown_ru(timedelta(hours=3, minutes=20)) == "блокировка через 3 ч 20 мин"
-    assert countdown_ru(timedelta(seconds=20)) == "блокировка через 1 мин"
-    assert countdown_ru(timedelta(0)) == "уже заблокирована"
+    assert countdown_ru(timedelta(days=2, hours=5, minutes=7)) == "касса остановится через 2 д 5 ч"
+    assert countdown_ru(timedelta(hours=3, minutes=20)) == "касса остановится через 3 ч 20 мин"
+    assert countdown_ru(timedelta(seconds=20)) == "касса остановится через 1 мин"
+    assert countdown_ru(timedelta(0)) == "касса сейчас не может продавать"
     assert countdown_ru(None) == ""
 
 
@@ -104,7 +104,7 @@ def test_text_body_lists_alerts_with_countdown_in_receivers_zone_and_links(rende
     text = renderer.email(g).text
     assert "Активные проблемы:" in text and "Решено:" in text
     assert "[Критично] НОВОЕ касса 00011: Документы не передаются в ОФД (1)" in text
-    assert "блокировка через 3 д 2 ч (30.11.2026 16:00)" in text  # 11:00 UTC = 16:00 in Yekaterinburg
+    assert "касса остановится через 3 д 2 ч (30.11.2026 16:00)" in text  # 11:00 UTC = 16:00 in Yekaterinburg
     assert "https://kassa.example.ru/app/registers/1" in text
     assert "касса 00013: Документы не передаются в ОФД (3)" in text
     assert text.index("00011") < text.index("00012")  # most severe first, as the grouper ordered them
@@ -174,3 +174,13 @@ def test_webhook_body_is_compact_sorted_json_with_counts_and_no_foreign_links(re
     assert first["blocks_at"] == "2026-11-27T14:00:00+00:00" and first["new"] is True
     assert second["url"] is None
     assert third["status"] == "resolved" and third["new"] is False
+
+
+def test_every_firing_alert_says_what_to_do_in_mail_and_webhook(renderer: Renderer) -> None:
+    fix = "Проверьте интернет в магазине: касса не может передать документы в ОФД с 12.11.2026."
+    g = group([alert("1", "critical", fix=fix)], [alert("3", "major", status="resolved", fix="Закройте смену")])
+    mail = renderer.email(g)
+    assert f"Что делать: {fix}" in mail.text and "Закройте смену" not in mail.text  # solved needs nothing
+    assert "<th align=\"left\">Что делать</th>" in mail.html and fix in mail.html
+    alerts = {a["register_id"]: a for a in renderer.webhook_payload(g)["alerts"]}
+    assert alerts["1"]["fix"] == fix and alerts["3"]["fix"] is None

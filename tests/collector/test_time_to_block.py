@@ -69,23 +69,28 @@ def test_one_cause_each() -> None:
     assert validity is not None and validity.cause is RuleId.FN_VALIDITY
     assert validity.seconds == (8 * DAY + 10 * HOUR).total_seconds()
 
+    # An unpaid OFD stops the transfer at the end of the paid day; the ФН blocks 30 days later.
     contract = ttb_of(state(), OfdContract(activated=True, paid_until=date(2026, 11, 30)))
     assert contract is not None and contract.cause is RuleId.OFD_CONTRACT
-    assert contract.blocks_at == datetime(2026, 12, 1, tzinfo=UTC)
+    assert contract.blocks_at == datetime(2026, 12, 1, tzinfo=UTC) + 30 * DAY
+
+    shift = ttb_of(state(shift=ShiftState(status=ShiftStatus.OPEN, opened_at=CLOCK - 3 * HOUR)))  # open 5 h now
+    assert shift is not None and (shift.cause, shift.blocks_at) == (RuleId.SHIFT_TOO_LONG, NOW + 19 * HOUR)
 
     memory = ttb_of(state(documents_left=0))
     assert memory is not None and (memory.cause, memory.seconds, memory.blocks_at) == (RuleId.FN_MEMORY, 0, NOW)
 
 
 def test_several_causes_take_the_earliest() -> None:
-    reg = state(backlog_age=25 * DAY, valid_until=date(2027, 6, 1))
+    reg = state(backlog_age=25 * DAY, valid_until=date(2027, 6, 1), shift=ShiftState(status=ShiftStatus.OPEN, opened_at=CLOCK))
     contract = OfdContract(activated=True, paid_until=date(2026, 11, 29))
     inp = RuleInput(register_id="atol-1", now=NOW, state=reg, contract=contract)
     causes = {c.cause: c.seconds for c in block_candidates(inp, THR)}
-    assert set(causes) == {RuleId.OFD_BACKLOG, RuleId.FN_VALIDITY, RuleId.OFD_CONTRACT}
+    # A document already waits, so the backlog is the real clock and the contract adds no stop of its own.
+    assert set(causes) == {RuleId.OFD_BACKLOG, RuleId.FN_VALIDITY, RuleId.SHIFT_TOO_LONG}
     best = time_to_block(inp, THR)
-    assert best is not None and best.cause is RuleId.OFD_CONTRACT
-    assert best.seconds == min(causes.values())
+    assert best is not None and best.cause is RuleId.SHIFT_TOO_LONG
+    assert best.seconds == min(causes.values()) == (22 * HOUR).total_seconds()
 
 
 @pytest.mark.parametrize(
@@ -107,16 +112,18 @@ def test_already_blocked(reg: RegisterState, cause: RuleId, seconds: float) -> N
 def test_contract_counts_only_with_contract_data() -> None:
     reg = state(valid_until=date(2027, 1, 1))
     without = ttb_of(reg)
-    with_paid = ttb_of(reg, OfdContract(activated=True, paid_until=date(2026, 12, 1)))
+    with_paid = ttb_of(reg, OfdContract(activated=True, paid_until=date(2026, 11, 1)))
     assert without is not None and without.cause is RuleId.FN_VALIDITY
     assert with_paid is not None and with_paid.cause is RuleId.OFD_CONTRACT
+    assert with_paid.blocks_at == NOW + 30 * DAY  # paid period already over: the 30 days run from now
 
 
-def test_a_long_shift_is_not_a_block() -> None:
+def test_a_long_shift_is_a_stop_now() -> None:
     expired = ShiftState(status=ShiftStatus.EXPIRED, opened_at=CLOCK - 30 * HOUR)
-    assert ttb_of(state(shift=expired, last_error=fn_error_meaning(0x16))) is None
     ttb = ttb_of(state(shift=expired, valid_until=date(2027, 1, 1)))
-    assert ttb is not None and ttb.cause is RuleId.FN_VALIDITY
+    assert ttb is not None and ttb.cause is RuleId.SHIFT_TOO_LONG and ttb.seconds == -(8 * HOUR).total_seconds()
+    reported = ttb_of(state(shift=ShiftState(status=ShiftStatus.OPEN), last_error=fn_error_meaning(0x16)))
+    assert reported is not None and (reported.cause, reported.seconds) == (RuleId.SHIFT_TOO_LONG, 0)
 
 
 def test_ttb_follows_the_tenant_blocked_threshold() -> None:
@@ -148,7 +155,9 @@ def test_ttb_is_the_min_of_its_parts(
     if paid_days is not None:
         paid_until = NOW.date() + timedelta(days=paid_days)
         contract = OfdContract(activated=True, paid_until=paid_until)
-        parts[RuleId.OFD_CONTRACT] = datetime.combine(paid_until + DAY, datetime.min.time(), UTC) - NOW
+        if backlog_age is None:
+            paid_left = datetime.combine(paid_until + DAY, datetime.min.time(), UTC) - NOW
+            parts[RuleId.OFD_CONTRACT] = max(paid_left, timedelta(0)) + 30 * DAY
     if exhausted:
         parts[RuleId.FN_MEMORY] = timedelta(0)
     reg = state(backlog_age=backlog_age, valid_until=valid_until, documents_left=0 if exhausted else 5)

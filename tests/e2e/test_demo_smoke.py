@@ -173,9 +173,14 @@ def test_demo_starts_shows_the_planned_problems_and_stops_cleanly(demo: Any) -> 
     assert 9 * DAY < by_profile["ofd-backlog-20d"]["time_to_block_seconds"] <= 10 * DAY
     # valid for 2 more days: the ФН lasts through the end of that date, so 2-3 days are left
     assert 1 * DAY < by_profile["fn-expiring-2d"]["time_to_block_seconds"] <= 3 * DAY
-    assert by_profile["ofd-unpaid"]["time_to_block_seconds"] < 0  # paid-until 12 days ago
+    # Paid-until 12 days ago: it still sells, documents stop reaching the ФНС, the 30 days run.
+    unpaid = by_profile["ofd-unpaid"]
+    assert unpaid["sell_status"] == "will_stop" and unpaid["ofd_note"].startswith("оплата ОФД закончилась 12 дней назад")
+    assert unpaid["fix"].startswith("Оплатите услуги ОФД")
+    assert by_profile["long-shift"]["sell_status"] in ("will_stop", "cannot_sell")  # 23 h 40 min at start
+    assert by_profile["not-fiscal"]["sell_status"] == "cannot_sell"
     assert by_profile["healthy"]["active_alerts"] == []
-    assert by_profile["healthy"]["time_to_block_seconds"] > 200 * DAY
+    assert by_profile["healthy"]["sell_status"] == "no_threat" and by_profile["healthy"]["sell_text"] == "Не грозит"
     assert by_profile["agent-offline"]["online"] is False
     assert all(item["online"] for name, item in by_profile.items() if name != "agent-offline")
 

@@ -211,6 +211,9 @@ def test_timeline_actions_change_the_model() -> None:
         ("format = 1\n[[at]]\nt = \"+1s\"\naction = \"sell\"\ncount = 0\n", "at[0].count"),
         ("format = 1\n[[at]]\nt = \"+1s\"\naction = \"paper_out\"\ncount = 2\n", "at[0].count"),
         ("format = 1\n[life]\nsell_every = \"0s\"\n", "life.sell_every"),
+        ("format = 1\n[life]\nopens = \"8am\"\ncloses = \"22:00\"\n", "life.opens"),
+        ("format = 1\n[life]\nopens = \"08:00\"\n", "life.opens/life.closes"),
+        ("format = 1\n[life]\nopens = \"22:00\"\ncloses = \"08:00\"\n", "life.opens/life.closes"),
         ("format = 1\nsurprise = true\n", "surprise"),
         ("format = 1\n[state\n", "line 2"),
     ],
@@ -238,3 +241,34 @@ def test_shift_number_names_the_open_shift_or_the_last_closed_one() -> None:
     closed = parse_scenario("format = 1\n[state]\nshift_number = 57\n").build(ManualClock(START))
     assert not closed.shift_open and closed.shift_number == 57
     assert parse_scenario('format = 1\n[state]\nshift_opened = "-1h"\n').build(ManualClock(START)).shift_number == 1
+
+
+def test_the_store_opens_and_closes_the_shift_daily_on_the_register_clock() -> None:
+    """healthy: trading 08:00-22:00; in a sim week no shift outlives a day's trading (the first one was
+    opened at 07:00, before the start), and no shift is open at night."""
+    clock, runner = build("healthy")
+    model = runner.model
+    longest = timedelta(0)
+    closed_at_night = []
+    for _ in range(7 * 24 * 6):  # a week in 10-minute steps
+        clock.advance(timedelta(minutes=10))
+        runner.tick()
+        if model.shift_open and model.shift_opened_at is not None:
+            longest = max(longest, clock() - model.shift_opened_at)
+        if not 8 <= clock().hour < 22:
+            closed_at_night.append(not model.shift_open)
+    assert longest <= timedelta(hours=15) and closed_at_night and all(closed_at_night)
+    expected = ShiftStatus.OPEN if 8 <= clock().hour < 22 else ShiftStatus.CLOSED
+    assert model.shift_status() is expected
+    assert sum("timetable close_shift" in event or "closed" in event for event in runner.events) >= 7
+
+
+def test_a_shift_left_open_over_a_closing_time_is_closed_and_reopened_when_trading() -> None:
+    clock = ManualClock(START)
+    text = 'format = 1\n[state]\nshift_opened = "-20h"\n[life]\nopens = "08:00"\ncloses = "22:00"\n'
+    scenario = parse_scenario(text)
+    runner = ScenarioRunner(scenario, scenario.build(clock))
+    first = runner.model.shift_number
+    runner.tick()  # 09:00: opened yesterday 13:00, before last night's close
+    assert runner.model.shift_open and runner.model.shift_number == first + 1
+    assert runner.model.shift_opened_at == START

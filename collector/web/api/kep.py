@@ -74,6 +74,7 @@ class CompanyAlertOut(BaseModel):
     updated_at: AwareDatetime
     cleared_at: AwareDatetime | None
     message: str
+    fix: str | None = Field(description="what to do, in Russian")
     details: dict[str, Any]
 
 

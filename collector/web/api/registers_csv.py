@@ -34,6 +34,10 @@ COLUMNS: tuple[tuple[str, Callable[[RegisterSummary], object]], ...] = (
     ("time_to_block_seconds", lambda r: r.time_to_block_seconds),
     ("blocks_at", lambda r: r.blocks_at),
     ("block_cause", lambda r: r.block_cause),
+    ("sell_status", lambda r: r.sell_status),
+    ("sell_text", lambda r: r.sell_text),
+    ("fix", lambda r: r.fix),
+    ("ofd_note", lambda r: r.ofd_note),
     ("last_seen", lambda r: r.last_seen),
 )
 

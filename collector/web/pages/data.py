@@ -12,6 +12,8 @@ from urllib.parse import urlencode
 
 import sqlalchemy as sa
 
+from collector.alerts import RuleId, fix_text
+from collector.alerts.verdict import NO_DATA
 from collector.storage import repository as repo
 from collector.storage.rows import CommentRow, NodeRollup
 from collector.storage.schema import alert_comments, nodes, register_state, register_tags, registers, tags
@@ -20,7 +22,7 @@ from collector.web.shared import fleet_queries as queries
 from collector.web.shared import present
 from collector.web.shared.fleet_models import RegisterFilters, RegisterSummary
 
-FILTER_KEYS: tuple[str, ...] = ("status", "severity", "rule", "node", "tag", "protocol", "q", "sort")
+FILTER_KEYS: tuple[str, ...] = ("status", "severity", "rule", "node", "tag", "protocol", "q", "sell", "ofd", "sort")
 
 
 def filter_query(filters: RegisterFilters, **extra: Any) -> str:
@@ -38,31 +40,39 @@ class ProblemCounter:
     title: str
     filters: RegisterFilters
     count: int = 0
+    fix: str | None = None  # what to do, for the person who acts
 
     @property
     def href(self) -> str:
         return f"/registers?{filter_query(self.filters)}"
 
 
-# The dashboard's problems, in the order ops look at them. Titles are the interface's own words.
-COUNTERS: tuple[tuple[str, str, RegisterFilters], ...] = (
-    ("offline", "Агент не на связи", RegisterFilters(status="offline")),
-    ("unreachable", "Касса не отвечает", RegisterFilters(status="unreachable")),
-    ("ofd_backlog", "Не переданы в ОФД", RegisterFilters(rule="ofd_backlog")),
-    ("fn_validity", "Срок ФН истекает", RegisterFilters(rule="fn_validity")),
-    ("fn_memory", "Память ФН", RegisterFilters(rule="fn_memory")),
-    ("shift_too_long", "Смена 20+ ч или просрочена", RegisterFilters(rule="shift_too_long")),
-    ("ofd_contract", "ОФД не оплачен", RegisterFilters(rule="ofd_contract")),
-    ("paper_out", "Нет бумаги", RegisterFilters(rule="paper_out")),
-    ("clock_skew", "Часы расходятся", RegisterFilters(rule="clock_skew")),
+_EACH_ITS_OWN = "Откройте список: у каждой кассы написано, почему она не может продавать и что сделать."
+
+# The dashboard's problems, in the order ops look at them. Titles are the interface's own words;
+# the fix is the catalogue's (collector.alerts.fixes) for the counter's rule, without one register's numbers.
+COUNTERS: tuple[tuple[str, str, RegisterFilters, str | None], ...] = (
+    ("cannot_sell", "Сейчас не могут продавать", RegisterFilters(sell="cannot_sell"), _EACH_ITS_OWN),
+    ("unknown", "Нет данных", RegisterFilters(sell="unknown"), fix_text(NO_DATA)),
+    ("fn_not_fiscal", "Не зарегистрированы в ФНС", RegisterFilters(rule="fn_not_fiscal"), fix_text(RuleId.FN_NOT_FISCAL)),
+    ("ofd_not_activated", "ОФД не активирован", RegisterFilters(ofd="not_activated"), fix_text(RuleId.OFD_CONTRACT, {"activated": False})),
+    ("offline", "Агент не на связи", RegisterFilters(status="offline"), fix_text(RuleId.AGENT_OFFLINE)),
+    ("unreachable", "Касса не отвечает", RegisterFilters(status="unreachable"), fix_text(RuleId.REGISTER_UNREACHABLE)),
+    ("ofd_backlog", "Не переданы в ОФД", RegisterFilters(rule="ofd_backlog"), fix_text(RuleId.OFD_BACKLOG)),
+    ("fn_validity", "Срок ФН истекает", RegisterFilters(rule="fn_validity"), fix_text(RuleId.FN_VALIDITY)),
+    ("fn_memory", "Память ФН", RegisterFilters(rule="fn_memory"), fix_text(RuleId.FN_MEMORY)),
+    ("shift_too_long", "Смена 20+ ч или просрочена", RegisterFilters(rule="shift_too_long"), fix_text(RuleId.SHIFT_TOO_LONG)),
+    ("ofd_contract", "ОФД не оплачен", RegisterFilters(rule="ofd_contract"), fix_text(RuleId.OFD_CONTRACT)),
+    ("paper_out", "Нет бумаги", RegisterFilters(rule="paper_out"), fix_text(RuleId.PAPER_OUT)),
+    ("clock_skew", "Часы расходятся", RegisterFilters(rule="clock_skew"), fix_text(RuleId.CLOCK_SKEW)),
 )
 
 
 def problem_counters(conn: sa.Connection, scope: Scope) -> list[ProblemCounter]:
     counters = []
-    for key, title, filters in COUNTERS:
+    for key, title, filters, fix in COUNTERS:
         _, total = queries.list_register_page(conn, scope, filters, limit=1, offset=0)
-        counters.append(ProblemCounter(key, title, filters, total))
+        counters.append(ProblemCounter(key, title, filters, total, fix))
     return counters
 
 
@@ -97,7 +107,8 @@ def next_to_block(
     summaries, _ = register_summaries(
         conn, scope, RegisterFilters(sort="time_to_block"), at, limit=limit, offset=0
     )
-    return [summary for summary in summaries if summary.blocks_at is not None]
+    # Cannot sell now, unknown, then the stops ahead: the list's own order; "no threat" is left out.
+    return [summary for summary in summaries if summary.sell_status != "no_threat"]
 
 
 @dataclass

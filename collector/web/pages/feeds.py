@@ -43,6 +43,7 @@ def locate_registers(
             nodes.c.path,
             register_state.c.worst_severity,
             register_state.c.blocks_at,
+            register_state.c.sell_status,
             register_state.c.unsent_count,
             register_state.c.shift_status,
             register_state.c.link_up,

@@ -19,7 +19,8 @@ import aiohttp_jinja2
 import jinja2
 from aiohttp import web
 
-from collector.alerts import format_duration
+from collector.alerts import fix_text, format_duration
+from collector.alerts.verdict import OFD_CONSEQUENCE
 from collector.security import PRINCIPAL_KEY, Principal
 from collector.storage.errors import InvalidValue
 from collector.web.i18n import DEFAULT_LANGUAGE, labels
@@ -100,6 +101,22 @@ def block_marker(seconds: float | None) -> str:
     return "yellow" if seconds <= 30 * 86_400 else "none"
 
 
+def sell_marker(item: Any) -> str:
+    """The colour of a register's "can it sell" answer: red cannot sell now, grey unknown, yellow a
+    stop within 30 days, else none. ``item``: a ``RegisterSummary`` (or anything with its fields)."""
+    status = item.sell_status
+    if status == "cannot_sell":
+        return "red"
+    if status == "unknown":
+        return "grey"
+    return block_marker(item.time_to_block_seconds) if status == "will_stop" else "none"
+
+
+def alert_fix(alert: Any) -> str:
+    """What to do about an alert (``AlertRow``/``AlertOut``): the catalogue's text, its numbers filled in."""
+    return fix_text(alert.rule, alert.details) or ""
+
+
 def iso(value: datetime | None) -> str:
     if value is None:
         return ""
@@ -122,8 +139,11 @@ def setup_templates(app: web.Application) -> None:
         ru_date=ru_date,
         countdown=countdown_text,
         marker=block_marker,
+        sell_marker=sell_marker,
+        fix=alert_fix,
         iso=iso,
     )
+    env.globals["ofd_consequence"] = OFD_CONSEQUENCE
 
 
 def render(

@@ -35,7 +35,18 @@ RuleLabel = Literal[
     "agent_clock",
     "kep_validity",
 ]
-BlockCause = Literal["ofd_backlog", "fn_validity", "fn_memory", "ofd_contract"]
+# Why it cannot sell now / what stops it next (collector.alerts.verdict); no_data: unknown.
+BlockCause = Literal[
+    "ofd_backlog",
+    "fn_validity",
+    "fn_memory",
+    "ofd_contract",
+    "shift_too_long",
+    "fn_not_fiscal",
+    "fn_refusal",
+    "no_data",
+]
+SellStatusLabel = Literal["cannot_sell", "unknown", "will_stop", "no_threat"]
 
 
 class _Query(BaseModel):
@@ -56,8 +67,13 @@ class RegisterFilters(_Query):
     tag: str | None = Field(None, min_length=1, max_length=100)
     protocol: str | None = Field(None, min_length=1, max_length=30)
     q: str | None = Field(None, max_length=100, description="text search: register id, serial, RNM, ФН serial, store")
+    sell: Literal["cannot_sell", "unknown", "will_stop", "no_threat"] | None = Field(
+        None, description="can it sell now: cannot_sell, unknown (never reported or stale data), will_stop, no_threat"
+    )
+    ofd: Literal["not_activated"] | None = Field(None, description="not_activated: OFD contract never activated")
     sort: Literal["time_to_block", "serial", "severity"] = Field(
-        "time_to_block", description="time_to_block: soonest block first, registers with none last"
+        "time_to_block",
+        description="time_to_block: cannot sell now first, then unknown, then soonest stop; no threat last",
     )
 
 
@@ -151,6 +167,7 @@ class AlertBrief(_Out):
     severity: SeverityLabel
     since: AwareDatetime
     message: str
+    fix: str | None = Field(description="what to do, in Russian")
     acknowledged: bool
     silenced_until: AwareDatetime | None
 
@@ -171,8 +188,16 @@ class RegisterSummary(_Out):
     active_alerts: list[AlertBrief]
     worst_severity: SeverityLabel | None
     time_to_block_seconds: int | None = Field(description="until blocks_at, now; ≤ 0 once blocked; null when nothing threatens")
-    blocks_at: AwareDatetime | None
-    block_cause: BlockCause | None
+    blocks_at: AwareDatetime | None = Field(
+        description="will_stop: when it stops; cannot_sell: since when, if known; unknown: the stop the last data projected"
+    )
+    block_cause: BlockCause | None = Field(description="why it cannot sell now, or what stops it next")
+    sell_status: SellStatusLabel = Field(description="can it sell now (issue 16 §1)")
+    sell_text: str = Field(description="the answer in Russian: «Сейчас не может продавать: …», «через 9 дн. 3 ч: истекает ФН», «Не грозит»")
+    sell_reasons: list[str] = Field(description="every reason it cannot sell now, the shown one first")
+    fix: str | None = Field(description="what to do, in Russian, for the person who acts; null when nothing threatens")
+    ofd_note: str | None = Field(description="the OFD contract in words (its own kind: it stops the transfer, not the register)")
+    ofd_problem: bool = Field(description="the OFD contract was never activated or its paid period is over")
     last_seen: AwareDatetime
     state_received_at: AwareDatetime | None
 
@@ -206,6 +231,7 @@ class AlertOut(_Out):
     cleared_at: AwareDatetime | None
     silenced_until: AwareDatetime | None
     message: str
+    fix: str | None = Field(description="what to do, in Russian, with the alert's numbers filled in")
     details: dict[str, Any]
 
 
@@ -322,7 +348,8 @@ class NodeRollupOut(_Out):
     name: str
     registers: int = Field(description="registers in the node and all its descendants")
     by_severity: dict[SeverityLabel, int] = Field(description="registers by their worst active severity")
-    earliest_blocks_at: AwareDatetime | None
+    earliest_blocks_at: AwareDatetime | None = Field(description="the earliest stop ahead among registers that can still sell")
+    cannot_sell: int = Field(description="registers in the subtree that cannot sell now")
 
 
 class NodeRollupList(Paged, _Out):

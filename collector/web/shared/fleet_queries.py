@@ -21,8 +21,10 @@ from collector.storage.alert_store import alert_from_row
 from collector.storage.reads import (
     REGISTER_COLUMNS,
     REGISTER_FROM,
+    ofd_not_activated,
     register_filters,
     register_order,
+    sell_status_is,
     severity_rank,
     visible_register_ids,
 )
@@ -63,6 +65,10 @@ def _register_conditions(scope: Scope, filters: RegisterFilters) -> list[ColumnE
         conditions.append(_connectivity(filters.status))
     if filters.protocol is not None:
         conditions.append(registers.c.protocol == filters.protocol)
+    if filters.sell is not None:
+        conditions.append(sell_status_is(filters.sell))
+    if filters.ofd is not None:
+        conditions.append(ofd_not_activated())
     return conditions
 
 

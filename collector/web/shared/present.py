@@ -1,10 +1,10 @@
 """Storage rows → API response models (the monitoring pages render the same models).
 
 ``time_to_block_seconds`` is recomputed from the stored ``blocks_at`` at answer time: the stored
-seconds are the value at the last evaluation and go stale, the instant does not. The storage
-keeps no block *cause*, so it is re-derived here with the pure ``block_candidates`` on the stored
-state and contract: the candidate whose instant is nearest the stored ``blocks_at`` is the cause
-(default thresholds; only the legal 30-day backlog limit enters the instants).
+seconds are the value at the last evaluation and go stale, the instant does not. "Can it sell now"
+is the verdict the alert engine stored (``collector.alerts.Verdict``), put into words here at
+answer time; a register the engine has not evaluated yet gets one computed from its stored state
+with the default thresholds.
 """
 
 from __future__ import annotations
@@ -12,12 +12,23 @@ from __future__ import annotations
 import base64
 import logging
 from collections.abc import Mapping
+from dataclasses import fields
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from collector.alerts import OfdContract, RuleInput, Thresholds, block_candidates
+from collector.alerts import (
+    OfdContract,
+    RuleInput,
+    Thresholds,
+    Verdict,
+    evaluate_all,
+    fix_text,
+    ofd_text,
+    sell_text,
+    sell_verdict,
+)
 from collector.storage.rows import (
     AlertChangeRow,
     AlertRow,
@@ -66,24 +77,38 @@ def parse_state(register_id: str, document: Mapping[str, Any] | None) -> Registe
         return None
 
 
-def block_cause(
+def register_verdict(
     row: RegisterRow, state: RegisterState | None, contract: ContractRow | None, now: datetime
-) -> str | None:
-    if row.blocks_at is None:
-        return None
+) -> Verdict:
+    """The stored verdict; for a register not evaluated yet, one from its stored state."""
+    if row.verdict is not None:
+        try:
+            return Verdict.model_validate(row.verdict)
+        except ValidationError as exc:
+            log.warning("stored verdict of %s does not validate: %s", row.register_id, exc)
     inp = RuleInput(
         register_id=row.register_id,
         now=now,
         state=state,
         state_received_at=row.state_received_at,
+        agent_online=row.agent_online,
+        link_up=row.link_up,
         contract=None if contract is None else OfdContract(activated=contract.activated, paid_until=contract.paid_until),
     )
-    candidates = block_candidates(inp, _DEFAULT_THRESHOLDS)
-    if not candidates:
-        return None
-    blocks_at = row.blocks_at
-    nearest = min(candidates, key=lambda item: abs((item.blocks_at - blocks_at).total_seconds()))
-    return nearest.cause.value
+    return sell_verdict(inp, _DEFAULT_THRESHOLDS, evaluate_all(inp, _DEFAULT_THRESHOLDS))
+
+
+def verdict_fields(verdict: Verdict, now: datetime) -> dict[str, Any]:
+    """The verdict in words: status, the one-line answer, its reasons, the fix and the OFD note."""
+    return {
+        "block_cause": verdict.cause,
+        "sell_status": verdict.status.value,
+        "sell_text": sell_text(verdict, now),
+        "sell_reasons": list(verdict.reasons),
+        "fix": fix_text(verdict.cause, verdict.details),
+        "ofd_note": ofd_text(verdict.ofd, now),
+        "ofd_problem": verdict.ofd_problem,
+    }
 
 
 def alert_brief(alert: AlertRow) -> AlertBrief:
@@ -93,6 +118,7 @@ def alert_brief(alert: AlertRow) -> AlertBrief:
         severity=alert.severity,
         since=alert.started_at,
         message=alert.message,
+        fix=fix_text(alert.rule, alert.details),
         acknowledged=alert.acknowledged,
         silenced_until=alert.silenced_until,
     )
@@ -112,8 +138,10 @@ def _node_ref(row: RegisterRow, names: Mapping[int, str]) -> NodeRef | None:
 
 
 def _summary_fields(row: RegisterRow, state: RegisterState | None, context: PageContext, now: datetime) -> dict[str, Any]:
-    seconds = None if row.blocks_at is None else int((row.blocks_at - now).total_seconds())
     alerts = context.active_alerts.get(row.register_id, [])
+    verdict = register_verdict(row, state, context.contracts.get(row.register_id), now)
+    blocks_at = row.blocks_at if row.verdict is not None else verdict.at
+    seconds = None if blocks_at is None else int((blocks_at - now).total_seconds())
     return {
         "register_id": row.register_id,
         "serial": row.serial,
@@ -140,8 +168,8 @@ def _summary_fields(row: RegisterRow, state: RegisterState | None, context: Page
         "active_alerts": [alert_brief(alert) for alert in alerts],
         "worst_severity": row.worst_severity,
         "time_to_block_seconds": seconds,
-        "blocks_at": row.blocks_at,
-        "block_cause": block_cause(row, state, context.contracts.get(row.register_id), now),
+        "blocks_at": blocks_at,
+        **verdict_fields(verdict, now),
         "last_seen": row.last_seen,
         "state_received_at": row.state_received_at,
     }
@@ -180,7 +208,8 @@ def contract_out(contract: ContractRow) -> ContractOut:
 
 def alert_out(alert: AlertRow) -> AlertOut:
     _alert_id(alert)
-    return AlertOut.model_validate(alert, from_attributes=True)
+    row = {field.name: getattr(alert, field.name) for field in fields(alert)}
+    return AlertOut.model_validate({**row, "fix": fix_text(alert.rule, alert.details)})
 
 
 def alert_detail(alert: AlertRow, history: list[AlertChangeRow], comments: list[CommentRow]) -> AlertDetail:
@@ -225,6 +254,7 @@ def rollup_out(rollup: NodeRollup) -> NodeRollupOut:
         registers=rollup.registers,
         by_severity=dict(rollup.by_severity),
         earliest_blocks_at=rollup.earliest_blocks_at,
+        cannot_sell=rollup.cannot_sell,
     )
 
 

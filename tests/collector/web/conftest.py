@@ -22,7 +22,8 @@ import sqlalchemy as sa
 from aiohttp.test_utils import TestClient, TestServer
 from multidict import CIMultiDictProxy
 
-from collector.alerts import OfdContract, RuleInput, Thresholds, TimeToBlock, time_to_block
+from collector.alerts import OfdContract, RuleInput, Severity, Thresholds, Verdict, evaluate_all, sell_verdict
+from collector.ingest.engine import register_evaluation
 from collector.storage import Scope, create_engine_from_url, metadata, migrate
 from collector.storage import repository as repo
 from collector.storage.rows import (
@@ -31,7 +32,6 @@ from collector.storage.rows import (
     EventRow,
     HistoryRow,
     LatestState,
-    RegisterEvaluation,
     RegisterIdentity,
 )
 from collector.web import Authenticator, Principal, StaticTokenAuth, WebSettings, create_app
@@ -103,7 +103,7 @@ class Fleet:
     registers: dict[str, str] = field(default_factory=dict)
     alerts: dict[str, int] = field(default_factory=dict)
     dead_letters: list[int] = field(default_factory=list)
-    blocks: dict[str, TimeToBlock | None] = field(default_factory=dict)
+    blocks: dict[str, Verdict] = field(default_factory=dict)  # can it sell, when will it stop
 
 
 def make_state(
@@ -169,18 +169,15 @@ def _add_register(
         repo.upsert_contract(
             conn, ContractRow(register_id, contract.activated, contract.paid_until, contract.tariff, T0)
         )
-    # Evaluate time to block with the real rules, as the ingest engine does.
-    block = time_to_block(
-        RuleInput(
-            register_id=register_id,
-            now=T0,
-            state=state,
-            state_received_at=T0,
-            contract=None if contract is None else OfdContract(contract.activated, contract.paid_until),
-        ),
-        Thresholds(),
+    # Evaluate the verdict with the real rules, as the ingest engine does.
+    inp = RuleInput(
+        register_id=register_id,
+        now=T0,
+        state=state,
+        state_received_at=T0,
+        contract=None if contract is None else OfdContract(contract.activated, contract.paid_until),
     )
-    fleet.blocks[key] = block
+    fleet.blocks[key] = sell_verdict(inp, Thresholds(), evaluate_all(inp, Thresholds()))
     latest = LatestState.from_register_state(
         register_id, state, agent_id=agent_id, session=1, seq=10, agent_ts=T0, received_at=T0, link_up=link_up
     )
@@ -222,13 +219,7 @@ def _store_worst_severity(conn: sa.Connection, fleet: Fleet) -> None:
     for key, register_id in fleet.registers.items():
         active = repo.load_alerts(conn, register_ids=[register_id], status="active")
         worst = max((a.severity for a in active), key=ranks.index, default=None)
-        block = fleet.blocks[key]
-        evaluation = RegisterEvaluation(
-            worst,
-            None if block is None else int(block.seconds),
-            None if block is None else block.blocks_at,
-            T0,
-        )
+        evaluation = register_evaluation(fleet.blocks[key], None if worst is None else Severity.parse(worst), T0)
         assert repo.set_register_evaluation(conn, register_id, evaluation)
 
 

@@ -59,7 +59,7 @@ def test_acknowledge_writes_who_and_when_once(api, fleet, t0) -> None:
     assert [(h["action"], h["actor"]) for h in alert["history"]] == [("acknowledged", "admin")]
     again = api.post(f"/api/v1/alerts/{alert_id}/ack").json
     assert len(again["history"]) == 1  # acknowledging twice changes nothing
-    listed = api.get("/api/v1/registers").json["items"][0]
+    listed = next(i for i in api.get("/api/v1/registers").json["items"] if i["register_id"] == fleet.registers["tverskaya"])
     assert listed["active_alerts"][0]["acknowledged"] is True
     assert _rules(api.get("/api/v1/alerts", params={"acknowledged": "true"})) == ["ofd_backlog"]
 

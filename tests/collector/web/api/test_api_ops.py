@@ -40,7 +40,7 @@ def test_a_subtree_grant_sees_its_node_as_the_root(make_api_as, fleet) -> None:
 
 def test_rollups_count_every_descendant_and_keep_the_earliest_block(api, fleet) -> None:
     rollups = {item["id"]: item for item in api.get("/api/v1/nodes/rollups").json["items"]}
-    tverskaya_blocks = fleet.blocks["tverskaya"].blocks_at
+    tverskaya_blocks = fleet.blocks["tverskaya"].at
     for key in ("legal", "brand"):
         node = rollups[fleet.nodes[key]]
         assert node["registers"] == 3
@@ -48,10 +48,14 @@ def test_rollups_count_every_descendant_and_keep_the_earliest_block(api, fleet) 
         assert datetime.fromisoformat(node["earliest_blocks_at"]) == tverskaya_blocks
     spb = rollups[fleet.nodes["spb"]]
     assert spb["registers"] == 1 and spb["by_severity"]["major"] == 1
-    assert datetime.fromisoformat(spb["earliest_blocks_at"]) == fleet.blocks["nevsky"].blocks_at
+    assert datetime.fromisoformat(spb["earliest_blocks_at"]) == fleet.blocks["nevsky"].at
     arbat = rollups[fleet.nodes["arbat"]]
     assert arbat["earliest_blocks_at"] is None
     assert rollups[fleet.nodes["b_legal"]]["by_severity"]["blocked"] == 1
+    # b_store cannot sell now (shift over 24 h): counted as such, and its past is no "stop ahead".
+    assert rollups[fleet.nodes["b_legal"]]["cannot_sell"] == 1
+    assert rollups[fleet.nodes["b_legal"]]["earliest_blocks_at"] is None
+    assert rollups[fleet.nodes["legal"]]["cannot_sell"] == 0
 
 
 def test_dead_letters_newest_first_paged_with_raw_bytes(api, fleet, t0) -> None:

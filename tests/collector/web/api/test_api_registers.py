@@ -19,11 +19,26 @@ def _ids(reply: Any, fleet: Any) -> list[str]:
     return [by_id[item["register_id"]] for item in reply.json["items"]]
 
 
-def test_default_list_is_sorted_by_time_to_block_with_nothing_threatening_last(api, fleet) -> None:
+def test_default_list_puts_cannot_sell_first_then_time_left_then_nothing_threatening(api, fleet) -> None:
     reply = api.get("/api/v1/registers")
     assert reply.status == 200
     assert reply.json["total"] == 4
-    assert _ids(reply, fleet) == ["tverskaya", "nevsky", "b_store", "arbat"]
+    assert _ids(reply, fleet) == ["b_store", "tverskaya", "nevsky", "arbat"]
+    assert [item["sell_status"] for item in reply.json["items"]] == ["cannot_sell", "will_stop", "will_stop", "no_threat"]
+
+
+def test_each_register_says_whether_it_can_sell_and_what_to_do(api, fleet) -> None:
+    items = {item["register_id"]: item for item in api.get("/api/v1/registers").json["items"]}
+    b_store = items[fleet.registers["b_store"]]
+    assert b_store["sell_text"] == "Сейчас не может продавать: смена открыта 26 ч"
+    assert b_store["block_cause"] == "shift_too_long" and b_store["sell_reasons"] == ["shift_too_long"]
+    assert b_store["fix"].startswith("Закройте смену (Z-отчёт)")
+    tverskaya = items[fleet.registers["tverskaya"]]
+    assert tverskaya["sell_text"] == "через 10 дн.: 30 дней без передачи документов в ОФД"
+    assert "Проверьте интернет в магазине" in tverskaya["fix"]
+    assert items[fleet.registers["arbat"]]["sell_text"] == "Не грозит" and items[fleet.registers["arbat"]]["fix"] is None
+    only_blocked = api.get("/api/v1/registers?sell=cannot_sell").json
+    assert [item["register_id"] for item in only_blocked["items"]] == [fleet.registers["b_store"]]
 
 
 def test_time_to_block_seconds_cause_and_null_when_nothing_threatens(api, fleet, t0) -> None:
@@ -70,11 +85,11 @@ def test_items_carry_identity_node_path_state_parts_and_active_alerts(api, fleet
 @pytest.mark.parametrize(
     ("params", "expected"),
     [
-        ({"status": "online"}, ["tverskaya", "b_store"]),
+        ({"status": "online"}, ["b_store", "tverskaya"]),  # cannot sell now first
         ({"status": "offline"}, ["arbat"]),
         ({"status": "unreachable"}, ["nevsky"]),
-        ({"severity": "critical"}, ["tverskaya", "b_store"]),
-        ({"severity": "major"}, ["tverskaya", "nevsky", "b_store", "arbat"]),
+        ({"severity": "critical"}, ["b_store", "tverskaya"]),
+        ({"severity": "major"}, ["b_store", "tverskaya", "nevsky", "arbat"]),
         ({"severity": "blocked"}, ["b_store"]),
         ({"rule": "fn_validity"}, ["nevsky"]),
         ({"rule": "paper_out"}, []),  # only a cleared one exists
@@ -82,7 +97,7 @@ def test_items_carry_identity_node_path_state_parts_and_active_alerts(api, fleet
         ({"protocol": "atol"}, ["b_store", "arbat"]),
         ({"q": "0003"}, ["nevsky"]),
         ({"q": "тверская"}, ["tverskaya"]),  # store name, any case, Cyrillic
-        ({"q": "99960440"}, ["tverskaya", "nevsky", "b_store", "arbat"]),  # ФН serial prefix
+        ({"q": "99960440"}, ["b_store", "tverskaya", "nevsky", "arbat"]),  # ФН serial prefix
         ({"protocol": "shtrih", "status": "online"}, ["tverskaya"]),
     ],
 )
@@ -105,7 +120,7 @@ def test_node_filter_takes_the_whole_subtree(api, fleet) -> None:
     [
         ("serial", ["tverskaya", "arbat", "nevsky", "b_store"]),
         ("severity", ["b_store", "tverskaya", "nevsky", "arbat"]),  # equal majors: sooner block first
-        ("time_to_block", ["tverskaya", "nevsky", "b_store", "arbat"]),
+        ("time_to_block", ["b_store", "tverskaya", "nevsky", "arbat"]),
     ],
 )
 def test_sorts(api, fleet, sort, expected) -> None:

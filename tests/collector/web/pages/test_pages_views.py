@@ -78,6 +78,8 @@ def test_every_page_renders_with_its_key_texts(engine: sa.Engine, fleet: Any) ->
         assert 'lang="ru"' in dashboard and '<main id="main"' in dashboard
         tree = await fetch(client, "/tree")
         assert "<details open>" in tree and "Санкт-Петербург" in tree and "Баумана 3" in tree
+        assert 'data-cannot-sell="1"' in tree and "не могут продавать: 1" in tree  # Тверская: shift over 24 h
+        assert "блокировка заблокирована" not in tree and 'class="node-block">ближайшая остановка <time' in tree
         registers = await fetch(client, "/registers")
         assert "Тверская 1" in registers and "Найдено касс: <strong data-total>6</strong>" in registers
         register = await fetch(client, f"/registers/{tverskaya}")
@@ -98,8 +100,8 @@ def test_every_page_renders_with_its_key_texts(engine: sa.Engine, fleet: Any) ->
 def test_dashboard_counters_match_the_api_totals(engine: sa.Engine, fleet: Any) -> None:
     async def session(client: TestClient) -> None:
         counters = counter_values(await fetch(client, "/"))
-        assert set(counters) == {key for key, _, _ in data.COUNTERS}
-        for key, _, filters in data.COUNTERS:
+        assert set(counters) == {key for key, *_ in data.COUNTERS}
+        for key, _, filters, _ in data.COUNTERS:
             response = await client.get(f"/api/v1/registers?{data.filter_query(filters)}")
             assert response.status == 200
             assert counters[key] == (await response.json())["total"], key
@@ -120,16 +122,23 @@ def test_counter_link_lands_on_the_filtered_list(engine: sa.Engine, fleet: Any) 
     run(engine, session)
 
 
-def test_ranking_sorts_by_time_to_block_and_marks_blocked_red(engine: sa.Engine, fleet: Any) -> None:
+def test_ranking_puts_cannot_sell_first_marked_red_then_time_left(engine: sa.Engine, fleet: Any) -> None:
     async def session(client: TestClient) -> None:
         dashboard = await fetch(client, "/")
         ranking = dashboard[dashboard.index('id="ranking"') :]
-        order = [fleet.registers[key] for key in ("nevsky-2", "tverskaya-1", "nevsky-1")]
+        # tverskaya-2: shift over 24 h; then 10 days to the 30-day rule, 10 d 12 h to the ФН's end,
+        # and nevsky-2 whose unpaid OFD is 30 days from blocking (it still sells).
+        order = [fleet.registers[key] for key in ("tverskaya-2", "tverskaya-1", "nevsky-1", "nevsky-2")]
         positions = [ranking.index(f'data-register-id="{register_id}"') for register_id in order]
         assert positions == sorted(positions)
         blocked_row = ranking[positions[0] : positions[1]]
-        assert 'data-marker="red"' in blocked_row and "заблокирована" in blocked_row
+        assert 'data-marker="red"' in blocked_row and "Сейчас не может продавать" in blocked_row
+        assert "через" not in blocked_row.split("Что делать")[0]  # never both "cannot sell" and "in N days"
         assert 'data-marker="yellow"' in ranking[positions[1] : positions[2]]  # 10 days left
+        unpaid = ranking[positions[3] :].split("</tr>")[0]
+        assert "через 30 дн.: 30 дней без передачи в ОФД после окончания оплаты ОФД" in unpaid
+        assert "Оплата ОФД закончилась 1 день назад" in unpaid and "Что делать: Оплатите услуги ОФД" in unpaid
+        assert all("Что делать:" in row for row in ranking.split("</tbody>")[0].split("<tr ")[2:])
 
     run(engine, session)
 
