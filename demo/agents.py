@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 
 POLL_INTERVAL = 5.0  # seconds (real) between polls of one register
 HEARTBEAT = 10.0  # seconds (real) between publishes of an unchanged state
+STORE_OPENS, STORE_CLOSES = dt_time(8), dt_time(22)  # the demo stores' day, on each register's clock
 PARALLEL = 8  # agents started/stopped at once: connects and farewells overlap
 STOP_TIMEOUT = 3.0
 Progress = Callable[[int, int], None]
@@ -49,7 +51,10 @@ def demo_scenario(register: DemoRegister) -> Scenario:
     """The profile's scenario with this register's identity and the profile's tweaks applied."""
     base = load_scenario(register.profile.scenario)
     timeline = tuple(a for a in base.timeline if a.action not in register.profile.drop_actions)
-    life = base.life if register.profile.cashier_day else dataclasses.replace(base.life, opens=None, closes=None)
+    # Stores trade on a daily timetable in the demo; the shipped scenarios stay free of one, so what
+    # a developer or a test reads from them does not depend on the time of day it runs.
+    opens, closes = (STORE_OPENS, STORE_CLOSES) if register.profile.cashier_day else (None, None)
+    life = dataclasses.replace(base.life, opens=opens, closes=closes)
     return dataclasses.replace(base, state={**base.state, **register.scenario_state()}, timeline=timeline, life=life)
 
 

@@ -35,7 +35,8 @@ class Profile:
     publishes its last will) and never comes back. ``contract``: days until the OFD contract's
     paid-until (negative: already expired), None for a register with no contract on file,
     ``activated=False`` for a service never activated. ``cashier_day``: the store opens and closes
-    the shift on its scenario's daily timetable; off for a register planted with a long shift.
+    the shift on the demo's daily timetable; off where the planted fault is about the shift or keeps
+    the register from closing one (a long shift, a full or unfiscalised ФН).
     """
 
     name: str
@@ -51,14 +52,14 @@ class Profile:
 
 HEALTHY = Profile("healthy", "healthy")
 PROBLEMS: tuple[Profile, ...] = (
-    Profile("long-shift", "long-shift", expect=("shift_too_long",)),
+    Profile("long-shift", "long-shift", expect=("shift_too_long",), cashier_day=False),
     Profile("ofd-backlog-20d", "ofd-backlog", expect=("ofd_backlog",)),
     Profile("fn-expiring-10d", "fn-expiring", expect=("fn_validity",)),
     Profile("ofd-unpaid", "healthy", expect=("ofd_contract",), contract_days=-12),
     Profile("agent-offline", "healthy", expect=("agent_offline",), agent_offline=True),
     Profile("paper-out", "paper-out", expect=("paper_out",), drop_actions=("paper_in",)),
-    Profile("fn-memory-full", "fn-memory-full", expect=("fn_memory",)),
-    Profile("not-fiscal", "not-fiscal", expect=("fn_not_fiscal",), contract_days=None),
+    Profile("fn-memory-full", "fn-memory-full", expect=("fn_memory",), cashier_day=False),
+    Profile("not-fiscal", "not-fiscal", expect=("fn_not_fiscal",), contract_days=None, cashier_day=False),
     Profile("fn-expiring-2d", "fn-expiring", expect=("fn_validity",), state={"fn_valid_for": "2d"}),
     Profile("ofd-paid-5d", "healthy", expect=("ofd_contract",), contract_days=5),
     Profile("ofd-never-activated", "healthy", expect=("ofd_contract",), contract_activated=False),

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+import dataclasses
+from datetime import datetime, time, timedelta
 from pathlib import Path
 
 import pytest
@@ -244,9 +245,12 @@ def test_shift_number_names_the_open_shift_or_the_last_closed_one() -> None:
 
 
 def test_the_store_opens_and_closes_the_shift_daily_on_the_register_clock() -> None:
-    """healthy: trading 08:00-22:00; in a sim week no shift outlives a day's trading (the first one was
-    opened at 07:00, before the start), and no shift is open at night."""
-    clock, runner = build("healthy")
+    """healthy on the demo's timetable (trading 08:00-22:00): in a sim week no shift outlives a day's
+    trading (the first one was opened at 07:00, before the start), and no shift is open at night."""
+    healthy = load_scenario("healthy")
+    scenario = dataclasses.replace(healthy, life=dataclasses.replace(healthy.life, opens=time(8), closes=time(22)))
+    clock = ManualClock(START)
+    runner = ScenarioRunner(scenario, scenario.build(clock))
     model = runner.model
     longest = timedelta(0)
     closed_at_night = []
