@@ -1,5 +1,10 @@
 """The agent runtime: device workers → sequencer → outbox → MQTT, plus replay and commands.
 
+This module assembles the parts and sequences what they emit; the parts live beside it:
+``device`` (the device worker), ``replay`` (backlog → ``hist``), ``commands`` (``cmd``
+handling), ``gap_reports`` (outbox drops → ``outbox_gap`` events), ``host`` (what they need
+from the runtime).
+
 Threads: one worker per device (poll, change detection, heartbeat, events), the MQTT
 supervisor (``agent.publisher``), one replay thread (backlog → ``hist``), one command thread
 (``cmd`` messages are queued off paho's network thread so a command may publish), and a
@@ -17,24 +22,24 @@ import contextlib
 import ctypes
 import gc
 import logging
-import queue
-import re
 import socket
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
-from agent.config import AgentConfig, DeviceConfig
-from agent.events import derive_events
-from agent.health import DeviceHealth, HealthReport, ThreadFailure, ThreadHealth, write_health
+from agent.config import AgentConfig
+from agent.health import HealthReport, ThreadFailure, ThreadHealth, write_health
 from agent.identity import AckFilter
-from agent.outbox import GapInfo, Outbox, OutboxError, OutboxRecord
-from agent.plausibility import PlausibilityGate
+from agent.outbox import GapInfo, Outbox, OutboxError
 from agent.publisher import MqttPublisher, Will
 from agent.refusal import CollectorRefusal
+from agent.runtime.commands import CommandHandler
+from agent.runtime.device import DeviceOpener, DeviceWorker, open_driver
+from agent.runtime.gap_reports import GapReporter
+from agent.runtime.host import StateReason
+from agent.runtime.replay import BacklogReplay
 from agent.supervision import SupervisedThread
 from protocol.kkt.state import RegisterState
 from protocol.mqtt.errors import ContractError
@@ -42,9 +47,6 @@ from protocol.mqtt.models import (
     SCHEMA_VERSION,
     AckPayload,
     BirthPayload,
-    CollectorStatusPayload,
-    CommandPayload,
-    DeviceInfo,
     EventKind,
     EventPayload,
     RefusalPayload,
@@ -52,7 +54,6 @@ from protocol.mqtt.models import (
     StatusPayload,
     decode,
     encode,
-    pack_hist_batches,
 )
 from protocol.mqtt.topics import (
     COLLECTOR_STATUS_TOPIC,
@@ -61,8 +62,6 @@ from protocol.mqtt.topics import (
     birth_topic,
     cmd_topic,
     event_topic,
-    hist_topic,
-    is_valid_id,
     state_topic,
     status_topic,
 )
@@ -75,30 +74,6 @@ AGENT_VERSION = "0.1.0"
 STATUS_SEQ = 0
 FIRST_SEQ = 0
 STARTUP_CONNECT_WAIT = 3.0
-HOUSEKEEPING_INTERVAL = 1.0  # seconds between checks for outbox drops to report
-# The replay also re-checks on a timer, not only after a connect: a live publish whose PUBACK
-# never came (connection dropped after the send) becomes backlog once the outbox's grace ends.
-REPLAY_RECHECK_INTERVAL = 2.0
-StateReason = Literal["change", "heartbeat", "rebirth", "poll-now"]
-# Fields that change on every poll without meaning anything changed.
-_NOISE_FIELDS = {"read_at": True, "register_clock": True}
-
-
-class DevicePoller(Protocol):
-    def poll(self) -> RegisterState: ...
-
-    def close(self) -> None: ...
-
-
-DeviceOpener = Callable[[DeviceConfig], DevicePoller]
-
-
-def open_driver(device: DeviceConfig) -> DevicePoller:
-    """The production opener: a reconnecting driver connection from the drivers registry."""
-    from agent.drivers.registry import DeviceConnection
-
-    connection: DevicePoller = DeviceConnection(device.protocol, device.url, baudrate=device.baudrate)
-    return connection
 
 
 def release_freed_memory() -> None:
@@ -114,183 +89,6 @@ def release_freed_memory() -> None:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def topic_safe_id(derived: str) -> str:
-    """A derived register id (vendor + serial as the register reports it) made fit for a topic."""
-    cleaned = re.sub(r"[^A-Za-z0-9_.-]", "_", derived).lstrip("_.-")[:64]
-    return cleaned if is_valid_id(cleaned) else "register-unknown"
-
-
-def meaningful(state: RegisterState) -> dict[str, Any]:
-    """The snapshot minus per-poll noise, for change detection."""
-    return state.model_dump(exclude=_NOISE_FIELDS)
-
-
-class DeviceWorker:
-    """Polls one register on its own thread; never lets an exception end the loop."""
-
-    def __init__(self, runtime: AgentRuntime, index: int, config: DeviceConfig, opener: DeviceOpener) -> None:
-        self.runtime = runtime
-        self.config = config
-        self._opener = opener
-        self._poller: DevicePoller | None = None
-        self._wake = threading.Event()
-        self._poll_now = False
-        self._lock = threading.Lock()
-        self.state: RegisterState | None = None
-        self.link_up = False
-        self.ever_up = False
-        self.error: str | None = None
-        self.down_since: datetime | None = None
-        self.last_poll: datetime | None = None
-        self.last_ok: datetime | None = None
-        self._last_state_publish = 0.0
-        self._fallback_id = f"device-{index + 1}"
-        self.gate = PlausibilityGate(lambda: self.register_id)
-        self.thread = runtime.supervised(f"device-{index + 1}", self._run)
-
-    @property
-    def register_id(self) -> str:
-        if self.config.register_id:
-            return self.config.register_id
-        return topic_safe_id(self.state.register_id) if self.state is not None else self._fallback_id
-
-    def info(self) -> DeviceInfo:
-        with self._lock:
-            return DeviceInfo(
-                register_id=self.register_id,
-                protocol=self.config.protocol,
-                url=self.config.url,
-                link_up=self.link_up,
-                error=self.error,
-                state=self.state,
-            )
-
-    def health(self) -> DeviceHealth:
-        return DeviceHealth(
-            register_id=self.register_id,
-            protocol=self.config.protocol,
-            url=self.config.url,
-            link_up=self.link_up,
-            last_poll=self.last_poll,
-            last_ok=self.last_ok,
-            error=self.error,
-        )
-
-    def request_poll(self) -> None:
-        self._poll_now = True
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._wake.set()
-
-    def _run(self) -> None:
-        stopping = self.runtime.stopping
-        while not stopping.is_set():
-            started = time.monotonic()
-            try:
-                self.poll_once()
-            except Exception:
-                log.exception("device worker %s: unexpected error", self.register_id)
-            self.runtime.write_health()
-            left = self.config.poll_interval - (time.monotonic() - started)
-            if left > 0 and not self._poll_now:
-                self._wake.wait(left)
-            self._wake.clear()
-        if self._poller is not None:
-            self._close_poller()
-
-    def _close_poller(self) -> None:
-        try:
-            if self._poller is not None:
-                self._poller.close()
-        except Exception as exc:
-            log.debug("closing %s: %s", self.config.url, exc)
-        self._poller = None
-
-    def poll_once(self) -> None:
-        forced = self._poll_now
-        self._poll_now = False
-        now = self.runtime.now()
-        self.last_poll = now
-        try:
-            if self._poller is None:
-                self._poller = self._opener(self.config)
-            poller = self._poller
-            raw = poller.poll()
-        except Exception as exc:  # driver, link and decode errors alike: the register is unreachable
-            self._on_failure(now, exc)
-            return
-        state = self.gate.review(raw, reread=poller.poll)  # a checksum is no proof: values that matter are checked
-        self._on_success(now, state.model_copy(update={"read_at": now}), forced)
-
-    def _on_failure(self, now: datetime, exc: Exception) -> None:
-        message = f"{type(exc).__name__}: {exc}"
-        was_up = self.link_up
-        with self._lock:
-            previous_error, self.error = self.error, message
-            self.link_up = False
-            if was_up:
-                self.down_since = now
-        if was_up:
-            log.warning("link to %s lost: %s", self.register_id, message, extra={"register": self.register_id})
-            self.runtime.emit_event(
-                self.register_id,
-                EventKind.LINK_LOST,
-                f"Связь с ККТ потеряна: {message}",
-                {"error": message, "url": self.config.url},
-                device_ts=None,
-            )
-        elif message != previous_error:  # never reached yet, or failing differently: tell the installer
-            log.warning("cannot poll %s: %s", self.config.url, message, extra={"register": self.register_id})
-            if not self.ever_up and previous_error is None:
-                # The birth went out before this first poll, with error null: re-announce with the reason
-                # (e.g. a wrong protocol), which no link_lost event carries for a register never reached.
-                self.runtime.publish_birth()
-        else:
-            log.debug("poll of %s failed again: %s", self.config.url, message)
-
-    def _on_success(self, now: datetime, state: RegisterState, forced: bool) -> None:
-        prev = self.state
-        was_down = self.ever_up and not self.link_up
-        with self._lock:
-            self.state = state
-            self.link_up = True
-            self.ever_up = True
-            self.error = None
-            self.last_ok = now
-            down_since, self.down_since = self.down_since, None
-        register = self.register_id
-        if prev is None and self.config.register_id is None:
-            # The birth went out before this register was first read, under a placeholder id:
-            # re-announce so the collector's view names the register its states arrive under.
-            self.runtime.publish_birth()
-        if was_down:
-            down_for = (now - down_since).total_seconds() if down_since else None
-            log.info("link to %s regained", register, extra={"register": register})
-            self.runtime.emit_event(
-                register,
-                EventKind.LINK_REGAINED,
-                "Связь с ККТ восстановлена",
-                {"url": self.config.url, "down_seconds": down_for},
-                device_ts=state.register_clock,
-            )
-        if prev is not None:
-            for event in derive_events(prev, state):
-                self.runtime.emit_event(
-                    register, event.kind, event.message, event.data, device_ts=state.register_clock
-                )
-        reason: StateReason | None = None
-        if prev is None or meaningful(prev) != meaningful(state):
-            reason = "change"
-        elif forced:
-            reason = "poll-now"
-        elif time.monotonic() - self._last_state_publish >= self.runtime.config.heartbeat:
-            reason = "heartbeat"
-        if reason is not None:
-            self._last_state_publish = time.monotonic()
-            self.runtime.emit_state(register, state, reason)
 
 
 class AgentRuntime:
@@ -323,13 +121,11 @@ class AgentRuntime:
         self._session = self.outbox.next_session()  # records made before the first connect
         self._next_seq = FIRST_SEQ
         self._live_session: int | None = None
-        self._collector_online: bool | None = None  # None: never seen its retained status
-        self._replay_wake = threading.Event()
-        self._commands: queue.Queue[bytes] = queue.Queue()
+        self._commands = CommandHandler(self)
+        self._gap_reports = GapReporter(self, self.outbox)
         self._health_lock = threading.Lock()
         self._threads: list[SupervisedThread] = []
         self.failure: ThreadFailure | None = None  # the thread that could not recover, and why
-        self.replayed = 0
         self.publisher = MqttPublisher(
             config.broker,
             self.agent_id,
@@ -342,6 +138,14 @@ class AgentRuntime:
             on_fatal=self.fail,
             supervision=config.supervision,
         )
+        self._replay = BacklogReplay(
+            config, self.outbox, self.publisher, live_session=lambda: self._live_session, now=now, stopping=self.stopping
+        )
+
+    @property
+    def replayed(self) -> int:
+        """Backlog records replayed on ``hist`` so far."""
+        return self._replay.replayed
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -354,9 +158,9 @@ class AgentRuntime:
         )
         self.publisher.start()
         for target, name in (
-            (self._replay_loop, "replay"),
-            (self._command_loop, "commands"),
-            (self._housekeeping_loop, "housekeeping"),
+            (self._replay.run, "replay"),
+            (self._commands.run, "commands"),
+            (self._gap_reports.run, "housekeeping"),
         ):
             thread = self.supervised(name, target)
             thread.start()
@@ -375,8 +179,8 @@ class AgentRuntime:
             worker.stop()
         for worker in self.workers:
             worker.thread.join(timeout)
-        self._replay_wake.set()
-        self._commands.put(b"")
+        self._replay.wake.set()
+        self._commands.stop()
         for thread in self._threads:
             thread.join(timeout)
         self.outbox.flush()
@@ -531,7 +335,7 @@ class AgentRuntime:
             seq = self._next_seq
             self._next_seq += 1
             self.publisher.publish(birth_topic(self.agent_id), self._birth(session, seq))
-        self._replay_wake.set()
+        self._replay.wake.set()
         self.write_health()
 
     def _on_disconnected(self, session: int) -> None:
@@ -545,7 +349,7 @@ class AgentRuntime:
     def _on_message(self, topic: str, raw: bytes) -> None:
         """Runs on paho's network thread: cheap work only, commands are queued."""
         if topic == COLLECTOR_STATUS_TOPIC:
-            self._on_collector_status(raw)
+            self._replay.on_collector_status(raw)
         elif topic == ack_topic(self.agent_id):
             try:
                 ack = decode(topic, raw)
@@ -564,134 +368,7 @@ class AgentRuntime:
         elif topic == cmd_topic(self.agent_id):
             self._commands.put(raw)
 
-    def _on_collector_status(self, raw: bytes) -> None:
-        if not raw:  # retained status cleared
-            self._collector_online = None
-            return
-        try:
-            status = CollectorStatusPayload.model_validate_json(raw)
-        except ValueError as exc:
-            log.warning("ignoring malformed collector status: %s", exc)
-            return
-        self._collector_online = status.status == "online"
-        log.info("collector is %s", status.status)
-        if self._collector_online:
-            self._replay_wake.set()
-
-    def _command_loop(self) -> None:
-        topic = cmd_topic(self.agent_id)
-        while not self.stopping.is_set():
-            raw = self._commands.get()
-            if self.stopping.is_set():
-                return
-            try:
-                self.handle_command(topic, raw)
-            except Exception:
-                log.exception("command handling failed")
-
-    def handle_command(self, topic: str, raw: bytes) -> None:
-        try:
-            command = decode(topic, raw)
-        except ContractError as exc:
-            log.warning("malformed command: %s", exc)
-            self.emit_event(
-                None,
-                EventKind.COMMAND_ERROR,
-                f"Некорректная команда: {exc}",
-                {"reason": exc.reason, "error": str(exc)},
-            )
-            return
-        if not isinstance(command, CommandPayload):
-            return
-        log.info("command %s (%s)", command.cmd, command.id, extra={"command": command.cmd})
-        if command.cmd == "rebirth":
-            self.publish_birth()
-        elif command.cmd == "poll-now":
-            for worker in self.workers:
-                worker.request_poll()
-        else:
-            self.emit_event(
-                None,
-                EventKind.COMMAND_ERROR,
-                f"Неизвестная команда: {command.cmd}",
-                {"id": command.id, "cmd": command.cmd, "reason": "unknown_command"},
-            )
-
-    # --- replay -------------------------------------------------------------------------
-
-    def replay_allowed(self) -> bool:
-        if self._collector_online is None:
-            return self.config.ack_mode == "puback"
-        return self._collector_online
-
-    def _replay_loop(self) -> None:
-        while not self.stopping.is_set():
-            self._replay_wake.wait(REPLAY_RECHECK_INTERVAL)
-            self._replay_wake.clear()
-            try:
-                self._replay_backlog()
-            except Exception:
-                log.exception("backlog replay failed; retrying later")
-
-    def _replay_backlog(self) -> None:
-        """Send older sessions' rows on ``hist`` oldest first, at most ``replay.rate`` records/s."""
-        interval_per_record = 1.0 / self.config.replay.rate
-        cursor: tuple[int, int] | None = None
-        connection = self._live_session
-        while not self.stopping.is_set():
-            live = self._live_session
-            if live is None or live != connection or not self.replay_allowed():
-                return
-            rows: list[OutboxRecord] = self.outbox.backlog(
-                self.config.replay.batch, exclude_session=live, after=cursor
-            )
-            if not rows:
-                return
-            cursor = (rows[-1].session, rows[-1].seq)
-            started = time.monotonic()
-            batches = pack_hist_batches(self.agent_id, self.now(), [(row.kind, row.payload) for row in rows])
-            for raw in batches:
-                done = threading.Event()
-                if not self.publisher.publish(hist_topic(self.agent_id), raw, on_ack=done.set):
-                    return
-                if not done.wait(10.0):
-                    return  # connection trouble; the next connect replays again
-            self.outbox.mark_published_many((row.session, row.seq) for row in rows)
-            self.replayed += len(rows)
-            pause = len(rows) * interval_per_record - (time.monotonic() - started)
-            if pause > 0 and self.stopping.wait(pause):
-                return
-
-    # --- housekeeping -------------------------------------------------------------------
-
-    def _housekeeping_loop(self) -> None:
-        # The outbox group-commits on its own thread; here only drops are turned into events, at
-        # most one report per gap_report_interval: a full outbox keeps dropping, and a report per
-        # second would mostly report itself.
-        next_report = 0.0
-        while not self.stopping.wait(HOUSEKEEPING_INTERVAL):
-            if time.monotonic() < next_report:
-                continue
-            try:
-                attempted = self._report_gap()
-            except Exception as exc:
-                log.error("outbox gap report failed, retrying in %.0f s: %s", self.config.outbox.gap_report_interval, exc)
-                attempted = True
-            if attempted:
-                next_report = time.monotonic() + self.config.outbox.gap_report_interval
-
-    def _report_gap(self) -> bool:
-        """Write one ``outbox_gap`` event for the pending drops; False when nothing is pending."""
-        gap = self.outbox.take_gap()
-        if gap is None:
-            return False
-        log.warning("outbox dropped records", extra=gap.as_data())
-        try:
-            self.emit_event(None, EventKind.OUTBOX_GAP, gap.describe(), gap.as_data(), resolves_gap=gap)
-        except Exception:
-            self.outbox.release_gap()  # stays pending: reported on the next round
-            raise
-        return True
+    # --- health ---------------------------------------------------------------------------
 
     def _all_threads(self) -> list[SupervisedThread]:
         publisher_thread = self.publisher.thread
