@@ -64,6 +64,8 @@ def _utc_now() -> datetime:
 
 
 class Outbox:
+    """The store-and-forward outbox (see the package doc), shared by the agent's threads."""
+
     def __init__(
         self,
         path: str | Path,
@@ -315,7 +317,7 @@ class Outbox:
         with self._db_lock:  # never nested inside the condition: commits take the two the other way
             try:
                 with transaction(self._db):
-                    fold_unsent_gap_reports(self._db, now)
+                    fold_unsent_gap_reports(self._db, self._clock())
             except sqlite3.Error as exc:  # e.g. disk full: the older report stays, nothing is lost
                 log.warning("could not fold unsent gap reports: %s", exc)
             gap = pending_gap(self._db, self._lost)
