@@ -1,0 +1,69 @@
+"""Commands the collector sends on ``cmd`` (rebirth, poll-now), handled on their own thread:
+paho's network thread only queues them, so a command may publish. (The CLI's subcommands are
+``agent.commands``.)"""
+
+from __future__ import annotations
+
+import logging
+import queue
+
+from agent.runtime.host import RuntimeHost
+from protocol.mqtt.errors import ContractError
+from protocol.mqtt.models import CommandPayload, EventKind, decode
+from protocol.mqtt.topics import cmd_topic
+
+log = logging.getLogger(__name__)
+
+
+class CommandHandler:
+    def __init__(self, host: RuntimeHost) -> None:
+        self.host = host
+        self.topic = cmd_topic(host.config.agent_id)
+        self.stopping = host.stopping
+        self._commands: queue.Queue[bytes] = queue.Queue()
+
+    def put(self, raw: bytes) -> None:
+        """Cheap: called on paho's network thread."""
+        self._commands.put(raw)
+
+    def stop(self) -> None:
+        """Wake the loop so it sees ``stopping`` (set it first)."""
+        self._commands.put(b"")
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            raw = self._commands.get()
+            if self.stopping.is_set():
+                return
+            try:
+                self.handle_command(self.topic, raw)
+            except Exception:
+                log.exception("command handling failed")
+
+    def handle_command(self, topic: str, raw: bytes) -> None:
+        try:
+            command = decode(topic, raw)
+        except ContractError as exc:
+            log.warning("malformed command: %s", exc)
+            self.host.emit_event(
+                None,
+                EventKind.COMMAND_ERROR,
+                f"Некорректная команда: {exc}",
+                {"reason": exc.reason, "error": str(exc)},
+            )
+            return
+        if not isinstance(command, CommandPayload):
+            return
+        log.info("command %s (%s)", command.cmd, command.id, extra={"command": command.cmd})
+        if command.cmd == "rebirth":
+            self.host.publish_birth()
+        elif command.cmd == "poll-now":
+            for worker in self.host.workers:
+                worker.request_poll()
+        else:
+            self.host.emit_event(
+                None,
+                EventKind.COMMAND_ERROR,
+                f"Неизвестная команда: {command.cmd}",
+                {"id": command.id, "cmd": command.cmd, "reason": "unknown_command"},
+            )

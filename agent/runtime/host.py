@@ -1,0 +1,51 @@
+"""What the runtime's parts (device workers, command handling, gap reports) need from the
+runtime that assembles them: one protocol, so no part imports ``AgentRuntime``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from agent.config import AgentConfig
+from agent.outbox import GapInfo
+from agent.supervision import SupervisedThread
+from protocol.kkt.state import RegisterState
+from protocol.mqtt.models import EventKind
+
+StateReason = Literal["change", "heartbeat", "rebirth", "poll-now"]
+
+
+class Pollable(Protocol):
+    def request_poll(self) -> None: ...
+
+
+class RuntimeHost(Protocol):
+    """Implemented by ``agent.runtime.assembly.AgentRuntime``."""
+
+    config: AgentConfig
+    stopping: threading.Event
+    now: Callable[[], datetime]
+
+    @property
+    def workers(self) -> Sequence[Pollable]: ...
+
+    def supervised(self, name: str, target: Callable[[], None]) -> SupervisedThread: ...
+
+    def write_health(self) -> None: ...
+
+    def publish_birth(self) -> None: ...
+
+    def emit_state(self, register: str, state: RegisterState, reason: StateReason) -> tuple[int, int]: ...
+
+    def emit_event(
+        self,
+        register: str | None,
+        kind: EventKind | str,
+        message: str,
+        data: dict[str, Any],
+        *,
+        device_ts: datetime | None = None,
+        resolves_gap: GapInfo | None = None,
+    ) -> tuple[int, int]: ...

@@ -1,0 +1,104 @@
+"""Replay of the backlog: older sessions' unacked outbox records go out on ``hist``, oldest first,
+rate-limited, once the collector is known to be online (or with puback acks, at once)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+from agent.config import AgentConfig
+from agent.outbox import Outbox, OutboxRecord
+from agent.publisher import MqttPublisher
+from protocol.mqtt.models import CollectorStatusPayload, pack_hist_batches
+from protocol.mqtt.topics import hist_topic
+
+log = logging.getLogger(__name__)
+
+# The replay also re-checks on a timer, not only after a connect: a live publish whose PUBACK
+# never came (connection dropped after the send) becomes backlog once the outbox's grace ends.
+REPLAY_RECHECK_INTERVAL = 2.0
+
+
+class BacklogReplay:
+    """Runs on its own thread; ``wake`` is set after a connect and when the collector comes online."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        outbox: Outbox,
+        publisher: MqttPublisher,
+        *,
+        live_session: Callable[[], int | None],
+        now: Callable[[], datetime],
+        stopping: threading.Event,
+    ) -> None:
+        self.config = config
+        self.agent_id = config.agent_id
+        self.outbox = outbox
+        self.publisher = publisher
+        self._live_session = live_session
+        self.now = now
+        self.stopping = stopping
+        self.wake = threading.Event()
+        self._collector_online: bool | None = None  # None: never seen its retained status
+        self.replayed = 0
+
+    def on_collector_status(self, raw: bytes) -> None:
+        if not raw:  # retained status cleared
+            self._collector_online = None
+            return
+        try:
+            status = CollectorStatusPayload.model_validate_json(raw)
+        except ValueError as exc:
+            log.warning("ignoring malformed collector status: %s", exc)
+            return
+        self._collector_online = status.status == "online"
+        log.info("collector is %s", status.status)
+        if self._collector_online:
+            self.wake.set()
+
+    def replay_allowed(self) -> bool:
+        if self._collector_online is None:
+            return self.config.ack_mode == "puback"
+        return self._collector_online
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            self.wake.wait(REPLAY_RECHECK_INTERVAL)
+            self.wake.clear()
+            try:
+                self._replay_backlog()
+            except Exception:
+                log.exception("backlog replay failed; retrying later")
+
+    def _replay_backlog(self) -> None:
+        """Send older sessions' rows on ``hist`` oldest first, at most ``replay.rate`` records/s."""
+        interval_per_record = 1.0 / self.config.replay.rate
+        cursor: tuple[int, int] | None = None
+        connection = self._live_session()
+        while not self.stopping.is_set():
+            live = self._live_session()
+            if live is None or live != connection or not self.replay_allowed():
+                return
+            rows: list[OutboxRecord] = self.outbox.backlog(
+                self.config.replay.batch, exclude_session=live, after=cursor
+            )
+            if not rows:
+                return
+            cursor = (rows[-1].session, rows[-1].seq)
+            started = time.monotonic()
+            batches = pack_hist_batches(self.agent_id, self.now(), [(row.kind, row.payload) for row in rows])
+            for raw in batches:
+                done = threading.Event()
+                if not self.publisher.publish(hist_topic(self.agent_id), raw, on_ack=done.set):
+                    return
+                if not done.wait(10.0):
+                    return  # connection trouble; the next connect replays again
+            self.outbox.mark_published_many((row.session, row.seq) for row in rows)
+            self.replayed += len(rows)
+            pause = len(rows) * interval_per_record - (time.monotonic() - started)
+            if pause > 0 and self.stopping.wait(pause):
+                return
