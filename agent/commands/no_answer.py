@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from agent.drivers.registry import detection_order
 
-_NAMES = {"shtrih": "Shtrih", "atol": "ATOL"}
+_NAMES = {"shtrih": "Shtrih", "shtrih-alt": "Shtrih alternative-link", "atol": "ATOL", "atol2": "ATOL v2"}
 SERIAL_FIX = "check the cable and power; if the protocol or baud rate is unusual, run `kassa-agent detect`"
 
 
@@ -23,7 +23,8 @@ def no_answer(url: str, tried: list[str], failures: list[str]) -> tuple[str, str
     if not is_tcp(url):
         return f"no register answered on {url}: " + "; ".join(failures), SERIAL_FIX
     others = [p for p in detection_order() if p not in tried]
-    spoken = " or ".join(_name(p) for p in tried)
+    names = [_name(p) for p in tried]
+    spoken = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
     message = f"the device at {url} accepts the connection but does not answer in the {spoken} protocol"
     if others:
         return message, f"try --protocol {others[0]}" + "".join(f" or --protocol {p}" for p in others[1:])

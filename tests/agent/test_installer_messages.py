@@ -74,7 +74,8 @@ def test_the_other_protocol_on_tcp_is_named_without_a_baud_rate() -> None:
         right = kassa_agent("probe", sim.address, "--timeout", "0.3")  # no protocol: both are tried
     assert wrong.returncode == 4
     assert "accepts the connection but does not answer in the Shtrih protocol" in wrong.stderr
-    assert "fix:   try --protocol atol" in wrong.stderr
+    fix = next(line for line in wrong.stderr.splitlines() if line.startswith("fix:"))
+    assert "--protocol atol " in f"{fix} " and "--protocol shtrih " not in f"{fix} "  # the others, not the one tried
     assert "baud" not in wrong.stderr
     assert right.returncode == 0, right.stderr
 
@@ -87,7 +88,7 @@ def test_a_silent_tcp_device_after_every_protocol_names_the_port_not_a_baud_rate
     finally:
         server.close()
     assert silent.returncode == 4
-    assert "does not answer in the Shtrih or ATOL protocol" in silent.stderr
+    assert "does not answer in the Shtrih, Shtrih alternative-link, ATOL or ATOL v2 protocol" in silent.stderr
     assert "Shtrih 7778 or 12345, ATOL 5555" in silent.stderr and "baud" not in silent.stderr
 
 
