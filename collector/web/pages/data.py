@@ -211,3 +211,18 @@ def comments_by_alert(conn: sa.Connection, alert_ids: Sequence[int]) -> dict[int
         for row in rows:
             found[row.alert_id].append(CommentRow(**row._asdict()))
     return found
+
+
+def actionable_register_ids(
+    conn: sa.Connection, action_scope: Scope | None, register_ids: Sequence[str]
+) -> set[str]:
+    """Of these (already visible) registers, those whose alerts the caller may acknowledge, comment
+    on and silence; ``action_scope`` None means wherever they can see. Pages offer the buttons only there."""
+    if action_scope is None or not register_ids:
+        return set(register_ids)
+    rows = conn.execute(
+        sa.select(registers.c.register_id).where(
+            registers.c.register_id.in_(list(set(register_ids))), register_visible(action_scope)
+        )
+    )
+    return {row[0] for row in rows}

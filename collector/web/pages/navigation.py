@@ -50,10 +50,13 @@ def _company_banner(conn: sa.Connection, user_id: int) -> list[kep_alerts.Compan
 async def account_navigation(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Pages learn whether to link to the administration and to offer a logout button."""
+    """Pages (and forms that may re-render one) learn whether to link to the administration and to offer a logout button."""
     name = request.match_info.route.name or ""
     user_id = request.get(USER_ID_KEY)
-    if request.method == "GET" and name.startswith("page-") and user_id is not None:
+    # A form POST that fails re-renders its page (the refusal beside the form), so it needs the
+    # same header as the GET: «Управление» and «Выйти» must not vanish after a failed form.
+    renders_page = name.startswith("page-") or (request.method == "POST" and not request.path.startswith(NOT_PAGES))
+    if renders_page and user_id is not None:
         engine = request.app[ENGINE_KEY]
 
         register_id = request.match_info.get("register_id") if name == "page-register" else None
