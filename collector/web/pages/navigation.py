@@ -27,7 +27,7 @@ from collector.web.pages.accounts import PUBLIC_CSRF_KEY, PUBLIC_FORM_KEY, PUBLI
 from collector.web.pages.admin import ADMIN_ROUTES
 from collector.web.pages.admin.signed import signed_actions
 from collector.web.pages.render import CSRF_KEY
-from collector.web.pages.support import admin_sections, see_other
+from collector.web.pages.support import KEP_STATES, admin_sections, see_other
 from collector.web.routing import ENGINE_KEY, now
 from collector.web.shared.accounts import ACCOUNTS_WEB_KEY
 from collector.web.shared.csrf import CookieCsrf
@@ -74,6 +74,7 @@ async def account_navigation(
             "company_alerts": banner,
             "signed_actions": actions,
             "signed_done": request.query.get("done", ""),
+            "kep_states": KEP_STATES,
         }
         with warnings.catch_warnings():  # aiohttp-jinja2's own per-request context slot has a str key
             warnings.simplefilter("ignore", NotAppKeyWarning)

@@ -6,7 +6,6 @@ beside their form, nothing half-applied. (Who may open which route is the securi
 
 from __future__ import annotations
 
-import random
 import re
 import sys
 from pathlib import Path
@@ -22,7 +21,7 @@ import accounts_testkit as accounts_kit
 import security_testkit as kit
 import test_pages_accounts as pages
 
-from collector.accounts.schema import grants, group_members, kep_certificates, kep_orders, user_groups
+from collector.accounts.schema import grants, group_members, user_groups
 from collector.storage.contracts import load_contracts
 from collector.storage.schema import agents, nodes, registers
 
@@ -221,31 +220,6 @@ def test_contract_csv_dry_run_then_import(client: kit.Client, engine: sa.Engine)
 
 
 # --- КЭП -----------------------------------------------------------------------------------------
-
-
-def test_a_kep_order_goes_through_its_workflow_to_a_certificate(client: kit.Client, engine: sa.Engine) -> None:
-    fields = {"kep_subject": "head", "kep_full_name": "Сидоров Пётр", "kep_position": "Директор",
-              "kep_inn": kit.make_person_inn(random.Random(3)), "kep_email": "sidorov@romashka.test"}
-    wrong_inn = post(client, "accountant", "/admin/kep", {**fields, "kep_inn": "123"})
-    assert wrong_inn.status == 200 and "12 цифр" in pages.field_error(wrong_inn.text, "kep-inn")
-    assert post(client, "accountant", "/admin/kep", fields).status == 303
-    with engine.connect() as conn:
-        order = conn.execute(sa.select(kep_orders.c.id).where(kep_orders.c.full_name == "Сидоров Пётр",
-                                                              kep_orders.c.tenant_id == client.world.tenant_a)).scalar_one()
-    move = f"/admin/kep/{order}/transition"
-    skip = post(client, "accountant", move, {"to": "issued"})
-    assert "нельзя перейти" in skip.text
-    assert post(client, "accountant", move, {"to": "documents_requested"}).status == 303
-    assert post(client, "accountant", move, {"to": "documents_received"}).status == 303
-    no_cert = post(client, "accountant", move, {"to": "issued"})
-    assert "серийный номер" in no_cert.text
-    issued = post(client, "accountant", move,
-                  {"to": "issued", "serial": "01AB", "owner_name": "Сидоров Пётр", "valid_until": "2027-12-31"})
-    assert issued.status == 303
-    page = get(client, "accountant", "/admin/kep")
-    assert "Действующая КЭП: № 01AB" in page and "выпущена" in page
-    with engine.connect() as conn:
-        assert conn.execute(sa.select(kep_certificates.c.serial).where(kep_certificates.c.order_id == order)).scalar_one() == "01AB"
 
 
 # --- agents and enrollment tokens ----------------------------------------------------------------
