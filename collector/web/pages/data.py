@@ -16,6 +16,7 @@ from collector.storage import repository as repo
 from collector.storage.rows import CommentRow, NodeRollup
 from collector.storage.schema import alert_comments, nodes, register_state, register_tags, registers, tags
 from collector.storage.scope import Scope, register_visible
+from collector.web.i18n import DEFAULT_LANGUAGE, labels
 from collector.web.shared import fleet_queries as queries
 from collector.web.shared import present
 from collector.web.shared.fleet_models import RegisterFilters, RegisterSummary
@@ -153,7 +154,8 @@ class FilterChoices:
 
     @property
     def protocol_options(self) -> list[tuple[str, str]]:
-        return [(protocol, protocol) for protocol in self.protocols]
+        names = labels(DEFAULT_LANGUAGE)
+        return [(protocol, names.protocol(protocol)) for protocol in self.protocols]
 
 
 def filter_choices(conn: sa.Connection, scope: Scope) -> FilterChoices:
