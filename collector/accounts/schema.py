@@ -48,6 +48,9 @@ tree_levels = sa.Table(
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("name", sa.String(50), nullable=False),
     sa.Column("holds_registers", sa.Boolean, nullable=False, server_default=sa.false()),
+    # What people read for the level (revision 0011): nodes keep ``name`` as their kind, so the
+    # company may call its levels anything at any time; None shows the default Russian title.
+    sa.Column("title", sa.String(50), nullable=True),
     sa.UniqueConstraint("tenant_id", "position"),
     sa.UniqueConstraint("tenant_id", "name"),
 )

@@ -12,6 +12,8 @@ from urllib.parse import urlencode
 
 import sqlalchemy as sa
 
+from collector.accounts import tree as account_tree
+from collector.accounts.tree import DEFAULT_TITLES
 from collector.storage import repository as repo
 from collector.storage.rows import CommentRow, NodeRollup
 from collector.storage.schema import alert_comments, nodes, register_state, register_tags, registers, tags
@@ -134,6 +136,11 @@ def flatten(tree: Sequence[TreeNode]) -> list[TreeNode]:
 
 def tree(conn: sa.Connection, scope: Scope) -> list[TreeNode]:
     return node_tree(repo.node_rollups(conn, scope))
+
+
+def level_titles(conn: sa.Connection, scope: Scope) -> dict[str, str]:
+    """What the tree shows for each node kind: the company's names (defaults across companies)."""
+    return dict(DEFAULT_TITLES) if scope.tenant_id is None else account_tree.level_titles(conn, scope.tenant_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,8 +90,11 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
 @page
 async def tree_page(request: web.Request) -> web.StreamResponse:
     scope = principal_of(request).scope
-    roots = await in_transaction(request, lambda conn: data.tree(conn, scope))
-    return render(request, "tree.html", {"roots": roots})
+
+    def work(conn: sa.Connection) -> dict[str, Any]:
+        return {"roots": data.tree(conn, scope), "level_titles": data.level_titles(conn, scope)}
+
+    return render(request, "tree.html", await in_transaction(request, work))
 
 
 @page

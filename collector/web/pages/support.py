@@ -250,6 +250,8 @@ _RU_PREFIXES = {
 
 def refusal_text(problem: Problem) -> str:
     """A refusal for a person: Russian, with the library's technical detail where it adds facts."""
+    if problem.ru:
+        return problem.ru
     slug = problem.body.type.rsplit(":", 1)[-1]
     if slug in RU_REFUSALS:
         return RU_REFUSALS[slug]

@@ -253,6 +253,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/admin/company"): Route("write"),
     ("POST", "/admin/company"): Route("write", form=lambda w, s: {"time_zone": "Asia/Omsk"}),
     ("POST", "/admin/company/thresholds"): Route("write", form=lambda w, s: {"thr_shift_warning": "19"}),
+    ("POST", "/admin/company/levels"): Route("write", form=lambda w, s: {"level_city": "Населённый пункт"}),
 }
 # Objects the tree decides about: out of a caller's view they must look nonexistent (404).
 TREE_SCOPED = ("{register_id}", "{alert_id}", "{node_id}", "{agent_id}")

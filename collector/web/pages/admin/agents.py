@@ -53,7 +53,8 @@ async def agents_admin(request: web.Request) -> web.StreamResponse:
             .order_by(agents.c.agent_id)
         ).all()
         store_level = next((lv.name for lv in tree.levels(conn, who.tenant_id) if lv.holds_registers), None)
-        return {"agents": rows, "places": placed, "stores": [n for n in stores if n.kind == store_level]}
+        return {"agents": rows, "places": placed, "stores": [n for n in stores if n.kind == store_level],
+                "paths": tree.node_paths(conn, who.tenant_id)}
 
     context = await as_caller(request, work)
     enabled = ENROLLMENT_SERVICE_KEY in request.app

@@ -89,11 +89,12 @@ def test_tree_editor_creates_renames_moves_and_deletes(client: kit.Client, engin
     assert after is not None and after.parent_id == w.nodes["moscow"]
     clash = post(client, "owner_a", "/admin/tree/nodes",
                  {"parent_id": str(w.nodes["moscow"]), "kind": "store", "name": "Садовая 5"})
-    assert clash.status == 200 and "Не принято" in clash.text and "form-error" in clash.text
+    assert clash.status == 200 and "В «Москва» уже есть узел «Садовая 5»" in clash.text and "form-error" in clash.text
     assert post(client, "owner_a", f"/admin/tree/nodes/{store.id}/delete").status == 303
     assert node_named(engine, w.tenant_a, "Садовая 5") is None
     full = post(client, "owner_a", f"/admin/tree/nodes/{w.nodes['tverskaya']}/delete")
-    assert "Не принято" in full.text and node_named(engine, w.tenant_a, "Тверская 1") is not None
+    assert "В «Тверская 1» ещё есть кассы" in full.text and node_named(engine, w.tenant_a, "Тверская 1") is not None
+    assert "<details open>" in full.text  # the refusal is beside its form, not folded away
 
 
 def test_a_refused_move_leaves_the_rename_undone_too(client: kit.Client, engine: sa.Engine) -> None:
