@@ -181,14 +181,14 @@ def set_level_titles(
             raise InvalidInput(f"a level title is at most {MAX_TITLE_LENGTH} characters",
                                ru=f"Название уровня — не длиннее {MAX_TITLE_LENGTH} символов.")
         chosen[level.name] = title or None
-    shown = [title or DEFAULT_TITLES.get(name, name) for name, title in chosen.items()]
-    if len({title.lower() for title in shown}) != len(shown):
+    shown = [chosen_title or DEFAULT_TITLES.get(name, name) for name, chosen_title in chosen.items()]
+    if len({text.lower() for text in shown}) != len(shown):
         raise InvalidInput("level titles must differ from each other", ru="Названия уровней не должны повторяться.")
-    for name, title in chosen.items():
+    for name, stored in chosen.items():
         conn.execute(
             sa.update(tree_levels)
             .where(tree_levels.c.tenant_id == tenant_id, tree_levels.c.name == name)
-            .values(title=title)
+            .values(title=stored)
         )
     audit.record(conn, actor, tenant_id=tenant_id, action="tree.level_titles", target_type="tenant",
                  target_id=tenant_id, at=at, details={"titles": dict(chosen)})
