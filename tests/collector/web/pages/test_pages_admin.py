@@ -273,3 +273,22 @@ def test_unplaced_registers_are_listed_for_company_wide_contract_editors(client:
         conn.execute(sa.update(registers).where(registers.c.register_id == client.world.registers["arbat"])
                      .values(node_id=None))
     assert "не размещена" in get(client, "accountant", "/admin/contracts")
+
+
+def test_why_accepts_the_serial_rnm_or_fn_number(client: kit.Client, engine: sa.Engine) -> None:
+    w = client.world
+    numbers = {"tverskaya": ("0012345678", "0000000001012345", "9999078900001111"),
+               "arbat": ("0012345678", "0000000002054321", "9999078900002222"),  # the same serial (two vendors)
+               "nevsky": ("0099999999", "0000000003000003", "9999078900003333")}
+    with engine.begin() as conn:
+        for key, (serial, rnm, fn) in numbers.items():
+            conn.execute(sa.update(registers).where(registers.c.register_id == w.registers[key])
+                         .values(serial=serial, rnm=rnm, fn_serial=fn))
+    for number in ("0000000001012345", "9999078900001111", w.registers["tverskaya"]):
+        page = get(client, "moscow_op", f"/admin/why?register={number}")
+        assert "Касса 0012345678 видна" in page and "Москва" in page, number
+    both = get(client, "moscow_op", "/admin/why?register=0012345678")
+    assert "Этот номер есть у нескольких касс" in both
+    assert f"/admin/why?register={w.registers['tverskaya']}" in both and f"/admin/why?register={w.registers['arbat']}" in both
+    hidden = get(client, "moscow_op", "/admin/why?register=0099999999", status=404)  # Петербург: not theirs
+    assert "нет кассы с номером «0099999999»" in hidden and w.registers["nevsky"] not in hidden
