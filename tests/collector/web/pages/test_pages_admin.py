@@ -7,6 +7,7 @@ beside their form, nothing half-applied. (Who may open which route is the securi
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import accounts_testkit as accounts_kit
 import security_testkit as kit
 import test_pages_accounts as pages
 
+from agent import cli as agent_cli
 from collector.accounts.schema import grants, group_members, user_groups
 from collector.storage.contracts import load_contracts
 from collector.storage.schema import agents, nodes, registers
@@ -232,8 +234,11 @@ def test_an_enrollment_token_is_shown_once_and_agents_stay_in_scope(client: kit.
     assert "tverskaya" in listing and "nevsky" not in listing and "Невский" not in listing
     made = post(client, "moscow_op", "/admin/agents/tokens", {"node_id": str(w.nodes["tverskaya"]), "ttl_hours": "2"})
     assert made.status == 200 and made.headers["Cache-Control"] == "no-store"
-    token = re.search(r"kassa-agent enroll --token (\S+)</code>", made.text)
-    assert token is not None and token.group(1) not in get(client, "moscow_op", "/admin/agents")
+    command = re.search(r'<code id="enroll-command">(kassa-agent enroll [^<]+)</code>', made.text)
+    assert command is not None
+    # The whole command the installer runs: the agent's own parser accepts it (--collector is required).
+    parsed = agent_cli.build_parser().parse_args(shlex.split(command.group(1))[1:])
+    assert parsed.collector == "https://kassa.test" and parsed.token not in get(client, "moscow_op", "/admin/agents")
     assert post(client, "moscow_op", "/admin/agents/tokens", {"node_id": str(w.nodes["nevsky"])}).status == 404
     agent = f"agent-{w.registers['tverskaya'].split('-')[1]}-tverskaya"
     assert post(client, "moscow_op", f"/admin/agents/{agent}/revoke").status == 303
