@@ -27,7 +27,7 @@ from collector.web.pages.accounts import PUBLIC_CSRF_KEY, PUBLIC_FORM_KEY, PUBLI
 from collector.web.pages.admin import ADMIN_ROUTES
 from collector.web.pages.admin.signed import signed_actions
 from collector.web.pages.render import CSRF_KEY
-from collector.web.pages.support import KEP_STATES, admin_sections, see_other
+from collector.web.pages.support import KEP_STATES, admin_sections, enroll_command, see_other
 from collector.web.routing import ENGINE_KEY, now
 from collector.web.shared.accounts import ACCOUNTS_WEB_KEY
 from collector.web.shared.csrf import CookieCsrf
@@ -70,6 +70,8 @@ async def account_navigation(
         sections, banner, actions = await asyncio.to_thread(navigation)
         extra = {
             "admin_nav": bool(sections),
+            "admin_paths": [path for path, _ in sections],  # what the onboarding steps may link to
+            "enroll_example": enroll_command(request, "ТОКЕН"),
             "logout_form": bool(request.app[CSRF_KEY].token(request)),
             "company_alerts": banner,
             "signed_actions": actions,

@@ -35,6 +35,7 @@ from collector.storage.scope import node_visible
 from collector.web.pages.render import CSRF_KEY, PageError, render
 from collector.web.problems import Problem
 from collector.web.shared.accounts import (
+    ACCOUNTS_WEB_KEY,
     Caller,
     account_user_id,
     caller,
@@ -263,6 +264,16 @@ async def form_fields(request: web.Request) -> dict[str, str]:
     """The posted text fields, stripped of nothing (passwords keep their spaces)."""
     form = await request.post()
     return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+def collector_url(request: web.Request) -> str:
+    """The public URL this collector is configured with (its e-mails link to it): what an agent enrolls against."""
+    return request.app[ACCOUNTS_WEB_KEY].service.settings.base_url.rstrip("/")
+
+
+def enroll_command(request: web.Request, token: str) -> str:
+    """The installer's whole command on the register's computer (``--collector`` is required)."""
+    return f"kassa-agent enroll --collector {collector_url(request)} --token {token}"
 
 
 def see_other(path: str, **query: str) -> web.HTTPSeeOther:

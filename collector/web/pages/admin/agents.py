@@ -23,6 +23,7 @@ from collector.web.pages.support import (
     Invalid,
     as_caller,
     checked_form,
+    enroll_command,
     int_field,
     need,
     nodes_with,
@@ -34,7 +35,6 @@ from collector.web.problems import Problem
 from collector.web.routing import ENGINE_KEY, now
 from collector.web.shared.account_actions import audit_enrollment, enrollment_actor
 from collector.web.shared.accounts import (
-    ACCOUNTS_WEB_KEY,
     Caller,
 )
 
@@ -97,11 +97,8 @@ async def create_enrollment_token(request: web.Request) -> web.StreamResponse:
                             "enrollment.token_create", node_id,
                             {"token_id": issued.token_id, "expires_at": issued.expires_at.isoformat()}, now(request))
     # Shown once, on this answer only (render sets Cache-Control: no-store); never in a URL.
-    # The installer's whole command: ``kassa-agent enroll`` needs the collector's address too, the
-    # public URL this collector is configured with (the one its e-mails link to).
-    collector_url = request.app[ACCOUNTS_WEB_KEY].service.settings.base_url.rstrip("/")
     request[NEW_TOKEN_KEY] = {"token": issued.token, "expires_at": issued.expires_at, "node_id": node_id,
-                              "command": f"kassa-agent enroll --collector {collector_url} --token {issued.token}"}
+                              "command": enroll_command(request, issued.token)}
     return await agents_admin(request)
 
 
