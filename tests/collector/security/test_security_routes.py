@@ -246,6 +246,7 @@ ROUTES: dict[tuple[str, str], Route] = {
                            "principal_user_id": s["{user_id}"]},
     ),
     ("POST", "/admin/notifications/delete"): Route("write", form=lambda w, s: {"receiver_id": "999999999"}),
+    ("POST", "/admin/notifications/test"): Route("write", form=lambda w, s: {"receiver_id": s["{receiver_id}"]}),
     ("POST", "/registers/{register_id}/fns-application"): Route(
         "write", technical=True, form=lambda w, s: {"kind": "fn_replacement"}
     ),
