@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from collector.alerts import format_duration
 from collector.alerts.rules import RuleInput, oldest_unsent_age
 from collector.alerts.thresholds import Thresholds
 from collector.storage import repository as repo
@@ -180,6 +181,7 @@ async def register_page(request: web.Request) -> web.StreamResponse:
     found = await in_transaction(request, work)
     if found is None:
         raise PageError(404, "Такой кассы нет или она вне вашей зоны доступа.")
+    found["chart_period"] = _chart_period(found["chart"])
     reg = found["reg"]
     today = at.astimezone(zone).date()
     found["fn_days_left"] = None if reg.fn.valid_until is None else (reg.fn.valid_until - today).days
@@ -188,6 +190,15 @@ async def register_page(request: web.Request) -> web.StreamResponse:
         None if contract is None or contract.paid_until is None else (contract.paid_until - today).days
     )
     return render(request, "register.html", found)
+
+
+def _chart_period(chart: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What the chart really covers: a register seen for 4 minutes has 4 minutes of history, not 7 days."""
+    if not chart:
+        return None
+    span = datetime.fromisoformat(chart[-1]["t"]) - datetime.fromisoformat(chart[0]["t"])
+    return {"from": chart[0]["local"], "to": chart[-1]["local"], "covers": format_duration(span),
+            "whole_window": span >= HISTORY_WINDOW - timedelta(hours=1)}
 
 
 # --- alerts --------------------------------------------------------------------------------------

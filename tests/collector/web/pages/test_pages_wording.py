@@ -5,8 +5,10 @@ count that cannot be read as seconds, «Отключить уведомлени�
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -61,3 +63,15 @@ def test_one_word_for_acknowledging_and_no_silence_jargon() -> None:
     for template in TEMPLATES.glob("*.html"):
         text = template.read_text(encoding="utf-8")
         assert not re.search(r"Принять\b(?! приглашение)|>принято|тишин|Тишин|заглуш", text), template.name
+
+
+def test_the_history_says_what_period_it_really_covers(engine: sa.Engine, fleet: kit.PagesFleet) -> None:
+    (page,) = pages(engine, f"/registers/{fleet.registers['tverskaya-1']}")
+    # Ten points an hour apart, the last 3 hours ago: nine hours of data, not «7 days».
+    assert "История за 7 дней" not in page and "Данные есть только за 9 ч" in page
+    heading = re.search(r'<h2 id="chart-title">История с ([\d.: ]+) по ([\d.: ]+)</h2>', page)
+    assert heading is not None
+    first = (kit.FIXED_NOW - timedelta(hours=12)).astimezone(kit.MOSCOW).strftime("%d.%m.%Y %H:%M")
+    assert heading.group(1) == first  # in the company's zone, like the rest of the page
+    chart = json.loads(page.split('id="history-data">')[1].split("</script>")[0])
+    assert chart[0]["local"] == first  # app.js labels the axis with these, not the browser's zone
