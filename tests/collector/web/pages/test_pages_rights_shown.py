@@ -76,3 +76,11 @@ def test_a_failed_admin_form_keeps_the_header(client: kit.Client) -> None:
     failed = client.call("POST", "/admin/tree/nodes", data=data, cookies=cookies)
     assert failed.status == 200 and "form-error" in failed.text
     assert 'href="/admin"' in failed.text and "Выйти" in failed.text
+
+
+def test_admin_refusals_are_russian(client: kit.Client) -> None:
+    assert client.call("POST", "/admin/groups", who="owner_a", data={"name": "Дубль"}).status == 303
+    again = client.call("POST", "/admin/groups", who="owner_a", data={"name": "Дубль"})
+    assert again.status == 200 and "Группа «Дубль» уже есть" in again.text and "already exists" not in again.text
+    refused = client.call("POST", "/admin/groups", who="viewer", data={"name": "Чужая"})
+    assert refused.status == 403 and "Недостаточно прав" in refused.text
