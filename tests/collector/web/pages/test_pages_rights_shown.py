@@ -76,6 +76,13 @@ def test_a_failed_admin_form_keeps_the_header(client: kit.Client) -> None:
     failed = client.call("POST", "/admin/tree/nodes", data=data, cookies=cookies)
     assert failed.status == 200 and "form-error" in failed.text
     assert 'href="/admin"' in failed.text and "Выйти" in failed.text
+    csrf = token.group(1)
+    imported = client.call("POST", "/admin/tree/import", cookies=cookies,
+                           data={"csrf_token": csrf, "csv_text": "brand;city;store\nА;Б;В\n", "dry_run": "1"})
+    made = client.call("POST", "/admin/agents/tokens", cookies=cookies,
+                       data={"csrf_token": csrf, "node_id": str(client.world.nodes["tverskaya"])})
+    for answer in (imported, made):  # a CSV report and a new token are pages of a POST too
+        assert answer.status == 200 and 'href="/admin"' in answer.text and "Выйти" in answer.text
 
 
 def test_admin_refusals_are_russian(client: kit.Client) -> None:
