@@ -52,6 +52,8 @@ def test_the_owner_names_the_levels_and_pages_show_them(client: kit.Client) -> N
                         data={"level_city": "Населённый пункт", "level_store": "Торговая точка"})
     assert saved.status == 303 and saved.headers["Location"] == "/admin/company?done=levels-saved"
     assert '<span class="node-kind">Населённый пункт</span>' in client.call("GET", "/tree", who="owner_a").text
+    levels = client.call("GET", "/api/v1/levels", who="viewer").json["items"]
+    assert {lv["name"]: lv["title"] for lv in levels}["city"] == "Населённый пункт"  # the API says it too
     editor = client.call("GET", "/admin/tree", who="owner_a").text
     assert "Населённый пункт → Торговая точка" in editor and '<option value="store">Торговая точка</option>' in editor
     clash = client.call("POST", "/admin/company/levels", who="owner_a", data={"level_brand": "Торговая точка"})
