@@ -1,5 +1,5 @@
 """The КЭП alert over HTTP: the API list and acknowledgement, the banner on every page of those
-who handle КЭП, and the КЭП page's "Принять". The security world gives both companies a
+who handle КЭП, and the КЭП page's «Подтвердить». The security world gives both companies a
 certificate that ran out ten days before T0, so each has an active major КЭП alert."""
 
 from __future__ import annotations
