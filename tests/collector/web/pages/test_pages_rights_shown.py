@@ -91,3 +91,10 @@ def test_admin_refusals_are_russian(client: kit.Client) -> None:
     assert again.status == 200 and "Группа «Дубль» уже есть" in again.text and "already exists" not in again.text
     refused = client.call("POST", "/admin/groups", who="viewer", data={"name": "Чужая"})
     assert refused.status == 403 and "Недостаточно прав" in refused.text
+
+
+def test_the_register_page_links_to_the_kep_page_only_for_those_who_may_open_it(client: kit.Client) -> None:
+    register = f"/registers/{client.world.registers['tverskaya']}"
+    operator = client.call("GET", register, who="moscow_op").text  # may apply to the ФНС, not order a КЭП
+    assert 'id="kep-ordered"' in operator and 'href="/admin/kep"' not in operator
+    assert 'href="/admin/kep"' in client.call("GET", register, who="owner_a").text
