@@ -68,3 +68,25 @@ def test_the_chart_axis_is_in_the_company_zone_whatever_the_browser_zone(site: A
     axis = page.locator("#history-chart svg .axis-from").text_content() or ""  # SVG text: no inner_text
     heading = page.locator("#chart-title").inner_text()
     assert axis and f"с {axis} по" in heading  # «История с 28.11.2026 00:00 по …»: Moscow time, as the heading
+
+
+# The widest word of each card term against the width the term gets: a word wider than its column
+# is broken mid-word («Идентификато р»).
+_TOO_NARROW_TERMS = """() => {
+  const canvas = document.createElement("canvas").getContext("2d");
+  return Array.from(document.querySelectorAll(".card dt")).filter(dt => {
+    const style = getComputedStyle(dt);
+    canvas.font = style.fontWeight + " " + style.fontSize + " " + style.fontFamily;
+    const widest = Math.max(...dt.textContent.split(/\\s+/).map(word => canvas.measureText(word).width));
+    return widest > dt.clientWidth + 0.5;
+  }).map(dt => dt.textContent.trim());
+}"""
+
+
+@pytest.mark.parametrize("width", [390, 800, 1100, 1400])
+def test_card_terms_never_break_mid_word(site: Any, open_page: Any, width: int) -> None:
+    page = open_page({"width": width, "height": 900})
+    page.goto(site.url(f"/registers/{site.fleet.registers['tverskaya-1']}"))
+    assert page.locator(".card dt", has_text="Идентификатор").count() == 1
+    assert page.evaluate(_TOO_NARROW_TERMS) == []
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
