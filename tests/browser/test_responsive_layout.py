@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+
+from collector.storage.schema import nodes, registers
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1400, "height": 900}
@@ -51,6 +54,9 @@ def test_the_ranking_is_cards_on_a_phone(site: Any, open_page: Any, screenshots:
 
 
 def test_the_register_list_shows_time_to_block_at_1400_px(site: Any, open_page: Any, screenshots: Path) -> None:
+    with site.engine.begin() as conn:  # as long as the demo's: 16-digit serials, stores in a mall
+        conn.execute(sa.update(nodes).values(name=nodes.c.name + " — ТЦ «Европейский», 2 этаж, у эскалатора"))
+        conn.execute(sa.update(registers).values(serial="001234560000" + sa.func.substr(registers.c.serial, 7, 4)))
     page = open_page(DESKTOP)
     page.goto(site.url("/registers"))
     header = page.locator("table.registers thead th", has_text="До блокировки")
