@@ -130,6 +130,16 @@ def documents(conn: sa.Connection, tenant_id: int, order_ids: Sequence[int]) -> 
     return found
 
 
+def contents(conn: sa.Connection, order_id: int) -> list[tuple[int, str, str, bytes]]:
+    """Every upload of an order as (id, kind, file name, bytes), for the issuer (the operator CLI)."""
+    rows = conn.execute(
+        sa.select(kep_documents.c.id, kep_documents.c.kind, kep_documents.c.filename, kep_documents.c.content)
+        .where(kep_documents.c.order_id == order_id)
+        .order_by(kep_documents.c.id)
+    )
+    return [(int(r.id), r.kind, r.filename, bytes(r.content)) for r in rows]
+
+
 def missing(conn: sa.Connection, tenant_id: int, order_id: int) -> list[str]:
     """Requested kinds with no upload yet."""
     uploaded = {document.kind for document in documents(conn, tenant_id, [order_id])[order_id]}

@@ -4,6 +4,7 @@ reject. No user of a customer company can make these moves; they see the status 
 
     kassa-collector kep list --db URL [--state documents_received]
     kassa-collector kep request-documents --db URL 12 --document passport --document snils
+    kassa-collector kep documents --db URL 12 --out ./order-12      # the customer's uploads, as files
     kassa-collector kep issue --db URL 12 --cer certificate.cer
     kassa-collector kep reject --db URL 12 --reason "паспорт нечитаем"
 """
@@ -43,6 +44,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                      help="a document to ask for (repeat the option for several)")
     ask.add_argument("--note", default="", help="a note the customer sees")
     ask.set_defaults(func=run_request_documents)
+
+    files = actions.add_parser("documents", help="save the customer's uploads of an order into a folder")
+    add_db_argument(files)
+    files.add_argument("order", type=int)
+    files.add_argument("--out", type=Path, required=True, help="folder to write the files into (created)")
+    files.set_defaults(func=run_documents)
 
     issue = actions.add_parser("issue", help="issue the order: record the certificate from its .cer file")
     add_db_argument(issue)
@@ -97,6 +104,26 @@ def run_request_documents(args: argparse.Namespace) -> int:
         return 0
 
     return run_in_transaction(args, f"{PROG} request-documents", work)
+
+
+def run_documents(args: argparse.Namespace) -> int:
+    def work(conn: sa.Connection) -> int:
+        _tenant_of(conn, args.order)
+        uploads = kep_documents.contents(conn, args.order)
+        for document_id, kind, filename, data in uploads:
+            # The customer named the file: keep only its last part, never a path out of --out.
+            target = args.out / f"{document_id}-{kind}-{Path(filename.replace(chr(92), '/')).name or 'document'}"
+            try:
+                args.out.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
+            except OSError as exc:
+                raise InvalidInput(f"cannot write {target}: {exc.strerror}") from None
+            print(f"{target}\t{len(data)} bytes")
+        if not uploads:
+            print(f"order {args.order}: no documents uploaded yet")
+        return 0
+
+    return run_in_transaction(args, f"{PROG} documents", work)
 
 
 def run_issue(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -116,10 +117,17 @@ def test_the_issuer_cli_requests_documents_and_issues_from_the_cer_file(
         assert main(["kep", "request-documents", "--db", db_url, str(order), "--document", "passport"]) == 0
         assert main(["kep", "list", "--db", db_url, "--state", "documents_requested"]) == 0
         assert f"{order}\t" in capsys.readouterr().out
+        assert main(["kep", "documents", "--db", db_url, str(order), "--out", str(tmp_path / "docs")]) == 0
+        assert "no documents uploaded yet" in capsys.readouterr().out
         with begin_write(engine) as conn:
             owner = Actor.user(conn, company.user_id)
-            kep_documents.add_document(conn, owner, company.tenant_id, order, "passport", "p.pdf", b"%PDF-1", at=T0)
+            kep_documents.add_document(conn, owner, company.tenant_id, order, "passport", "../../evil.pdf", b"%PDF-1",
+                                       at=T0)
             kep.advance(conn, owner, company.tenant_id, order, kep.KepState.DOCUMENTS_RECEIVED, at=T0)
+        assert main(["kep", "documents", "--db", db_url, str(order), "--out", str(tmp_path / "docs")]) == 0
+        [saved] = list((tmp_path / "docs").iterdir())  # the customer's name cannot climb out of --out
+        assert saved.name.endswith("-passport-evil.pdf") and saved.read_bytes() == b"%PDF-1"
+        capsys.readouterr()
         now = datetime.now(UTC)
         wrong = tmp_path / "wrong.cer"
         wrong.write_bytes(kep_certs.make_certificate(company_inn=None, person_inn="771234567891", not_before=now))
@@ -132,5 +140,45 @@ def test_the_issuer_cli_requests_documents_and_issues_from_the_cer_file(
         with engine.connect() as conn:
             assert conn.execute(sa.select(kep_orders.c.state).where(kep_orders.c.id == order)).scalar_one() == "issued"
             assert conn.execute(sa.select(kep_certificates.c.serial)).scalars().all() == ["5EED"]
+    finally:
+        engine.dispose()
+
+
+def test_the_issuer_api_answers_the_operator_credential_only(db_url: str) -> None:
+    """``POST /api/v1/kep-orders/{id}/transition``: the issuer's integration, with the collector
+    operator's token (``web_auth = token``); nobody else gets through."""
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from collector.config import load_config
+    from collector.web import create_app
+
+    operator_token = "issuer-integration-token-0123456789"
+    engine = create_engine_from_url(db_url)
+    with begin_write(engine) as conn:
+        company = kit.build_world(conn, kit.AccountService(kit.RecordingMailer(), kit.FAST_PASSWORDS,
+                                                           kit.AccountSettings())).a
+        order = kep.create_order(conn, Actor.user(conn, company.user_id), company.tenant_id, HEAD, at=T0)
+    config = load_config(None, env={}, overrides={"db_url": db_url, "web_auth": "token", "api_token": operator_token})
+    app = create_app(config, engine=engine, pages=False)
+
+    async def scenario() -> list[tuple[int, Any]]:
+        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+            found = []
+            for token, body in (("wrong-token-0123456789", {"to": "documents_requested", "documents": ["passport"]}),
+                                (operator_token, {"to": "documents_requested", "documents": ["galaxy"]}),
+                                (operator_token, {"to": "documents_requested", "documents": ["passport", "inn"]})):
+                response = await client.post(f"/api/v1/kep-orders/{order}/transition", json=body,
+                                             headers={"Authorization": f"Bearer {token}"})
+                found.append((response.status, await response.json()))
+            return found
+
+    try:
+        (wrong, unknown, asked) = asyncio.run(scenario())
+        assert wrong[0] == 401 and unknown[0] == 422 and "galaxy" in unknown[1]["detail"]
+        assert asked[0] == 200 and asked[1]["state"] == "documents_requested"
+        with engine.connect() as conn:
+            assert kep_documents.requested(conn, company.tenant_id, order) == ["passport", "inn"]
     finally:
         engine.dispose()
