@@ -98,3 +98,8 @@ def test_the_register_page_links_to_the_kep_page_only_for_those_who_may_open_it(
     operator = client.call("GET", register, who="moscow_op").text  # may apply to the ФНС, not order a КЭП
     assert 'id="kep-ordered"' in operator and 'href="/admin/kep"' not in operator
     assert 'href="/admin/kep"' in client.call("GET", register, who="owner_a").text
+
+
+def test_a_malformed_address_is_refused_in_russian(client: kit.Client) -> None:
+    bad = client.call("POST", "/admin/kep/abc/transition", who="owner_a", data={"to": "documents_received"})
+    assert bad.status == 400 and "Неверный адрес страницы: order_id" in bad.text and "must be a positive integer" not in bad.text
