@@ -153,7 +153,15 @@ class FilterChoices:
 
     @property
     def node_options(self) -> list[tuple[int, str]]:
-        return [(node.rollup.node_id, "— " * node.depth + node.rollup.name) for node in self.nodes]
+        """Each node by its path in the caller's tree without the company itself («Продукты у дома /
+        Москва»), so two cities of one name under different brands can be told apart."""
+        options: list[tuple[int, str]] = []
+        above: list[str] = []
+        for node in self.nodes:  # depth-first: a node's ancestors are the last ones seen above it
+            company = node.rollup.parent_id is None  # every node is in it: naming it adds nothing
+            above = [*above[: node.depth], "" if company else node.rollup.name]
+            options.append((node.rollup.node_id, " / ".join(name for name in above if name) or node.rollup.name))
+        return options
 
     @property
     def tag_options(self) -> list[tuple[str, str]]:

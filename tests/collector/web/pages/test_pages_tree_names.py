@@ -88,3 +88,17 @@ def test_a_refused_tree_change_is_explained_in_russian_beside_its_form(client: k
                         data={"name": "Москва", "parent_id": str(w.nodes["tverskaya"])})
     assert "нельзя перенести внутрь самого себя" in moved.text
     assert '<details open><summary>Изменить «Москва»' in moved.text
+
+
+def test_the_register_filter_names_nodes_by_their_path(client: kit.Client, engine: sa.Engine) -> None:
+    w = client.world
+    with begin_write(engine) as conn:
+        brand = tree.create_node(conn, Actor.cli(), w.tenant_a, parent_id=w.nodes["root_a"], kind="brand",
+                                 name="Продукты у дома", at=kit.T0)
+        tree.create_node(conn, Actor.cli(), w.tenant_a, parent_id=brand, kind="city", name="Москва", at=kit.T0)
+    choices = options(client.call("GET", "/registers", who="owner_a").text, "f-node")
+    assert "Ромашка Маркет / Москва" in choices and "Продукты у дома / Москва" in choices
+    assert "Ромашка Маркет / Москва / Тверская 1" in choices
+    # A Moscow operator's tree starts at Москва, so do the paths (only the company itself is left out).
+    assert options(client.call("GET", "/registers", who="moscow_op").text, "f-node")[1:] == [
+        "Москва", "Москва / Тверская 1", "Москва / Арбат 5"]
