@@ -63,6 +63,7 @@ class SubmittedRequest:
     actor: str
     note: str
     kep_serial: str | None
+    register_id: str | None  # None: a company-wide OFD document
     status: str = RECORDED_STATUS
 
 
@@ -102,19 +103,25 @@ def send_to_ofd(
     return check
 
 
-def submitted(conn: sa.Connection, tenant_id: int, register_id: str, *, limit: int = 20) -> list[SubmittedRequest]:
-    """The ФНС applications and OFD documents recorded for this register, newest first."""
-    rows = conn.execute(
-        sa.select(audit_log.c.at, audit_log.c.action, audit_log.c.actor, audit_log.c.details)
-        .where(audit_log.c.tenant_id == tenant_id, audit_log.c.target_type == "register",
-               audit_log.c.target_id == register_id, audit_log.c.action.in_(list(_ACTIONS)))
+def submitted(
+    conn: sa.Connection, tenant_id: int, register_id: str | None = None, *, limit: int = 20
+) -> list[SubmittedRequest]:
+    """The ФНС applications and OFD documents recorded for this register (None: the whole company), newest first."""
+    query = (
+        sa.select(audit_log.c.at, audit_log.c.action, audit_log.c.actor, audit_log.c.details, audit_log.c.target_type,
+                  audit_log.c.target_id)
+        .where(audit_log.c.tenant_id == tenant_id, audit_log.c.action.in_(list(_ACTIONS)))
         .order_by(audit_log.c.at.desc(), audit_log.c.id.desc())
         .limit(limit)
     )
+    if register_id is not None:
+        query = query.where(audit_log.c.target_type == "register", audit_log.c.target_id == register_id)
+    rows = conn.execute(query)
     found = []
     for row in rows:
         kind = str(row.details.get("kind", ""))
         titles = FNS_TITLES if row.action == "register.fns_application" else OFD_TITLES
         found.append(SubmittedRequest(row.at, _ACTIONS[row.action], titles.get(kind, kind), row.actor,
-                                      str(row.details.get("note", "")), row.details.get("kep_serial")))
+                                      str(row.details.get("note", "")), row.details.get("kep_serial"),
+                                      row.target_id if row.target_type == "register" else None))
     return found

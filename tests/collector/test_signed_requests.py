@@ -131,3 +131,6 @@ def test_registration_is_offered_deregistration_needs_confirmation_and_requests_
     items = listed.split('id="submitted-requests"')[1].split("</ul>")[0]
     assert items.index("регистрация ККТ") < items.index("снятие ККТ с учёта")  # newest first
     assert "«новая касса»" in items and items.count("записано, ждёт подписи КЭП и отправки") == 2
+    assert client.call("POST", "/api/v1/ofd-documents", who="accountant", json={"kind": "act"}).status == 201
+    company = client.call("GET", "/admin/kep", who="accountant").text.split('id="company-requests"')[1].split("</ul>")[0]
+    assert company.count("<li>") == 3 and "по компании" in company and f"касса <a href=\"/registers/{register}\">" in company

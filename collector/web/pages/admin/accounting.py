@@ -8,7 +8,7 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from collector.accounts import contracts, kep, kep_alerts, kep_documents
+from collector.accounts import contracts, kep, kep_alerts, kep_documents, signed_requests
 from collector.accounts.certificates import MAX_CERTIFICATE_BYTES, parse_certificate
 from collector.accounts.csvrows import ImportReport
 from collector.accounts.errors import InvalidInput, NotFound
@@ -135,6 +135,7 @@ async def kep_admin(request: web.Request) -> web.StreamResponse:
         return {"orders": orders.items, "asked": asked, "uploads": uploads, "missing": missing,
                 "certificates": certificates, "validity": kep.has_valid_kep(conn, who.tenant_id, at),
                 "open_order": kep.open_order(conn, who.tenant_id),
+                "submitted": signed_requests.submitted(conn, who.tenant_id, limit=50),
                 "kep_alerts": kep_alerts.company_alerts(conn, who.actor, who.tenant_id)}
 
     context = await as_caller(request, work)
