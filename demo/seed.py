@@ -68,7 +68,7 @@ def seed(engine: sa.Engine, fleet: Fleet, *, now: datetime, today: date) -> Seed
 def _kep(conn: sa.Connection, actor: Actor, tenant: int, now: datetime) -> None:
     order = kep.create_order(conn, actor, tenant, KEP_HEAD, at=now - timedelta(days=KEP_YEAR + 7))
     for step in (kep.KepState.DOCUMENTS_REQUESTED, kep.KepState.DOCUMENTS_RECEIVED):
-        kep.advance(conn, actor, tenant, order, step, at=now - timedelta(days=KEP_YEAR + 5))
+        kep.advance(conn, actor, tenant, order, step, at=now - timedelta(days=KEP_YEAR + 5), documents=["passport"])
     certificate = kep.IssuedCertificate(KEP_SERIAL, KEP_HEAD.full_name, now + timedelta(days=KEP_DAYS_LEFT))
     kep.advance(conn, actor, tenant, order, kep.KepState.ISSUED, at=now - timedelta(days=KEP_YEAR), certificate=certificate)
 

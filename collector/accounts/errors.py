@@ -4,7 +4,15 @@ from __future__ import annotations
 
 
 class AccountsError(Exception):
-    """Base of every error this package raises on purpose; the message is safe to show."""
+    """Base of every error this package raises on purpose; the message is safe to show.
+
+    ``ru`` is the same refusal for a person using the Russian pages (the API and the CLI keep the
+    English message); where it is None the pages fall back to a generic Russian sentence.
+    """
+
+    def __init__(self, message: str = "", *, ru: str | None = None) -> None:
+        super().__init__(message)
+        self.ru = ru
 
 
 class NotFound(AccountsError, LookupError):

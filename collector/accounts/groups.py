@@ -81,7 +81,7 @@ def create_group(conn: sa.Connection, actor: Actor, tenant_id: int, name: str, *
     authorize(conn, actor, tenant_id, Permission.MANAGE_GROUPS, None)
     name = clean_name(name, "group name")
     if find_group(conn, tenant_id, name) is not None:
-        raise Conflict(f"group {name!r} already exists")
+        raise Conflict(f"group {name!r} already exists", ru=f"Группа «{name}» уже есть: выберите другое название.")
     group_id = int(
         conn.execute(
             sa.insert(user_groups).values(tenant_id=tenant_id, name=name).returning(user_groups.c.id)

@@ -2,25 +2,32 @@
 
 An order moves requested → documents_requested → documents_received → issued | rejected and
 only along those arrows (rejection is possible from any open state); each move writes a row
-to ``kep_order_history`` and an audit entry. Issuing records the certificate (serial, owner,
-valid-until). ``has_valid_kep`` gates the actions that legally need a signature, with a
-message that says what to do.
+to ``kep_order_history`` and an audit entry. Two sides move it: the issuer (the service
+provider's staff, through the operator CLI) asks for documents, issues and rejects; the
+customer only says the requested documents are sent, once each is uploaded — no user of the
+customer company can issue their own order, whatever their role. Issuing records the
+certificate (serial, owner, valid-until). A company may also enter a certificate it already
+has (``enter_certificate``: the .cer file, checked against the company's ИНН).
+``has_valid_kep`` gates the actions that legally need a signature, with a message that says
+what to do.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
 import sqlalchemy as sa
 
-from collector.accounts import audit
+from collector.accounts import audit, kep_documents
 from collector.accounts.audit import Actor
-from collector.accounts.errors import InvalidInput, KepRequired, NotFound
+from collector.accounts.certificates import CertificateInfo, check_belongs_to
+from collector.accounts.errors import Conflict, InvalidInput, KepRequired, NotFound, PermissionDenied
 from collector.accounts.inn import check_inn, check_snils
 from collector.accounts.rights import Permission, authorize
-from collector.accounts.schema import kep_certificates, kep_order_history, kep_orders
+from collector.accounts.schema import kep_certificates, kep_order_history, kep_orders, tenant_profiles
 from collector.accounts.service import normalise_email
 from collector.accounts.tree import clean_name
 
@@ -45,6 +52,12 @@ TRANSITIONS: dict[KepState, frozenset[KepState]] = {
     KepState.ISSUED: frozenset(),
     KepState.REJECTED: frozenset(),
 }
+
+
+# Moves only the issuer makes (the operator CLI: ``Actor.cli()``); the customer's side only says
+# the requested documents are sent.
+ISSUER_MOVES = frozenset({KepState.DOCUMENTS_REQUESTED, KepState.ISSUED, KepState.REJECTED})
+OPEN_STATES = frozenset({KepState.REQUESTED, KepState.DOCUMENTS_REQUESTED, KepState.DOCUMENTS_RECEIVED})
 
 
 class IllegalTransition(InvalidInput):
@@ -125,10 +138,17 @@ def advance(
     at: datetime,
     note: str = "",
     certificate: IssuedCertificate | None = None,
+    documents: Sequence[str] = (),
 ) -> None:
-    """Move the order; ``issued`` needs the certificate, ``rejected`` a note with the reason."""
+    """Move the order; ``issued`` needs the certificate, ``rejected`` a note with the reason,
+    ``documents_requested`` names the ``documents`` asked for. Only the issuer (no user) may
+    request documents, issue or reject; a user may say the documents are sent once all are uploaded."""
     authorize(conn, actor, tenant_id, Permission.KEP_ORDERS, None)
     current = order_state(conn, tenant_id, order_id)
+    if actor.user_id is not None and to in ISSUER_MOVES:
+        raise PermissionDenied(
+            f"only the КЭП issuer (the service provider's staff) may move an order to {to}; {actor.label} cannot"
+        )
     if to not in TRANSITIONS[current]:
         allowed = ", ".join(sorted(TRANSITIONS[current])) or "none (the order is closed)"
         raise IllegalTransition(f"a КЭП order cannot go from {current} to {to}; allowed: {allowed}")
@@ -136,6 +156,14 @@ def advance(
         raise InvalidInput("the certificate is given exactly when the order is issued")
     if to is KepState.REJECTED and not note.strip():
         raise InvalidInput("say why the order is rejected")
+    asked = kep_documents.check_kinds(documents) if to is KepState.DOCUMENTS_REQUESTED else None
+    if to is KepState.DOCUMENTS_RECEIVED and actor.user_id is not None:
+        still_missing = kep_documents.missing(conn, tenant_id, order_id)
+        if still_missing:
+            raise InvalidInput(
+                "upload every requested document first; missing: "
+                + ", ".join(kep_documents.DOCUMENT_KINDS[kind] for kind in still_missing)
+            )
     if certificate is not None:
         if not certificate.serial.strip():
             raise InvalidInput("the certificate serial is empty")
@@ -147,7 +175,8 @@ def advance(
         sa.update(kep_orders)
         .where(kep_orders.c.id == order_id, kep_orders.c.state == current.value)
         .values(
-            state=to.value, updated_at=at, reject_reason=note.strip() if to is KepState.REJECTED else None
+            state=to.value, updated_at=at, reject_reason=note.strip() if to is KepState.REJECTED else None,
+            **({} if asked is None else {"requested_documents": asked}),
         )
     ).rowcount
     if moved != 1:
@@ -196,6 +225,47 @@ def _history(
         at=at,
         details={"from": None if frm is None else frm.value, "to": to.value, "note": note},
     )
+
+
+def enter_certificate(
+    conn: sa.Connection, actor: Actor, tenant_id: int, info: CertificateInfo, *, at: datetime
+) -> None:
+    """Record a certificate the company already has (parsed from its .cer file); refused unless it
+    was issued for the company's ИНН and is valid now, or when it is already entered."""
+    authorize(conn, actor, tenant_id, Permission.KEP_ORDERS, None)
+    company_inn = conn.execute(
+        sa.select(tenant_profiles.c.inn).where(tenant_profiles.c.tenant_id == tenant_id)
+    ).scalar_one_or_none()
+    if company_inn is None:
+        raise NotFound(f"company {tenant_id} has no profile")
+    check_belongs_to(info, company_inn, at)
+    known = conn.execute(
+        sa.select(kep_certificates.c.id).where(
+            kep_certificates.c.tenant_id == tenant_id, kep_certificates.c.serial == info.serial
+        )
+    ).first()
+    if known is not None:
+        raise Conflict(f"the certificate {info.serial} is already entered")
+    conn.execute(
+        sa.insert(kep_certificates).values(
+            tenant_id=tenant_id, order_id=None, serial=info.serial, owner_name=info.owner_name,
+            issued_at=info.valid_from, valid_until=info.valid_until,
+        )
+    )
+    audit.record(conn, actor, tenant_id=tenant_id, action="kep.certificate_entered", target_type="tenant",
+                 target_id=tenant_id, at=at,
+                 details={"serial": info.serial, "owner": info.owner_name, "valid_until": info.valid_until.isoformat()})
+
+
+def open_order(conn: sa.Connection, tenant_id: int) -> tuple[int, KepState] | None:
+    """The newest order still in progress (so the pages say «КЭП заказана», not «нет КЭП»)."""
+    row = conn.execute(
+        sa.select(kep_orders.c.id, kep_orders.c.state)
+        .where(kep_orders.c.tenant_id == tenant_id, kep_orders.c.state.in_([s.value for s in OPEN_STATES]))
+        .order_by(kep_orders.c.id.desc())
+        .limit(1)
+    ).first()
+    return None if row is None else (int(row.id), KepState(row.state))
 
 
 def order_history(conn: sa.Connection, tenant_id: int, order_id: int) -> list[tuple[str | None, str]]:

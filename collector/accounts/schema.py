@@ -48,6 +48,9 @@ tree_levels = sa.Table(
     sa.Column("position", sa.Integer, nullable=False),
     sa.Column("name", sa.String(50), nullable=False),
     sa.Column("holds_registers", sa.Boolean, nullable=False, server_default=sa.false()),
+    # What people read for the level (revision 0011): nodes keep ``name`` as their kind, so the
+    # company may call its levels anything at any time; None shows the default Russian title.
+    sa.Column("title", sa.String(50), nullable=True),
     sa.UniqueConstraint("tenant_id", "position"),
     sa.UniqueConstraint("tenant_id", "name"),
 )
@@ -203,7 +206,28 @@ kep_orders = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
     sa.Column("reject_reason", sa.Text, nullable=True),
+    # What the issuer asked for when it moved the order to documents_requested (revision 0010):
+    # a list of ``collector.accounts.kep_documents.DOCUMENT_KINDS`` keys.
+    sa.Column("requested_documents", json_document(), nullable=True),
     sa.Index(None, "tenant_id", "state"),
+)
+
+# The customer's uploads for a КЭП order (revision 0010): checked for size and type (by content,
+# not by name) before they are stored.
+kep_documents = sa.Table(
+    "kep_documents",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("tenant_id", sa.Integer, _tenant_fk(), nullable=False),
+    sa.Column("order_id", sa.Integer, sa.ForeignKey("kep_orders.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("kind", sa.String(40), nullable=False),
+    sa.Column("filename", sa.String(200), nullable=False),
+    sa.Column("content_type", sa.String(50), nullable=False),
+    sa.Column("size", sa.Integer, nullable=False),
+    sa.Column("content", sa.LargeBinary, nullable=False),
+    sa.Column("uploaded_by", sa.Integer, sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("uploaded_at", UtcDateTime, nullable=False),
+    sa.Index(None, "order_id"),
 )
 
 kep_order_history = sa.Table(
@@ -286,6 +310,7 @@ ACCOUNT_TABLES: tuple[sa.Table, ...] = (
     login_throttle,
     kep_orders,
     kep_order_history,
+    kep_documents,
     kep_certificates,
     account_alerts,
     audit_log,

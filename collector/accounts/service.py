@@ -101,7 +101,7 @@ def create_user(
     email = normalise_email(email)
     password_hash = None if password is None else passwords.hash(password)
     if conn.execute(sa.select(users.c.id).where(users.c.email == email)).first() is not None:
-        raise Conflict(f"{email} already has an account")
+        raise Conflict(f"{email} already has an account", ru=f"У {email} уже есть учётная запись.")
     user_id = int(
         conn.execute(
             sa.insert(users)
@@ -341,7 +341,8 @@ class AccountService:
         check_may_add_to_group(conn, actor, tenant_id, group_id)
         other = conn.execute(sa.select(users.c.tenant_id).where(users.c.email == email)).scalar_one_or_none()
         if other is not None and other != tenant_id:
-            raise Conflict(f"{email} already has an account with another company")
+            raise Conflict(f"{email} already has an account with another company",
+                           ru=f"{email} уже работает в другой компании: пригласить его нельзя.")
         invitation_id = int(
             conn.execute(
                 sa.insert(invitations)

@@ -10,7 +10,7 @@ Every change checks the actor's grants (``rights.authorize``) and writes an audi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -33,11 +33,24 @@ PROTOCOLS = DRIVER_PROTOCOLS
 MAX_REGISTER_ID_LENGTH = 100  # registers.register_id
 
 
+# What people read for the default level keys until the company names its levels itself.
+DEFAULT_TITLES: dict[str, str] = {
+    "company": "Компания", "legal_entity": "Юрлицо", "brand": "Бренд", "region": "Регион",
+    "city": "Город", "store": "Магазин",
+}
+MAX_TITLE_LENGTH = 50  # tree_levels.title
+
+
 @dataclass(frozen=True, slots=True)
 class Level:
     position: int
-    name: str
+    name: str  # the key nodes carry as their kind
     holds_registers: bool
+    title: str = ""  # what people read: the company's own name for it, else the default title
+
+    @property
+    def shown(self) -> str:
+        return self.title or DEFAULT_TITLES.get(self.name, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,18 +71,21 @@ class NodeInfo:
 def clean_name(name: str, what: str = "name") -> str:
     cleaned = " ".join(name.split())
     if not cleaned:
-        raise InvalidInput(f"the {what} must not be empty")
+        raise InvalidInput(f"the {what} must not be empty", ru="Заполните поле: пустое значение не принимается.")
     if len(cleaned) > MAX_NAME_LENGTH:
-        raise InvalidInput(f"the {what} must be at most {MAX_NAME_LENGTH} characters")
+        raise InvalidInput(f"the {what} must be at most {MAX_NAME_LENGTH} characters",
+                           ru=f"Слишком длинное значение: не больше {MAX_NAME_LENGTH} символов.")
     return cleaned
 
 
 def _check_level_names(names: Sequence[str]) -> list[str]:
     cleaned = [clean_name(n, "level name").lower() for n in names]
     if len(cleaned) < 2:
-        raise InvalidInput("a tree needs at least two levels: the company and the store")
+        raise InvalidInput("a tree needs at least two levels: the company and the store",
+                           ru="Нужно хотя бы два уровня: компания и магазин.")
     if len(set(cleaned)) != len(cleaned):
-        raise InvalidInput("level names must be different from each other")
+        raise InvalidInput("level names must be different from each other",
+                           ru="Названия уровней не должны повторяться.")
     return cleaned
 
 
@@ -138,11 +154,60 @@ def find_root(conn: sa.Connection, tenant_id: int) -> int:
 
 def levels(conn: sa.Connection, tenant_id: int) -> list[Level]:
     rows = conn.execute(
-        sa.select(tree_levels.c.position, tree_levels.c.name, tree_levels.c.holds_registers)
+        sa.select(tree_levels.c.position, tree_levels.c.name, tree_levels.c.holds_registers, tree_levels.c.title)
         .where(tree_levels.c.tenant_id == tenant_id)
         .order_by(tree_levels.c.position)
     )
-    return [Level(r.position, r.name, bool(r.holds_registers)) for r in rows]
+    return [Level(r.position, r.name, bool(r.holds_registers), r.title or "") for r in rows]
+
+
+def level_titles(conn: sa.Connection, tenant_id: int) -> dict[str, str]:
+    """Level key (a node's kind) → what people read for it."""
+    return {level.name: level.shown for level in levels(conn, tenant_id)}
+
+
+def set_level_titles(
+    conn: sa.Connection, actor: Actor, tenant_id: int, titles: Mapping[str, str], *, at: datetime
+) -> None:
+    """The company names its levels (an empty title restores the default); the keys nodes carry stay."""
+    authorize(conn, actor, tenant_id, Permission.MANAGE_COMPANY, None)
+    current = levels(conn, tenant_id)
+    unknown = sorted(set(titles) - {level.name for level in current})
+    if unknown:
+        raise InvalidInput(f"unknown level(s) {', '.join(unknown)}", ru="Такого уровня в структуре нет.")
+    chosen: dict[str, str | None] = {}
+    for level in current:
+        title = " ".join(titles.get(level.name, level.title).split())
+        if len(title) > MAX_TITLE_LENGTH:
+            raise InvalidInput(f"a level title is at most {MAX_TITLE_LENGTH} characters",
+                               ru=f"Название уровня — не длиннее {MAX_TITLE_LENGTH} символов.")
+        chosen[level.name] = title or None
+    shown = [chosen_title or DEFAULT_TITLES.get(name, name) for name, chosen_title in chosen.items()]
+    if len({text.lower() for text in shown}) != len(shown):
+        raise InvalidInput("level titles must differ from each other", ru="Названия уровней не должны повторяться.")
+    for name, stored in chosen.items():
+        conn.execute(
+            sa.update(tree_levels)
+            .where(tree_levels.c.tenant_id == tenant_id, tree_levels.c.name == name)
+            .values(title=stored)
+        )
+    audit.record(conn, actor, tenant_id=tenant_id, action="tree.level_titles", target_type="tenant",
+                 target_id=tenant_id, at=at, details={"titles": dict(chosen)})
+
+
+def node_paths(conn: sa.Connection, tenant_id: int) -> dict[int, str]:
+    """Node id → its path for pickers, «Продукты у дома / Москва»: the company root is left out
+    (every node is in it), so two cities of the same name under different brands differ."""
+    rows = conn.execute(
+        sa.select(nodes.c.id, nodes.c.name, nodes.c.path, nodes.c.parent_id).where(nodes.c.tenant_id == tenant_id)
+    ).all()
+    names = {row.id: row.name for row in rows}
+    found = {}
+    for row in rows:
+        ids = [int(part) for part in row.path.split("/") if part]
+        below_root = [names[i] for i in ids[1:] if i in names]
+        found[row.id] = " / ".join(below_root) if row.parent_id is not None and below_root else row.name
+    return found
 
 
 def set_levels(
@@ -155,7 +220,8 @@ def set_levels(
         conn.execute(sa.select(nodes.c.kind).where(nodes.c.tenant_id == tenant_id).distinct()).scalars()
     )
     if dropped := sorted(used - set(new)):
-        raise Conflict(f"level(s) {', '.join(dropped)} are still used by nodes")
+        raise Conflict(f"level(s) {', '.join(dropped)} are still used by nodes",
+                       ru=f"Уровни «{'», «'.join(dropped)}» ещё используются узлами: сначала перенесите или удалите их.")
     child = nodes.alias("child")
     pairs = conn.execute(
         sa.select(nodes.c.kind, child.c.kind)
@@ -165,12 +231,15 @@ def set_levels(
     ).all()
     for parent_kind, child_kind in pairs:
         if new.index(child_kind) <= new.index(parent_kind):
-            raise Conflict(f"a {child_kind} sits under a {parent_kind}; the new order would invert them")
+            raise Conflict(f"a {child_kind} sits under a {parent_kind}; the new order would invert them",
+                           ru=f"Сейчас «{child_kind}» стоит под «{parent_kind}»: новый порядок уровней их перевернул бы.")
+    kept_titles = {level.name: level.title or None for level in levels(conn, tenant_id)}
     conn.execute(sa.delete(tree_levels).where(tree_levels.c.tenant_id == tenant_id))
     conn.execute(
         sa.insert(tree_levels),
         [
-            {"tenant_id": tenant_id, "position": i, "name": n, "holds_registers": i == len(new) - 1}
+            {"tenant_id": tenant_id, "position": i, "name": n, "holds_registers": i == len(new) - 1,
+             "title": kept_titles.get(n)}
             for i, n in enumerate(new)
         ],
     )
@@ -201,9 +270,9 @@ def _level_position(tenant_levels: list[Level], kind: str) -> int:
     for level in tenant_levels:
         if level.name == kind:
             return level.position
-    raise InvalidInput(
-        f"unknown level {kind!r}; this company's levels are {', '.join(lv.name for lv in tenant_levels)}"
-    )
+    known = ", ".join(lv.name for lv in tenant_levels)
+    raise InvalidInput(f"unknown level {kind!r}; this company's levels are {known}",
+                       ru=f"Неизвестный уровень «{kind}». Уровни компании: {known}.")
 
 
 def _check_placement(
@@ -211,14 +280,17 @@ def _check_placement(
 ) -> None:
     tenant_levels = levels(conn, tenant_id)
     if _level_position(tenant_levels, kind) <= _level_position(tenant_levels, parent.kind):
-        raise InvalidInput(f"a {kind} cannot be placed under a {parent.kind} ({parent.name!r})")
+        raise InvalidInput(f"a {kind} cannot be placed under a {parent.kind} ({parent.name!r})",
+                           ru=f"Узел уровня «{kind}» нельзя поставить под «{parent.name}» (уровень «{parent.kind}»): "
+                              "выберите узел более высокого уровня.")
     sibling = conn.execute(
         sa.select(nodes.c.id).where(
             nodes.c.parent_id == parent.id, nodes.c.name == name, nodes.c.id != (node_id or -1)
         )
     ).first()
     if sibling is not None:
-        raise Conflict(f"{parent.name!r} already has a node named {name!r}")
+        raise Conflict(f"{parent.name!r} already has a node named {name!r}",
+                       ru=f"В «{parent.name}» уже есть узел «{name}»: выберите другое название.")
 
 
 def create_node(
@@ -287,10 +359,11 @@ def move_node(
     authorize(conn, actor, tenant_id, Permission.MANAGE_TREE, new_parent_id)
     node = get_node(conn, tenant_id, node_id)
     if node.parent_id is None:
-        raise InvalidInput("the company root cannot be moved")
+        raise InvalidInput("the company root cannot be moved", ru="Компанию (корень структуры) перенести нельзя.")
     new_parent = get_node(conn, tenant_id, new_parent_id)  # NotFound for another tenant's node
     if new_parent.path.startswith(node.path):
-        raise InvalidInput(f"{node.name!r} cannot be moved below itself")
+        raise InvalidInput(f"{node.name!r} cannot be moved below itself",
+                           ru=f"«{node.name}» нельзя перенести внутрь самого себя.")
     _check_placement(conn, tenant_id, new_parent, node.kind, node.name, node_id)
     try:
         storage_tree.move_node(conn, tenant_id, node_id, new_parent_id)
@@ -313,16 +386,17 @@ def delete_node(conn: sa.Connection, actor: Actor, tenant_id: int, node_id: int,
     authorize(conn, actor, tenant_id, Permission.MANAGE_TREE, node_id)
     node = get_node(conn, tenant_id, node_id)
     if node.parent_id is None:
-        raise InvalidInput("the company root cannot be deleted")
+        raise InvalidInput("the company root cannot be deleted", ru="Компанию (корень структуры) удалить нельзя.")
     holders = (
-        ("child nodes", sa.select(nodes.c.id).where(nodes.c.parent_id == node_id)),
-        ("registers", sa.select(registers.c.register_id).where(registers.c.node_id == node_id)),
-        ("agents", sa.select(agents.c.agent_id).where(agents.c.node_id == node_id)),
-        ("grants", sa.select(grants.c.id).where(grants.c.node_id == node_id)),
+        ("child nodes", "вложенные узлы", sa.select(nodes.c.id).where(nodes.c.parent_id == node_id)),
+        ("registers", "кассы", sa.select(registers.c.register_id).where(registers.c.node_id == node_id)),
+        ("agents", "агенты", sa.select(agents.c.agent_id).where(agents.c.node_id == node_id)),
+        ("grants", "выданные на него права", sa.select(grants.c.id).where(grants.c.node_id == node_id)),
     )
-    for what, query in holders:
+    for what, what_ru, query in holders:
         if conn.execute(query.limit(1)).first() is not None:
-            raise Conflict(f"{node.name!r} still has {what}; move or remove them first")
+            raise Conflict(f"{node.name!r} still has {what}; move or remove them first",
+                           ru=f"В «{node.name}» ещё есть {what_ru}: сначала перенесите или удалите их.")
     conn.execute(sa.delete(nodes).where(nodes.c.id == node_id))
     audit.record(
         conn,

@@ -278,6 +278,23 @@ def get_register(conn: sa.Connection, scope: Scope, register_id: str) -> Registe
     return _register_row(row._mapping, tags=tuple(tag_names))
 
 
+def find_registers(conn: sa.Connection, scope: Scope, identifier: str, *, limit: int = 20) -> list[tuple[str, str | None]]:
+    """In-scope registers whose id, serial, РНМ or ФН number is exactly ``identifier`` (what people
+    copy from a receipt or a list), as (register id, serial)."""
+    text = identifier.strip()
+    if not text:
+        return []
+    matches = sa.or_(registers.c.register_id == text, registers.c.serial == text, registers.c.rnm == text,
+                     registers.c.fn_serial == text)
+    rows = conn.execute(
+        sa.select(registers.c.register_id, registers.c.serial)
+        .where(matches, register_visible(scope))
+        .order_by(registers.c.register_id)
+        .limit(limit)
+    )
+    return [(row.register_id, row.serial) for row in rows]
+
+
 def visible_register_ids(scope: Scope) -> sa.Select[tuple[str]]:
     return sa.select(registers.c.register_id).where(register_visible(scope))
 

@@ -50,6 +50,9 @@ from collector.web.shared.zones import TENANT_ZONES_KEY, TenantZones
 
 log = logging.getLogger(__name__)
 
+# The largest body: a 5 MB upload (a КЭП document scan, a CSV import) plus the form around it.
+MAX_BODY_BYTES = 6 * 1024 * 1024
+
 
 class WebSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -128,7 +131,10 @@ def create_app(
     ``account_service`` carries the mailer of account e-mails (default: the log, built on first
     use); ``enrollment`` adds the enrollment endpoints."""
     settings = WebSettings.from_config(config)
-    app = web.Application(middlewares=[metrics_middleware, problem_middleware, input_guard_middleware, auth_middleware])
+    app = web.Application(
+        middlewares=[metrics_middleware, problem_middleware, input_guard_middleware, auth_middleware],
+        client_max_size=MAX_BODY_BYTES,
+    )
     add_security_headers(app)
     app[CLOCK_KEY] = clock
     app[METRICS_KEY] = http_metrics_for(metrics_registry or CollectorRegistry())

@@ -131,8 +131,8 @@ _ALERT_ACTIONS: dict[str, dict[str, str]] = {
         "acknowledged": "подтверждён",
         "commented": "комментарий",
         "assigned": "назначен",
-        "silenced": "заглушён",
-        "unsilenced": "заглушение снято",
+        "silenced": "уведомления отключены",
+        "unsilenced": "уведомления снова включены",
     },
     "en": {
         "raised": "raised",
@@ -145,6 +145,36 @@ _ALERT_ACTIONS: dict[str, dict[str, str]] = {
         "silenced": "silenced",
         "unsilenced": "silence lifted",
     },
+}
+
+
+# The ФН's warning bits (``protocol.kkt.fn.FnWarning`` names), said so a shop manager knows what it means.
+_FN_WARNINGS: dict[str, dict[str, str]] = {
+    "ru": {
+        "URGENT_REPLACEMENT": "ФН нужно заменить срочно: осталось 3 дня или меньше",
+        "REPLACE_SOON": "ФН скоро закончится: осталось 30 дней или меньше",
+        "MEMORY_ALMOST_FULL": "память ФН почти заполнена (90 %)",
+        "OFD_TIMEOUT": "ОФД долго не подтверждает документы",
+        "FLC_REJECTION": "ОФД отклонил данные чека (ошибка форматно-логического контроля)",
+        "KKT_SETUP_REQUIRED": "ОФД просит перенастроить кассу",
+        "OFD_ANNULLED": "ОФД аннулирован: нужен договор с другим ОФД",
+        "CRITICAL_ERROR": "критическая ошибка ФН: обратитесь в сервисный центр",
+    },
+    "en": {
+        "URGENT_REPLACEMENT": "replace the ФН now: 3 days or less left",
+        "REPLACE_SOON": "the ФН ends within 30 days",
+        "MEMORY_ALMOST_FULL": "ФН memory 90 % full",
+        "OFD_TIMEOUT": "the OFD is slow to confirm documents",
+        "FLC_REJECTION": "the OFD rejected receipt data (format check)",
+        "KKT_SETUP_REQUIRED": "the OFD asks to reconfigure the register",
+        "OFD_ANNULLED": "the OFD was annulled: a contract with another OFD is needed",
+        "CRITICAL_ERROR": "ФН critical error: call the service centre",
+    },
+}
+
+_PROTOCOLS: dict[str, dict[str, str]] = {
+    "ru": {"shtrih": "Штрих-М", "atol": "АТОЛ"},
+    "en": {"shtrih": "Shtrih-M", "atol": "ATOL"},
 }
 
 
@@ -178,6 +208,12 @@ class Labels:
 
     def alert_action(self, key: str | None) -> str:
         return self._lookup(_ALERT_ACTIONS, key)
+
+    def fn_warning(self, key: str | None) -> str:
+        return self._lookup(_FN_WARNINGS, key)
+
+    def protocol(self, key: str | None) -> str:
+        return self._lookup(_PROTOCOLS, key)
 
     def rules(self) -> Mapping[str, str]:
         return _pick(_RULES, self.language)

@@ -55,8 +55,10 @@ class Problem(Exception):
         *,
         invalid_params: Iterable[InvalidParam] = (),
         headers: Mapping[str, str] | None = None,
+        ru: str | None = None,
     ) -> None:
         super().__init__(detail)
+        self.ru = ru  # the refusal in Russian for the pages; not part of the API's body
         self.body = ProblemDetails(
             type=_TYPE_PREFIX + slug, title=title, status=status, detail=detail, invalid_params=list(invalid_params)
         )

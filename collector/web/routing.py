@@ -91,7 +91,8 @@ async def parse_body(request: web.Request, model: type[ModelT]) -> ModelT:
 def int_path_param(request: web.Request, name: str) -> int:
     text = request.match_info[name]
     if not text.isascii() or not text.isdigit() or len(text) > 18:
-        raise Problem(400, "invalid-parameter", "Invalid path parameter", f"{name} must be a positive integer, got {text!r}")
+        raise Problem(400, "invalid-parameter", "Invalid path parameter", f"{name} must be a positive integer, got {text!r}",
+                      ru=f"Неверный адрес страницы: {name} — это номер, а в адресе «{text}».")
     return int(text)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from collector.accounts import kep_documents
 from collector.accounts.audit import Actor, list_entries
 from collector.accounts.contracts import ContractChange, import_contracts_csv, set_contract
 from collector.accounts.errors import InvalidInput, KepRequired, NotFound, PermissionDenied
@@ -120,43 +121,44 @@ def test_contract_csv_with_errors_applies_nothing(conn, world) -> None:
 
 
 def test_kep_order_walks_the_workflow_and_audits_every_move(conn, world) -> None:
+    """The issuer (operator CLI) requests documents, issues, rejects; the customer uploads and says sent."""
     tenant = world.a.tenant_id
     owner = Actor.user(conn, world.a.user_id)
     assert not has_valid_kep(conn, tenant, T0).ok
     order = create_order(conn, owner, tenant, HEAD, at=T0)
+    certificate = IssuedCertificate("01AB", "Иванов Иван Иванович", T0 + timedelta(days=365))
     with pytest.raises(IllegalTransition, match="requested to issued"):
-        advance(
-            conn,
-            owner,
-            tenant,
-            order,
-            KepState.ISSUED,
-            at=T0,
-            certificate=IssuedCertificate("01AB", "Иванов И. И.", T0 + timedelta(days=365)),
-        )
+        advance(conn, CLI, tenant, order, KepState.ISSUED, at=T0, certificate=certificate)
     with pytest.raises(IllegalTransition):
         advance(conn, owner, tenant, order, KepState.DOCUMENTS_RECEIVED, at=T0)
-    advance(conn, owner, tenant, order, KepState.DOCUMENTS_REQUESTED, at=T0, note="паспорт, СНИЛС")
+    with pytest.raises(PermissionDenied, match="only the КЭП issuer"):
+        advance(conn, owner, tenant, order, KepState.DOCUMENTS_REQUESTED, at=T0, documents=["passport"])
+    with pytest.raises(InvalidInput, match="at least one document"):
+        advance(conn, CLI, tenant, order, KepState.DOCUMENTS_REQUESTED, at=T0)
+    advance(conn, CLI, tenant, order, KepState.DOCUMENTS_REQUESTED, at=T0, note="паспорт, СНИЛС",
+            documents=["passport", "snils", "passport"])
+    assert kep_documents.requested(conn, tenant, order) == ["passport", "snils"]
+    with pytest.raises(InvalidInput, match="upload every requested document"):
+        advance(conn, owner, tenant, order, KepState.DOCUMENTS_RECEIVED, at=T0)
+    kep_documents.add_document(conn, owner, tenant, order, "passport", "паспорт.pdf", b"%PDF-1.7 scan", at=T0)
+    assert kep_documents.missing(conn, tenant, order) == ["snils"]
+    kep_documents.add_document(conn, owner, tenant, order, "snils", "snils.png", b"\x89PNG\r\n\x1a\n...", at=T0)
     advance(conn, owner, tenant, order, KepState.DOCUMENTS_RECEIVED, at=T0 + timedelta(days=1))
+    for user in (owner, Actor.user(conn, kit.user_with_role(conn, tenant, "adm@romashka.test", Role.ADMIN,
+                                                             world.a.root_node_id))):
+        with pytest.raises(PermissionDenied, match="only the КЭП issuer"):  # whatever the customer's role
+            advance(conn, user, tenant, order, KepState.ISSUED, at=T0 + timedelta(days=2), certificate=certificate)
     with pytest.raises(InvalidInput, match="certificate"):
-        advance(conn, owner, tenant, order, KepState.ISSUED, at=T0 + timedelta(days=2))
+        advance(conn, CLI, tenant, order, KepState.ISSUED, at=T0 + timedelta(days=2))
     stale = IssuedCertificate("01AA", "Иванов Иван Иванович", T0)
     with pytest.raises(InvalidInput, match="expired"):
-        advance(conn, owner, tenant, order, KepState.ISSUED, at=T0 + timedelta(days=2), certificate=stale)
+        advance(conn, CLI, tenant, order, KepState.ISSUED, at=T0 + timedelta(days=2), certificate=stale)
     assert order_state(conn, tenant, order) is KepState.DOCUMENTS_RECEIVED  # a refused move changes nothing
     valid_until = T0 + timedelta(days=365)
-    advance(
-        conn,
-        owner,
-        tenant,
-        order,
-        KepState.ISSUED,
-        at=T0 + timedelta(days=2),
-        certificate=IssuedCertificate("01AB", "Иванов Иван Иванович", valid_until),
-    )
+    advance(conn, CLI, tenant, order, KepState.ISSUED, at=T0 + timedelta(days=2), certificate=certificate)
     assert order_state(conn, tenant, order) is KepState.ISSUED
     with pytest.raises(IllegalTransition, match="closed"):
-        advance(conn, owner, tenant, order, KepState.REJECTED, at=T0, note="x")
+        advance(conn, CLI, tenant, order, KepState.REJECTED, at=T0, note="x")
     assert order_history(conn, tenant, order) == [
         (None, "requested"),
         ("requested", "documents_requested"),
@@ -166,7 +168,8 @@ def test_kep_order_walks_the_workflow_and_audits_every_move(conn, world) -> None
     actions = [
         e.action for e in reversed(list_entries(conn, tenant, target_type="kep_order", target_id=order))
     ]
-    assert actions == ["kep.requested", "kep.documents_requested", "kep.documents_received", "kep.issued"]
+    assert actions == ["kep.requested", "kep.documents_requested", "kep.document", "kep.document",
+                       "kep.documents_received", "kep.issued"]
     check = has_valid_kep(conn, tenant, T0 + timedelta(days=3))
     assert check.ok and check.serial == "01AB" and check.valid_until == valid_until
     expired = has_valid_kep(conn, tenant, valid_until + timedelta(seconds=1))

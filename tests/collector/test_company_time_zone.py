@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -16,10 +16,10 @@ sys.path.insert(0, str(Path(__file__).parent / "security"))
 import accounts_testkit as accounts_kit
 import security_testkit as kit
 
-from collector.accounts import company, kep
+from collector.accounts import company
 from collector.accounts.audit import Actor
 from collector.accounts.errors import InvalidInput, PermissionDenied
-from collector.accounts.schema import audit_log, kep_certificates, kep_orders
+from collector.accounts.schema import audit_log
 
 engine = accounts_kit.engine
 
@@ -82,25 +82,6 @@ def test_the_settings_page_lists_russias_zones_and_saves_one(client: kit.Client)
     page = client.call("GET", "/admin/company?done=company-saved", who="owner_a").text
     assert '<option value="Asia/Yekaterinburg" selected>' in page and "сохранены" in page
     assert shown(kit.T0, "Asia/Yekaterinburg") in page
-
-
-def test_a_certificate_lasts_through_its_last_day_in_the_company_zone(client: kit.Client, engine: sa.Engine) -> None:
-    client.call("PATCH", "/api/v1/company", who="owner_a", json={"time_zone": "Asia/Vladivostok"})
-    with engine.begin() as conn:
-        order = kep.create_order(conn, Actor.cli(), client.world.tenant_a, kep.KepApplicant(
-            kep.KepSubject.HEAD, "Сидоров Пётр", "Директор", kit.make_person_inn(__import__("random").Random(5)),
-            None, "sidorov@romashka.test"), at=kit.T0)
-        for to in (kep.KepState.DOCUMENTS_REQUESTED, kep.KepState.DOCUMENTS_RECEIVED):
-            kep.advance(conn, Actor.cli(), client.world.tenant_a, order, to, at=kit.T0)
-    issued = client.call("POST", f"/admin/kep/{order}/transition", who="accountant",
-                         data={"to": "issued", "serial": "VL-1", "owner_name": "Сидоров Пётр", "valid_until": "2027-12-31"})
-    assert issued.status == 303, issued.text
-    with engine.connect() as conn:
-        until = conn.execute(sa.select(kep_certificates.c.valid_until)
-                             .where(kep_certificates.c.order_id == order)).scalar_one()
-        assert conn.execute(sa.select(kep_orders.c.state).where(kep_orders.c.id == order)).scalar_one() == "issued"
-    # 31.12.2027 23:59:59 in Владивосток (UTC+10) is 13:59:59 UTC, not midnight UTC.
-    assert until == datetime(2027, 12, 31, 13, 59, 59, tzinfo=UTC)
 
 
 def test_new_receivers_default_to_the_company_zone(client: kit.Client) -> None:

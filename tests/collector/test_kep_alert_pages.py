@@ -1,5 +1,5 @@
 """The КЭП alert over HTTP: the API list and acknowledgement, the banner on every page of those
-who handle КЭП, and the КЭП page's "Принять". The security world gives both companies a
+who handle КЭП, and the КЭП page's «Подтвердить». The security world gives both companies a
 certificate that ran out ten days before T0, so each has an active major КЭП alert."""
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def test_the_kep_page_acknowledges_it(client: kit.Client) -> None:
     done = client.call("POST", f"/admin/kep/alerts/{alert_id}/ack", who="accountant", data={})
     assert done.status == 303 and done.headers["Location"] == "/admin/kep?done=kep-alert-acked"
     page = client.call("GET", "/admin/kep?done=kep-alert-acked", who="accountant").text
-    assert "Тревога по КЭП принята" in page and f'action="/admin/kep/alerts/{alert_id}/ack"' not in page
-    assert f"принято {client.world.emails['accountant']}" in page
+    assert "Тревога по КЭП подтверждена" in page and f'action="/admin/kep/alerts/{alert_id}/ack"' not in page
+    assert f"подтверждено: {client.world.emails['accountant']}" in page
     missing = client.call("POST", "/admin/kep/alerts/99999999/ack", who="accountant", data={})
     assert missing.status == 404

@@ -18,6 +18,8 @@ sys.path.insert(0, str(Path(__file__).parent / "security"))
 import accounts_testkit as accounts_kit
 import security_testkit as kit
 
+from collector.accounts import kep
+from collector.accounts.audit import Actor
 from collector.accounts.schema import audit_log, kep_certificates
 from collector.storage.engine import begin_write
 
@@ -42,8 +44,14 @@ def audit_entries(client: kit.Client, engine: sa.Engine, action: str) -> list[sa
 def test_without_a_valid_kep_the_page_says_why_and_the_api_refuses(client: kit.Client, engine: sa.Engine) -> None:
     register = client.world.registers["tverskaya"]
     page = client.call("GET", f"/registers/{register}", who="owner_a").text
-    assert 'id="kep-missing"' in page and "срок последней истёк" in page and 'href="/admin/kep"' in page
+    # The world's company has a КЭП order in progress: the page says so, not «нет КЭП».
+    assert 'id="kep-ordered"' in page and "заявка принята" in page and 'id="kep-missing"' not in page
     assert "fns-application" not in page and "ofd-document" not in page  # nothing to fill in
+    with begin_write(engine) as conn:
+        order = int(client.world.a["{order_id}"])
+        kep.advance(conn, Actor.cli(), client.world.tenant_a, order, kep.KepState.REJECTED, at=kit.T0, note="нет")
+    page = client.call("GET", f"/registers/{register}", who="owner_a").text
+    assert 'id="kep-missing"' in page and "срок последней истёк" in page and 'href="/admin/kep"' in page
     assert 'id="signed-actions"' not in client.call("GET", f"/registers/{register}", who="viewer").text
     refused = client.call("POST", "/api/v1/ofd-documents", who="accountant",
                           json={"kind": "contract", "register_id": register})
@@ -99,3 +107,30 @@ def test_refusals_come_from_rights_and_input_before_anything_is_recorded(client:
                                                    who="owner_a").text
     assert client.call("POST", "/api/v1/ofd-documents", who="owner_a", json={"kind": "burn"}).status == 422
     assert audit_entries(client, engine, "register.fns_application") == [] and audit_entries(client, engine, "ofd.document") == []
+
+
+def test_registration_is_offered_deregistration_needs_confirmation_and_requests_are_listed(
+    client: kit.Client, engine: sa.Engine
+) -> None:
+    issue_certificate(engine, client.world.tenant_a)
+    register = client.world.registers["tverskaya"]
+    page = client.call("GET", f"/registers/{register}", who="owner_a").text
+    assert '<option value="registration">регистрация ККТ</option>' in page and 'id="submitted-requests"' not in page
+    unconfirmed = client.call("POST", f"/registers/{register}/fns-application", who="owner_a",
+                              data={"kind": "deregistration"})
+    assert unconfirmed.headers["Location"].endswith("?done=confirm-deregistration#signed-actions")
+    assert audit_entries(client, engine, "register.fns_application") == []
+    assert "отметьте, что понимаете последствия" in client.call(
+        "GET", f"/registers/{register}?done=confirm-deregistration", who="owner_a").text
+    refused = client.call("POST", f"/api/v1/registers/{register}/fns-application", who="owner_a",
+                          json={"kind": "deregistration"})
+    assert refused.status == 422 and "confirmed" in refused.json["detail"]
+    for data in ({"kind": "deregistration", "confirm": "yes"}, {"kind": "registration", "note": "новая касса"}):
+        assert client.call("POST", f"/registers/{register}/fns-application", who="owner_a", data=data).status == 303
+    listed = client.call("GET", f"/registers/{register}", who="owner_a").text
+    items = listed.split('id="submitted-requests"')[1].split("</ul>")[0]
+    assert items.index("регистрация ККТ") < items.index("снятие ККТ с учёта")  # newest first
+    assert "«новая касса»" in items and items.count("записано, ждёт подписи КЭП и отправки") == 2
+    assert client.call("POST", "/api/v1/ofd-documents", who="accountant", json={"kind": "act"}).status == 201
+    company = client.call("GET", "/admin/kep", who="accountant").text.split('id="company-requests"')[1].split("</ul>")[0]
+    assert company.count("<li>") == 3 and "по компании" in company and f"касса <a href=\"/registers/{register}\">" in company

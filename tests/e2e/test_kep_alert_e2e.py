@@ -24,8 +24,11 @@ import test_notifications_e2e as e2e
 from test_notifications_e2e import call, mailbox  # noqa: F401  (mailbox: a fixture)
 
 sys.path.insert(0, str(Path(__file__).parent.parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "collector"))
+import kep_certs
 from netkit import free_port, wait_for
 
+from collector.accounts import kep, kep_documents
 from collector.accounts.audit import Actor
 from collector.accounts.groups import add_member, create_group, grant_role
 from collector.accounts.passwords import FAST_TEST_COST, Passwords
@@ -33,6 +36,7 @@ from collector.accounts.rights import Role
 from collector.accounts.schema import tenant_profiles
 from collector.accounts.service import create_user
 from collector.accounts.sessions import create_api_token
+from collector.cli import main as cli_main
 from collector.config import load_config
 from collector.service import CollectorService
 from collector.storage import create_engine_from_url, migrate
@@ -91,20 +95,27 @@ def test_an_issued_certificate_near_its_end_raises_and_mails_the_kep_alert(
             "subject": "head", "full_name": "Сидоров Пётр", "position": "Директор", "inn": PERSON_INN,
             "email": "sidorov@romashka.test"})  # fmt: skip
         assert status == 201, order
-        move = f"/api/v1/kep-orders/{order['id']}/transition"
-        for step in ("documents_requested", "documents_received"):
-            assert call(web_port, "POST", move, accountant_token, {"to": step})[0] == 200
-        ends = datetime.now(UTC) + timedelta(days=5)
-        status, issued = call(web_port, "POST", move, accountant_token, {"to": "issued", "certificate": {
-            "serial": "KEP-E2E-1", "owner_name": "Сидоров Пётр", "valid_until": ends.isoformat()}})  # fmt: skip
-        assert status == 200 and issued["state"] == "issued"
+        order_id = int(order["id"])
+        # The issuer's side is the operator CLI; the customer uploads what it asks for.
+        assert cli_main(["kep", "request-documents", "--db", db_url, str(order_id), "--document", "passport"]) == 0
+        move = f"/api/v1/kep-orders/{order_id}/transition"
+        assert call(web_port, "POST", move, accountant_token, {"to": "documents_received"})[0] == 403
+        with engine.begin() as conn:
+            buh = Actor.user(conn, accountant)
+            kep_documents.add_document(conn, buh, company.tenant_id, order_id, "passport", "p.pdf", b"%PDF-1.7",
+                                       at=datetime.now(UTC))
+            kep.advance(conn, buh, company.tenant_id, order_id, kep.KepState.DOCUMENTS_RECEIVED, at=datetime.now(UTC))
+        cer = tmp_path / "issued.cer"  # five days left
+        cer.write_bytes(kep_certs.make_certificate(company_inn=None, person_inn=PERSON_INN, serial=0xE2E1,
+                                                   not_before=datetime.now(UTC) - timedelta(days=360), days=365))
+        assert cli_main(["kep", "issue", "--db", db_url, str(order_id), "--cer", str(cer)]) == 0
 
         mail = wait_for(lambda: box.messages, 15, "the e-mail about the КЭП")[0]
         time.sleep(1.5)  # a few more sweeps: nobody is mailed twice, the viewer not at all
         assert len(box.messages) == 1, box.bodies()
         assert mail["To"] == "buh@romashka.test"
         body = box.bodies()[0]
-        assert "Ромашка" in body and "KEP-E2E-1" in body and "осталось" in body
+        assert "Ромашка" in body and "E2E1" in body and "осталось" in body
         assert "касса" not in body.split("Активные проблемы")[1].split("Открыть")[0]
         assert "https://kassa.test/admin/kep" in body
 

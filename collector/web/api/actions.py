@@ -22,8 +22,9 @@ from collector.web.shared.accounts import Caller, answer_as_caller, require_visi
 
 
 class FnsApplicationBody(InputModel):
-    kind: Literal["registration_change", "fn_replacement", "deregistration"]
+    kind: Literal["registration", "registration_change", "fn_replacement", "deregistration"]
     note: str = Field("", max_length=2000)
+    confirm_deregistration: bool = Field(False, description="must be true for a deregistration (снятие с учёта)")
 
 
 class OfdDocumentBody(InputModel):
@@ -55,7 +56,8 @@ async def fns_application(request: web.Request) -> web.Response:
     def work(conn: sa.Connection, who: Caller) -> FnsApplicationOut:
         require_visible(conn, who, register_id)
         check = signed_requests.apply_to_fns(conn, who.actor, who.tenant_id, register_id,
-                                             signed_requests.FnsApplication(body.kind), body.note, at=at)
+                                             signed_requests.FnsApplication(body.kind), body.note, at=at,
+                                             confirmed=body.confirm_deregistration)
         return FnsApplicationOut(register_id=register_id, kind=body.kind, recorded=True,
                                  message=f"recorded in the audit log, to be signed with {check.message}")
 

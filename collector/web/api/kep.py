@@ -10,13 +10,17 @@ import sqlalchemy as sa
 from aiohttp import web
 from pydantic import AwareDatetime, BaseModel, Field
 
-from collector.accounts import kep, kep_alerts
+from collector.accounts import kep, kep_alerts, kep_documents
+from collector.accounts.audit import Actor
 from collector.accounts.schema import kep_orders
 from collector.web.api.models import Created, Email, InputModel, Name
+from collector.web.auth import require_admin
+from collector.web.problems import not_found
 from collector.web.routing import (
     API,
     Operation,
     int_path_param,
+    json_response,
     now,
     parse_body,
     parse_query,
@@ -26,7 +30,7 @@ from collector.web.shared.account_actions import (
     KepOrderOut,
     company_kep_orders,
 )
-from collector.web.shared.accounts import Caller, answer_as_caller
+from collector.web.shared.accounts import Caller, answer_as_caller, run_in_transaction
 from collector.web.shared.paging import Page, Paged, repaged
 
 
@@ -50,6 +54,10 @@ class TransitionBody(InputModel):
     to: Literal["documents_requested", "documents_received", "issued", "rejected"]
     note: str = Field("", max_length=2000)
     certificate: CertificateBody | None = None
+    documents: list[str] = Field(
+        default_factory=list, max_length=20,
+        description=f"for documents_requested: what the customer must upload ({', '.join(kep_documents.DOCUMENT_KINDS)})",
+    )
 
 
 class KepOut(BaseModel):
@@ -110,18 +118,24 @@ async def create_kep_order(request: web.Request) -> web.Response:
 
 
 async def transition_kep_order(request: web.Request) -> web.Response:
+    """The КЭП issuer's integration: the collector operator's credential, never a company's user
+    (who sees the status on the КЭП page and uploads the requested documents there)."""
+    issuer = Actor(user_id=None, label=f"issuer:{require_admin(request).user}")
     order_id = int_path_param(request, "order_id")
     body, at = await parse_body(request, TransitionBody), now(request)
     cert = body.certificate
     issued = None if cert is None else kep.IssuedCertificate(cert.serial, cert.owner_name, cert.valid_until)
 
-    def work(conn: sa.Connection, who: Caller) -> KepOrderOut:
-        kep.advance(conn, who.actor, who.tenant_id, order_id, kep.KepState(body.to), at=at, note=body.note,
-                    certificate=issued)
+    def work(conn: sa.Connection) -> KepOrderOut:
+        tenant_id = conn.execute(sa.select(kep_orders.c.tenant_id).where(kep_orders.c.id == order_id)).scalar_one_or_none()
+        if tenant_id is None:
+            raise not_found(f"КЭП order {order_id}")
+        kep.advance(conn, issuer, tenant_id, order_id, kep.KepState(body.to), at=at, note=body.note,
+                    certificate=issued, documents=body.documents)
         row = conn.execute(sa.select(kep_orders).where(kep_orders.c.id == order_id)).one()
         return KepOrderOut.model_validate(row, from_attributes=True)
 
-    return await answer_as_caller(request, work)
+    return json_response(await run_in_transaction(request, work))
 
 
 async def kep_validity(request: web.Request) -> web.Response:
@@ -163,7 +177,8 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", f"{API}/kep-orders", create_kep_order, "createKepOrder", "Order a КЭП", "kep", Created,
               body=KepOrderBody, status=201, errors=(403, 415, 422)),
     Operation("POST", f"{API}/kep-orders/{{order_id}}/transition", transition_kep_order, "transitionKepOrder",
-              "Move a КЭП order along its workflow (issued: with the certificate)", "kep", KepOrderOut,
+              "The КЭП issuer moves an order along its workflow (request documents, issue with the certificate, "
+              "reject); the collector operator's credential only, like ``kassa-collector kep``", "kep", KepOrderOut,
               body=TransitionBody, path_params={"order_id": int}, errors=(403, 404, 415, 422)),
     Operation("GET", f"{API}/kep", kep_validity, "getKepValidity", "Whether the company has a valid КЭП now",
               "kep", KepOut, errors=(403,)),

@@ -13,8 +13,7 @@ the collector service); an app built without it answers 503.
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
-from datetime import UTC, datetime, time
+from datetime import time
 from typing import Literal
 
 import sqlalchemy as sa
@@ -24,17 +23,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from collector.accounts.company import time_zone_name
 from collector.accounts.errors import InvalidInput, NotFound
 from collector.accounts.rights import Permission, authorize
-from collector.notify import (
-    AlertNotice,
-    DeadLetterList,
-    EmailSender,
-    NotificationGroup,
-    Renderer,
-    RetryPolicy,
-    SmtpSettings,
-    WebhookSender,
-)
-from collector.notify.notice import GroupKey, Receiver
+from collector.notify.notice import Receiver
 from collector.notify.receivers import (
     ReceiverError,
     ReceiverRecord,
@@ -52,19 +41,8 @@ from collector.web.problems import Problem
 from collector.web.routing import API, Operation, int_path_param, json_response, now, parse_body, parse_query
 from collector.web.shared.account_actions import audit_receiver_change
 from collector.web.shared.accounts import Caller, account_user_id, caller, run_in_transaction
+from collector.web.shared.notify_test import NOTIFY_CHANNELS_KEY, SendChannels, send_test
 from collector.web.shared.paging import Page, Paged, next_link, repaged
-
-
-@dataclass(frozen=True)
-class SendChannels:
-    """What a test message is rendered and sent with: the service's renderer and SMTP relay."""
-
-    renderer: Renderer
-    smtp: SmtpSettings | None
-
-
-NOTIFY_CHANNELS_KEY = web.AppKey("notify_channels", SendChannels)
-
 
 # --- models --------------------------------------------------------------------------------------
 
@@ -258,42 +236,6 @@ async def list_failed_deliveries(request: web.Request) -> web.Response:
         return FailureList(items=items, next=next_link(request, query, len(items)))
 
     return json_response(await run_in_transaction(request, work, write=False))
-
-
-# --- the test message ----------------------------------------------------------------------------
-
-
-def sample_group(receiver: Receiver, at: datetime) -> NotificationGroup:
-    """A message shaped like a real one, so the receiver sees exactly what alerts will look like."""
-    notice = AlertNotice(
-        tenant_id=receiver.tenant_id,
-        store_node_id="test",
-        store_name="Проверка уведомлений",
-        register_id="test",
-        register_serial="0000000000",
-        rule="test",
-        severity="info",
-        status="firing",
-        message="Проверочное сообщение: канал уведомлений работает",
-    )
-    key = GroupKey(receiver.tenant_id, "test", receiver.receiver_id)
-    return NotificationGroup(key, receiver, notice.store_name, "first", at, (notice,), (), frozenset({notice.alert_key}))
-
-
-async def send_test(channels: SendChannels, receiver: Receiver, at: datetime) -> tuple[bool, str | None]:
-    """One attempt, no retries; the error is answered to the caller, not stored as a dead letter."""
-    group = sample_group(receiver, at.astimezone(UTC))
-    failures = DeadLetterList()
-    once = RetryPolicy(attempts=1)
-    key = f"test/{receiver.receiver_id}"
-    if receiver.channel == "webhook":
-        async with WebhookSender(once, failures) as webhook:
-            delivered = await webhook.send(receiver, channels.renderer.webhook_body(group), key)
-    elif channels.smtp is None:
-        return False, "no SMTP relay is configured ([notify] smtp_host)"
-    else:
-        delivered = await EmailSender(channels.smtp, once, failures).send(receiver, channels.renderer.email(group), key)
-    return delivered, failures.letters[-1].last_error if failures.letters else None
 
 
 _RECEIVER_ID = {"receiver_id": int}

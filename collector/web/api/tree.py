@@ -43,8 +43,9 @@ class NodeOut(BaseModel):
 
 class LevelOut(BaseModel):
     position: int
-    name: str
+    name: str = Field(description="the key nodes carry as their kind")
     holds_registers: bool
+    title: str = Field(description="what people read: the company's own name for the level, else the default")
 
 
 class TreeOut(BaseModel):
@@ -88,7 +89,7 @@ class TagList(Paged):
 
 
 def _levels(conn: sa.Connection, tenant_id: int) -> list[LevelOut]:
-    return [LevelOut(position=lv.position, name=lv.name, holds_registers=lv.holds_registers)
+    return [LevelOut(position=lv.position, name=lv.name, holds_registers=lv.holds_registers, title=lv.shown)
             for lv in tree.levels(conn, tenant_id)]
 
 

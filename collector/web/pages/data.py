@@ -12,12 +12,15 @@ from urllib.parse import urlencode
 
 import sqlalchemy as sa
 
+from collector.accounts import tree as account_tree
+from collector.accounts.tree import DEFAULT_TITLES
 from collector.alerts import RuleId, fix_text
 from collector.alerts.verdict import NO_DATA
 from collector.storage import repository as repo
 from collector.storage.rows import CommentRow, NodeRollup
 from collector.storage.schema import alert_comments, nodes, register_state, register_tags, registers, tags
 from collector.storage.scope import Scope, register_visible
+from collector.web.i18n import DEFAULT_LANGUAGE, labels
 from collector.web.shared import fleet_queries as queries
 from collector.web.shared import present
 from collector.web.shared.fleet_models import RegisterFilters, RegisterSummary
@@ -146,6 +149,11 @@ def tree(conn: sa.Connection, scope: Scope) -> list[TreeNode]:
     return node_tree(repo.node_rollups(conn, scope))
 
 
+def level_titles(conn: sa.Connection, scope: Scope) -> dict[str, str]:
+    """What the tree shows for each node kind: the company's names (defaults across companies)."""
+    return dict(DEFAULT_TITLES) if scope.tenant_id is None else account_tree.level_titles(conn, scope.tenant_id)
+
+
 @dataclass(frozen=True, slots=True)
 class FilterChoices:
     """Options of the register filter's selects, as (value, title) pairs."""
@@ -156,7 +164,15 @@ class FilterChoices:
 
     @property
     def node_options(self) -> list[tuple[int, str]]:
-        return [(node.rollup.node_id, "— " * node.depth + node.rollup.name) for node in self.nodes]
+        """Each node by its path in the caller's tree without the company itself («Продукты у дома /
+        Москва»), so two cities of one name under different brands can be told apart."""
+        options: list[tuple[int, str]] = []
+        above: list[str] = []
+        for node in self.nodes:  # depth-first: a node's ancestors are the last ones seen above it
+            company = node.rollup.parent_id is None  # every node is in it: naming it adds nothing
+            above = [*above[: node.depth], "" if company else node.rollup.name]
+            options.append((node.rollup.node_id, " / ".join(name for name in above if name) or node.rollup.name))
+        return options
 
     @property
     def tag_options(self) -> list[tuple[str, str]]:
@@ -164,7 +180,8 @@ class FilterChoices:
 
     @property
     def protocol_options(self) -> list[tuple[str, str]]:
-        return [(protocol, protocol) for protocol in self.protocols]
+        names = labels(DEFAULT_LANGUAGE)
+        return [(protocol, names.protocol(protocol)) for protocol in self.protocols]
 
 
 def filter_choices(conn: sa.Connection, scope: Scope) -> FilterChoices:
@@ -222,3 +239,18 @@ def comments_by_alert(conn: sa.Connection, alert_ids: Sequence[int]) -> dict[int
         for row in rows:
             found[row.alert_id].append(CommentRow(**row._asdict()))
     return found
+
+
+def actionable_register_ids(
+    conn: sa.Connection, action_scope: Scope | None, register_ids: Sequence[str]
+) -> set[str]:
+    """Of these (already visible) registers, those whose alerts the caller may acknowledge, comment
+    on and silence; ``action_scope`` None means wherever they can see. Pages offer the buttons only there."""
+    if action_scope is None or not register_ids:
+        return set(register_ids)
+    rows = conn.execute(
+        sa.select(registers.c.register_id).where(
+            registers.c.register_id.in_(list(set(register_ids))), register_visible(action_scope)
+        )
+    )
+    return {row[0] for row in rows}

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from collector.alerts import format_duration
 from collector.alerts.rules import RuleInput, oldest_unsent_age
 from collector.alerts.thresholds import Thresholds
 from collector.storage import repository as repo
@@ -90,8 +91,11 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
 @page
 async def tree_page(request: web.Request) -> web.StreamResponse:
     scope = principal_of(request).scope
-    roots = await in_transaction(request, lambda conn: data.tree(conn, scope))
-    return render(request, "tree.html", {"roots": roots})
+
+    def work(conn: sa.Connection) -> dict[str, Any]:
+        return {"roots": data.tree(conn, scope), "level_titles": data.level_titles(conn, scope)}
+
+    return render(request, "tree.html", await in_transaction(request, work))
 
 
 @page
@@ -136,7 +140,8 @@ def _backlog_block(summary: Any, state: Any, received_at: datetime | None, at: d
 @page
 async def register_page(request: web.Request) -> web.StreamResponse:
     register_id = request.match_info["register_id"]
-    scope, at = principal_of(request).scope, now(request)
+    principal, at = principal_of(request), now(request)
+    scope = principal.scope
     zone = time_zone(request)
 
     def work(conn: sa.Connection) -> dict[str, Any] | None:
@@ -170,11 +175,13 @@ async def register_page(request: web.Request) -> web.StreamResponse:
                 for point in map(present.history_point, history)
             ],
             "backlog_blocks_at": _backlog_block(detail, detail.state, row.state_received_at, at),
+            "may_act": bool(data.actionable_register_ids(conn, principal.action_scope, [register_id])),
         }
 
     found = await in_transaction(request, work)
     if found is None:
         raise PageError(404, "Такой кассы нет или она вне вашей зоны доступа.")
+    found["chart_period"] = _chart_period(found["chart"])
     reg = found["reg"]
     today = at.astimezone(zone).date()
     found["fn_days_left"] = None if reg.fn.valid_until is None else (reg.fn.valid_until - today).days
@@ -183,6 +190,15 @@ async def register_page(request: web.Request) -> web.StreamResponse:
         None if contract is None or contract.paid_until is None else (contract.paid_until - today).days
     )
     return render(request, "register.html", found)
+
+
+def _chart_period(chart: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """What the chart really covers: a register seen for 4 minutes has 4 minutes of history, not 7 days."""
+    if not chart:
+        return None
+    span = datetime.fromisoformat(chart[-1]["t"]) - datetime.fromisoformat(chart[0]["t"])
+    return {"from": chart[0]["local"], "to": chart[-1]["local"], "covers": format_duration(span),
+            "whole_window": span >= HISTORY_WINDOW - timedelta(hours=1)}
 
 
 # --- alerts --------------------------------------------------------------------------------------
@@ -195,13 +211,15 @@ async def alerts_page(request: web.Request) -> web.StreamResponse:
     values = _form_values(request.query, _ALERT_KEYS)
     page_number = _page_number(request)
     query = _parse(AlertListQuery, {**values, "limit": PAGE_SIZE, "offset": (page_number - 1) * PAGE_SIZE})
-    scope = principal_of(request).scope
+    principal = principal_of(request)
+    scope = principal.scope
 
     def work(conn: sa.Connection) -> dict[str, Any]:
         rows, total = queries.list_alert_page(conn, scope, query)
         briefs = data.register_briefs(conn, scope, [row.register_id for row in rows])
         comments = data.comments_by_alert(conn, [row.id for row in rows if row.id is not None])
-        return {"alerts": rows, "total": total, "registers": briefs, "comments": comments}
+        may_act = data.actionable_register_ids(conn, principal.action_scope, [row.register_id for row in rows])
+        return {"alerts": rows, "total": total, "registers": briefs, "comments": comments, "may_act": may_act}
 
     found = await in_transaction(request, work)
     filter_string = urlencode(values)
@@ -254,12 +272,20 @@ async def _commit_and_return(
     """Run the write, then (after the commit) announce the changed registers and redirect back."""
     try:
         located: list[dict[str, Any]] = await in_transaction(request, work, write=True)
-    except Problem as problem:  # unknown/out-of-scope alert (404) or a refused action (422)
-        raise PageError(problem.body.status, problem.body.detail) from None
+    except Problem as problem:  # unknown/out-of-scope alert (404), no right to act (403), refused (422)
+        raise PageError(problem.body.status, _ALERT_REFUSALS.get(problem.body.status, _ALERT_REFUSED)) from None
     hub = request.app[EVENT_HUB_KEY]
     for row in located:
         hub.publish("alert", row["register_id"], row["path"], {"action": done}, tenant_id=row["tenant_id"])
     raise web.HTTPSeeOther(_with_done(safe_next(fields.get("next"), "/alerts"), done))
+
+
+# A person reads these; the API keeps its technical details.
+_ALERT_REFUSALS = {
+    403: "Вы видите этот алерт, но ваша роль не позволяет подтверждать его, комментировать или отключать уведомления.",
+    404: "Такого алерта нет или он вне вашей зоны доступа.",
+}
+_ALERT_REFUSED = "Это действие с алертом сейчас невозможно: он ещё не поднят или уже изменился. Обновите страницу."
 
 
 def _ack(fields: Mapping[str, str], user: str, at: datetime) -> alert_actions.Action:
@@ -293,7 +319,7 @@ async def silence(request: web.Request) -> web.StreamResponse:
         try:
             until = datetime.fromisoformat(text)
         except ValueError:
-            raise PageError(400, "Время окончания тишины не распознано.") from None
+            raise PageError(400, "Время, до которого отключить уведомления, не распознано.") from None
         if until.utcoffset() is None:
             until = until.replace(tzinfo=zone)  # the form's datetime-local is the tenant's wall clock
         return alert_actions.silence(until, user, at)

@@ -27,7 +27,7 @@ from collector.web.pages.accounts import PUBLIC_CSRF_KEY, PUBLIC_FORM_KEY, PUBLI
 from collector.web.pages.admin import ADMIN_ROUTES
 from collector.web.pages.admin.signed import signed_actions
 from collector.web.pages.render import CSRF_KEY
-from collector.web.pages.support import admin_sections, see_other
+from collector.web.pages.support import KEP_STATES, admin_sections, enroll_command, see_other
 from collector.web.routing import ENGINE_KEY, now
 from collector.web.shared.accounts import ACCOUNTS_WEB_KEY
 from collector.web.shared.csrf import CookieCsrf
@@ -50,10 +50,13 @@ def _company_banner(conn: sa.Connection, user_id: int) -> list[kep_alerts.Compan
 async def account_navigation(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Pages learn whether to link to the administration and to offer a logout button."""
+    """Pages (and forms that may re-render one) learn whether to link to the administration and to offer a logout button."""
     name = request.match_info.route.name or ""
     user_id = request.get(USER_ID_KEY)
-    if request.method == "GET" and name.startswith("page-") and user_id is not None:
+    # A form POST that fails re-renders its page (the refusal beside the form), so it needs the
+    # same header as the GET: «Управление» and «Выйти» must not vanish after a failed form.
+    renders_page = name.startswith("page-") or (request.method == "POST" and not request.path.startswith(NOT_PAGES))
+    if renders_page and user_id is not None:
         engine = request.app[ENGINE_KEY]
 
         register_id = request.match_info.get("register_id") if name == "page-register" else None
@@ -67,10 +70,13 @@ async def account_navigation(
         sections, banner, actions = await asyncio.to_thread(navigation)
         extra = {
             "admin_nav": bool(sections),
+            "admin_paths": [path for path, _ in sections],  # what the onboarding steps may link to
+            "enroll_example": enroll_command(request, "ТОКЕН"),
             "logout_form": bool(request.app[CSRF_KEY].token(request)),
             "company_alerts": banner,
             "signed_actions": actions,
             "signed_done": request.query.get("done", ""),
+            "kep_states": KEP_STATES,
         }
         with warnings.catch_warnings():  # aiohttp-jinja2's own per-request context slot has a str key
             warnings.simplefilter("ignore", NotAppKeyWarning)

@@ -181,6 +181,19 @@ _LAST_RESORT = (
 )
 
 
+# A person reads the page: the API's English detail stays in the API.
+_PROBLEM_TEXTS = {
+    400: "Неверный адрес или параметры запроса: проверьте ссылку.",
+    401: "Войдите, чтобы продолжить.",
+    403: "Недостаточно прав для этого действия.",
+    404: "Не найдено или вне вашей зоны доступа.",
+    409: "Не выполнено: данные уже изменились или конфликтуют с существующими. Обновите страницу.",
+    413: "Слишком большой запрос или файл.",
+    422: "Неверные данные: проверьте заполненные поля.",
+    503: "Сервис временно недоступен. Повторите позже.",
+}
+
+
 def error_page(request: web.Request, status: int, message: str) -> web.Response:
     try:
         return render(request, "error.html", {"status": status, "message": message}, status=status)
@@ -203,8 +216,9 @@ def page(handler: PageHandler) -> PageHandler:
             return error_page(request, exc.status, "Запрос не выполнен.")
         except PageError as exc:
             return error_page(request, exc.status, exc.message)
-        except Problem as problem:  # e.g. a malformed id in the path: the API's refusal, as a page
-            return error_page(request, problem.body.status, f"Запрос не выполнен: {problem.body.detail}")
+        except Problem as problem:  # e.g. a malformed id in the path: the API's refusal, as a page in Russian
+            status = problem.body.status
+            return error_page(request, status, problem.ru or _PROBLEM_TEXTS.get(status, "Запрос не выполнен."))
         except InvalidValue as exc:
             return error_page(request, 400, f"Неверный фильтр: {exc}")
         except Exception:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import sqlalchemy as sa
 from aiohttp import web
@@ -35,6 +35,7 @@ from collector.storage.scope import node_visible
 from collector.web.pages.render import CSRF_KEY, PageError, render
 from collector.web.problems import Problem
 from collector.web.shared.accounts import (
+    ACCOUNTS_WEB_KEY,
     Caller,
     account_user_id,
     caller,
@@ -145,20 +146,29 @@ def tenant_users(conn: sa.Connection, who: Caller) -> list[sa.Row[Any]]:
 REPORT_KEY = web.RequestKey("admin_import_report", dict)
 
 
+async def uploaded_file(request: web.Request, name: str, form: str, limit: int) -> tuple[str, bytes]:
+    """The file posted in field ``name``: (its file name, its bytes); empty bytes when none was chosen.
+    A file over ``limit`` is refused beside ``form`` without reading the rest."""
+    upload = (await request.post()).get(name)
+    if not isinstance(upload, FileField):
+        return "", b""
+    raw = upload.file.read(limit + 1)
+    if len(raw) > limit:
+        raise Invalid(form, f"Файл больше {limit // (1024 * 1024) or 1} МБ: уменьшите или разделите его.")
+    # Some clients percent-encode a non-ASCII file name (aiohttp's own does); browsers send UTF-8.
+    return unquote(upload.filename or ""), raw
+
+
 async def csv_upload(request: web.Request, form: str) -> tuple[dict[str, str], str]:
     """The import form: the CSV as an uploaded file or pasted text (UTF-8, within the import limit)."""
     fields = dict(await checked_form(request))
-    upload = (await request.post()).get("csv_file")
     text = fields.get("csv_text", "")
-    if isinstance(upload, FileField):
-        raw = upload.file.read(MAX_IMPORT_BYTES + 1)
-        if raw:
-            if len(raw) > MAX_IMPORT_BYTES:
-                raise Invalid(form, f"Файл больше {MAX_IMPORT_BYTES // (1024 * 1024)} МБ: разделите его.")
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise Invalid(form, "Файл не в UTF-8. В Excel сохраните как «CSV UTF-8».") from None
+    _, raw = await uploaded_file(request, "csv_file", form, MAX_IMPORT_BYTES)
+    if raw:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise Invalid(form, "Файл не в UTF-8. В Excel сохраните как «CSV UTF-8».") from None
     if not text.strip():
         raise Invalid(form, "Выберите CSV-файл или вставьте его текст.")
     return fields, text
@@ -241,6 +251,8 @@ _RU_PREFIXES = {
 
 def refusal_text(problem: Problem) -> str:
     """A refusal for a person: Russian, with the library's technical detail where it adds facts."""
+    if problem.ru:
+        return problem.ru
     slug = problem.body.type.rsplit(":", 1)[-1]
     if slug in RU_REFUSALS:
         return RU_REFUSALS[slug]
@@ -252,6 +264,16 @@ async def form_fields(request: web.Request) -> dict[str, str]:
     """The posted text fields, stripped of nothing (passwords keep their spaces)."""
     form = await request.post()
     return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+def collector_url(request: web.Request) -> str:
+    """The public URL this collector is configured with (its e-mails link to it): what an agent enrolls against."""
+    return request.app[ACCOUNTS_WEB_KEY].service.settings.base_url.rstrip("/")
+
+
+def enroll_command(request: web.Request, token: str) -> str:
+    """The installer's whole command on the register's computer (``--collector`` is required)."""
+    return f"kassa-agent enroll --collector {collector_url(request)} --token {token}"
 
 
 def see_other(path: str, **query: str) -> web.HTTPSeeOther:

@@ -164,7 +164,7 @@ def as_problem(exc: Exception, request: web.Request) -> Problem:
         return Problem(429, "locked", "Too many attempts", str(exc), headers={"Retry-After": retry})
     for kind, status, slug, title in _STATUSES:
         if isinstance(exc, kind):
-            return Problem(status, slug, title, str(exc))
+            return Problem(status, slug, title, str(exc), ru=getattr(exc, "ru", None))
     return Problem(400, "refused", "Refused", str(exc))
 
 

@@ -99,7 +99,7 @@
     var holder = document.getElementById("history-chart"), source = document.getElementById("history-data");
     if (!holder || !source) return;
     var points = JSON.parse(source.textContent || "[]").map(function (p) {
-      return { t: Date.parse(p.t), unsent: p.unsent, shift: p.shift || "unknown" };
+      return { t: Date.parse(p.t), local: p.local, unsent: p.unsent, shift: p.shift || "unknown" };
     }).filter(function (p) { return !isNaN(p.t); });
     if (!points.length) return;
     var W = 800, H = 260, left = 48, right = 12, top = 12, band = 14, bottom = 40;
@@ -120,9 +120,11 @@
       var end = i + 1 < points.length ? points[i + 1].t : t1;
       root.appendChild(svg("rect", { x: x(p.t), y: bandY, width: Math.max(1, x(end) - x(p.t)), height: band, fill: SHIFT_COLOURS[p.shift] || SHIFT_COLOURS.unknown }));
     });
-    var fmt = function (t) { return new Date(t).toLocaleString("ru-RU", { day: "2-digit", month: "2-digit", hour: "2-digit", minute: "2-digit" }); };
-    root.appendChild(svg("text", { x: left, y: H - 8, "font-size": 12 }, fmt(t0)));
-    root.appendChild(svg("text", { x: W - right, y: H - 8, "font-size": 12, "text-anchor": "end" }, fmt(t1)));
+    // The axis is labelled with the server's own rendering in the company's zone (as the rest of
+    // the page), never the browser's zone.
+    var first = points[0].local, last = points[points.length - 1].local;
+    root.appendChild(svg("text", { x: left, y: H - 8, "font-size": 12, "class": "axis-from" }, first));
+    root.appendChild(svg("text", { x: W - right, y: H - 8, "font-size": 12, "text-anchor": "end", "class": "axis-to" }, last));
     holder.textContent = "";
     holder.appendChild(root);
   }

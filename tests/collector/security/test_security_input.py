@@ -11,11 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).parent))
 import security_testkit as kit
 
+from collector.accounts import kep, kep_documents
+from collector.accounts.audit import Actor
 from collector.accounts.csvrows import MAX_IMPORT_BYTES
+from collector.accounts.errors import InvalidInput
+from collector.storage import begin_write
 
 SIGNUP = "/api/v1/auth/signup"
 PROBLEM = "application/problem+json"
@@ -167,8 +172,9 @@ def test_kep_order_input_and_illegal_transitions(make_client: Any, fresh_world: 
     assert no_snils.status == 422 and "СНИЛС" in no_snils.json["detail"]
     bad_inn = client.call("POST", "/api/v1/kep-orders", who="owner_a", json={**employee, "subject": "head", "inn": "123456789012"})
     assert bad_inn.status == 422 and "ИНН" in bad_inn.json["detail"]
-    jump = client.call("POST", f"/api/v1/kep-orders/{order}/transition", who="owner_a", json={"to": "issued"})
-    assert jump.status == 422 and "cannot go from requested" in jump.json["detail"]
+    for who in ("owner_a", "accountant"):  # the issuer's move, whatever the customer's role
+        jump = client.call("POST", f"/api/v1/kep-orders/{order}/transition", who=who, json={"to": "issued"})
+        assert jump.status == 403, jump.text
     state = client.call("GET", "/api/v1/kep-orders", who="owner_a").json["items"]
     assert {item["id"]: item["state"] for item in state}[order] == "requested"
     no_kep = client.call("POST", f"/api/v1/registers/{fresh_world.registers['tverskaya']}/fns-application",
@@ -176,17 +182,25 @@ def test_kep_order_input_and_illegal_transitions(make_client: Any, fresh_world: 
     assert no_kep.status == 409 and "КЭП" in no_kep.json["detail"]
 
 
-def test_an_issued_kep_unlocks_the_fns_application(make_client: Any, fresh_world: kit.World) -> None:
+def test_an_issued_kep_unlocks_the_fns_application(make_client: Any, fresh_world: kit.World, engine: sa.Engine) -> None:
     client = make_client(on=fresh_world)
     order, register = int(fresh_world.a["{order_id}"]), fresh_world.registers["tverskaya"]
+    with begin_write(engine) as conn:  # the issuer's side (``kassa-collector kep``) and the customer's upload
+        kep.advance(conn, Actor.cli(), fresh_world.tenant_a, order, kep.KepState.DOCUMENTS_REQUESTED, at=kit.T0,
+                    documents=["passport"])
+        kep_documents.add_document(conn, Actor.user(conn, fresh_world.users["accountant"]), fresh_world.tenant_a,
+                                   order, "passport", "p.pdf", b"%PDF-1.7", at=kit.T0)
     path = f"/api/v1/kep-orders/{order}/transition"
-    for step in ("documents_requested", "documents_received"):
-        assert client.call("POST", path, who="accountant", json={"to": step}).status == 200
-    expired = {"serial": "01AB", "owner_name": "Директор А", "valid_until": (kit.T0 - timedelta(days=1)).isoformat()}
-    assert client.call("POST", path, who="accountant", json={"to": "issued", "certificate": expired}).status == 422
-    certificate = {**expired, "valid_until": (kit.T0 + timedelta(days=365)).isoformat()}
-    issued = client.call("POST", path, who="accountant", json={"to": "issued", "certificate": certificate})
-    assert issued.status == 200 and issued.json["state"] == "issued"
+    assert client.call("POST", path, who="accountant", json={"to": "documents_received"}).status == 403
+    with begin_write(engine) as conn:
+        kep.advance(conn, Actor.user(conn, fresh_world.users["accountant"]), fresh_world.tenant_a, order,
+                    kep.KepState.DOCUMENTS_RECEIVED, at=kit.T0)
+        expired = kep.IssuedCertificate("01AB", "Директор А", kit.T0 - timedelta(days=1))
+        with pytest.raises(InvalidInput, match="expired"):
+            kep.advance(conn, Actor.cli(), fresh_world.tenant_a, order, kep.KepState.ISSUED, at=kit.T0,
+                        certificate=expired)
+        kep.advance(conn, Actor.cli(), fresh_world.tenant_a, order, kep.KepState.ISSUED, at=kit.T0,
+                    certificate=kep.IssuedCertificate("01AB", "Директор А", kit.T0 + timedelta(days=365)))
     assert client.call("GET", "/api/v1/kep", who="viewer").json["valid"] is True
 
     assert client.call("POST", f"/api/v1/registers/{register}/fns-application", who="accountant",

@@ -154,8 +154,9 @@ ROUTES: dict[tuple[str, str], Route] = {
     ),
     ("GET", f"{_API}/kep-orders"): Route("write", accounting=True),  # applicants' personal data
     ("POST", f"{_API}/kep-orders"): Route("write", accounting=True, json=_kep_order),
+    # The issuer's side of a КЭП order: the collector operator's credential only, never a company's user.
     ("POST", f"{_API}/kep-orders/{{order_id}}/transition"): Route(
-        "write", accounting=True, json=lambda w, s: {"to": "documents_requested"}
+        "admin", technical=True, json=lambda w, s: {"to": "documents_requested", "documents": ["passport"]}
     ),
     ("GET", f"{_API}/kep"): Route("read", accounting=True),
     ("GET", f"{_API}/company/alerts"): Route("write", accounting=True),  # company matters: КЭП handlers only
@@ -236,6 +237,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/admin/kep"): Route("write", accounting=True),
     ("POST", "/admin/kep"): Route("write"),
     ("POST", "/admin/kep/{order_id}/transition"): Route("write"),
+    ("POST", "/admin/kep/{order_id}/documents"): Route("write"),  # multipart: see test_pages_kep_workflow
+    ("POST", "/admin/kep/certificates"): Route("write"),  # multipart: see test_pages_kep_workflow
     ("POST", "/admin/kep/alerts/{company_alert_id}/ack"): Route("write"),  # an accountant may: see the КЭП tests
     ("GET", "/admin/agents"): Route("write", technical=True),
     ("POST", "/admin/agents/tokens"): Route("write", technical=True, form=lambda w, s: {"node_id": s["{node_id}"]}),
@@ -250,6 +253,7 @@ ROUTES: dict[tuple[str, str], Route] = {
                            "principal_user_id": s["{user_id}"]},
     ),
     ("POST", "/admin/notifications/delete"): Route("write", form=lambda w, s: {"receiver_id": "999999999"}),
+    ("POST", "/admin/notifications/test"): Route("write", form=lambda w, s: {"receiver_id": s["{receiver_id}"]}),
     ("POST", "/registers/{register_id}/fns-application"): Route(
         "write", technical=True, form=lambda w, s: {"kind": "fn_replacement"}
     ),
@@ -257,6 +261,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("GET", "/admin/company"): Route("write"),
     ("POST", "/admin/company"): Route("write", form=lambda w, s: {"time_zone": "Asia/Omsk"}),
     ("POST", "/admin/company/thresholds"): Route("write", form=lambda w, s: {"thr_shift_warning": "19"}),
+    ("POST", "/admin/company/levels"): Route("write", form=lambda w, s: {"level_city": "Населённый пункт"}),
 }
 # Objects the tree decides about: out of a caller's view they must look nonexistent (404).
 TREE_SCOPED = ("{register_id}", "{alert_id}", "{node_id}", "{agent_id}")
@@ -417,6 +422,6 @@ def test_the_owner_may_do_everything_the_others_were_refused(make_client: Any, f
     audit = call(client, "GET", "/api/v1/audit", READ, fresh_world.a, "owner_a").json["items"]
     actions = {entry["action"] for entry in audit}  # (untagging an untagged register changes nothing)
     written = {"node.create", "node.rename", "tag.create", "register.tag", "group.create",
-               "grant.create", "grant.revoke", "invitation.create", "contract.set", "kep.documents_requested",
+               "grant.create", "grant.revoke", "invitation.create", "contract.set",
                "token.create", "token.revoke", "enrollment.token_create", "enrollment.agent_revoke", "tree.levels"}
     assert written <= actions, written - actions

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 import sqlalchemy as sa
 from aiohttp import web
 
-from collector.accounts import company, contracts, kep, kep_alerts
+from collector.accounts import contracts, kep, kep_alerts, kep_documents, signed_requests
+from collector.accounts.certificates import MAX_CERTIFICATE_BYTES, parse_certificate
 from collector.accounts.csvrows import ImportReport
 from collector.accounts.errors import InvalidInput, NotFound
 from collector.accounts.rights import (
@@ -38,6 +38,7 @@ from collector.web.pages.support import (
     run_import,
     section_render,
     section_with_error,
+    uploaded_file,
 )
 from collector.web.routing import int_path_param, now
 from collector.web.shared.account_actions import company_kep_orders
@@ -127,15 +128,22 @@ async def kep_admin(request: web.Request) -> web.StreamResponse:
             sa.select(kep_certificates).where(kep_certificates.c.tenant_id == who.tenant_id)
             .order_by(kep_certificates.c.valid_until.desc())
         ).all()
-        moves = {o.id: sorted(kep.TRANSITIONS[kep.KepState(o.state)]) for o in orders.items}
-        return {"orders": orders.items, "moves": moves, "certificates": certificates,
-                "validity": kep.has_valid_kep(conn, who.tenant_id, at),
+        ids = [o.id for o in orders.items]
+        asked = {o.id: kep_documents.requested(conn, who.tenant_id, o.id) for o in orders.items}
+        uploads = kep_documents.documents(conn, who.tenant_id, ids)
+        missing = {i: [k for k in asked[i] if k not in {d.kind for d in uploads[i]}] for i in ids}
+        return {"orders": orders.items, "asked": asked, "uploads": uploads, "missing": missing,
+                "certificates": certificates, "validity": kep.has_valid_kep(conn, who.tenant_id, at),
+                "open_order": kep.open_order(conn, who.tenant_id),
+                "submitted": signed_requests.submitted(conn, who.tenant_id, limit=50),
                 "kep_alerts": kep_alerts.company_alerts(conn, who.actor, who.tenant_id)}
 
     context = await as_caller(request, work)
     values = request.get(KEP_VALUES_KEY, {})
-    return section_render(request, "admin_kep.html", {**context, "states": KEP_STATES, "values": values,
-                                                      "errors": request.get(KEP_ERRORS_KEY, {})})
+    return section_render(request, "admin_kep.html", {
+        **context, "states": KEP_STATES, "values": values, "errors": request.get(KEP_ERRORS_KEY, {}),
+        "document_kinds": kep_documents.DOCUMENT_KINDS, "document_limit_mb": kep_documents.MAX_DOCUMENT_BYTES // 2**20,
+    })
 
 
 KEP_VALUES_KEY = web.RequestKey("admin_kep_values", dict)
@@ -174,21 +182,13 @@ async def acknowledge_kep_alert(request: web.Request) -> web.StreamResponse:
     return await change(request, kep_admin, "kep-alert", work, "kep-alert-acked")
 
 
-def _certificate(fields: Mapping[str, str], form: str, zone: tzinfo) -> kep.IssuedCertificate:
-    """The form gives a date: the certificate lasts through that day in the company's zone."""
-    serial, owner = fields.get("serial", "").strip(), " ".join(fields.get("owner_name", "").split())
-    if not serial or not owner:
-        raise Invalid(form, "Для выпуска укажите серийный номер и владельца сертификата.")
-    try:
-        last_day = datetime.strptime(fields.get("valid_until", "").strip(), "%Y-%m-%d")
-    except ValueError:
-        raise Invalid(form, "Укажите, до какой даты действует сертификат.") from None
-    end = (last_day + timedelta(days=1)).replace(tzinfo=zone) - timedelta(seconds=1)
-    return kep.IssuedCertificate(serial[:100], owner[:200], end.astimezone(UTC))
+ISSUER_ONLY = ("Выпустить сертификат, запросить документы или отклонить заявку может только удостоверяющий "
+               "центр (сотрудники сервиса), а не пользователь компании. Состояние заявки видно на этой странице.")
 
 
 @page
 async def move_kep_order(request: web.Request) -> web.StreamResponse:
+    """The customer's one move: the requested documents are sent (every one uploaded)."""
     order_id = int_path_param(request, "order_id")
     fields, at = await checked_form(request), now(request)
     form = f"order-{order_id}"
@@ -199,17 +199,67 @@ async def move_kep_order(request: web.Request) -> web.StreamResponse:
         try:
             to = kep.KepState(fields.get("to", ""))
         except ValueError:
-            raise Invalid(form, "Выберите новое состояние заявки.") from None
+            raise Invalid(form, "Выберите, что сделать с заявкой.") from None
+        if to in kep.ISSUER_MOVES:
+            raise PageError(403, ISSUER_ONLY)
         if to not in kep.TRANSITIONS[current]:
             raise Invalid(form, f"Из состояния «{KEP_STATES[current]}» нельзя перейти в «{KEP_STATES[to]}».")
-        note = fields.get("note", "").strip()[:2000]
-        if to is kep.KepState.REJECTED and not note:
-            raise Invalid(form, "Укажите причину отказа.")
-        zone = company.tenant_zone(conn, who.tenant_id)
-        certificate = _certificate(fields, form, zone) if to is kep.KepState.ISSUED else None
-        kep.advance(conn, who.actor, who.tenant_id, order_id, to, at=at, note=note, certificate=certificate)
+        missing = kep_documents.missing(conn, who.tenant_id, order_id)
+        if missing:
+            titles = "; ".join(kep_documents.DOCUMENT_KINDS[kind] for kind in missing)
+            raise Invalid(form, f"Сначала загрузите все запрошенные документы. Не хватает: {titles}.")
+        kep.advance(conn, who.actor, who.tenant_id, order_id, to, at=at)
 
     return await change(request, kep_admin, form, work, "order-moved")
+
+
+@page
+async def upload_kep_document(request: web.Request) -> web.StreamResponse:
+    order_id = int_path_param(request, "order_id")
+    fields, at = await checked_form(request), now(request)
+    form = f"order-{order_id}"
+
+    def order_of_the_company(conn: sa.Connection, who: Caller) -> None:  # rights first, then the file
+        authorize(conn, who.actor, who.tenant_id, Permission.KEP_ORDERS, None)
+        kep.order_state(conn, who.tenant_id, order_id)  # 404 for another company's order
+
+    await as_caller(request, order_of_the_company)
+    try:
+        filename, data = await uploaded_file(request, "document", form, kep_documents.MAX_DOCUMENT_BYTES)
+        if not data:
+            raise Invalid(form, "Выберите файл документа (PDF, JPEG или PNG).")
+    except Invalid as invalid:
+        return await section_with_error(request, kep_admin, invalid.form, invalid.message)
+
+    def work(conn: sa.Connection, who: Caller) -> None:
+        try:
+            kep_documents.add_document(conn, who.actor, who.tenant_id, order_id, fields.get("kind", ""), filename,
+                                       data, at=at)
+        except InvalidInput as refused:
+            raise Invalid(form, str(refused)) from None
+
+    return await change(request, kep_admin, form, work, "document-uploaded")
+
+
+@page
+async def enter_kep_certificate(request: web.Request) -> web.StreamResponse:
+    """A certificate the company already has: its .cer file, checked against the company's ИНН."""
+    await checked_form(request)
+    at = now(request)
+    await as_caller(request, lambda conn, who: authorize(conn, who.actor, who.tenant_id, Permission.KEP_ORDERS, None))
+    try:
+        _, data = await uploaded_file(request, "certificate", "certificate", MAX_CERTIFICATE_BYTES)
+    except Invalid as invalid:
+        return await section_with_error(request, kep_admin, invalid.form, invalid.message)
+
+    def work(conn: sa.Connection, who: Caller) -> None:
+        authorize(conn, who.actor, who.tenant_id, Permission.KEP_ORDERS, None)
+        try:
+            kep.enter_certificate(conn, who.actor, who.tenant_id, parse_certificate(data), at=at)
+        except InvalidInput as refused:
+            raise Invalid("certificate", str(refused)) from None
+
+    return await change(request, kep_admin, "certificate", work, "certificate-entered")
 
 
 SECTION_PATHS[contracts_admin] = "/admin/contracts"
@@ -222,5 +272,7 @@ ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("GET", "/admin/kep", kep_admin, "page-admin-kep"),
     ("POST", "/admin/kep", create_kep_order, "admin-kep-create"),
     ("POST", "/admin/kep/{order_id}/transition", move_kep_order, "admin-kep-move"),
+    ("POST", "/admin/kep/{order_id}/documents", upload_kep_document, "admin-kep-document"),
+    ("POST", "/admin/kep/certificates", enter_kep_certificate, "admin-kep-certificate"),
     ("POST", "/admin/kep/alerts/{company_alert_id}/ack", acknowledge_kep_alert, "admin-kep-alert-ack"),
 )

@@ -28,6 +28,7 @@ from collector.web.pages.support import (
     as_caller,
     change,
     checked_form,
+    enroll_command,
     int_field,
     need,
     nodes_with,
@@ -61,7 +62,8 @@ async def agents_admin(request: web.Request) -> web.StreamResponse:
         movable = [n for n in nodes_with(conn, who, Permission.MANAGE_REGISTERS) if n.kind == store_level]
         return {"agents": rows, "places": placed, "stores": [n for n in stores if n.kind == store_level],
                 "waiting": [a for a in waiting_agents(conn, who.tenant_id) if a.node_id in placed],
-                "move_to": movable, "refused": refused_agents(conn, tenant_id=who.tenant_id, limit=20)}
+                "move_to": movable, "refused": refused_agents(conn, tenant_id=who.tenant_id, limit=20),
+                "paths": tree.node_paths(conn, who.tenant_id)}
 
     context = await as_caller(request, work)
     enabled = ENROLLMENT_SERVICE_KEY in request.app
@@ -103,7 +105,8 @@ async def create_enrollment_token(request: web.Request) -> web.StreamResponse:
                             "enrollment.token_create", node_id,
                             {"token_id": issued.token_id, "expires_at": issued.expires_at.isoformat()}, now(request))
     # Shown once, on this answer only (render sets Cache-Control: no-store); never in a URL.
-    request[NEW_TOKEN_KEY] = {"token": issued.token, "expires_at": issued.expires_at, "node_id": node_id}
+    request[NEW_TOKEN_KEY] = {"token": issued.token, "expires_at": issued.expires_at, "node_id": node_id,
+                              "command": enroll_command(request, issued.token)}
     return await agents_admin(request)
 
 

@@ -1,5 +1,5 @@
-"""The company settings page (owner only): the time zone every page shows instants in, and the
-company's own alert thresholds."""
+"""The company settings page (owner only): the time zone every page shows instants in, the
+company's own names for its tree levels, and its own alert thresholds."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from aiohttp import web
 
-from collector.accounts import company
+from collector.accounts import company, tree
 from collector.accounts.errors import InvalidInput
 from collector.accounts.rights import Permission, authorize
 from collector.alerts.thresholds import Thresholds
@@ -51,6 +51,7 @@ async def company_settings(request: web.Request) -> web.StreamResponse:
         current = company.time_zone_name(conn, who.tenant_id)
         overrides = company.alert_threshold_overrides(conn, who.tenant_id)
         return {"current_zone": current, "zones": _zone_choices(current, at), "example": at,
+                "levels": tree.levels(conn, who.tenant_id), "default_titles": tree.DEFAULT_TITLES,
                 "thresholds": threshold_rows(overrides, Thresholds())}
 
     return section_render(request, "admin_company.html", await as_caller(request, work))
@@ -87,10 +88,22 @@ async def save_alert_thresholds(request: web.Request) -> web.StreamResponse:
     return await change(request, company_settings, "thresholds", work, "thresholds-saved")
 
 
+@page
+async def save_level_titles(request: web.Request) -> web.StreamResponse:
+    fields, at = await checked_form(request), now(request)
+    titles = {key.removeprefix("level_"): value for key, value in fields.items() if key.startswith("level_")}
+
+    def work(conn: sa.Connection, who: Caller) -> None:
+        tree.set_level_titles(conn, who.actor, who.tenant_id, titles, at=at)
+
+    return await change(request, company_settings, "levels", work, "levels-saved")
+
+
 SECTION_PATHS[company_settings] = "/admin/company"
 
 ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("GET", "/admin/company", company_settings, "page-admin-company"),
     ("POST", "/admin/company", save_company_settings, "admin-company-save"),
     ("POST", "/admin/company/thresholds", save_alert_thresholds, "admin-thresholds-save"),
+    ("POST", "/admin/company/levels", save_level_titles, "admin-levels-save"),
 )

@@ -8,7 +8,8 @@ import sqlalchemy as sa
 from aiohttp import web
 
 from collector.accounts.errors import NotFound
-from collector.accounts.rights import Permission, authorize, explain
+from collector.accounts.rights import Permission, authorize, explain, scope_for
+from collector.storage import repository as repo
 from collector.web.pages.render import page, render
 from collector.web.pages.support import (
     ROLE_TITLES,
@@ -29,17 +30,24 @@ async def admin_index(request: web.Request) -> web.StreamResponse:
 
 @page
 async def why_page(request: web.Request) -> web.StreamResponse:
-    register_id = request.query.get("register", "").strip()[:100]
+    """The register is named as people know it: serial, РНМ, ФН number or the internal id."""
+    asked = request.query.get("register", "").strip()[:100]
     subject_text = request.query.get("user", "").strip()
 
     def work(conn: sa.Connection, who: Caller) -> dict[str, Any]:
         may_ask_for_others = bool(covering(conn, who.user_id, Permission.MANAGE_GRANTS))
         colleagues = tenant_users(conn, who) if may_ask_for_others else []
-        context: dict[str, Any] = {"register": register_id, "subject": subject_text, "colleagues": colleagues,
-                                   "answer": None}
-        if not register_id:
+        context: dict[str, Any] = {"register": asked, "subject": subject_text, "colleagues": colleagues,
+                                   "answer": None, "matches": [], "not_found": False}
+        if not asked:
             return context
-        require_visible(conn, who, register_id)  # 404 for what the asker cannot see
+        matches = repo.find_registers(conn, scope_for(conn, who.user_id), asked)  # only what the asker sees
+        if len(matches) != 1:
+            context.update(matches=matches, not_found=not matches)
+            return context
+        register_id, serial = matches[0]
+        context["shown_as"] = serial or register_id
+        require_visible(conn, who, register_id)
         if subject_text and not (subject_text.isascii() and subject_text.isdigit() and len(subject_text) < 18):
             raise NotFound(f"user {subject_text!r} not found")
         subject = int(subject_text) if subject_text else who.user_id
@@ -51,7 +59,10 @@ async def why_page(request: web.Request) -> web.StreamResponse:
         context["answer"] = {"visible": found.visible, "grants": found.grants}
         return context
 
-    return render(request, "admin_why.html", {**await as_caller(request, work), "role_titles": ROLE_TITLES})
+    context = await as_caller(request, work)
+    # Nonexistent and out of sight read the same, as everywhere: a 404 with the form to try again.
+    return render(request, "admin_why.html", {**context, "role_titles": ROLE_TITLES},
+                  status=404 if context["not_found"] else 200)
 
 
 ROUTES: tuple[tuple[str, str, Handler, str], ...] = (

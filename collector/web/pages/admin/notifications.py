@@ -1,4 +1,5 @@
-"""Notification receivers: e-mail boxes and signed webhooks, with quiet hours."""
+"""Notification receivers: e-mail boxes and signed webhooks, with quiet hours; a test message to
+any of them; a warning when e-mail receivers exist but this collector has no mail server."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ from collector.web.shared.account_actions import audit_receiver_change
 from collector.web.shared.accounts import (
     Caller,
 )
+from collector.web.shared.notify_test import NO_SMTP, NOTIFY_CHANNELS_KEY, send_test
 
 # --- notification receivers ----------------------------------------------------------------------
 
@@ -67,8 +69,12 @@ async def notifications_admin(request: web.Request) -> web.StreamResponse:
                 "people": tenant_users(conn, who), "company_zone": company.time_zone_name(conn, who.tenant_id)}
 
     context = await as_caller(request, work)
-    return section_render(request, "admin_notifications.html",
-                          {**context, "floors": SEVERITY_FLOORS, "new_secret": request.get(NEW_SECRET_KEY)})
+    channels = request.app.get(NOTIFY_CHANNELS_KEY)
+    return section_render(request, "admin_notifications.html", {
+        **context, "floors": SEVERITY_FLOORS, "new_secret": request.get(NEW_SECRET_KEY),
+        "mail_ready": channels is not None and channels.smtp is not None, "can_test": channels is not None,
+        "test_result": request.get(TEST_RESULT_KEY),
+    })
 
 
 def _clock_field(fields: Mapping[str, str], name: str) -> time | None:
@@ -114,7 +120,10 @@ async def create_receiver(request: web.Request) -> web.StreamResponse:
     except Invalid as invalid:
         return await section_with_error(request, notifications_admin, invalid.form, invalid.message)
     if generated is None:
-        raise web.HTTPSeeOther("/admin/notifications?done=receiver-created")
+        channels = request.app.get(NOTIFY_CHANNELS_KEY)
+        mail_ready = channels is not None and channels.smtp is not None
+        done = "receiver-created" if channel != "email" or mail_ready else "receiver-created-no-mail"
+        raise web.HTTPSeeOther(f"/admin/notifications?done={done}")
     request[NEW_SECRET_KEY] = generated  # the webhook's signing secret, shown once on this answer
     return await notifications_admin(request)
 
@@ -142,10 +151,47 @@ async def delete_receiver(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(f"/admin/notifications?done={'receiver-deleted' if deleted else 'receiver-gone'}")
 
 
+TEST_RESULT_KEY = web.RequestKey("admin_receiver_test", dict)
+
+
+@page
+async def test_receiver(request: web.Request) -> web.StreamResponse:
+    """One test message now; the outcome is shown beside the receivers (nothing is stored)."""
+    fields = await checked_form(request)
+    found = _receivers_module()
+    channels = request.app.get(NOTIFY_CHANNELS_KEY)
+
+    def work(conn: sa.Connection, who: Caller) -> Any:
+        _notification_manager(conn, who)
+        receiver_id = int_field(fields, "receiver_id", "receivers", "получателя")
+        receiver = None if found is None else found[0].load_receiver(conn, who.tenant_id, receiver_id)
+        if receiver is None:
+            raise PageError(404, "Такого получателя нет.")
+        return receiver
+
+    try:
+        receiver = await as_caller(request, work)
+    except Invalid as invalid:
+        return await section_with_error(request, notifications_admin, invalid.form, invalid.message)
+    if channels is None:
+        raise PageError(503, "Этот процесс коллектора не отправляет уведомления.")
+    delivered, error = await send_test(channels, receiver, now(request))
+    if delivered:
+        text = f"Тестовое сообщение отправлено: {receiver.address}. Проверьте, что оно пришло."
+    elif error == NO_SMTP:
+        text = (f"Тестовое письмо на {receiver.address} не отправлено: у коллектора не настроен почтовый сервер "
+                "(SMTP, параметр [notify] smtp_host). Настройте его или используйте вебхук.")
+    else:
+        text = f"Тестовое сообщение на {receiver.address} не доставлено: {error or 'причина неизвестна'}."
+    request[TEST_RESULT_KEY] = {"ok": delivered, "text": text}
+    return await notifications_admin(request)
+
+
 SECTION_PATHS[notifications_admin] = "/admin/notifications"
 
 ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     ("GET", "/admin/notifications", notifications_admin, "page-admin-notifications"),
     ("POST", "/admin/notifications", create_receiver, "admin-receiver-create"),
     ("POST", "/admin/notifications/delete", delete_receiver, "admin-receiver-delete"),
+    ("POST", "/admin/notifications/test", test_receiver, "admin-receiver-test"),
 )

@@ -7,7 +7,7 @@ from typing import Any
 import sqlalchemy as sa
 from aiohttp import web
 
-from collector.accounts import groups
+from collector.accounts import groups, tree
 from collector.accounts.errors import InvalidInput, NotFound
 from collector.accounts.rights import (
     Permission,
@@ -45,7 +45,8 @@ async def users_admin(request: web.Request) -> web.StreamResponse:
     def work(conn: sa.Connection, who: Caller) -> dict[str, Any]:
         listed = group_list(conn, who)  # checks MANAGE_GROUPS on the company
         return {"groups": listed.items, "people": tenant_users(conn, who),
-                "grant_nodes": nodes_with(conn, who, Permission.MANAGE_GRANTS)}
+                "grant_nodes": nodes_with(conn, who, Permission.MANAGE_GRANTS),
+                "paths": tree.node_paths(conn, who.tenant_id), "titles": tree.level_titles(conn, who.tenant_id)}
 
     context = await as_caller(request, work)
     return section_render(request, "admin_users.html", {**context, "roles": ROLE_TITLES})

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from collector.accounts import signed_requests
 from collector.accounts.errors import NotFound
-from collector.accounts.kep import KepCheck, has_valid_kep
+from collector.accounts.kep import KepCheck, KepState, has_valid_kep, open_order
 from collector.accounts.rights import Permission, authorize, permissions_at, user_tenant
 from collector.web.pages.render import PageError, page
 from collector.web.pages.support import Handler, as_caller, checked_form, refusal_text
@@ -36,6 +36,16 @@ class SignedActions:
     fns: bool  # may apply to the ФНС about it
     ofd: bool  # may send the OFD an e-document about it
     kep: KepCheck
+    ordered: tuple[int, KepState] | None  # an order in progress: «КЭП заказана», not «нет КЭП»
+    submitted: list[signed_requests.SubmittedRequest]
+
+    @property
+    def fns_titles(self) -> dict[str, str]:
+        return signed_requests.FNS_TITLES
+
+    @property
+    def ofd_titles(self) -> dict[str, str]:
+        return signed_requests.OFD_TITLES
 
     @property
     def any(self) -> bool:
@@ -47,8 +57,12 @@ def signed_actions(conn: sa.Connection, user_id: int, register_id: str, at: date
         allowed = permissions_at(conn, user_id, register_id)
     except NotFound:
         return None
-    kep = has_valid_kep(conn, user_tenant(conn, user_id), at)
-    return SignedActions(Permission.MANAGE_REGISTERS in allowed, Permission.EDIT_CONTRACTS in allowed, kep)
+    tenant_id = user_tenant(conn, user_id)
+    fns, ofd = Permission.MANAGE_REGISTERS in allowed, Permission.EDIT_CONTRACTS in allowed
+    return SignedActions(
+        fns, ofd, has_valid_kep(conn, tenant_id, at), open_order(conn, tenant_id),
+        signed_requests.submitted(conn, tenant_id, register_id) if fns or ofd else [],
+    )
 
 
 def _back(register_id: str, done: str) -> web.HTTPSeeOther:
@@ -75,6 +89,9 @@ async def _signed_request(
             kind = kinds(fields.get("kind", ""))
         except ValueError:
             return choose
+        deregistration = kind.value == signed_requests.FnsApplication.DEREGISTRATION.value  # (no OFD kind has it)
+        if deregistration and fields.get("confirm") != "yes":
+            return "confirm-deregistration"  # nothing recorded: the page asks to tick the confirmation
         record(conn, who, register_id, kind, fields.get("note", ""), at)
         return done
 
@@ -87,7 +104,8 @@ async def _signed_request(
 
 def _fns(conn: sa.Connection, who: Caller, register_id: str, kind: signed_requests.FnsApplication, note: str,
          at: datetime) -> object:
-    return signed_requests.apply_to_fns(conn, who.actor, who.tenant_id, register_id, kind, note, at=at)
+    # The page asked for the confirmation before calling (``_signed_request``).
+    return signed_requests.apply_to_fns(conn, who.actor, who.tenant_id, register_id, kind, note, at=at, confirmed=True)
 
 
 def _ofd(conn: sa.Connection, who: Caller, register_id: str, kind: signed_requests.OfdDocument, note: str,

@@ -55,6 +55,7 @@ async def tree_admin(request: web.Request) -> web.StreamResponse:
         rows = [{"node": n, "depth": len([part for part in n.path.split("/") if part]) - 1,
                  "editable": any(n.path.startswith(p) for p in editable)} for n in visible]
         return {"rows": rows, "levels": tree.levels(conn, who.tenant_id),
+                "titles": tree.level_titles(conn, who.tenant_id), "paths": tree.node_paths(conn, who.tenant_id),
                 "targets": [r["node"] for r in rows if r["editable"]]}
 
     context = await as_caller(request, work)

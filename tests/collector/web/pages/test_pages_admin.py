@@ -6,8 +6,8 @@ beside their form, nothing half-applied. (Who may open which route is the securi
 
 from __future__ import annotations
 
-import random
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -22,12 +22,11 @@ import accounts_testkit as accounts_kit
 import security_testkit as kit
 import test_pages_accounts as pages
 
+from agent import cli as agent_cli
 from collector.accounts.new_registers import landing_node
 from collector.accounts.schema import (
     grants,
     group_members,
-    kep_certificates,
-    kep_orders,
     tenant_profiles,
     user_groups,
 )
@@ -99,11 +98,12 @@ def test_tree_editor_creates_renames_moves_and_deletes(client: kit.Client, engin
     assert after is not None and after.parent_id == w.nodes["moscow"]
     clash = post(client, "owner_a", "/admin/tree/nodes",
                  {"parent_id": str(w.nodes["moscow"]), "kind": "store", "name": "Садовая 5"})
-    assert clash.status == 200 and "Не принято" in clash.text and "form-error" in clash.text
+    assert clash.status == 200 and "В «Москва» уже есть узел «Садовая 5»" in clash.text and "form-error" in clash.text
     assert post(client, "owner_a", f"/admin/tree/nodes/{store.id}/delete").status == 303
     assert node_named(engine, w.tenant_a, "Садовая 5") is None
     full = post(client, "owner_a", f"/admin/tree/nodes/{w.nodes['tverskaya']}/delete")
-    assert "Не принято" in full.text and node_named(engine, w.tenant_a, "Тверская 1") is not None
+    assert "В «Тверская 1» ещё есть кассы" in full.text and node_named(engine, w.tenant_a, "Тверская 1") is not None
+    assert "<details open>" in full.text  # the refusal is beside its form, not folded away
 
 
 def test_a_refused_move_leaves_the_rename_undone_too(client: kit.Client, engine: sa.Engine) -> None:
@@ -232,31 +232,6 @@ def test_contract_csv_dry_run_then_import(client: kit.Client, engine: sa.Engine)
 # --- КЭП -----------------------------------------------------------------------------------------
 
 
-def test_a_kep_order_goes_through_its_workflow_to_a_certificate(client: kit.Client, engine: sa.Engine) -> None:
-    fields = {"kep_subject": "head", "kep_full_name": "Сидоров Пётр", "kep_position": "Директор",
-              "kep_inn": kit.make_person_inn(random.Random(3)), "kep_email": "sidorov@romashka.test"}
-    wrong_inn = post(client, "accountant", "/admin/kep", {**fields, "kep_inn": "123"})
-    assert wrong_inn.status == 200 and "12 цифр" in pages.field_error(wrong_inn.text, "kep-inn")
-    assert post(client, "accountant", "/admin/kep", fields).status == 303
-    with engine.connect() as conn:
-        order = conn.execute(sa.select(kep_orders.c.id).where(kep_orders.c.full_name == "Сидоров Пётр",
-                                                              kep_orders.c.tenant_id == client.world.tenant_a)).scalar_one()
-    move = f"/admin/kep/{order}/transition"
-    skip = post(client, "accountant", move, {"to": "issued"})
-    assert "нельзя перейти" in skip.text
-    assert post(client, "accountant", move, {"to": "documents_requested"}).status == 303
-    assert post(client, "accountant", move, {"to": "documents_received"}).status == 303
-    no_cert = post(client, "accountant", move, {"to": "issued"})
-    assert "серийный номер" in no_cert.text
-    issued = post(client, "accountant", move,
-                  {"to": "issued", "serial": "01AB", "owner_name": "Сидоров Пётр", "valid_until": "2027-12-31"})
-    assert issued.status == 303
-    page = get(client, "accountant", "/admin/kep")
-    assert "Действующая КЭП: № 01AB" in page and "выпущена" in page
-    with engine.connect() as conn:
-        assert conn.execute(sa.select(kep_certificates.c.serial).where(kep_certificates.c.order_id == order)).scalar_one() == "01AB"
-
-
 # --- agents and enrollment tokens ----------------------------------------------------------------
 
 
@@ -266,8 +241,11 @@ def test_an_enrollment_token_is_shown_once_and_agents_stay_in_scope(client: kit.
     assert "tverskaya" in listing and "nevsky" not in listing and "Невский" not in listing
     made = post(client, "moscow_op", "/admin/agents/tokens", {"node_id": str(w.nodes["tverskaya"]), "ttl_hours": "2"})
     assert made.status == 200 and made.headers["Cache-Control"] == "no-store"
-    token = re.search(r"kassa-agent enroll --token (\S+)</code>", made.text)
-    assert token is not None and token.group(1) not in get(client, "moscow_op", "/admin/agents")
+    command = re.search(r'<code id="enroll-command">(kassa-agent enroll [^<]+)</code>', made.text)
+    assert command is not None
+    # The whole command the installer runs: the agent's own parser accepts it (--collector is required).
+    parsed = agent_cli.build_parser().parse_args(shlex.split(command.group(1))[1:])
+    assert parsed.collector == "https://kassa.test" and parsed.token not in get(client, "moscow_op", "/admin/agents")
     assert post(client, "moscow_op", "/admin/agents/tokens", {"node_id": str(w.nodes["nevsky"])}).status == 404
     agent = f"agent-{w.registers['tverskaya'].split('-')[1]}-tverskaya"
     assert post(client, "moscow_op", f"/admin/agents/{agent}/revoke").status == 303
@@ -332,3 +310,22 @@ def test_unplaced_registers_are_listed_for_company_wide_contract_editors(client:
         conn.execute(sa.update(registers).where(registers.c.register_id == client.world.registers["arbat"])
                      .values(node_id=None))
     assert "не размещена" in get(client, "accountant", "/admin/contracts")
+
+
+def test_why_accepts_the_serial_rnm_or_fn_number(client: kit.Client, engine: sa.Engine) -> None:
+    w = client.world
+    numbers = {"tverskaya": ("0012345678", "0000000001012345", "9999078900001111"),
+               "arbat": ("0012345678", "0000000002054321", "9999078900002222"),  # the same serial (two vendors)
+               "nevsky": ("0099999999", "0000000003000003", "9999078900003333")}
+    with engine.begin() as conn:
+        for key, (serial, rnm, fn) in numbers.items():
+            conn.execute(sa.update(registers).where(registers.c.register_id == w.registers[key])
+                         .values(serial=serial, rnm=rnm, fn_serial=fn))
+    for number in ("0000000001012345", "9999078900001111", w.registers["tverskaya"]):
+        page = get(client, "moscow_op", f"/admin/why?register={number}")
+        assert "Касса 0012345678 видна" in page and "Москва" in page, number
+    both = get(client, "moscow_op", "/admin/why?register=0012345678")
+    assert "Этот номер есть у нескольких касс" in both
+    assert f"/admin/why?register={w.registers['tverskaya']}" in both and f"/admin/why?register={w.registers['arbat']}" in both
+    hidden = get(client, "moscow_op", "/admin/why?register=0099999999", status=404)  # Петербург: not theirs
+    assert "нет кассы с номером «0099999999»" in hidden and w.registers["nevsky"] not in hidden
