@@ -62,6 +62,7 @@ def register_unreachable(inp: RuleInput, thr: Thresholds) -> Condition | None:
         },
     )
 
+
 def agent_clock(inp: RuleInput, thr: Thresholds) -> Condition | None:
     """The agent's computer clock is off. Its data are placed on the collector's clock regardless,
     but its logs, its outbox's age limit and the register-clock comparison on site all go wrong."""

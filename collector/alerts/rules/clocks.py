@@ -24,6 +24,7 @@ from protocol.kkt.state import ShiftStatus
 
 ZERO = timedelta(0)
 
+
 def aware_utc(value: datetime) -> datetime:
     # RegisterState.read_at is documented as aware UTC; a naive one is read as UTC rather than dropped.
     return value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)

@@ -8,6 +8,7 @@ from protocol.kkt.state import RegisterState
 # ФН result 14h: "исчерпан ресурс хранения документов для ОФД" — the archive is as good as full.
 _FN_ERROR_OFD_STORAGE_EXHAUSTED = 0x14
 
+
 def fn_reports_error(state: RegisterState | None, code: int) -> bool:
     """True when the ФН refused a command of this poll with result ``code``.
 

@@ -39,6 +39,7 @@ def levels(thr: Thresholds, prefix: str, *names: str) -> list[tuple[Severity, st
 def crossed(level: tuple[Severity, str, timedelta]) -> dict[str, Any]:
     return {"threshold": level[1], "threshold_seconds": level[2].total_seconds()}
 
+
 def age_to_block(
     rule: RuleId,
     aged: tuple[timedelta, RegisterClock] | None,

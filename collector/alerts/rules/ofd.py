@@ -28,6 +28,7 @@ def ofd_backlog(inp: RuleInput, thr: Thresholds) -> Condition | None:
         details={"unsent_count": inp.state.ofd.unsent_count, "first_unsent_at": iso(inp.state.ofd.first_unsent_at)},
     )
 
+
 def ofd_contract(inp: RuleInput, thr: Thresholds) -> Condition | None:
     """OFD service: never activated or paid period over → critical. No contract data → nothing."""
     contract = inp.contract

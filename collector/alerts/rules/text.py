@@ -34,5 +34,6 @@ def countdown(left: timedelta, what: str) -> str:
         return f"{what} сейчас"
     return f"{what} {format_duration(left)} назад"
 
+
 def iso(value: date | datetime | None) -> str | None:
     return None if value is None else value.isoformat()
