@@ -31,15 +31,28 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
 import sqlalchemy as sa
 
 from collector.ingest import bulk
-from collector.ingest.admission import DEFAULT_MAX_SESSION_JUMP, Admission, Refusal, SessionGuard
+from collector.ingest.admission import DEFAULT_MAX_SESSION_JUMP, Admission, SessionGuard
 from collector.ingest.agent_clock import AgentClocks, clock_errors
+from collector.ingest.batch import (
+    TOPIC_CACHE,
+    BatchResult,
+    CannotCommit,
+    Rejected,
+    classify,
+    failure_text,
+    first_line,
+    highest_claim,
+    kind_label,
+    live_key,
+    storage_reason,
+)
 from collector.ingest.consumer import InboundMessage
 from collector.ingest.epochs import Epochs
 from collector.ingest.health import IngestHealth
@@ -50,28 +63,15 @@ from collector.metrics import CollectorMetrics
 from collector.storage import StorageError
 from collector.storage import repository as repo
 from collector.storage.engine import begin_write
-from collector.storage.rows import fits_int64
 from collector.storage.schema import ingest_marks
-from protocol.mqtt.errors import ContractError, PayloadTooLarge, TopicError
-from protocol.mqtt.models import (
-    AckPayload,
-    CommandPayload,
-    Envelope,
-    HistBatch,
-    StatusPayload,
-    decode,
-    encode,
-)
-from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, AgentTopic, TopicKind, ack_topic, cmd_topic, quoted
+from protocol.mqtt.models import AckPayload, CommandPayload, encode
+from protocol.mqtt.topics import ack_topic, cmd_topic, quoted
 
 log = logging.getLogger(__name__)
 
 DB_RETRY_DELAY = 1.0
 IDLE_TICK = 0.25  # how often an idle writer checks for stop and due rebirths
-TOPIC_CACHE = 1 << 17  # topics remembered parsed: one per register and kind, about 2 per register
-
-# Topics repeat with every poll and parsing one (id checks) is pure: each is parsed once.
-_parse_topic = functools.lru_cache(maxsize=TOPIC_CACHE)(AgentTopic.parse)
+# Built once per agent, like the parsed topics in batch.py.
 _ack_topic = functools.lru_cache(maxsize=TOPIC_CACHE)(ack_topic)
 
 
@@ -91,50 +91,6 @@ class WriterSettings:
     max_session_jump: int = DEFAULT_MAX_SESSION_JUMP
 
 
-class CannotCommit(Exception):
-    """Even a dead letter could not be committed: the database refuses writes, not the message."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rejected:
-    inbound: InboundMessage
-    reason: str
-    detail: str
-
-
-@dataclass
-class BatchResult:
-    committed: list[InboundMessage] = field(default_factory=list)  # stored or dead-lettered: ack them
-    dead_letters: list[Rejected] = field(default_factory=list)
-    acks: dict[tuple[str, int], int] = field(default_factory=dict)  # (agent, session) → seq to publish
-    changed_registers: set[str] = field(default_factory=set)
-    fresh_states: dict[str, FreshState] = field(default_factory=dict)  # parsed states the batch stored
-    status_agents: set[str] = field(default_factory=set)
-    duplicates: int = 0
-    sessions: dict[str, int] = field(default_factory=dict)  # agent → highest session stored
-    births: set[str] = field(default_factory=set)  # agents whose live birth was stored
-    # (agent, stored session) → (the agent's own session, epoch): how each ack is worded (epochs.py)
-    own_sessions: dict[tuple[str, int], tuple[int, str | None]] = field(default_factory=dict)
-    reinstalls: int = 0
-    refusals: dict[str, Refusal] = field(default_factory=dict)  # agents whose messages were not stored
-
-    def merge(self, other: BatchResult) -> None:
-        """Add a later committed result (message-by-message writing)."""
-        self.committed += other.committed
-        self.dead_letters += other.dead_letters
-        self.acks.update(other.acks)
-        self.changed_registers |= other.changed_registers
-        self.fresh_states.update(other.fresh_states)  # commit order: a later write wins
-        self.status_agents |= other.status_agents
-        self.duplicates += other.duplicates
-        for agent, session in other.sessions.items():
-            self.sessions[agent] = max(session, self.sessions.get(agent, session))
-        self.births |= other.births
-        self.own_sessions.update(other.own_sessions)
-        self.reinstalls += other.reinstalls
-        self.refusals.update(other.refusals)
-
-
 class ChangeListener(Protocol):
     """Told after each commit which registers and agents changed, with the parsed states the
     batch stored (a subset of the registers; the listener reads the rest from the database)."""
@@ -150,26 +106,6 @@ class Downlink(Protocol):
     def ack(self, message: InboundMessage) -> bool: ...
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool: ...
-
-
-def classify(message: InboundMessage) -> Decoded | Rejected | None:
-    """Decode one message; None for what is not data: an empty retained status (cleared), our own status."""
-    if message.topic == COLLECTOR_STATUS_TOPIC:
-        return None  # our own retained status matches kassa/v1/+/status
-    if message.oversize is not None:
-        return Rejected(
-            message, PayloadTooLarge.reason,
-            f"payload of {message.oversize.size} bytes exceeds the collector's limit of {message.oversize.limit}",
-        )
-    try:
-        topic = _parse_topic(message.topic)
-        if topic.kind in (TopicKind.CMD, TopicKind.ACK):
-            raise TopicError(f"topic {message.topic!r} is a downlink topic; agents must not publish it")
-        if topic.kind is TopicKind.STATUS and not message.payload:
-            return None
-        return Decoded(message, topic, decode(topic, message.payload))
-    except ContractError as exc:
-        return Rejected(message, exc.reason, exc.message)
 
 
 class IngestWriter:
@@ -276,7 +212,7 @@ class IngestWriter:
                 return
             except (sa.exc.OperationalError, CannotCommit) as exc:
                 log.error("database refuses writes, retrying the batch of %d: %s", len(batch), exc)
-                self.health.failed(_first_line(exc))
+                self.health.failed(first_line(exc))
                 self._stop.wait(DB_RETRY_DELAY)
                 if self._stop.is_set() and time.monotonic() > self._drain_until:
                     return
@@ -288,7 +224,7 @@ class IngestWriter:
         started = time.perf_counter()
         result = BatchResult()
         decoded: list[Decoded] = []
-        for kind, count in Counter(_kind_label(message.topic) for message in batch).items():
+        for kind, count in Counter(kind_label(message.topic) for message in batch).items():
             self._metrics.messages_in.labels(kind=kind).inc(count)  # per batch: labels() is not free
         for message in batch:
             item = classify(message)
@@ -346,16 +282,16 @@ class IngestWriter:
                 self._undo()
                 if not isinstance(exc, StorageError | sa.exc.IntegrityError | sa.exc.DataError):
                     log.exception("storing a message from %s failed; dead-lettering it", quoted(message.topic))
-                single = BatchResult(dead_letters=[Rejected(message, _storage_reason(exc), _failure_text(exc))])
+                single = BatchResult(dead_letters=[Rejected(message, storage_reason(exc), failure_text(exc))])
                 # Filed as a dead letter, the record counts as handled for the ack mark,
                 # so one unstorable message does not hold the agent's outbox forever.
-                handled = _live_key(item) if isinstance(item, Decoded) else None
+                handled = live_key(item) if isinstance(item, Decoded) else None
                 try:
                     with begin_write(self._engine) as conn:
                         self._write(conn, [], single, handled=handled)
                 except Exception as failure:
                     self._undo()
-                    raise CannotCommit(f"filing a dead letter failed: {_first_line(failure)}") from failure
+                    raise CannotCommit(f"filing a dead letter failed: {first_line(failure)}") from failure
             merged.merge(single)
         return merged
 
@@ -388,7 +324,7 @@ class IngestWriter:
         self._sessions.load(conn, {item.topic.agent_id for item in translated.items})
         accepted: list[Decoded] = []
         for item in translated.items:
-            agent, claim = item.topic.agent_id, _highest_claim(item.payload)
+            agent, claim = item.topic.agent_id, highest_claim(item.payload)
             refusal = None
             if claim is not None:
                 refusal = self._sessions.refusal(conn, agent, claim[0], floor=self._epochs.base(agent, claim[1]))
@@ -483,47 +419,3 @@ class IngestWriter:
             command = CommandPayload(id=f"rebirth-{uuid.uuid4().hex[:12]}", cmd="rebirth")
             self._downlink.publish(cmd_topic(agent), encode(command))
             self._metrics.rebirths.inc()
-
-
-def _live_key(item: Decoded) -> tuple[str, str | None, int, int] | None:
-    """(agent, epoch, session, seq) of a sequenced live message; None for status and hist."""
-    payload = item.payload
-    if isinstance(payload, StatusPayload | HistBatch) or not isinstance(payload, Envelope):
-        return None
-    if not (fits_int64(payload.session) and fits_int64(payload.seq)):
-        return None  # no mark can hold it; the dead letter alone must still be filed
-    return payload.agent, payload.epoch, payload.session, payload.seq
-
-
-def _highest_claim(payload: object) -> tuple[int, str | None] | None:
-    """The highest (session, epoch) a message claims: its envelope's, or the newest record's of a hist batch."""
-    if isinstance(payload, HistBatch):
-        claims = [(record.payload.session, record.payload.epoch) for record in payload.records]
-        return max(claims, key=lambda claim: claim[0], default=None)
-    return (payload.session, payload.epoch) if isinstance(payload, Envelope) else None
-
-
-_KINDS = frozenset(kind.value for kind in TopicKind)
-
-
-def _kind_label(topic: str) -> str:
-    parts = topic.split("/")
-    return parts[3] if len(parts) > 3 and parts[3] in _KINDS else "other"
-
-
-def _failure_text(exc: BaseException) -> str:
-    """The driver's message without SQLAlchemy's statement and parameters (which can be huge)."""
-    return (str(exc.orig) if isinstance(exc, sa.exc.DBAPIError) else str(exc)).strip()
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = _failure_text(exc).splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
-
-
-def _storage_reason(exc: Exception) -> str:
-    """``RegisterOwnedElsewhere`` → ``register_owned_elsewhere``; anything unexpected → ``internal_error``."""
-    if not isinstance(exc, StorageError | sa.exc.IntegrityError | sa.exc.DataError):
-        return "internal_error"
-    name = type(exc).__name__
-    return "".join(f"_{ch.lower()}" if ch.isupper() else ch for ch in name).lstrip("_")

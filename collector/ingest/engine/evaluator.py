@@ -1,0 +1,228 @@
+"""``AlertEngine``: evaluates registers chunk by chunk, each chunk one short write transaction, keeping
+pending alerts and the last committed rule inputs in memory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from collector.alerts import (
+    NOTIFIED_CHANGES,
+    AlertChange,
+    AlertRecord,
+    AlertStatus,
+    RuleId,
+    RuleInput,
+    Severity,
+    Thresholds,
+    apply_conditions,
+    evaluate_all,
+    fix_text,
+    sell_verdict,
+)
+from collector.ingest import bulk
+from collector.ingest.company_thresholds import CompanyThresholds
+from collector.ingest.engine.subjects import Subject, build_inputs, load_subjects
+from collector.ingest.engine.write_back import (
+    change_row,
+    record_from_row,
+    register_evaluation,
+    row_from_record,
+)
+from collector.ingest.rule_inputs import rule_inputs_key
+from collector.ingest.writes import FreshState
+from collector.metrics import CollectorMetrics
+from collector.notify import AlertNotice
+from collector.storage import repository as repo
+from collector.storage.engine import begin_write
+from collector.storage.rows import RegisterEvaluation
+from collector.storage.schema import alerts, register_state, registers
+
+log = logging.getLogger(__name__)
+
+
+CHUNK = 200  # registers per evaluation transaction (short, so the ingest writer is not held up on SQLite)
+
+Notify = Callable[[AlertNotice], None]
+
+
+@dataclass(frozen=True)
+class EvaluationReport:
+    registers: int
+    changes: int
+    notices: int
+
+
+class AlertEngine:
+    def __init__(
+        self,
+        engine: sa.Engine,
+        thresholds: Thresholds | None = None,
+        *,
+        notify: Notify | None = None,
+        metrics: CollectorMetrics | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._engine = engine
+        self.thresholds = thresholds or Thresholds()
+        self.company_thresholds = CompanyThresholds(self.thresholds)  # the defaults with each company's overrides
+        self._notify = notify
+        self._metrics = metrics or CollectorMetrics()
+        self.clock = clock
+        self._pending: dict[tuple[str, RuleId], AlertRecord] = {}
+        # register → (thresholds, rule-input key, evaluated_at) of its last committed evaluation here
+        self._evaluated: dict[str, tuple[Thresholds, Any, datetime]] = {}
+
+    def registers_of_agents(self, agent_ids: Collection[str]) -> list[str]:
+        if not agent_ids:
+            return []
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(registers.c.register_id).where(registers.c.agent_id.in_(list(agent_ids))))
+            return [r.register_id for r in rows]
+
+    def all_registers(self) -> list[str]:
+        with self._engine.connect() as conn:
+            return list(conn.execute(sa.select(register_state.c.register_id)).scalars())
+
+    def evaluate(
+        self,
+        register_ids: Iterable[str],
+        now: datetime | None = None,
+        *,
+        skip_unchanged: bool = False,
+        states: Mapping[str, FreshState] | None = None,
+    ) -> EvaluationReport:
+        """Evaluate the registers; ``skip_unchanged`` (ingest triggers) passes over a register whose
+        rule inputs equal those of its last evaluation and that has no pending alert (see
+        ``rule_inputs``): its verdict would be the same. Sweeps never skip.
+
+        ``states``: parsed states the ingest writer just stored; each is used only while the stored
+        row is still that version, so the state JSON is neither read back nor parsed again."""
+        ids = sorted(set(register_ids))
+        at = now or self.clock()
+        fresh = states or {}
+        if skip_unchanged:
+            ids = self._needing_evaluation(ids, at, fresh)
+        totals = [0, 0, 0]
+        for start in range(0, len(ids), CHUNK):
+            keys: dict[str, tuple[Thresholds, Any, datetime]] = {}
+            with begin_write(self._engine) as conn:
+                counted = self._evaluate_chunk(conn, ids[start : start + CHUNK], at, keys, skip_unchanged, fresh)
+            self._evaluated.update(keys)  # only once committed: a rolled-back verdict must be redone
+            totals = [a + b for a, b in zip(totals, counted, strict=True)]
+        return EvaluationReport(*totals)
+
+    def update_open_alert_gauge(self) -> None:
+        with self._engine.connect() as conn:
+            counts: dict[str, int] = dict(
+                conn.execute(
+                    sa.select(alerts.c.severity, sa.func.count()).where(alerts.c.status == "active").group_by(alerts.c.severity)
+                ).all()
+            )
+        for severity in Severity:
+            self._metrics.alerts_open.labels(severity=severity.label).set(counts.get(severity.label, 0))
+
+    def _needing_evaluation(self, ids: list[str], now: datetime, fresh: Mapping[str, FreshState]) -> list[str]:
+        """The registers whose rule inputs changed, found on a read-only connection: an unchanged
+        register then costs no write transaction (on SQLite that lock is the ingest writer's)."""
+        needed: list[str] = []
+        with self._engine.connect() as conn:
+            for start in range(0, len(ids), CHUNK):
+                pending = {register_id for register_id, _ in self._pending}
+                for subject, inp, thresholds in build_inputs(conn, load_subjects(conn, ids[start : start + CHUNK], fresh), now, self.company_thresholds):
+                    if subject.register_id in pending or not self._unchanged(subject, inp, thresholds):
+                        needed.append(subject.register_id)
+        return needed
+
+    def _unchanged(self, subject: Subject, inp: RuleInput, thresholds: Thresholds) -> bool:
+        # The stored verdict must also be ours (the evaluated_at we wrote): under a shared
+        # subscription another collector may have evaluated this register since.
+        key = rule_inputs_key(inp)
+        return key is not None and self._evaluated.get(subject.register_id) == (thresholds, key, subject.evaluated_at)
+
+    # --- one chunk ----------------------------------------------------------------------------
+
+    def _evaluate_chunk(
+        self,
+        conn: sa.Connection,
+        ids: list[str],
+        now: datetime,
+        keys: dict[str, tuple[Thresholds, Any, datetime]],
+        skip_unchanged: bool,
+        fresh: Mapping[str, FreshState],
+    ) -> tuple[int, int, int]:
+        subjects = load_subjects(conn, ids, fresh)
+        stored: dict[str, dict[RuleId, AlertRecord]] = {}
+        alert_ids: dict[tuple[str, RuleId], int] = {}
+        for row in repo.load_alerts(conn, register_ids=[s.register_id for s in subjects]):
+            record = record_from_row(row)
+            if record is not None and row.id is not None:
+                stored.setdefault(row.register_id, {})[record.rule] = record
+                alert_ids[(row.register_id, record.rule)] = row.id
+        changes = notices = 0
+        verdicts: dict[str, RegisterEvaluation] = {}
+        pending_registers = {register_id for register_id, _ in self._pending}
+        for subject, inp, thresholds in build_inputs(conn, subjects, now, self.company_thresholds):
+            # Checked again inside the transaction: the inputs may have moved since the read.
+            if skip_unchanged and subject.register_id not in pending_registers and self._unchanged(subject, inp, thresholds):
+                continue
+            keys[subject.register_id] = (thresholds, rule_inputs_key(inp), now)  # None never matches
+            records = dict(stored.get(subject.register_id, {}))
+            for (register_id, rule), pending in self._pending.items():
+                if register_id == subject.register_id and rule not in records:
+                    records[rule] = pending
+            conditions = evaluate_all(inp, thresholds)
+            results = apply_conditions(
+                records, conditions, now, register_id=subject.register_id,
+                thresholds=thresholds,
+            )
+            worst: Severity | None = None
+            for rule, (record, rule_changes) in results.items():
+                key = (subject.register_id, rule)
+                if record is None or record.status is AlertStatus.PENDING:
+                    self._pending.pop(key, None)
+                    if record is not None:
+                        self._pending[key] = record
+                    continue
+                self._pending.pop(key, None)
+                if record.status is AlertStatus.ACTIVE:
+                    worst = record.severity if worst is None else max(worst, record.severity)
+                if record is records.get(rule):
+                    continue  # unchanged: no write
+                alert_id = repo.upsert_alert(conn, row_from_record(record))
+                for change in rule_changes:
+                    repo.add_alert_history(conn, change_row(alert_id, change))
+                changes += len(rule_changes)
+                notices += self._send_notices(subject, record, rule_changes)
+            verdicts[subject.register_id] = register_evaluation(sell_verdict(inp, thresholds, conditions), worst, now)
+        bulk.set_evaluations(conn, verdicts)
+        self._metrics.evaluations.inc(len(verdicts))
+        return len(verdicts), changes, notices
+
+    def _send_notices(self, subject: Subject, record: AlertRecord, rule_changes: list[AlertChange]) -> int:
+        if self._notify is None or not any(c.kind in NOTIFIED_CHANGES for c in rule_changes):
+            return 0
+        notice = AlertNotice(
+            tenant_id=str(subject.tenant_id),
+            store_node_id=str(subject.node_id) if subject.node_id is not None else "",
+            store_name=subject.node_name or "",
+            register_id=subject.register_id,
+            register_serial=subject.serial or subject.register_id,
+            rule=record.rule.value,
+            severity=record.severity.label,
+            status="resolved" if record.status is AlertStatus.CLEARED else "firing",
+            message=record.message,
+            blocks_at=record.blocks_at,
+            fix=fix_text(record.rule, record.details),
+        )
+        try:
+            self._notify(notice)
+        except Exception:  # a notifier problem must never stop alert evaluation
+            log.exception("handing alert notice for %s/%s to the notifier failed", subject.register_id, record.rule)
+            return 0
+        return 1

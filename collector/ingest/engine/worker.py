@@ -1,0 +1,106 @@
+"""The evaluation thread: ingest-triggered evaluations as they come, and the periodic sweep."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+
+from collector.ingest.engine.evaluator import CHUNK, AlertEngine, EvaluationReport
+from collector.ingest.writes import FreshState
+
+log = logging.getLogger(__name__)
+
+
+class EvaluationWorker:
+    """One thread: evaluates registers changed by ingest as they come, and sweeps all periodically."""
+
+    def __init__(
+        self, engine: AlertEngine, *, period: float = 15.0, also_sweep: Sequence[Callable[[], object]] = ()
+    ) -> None:
+        self.engine = engine
+        self.period = period
+        self.also_sweep = tuple(also_sweep)  # other periodic rules (company alerts), after the registers
+        self._lock = threading.Lock()
+        self._changed: set[str] = set()
+        self._agents: set[str] = set()
+        self._states: dict[str, FreshState] = {}
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.sweeps = 0
+
+    def changed(
+        self,
+        register_ids: Collection[str],
+        agent_ids: Collection[str] = (),
+        states: Mapping[str, FreshState] | None = None,
+    ) -> None:
+        """Called by the ingest writer after a commit (cheap: just records the ids and states)."""
+        with self._lock:
+            self._changed.update(register_ids)
+            self._agents.update(agent_ids)
+            if states:
+                self._states.update(states)  # the writer reports in commit order: later versions win
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="alert-evaluator", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        next_sweep = time.monotonic() + self.period
+        while not self._stop.is_set():
+            self._wake.wait(max(0.0, next_sweep - time.monotonic()))
+            self._wake.clear()
+            try:
+                self.run_changed()
+                if time.monotonic() >= next_sweep:
+                    self.sweep()
+                    next_sweep = time.monotonic() + self.period
+            except Exception:  # the loop must survive a failed evaluation (database away, a bad row)
+                log.exception("alert evaluation failed; retrying on the next trigger")
+                time.sleep(min(self.period, 1.0))
+        self.run_changed()
+
+    def sweep(self) -> None:
+        """Re-evaluate every register, chunk by chunk, serving ingest-triggered evaluations between
+        chunks so a long sweep over a big fleet never delays a fresh alert by more than one chunk."""
+        ids = self.engine.all_registers()
+        for start in range(0, len(ids), CHUNK):
+            if self._stop.is_set():
+                return
+            self.engine.evaluate(ids[start : start + CHUNK])
+            self.run_changed()
+        for extra in self.also_sweep:
+            try:
+                extra()
+            except Exception:  # its own failure must not stop the register sweep from counting
+                log.exception("periodic sweep %r failed", extra)
+        self.engine.update_open_alert_gauge()
+        self.sweeps += 1
+
+    def run_changed(self) -> EvaluationReport | None:
+        with self._lock:
+            changed, self._changed = self._changed, set()
+            agent_ids, self._agents = self._agents, set()
+            states, self._states = self._states, {}
+        if agent_ids:
+            changed.update(self.engine.registers_of_agents(agent_ids))
+        if not changed:
+            return None
+        try:
+            return self.engine.evaluate(changed, skip_unchanged=True, states=states)
+        except Exception:
+            with self._lock:  # evaluate them again next time rather than lose the trigger
+                self._changed.update(changed)
+                for register_id, state in states.items():
+                    self._states.setdefault(register_id, state)  # never over a version reported since
+            raise
