@@ -1,6 +1,6 @@
 """The simulated register in ATOL protocol v3: the device role over any host (pty, TCP, sim://, fake USB).
 
-Bytes go through the v3 deframer into the task buffer (``protocol.kkt.atol.tasks``), each ADDed
+Bytes go through the v3 deframer into the task buffer (``protocol.kkt.atol.task_device``), each ADDed
 command is decoded with the shared registry (``protocol.kkt.atol.messages``) and answered from
 the :class:`~firmware_sim.model.RegisterModel`. Fiscal commands follow the ATOL mode model:
 enter mode 1 to open a shift (9Ah) or sell (92h → E6h → 4Ah), mode 3 for the Z-report (5Ah).
@@ -45,7 +45,7 @@ from protocol.kkt.atol.messages import (
     UnknownCommand,
     decode_request,
 )
-from protocol.kkt.atol.tasks import DeviceTaskBuffer, TaskResult
+from protocol.kkt.atol.task_device import DeviceTaskBuffer, TaskResult
 from protocol.kkt.errors import DecodeError, EncodeError
 from protocol.kkt.fn import (
     FFD_VERSION_TAG,

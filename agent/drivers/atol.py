@@ -1,6 +1,6 @@
 """``AtolSession``: ATOL protocol v3 over any ``ByteLink`` (serial/CDC-ACM, raw USB, TCP 5555).
 
-Each command goes through the task buffer (``protocol.kkt.atol.tasks.HostTransaction``); this
+Each command goes through the task buffer (``protocol.kkt.atol.task_host.HostTransaction``); this
 module only moves bytes, keeps time and maps failures to the typed driver errors. ``poll()``
 reads 3Fh, 45h, A5h, 9Dh and the ФН pass-through A4 30/31/32/20/10 into a ``RegisterState``.
 
@@ -49,8 +49,7 @@ from protocol.kkt.atol.messages import (
     StateCode,
     encode_request,
 )
-from protocol.kkt.atol.tasks import (
-    AddFlag,
+from protocol.kkt.atol.task_host import (
     Completed,
     Failed,
     FailureKind,
@@ -58,10 +57,10 @@ from protocol.kkt.atol.tasks import (
     IdCounter,
     Send,
     Step,
-    TaskStatus,
     Wait,
     encode_abort,
 )
+from protocol.kkt.atol.tasks import AddFlag, TaskStatus
 from protocol.kkt.errors import DecodeError, DeviceError
 from protocol.kkt.fn import (
     FFD_VERSION_TAG,

@@ -19,7 +19,7 @@ from firmware_sim.endpoint import DeviceEndpoint
 from firmware_sim.model import RegisterModel
 from protocol.kkt.atol.link import Deframer, Packet, encode_packet
 from protocol.kkt.atol.messages import OpenShift
-from protocol.kkt.atol.tasks import TaskResult
+from protocol.kkt.atol.task_device import TaskResult
 from protocol.kkt.fn import FN_ERROR_SHIFT_OVER_24H
 from protocol.kkt.state import RegisterState, ShiftStatus, Vendor
 

@@ -39,7 +39,8 @@ from protocol.kkt.atol.messages import (
     RegisterItem,
     encode_request,
 )
-from protocol.kkt.atol.tasks import Add, Completed, DeviceReply, HostTransaction, IdCounter, Send, Step, Wait
+from protocol.kkt.atol.task_host import Completed, HostTransaction, IdCounter, Send, Step, Wait
+from protocol.kkt.atol.tasks import Add, DeviceReply
 from protocol.kkt.errors import DeviceError
 from protocol.kkt.fn import FnDocumentType, FnPhase
 

@@ -17,18 +17,9 @@ from hypothesis import strategies as st
 
 from protocol.kkt.atol.link import Deframer
 from protocol.kkt.atol.messages import COMMANDS, Command, decode_request, encode_bcd, encode_request
-from protocol.kkt.atol.tasks import (
-    Completed,
-    DeviceReply,
-    DeviceTaskBuffer,
-    Failed,
-    HostTransaction,
-    IdCounter,
-    Send,
-    TaskResult,
-    Wait,
-    decode_host_request,
-)
+from protocol.kkt.atol.task_device import DeviceTaskBuffer, TaskResult
+from protocol.kkt.atol.task_host import Completed, Failed, HostTransaction, IdCounter, Send, Wait
+from protocol.kkt.atol.tasks import DeviceReply, decode_host_request
 from protocol.kkt.errors import DecodeError, DeviceError
 
 sys.path.insert(0, str(Path(__file__).parent))

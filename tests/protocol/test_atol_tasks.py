@@ -9,24 +9,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from protocol.kkt.atol.link import ASYNC_PACKET_ID, Deframer, Packet, encode_packet, encode_retransmit_request
+from protocol.kkt.atol.task_device import DeviceTaskBuffer, TaskResult
+from protocol.kkt.atol.task_host import (
+    Completed,
+    Failed,
+    FailureKind,
+    HostTransaction,
+    IdCounter,
+    Send,
+    Step,
+    Wait,
+)
 from protocol.kkt.atol.tasks import (
     Abort,
     Ack,
     Add,
     AddFlag,
-    Completed,
     DeviceReply,
-    DeviceTaskBuffer,
-    Failed,
-    FailureKind,
-    HostTransaction,
-    IdCounter,
     Req,
-    Send,
-    Step,
-    TaskResult,
     TaskStatus,
-    Wait,
     decode_host_request,
 )
 from protocol.kkt.errors import DecodeError, EncodeError

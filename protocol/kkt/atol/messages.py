@@ -4,6 +4,10 @@ Request = ``password (2 BCD) | code (1, or 2 for A4 xx) | params``. Most answers
 ``55h | error | …``; 3Fh answers ``44h 'D' | …`` and A5h starts with the error byte itself.
 Legacy numbers are BCD big-endian; the A4 xx ФН pass-through keeps the ФН's binary LE layouts
 (``protocol.kkt.fn``). A non-zero error byte becomes :class:`~protocol.kkt.errors.DeviceError`.
+
+Sections mirror the command table of specs §3.4: 3Fh device state, 45h state code, A5h device
+type, 9Dh firmware version, the A4 xx ФН pass-through, then the mode and fiscal commands; the
+registry and the request envelope close the module.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ DEFAULT_PASSWORD = 0
 NAME_CODEC = "cp866"  # ATOL's "external" code page is not public; CP866 covers digits/Latin/Cyrillic [I]
 
 
-# ------------------------------------------------------------------------------ BCD
+# ---------------------------------------------------------------------------------------------
+# BCD numbers and the 55h answer check (specs §3.4).
 
 
 def encode_bcd(value: int, length: int) -> bytes:
@@ -86,7 +91,8 @@ def _check_ok(command: int, data: bytes, what: str) -> bytes:
     return bytes(data[2:])
 
 
-# ------------------------------------------------------------------------------ commands
+# ---------------------------------------------------------------------------------------------
+# Commands (specs §3.4), one sub-section per row group of its table.
 
 A = TypeVar("A")
 
@@ -135,7 +141,7 @@ class _SimpleCommand(Command[CommonAnswer]):
         return bytes((ANSWER_OK, 0, answer.ext))
 
 
-# ---- 3Fh device state
+# ---- 3Fh device state (specs §3.4 "3Fh response layout")
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,7 +483,7 @@ class GetFnRegistrationParam(_FnQuery[FnTlv]):
         return self._wrap(answer.encode())
 
 
-# ---- mode and fiscal commands (simulator and tests)
+# ---- mode model 56h/48h and fiscal commands 9Ah, 5Ah, 92h, E6h, 4Ah (specs §3.4, §6a)
 
 
 @dataclass(frozen=True, slots=True)
@@ -599,7 +605,8 @@ class CloseReceipt(_SimpleCommand):
         return cls(payment_type=params[1], paid=decode_bcd(params[2:7]), flags=params[0])
 
 
-# ------------------------------------------------------------------------------ registry and envelope
+# ---------------------------------------------------------------------------------------------
+# Registry and request envelope (password | code | params).
 
 COMMANDS: dict[bytes, type[Command[Any]]] = {
     cls.CODE: cls

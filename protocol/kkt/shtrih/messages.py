@@ -6,6 +6,10 @@ types: the host encodes requests and decodes answers, the simulated device decod
 and encodes answers, through the same code. ФН (FFxx) answers reuse ``protocol.kkt.fn``.
 
 Answers are decoded tolerantly: trailing bytes newer firmware appends are ignored.
+
+Sections follow the command groups of specs §1.4: status (10h/11h), identity (0Fh/1Fh/FCh),
+FN commands (FFxx) and changing state, after the primitive fields and what they all share;
+the registry closes the module.
 """
 
 from __future__ import annotations
@@ -114,19 +118,7 @@ class Message(Protocol):
 
 
 # ---------------------------------------------------------------------------------------------
-# Requests.
-
-
-@dataclass(frozen=True, slots=True)
-class NoParams:
-    """FCh takes no password."""
-
-    def encode(self) -> bytes:
-        return b""
-
-    @classmethod
-    def decode(cls, data: bytes) -> NoParams:
-        return cls()
+# What every chapter shares: the password-only request and the error-only answer.
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,175 +134,23 @@ class PasswordRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class FindDocumentRequest:
-    """FF0A: find a fiscal document by its number."""
+class ErrorAnswer:
+    """ERR ≠ 0: the device sent only the command code and the error byte."""
 
-    fd_number: int
-    password: int = SYSADMIN_PASSWORD
+    command: int
+    code: int
 
-    def encode(self) -> bytes:
-        return _uint(self.password, 4, "password") + _uint(self.fd_number, 4, "FD number")
+    @property
+    def meaning(self) -> str:
+        return error_meaning(self.command, self.code)
 
-    @classmethod
-    def decode(cls, data: bytes) -> FindDocumentRequest:
-        reader = _Reader(data, "find FD request")
-        password = reader.uint(4)
-        return cls(fd_number=reader.uint(4), password=password)
-
-
-@dataclass(frozen=True, slots=True)
-class ReadTableRequest:
-    """1Fh: read one field of a settings table (specs §1.4): table(1), row(2 LE), field(1)."""
-
-    table: int
-    row: int
-    field: int
-    password: int = SYSADMIN_PASSWORD
-
-    def encode(self) -> bytes:
-        return (
-            _uint(self.password, 4, "password")
-            + _uint(self.table, 1, "table")
-            + _uint(self.row, 2, "row")
-            + _uint(self.field, 1, "field")
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> ReadTableRequest:
-        reader = _Reader(data, "read table request")
-        password = reader.uint(4)
-        return cls(table=reader.uint(1), row=reader.uint(2), field=reader.uint(1), password=password)
-
-
-@dataclass(frozen=True, slots=True)
-class TableValue:
-    """1Fh answer: the field's raw bytes, an LE integer or a zero-padded cp1251 string."""
-
-    value: bytes
-
-    def encode(self) -> bytes:
-        return self.value
-
-    @classmethod
-    def decode(cls, data: bytes) -> TableValue:
-        if not data:
-            raise DecodeError("read table: the answer carries no value")
-        return cls(bytes(data))
-
-    def as_int(self) -> int:
-        return int.from_bytes(self.value, "little")
-
-
-@dataclass(frozen=True, slots=True)
-class OpenReceiptRequest:
-    """8Dh: receipt type 0 sale, 1 purchase, 2 sale return, 3 purchase return."""
-
-    receipt_type: int = 0
-    password: int = CASHIER_PASSWORD
-
-    def encode(self) -> bytes:
-        return _uint(self.password, 4, "password") + _uint(self.receipt_type, 1, "receipt type")
-
-    @classmethod
-    def decode(cls, data: bytes) -> OpenReceiptRequest:
-        reader = _Reader(data, "open receipt request")
-        password = reader.uint(4)
-        return cls(receipt_type=reader.uint(1), password=password)
-
-
-@dataclass(frozen=True, slots=True)
-class SaleRequest:
-    """80h legacy sale line: quantity in thousandths, price in kopecks."""
-
-    quantity: int
-    price: int
-    department: int = 0
-    taxes: tuple[int, int, int, int] = (0, 0, 0, 0)
-    text: str = ""
-    password: int = CASHIER_PASSWORD
-
-    def encode(self) -> bytes:
-        return (
-            _uint(self.password, 4, "password")
-            + _uint(self.quantity, 5, "quantity")
-            + _uint(self.price, 5, "price")
-            + _uint(self.department, 1, "department")
-            + b"".join(_uint(tax, 1, "tax group") for tax in self.taxes)
-            + _encode_text(self.text)
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> SaleRequest:
-        reader = _Reader(data, "sale request")
-        password = reader.uint(4)
-        quantity, price, department = reader.uint(5), reader.uint(5), reader.uint(1)
-        taxes = (reader.uint(1), reader.uint(1), reader.uint(1), reader.uint(1))
-        return cls(quantity, price, department, taxes, _decode_text(reader.take(TEXT_LENGTH)), password)
-
-
-@dataclass(frozen=True, slots=True)
-class CloseReceiptRequest:
-    """85h legacy close: cash and three other payment sums, discount in hundredths of a percent."""
-
-    cash: int
-    other_payments: tuple[int, int, int] = (0, 0, 0)
-    discount: int = 0  # signed, ±9999 = ±99.99 %
-    taxes: tuple[int, int, int, int] = (0, 0, 0, 0)
-    text: str = ""
-    password: int = CASHIER_PASSWORD
-
-    def encode(self) -> bytes:
-        if not -9999 <= self.discount <= 9999:
-            raise EncodeError(f"discount {self.discount} is outside ±9999")
-        return (
-            _uint(self.password, 4, "password")
-            + _uint(self.cash, 5, "cash")
-            + b"".join(_uint(sum_, 5, "payment") for sum_ in self.other_payments)
-            + struct.pack("<h", self.discount)
-            + b"".join(_uint(tax, 1, "tax group") for tax in self.taxes)
-            + _encode_text(self.text)
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> CloseReceiptRequest:
-        reader = _Reader(data, "close receipt request")
-        password, cash = reader.uint(4), reader.uint(5)
-        payments = (reader.uint(5), reader.uint(5), reader.uint(5))
-        (discount,) = struct.unpack("<h", reader.take(2))
-        taxes = (reader.uint(1), reader.uint(1), reader.uint(1), reader.uint(1))
-        return cls(cash, payments, discount, taxes, _decode_text(reader.take(TEXT_LENGTH)), password)
+    @property
+    def error(self) -> DeviceError:
+        return device_error(self.command, self.code)
 
 
 # ---------------------------------------------------------------------------------------------
-# Answers (the data after the error byte).
-
-
-@dataclass(frozen=True, slots=True)
-class OperatorAnswer:
-    """E0h/41h/8Dh/80h/88h: the operator number; some firmware sends ERR alone."""
-
-    operator: int | None = None
-
-    def encode(self) -> bytes:
-        return b"" if self.operator is None else _uint(self.operator, 1, "operator")
-
-    @classmethod
-    def decode(cls, data: bytes) -> OperatorAnswer:
-        return cls(data[0] if data else None)
-
-
-@dataclass(frozen=True, slots=True)
-class CloseReceiptAnswer:
-    operator: int
-    change: int
-
-    def encode(self) -> bytes:
-        return _uint(self.operator, 1, "operator") + _uint(self.change, 5, "change")
-
-    @classmethod
-    def decode(cls, data: bytes) -> CloseReceiptAnswer:
-        reader = _Reader(data, "close receipt answer")
-        return cls(reader.uint(1), reader.uint(5))
+# 10h short status and 11h full status (specs §1.4).
 
 
 @dataclass(frozen=True, slots=True)
@@ -524,6 +364,10 @@ def _combine_clock(day: date | None, hms: bytes) -> datetime | None:
         return None
 
 
+# ---------------------------------------------------------------------------------------------
+# 0Fh long serial and RNM, 1Fh read table, FCh device type: the register's identity (specs §1.4).
+
+
 @dataclass(frozen=True, slots=True)
 class LongSerial:
     """0Fh: factory serial and RNM, 7 bytes LE each."""
@@ -538,6 +382,61 @@ class LongSerial:
     def decode(cls, data: bytes) -> LongSerial:
         reader = _Reader(data, "long serial")
         return cls(reader.uint(7), reader.uint(7))
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTableRequest:
+    """1Fh: read one field of a settings table (specs §1.4): table(1), row(2 LE), field(1)."""
+
+    table: int
+    row: int
+    field: int
+    password: int = SYSADMIN_PASSWORD
+
+    def encode(self) -> bytes:
+        return (
+            _uint(self.password, 4, "password")
+            + _uint(self.table, 1, "table")
+            + _uint(self.row, 2, "row")
+            + _uint(self.field, 1, "field")
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> ReadTableRequest:
+        reader = _Reader(data, "read table request")
+        password = reader.uint(4)
+        return cls(table=reader.uint(1), row=reader.uint(2), field=reader.uint(1), password=password)
+
+
+@dataclass(frozen=True, slots=True)
+class TableValue:
+    """1Fh answer: the field's raw bytes, an LE integer or a zero-padded cp1251 string."""
+
+    value: bytes
+
+    def encode(self) -> bytes:
+        return self.value
+
+    @classmethod
+    def decode(cls, data: bytes) -> TableValue:
+        if not data:
+            raise DecodeError("read table: the answer carries no value")
+        return cls(bytes(data))
+
+    def as_int(self) -> int:
+        return int.from_bytes(self.value, "little")
+
+
+@dataclass(frozen=True, slots=True)
+class NoParams:
+    """FCh takes no password."""
+
+    def encode(self) -> bytes:
+        return b""
+
+    @classmethod
+    def decode(cls, data: bytes) -> NoParams:
+        return cls()
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,6 +467,28 @@ class DeviceType:
         return cls(device_type, subtype, version, subversion, model_id, language, name)
 
 
+# ---------------------------------------------------------------------------------------------
+# FN commands FFxx (specs §1.4): thin wrappers whose answers are mostly the ФН layouts of
+# protocol.kkt.fn (specs §2.3); only what differs is here.
+
+
+@dataclass(frozen=True, slots=True)
+class FindDocumentRequest:
+    """FF0A: find a fiscal document by its number."""
+
+    fd_number: int
+    password: int = SYSADMIN_PASSWORD
+
+    def encode(self) -> bytes:
+        return _uint(self.password, 4, "password") + _uint(self.fd_number, 4, "FD number")
+
+    @classmethod
+    def decode(cls, data: bytes) -> FindDocumentRequest:
+        reader = _Reader(data, "find FD request")
+        password = reader.uint(4)
+        return cls(fd_number=reader.uint(4), password=password)
+
+
 @dataclass(frozen=True, slots=True)
 class FnNumber:
     """FF02: the ФН serial, 16 ASCII."""
@@ -596,24 +517,122 @@ class UnconfirmedCount:
         return cls(decode_unconfirmed_count(data))
 
 
+# ---------------------------------------------------------------------------------------------
+# Changing state: shift and receipt commands E0h, 41h, 8Dh, 80h, 85h, 88h (specs §1.4
+# "Changing state", §6a).
+
+
 @dataclass(frozen=True, slots=True)
-class ErrorAnswer:
-    """ERR ≠ 0: the device sent only the command code and the error byte."""
+class OperatorAnswer:
+    """E0h/41h/8Dh/80h/88h: the operator number; some firmware sends ERR alone."""
 
-    command: int
-    code: int
+    operator: int | None = None
 
-    @property
-    def meaning(self) -> str:
-        return error_meaning(self.command, self.code)
+    def encode(self) -> bytes:
+        return b"" if self.operator is None else _uint(self.operator, 1, "operator")
 
-    @property
-    def error(self) -> DeviceError:
-        return device_error(self.command, self.code)
+    @classmethod
+    def decode(cls, data: bytes) -> OperatorAnswer:
+        return cls(data[0] if data else None)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenReceiptRequest:
+    """8Dh: receipt type 0 sale, 1 purchase, 2 sale return, 3 purchase return."""
+
+    receipt_type: int = 0
+    password: int = CASHIER_PASSWORD
+
+    def encode(self) -> bytes:
+        return _uint(self.password, 4, "password") + _uint(self.receipt_type, 1, "receipt type")
+
+    @classmethod
+    def decode(cls, data: bytes) -> OpenReceiptRequest:
+        reader = _Reader(data, "open receipt request")
+        password = reader.uint(4)
+        return cls(receipt_type=reader.uint(1), password=password)
+
+
+@dataclass(frozen=True, slots=True)
+class SaleRequest:
+    """80h legacy sale line: quantity in thousandths, price in kopecks."""
+
+    quantity: int
+    price: int
+    department: int = 0
+    taxes: tuple[int, int, int, int] = (0, 0, 0, 0)
+    text: str = ""
+    password: int = CASHIER_PASSWORD
+
+    def encode(self) -> bytes:
+        return (
+            _uint(self.password, 4, "password")
+            + _uint(self.quantity, 5, "quantity")
+            + _uint(self.price, 5, "price")
+            + _uint(self.department, 1, "department")
+            + b"".join(_uint(tax, 1, "tax group") for tax in self.taxes)
+            + _encode_text(self.text)
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> SaleRequest:
+        reader = _Reader(data, "sale request")
+        password = reader.uint(4)
+        quantity, price, department = reader.uint(5), reader.uint(5), reader.uint(1)
+        taxes = (reader.uint(1), reader.uint(1), reader.uint(1), reader.uint(1))
+        return cls(quantity, price, department, taxes, _decode_text(reader.take(TEXT_LENGTH)), password)
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReceiptRequest:
+    """85h legacy close: cash and three other payment sums, discount in hundredths of a percent."""
+
+    cash: int
+    other_payments: tuple[int, int, int] = (0, 0, 0)
+    discount: int = 0  # signed, ±9999 = ±99.99 %
+    taxes: tuple[int, int, int, int] = (0, 0, 0, 0)
+    text: str = ""
+    password: int = CASHIER_PASSWORD
+
+    def encode(self) -> bytes:
+        if not -9999 <= self.discount <= 9999:
+            raise EncodeError(f"discount {self.discount} is outside ±9999")
+        return (
+            _uint(self.password, 4, "password")
+            + _uint(self.cash, 5, "cash")
+            + b"".join(_uint(sum_, 5, "payment") for sum_ in self.other_payments)
+            + struct.pack("<h", self.discount)
+            + b"".join(_uint(tax, 1, "tax group") for tax in self.taxes)
+            + _encode_text(self.text)
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> CloseReceiptRequest:
+        reader = _Reader(data, "close receipt request")
+        password, cash = reader.uint(4), reader.uint(5)
+        payments = (reader.uint(5), reader.uint(5), reader.uint(5))
+        (discount,) = struct.unpack("<h", reader.take(2))
+        taxes = (reader.uint(1), reader.uint(1), reader.uint(1), reader.uint(1))
+        return cls(cash, payments, discount, taxes, _decode_text(reader.take(TEXT_LENGTH)), password)
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReceiptAnswer:
+    operator: int
+    change: int
+
+    def encode(self) -> bytes:
+        return _uint(self.operator, 1, "operator") + _uint(self.change, 5, "change")
+
+    @classmethod
+    def decode(cls, data: bytes) -> CloseReceiptAnswer:
+        reader = _Reader(data, "close receipt answer")
+        return cls(reader.uint(1), reader.uint(5))
 
 
 # ---------------------------------------------------------------------------------------------
-# The registry.
+# The registry: one Command per code, grouped as the sections above.
+
 
 Req = TypeVar("Req", bound=Message)
 Ans = TypeVar("Ans", bound=Message)
@@ -671,10 +690,19 @@ class Command(Generic[Req, Ans]):
         return payload[len(code_bytes(code)) :]
 
 
+# Status.
 SHORT_STATUS = Command(0x10, "short status", PasswordRequest, ShortStatus)
 FULL_STATUS = Command(0x11, "full status", PasswordRequest, FullStatus)
+
+# Identity.
 DEVICE_TYPE = Command(0xFC, "device type", NoParams, DeviceType)
 LONG_SERIAL = Command(0x0F, "long serial and RNM", PasswordRequest, LongSerial)
+READ_TABLE = Command(0x1F, "read table", ReadTableRequest, TableValue)
+# Where desktop models keep the ФФД version (tag-1209 code), as Shtrih's own Java driver writes it
+# when fiscalising: table 17, row 1, field 17 (Shtrih-Mobile: table 10, field 4) [V].
+FFD_VERSION_FIELD = ReadTableRequest(table=17, row=1, field=17)
+
+# FN commands.
 FN_STATUS = Command(0xFF01, "ФН status", PasswordRequest, FnStatus)
 FN_NUMBER = Command(0xFF02, "ФН number", PasswordRequest, FnNumber)
 FN_VALIDITY = Command(0xFF03, "ФН validity", PasswordRequest, FnValidity)
@@ -684,16 +712,14 @@ OFD_EXCHANGE = Command(0xFF39, "OFD exchange status", PasswordRequest, FnExchang
 UNCONFIRMED_COUNT = Command(0xFF3F, "FDs without OFD ticket", PasswordRequest, UnconfirmedCount)
 SHIFT_PARAMS = Command(0xFF40, "shift parameters", PasswordRequest, FnShiftParams)
 FN_RESOURCE = Command(0xFF63, "ФН resource", PasswordRequest, FnResource)
+
+# Changing state.
 OPEN_SHIFT = Command(0xE0, "open shift", PasswordRequest, OperatorAnswer)
 Z_REPORT = Command(0x41, "Z-report (close shift)", PasswordRequest, OperatorAnswer)
 OPEN_RECEIPT = Command(0x8D, "open receipt", OpenReceiptRequest, OperatorAnswer)
 SALE = Command(0x80, "sale", SaleRequest, OperatorAnswer)
 CLOSE_RECEIPT = Command(0x85, "close receipt", CloseReceiptRequest, CloseReceiptAnswer)
 CANCEL_RECEIPT = Command(0x88, "cancel receipt", PasswordRequest, OperatorAnswer)
-READ_TABLE = Command(0x1F, "read table", ReadTableRequest, TableValue)
-# Where desktop models keep the ФФД version (tag-1209 code), as Shtrih's own Java driver writes it
-# when fiscalising: table 17, row 1, field 17 (Shtrih-Mobile: table 10, field 4) [V].
-FFD_VERSION_FIELD = ReadTableRequest(table=17, row=1, field=17)
 
 COMMANDS: dict[int, Command[Any, Any]] = {
     command.code: command
