@@ -80,6 +80,7 @@ def check_reading_pages(page: Any, site: Any, world: security_kit.World, role: R
         page.goto(site.url(path))
         assert post_actions(page) == set(), (role.who, path)
         assert page.locator('header nav a[href="/admin"]').count() == (1 if role.admin else 0), (role.who, path)
+    # The last page walked is the list: exactly the registers the role sees.
     listed = {row.get_attribute("data-register-id") for row in page.locator("table.registers tbody tr").all()}
     assert listed == {world.registers[store] for store in role.stores}, role.who
 
@@ -96,6 +97,7 @@ def check_register_page(page: Any, site: Any, world: security_kit.World, role: R
     for name, offered in (("Подать заявление", role.fns), ("Отправить в ОФД", role.ofd)):
         button = page.get_by_role("button", name=name)
         if offered:
+            expect(button).to_be_visible()
             expect(button).to_be_enabled()
         else:
             expect(button).to_have_count(0)
@@ -117,6 +119,12 @@ def check_alerts_page(page: Any, site: Any, world: security_kit.World, role: Rol
         for action in ("comment", "silence"):
             expect(row.locator(f'form[action$="/{action}"]')).to_have_count(1 if role.acts_on_alerts else 0)
         expect(row.get_by_text("только просмотр")).to_have_count(0 if role.acts_on_alerts else 1)
+    if role.acts_on_alerts:  # the comment and silence forms sit behind «Ещё»: open it, they can be used
+        row = page.locator(f'tr[data-alert-id="{world.alerts[role.stores[-1]]}"]')
+        row.locator("summary").click()
+        for name in ("Добавить комментарий", "Отключить уведомления"):
+            expect(row.get_by_role("button", name=name)).to_be_visible()
+            expect(row.get_by_role("button", name=name)).to_be_enabled()
     expect(page.locator("#bulk-ack")).to_have_count(1 if role.acts_on_alerts else 0)
     expect(page.locator("#select-all")).to_have_count(1 if role.acts_on_alerts else 0)
     kinds = {action.rsplit("/", 1)[-1] for action in post_actions(page)}
