@@ -289,7 +289,7 @@ def sell_text(verdict: Verdict, now: datetime) -> str:
     if verdict.status is SellStatus.UNKNOWN:
         if verdict.last_data_at is None:
             return "Нет данных: касса ещё ни разу не передавала состояние"
-        text = f"Нет свежих данных: последние {format_duration(now - verdict.last_data_at)} назад"
+        text = f"Нет свежих данных: последние получены {format_duration(now - verdict.last_data_at)} назад"
         if verdict.details.get("last_known") == SellStatus.CANNOT_SELL:
             text += "; тогда касса не могла продавать"
         return text
