@@ -3,9 +3,10 @@
     python scripts/demo_screenshots.py --url http://127.0.0.1:8080 --out docs/screenshots
 
 Logs in through the demo's login page as the owner (credentials from demo-data/credentials.json
-or --email/--password), then captures the dashboard, tree, registers list, one register and
-the alerts page, the КЭП page and the company settings at desktop width, and the dashboard at
-phone width.
+or --email/--password), then captures the dashboard (tall enough to show the counters and the first
+rows of «Ближайшие блокировки»), tree, registers list, one register and the alerts page, the КЭП
+page and the company settings at desktop width, and at phone width the top of the dashboard and its
+ranking as cards. Take them a minute after the demo starts, when the planted problems show.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--no-first-run",
 ]
+PHONE = {"width": 390, "height": 844}
+# The counters take the first 800 px at 1360 px: this height adds the first rows of the ranking.
+DASHBOARD = {"width": 1360, "height": 1500}
 
 
 def owner_credentials(data_dir: Path) -> tuple[str, str]:
@@ -50,21 +54,29 @@ def main() -> int:
         page.fill("input[name=password]", password)
         page.click("button[type=submit]")
         page.wait_for_load_state("networkidle")
-        shots = {"dashboard": "/", "tree": "/tree", "registers": "/registers", "alerts": "/alerts",
+        shots = {"tree": "/tree", "registers": "/registers", "alerts": "/alerts",
                  "kep": "/admin/kep", "company": "/admin/company"}
         for name, path in shots.items():
             page.goto(args.url + path)
             page.wait_for_load_state("networkidle")
             page.screenshot(path=str(args.out / f"{name}.png"), full_page=False)
+        page.goto(args.url + "/")
+        page.wait_for_load_state("networkidle")
+        page.screenshot(path=str(args.out / "dashboard.png"), clip={"x": 0, "y": 0, **DASHBOARD}, full_page=True)
         page.goto(args.url + "/registers?rule=ofd_backlog")
         page.click("table tbody tr a")
         page.wait_for_load_state("networkidle")
         page.screenshot(path=str(args.out / "register.png"), full_page=False)
-        phone = browser.new_page(viewport={"width": 390, "height": 844}, locale="ru-RU")
+        phone = browser.new_page(viewport=PHONE, locale="ru-RU")
         phone.context.add_cookies(page.context.cookies())
         phone.goto(args.url + "/")
         phone.wait_for_load_state("networkidle")
         phone.screenshot(path=str(args.out / "dashboard-phone.png"), full_page=False)
+        top = phone.locator("#ranking-title").bounding_box()
+        if top is None:
+            raise SystemExit("the dashboard has no «Ближайшие блокировки» section: is the demo's fleet up?")
+        phone.screenshot(path=str(args.out / "dashboard-phone-cards.png"), full_page=True,
+                         clip={"x": 0, "y": top["y"] - 8, **PHONE})
         browser.close()
     print(f"screenshots written to {args.out}")
     return 0

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict
 
-from collector.alerts.rules import Condition, RuleInput, contract_time_left, format_duration
+from collector.alerts.rules import Condition, RuleInput, contract_time_left, format_duration, format_hours
 from collector.alerts.severity import RuleId, Severity
 from collector.alerts.thresholds import Thresholds
 from collector.alerts.time_to_block import block_candidates
@@ -234,15 +234,6 @@ def plural(number: int, one: str, few: str, many: str) -> str:
     return f"{number} {word}"
 
 
-def _hours(value: timedelta) -> str:
-    """Shift lengths read in hours: ``"25 ч"``, ``"23 ч 40 мин"``."""
-    hours, rest = divmod(int(value.total_seconds()), 3600)
-    if hours >= 72:
-        return format_duration(value)
-    minutes = rest // 60
-    return f"{hours} ч {minutes} мин" if minutes and hours < 24 else f"{hours} ч"
-
-
 def _ru_date(value: Any) -> str:
     try:
         return (value if isinstance(value, date) else date.fromisoformat(str(value)[:10])).strftime("%d.%m.%Y")
@@ -254,7 +245,7 @@ def _now_phrase(verdict: Verdict, now: datetime) -> str:
     cause, details = verdict.cause, verdict.details
     if cause == RuleId.SHIFT_TOO_LONG:
         if verdict.started_at is not None:
-            return f"смена открыта {_hours(now - verdict.started_at)}"
+            return f"смена открыта {format_hours(now - verdict.started_at)}"
         return "смена открыта больше 24 ч"
     if cause == RuleId.FN_VALIDITY:
         until = details.get("valid_until")
@@ -289,7 +280,7 @@ def sell_text(verdict: Verdict, now: datetime) -> str:
     if verdict.status is SellStatus.UNKNOWN:
         if verdict.last_data_at is None:
             return "Нет данных: касса ещё ни разу не передавала состояние"
-        text = f"Нет свежих данных: последние {format_duration(now - verdict.last_data_at)} назад"
+        text = f"Нет свежих данных: последние получены {format_duration(now - verdict.last_data_at)} назад"
         if verdict.details.get("last_known") == SellStatus.CANNOT_SELL:
             text += "; тогда касса не могла продавать"
         return text

@@ -353,6 +353,8 @@ def test_shift_ladder(age: timedelta, expected: Severity | None) -> None:
 def test_shift_message() -> None:
     condition = shift_too_long(shift_input(23 * HOUR + 40 * MIN), THR)
     assert condition is not None and condition.message == "Смена открыта 23 ч 40 мин; блокировка через 20 мин"
+    past = shift_too_long(shift_input(25 * HOUR + 10 * MIN), THR)  # hours past a day, as the «Продажи» column
+    assert past is not None and past.message == "Смена открыта 25 ч; блокировка 1 ч 10 мин назад"
 
 
 @pytest.mark.parametrize(

@@ -82,6 +82,7 @@ def test_the_settings_page_lists_russias_zones_and_saves_one(client: kit.Client)
     page = client.call("GET", "/admin/company?done=company-saved", who="owner_a").text
     assert '<option value="Asia/Yekaterinburg" selected>' in page and "сохранены" in page
     assert shown(kit.T0, "Asia/Yekaterinburg") in page
+    assert "— Екатеринбург (МСК+2), UTC+05:00</p>" in page and "(Asia/Yekaterinburg)" not in page  # no raw zone id
 
 
 def test_new_receivers_default_to_the_company_zone(client: kit.Client) -> None:

@@ -113,7 +113,7 @@ def test_never_reported_and_stale_data_are_unknown_never_no_threat() -> None:
     assert sell_text(never, NOW) == "Нет данных: касса ещё ни разу не передавала состояние"
     stale = verdict_of(reg(), now=READ_AT + THR.agent_offline_warning + MIN)
     assert stale.status is SellStatus.UNKNOWN
-    assert sell_text(stale, READ_AT + 3 * HOUR) == "Нет свежих данных: последние 3 ч назад"
+    assert sell_text(stale, READ_AT + 3 * HOUR) == "Нет свежих данных: последние получены 3 ч назад"
     fresh = verdict_of(reg(), now=READ_AT + THR.agent_offline_warning)
     assert fresh.status is SellStatus.NO_THREAT
 

@@ -27,7 +27,7 @@ from collector.alerts.rules.inputs import AlertInputError, Condition, OfdContrac
 from collector.alerts.rules.kep import kep_validity
 from collector.alerts.rules.ofd import ofd_backlog, ofd_contract
 from collector.alerts.rules.shift import shift_too_long
-from collector.alerts.rules.text import format_duration
+from collector.alerts.rules.text import format_duration, format_hours
 
 __all__ = [
     "REGISTER_RULES",
@@ -52,6 +52,7 @@ __all__ = [
     "fn_time_left",
     "fn_validity",
     "format_duration",
+    "format_hours",
     "kep_validity",
     "ofd_backlog",
     "ofd_contract",

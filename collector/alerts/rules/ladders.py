@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -51,6 +51,7 @@ def age_to_block(
     what: str,
     blocked_text: str,
     details: dict[str, Any],
+    age_text: Callable[[timedelta], str] = format_duration,
 ) -> Condition | None:
     """An age that blocks the register at ``limit``; ``fn_blocked`` = the ФН already refuses, age or not."""
     if aged is None:
@@ -71,7 +72,7 @@ def age_to_block(
     return Condition(
         rule=rule,
         severity=level[0],
-        message=f"{what} {format_duration(age)}; {countdown(left, 'блокировка')}",
+        message=f"{what} {age_text(age)}; {countdown(left, 'блокировка')}",
         details={
             **details,
             "age_seconds": age.total_seconds(),

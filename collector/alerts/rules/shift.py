@@ -6,6 +6,7 @@ from collector.alerts.rules.clocks import aware_utc, shift_age
 from collector.alerts.rules.fn_status import fn_reports_error
 from collector.alerts.rules.inputs import Condition, RuleInput
 from collector.alerts.rules.ladders import age_to_block, levels
+from collector.alerts.rules.text import format_hours
 from collector.alerts.severity import RuleId
 from collector.alerts.thresholds import Thresholds
 from protocol.kkt.fn import FN_ERROR_SHIFT_OVER_24H
@@ -28,4 +29,5 @@ def shift_too_long(inp: RuleInput, thr: Thresholds) -> Condition | None:
         what="Смена открыта",
         blocked_text="Смена открыта больше 24 ч: касса не пробивает чеки до закрытия смены",
         details={"shift_status": state.shift.status.value},
+        age_text=format_hours,  # «Смена открыта 25 ч», as the «Продажи» column says, not «1 дн. 1 ч»
     )

@@ -22,6 +22,15 @@ def format_duration(value: timedelta) -> str:
     return "меньше минуты"
 
 
+def format_hours(value: timedelta) -> str:
+    """Shift lengths read in hours, as a cashier counts them: ``"25 ч"``, ``"23 ч 40 мин"``; days from 72 h."""
+    hours, rest = divmod(int(value.total_seconds()), 3600)
+    if hours >= 72:
+        return format_duration(value)
+    minutes = rest // 60
+    return f"{hours} ч {minutes} мин" if minutes and hours < 24 else f"{hours} ч"
+
+
 def format_date(value: date) -> str:
     return value.strftime("%d.%m.%Y")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
@@ -112,6 +112,12 @@ def sell_marker(item: Any) -> str:
     return block_marker(item.time_to_block_seconds) if status == "will_stop" else "none"
 
 
+def store_path(path: Sequence[str]) -> str:
+    """Where a register stands in a list: its path from the root without the company itself, which
+    every row shares («Продукты у дома / Москва / Магазин №1»), as the node pickers name nodes."""
+    return " / ".join(path[1:]) or " / ".join(path)
+
+
 def alert_fix(alert: Any) -> str:
     """What to do about an alert (``AlertRow``/``AlertOut``): the catalogue's text, its numbers filled in."""
     return fix_text(alert.rule, alert.details) or ""
@@ -140,6 +146,7 @@ def setup_templates(app: web.Application) -> None:
         countdown=countdown_text,
         marker=block_marker,
         sell_marker=sell_marker,
+        store_path=store_path,
         fix=alert_fix,
         iso=iso,
     )

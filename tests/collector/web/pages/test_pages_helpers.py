@@ -17,7 +17,7 @@ from collector.storage.scope import Scope
 from collector.web.i18n import labels
 from collector.web.pages.data import filter_query, node_tree
 from collector.web.pages.monitoring import safe_next
-from collector.web.pages.render import block_marker, countdown_text, local_time
+from collector.web.pages.render import block_marker, countdown_text, local_time, store_path
 from collector.web.shared.csrf import SEED_COOKIE, CookieCsrf
 from collector.web.shared.fleet_models import RegisterFilters
 from collector.web.shared.zones import DEFAULT_TIME_ZONE
@@ -136,3 +136,15 @@ def test_tree_nests_by_parent_and_lifts_nodes_whose_parent_is_hidden() -> None:
     assert [root.rollup.node_id for root in roots] == [2, 6]
     assert [child.rollup.node_id for child in roots[0].children] == [3, 4]
     assert roots[0].children[0].depth == 1
+
+
+@pytest.mark.parametrize(
+    ("path", "shown"),
+    [
+        (["ООО «Ромашка»", "Продукты у дома", "Москва", "Магазин №1"], "Продукты у дома / Москва / Магазин №1"),
+        (["ООО «Ромашка»", "Новые кассы"], "Новые кассы"),
+        (["ООО «Ромашка»"], "ООО «Ромашка»"),  # a register placed on the company itself
+    ],
+)
+def test_lists_name_the_store_without_the_company_every_row_shares(path: list[str], shown: str) -> None:
+    assert store_path(path) == shown

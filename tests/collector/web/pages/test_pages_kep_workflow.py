@@ -79,6 +79,18 @@ def test_requested_documents_are_listed_uploaded_and_sent(client: kit.Client, en
     assert "документы получены" in page and "ждите выпуска сертификата" in page
 
 
+def test_documents_the_issuer_received_outside_the_page_are_not_shown_as_missing(
+    client: kit.Client, engine: sa.Engine
+) -> None:
+    order = int(client.world.a["{order_id}"])
+    with begin_write(engine) as conn:
+        for step in (kep.KepState.DOCUMENTS_REQUESTED, kep.KepState.DOCUMENTS_RECEIVED):
+            kep.advance(conn, Actor.cli(), client.world.tenant_a, order, step, at=kit.T0, documents=["passport"])
+    page = client.call("GET", "/admin/kep", who="accountant").text
+    assert "Паспорт владельца КЭП (разворот с фото и страница с регистрацией): передан в удостоверяющий центр" in page
+    assert "ещё не загружен" not in page and f'action="/admin/kep/{order}/documents"' not in page
+
+
 def test_an_existing_certificate_is_entered_from_its_file(client: kit.Client, engine: sa.Engine) -> None:
     with engine.connect() as conn:
         inn = conn.execute(sa.select(tenant_profiles.c.inn)
