@@ -105,10 +105,10 @@ class Verdict(BaseModel):
     @property
     def least_severity(self) -> Severity | None:
         """The severity a register with this verdict shows at least, so severity and cause never
-        disagree (e.g. while a blocking alert waits out its flapping guard)."""
-        if self.status is not SellStatus.CANNOT_SELL:
-            return None
-        return Severity.CRITICAL if self.cause == RuleId.FN_NOT_FISCAL else Severity.BLOCKED
+        disagree (e.g. while a blocking alert waits out its flapping guard). A register that cannot
+        sell is «заблокирована» whatever the reason, a ФН not yet fiscalised included: counts by
+        severity and counts of registers that cannot sell must never tell two stories."""
+        return Severity.BLOCKED if self.status is SellStatus.CANNOT_SELL else None
 
     @property
     def rank(self) -> int:

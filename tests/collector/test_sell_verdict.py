@@ -97,7 +97,7 @@ def test_harmless_fn_codes_of_a_poll_do_not_stop_the_register() -> None:
 def test_severity_never_contradicts_the_cause() -> None:
     assert verdict_of(reg(shift=open_shift(25))).least_severity is Severity.BLOCKED
     assert verdict_of(reg(device=DeviceState(fn_errors=[0x03]))).least_severity is Severity.BLOCKED
-    assert verdict_of(reg(fn=FnState(valid_until=date(2028, 1, 1), fiscal=False))).least_severity is Severity.CRITICAL
+    assert verdict_of(reg(fn=FnState(valid_until=date(2028, 1, 1), fiscal=False))).least_severity is Severity.BLOCKED
     assert verdict_of(reg(shift=open_shift(21))).least_severity is None
 
 
