@@ -18,8 +18,14 @@ then:
    states whose oldest unsent document is 21 days old, one at a time, and measures publish →
    the ``ofd_backlog`` alert row being visible in the database (the API reads the same row).
 
-Targets (DESIGN.md §7): ≥ 10 000 msg/s committed in one process; 3 processes ≥ 2.5× one;
-state change → alert visible p50 ≤ 250 ms, p99 ≤ 1 s.
+3. **ceiling** — a bare paho client subscribed at QoS 1 to the same topics on the same broker,
+   fed the same messages by the same publisher: the rate the collector is compared with
+   (``ratio``), and, for subprocess layouts, the collectors' CPU time (all their threads, from
+   ``/proc/<pid>/stat``) per committed message.
+
+Targets (DESIGN.md §7): collector CPU ≤ 100 µs per committed message and throughput ≥ 0.7 of a
+bare client's on the same broker in the same run; state change → alert visible p50 ≤ 250 ms,
+p99 ≤ 1 s.
 """
 
 from __future__ import annotations
@@ -252,6 +258,17 @@ class Collectors:
                 f"batch validate+write+commit+ack {write_s / batches * 1000:.1f} ms "
                 f"({write_s:.2f} s total)")
 
+    def cpu_seconds(self) -> float | None:
+        """User + system CPU of every collector subprocess so far (None in-process: it shares this
+        process with the publisher)."""
+        if not self.processes:
+            return None
+        ticks = 0
+        for process in self.processes:
+            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def pause(self, paused: bool) -> None:
         for process in self.processes:
             process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)
@@ -343,6 +360,39 @@ def latency(port: int, engine: sa.Engine, probes: int, rate: float) -> list[floa
     return results
 
 
+def ceiling(port: int, messages: list[tuple[str, bytes]]) -> float:
+    """Messages/s a bare paho client receives at QoS 1 from the same publisher on the same broker."""
+    received = 0
+    done, subscribed = threading.Event(), threading.Event()
+
+    def on_message(_client: Any, _userdata: Any, _message: Any) -> None:
+        nonlocal received
+        received += 1
+        if received == len(messages):
+            done.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-ceiling", clean_session=True)
+    client.on_message = on_message
+    client.on_subscribe = lambda *_args: subscribed.set()
+    client.connect("127.0.0.1", port, keepalive=60)
+    client.subscribe("kassa/v1/+/state/+", qos=1)
+    client.loop_start()
+    try:
+        if not subscribed.wait(10):
+            raise RuntimeError("the ceiling client could not subscribe")
+        publisher = Publisher(port, "bench-ceiling-load")
+        started = time.perf_counter()
+        publisher.publish_all(messages)
+        if not done.wait(300):
+            raise RuntimeError(f"the bare client received only {received} of {len(messages)}")
+        elapsed = time.perf_counter() - started
+        publisher.close()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return len(messages) / elapsed
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -369,22 +419,30 @@ def main() -> int:
         for layout in (int(c) for c in args.collectors.split(",")):
             with tempfile.TemporaryDirectory(prefix="kassa-bench-") as tmp, mosquitto(Path(tmp)) as port, \
                     database(kind, Path(tmp)) as url:
+                bare = ceiling(port, messages)  # same broker, before any collector session exists
                 collectors = Collectors(layout, port, url, Path(tmp))
                 engine = create_engine_from_url(url)
                 try:
                     held = collectors if args.drain and layout > 0 else None
+                    cpu_before = collectors.cpu_seconds()
                     committed, published = throughput(port, engine, messages, held)
+                    cpu_after = collectors.cpu_seconds()
                     lat = latency(port, engine, args.probes, args.probe_rate) if args.probes and layout <= 1 else []
                     where = collectors.where_time_goes()
                 finally:
                     collectors.stop()
                     engine.dispose()
-            row: dict[str, Any] = {"db": kind, "collectors": collectors.label, "committed": committed, "published": published}
+            row: dict[str, Any] = {"db": kind, "collectors": collectors.label, "committed": committed, "published": published,
+                                   "ceiling": bare}
+            if cpu_before is not None and cpu_after is not None:
+                row["cpu_us"] = (cpu_after - cpu_before) / len(messages) * 1e6
             if lat:
                 row.update(p50=percentile(lat, 0.5) * 1000, p99=percentile(lat, 0.99) * 1000)
             rows.append(row)
             print(f"{kind:10} {collectors.label:24} committed {committed:8.0f} msg/s "
-                  f"(publisher alone {published:8.0f} msg/s)"
+                  f"(publisher alone {published:8.0f} msg/s; bare client {bare:8.0f} msg/s, ratio {committed / bare:.2f} "
+                  f"[target ≥ 0.7]"
+                  + (f"; collector CPU {row['cpu_us']:.0f} µs/msg [target ≤ 100]" if "cpu_us" in row else "") + ")"
                   + (f"  alert visible p50 {row['p50']:.0f} ms p99 {row['p99']:.0f} ms" if lat else ""), flush=True)
             if where:
                 print(f"{'':10} {'':24} {where}", flush=True)
