@@ -15,9 +15,10 @@ import sqlalchemy as sa
 from collector.accounts import audit
 from collector.accounts.audit import Actor
 from collector.accounts.errors import Conflict, NotFound, PermissionDenied
+from collector.accounts.names import clean_name
 from collector.accounts.rights import ROLE_PERMISSIONS, Permission, Role, authorize, permissions_at
 from collector.accounts.schema import grants, group_members, user_groups, users
-from collector.accounts.tree import clean_name, get_node
+from collector.accounts.tree import get_node
 
 # The group each role gets on the company root when created by sign-up or the operator CLI.
 ROLE_GROUP_NAMES: dict[Role, str] = {

@@ -26,10 +26,10 @@ from collector.accounts.audit import Actor
 from collector.accounts.certificates import CertificateInfo, check_belongs_to
 from collector.accounts.errors import Conflict, InvalidInput, KepRequired, NotFound, PermissionDenied
 from collector.accounts.inn import check_inn, check_snils
+from collector.accounts.names import clean_name
 from collector.accounts.rights import Permission, authorize
 from collector.accounts.schema import kep_certificates, kep_order_history, kep_orders, tenant_profiles
 from collector.accounts.service import normalise_email
-from collector.accounts.tree import clean_name
 
 
 class KepState(StrEnum):

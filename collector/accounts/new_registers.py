@@ -16,8 +16,10 @@ import sqlalchemy as sa
 from collector.accounts import audit
 from collector.accounts.audit import Actor
 from collector.accounts.errors import Conflict, InvalidInput, NotFound
+from collector.accounts.names import clean_name
 from collector.accounts.rights import Permission, authorize, can
-from collector.accounts.tree import clean_name, find_company, get_node, levels
+from collector.accounts.tree import find_company, get_node
+from collector.accounts.tree_levels import levels
 from collector.storage import tree as storage_tree
 from collector.storage.schema import agents, nodes, registers
 

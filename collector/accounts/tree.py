@@ -1,4 +1,5 @@
-"""The company tree of one tenant: levels, nodes, tags, registers in stores, and CSV import.
+"""The company tree of one tenant: nodes, tags and registers in stores (its levels are in
+``tree_levels``, re-exported here for callers that think of the tree as one thing).
 
 Levels are free per tenant (``tree_levels``): position 0 is the root (the company), and the
 last level holds registers (the store). A node's level must come after its parent's, so levels
@@ -10,7 +11,7 @@ Every change checks the actor's grants (``rights.authorize``) and writes an audi
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -20,37 +21,24 @@ from collector.accounts import audit
 from collector.accounts.audit import Actor
 from collector.accounts.errors import Conflict, InvalidInput, NotFound
 from collector.accounts.inn import check_inn
+from collector.accounts.names import clean_name
 from collector.accounts.rights import Permission, authorize
 from collector.accounts.schema import grants, tenant_profiles, tree_levels
+from collector.accounts.tree_levels import DEFAULT_LEVELS as DEFAULT_LEVELS
+from collector.accounts.tree_levels import DEFAULT_TITLES as DEFAULT_TITLES
+from collector.accounts.tree_levels import Level as Level
+from collector.accounts.tree_levels import check_level_names
+from collector.accounts.tree_levels import level_titles as level_titles
+from collector.accounts.tree_levels import levels as levels
+from collector.accounts.tree_levels import set_level_titles as set_level_titles
+from collector.accounts.tree_levels import set_levels as set_levels
 from collector.storage import tree as storage_tree
 from collector.storage.errors import InvalidValue, UnknownNode
 from collector.storage.schema import agents, nodes, register_tags, registers, tags, tenants
 from protocol.kkt.state import DRIVER_PROTOCOLS
 
-DEFAULT_LEVELS: tuple[str, ...] = ("company", "legal_entity", "brand", "region", "city", "store")
-MAX_NAME_LENGTH = 200
 PROTOCOLS = DRIVER_PROTOCOLS
 MAX_REGISTER_ID_LENGTH = 100  # registers.register_id
-
-
-# What people read for the default level keys until the company names its levels itself.
-DEFAULT_TITLES: dict[str, str] = {
-    "company": "Компания", "legal_entity": "Юрлицо", "brand": "Бренд", "region": "Регион",
-    "city": "Город", "store": "Магазин",
-}
-MAX_TITLE_LENGTH = 50  # tree_levels.title
-
-
-@dataclass(frozen=True, slots=True)
-class Level:
-    position: int
-    name: str  # the key nodes carry as their kind
-    holds_registers: bool
-    title: str = ""  # what people read: the company's own name for it, else the default title
-
-    @property
-    def shown(self) -> str:
-        return self.title or DEFAULT_TITLES.get(self.name, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,27 +56,6 @@ class NodeInfo:
     path: str
 
 
-def clean_name(name: str, what: str = "name") -> str:
-    cleaned = " ".join(name.split())
-    if not cleaned:
-        raise InvalidInput(f"the {what} must not be empty", ru="Заполните поле: пустое значение не принимается.")
-    if len(cleaned) > MAX_NAME_LENGTH:
-        raise InvalidInput(f"the {what} must be at most {MAX_NAME_LENGTH} characters",
-                           ru=f"Слишком длинное значение: не больше {MAX_NAME_LENGTH} символов.")
-    return cleaned
-
-
-def _check_level_names(names: Sequence[str]) -> list[str]:
-    cleaned = [clean_name(n, "level name").lower() for n in names]
-    if len(cleaned) < 2:
-        raise InvalidInput("a tree needs at least two levels: the company and the store",
-                           ru="Нужно хотя бы два уровня: компания и магазин.")
-    if len(set(cleaned)) != len(cleaned):
-        raise InvalidInput("level names must be different from each other",
-                           ru="Названия уровней не должны повторяться.")
-    return cleaned
-
-
 def create_company(
     conn: sa.Connection,
     actor: Actor,
@@ -101,7 +68,7 @@ def create_company(
     """A tenant with its ИНН, its tree levels and the root node (the company itself)."""
     name = clean_name(name, "company name")
     inn = check_inn(inn, person=None)
-    level_names = _check_level_names(levels)
+    level_names = check_level_names(levels)
     if conn.execute(sa.select(tenant_profiles.c.tenant_id).where(tenant_profiles.c.inn == inn)).first():
         raise Conflict(f"a company with ИНН {inn} is already registered")
     tenant_id = storage_tree.create_tenant(conn, name, created_at=at)
@@ -152,49 +119,6 @@ def find_root(conn: sa.Connection, tenant_id: int) -> int:
     return int(root)
 
 
-def levels(conn: sa.Connection, tenant_id: int) -> list[Level]:
-    rows = conn.execute(
-        sa.select(tree_levels.c.position, tree_levels.c.name, tree_levels.c.holds_registers, tree_levels.c.title)
-        .where(tree_levels.c.tenant_id == tenant_id)
-        .order_by(tree_levels.c.position)
-    )
-    return [Level(r.position, r.name, bool(r.holds_registers), r.title or "") for r in rows]
-
-
-def level_titles(conn: sa.Connection, tenant_id: int) -> dict[str, str]:
-    """Level key (a node's kind) → what people read for it."""
-    return {level.name: level.shown for level in levels(conn, tenant_id)}
-
-
-def set_level_titles(
-    conn: sa.Connection, actor: Actor, tenant_id: int, titles: Mapping[str, str], *, at: datetime
-) -> None:
-    """The company names its levels (an empty title restores the default); the keys nodes carry stay."""
-    authorize(conn, actor, tenant_id, Permission.MANAGE_COMPANY, None)
-    current = levels(conn, tenant_id)
-    unknown = sorted(set(titles) - {level.name for level in current})
-    if unknown:
-        raise InvalidInput(f"unknown level(s) {', '.join(unknown)}", ru="Такого уровня в структуре нет.")
-    chosen: dict[str, str | None] = {}
-    for level in current:
-        title = " ".join(titles.get(level.name, level.title).split())
-        if len(title) > MAX_TITLE_LENGTH:
-            raise InvalidInput(f"a level title is at most {MAX_TITLE_LENGTH} characters",
-                               ru=f"Название уровня — не длиннее {MAX_TITLE_LENGTH} символов.")
-        chosen[level.name] = title or None
-    shown = [chosen_title or DEFAULT_TITLES.get(name, name) for name, chosen_title in chosen.items()]
-    if len({text.lower() for text in shown}) != len(shown):
-        raise InvalidInput("level titles must differ from each other", ru="Названия уровней не должны повторяться.")
-    for name, stored in chosen.items():
-        conn.execute(
-            sa.update(tree_levels)
-            .where(tree_levels.c.tenant_id == tenant_id, tree_levels.c.name == name)
-            .values(title=stored)
-        )
-    audit.record(conn, actor, tenant_id=tenant_id, action="tree.level_titles", target_type="tenant",
-                 target_id=tenant_id, at=at, details={"titles": dict(chosen)})
-
-
 def node_paths(conn: sa.Connection, tenant_id: int) -> dict[int, str]:
     """Node id → its path for pickers, «Продукты у дома / Москва»: the company root is left out
     (every node is in it), so two cities of the same name under different brands differ."""
@@ -208,51 +132,6 @@ def node_paths(conn: sa.Connection, tenant_id: int) -> dict[int, str]:
         below_root = [names[i] for i in ids[1:] if i in names]
         found[row.id] = " / ".join(below_root) if row.parent_id is not None and below_root else row.name
     return found
-
-
-def set_levels(
-    conn: sa.Connection, actor: Actor, tenant_id: int, names: Sequence[str], *, at: datetime
-) -> None:
-    """Rename/reorder the tenant's levels; every level used by a node must stay."""
-    authorize(conn, actor, tenant_id, Permission.MANAGE_TREE, None)
-    new = _check_level_names(names)
-    used = set(
-        conn.execute(sa.select(nodes.c.kind).where(nodes.c.tenant_id == tenant_id).distinct()).scalars()
-    )
-    if dropped := sorted(used - set(new)):
-        raise Conflict(f"level(s) {', '.join(dropped)} are still used by nodes",
-                       ru=f"Уровни «{'», «'.join(dropped)}» ещё используются узлами: сначала перенесите или удалите их.")
-    child = nodes.alias("child")
-    pairs = conn.execute(
-        sa.select(nodes.c.kind, child.c.kind)
-        .join(child, child.c.parent_id == nodes.c.id)
-        .where(nodes.c.tenant_id == tenant_id)
-        .distinct()
-    ).all()
-    for parent_kind, child_kind in pairs:
-        if new.index(child_kind) <= new.index(parent_kind):
-            raise Conflict(f"a {child_kind} sits under a {parent_kind}; the new order would invert them",
-                           ru=f"Сейчас «{child_kind}» стоит под «{parent_kind}»: новый порядок уровней их перевернул бы.")
-    kept_titles = {level.name: level.title or None for level in levels(conn, tenant_id)}
-    conn.execute(sa.delete(tree_levels).where(tree_levels.c.tenant_id == tenant_id))
-    conn.execute(
-        sa.insert(tree_levels),
-        [
-            {"tenant_id": tenant_id, "position": i, "name": n, "holds_registers": i == len(new) - 1,
-             "title": kept_titles.get(n)}
-            for i, n in enumerate(new)
-        ],
-    )
-    audit.record(
-        conn,
-        actor,
-        tenant_id=tenant_id,
-        action="tree.levels",
-        target_type="tenant",
-        target_id=tenant_id,
-        at=at,
-        details={"levels": new},
-    )
 
 
 def get_node(conn: sa.Connection, tenant_id: int, node_id: int) -> NodeInfo:

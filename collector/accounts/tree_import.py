@@ -18,17 +18,16 @@ import sqlalchemy as sa
 from collector.accounts.audit import Actor
 from collector.accounts.csvrows import CsvRow, ImportReport, read_rows
 from collector.accounts.errors import InvalidInput
+from collector.accounts.names import clean_name
 from collector.accounts.rights import Permission, authorize
 from collector.accounts.tree import (
     MAX_REGISTER_ID_LENGTH,
     PROTOCOLS,
-    Level,
-    clean_name,
     find_root,
     insert_node,
-    levels,
     place_register,
 )
+from collector.accounts.tree_levels import Level, levels
 from collector.storage.schema import nodes, registers
 
 REGISTER_COLUMNS = {"register_id", "protocol", "serial"}

@@ -9,7 +9,8 @@ import sqlalchemy as sa
 
 from collector.accounts.audit import Actor
 from collector.accounts.cli_support import add_db_argument, run_in_transaction
-from collector.accounts.tree import DEFAULT_LEVELS, create_company
+from collector.accounts.tree import create_company
+from collector.accounts.tree_levels import DEFAULT_LEVELS
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

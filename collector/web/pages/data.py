@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 
 from collector.accounts import tree as account_tree
-from collector.accounts.tree import DEFAULT_TITLES
+from collector.accounts.tree_levels import DEFAULT_TITLES
 from collector.alerts import RuleId, fix_text
 from collector.alerts.verdict import NO_DATA
 from collector.storage import repository as repo
