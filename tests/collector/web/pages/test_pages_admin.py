@@ -278,6 +278,23 @@ def test_agents_in_new_registers_are_listed_and_moved_to_a_store(client: kit.Cli
     assert 'id="new-registers"' not in get(client, "owner_a", "/admin/agents")
 
 
+def test_a_revoked_agent_that_keeps_reporting_is_listed_in_the_page_not_its_title(
+    client: kit.Client, engine: sa.Engine
+) -> None:
+    w = client.world
+    with engine.begin() as conn:
+        repo.enroll_agent(conn, "agent-gone", tenant_id=w.tenant_a, node_id=w.nodes["tverskaya"], enrolled_at=kit.T0)
+        repo.revoke_agent(conn, "agent-gone")
+        for _ in range(2):
+            repo.dead_letter(conn, "kassa/v1/agent-gone/state/kkt-gone", "agent_revoked", "revoked", b"{}")
+    page = get(client, "owner_a", "/admin/agents")
+    title = page.split("<title>", 1)[1].split("</title>", 1)[0]
+    assert "<" not in title and "Агенты" in title  # a title is text: the section once leaked into it
+    body = page.split("</head>", 1)[1]
+    assert 'id="refused-agents"' in body and "agent-gone" in body
+    assert "agent-gone" not in get(client, "owner_b", "/admin/agents")  # another company's
+
+
 # --- notifications -------------------------------------------------------------------------------
 
 
