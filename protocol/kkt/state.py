@@ -66,11 +66,32 @@ class FnState(_Part):
     firmware: str | None = None
 
 
+class OfdLinkCheck(_Part):
+    """The agent's own test of the OFD server from the register's PC: DNS, then one TCP connect
+    (bounded, never a payload) — the store's network as the register sees it."""
+
+    host: str
+    port: int
+    resolved: bool = Field(description="the host name resolved")
+    connected: bool = Field(description="a TCP connection was established")
+    error: str | None = Field(None, description="why resolving or connecting failed")
+    elapsed_ms: int | None = None
+    checked_at: datetime = Field(description="agent UTC time of the check")
+
+
 class OfdState(_Part):
     unsent_count: int | None = None
     first_unsent_number: int | None = None
     first_unsent_at: datetime | None = Field(None, description="register local time of the oldest unsent FD")
     transport_connected: bool | None = None
+    # The ФН exchange status (Shtrih FF39h, ATOL A4 20h), bits beside b0 above.
+    message_waiting: bool | None = Field(None, description="b1: a message for the OFD is waiting")
+    awaiting_receipt: bool | None = Field(None, description="b2: waiting for the OFD's receipt")
+    response_timeout: bool | None = Field(None, description="ФН warning b3: OFD response timeout exceeded")
+    autonomous: bool | None = Field(None, description="registered in autonomous mode: no OFD exchange at all")
+    server_host: str | None = Field(None, description="OFD host the register is set to use (Shtrih table 19)")
+    server_port: int | None = None
+    link_check: OfdLinkCheck | None = None
 
 
 class DeviceState(_Part):

@@ -162,6 +162,7 @@ class EventKind(StrEnum):
     FN_WARNING_CLEARED = "fn_warning_cleared"
     OUTBOX_GAP = "outbox_gap"
     COMMAND_ERROR = "command_error"
+    ACTION_RESULT = "action_result"  # data: protocol.mqtt.actions.ActionResult
 
 
 # "register" is the wire name the contract fixes. It shadows pydantic's ABCMeta.register, which is
@@ -210,8 +211,14 @@ class CommandPayload(_Model):
 
     v: SchemaVersion = SCHEMA_VERSION
     id: str = Field(min_length=1, max_length=128, description="command id, echoed in the agent's answer")
-    cmd: str = Field(min_length=1, description='known: "rebirth", "poll-now"')
+    cmd: str = Field(min_length=1, description='known: "rebirth", "poll-now" and the ActionName values')
     args: JsonObject = Field(default_factory=dict)
+    register: Id | None = Field(None, description="the register an action is for; None for agent-wide commands")
+    deadline: UtcDatetime | None = Field(
+        None,
+        description="an action received after it is never executed (answered expired); expressed on the "
+        "agent's clock: the collector shifts it by the agent's measured clock error",
+    )
 
 
 class AckPayload(_Model):
