@@ -127,7 +127,7 @@ class SessionGuard:
         """Read the stored highest sessions of the agents not cached yet (one query)."""
         self._read(conn, [agent for agent in agent_ids if agent not in self._known])
 
-    def refusal(self, conn: sa.Connection, agent: str, session: int, *, floor: int = 0) -> Refusal | None:
+    def refusal(self, conn: sa.Connection, agent: str, session: int, *, floor: int = 0) -> str | None:
         """Why stored ``session`` is implausible for ``agent`` (after :meth:`load`), or None. ``floor``
         is the base of the message's installation (epochs.py): a new installation's sessions start
         just above it. A refusal is checked against the database first: other collectors (shared
@@ -138,10 +138,9 @@ class SessionGuard:
         if self._plausible(agent, session, floor):
             return None
         known = self._known[agent]
-        return Refusal(
-            "implausible_session",
+        return (
             f"session {session} of agent {agent!r} jumps {session - (known or 0)} past the highest stored "
-            f"({known}); at most {self.max_jump} is plausible",
+            f"({known}); at most {self.max_jump} is plausible"
         )
 
     def _plausible(self, agent: str, session: int, floor: int) -> bool:

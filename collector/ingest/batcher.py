@@ -325,11 +325,11 @@ class IngestWriter:
         accepted: list[Decoded] = []
         for item in translated.items:
             agent, claim = item.topic.agent_id, highest_claim(item.payload)
-            refusal = None
+            implausible = None
             if claim is not None:
-                refusal = self._sessions.refusal(conn, agent, claim[0], floor=self._epochs.base(agent, claim[1]))
-            if refusal is not None:
-                result.dead_letters.append(Rejected(item.inbound, refusal.reason, refusal.detail))
+                implausible = self._sessions.refusal(conn, agent, claim[0], floor=self._epochs.base(agent, claim[1]))
+            if implausible is not None:  # dead-lettered only: the agent is not told (it may be the forger)
+                result.dead_letters.append(Rejected(item.inbound, "implausible_session", implausible))
                 continue
             accepted.append(item)
             if claim is not None:
