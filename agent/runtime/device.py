@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from agent.config import DeviceConfig
 from agent.events import derive_events
 from agent.health import DeviceHealth
+from agent.ofd_link import OfdLinkMonitor
 from agent.plausibility import PlausibilityGate
 from agent.runtime.host import RuntimeHost, StateReason
 from protocol.kkt.state import RegisterState
@@ -23,8 +24,12 @@ from protocol.mqtt.topics import is_valid_id
 
 log = logging.getLogger(__name__)
 
-# Fields that change on every poll without meaning anything changed.
-_NOISE_FIELDS = {"read_at": True, "register_clock": True}
+# Fields that change on every poll (or every OFD link check) without meaning anything changed.
+_NOISE_FIELDS: dict[str, Any] = {
+    "read_at": True,
+    "register_clock": True,
+    "ofd": {"link_check": {"checked_at": True, "elapsed_ms": True}},
+}
 
 
 class DevicePoller(Protocol):
@@ -76,6 +81,7 @@ class DeviceWorker:
         self._last_state_publish = 0.0
         self._fallback_id = f"device-{index + 1}"
         self.gate = PlausibilityGate(lambda: self.register_id)
+        self.ofd_link = OfdLinkMonitor()  # its own thread: a slow resolver never delays a poll
         self.thread = runtime.supervised(f"device-{index + 1}", self._run)
 
     @property
@@ -151,6 +157,7 @@ class DeviceWorker:
             self._on_failure(now, exc)
             return
         state = self.gate.review(raw, reread=poller.poll)  # a checksum is no proof: values that matter are checked
+        state = self.ofd_link.attach(state)  # after the gate: the PC's own network test needs no re-read
         self._on_success(now, state.model_copy(update={"read_at": now}), forced)
 
     def _on_failure(self, now: datetime, exc: Exception) -> None:
