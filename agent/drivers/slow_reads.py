@@ -14,8 +14,8 @@ SLOW_READ_INTERVAL = 600.0  # seconds: the OFD settings and the registration mod
 
 
 class SlowRead(Generic[T]):
-    def __init__(self, interval: float = SLOW_READ_INTERVAL, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
+    def __init__(self, interval: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval = SLOW_READ_INTERVAL if interval is None else interval  # read late: the bench sets it
         self._clock = clock
         self._value: T | None = None
         self._read_at: float | None = None
