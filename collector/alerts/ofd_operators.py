@@ -40,6 +40,19 @@ def operator_by_key(key: str | None) -> OfdOperator | None:
     return _BY_KEY.get(key) if key else None
 
 
+def parse_operator(value: str) -> str | None:
+    """An operator named by its key, its name or its ИНН (as a contract file may say) → the key;
+    empty → None. Raises ``ValueError`` naming the known operators for anything else."""
+    wanted = value.strip().lower()
+    if not wanted:
+        return None
+    for operator in OFD_OPERATORS:
+        if wanted in (operator.key, operator.name.lower(), operator.inn):
+            return operator.key
+    known = ", ".join(f"{o.key} ({o.name})" for o in OFD_OPERATORS)
+    raise ValueError(f"unknown OFD {value!r}: expected one of {known}, or its ИНН")
+
+
 def operator_of_host(host: str) -> OfdOperator | None:
     """The listed operator whose server ``host`` is (case-insensitive, a trailing dot ignored)."""
     wanted = host.strip().rstrip(".").lower()

@@ -226,6 +226,7 @@ class ContractOut(_Out):
     paid_until: date | None
     tariff: str | None
     updated_at: AwareDatetime
+    ofd_operator: str | None = Field(None, description="the contracted OFD's key; null when not known")
 
 
 class AlertOut(_Out):

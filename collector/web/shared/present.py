@@ -140,10 +140,13 @@ def _node_ref(row: RegisterRow, names: Mapping[int, str]) -> NodeRef | None:
     return NodeRef(id=row.node_id, name=row.node_name, path=path)
 
 
-def ofd_cause(row: RegisterRow, state: RegisterState | None, now: datetime) -> OfdCause | None:
-    """Why documents do not reach the OFD, from the stored state and the agent's and link's status."""
+def ofd_cause(
+    row: RegisterRow, state: RegisterState | None, contract: ContractRow | None, now: datetime
+) -> OfdCause | None:
+    """Why documents do not reach the OFD, from the stored state, the agent's and link's status and
+    the operator the contract names."""
     inp = RuleInput(register_id=row.register_id, now=now, state=state, agent_online=row.agent_online, link_up=row.link_up)
-    return diagnose(inp)
+    return diagnose(inp, None if contract is None else contract.ofd_operator)
 
 
 def _with_cause(brief: AlertBrief, cause: OfdCause | None) -> AlertBrief:
@@ -155,7 +158,7 @@ def _with_cause(brief: AlertBrief, cause: OfdCause | None) -> AlertBrief:
 
 def _summary_fields(row: RegisterRow, state: RegisterState | None, context: PageContext, now: datetime) -> dict[str, Any]:
     alerts = context.active_alerts.get(row.register_id, [])
-    cause = ofd_cause(row, state, now)
+    cause = ofd_cause(row, state, context.contracts.get(row.register_id), now)
     verdict = register_verdict(row, state, context.contracts.get(row.register_id), now)
     blocks_at = row.blocks_at if row.verdict is not None else verdict.at
     seconds = None if blocks_at is None else int((blocks_at - now).total_seconds())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,14 @@ engine = kit.module_engine
 fleet = kit.seeded_fleet
 
 
-def _store_no_internet(engine: sa.Engine, fleet: Any) -> str:
-    """tverskaya-1 (20 days of backlog) now reports its transport down and a failed connect test."""
+def _store(engine: sa.Engine, fleet: Any, host: str, *, connected: bool) -> str:
+    """tverskaya-1 (20 days of backlog) now reports its OFD server, transport and the agent's connect test."""
     register_id = fleet.registers["tverskaya-1"]
     state = kit.make_state("0010670001", Vendor.SHTRIH, NOW, backlog_days=20)
-    check = OfdLinkCheck(host="f1.taxcom.ru", port=7777, resolved=True, connected=False,
-                         error="TCP: Connection refused", checked_at=NOW - timedelta(seconds=30))  # fmt: skip
+    check = OfdLinkCheck(host=host, port=7777, resolved=True, connected=connected,
+                         error=None if connected else "TCP: Connection refused", checked_at=NOW - timedelta(seconds=30))  # fmt: skip
     ofd = state.ofd.model_copy(update={
-        "transport_connected": False, "message_waiting": True, "server_host": "f1.taxcom.ru", "server_port": 7777,
+        "transport_connected": connected, "message_waiting": True, "server_host": host, "server_port": 7777,
         "link_check": check,
     })  # fmt: skip
     state = state.model_copy(update={"ofd": ofd})
@@ -54,7 +55,7 @@ def _run(engine: sa.Engine, session: Any) -> None:
 
 
 def test_register_page_and_json_name_the_cause_and_its_fix(engine: sa.Engine, fleet: Any) -> None:
-    register_id = _store_no_internet(engine, fleet)
+    register_id = _store(engine, fleet, "f1.taxcom.ru", connected=False)
 
     async def session(client: TestClient) -> None:
         page = await (await client.get(f"/registers/{register_id}")).text()
@@ -82,5 +83,22 @@ def test_a_backlog_without_diagnosis_keeps_the_generic_fix(engine: sa.Engine, fl
         assert "неизвестен" in page  # the OFD server the register uses is not known
         body = await (await client.get(f"/api/v1/registers/{register_id}")).json()
         assert body["ofd_cause"] is None
+
+    _run(engine, session)
+
+
+def test_a_server_of_another_operator_than_the_contracted_one_is_a_wrong_address(engine: sa.Engine, fleet: Any) -> None:
+    register_id = _store(engine, fleet, "kkt.sbis.ru", connected=True)
+    with engine.begin() as conn:
+        contract = repo.load_contracts(conn, [register_id])[register_id]
+        repo.upsert_contract(conn, replace(contract, ofd_operator="taxcom"))
+
+    async def session(client: TestClient) -> None:
+        body = await (await client.get(f"/api/v1/registers/{register_id}")).json()
+        assert body["ofd_cause"]["cause"] == "wrong_ofd_host"
+        assert body["contract"]["ofd_operator"] == "taxcom"
+        assert "(Такском: f1.taxcom.ru): сейчас указан «kkt.sbis.ru»" in body["ofd_cause"]["fix"]
+        page = await (await client.get(f"/registers/{register_id}")).text()
+        assert "в кассе указан неверный адрес ОФД" in page
 
     _run(engine, session)
