@@ -15,7 +15,6 @@ from typing import Any, Protocol
 from agent.config import DeviceConfig
 from agent.events import derive_events
 from agent.health import DeviceHealth
-from agent.ofd_link import OfdLinkMonitor
 from agent.plausibility import PlausibilityGate
 from agent.runtime.host import RuntimeHost, StateReason
 from protocol.kkt.state import RegisterState
@@ -81,7 +80,6 @@ class DeviceWorker:
         self._last_state_publish = 0.0
         self._fallback_id = f"device-{index + 1}"
         self.gate = PlausibilityGate(lambda: self.register_id)
-        self.ofd_link = OfdLinkMonitor()  # its own thread: a slow resolver never delays a poll
         self.thread = runtime.supervised(f"device-{index + 1}", self._run)
 
     @property
@@ -157,7 +155,8 @@ class DeviceWorker:
             self._on_failure(now, exc)
             return
         state = self.gate.review(raw, reread=poller.poll)  # a checksum is no proof: values that matter are checked
-        state = self.ofd_link.attach(state)  # after the gate: the PC's own network test needs no re-read
+        # After the gate: the PC's own network test needs no re-read. It runs on its own thread.
+        state = self.runtime.ofd_link.attach(state)
         self._on_success(now, state.model_copy(update={"read_at": now}), forced)
 
     def _on_failure(self, now: datetime, exc: Exception) -> None:

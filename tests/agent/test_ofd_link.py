@@ -8,13 +8,20 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agent.config import load_config
 from agent.ofd_link import OfdLinkMonitor, check_ofd_link
+from agent.runtime import AgentRuntime, open_driver
+from firmware_sim.devices import make_device
+from firmware_sim.hosts import install_sim_url_handler, register_sim, unregister_sim
+from firmware_sim.model import RegisterModel
 from protocol.kkt.state import OfdLinkCheck, OfdState, RegisterState, Vendor
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
@@ -135,3 +142,37 @@ def test_no_server_known_means_no_check() -> None:
     state = _state(None, None)
     assert monitor.attach(state) is state
     assert calls == []
+
+
+def test_the_agent_checks_a_server_shared_by_two_registers_once_and_both_carry_the_result(
+    mqtt_broker: Any, listener: Listener, tmp_path: Path
+) -> None:
+    """Two simulated Shtrih registers set (table 19) to the same OFD server: the runtime's one
+    monitor connects once, both published states carry the check, and polling never waited."""
+    install_sim_url_handler()
+    names = []
+    for index in range(2):
+        model = RegisterModel(clock=lambda: datetime.now().replace(microsecond=0), serial=f"00123456789012{index}0")
+        model.ofd_host, model.ofd_port = "127.0.0.1", listener.port
+        names.append(register_sim(f"ofd-link-{uuid.uuid4().hex[:6]}", make_device("shtrih", model)).name)
+    config = load_config(None, env={}, overrides={
+        "agent_id": "agent-ofd-link", "heartbeat": 0.3,
+        "broker": {"url": mqtt_broker.url},
+        "outbox": {"path": str(tmp_path / "outbox.sqlite")},
+        "devices": [{"protocol": "shtrih", "url": f"sim://{name}", "poll_interval": 0.1, "register_id": f"kkt-{i}"}
+                    for i, name in enumerate(names)],
+    })  # fmt: skip
+    runtime = AgentRuntime(config, opener=open_driver)
+    runtime.start()
+    try:
+        for worker in runtime.workers:
+            wait_for(lambda w=worker: w.state and w.state.ofd.link_check, 10, f"{worker.register_id}: the link check")
+        time.sleep(0.5)  # more polls: no new check inside the minute
+        for worker in runtime.workers:
+            check = worker.state.ofd.link_check
+            assert check.connected and (check.host, check.port) == ("127.0.0.1", listener.port)
+        assert listener.accepted == 1
+    finally:
+        runtime.stop(timeout=2)
+        for name in names:
+            unregister_sim(name)
