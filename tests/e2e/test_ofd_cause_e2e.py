@@ -2,7 +2,7 @@
 
 Simulated registers (Shtrih and ATOL drivers over ``sim://``, one per shipped OFD scenario) →
 the real agent runtime (its OFD connect test against real loopback sockets) → a private
-Mosquitto → the collector service (SQLite) → ``GET /api/v1/registers/{id}``'s ``ofd_cause`` and
+Mosquitto → the collector service (SQLite and PostgreSQL) → ``GET /api/v1/registers/{id}``'s ``ofd_cause`` and
 the OFD backlog alert's fix. Then a register unplugged («касса не отвечает») and the agent
 stopped («агент не на связи»).
 
@@ -35,6 +35,8 @@ from firmware_sim.scenario import load_scenario
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
+sys.path.insert(0, str(Path(__file__).parent.parent / "collector"))
+import ingest_testkit
 import test_notifications_e2e as company_kit
 from netkit import free_port, wait_for
 
@@ -116,8 +118,14 @@ def _check_cause(register_json: Callable[[str], dict[str, Any] | None], register
     assert alert["fix"].startswith(f"Причина: {TEXTS[want]}.")
 
 
+@pytest.fixture(params=ingest_testkit.BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with ingest_testkit.database_url(request.param, tmp_path) as url:
+        yield url
+
+
 def test_every_cause_reaches_the_register_json_on_both_protocols(
-    mqtt_broker: Any, ofd_listener: int, tmp_path: Path
+    mqtt_broker: Any, ofd_listener: int, db_url: str, tmp_path: Path
 ) -> None:
     install_sim_url_handler()
     closed_port = free_port()
@@ -130,7 +138,6 @@ def test_every_cause_reaches_the_register_json_on_both_protocols(
             sims[register] = register_sim(name, make_device(protocol, _model(scenario, ofd_listener, closed_port)))
             devices.append({"protocol": protocol, "url": f"sim://{name}", "poll_interval": 0.2, "register_id": register})
 
-    db_url = f"sqlite:///{tmp_path}/ofd-cause-{uuid.uuid4().hex[:6]}.db"
     engine = create_engine_from_url(db_url)
     migrate(engine)
     company = company_kit.build_company(engine)
