@@ -1,16 +1,19 @@
-"""``collector.alerts.ofd_cause``: one test per row of the cause table, the order between rows,
+"""``collector.alerts.rules.ofd_cause``: one test per row of the cause table, the order between rows,
 when no cause is looked for, and the OFD operators table."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from collector.alerts.ofd_cause import CAUSE_RULES, diagnose
+from collector.alerts import Thresholds, fix_text
 from collector.alerts.ofd_operators import OFD_OPERATORS, operator_by_key, operator_of_host
-from collector.alerts.rules.inputs import RuleInput
+from collector.alerts.rules.inputs import OfdContract, RuleInput
+from collector.alerts.rules.ofd import ofd_backlog
+from collector.alerts.rules.ofd_cause import CAUSE_RULES, diagnose
 from protocol.kkt.state import OfdLinkCheck, OfdState, RegisterState, Vendor
 
 NOW = datetime(2026, 12, 6, 12, 0, tzinfo=UTC)
@@ -21,16 +24,19 @@ def link(*, resolved: bool = True, connected: bool = True, host: str = "f1.taxco
     return OfdLinkCheck(host=host, port=7777, resolved=resolved, connected=connected, error=error, checked_at=NOW)
 
 
-def inp(*, agent_online: bool | None = True, link_up: bool | None = True, **ofd: Any) -> RuleInput:
+def inp(
+    *, agent_online: bool | None = True, link_up: bool | None = True, contracted: str | None = None, **ofd: Any
+) -> RuleInput:
     ofd.setdefault("unsent_count", 12)
     ofd.setdefault("server_host", "f1.taxcom.ru")
     ofd.setdefault("server_port", 7777)
     state = RegisterState(vendor=Vendor.SHTRIH, protocol="shtrih", serial="1", ofd=OfdState(**ofd))
-    return RuleInput(register_id="r1", now=NOW, state=state, agent_online=agent_online, link_up=link_up)
+    contract = None if contracted is None else OfdContract(activated=True, ofd_operator=contracted)
+    return RuleInput(register_id="r1", now=NOW, state=state, agent_online=agent_online, link_up=link_up, contract=contract)
 
 
-def cause_of(rule_input: RuleInput, contracted: str | None = None) -> str | None:
-    found = diagnose(rule_input, contracted)
+def cause_of(rule_input: RuleInput) -> str | None:
+    found = diagnose(rule_input)
     return None if found is None else found.cause
 
 
@@ -61,12 +67,12 @@ def test_host_that_does_not_resolve_is_a_wrong_address() -> None:
 
 
 def test_another_operators_host_than_the_contracted_one_is_a_wrong_address() -> None:
-    rule_input = inp(server_host="kkt.sbis.ru", transport_connected=True, link_check=link(host="kkt.sbis.ru"))
-    found = diagnose(rule_input, contracted_ofd="taxcom")
+    settings = {"server_host": "kkt.sbis.ru", "transport_connected": True, "link_check": link(host="kkt.sbis.ru")}
+    found = diagnose(inp(contracted="taxcom", **settings))
     assert found is not None and found.cause == "wrong_ofd_host"
     assert "Такском: f1.taxcom.ru" in found.fix
     assert found.details["server_operator"] == "Тензор (СБИС ОФД)"
-    assert cause_of(rule_input, "sbis") is None  # the right operator: nothing wrong with the address
+    assert cause_of(inp(contracted="sbis", **settings)) is None  # the right operator: nothing wrong with the address
 
 
 def test_failed_connect_from_the_pc_is_no_internet() -> None:
@@ -135,3 +141,23 @@ def test_operator_table_hosts_are_unique_and_found_case_insensitively() -> None:
     assert operator_by_key(None) is None
     yandex = operator_by_key("yandex")
     assert yandex is not None and yandex.port == 12345
+
+
+def test_the_backlog_alert_carries_the_cause_and_its_fix_names_it() -> None:
+    rule_input = inp(transport_connected=False, link_check=link(connected=False))
+    state = rule_input.state
+    assert state is not None
+    aged = state.model_copy(update={
+        "register_clock": datetime(2026, 12, 6, 15, 0),
+        "ofd": state.ofd.model_copy(update={"first_unsent_at": datetime(2026, 11, 20, 15, 0)}),
+    })  # fmt: skip
+    rule_input = replace(rule_input, polled_at=NOW)  # the register clock is read at NOW
+    condition = ofd_backlog(replace(rule_input, state=aged), Thresholds())
+    assert condition is not None
+    assert (condition.details["cause"], condition.details["cause_text"]) == ("no_internet", "нет интернета в магазине")
+    fix = fix_text(condition.rule, condition.details)
+    assert fix is not None and fix.startswith("Причина: нет интернета в магазине. Касса не может подключиться")
+    plain = ofd_backlog(replace(rule_input, state=aged.model_copy(update={"ofd": OfdState(
+        unsent_count=12, first_unsent_at=datetime(2026, 11, 20, 15, 0))})), Thresholds())  # fmt: skip
+    assert plain is not None and "cause" not in plain.details
+    assert (fix_text(plain.rule, plain.details) or "").startswith("Проверьте интернет в магазине")

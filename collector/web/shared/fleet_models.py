@@ -162,7 +162,7 @@ class OfdOut(_Out):
 
 
 class OfdCauseOut(_Out):
-    """Why documents do not reach the OFD (issue 10 §2): one row of ``collector.alerts.ofd_cause``."""
+    """Why documents do not reach the OFD (issue 10 §2): one row of ``collector.alerts.rules.ofd_cause``."""
 
     cause: str = Field(description="agent_offline, register_unreachable, autonomous, wrong_ofd_host, no_internet, ofd_not_acking or exchange_stuck")
     text: str = Field(description="the cause in Russian, e.g. «нет интернета в магазине»")

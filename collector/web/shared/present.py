@@ -30,7 +30,7 @@ from collector.alerts import (
     sell_text,
     sell_verdict,
 )
-from collector.alerts.ofd_cause import OfdCause, diagnose
+from collector.alerts.rules.ofd_cause import OfdCause, diagnose
 from collector.storage.rows import (
     AlertChangeRow,
     AlertRow,
@@ -96,7 +96,7 @@ def register_verdict(
         state_received_at=row.state_received_at,
         agent_online=row.agent_online,
         link_up=row.link_up,
-        contract=None if contract is None else OfdContract(activated=contract.activated, paid_until=contract.paid_until),
+        contract=None if contract is None else OfdContract(contract.activated, contract.paid_until, contract.ofd_operator),
     )
     return sell_verdict(inp, _DEFAULT_THRESHOLDS, evaluate_all(inp, _DEFAULT_THRESHOLDS))
 
@@ -145,8 +145,11 @@ def ofd_cause(
 ) -> OfdCause | None:
     """Why documents do not reach the OFD, from the stored state, the agent's and link's status and
     the operator the contract names."""
-    inp = RuleInput(register_id=row.register_id, now=now, state=state, agent_online=row.agent_online, link_up=row.link_up)
-    return diagnose(inp, None if contract is None else contract.ofd_operator)
+    inp = RuleInput(
+        register_id=row.register_id, now=now, state=state, agent_online=row.agent_online, link_up=row.link_up,
+        contract=None if contract is None else OfdContract(contract.activated, contract.paid_until, contract.ofd_operator),
+    )
+    return diagnose(inp)
 
 
 def _with_cause(brief: AlertBrief, cause: OfdCause | None) -> AlertBrief:

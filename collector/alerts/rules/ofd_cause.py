@@ -151,11 +151,13 @@ CAUSE_RULES: tuple[CauseRule, ...] = (
 )
 
 
-def diagnose(inp: RuleInput, contracted_ofd: str | None = None) -> OfdCause | None:
-    """The cause documents do not reach the OFD, or None when nothing waits or nothing fits."""
+def diagnose(inp: RuleInput) -> OfdCause | None:
+    """The cause documents do not reach the OFD, or None when nothing waits or nothing fits. The
+    contracted OFD comes from the input's contract (``OfdContract.ofd_operator``)."""
     state = inp.state
     if state is None or not _needs_cause(state):
         return None
+    contracted_ofd = inp.contract.ofd_operator if inp.contract is not None else None
     cause_input = CauseInput(inp, contracted_ofd)
     for rule in CAUSE_RULES:
         if rule.holds(cause_input):
