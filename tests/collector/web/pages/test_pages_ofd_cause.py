@@ -63,6 +63,8 @@ def test_register_page_and_json_name_the_cause_and_its_fix(engine: sa.Engine, fl
         assert 'data-field="ofd-cause"><strong class="warn-text">нет интернета в магазине</strong>' in page
         assert "Что делать: Касса не может подключиться к серверу ОФД f1.taxcom.ru:7777." in page
         assert "data-ofd-cause>Причина: нет интернета в магазине." in page  # on the backlog alert
+        assert 'data-field="ofd-link-check"><strong class="warn-text">не подключается</strong>' in page
+        assert "TCP: Connection refused" in page
         response = await client.get(f"/api/v1/registers/{register_id}")
         assert response.status == 200
         body = await response.json()
