@@ -54,6 +54,7 @@ from protocol.kkt.fn import (
     FnTlv,
     ffd_version_code,
 )
+from protocol.kkt.fn_fiscalisation import AUTONOMOUS_MODE_TAG
 from protocol.kkt.handshake import Execute
 
 MODE_SELECT = 0
@@ -209,8 +210,10 @@ class AtolDevice:
         return document
 
     def _registration_param(self, command: GetFnRegistrationParam) -> FnTlv:
+        if command.tag == AUTONOMOUS_MODE_TAG:
+            return FnTlv(AUTONOMOUS_MODE_TAG, bytes((int(self.model.autonomous),)))
         if command.tag != FFD_VERSION_TAG:
-            raise _Refused(218)  # "нет запрошенных данных в ФН": only the ФФД tag is simulated
+            raise _Refused(218)  # "нет запрошенных данных в ФН": only these tags are simulated
         return FnTlv(FFD_VERSION_TAG, bytes((ffd_version_code(self.model.ffd_version),)))
 
     def _enter_mode(self, command: EnterMode) -> CommonAnswer:

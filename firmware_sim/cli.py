@@ -76,10 +76,18 @@ def state_summary(model: RegisterModel) -> dict[str, object]:
         "warnings": ", ".join(f.name for f in FnWarning if f in warnings and f.name) or "none",
         "blocked": f"ФН code {blocking:#04x}" if blocking is not None else "no",
         "unsent": len(model.ofd_queue),
-        "ofd": "up" if model.ofd_connected else "down",
+        "ofd": _ofd_summary(model),
         "paper": "ok" if model.paper_present else "OUT",
         "cover": "open" if model.cover_open else "closed",
     }
+
+
+def _ofd_summary(model: RegisterModel) -> str:
+    if model.autonomous:
+        return "autonomous (no OFD exchange)"
+    link = "up" if model.ofd_connected else "down"
+    acks = "" if model.ofd_acks else ", no receipts"
+    return f"{link} to {model.ofd_host}:{model.ofd_port}{acks}"
 
 
 def make_host(transport: str, endpoint: DeviceEndpoint, port: int) -> Host:

@@ -29,6 +29,7 @@ from protocol.kkt.fn import (
     FnWarning,
     OfdExchangeFlag,
 )
+from protocol.kkt.fn_fiscalisation import FnFiscalisation, WorkMode
 from protocol.kkt.state import ShiftStatus
 
 SHIFT_LIMIT = timedelta(hours=24)
@@ -89,7 +90,11 @@ class RegisterModel:
     receipt_type: int = 0
     receipt_total: int = 0  # kopecks
     last_fd_number: int = 0
-    ofd_connected: bool = True
+    ofd_connected: bool = True  # the register's own transport to the OFD is up (FF39 b0)
+    ofd_acks: bool = True  # the OFD answers documents with receipts (not: contract or registration trouble)
+    autonomous: bool = False  # registered in autonomous mode: documents never go to an OFD
+    ofd_host: str = "127.0.0.1"  # table 19: where the register sends documents
+    ofd_port: int = 7777
     paper_present: bool = True
     cover_open: bool = False
     drawer_open: bool = False
@@ -161,10 +166,12 @@ class RegisterModel:
 
     def exchange_status(self) -> FnExchangeStatus:
         flags = OfdExchangeFlag(0)
-        if self.ofd_connected:
+        if self.ofd_connected and not self.autonomous:
             flags |= OfdExchangeFlag.TRANSPORT_CONNECTED
         if self.ofd_queue:
             flags |= OfdExchangeFlag.MESSAGE_PENDING
+            if self.ofd_connected and not self.ofd_acks:
+                flags |= OfdExchangeFlag.WAITING_FOR_TICKET  # sent, no receipt comes back
         first = self.ofd_queue[0] if self.ofd_queue else None
         return FnExchangeStatus(
             flags=flags,
@@ -173,6 +180,14 @@ class RegisterModel:
             first_unsent_number=first.number if first else 0,
             first_unsent_at=first.created_at if first else None,
         )
+
+    def fiscalisation(self) -> FnFiscalisation | None:
+        """The registration result (FF09 / ФН 43h); None before the ФН was fiscalised."""
+        if self.fn_phase < FnPhase.FISCAL:
+            return None
+        first = self.documents[0].created_at if self.documents else None
+        mode = WorkMode.AUTONOMOUS if self.autonomous else WorkMode(0)
+        return FnFiscalisation(first, self.inn, self.rnm, tax_systems=1, work_mode=mode, fd_number=1, fiscal_sign=1)
 
     def shift_params(self) -> FnShiftParams:
         return FnShiftParams(
@@ -210,7 +225,8 @@ class RegisterModel:
         self.documents_left = max(0, self.documents_left - 1)
         doc = Document(self.last_fd_number, kind, at or self.now(), self.shift_number)
         self.documents.append(doc)
-        self.ofd_queue.append(doc)
+        if not self.autonomous:  # an autonomous register keeps its documents: nothing goes to an OFD
+            self.ofd_queue.append(doc)
         return doc
 
     def open_shift(self, at: datetime | None = None) -> Document:
@@ -272,8 +288,8 @@ class RegisterModel:
         return self.close_receipt()
 
     def deliver_to_ofd(self, limit: int | None = None) -> int:
-        """The OFD acknowledges queued documents (oldest first) if the transport is up."""
-        if not self.ofd_connected:
+        """The OFD acknowledges queued documents (oldest first) if the transport is up and it acks."""
+        if not self.ofd_connected or not self.ofd_acks:
             return 0
         delivered = 0
         while self.ofd_queue and (limit is None or delivered < limit):

@@ -77,6 +77,7 @@ class ShtrihDevice:
             msg.FN_VALIDITY.code: lambda _: self.model.validity(),
             msg.FN_FIRMWARE.code: lambda _: FnFirmware(self.model.fn_firmware, serial_build=True),
             msg.FIND_DOCUMENT.code: self._find_document,
+            msg.FN_FISCALISATION.code: self._fiscalisation,
             msg.OFD_EXCHANGE.code: lambda _: self.model.exchange_status(),
             msg.UNCONFIRMED_COUNT.code: lambda _: msg.UnconfirmedCount(len(self.model.ofd_queue)),
             msg.SHIFT_PARAMS.code: lambda _: self.model.shift_params(),
@@ -258,12 +259,22 @@ class ShtrihDevice:
             raise _Refused(FN_NO_DATA)
         return document
 
+    def _fiscalisation(self, _: msg.PasswordRequest) -> msg.Message:
+        result = self.model.fiscalisation()
+        if result is None:
+            raise _Refused(FN_NO_DATA)
+        return result
+
     def _read_table(self, request: msg.ReadTableRequest) -> msg.TableValue:
-        """Only the ФФД field is simulated; other fields are refused as a wrong parameter."""
-        field = msg.FFD_VERSION_FIELD
-        if (request.table, request.row, request.field) != (field.table, field.row, field.field):
-            raise _Refused(err.WRONG_PARAMETERS)
-        return msg.TableValue(bytes((ffd_version_code(self.model.ffd_version),)))
+        """The ФФД field and the OFD server (table 19) are simulated; other fields are refused."""
+        where = (request.table, request.row, request.field)
+        if where == _address(msg.FFD_VERSION_FIELD):
+            return msg.TableValue(bytes((ffd_version_code(self.model.ffd_version),)))
+        if where == _address(msg.OFD_HOST_FIELD):
+            return msg.TableValue.of_text(self.model.ofd_host, msg.OFD_HOST_WIDTH)
+        if where == _address(msg.OFD_PORT_FIELD):
+            return msg.TableValue(self.model.ofd_port.to_bytes(2, "little"))
+        raise _Refused(err.WRONG_PARAMETERS)
 
     def _open_shift(self, _: msg.PasswordRequest) -> msg.OperatorAnswer:
         if self.model.shift_open:
@@ -305,6 +316,10 @@ class ShtrihDevice:
             raise _Refused(err.SHIFT_NOT_OPEN)
         if self.model.receipt_open != receipt_open:
             raise _Refused(err.RECEIPT_OPEN if self.model.receipt_open else err.NOT_IN_THIS_MODE)
+
+
+def _address(field: msg.ReadTableRequest) -> tuple[int, int, int]:
+    return field.table, field.row, field.field
 
 
 def _as_int(digits: str) -> int | None:

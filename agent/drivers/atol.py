@@ -24,6 +24,7 @@ from typing import Any, ClassVar, TypeVar
 from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
 from agent.drivers.link import ByteLink, LinkError
 from agent.drivers.machine import run_exchange
+from agent.drivers.slow_reads import SlowRead
 from protocol.kkt.atol.errors import SHIFT_EXPIRED_CODES, fn_result_code
 from protocol.kkt.atol.link import Deframer, LinkEvent
 from protocol.kkt.atol.link_v2 import V2HostExchange
@@ -70,9 +71,12 @@ from protocol.kkt.fn import (
     FnShiftParams,
     FnStatus,
     FnValidity,
+    FnWarning,
+    OfdExchangeFlag,
     ffd_version_name,
     warning_names,
 )
+from protocol.kkt.fn_fiscalisation import AUTONOMOUS_MODE_TAG
 from protocol.kkt.handshake import Fail
 from protocol.kkt.state import (
     DeviceState,
@@ -133,6 +137,7 @@ class AtolSession:
         self._unsent = b""  # ACKs (and the first ABORT) that ride along with the next write
         self._batching = False
         self._shift_open_cache: tuple[int, datetime | None] | None = None
+        self._autonomous: SlowRead[bool | None] = SlowRead()  # registration data: read rarely
 
     # ------------------------------------------------------------------ commands
 
@@ -272,6 +277,8 @@ class AtolSession:
         exchange = self._optional(GetFnExchangeStatus(), errors)
         shift = self._optional(GetFnShiftParams(), errors)
         ffd_version = self._ffd_version()
+        context = (fn_status.fn_serial if fn_status else None, shift.shift_number if shift else None)
+        autonomous = self._autonomous.get(context, self._read_autonomous)
         shift_state = self._shift_state(status, fn_status, shift, errors.codes)
         return RegisterState(
             vendor=Vendor.ATOL,
@@ -285,7 +292,7 @@ class AtolSession:
             last_fd_number=fn_status.last_fd_number if fn_status else None,
             shift=shift_state,
             fn=_fn_state(fn_status, fn_number, validity),
-            ofd=_ofd_state(exchange),
+            ofd=_ofd_state(exchange, fn_status, autonomous),
             device=_device_state(status, state_code, errors),
         )
 
@@ -297,6 +304,16 @@ class AtolSession:
         except DeviceRefused:
             return None
         return ffd_version_name(tlv.value[0]) if tlv.value else None
+
+    def _read_autonomous(self) -> bool | None:
+        """Tag 1002 of the registration data (A4 44); refused or absent = unknown. ATOL keeps the
+        OFD host and port in its settings table, whose numbers no source read confirms, so
+        ``server_host`` stays unknown on ATOL (specs §6a)."""
+        try:
+            tlv = self.execute(GetFnRegistrationParam(AUTONOMOUS_MODE_TAG))
+        except DeviceRefused:
+            return None
+        return bool(tlv.value[0]) if tlv.value else None
 
     def _optional(self, command: Command[A], errors: _Refusals) -> A | None:
         """A status the register refuses leaves its fields unknown; link failures still propagate."""
@@ -416,14 +433,19 @@ def _phase_name(phase: int | None) -> str | None:
         return None  # a phase value the ФН document does not define: keep the raw number only
 
 
-def _ofd_state(exchange: FnExchangeStatus | None) -> OfdState:
+def _ofd_state(exchange: FnExchangeStatus | None, fn_status: FnStatus | None, autonomous: bool | None) -> OfdState:
+    timeout = bool(fn_status.warnings & FnWarning.OFD_TIMEOUT) if fn_status else None
     if exchange is None:
-        return OfdState()
+        return OfdState(response_timeout=timeout, autonomous=autonomous)
     return OfdState(
         unsent_count=exchange.unsent_count,
         first_unsent_number=exchange.first_unsent_number or None,  # 0 means "queue empty"
         first_unsent_at=exchange.first_unsent_at,
         transport_connected=exchange.transport_connected,
+        message_waiting=bool(exchange.flags & OfdExchangeFlag.MESSAGE_PENDING),
+        awaiting_receipt=bool(exchange.flags & OfdExchangeFlag.WAITING_FOR_TICKET),
+        response_timeout=timeout,
+        autonomous=autonomous,
     )
 
 

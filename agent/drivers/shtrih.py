@@ -15,8 +15,18 @@ from typing import Any, ClassVar, TypeVar
 from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
 from agent.drivers.link import ByteLink
 from agent.drivers.machine import HostMachine, run_exchange
+from agent.drivers.slow_reads import SlowRead
 from protocol.kkt.errors import DecodeError
-from protocol.kkt.fn import FnDocumentType, FnPhase, FnShiftParams, FnStatus, ffd_version_name, warning_names
+from protocol.kkt.fn import (
+    FnDocumentType,
+    FnPhase,
+    FnShiftParams,
+    FnStatus,
+    FnWarning,
+    OfdExchangeFlag,
+    ffd_version_name,
+    warning_names,
+)
 from protocol.kkt.handshake import Fail, FailureKind
 from protocol.kkt.shtrih import messages as msg
 from protocol.kkt.shtrih.altexchange import AltHostExchange, next_number
@@ -60,6 +70,9 @@ class ShtrihSession:
         self._opened_at_cache: dict[tuple[str | None, int], datetime | None] = {}
         self._last_error: str | None = None
         self._fn_errors: list[int] = []  # ФН result codes refused during the current poll
+        # Table 19 and FF09 change only when an engineer reconfigures the register: read rarely.
+        self._ofd_server: SlowRead[tuple[str | None, int | None]] = SlowRead()
+        self._autonomous: SlowRead[bool | None] = SlowRead()
 
     # ------------------------------------------------------------------ DriverSession
 
@@ -83,6 +96,10 @@ class ShtrihSession:
         shift_params = self._optional(msg.SHIFT_PARAMS, pw)
         resource = self._optional(msg.FN_RESOURCE, pw)
         ffd_version = self._ffd_version()
+        # A new ФН or a new shift is when settings change (re-registration, a new OFD contract).
+        context = (fn_status.fn_serial if fn_status else None, shift_params.shift_number if shift_params else None)
+        server_host, server_port = self._ofd_server.get(context, self._read_ofd_server)
+        autonomous = self._autonomous.get(context, self._read_autonomous)
 
         status_source: msg.FullStatus | msg.ShortStatus | None = full or short
         mode = status_source.mode if status_source else None
@@ -130,6 +147,12 @@ class ShtrihSession:
                 first_unsent_number=exchange.first_unsent_number or None if exchange else None,
                 first_unsent_at=exchange.first_unsent_at if exchange else None,
                 transport_connected=exchange.transport_connected if exchange else None,
+                message_waiting=bool(exchange.flags & OfdExchangeFlag.MESSAGE_PENDING) if exchange else None,
+                awaiting_receipt=bool(exchange.flags & OfdExchangeFlag.WAITING_FOR_TICKET) if exchange else None,
+                response_timeout=bool(fn_status.warnings & FnWarning.OFD_TIMEOUT) if fn_status else None,
+                autonomous=autonomous,
+                server_host=server_host,
+                server_port=server_port,
             ),
             device=DeviceState(
                 paper_present=paper_present(flags, submode)
@@ -181,12 +204,30 @@ class ShtrihSession:
 
     def _ffd_version(self) -> str | None:
         """The ФФД code in the settings table; a model that keeps it elsewhere leaves it unknown."""
-        field = msg.FFD_VERSION_FIELD
         try:
-            value = self.request(msg.READ_TABLE, msg.ReadTableRequest(field.table, field.row, field.field, self.password))
+            value = self._read_field(msg.FFD_VERSION_FIELD)
         except DeviceRefused:
             return None
         return ffd_version_name(value.as_int())
+
+    def _read_ofd_server(self) -> tuple[str | None, int | None]:
+        """Table 19: the OFD host and port the register sends to; unknown where refused."""
+        try:
+            host = self._read_field(msg.OFD_HOST_FIELD).as_text() or None
+            port = self._read_field(msg.OFD_PORT_FIELD).as_int() or None
+        except DeviceRefused:
+            return None, None
+        return host, port
+
+    def _read_field(self, field: msg.ReadTableRequest) -> msg.TableValue:
+        return self.request(msg.READ_TABLE, msg.ReadTableRequest(field.table, field.row, field.field, self.password))
+
+    def _read_autonomous(self) -> bool | None:
+        """FF09 work mode bit 1; a ФН not yet fiscalised refuses, which is no fault to report."""
+        try:
+            return self.request(msg.FN_FISCALISATION, msg.PasswordRequest(self.password)).autonomous
+        except DeviceRefused:
+            return None
 
     def _note_refusal(self, command: int, refused: DeviceRefused, what: str) -> None:
         self._last_error = self._last_error or f"{what}: {refused.meaning}"

@@ -32,6 +32,7 @@ from typing import Any, Literal
 from agent.config import AgentConfig
 from agent.health import HealthReport, ThreadFailure, ThreadHealth, write_health
 from agent.identity import AckFilter
+from agent.ofd_link import OfdLinkMonitor
 from agent.outbox import GapInfo, Outbox, OutboxError
 from agent.publisher import MqttPublisher, Will
 from agent.refusal import CollectorRefusal
@@ -113,6 +114,7 @@ class AgentRuntime:
             commit_interval=config.outbox.commit_interval,
             ack_mode=config.ack_mode,
         )
+        self.ofd_link = OfdLinkMonitor()
         self.workers = [DeviceWorker(self, i, d, opener) for i, d in enumerate(config.devices)]
         self.epoch, since_session = self.outbox.epoch()
         self._acks = AckFilter(self.epoch, since_session)

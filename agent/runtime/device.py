@@ -23,8 +23,12 @@ from protocol.mqtt.topics import is_valid_id
 
 log = logging.getLogger(__name__)
 
-# Fields that change on every poll without meaning anything changed.
-_NOISE_FIELDS = {"read_at": True, "register_clock": True}
+# Fields that change on every poll (or every OFD link check) without meaning anything changed.
+_NOISE_FIELDS: dict[str, Any] = {
+    "read_at": True,
+    "register_clock": True,
+    "ofd": {"link_check": {"checked_at": True, "elapsed_ms": True}},
+}
 
 
 class DevicePoller(Protocol):
@@ -151,6 +155,8 @@ class DeviceWorker:
             self._on_failure(now, exc)
             return
         state = self.gate.review(raw, reread=poller.poll)  # a checksum is no proof: values that matter are checked
+        # After the gate: the PC's own network test needs no re-read. It runs on its own thread.
+        state = self.runtime.ofd_link.attach(state)
         self._on_success(now, state.model_copy(update={"read_at": now}), forced)
 
     def _on_failure(self, now: datetime, exc: Exception) -> None:

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from agent.config import AgentConfig
+from agent.ofd_link import OfdLinkMonitor
 from agent.outbox import GapInfo
 from agent.supervision import SupervisedThread
 from protocol.kkt.state import RegisterState
@@ -27,6 +28,7 @@ class RuntimeHost(Protocol):
     config: AgentConfig
     stopping: threading.Event
     now: Callable[[], datetime]
+    ofd_link: OfdLinkMonitor  # one for the agent: each OFD server is checked at most once a minute
 
     @property
     def workers(self) -> Sequence[Pollable]: ...

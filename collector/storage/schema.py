@@ -269,6 +269,7 @@ ofd_contracts = sa.Table(
     sa.Column("paid_until", sa.Date, nullable=True),
     sa.Column("tariff", sa.String(200), nullable=True),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("ofd_operator", sa.String(40), nullable=True),  # collector.alerts.ofd_operators key
 )
 
 # Exactly one of node_id / register_id: a maintenance window on a subtree or on one register.

@@ -61,7 +61,7 @@ def build_inputs(
             agent_last_seen=subject.agent_last_seen,
             link_up=subject.link_up,
             link_down_since=down_since.get(subject.register_id),
-            contract=None if contract is None else OfdContract(contract.activated, contract.paid_until),
+            contract=None if contract is None else OfdContract(contract.activated, contract.paid_until, contract.ofd_operator),
             agent_clock_offset=None if subject.agent_clock_offset is None else timedelta(seconds=subject.agent_clock_offset),
         )
         inputs.append((subject, inp, companies[subject.tenant_id]))

@@ -33,6 +33,7 @@ from protocol.kkt.fn import (
     encode_ascii,
     encode_unconfirmed_count,
 )
+from protocol.kkt.fn_fiscalisation import FnFiscalisation
 from protocol.kkt.shtrih.errors import device_error, error_meaning
 from protocol.kkt.shtrih.status import join_mode, split_mode
 
@@ -426,6 +427,17 @@ class TableValue:
     def as_int(self) -> int:
         return int.from_bytes(self.value, "little")
 
+    def as_text(self) -> str:
+        """A string field: cp1251, zero-padded to the field's width."""
+        return _decode_text(self.value).strip()
+
+    @classmethod
+    def of_text(cls, value: str, width: int) -> TableValue:
+        raw = value.encode(TEXT_ENCODING)
+        if len(raw) > width:
+            raise EncodeError(f"{value!r} is longer than the {width}-byte table field")
+        return cls(raw.ljust(width, b"\x00"))
+
 
 @dataclass(frozen=True, slots=True)
 class NoParams:
@@ -701,12 +713,18 @@ READ_TABLE = Command(0x1F, "read table", ReadTableRequest, TableValue)
 # Where desktop models keep the ФФД version (tag-1209 code), as Shtrih's own Java driver writes it
 # when fiscalising: table 17, row 1, field 17 (Shtrih-Mobile: table 10, field 4) [V].
 FFD_VERSION_FIELD = ReadTableRequest(table=17, row=1, field=17)
+# The OFD server the register sends to: table 19 ("Параметры ОФД"), row 1, field 1 host (string),
+# field 2 TCP port (specs §6a, [V] the vendor's Java driver readFDOParameters; Shtrih-Mobile: table 15).
+OFD_HOST_FIELD = ReadTableRequest(table=19, row=1, field=1)
+OFD_PORT_FIELD = ReadTableRequest(table=19, row=1, field=2)
+OFD_HOST_WIDTH = 64  # the field's width on desktop models [I]: the simulator pads to it
 
 # FN commands.
 FN_STATUS = Command(0xFF01, "ФН status", PasswordRequest, FnStatus)
 FN_NUMBER = Command(0xFF02, "ФН number", PasswordRequest, FnNumber)
 FN_VALIDITY = Command(0xFF03, "ФН validity", PasswordRequest, FnValidity)
 FN_FIRMWARE = Command(0xFF04, "ФН firmware", PasswordRequest, FnFirmware)
+FN_FISCALISATION = Command(0xFF09, "fiscalisation result", PasswordRequest, FnFiscalisation)
 FIND_DOCUMENT = Command(0xFF0A, "find FD by number", FindDocumentRequest, FnDocument)
 OFD_EXCHANGE = Command(0xFF39, "OFD exchange status", PasswordRequest, FnExchangeStatus)
 UNCONFIRMED_COUNT = Command(0xFF3F, "FDs without OFD ticket", PasswordRequest, UnconfirmedCount)
@@ -732,6 +750,7 @@ COMMANDS: dict[int, Command[Any, Any]] = {
         FN_NUMBER,
         FN_VALIDITY,
         FN_FIRMWARE,
+        FN_FISCALISATION,
         FIND_DOCUMENT,
         OFD_EXCHANGE,
         UNCONFIRMED_COUNT,
