@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 import sqlalchemy as sa
 
 from collector.actions import store
+from collector.storage.engine import begin_write
 from protocol.mqtt.models import CommandPayload, encode
 from protocol.mqtt.topics import cmd_topic
 
@@ -72,7 +73,7 @@ class ActionDispatcher:
             if not self.publish(cmd_topic(row.agent_id), encode(command_for(outgoing))):
                 log.warning("action %s for %s not published (no broker connection); retrying", row.id, row.register_id)
                 break  # the broker is gone: the rest would fail the same way
-            with self.engine.begin() as conn:
+            with begin_write(self.engine) as conn:
                 if store.mark_sent(conn, row.id, self.clock()):
                     sent.append(row.register_id)
             log.info("action %s (%s) sent to %s for %s", row.id, row.action, row.agent_id, row.register_id)
@@ -80,8 +81,12 @@ class ActionDispatcher:
         return len(sent)
 
     def expire(self) -> int:
-        with self.engine.begin() as conn:
-            expired = store.expire_overdue(conn, self.clock())
+        now = self.clock()
+        with self.engine.connect() as conn:
+            if not store.any_overdue(conn, now):
+                return 0
+        with begin_write(self.engine) as conn:
+            expired = store.expire_overdue(conn, now)
         for row in expired:
             log.warning("action %s (%s) on %s expired without an answer", row.id, row.action, row.register_id)
         self._announce([row.register_id for row in expired])

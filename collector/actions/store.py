@@ -224,11 +224,18 @@ def apply_results(conn: sa.Connection, results: list[tuple[str, ActionResult, da
     return changed
 
 
+def _overdue(now: datetime, grace: timedelta) -> sa.ColumnElement[bool]:
+    return sa.and_(register_actions.c.open_for.is_not(None), register_actions.c.deadline < now - grace)
+
+
+def any_overdue(conn: sa.Connection, now: datetime, grace: timedelta = GRACE) -> bool:
+    """A read-only check, so the periodic sweep takes the write lock only when there is work."""
+    return conn.execute(sa.select(register_actions.c.id).where(_overdue(now, grace)).limit(1)).first() is not None
+
+
 def expire_overdue(conn: sa.Connection, now: datetime, grace: timedelta = GRACE) -> list[ActionRow]:
     """Mark every unfinished action past its deadline + ``grace`` expired; returns them."""
-    rows = conn.execute(
-        sa.select(*_COLUMNS).where(register_actions.c.open_for.is_not(None), register_actions.c.deadline < now - grace)
-    )
+    rows = conn.execute(sa.select(*_COLUMNS).where(_overdue(now, grace)))
     expired = []
     for found in rows.all():
         moved = _move(conn, _row(found._mapping), "expired", now, reason="no_answer", meaning=EXPIRED_MEANING)

@@ -79,7 +79,7 @@ class StandInAgent:
     silent: bool = False
     shift_open_for: timedelta = timedelta(hours=30)
     commands: list[CommandPayload] = field(default_factory=list)
-    _seq: Any = field(default_factory=lambda: itertools.count(1))
+    _seq: Any = field(default_factory=lambda: itertools.count(0))
     _shift: ShiftStatus = ShiftStatus.OPEN
 
     def start(self) -> None:
