@@ -167,6 +167,18 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", f"{_API}/registers/{{register_id}}/fns-application"): Route(
         "write", technical=True, json=lambda w, s: {"kind": "fn_replacement"}
     ),
+    # remote actions on registers (an owner's request answers 409 here: the seeded registers have no agent)
+    ("POST", f"{_API}/registers/{{register_id}}/actions"): Route(
+        "write", technical=True, json=lambda w, s: {"action": "check_now"}
+    ),
+    ("GET", f"{_API}/registers/{{register_id}}/actions"): READ,
+    ("GET", f"{_API}/actions/{{action_id}}"): READ,
+    ("POST", f"{_API}/actions/bulk/preview"): Route(
+        "write", technical=True, json=lambda w, s: {"node_id": int(s["{node_id}"]), "min_shift_hours": 1}
+    ),
+    ("POST", f"{_API}/actions/bulk"): Route(
+        "write", technical=True, json=lambda w, s: {"node_id": int(s["{node_id}"]), "min_shift_hours": 1}
+    ),
     # notification receivers: user and group managers of the company
     ("GET", f"{_API}/notifications/receivers"): Route("write"),  # addresses and who they serve
     ("POST", f"{_API}/notifications/receivers"): Route("write", json=lambda w, s: _receiver_body(s)),
@@ -264,7 +276,7 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", "/admin/company/levels"): Route("write", form=lambda w, s: {"level_city": "Населённый пункт"}),
 }
 # Objects the tree decides about: out of a caller's view they must look nonexistent (404).
-TREE_SCOPED = ("{register_id}", "{alert_id}", "{node_id}", "{agent_id}")
+TREE_SCOPED = ("{register_id}", "{alert_id}", "{node_id}", "{agent_id}", "{action_id}")
 ALLOWED_MISSES = {403, 404}
 
 
