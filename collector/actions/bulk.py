@@ -38,8 +38,8 @@ class Candidate:
 @dataclass(frozen=True, slots=True)
 class BulkOutcome:
     register_id: str
-    action_id: str | None  # None: refused before sending
-    status: str  # "requested" or "refused"
+    action_id: str
+    status: str  # "requested", or "refused" by the collector (the row records why)
     message: str
 
 
@@ -83,7 +83,8 @@ def long_shifts(
 def close_long_shifts(
     conn: sa.Connection, actor: Actor, user_id: int, tenant_id: int, node_id: int, min_hours: float, now: datetime
 ) -> tuple[str, list[BulkOutcome]]:
-    """Request a Z-report on every matching register; one refusal never stops the others."""
+    """Request a Z-report on every matching register; one refusal never stops the others (it is
+    recorded as a ``refused`` row of the same bulk, with its reason)."""
     bulk_id = uuid.uuid4().hex
     outcomes = []
     for candidate in long_shifts(conn, user_id, tenant_id, node_id, min_hours, now):
@@ -92,7 +93,10 @@ def close_long_shifts(
                 row = store.request_action(conn, actor, tenant_id, candidate.register_id, ActionName.CLOSE_SHIFT, now,
                                            bulk_id=bulk_id)
         except AccountsError as refused:
-            outcomes.append(BulkOutcome(candidate.register_id, None, "refused", refused.ru or str(refused)))
+            reason = refused.ru or str(refused)
+            row = store.record_refusal(conn, actor, tenant_id, candidate.register_id, ActionName.CLOSE_SHIFT, now,
+                                       reason, bulk_id=bulk_id)
+            outcomes.append(BulkOutcome(candidate.register_id, row.id, "refused", reason))
             continue
         outcomes.append(BulkOutcome(candidate.register_id, row.id, row.status, "Команда поставлена в очередь"))
     return bulk_id, outcomes

@@ -70,6 +70,8 @@ class ActionDispatcher:
         sent: list[str] = []
         for outgoing in due:
             row = outgoing.row
+            if row.agent_id is None:  # never: a requested action always names its agent
+                continue
             if not self.publish(cmd_topic(row.agent_id), encode(command_for(outgoing))):
                 log.warning("action %s for %s not published (no broker connection); retrying", row.id, row.register_id)
                 break  # the broker is gone: the rest would fail the same way

@@ -49,7 +49,7 @@ class ActionRow:
     id: str
     tenant_id: int
     register_id: str
-    agent_id: str
+    agent_id: str | None  # None: refused by the collector before sending (a bulk run records those)
     action: str
     args: dict[str, Any]
     requested_by: str
@@ -163,6 +163,24 @@ def request_action(
                  target_id=register_id, at=at,
                  details={"id": row.id, "action": row.action, "args": row.args, "deadline": row.deadline.isoformat(),
                           **({"bulk_id": bulk_id} if bulk_id else {})})
+    return row
+
+
+def record_refusal(
+    conn: sa.Connection, actor: Actor, tenant_id: int, register_id: str, action: ActionName, at: datetime,
+    refusal: str, *, bulk_id: str | None = None,
+) -> ActionRow:
+    """A final ``refused`` row for an action the collector would not send (so a bulk run's results
+    list every register it considered); ``refusal`` is the Russian reason."""
+    row = ActionRow(
+        id=uuid.uuid4().hex, tenant_id=tenant_id, register_id=register_id, agent_id=None, action=action.value,
+        args={}, requested_by=actor.label, requested_at=at, deadline=at, status="refused", code=None,
+        meaning=refusal, reason="collector", updated_at=at, bulk_id=bulk_id,
+    )
+    conn.execute(sa.insert(register_actions).values(
+        **{name: getattr(row, name) for name in ActionRow.__dataclass_fields__}, requested_by_id=actor.user_id,
+    ))  # fmt: skip
+    _outcome_audit(conn, actor, row, at)
     return row
 
 

@@ -323,7 +323,7 @@ register_actions = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),
     _tenant_column(),
     sa.Column("register_id", sa.String(100), _register_fk(), nullable=False),
-    sa.Column("agent_id", sa.String(100), nullable=False),
+    sa.Column("agent_id", sa.String(100), nullable=True),  # NULL: refused by the collector, never sent
     sa.Column("action", sa.String(30), nullable=False),
     sa.Column("args", json_document(), nullable=False),
     sa.Column("requested_by", sa.String(200), nullable=False),

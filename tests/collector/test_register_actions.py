@@ -179,9 +179,11 @@ def test_bulk_preview_and_run_close_only_long_shifts_within_rights(conn: sa.Conn
         (served.registers["arbat"], "refused"), (served.registers["tverskaya"], "requested"),
     ]
     assert "уже выполняется" in outcomes[0].message
-    rows = conn.execute(sa.select(store.register_actions.c.register_id).where(
-        store.register_actions.c.bulk_id == bulk_id)).scalars().all()
-    assert rows == [served.registers["tverskaya"]]
+    rows = store.list_bulk(conn, store.Scope.tenant(tenant), bulk_id)
+    assert [(r.register_id, r.status, r.agent_id is None) for r in rows] == [
+        (served.registers["arbat"], "refused", True), (served.registers["tverskaya"], "requested", False),
+    ]  # the refusal is recorded with its reason, never sent
+    assert rows[0].meaning == outcomes[0].message
 
 
 def test_bulk_refuses_a_role_without_the_right_and_an_unseen_node(conn: sa.Connection, served: kit.World) -> None:

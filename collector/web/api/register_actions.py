@@ -124,8 +124,8 @@ class BulkPreviewOut(BaseModel):
 
 class BulkResultOut(BaseModel):
     register_id: str
-    action_id: str | None
-    status: str = Field(description="requested, or refused (with the reason in message)")
+    action_id: str
+    status: str = Field(description="requested, or refused by the collector (the reason in message)")
     message: str
 
 

@@ -25,7 +25,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
         sa.Column("register_id", sa.String(length=100), nullable=False),
-        sa.Column("agent_id", sa.String(length=100), nullable=False),
+        sa.Column("agent_id", sa.String(length=100), nullable=True),
         sa.Column("action", sa.String(length=30), nullable=False),
         sa.Column("args", sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"), nullable=False),
         sa.Column("requested_by", sa.String(length=200), nullable=False),
