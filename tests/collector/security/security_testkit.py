@@ -135,6 +135,7 @@ def _finished_action(conn: sa.Connection, tenant_id: int, register_id: str, agen
     action_id = uuid.uuid4().hex
     conn.execute(sa.insert(register_actions).values(
         id=action_id, tenant_id=tenant_id, register_id=register_id, agent_id=agent_id, action="x_report", args={},
+        bulk_id=f"bulk-{action_id}",
         requested_by="seed", requested_at=T0, deadline=T0 + timedelta(minutes=2), status="done", updated_at=T0,
     ))  # fmt: skip
     return action_id
@@ -213,6 +214,8 @@ def seed_world(engine: sa.Engine, rng: random.Random) -> World:
             "{register_id}": regs[store],
             "{alert_id}": str(alerts[store]),
             "{action_id}": actions[store],
+            "{bulk_id}": f"bulk-{actions[store]}",
+            "{action}": "x_report",
             "{node_id}": str(n[store]),
             "{agent_id}": f"agent-{tag}-{store}",
             "{token_id}": str(token_id),

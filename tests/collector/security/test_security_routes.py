@@ -270,6 +270,11 @@ ROUTES: dict[tuple[str, str], Route] = {
         "write", technical=True, form=lambda w, s: {"kind": "fn_replacement"}
     ),
     ("POST", "/registers/{register_id}/ofd-document"): Route("write"),  # an accountant's: see test_signed_requests
+    ("GET", "/registers/{register_id}/actions/{action}"): Route("write", technical=True),  # the confirmation page
+    ("POST", "/registers/{register_id}/actions"): Route("write", technical=True, form=lambda w, s: {"action": "check_now"}),
+    ("GET", "/tree/{node_id}/close-shifts"): Route("write", technical=True),
+    ("POST", "/tree/{node_id}/close-shifts"): Route("write", technical=True, form=lambda w, s: {"hours": "1"}),
+    ("GET", "/tree/{node_id}/close-shifts/{bulk_id}"): READ,
     ("GET", "/admin/company"): Route("write"),
     ("POST", "/admin/company"): Route("write", form=lambda w, s: {"time_zone": "Asia/Omsk"}),
     ("POST", "/admin/company/thresholds"): Route("write", form=lambda w, s: {"thr_shift_warning": "19"}),

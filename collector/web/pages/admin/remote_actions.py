@@ -22,6 +22,7 @@ from collector.accounts.rights import Permission, permissions_at, scope_for
 from collector.actions import bulk, catalogue, store
 from collector.storage.schema import nodes, registers
 from collector.storage.scope import Scope
+from collector.web.auth import principal_of
 from collector.web.pages.render import PageError, page, render
 from collector.web.pages.support import Handler, as_caller, checked_form, refusal_text
 from collector.web.problems import Problem
@@ -97,10 +98,11 @@ def _describe(conn: sa.Connection, who: Caller, register_id: str) -> dict[str, A
 @page
 async def confirm_page(request: web.Request) -> web.StreamResponse:
     register_id, action = request.match_info["register_id"], _action(request.match_info["action"])
+    scope = principal_of(request).scope
 
     def work(conn: sa.Connection, who: Caller) -> dict[str, Any]:
         described = _describe(conn, who, register_id)
-        panel = actions_panel(conn, who.user_id, Scope.tenant(who.tenant_id), register_id)
+        panel = actions_panel(conn, who.user_id, scope, register_id)
         if panel is None or not panel.may_act:
             raise PageError(403, "Ваша роль не позволяет выполнять действия на этой кассе.")
         target = store.load_target(conn, who.tenant_id, register_id)
@@ -194,11 +196,11 @@ async def bulk_submit(request: web.Request) -> web.StreamResponse:
 @page
 async def bulk_results(request: web.Request) -> web.StreamResponse:
     node_id, bulk_id = _node_id(request), request.match_info["bulk_id"]
-    hours = _hours(request.query.get("hours"))
+    hours, scope = _hours(request.query.get("hours")), principal_of(request).scope
 
     def work(conn: sa.Connection, who: Caller) -> dict[str, Any]:
         name = _node_name(conn, who, node_id)
-        rows = store.list_bulk(conn, Scope.tenant(who.tenant_id), bulk_id)
+        rows = store.list_bulk(conn, scope, bulk_id)
         if not rows:
             raise PageError(404, "Такой групповой операции нет или по ней не было отправлено ни одной команды.")
         serials = dict(conn.execute(sa.select(registers.c.register_id, registers.c.serial).where(
