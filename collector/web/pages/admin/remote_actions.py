@@ -203,8 +203,9 @@ async def bulk_results(request: web.Request) -> web.StreamResponse:
         rows = store.list_bulk(conn, scope, bulk_id)
         if not rows:
             raise PageError(404, "Такой групповой операции нет или по ней не было отправлено ни одной команды.")
-        serials = dict(conn.execute(sa.select(registers.c.register_id, registers.c.serial).where(
-            registers.c.register_id.in_([r.register_id for r in rows]))).tuples().all())
+        serials = {row.register_id: row.serial for row in conn.execute(
+            sa.select(registers.c.register_id, registers.c.serial).where(
+                registers.c.register_id.in_([r.register_id for r in rows])))}
         return {"node_id": node_id, "node_name": name, "hours": hours, "rows": rows, "serials": serials,
                 "statuses": STATUS_TITLES}
 
