@@ -15,8 +15,9 @@ import itertools
 import json
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,9 @@ import ingest_testkit
 
 
 def state_with_shift(now: datetime, status: ShiftStatus, open_for: timedelta = timedelta(hours=2),
-                     number: int = 7, serial: str = "0001") -> RegisterState:
-    """A register state read at ``now`` (register clock = UTC wall time) with the shift as given."""
-    clock = now.astimezone(UTC).replace(tzinfo=None)
+                     number: int = 7, serial: str = "0001", zone: tzinfo = UTC) -> RegisterState:
+    """A register state read at ``now`` (the register clock: wall time in ``zone``) with the shift as given."""
+    clock = now.astimezone(zone).replace(tzinfo=None)
     base = ingest_testkit.register_state(serial, clock=clock, read_at=now)
     opened = clock - open_for if status in (ShiftStatus.OPEN, ShiftStatus.EXPIRED) else None
     return base.model_copy(update={"shift": ShiftState(status=status, number=number, receipts=3, opened_at=opened)})
@@ -68,7 +69,8 @@ class StandInAgent:
     """A test-only agent for one register on a real broker (see the module docstring).
 
     ``answers``: the statuses it reports for every command, in order (default accepted, done);
-    ``silent``: take commands and never answer (for expiry).
+    ``silent``: take commands and never answer (for expiry); ``delay``: seconds before carrying one
+    out (so a page can show it in progress); ``zone``: the register clock's time zone.
     """
 
     broker_host: str
@@ -78,6 +80,8 @@ class StandInAgent:
     answers: tuple[ActionStatus, ...] = ("accepted", "done")
     silent: bool = False
     shift_open_for: timedelta = timedelta(hours=30)
+    delay: float = 0.0
+    zone: tzinfo = UTC
     commands: list[CommandPayload] = field(default_factory=list)
     _seq: Any = field(default_factory=lambda: itertools.count(0))
     _shift: ShiftStatus = ShiftStatus.OPEN
@@ -104,7 +108,7 @@ class StandInAgent:
 
     def report_state(self) -> None:
         now = datetime.now(UTC)
-        state = state_with_shift(now, self._shift, self.shift_open_for, serial=self.register_id[-6:])
+        state = state_with_shift(now, self._shift, self.shift_open_for, serial=self.register_id[-6:], zone=self.zone)
         self._publish(state_topic(self.agent_id, self.register_id), encode(StatePayload(
             agent=self.agent_id, session=1, seq=next(self._seq), ts=now, register=self.register_id,
             reason="change", state=state,
@@ -128,6 +132,7 @@ class StandInAgent:
         threading.Thread(target=self._carry_out, args=(command,), daemon=True).start()
 
     def _carry_out(self, command: CommandPayload) -> None:
+        time.sleep(self.delay)
         for status in self.answers:
             if status == "done" and command.cmd == ActionName.CLOSE_SHIFT:
                 self._shift = ShiftStatus.CLOSED
