@@ -21,6 +21,7 @@ from protocol.mqtt.actions import DEFAULT_DEADLINE, ActionName, ActionResult
 
 sys.path.insert(0, str(Path(__file__).parent))
 import accounts_testkit as kit
+import ingest_testkit
 from accounts_testkit import *  # noqa: F403  (the fixtures: engine, conn, service, mailer, world)
 from actions_testkit import serve_register
 
@@ -193,3 +194,27 @@ def test_bulk_refuses_a_role_without_the_right_and_an_unseen_node(conn: sa.Conne
         bulk.long_shifts(conn, viewer, tenant, served.nodes["brand"], 24, T0)
     with pytest.raises(NotFound):
         bulk.long_shifts(conn, served.a.user_id, tenant, served.nodes["b_store"], 24, T0)
+
+
+def test_results_replayed_from_the_outbox_apply_and_a_malformed_one_is_only_stored(
+    conn: sa.Connection, served: kit.World
+) -> None:
+    """Results travel on the event path: a ``hist`` batch (store-and-forward) finishes the action
+    as a live event would; one whose data is not an ActionResult is kept as an event, nothing more."""
+    from collector.ingest.batch import classify
+    from collector.ingest.writes import write_messages
+    from protocol.mqtt.models import EventKind, EventPayload
+
+    row = request(conn, served, ActionName.X_REPORT)
+    register = served.registers["tverskaya"]
+
+    def event(seq: int, data: dict[str, object]) -> EventPayload:
+        return EventPayload(agent=AGENT, session=3, seq=seq, ts=T0, register=register, kind=EventKind.ACTION_RESULT,
+                            message="x_report", data=data)
+
+    good = result(row, "done").model_dump(mode="json")
+    decoded = classify(ingest_testkit.inbound(*ingest_testkit.hist_msg(AGENT, [event(1, {"id": row.id}), event(2, good)])))
+    outcome = write_messages(conn, [decoded])  # type: ignore[list-item]
+    assert register in outcome.registers and outcome.new_records == 2
+    final = store.get_row(conn, row.id)
+    assert final is not None and final.status == "done"
