@@ -342,7 +342,7 @@ class CollectorService:
 
             feed = register_change_feed(self.engine, self.event_hub)
             on_changed = _fan_out(self.evaluator.changed, feed)
-            actions_changed = feed  # its agent_ids default to none
+            actions_changed = _registers_only(feed)
         # Remote actions the web tier requested: published on this process's broker connection.
         self.actions = ActionDispatcher(self.engine, self.consumer.publish, on_changed=actions_changed)
         self.writer = IngestWriter(
@@ -450,6 +450,15 @@ def _new_event_hub() -> Any:
     except ModuleNotFoundError:  # a web package without pages: no live updates
         return None
     return EventHub()
+
+
+def _registers_only(feed: Callable[[Collection[str], Collection[str]], None]) -> Callable[[Collection[str]], None]:
+    """A change feed for what only names registers (remote actions moving on)."""
+
+    def changed(register_ids: Collection[str]) -> None:
+        feed(register_ids, ())
+
+    return changed
 
 
 def _fan_out(
