@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from collector.accounts.audit import Actor, list_entries
 from collector.accounts.errors import Conflict, NotFound, PermissionDenied
 from collector.accounts.rights import Role
+from collector.accounts.service import AccountService
 from collector.actions import bulk, store
 from collector.actions.dispatch import command_for
 from protocol.kkt.state import ShiftStatus
@@ -218,3 +219,43 @@ def test_results_replayed_from_the_outbox_apply_and_a_malformed_one_is_only_stor
     assert register in outcome.registers and outcome.new_records == 2
     final = store.get_row(conn, row.id)
     assert final is not None and final.status == "done"
+
+
+def test_two_requests_at_the_same_moment_make_one_action(engine: sa.Engine, service: AccountService) -> None:
+    """The one-unfinished-action rule holds under concurrency (a unique key, not only a check)."""
+    import threading
+    import uuid
+
+    from collector.accounts.tree import create_node
+    from collector.storage.engine import begin_write
+
+    tag = uuid.uuid4().hex[:8]
+    with begin_write(engine) as conn:
+        company = service.sign_up(conn, email=f"owner-{tag}@race.test", password=kit.PASSWORD,
+                                  company=f"Гонка {tag}", inn=kit.make_inn(), at=T0)
+        store_id = create_node(conn, Actor.cli(), company.tenant_id, parent_id=company.root_node_id, kind="store",
+                               name="Магазин", at=T0)
+        register_id = kit.add_register(conn, company.tenant_id, store_id, f"kkt-race-{tag}")
+        serve_register(conn, company.tenant_id, register_id, f"agent-race-{tag}", T0)
+    start = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def ask(action: ActionName) -> None:
+        start.wait()
+        try:
+            with begin_write(engine) as conn:
+                store.request_action(conn, Actor.cli(), company.tenant_id, register_id, action, T0)
+            outcomes.append("requested")
+        except Conflict:
+            outcomes.append("conflict")
+
+    threads = [threading.Thread(target=ask, args=(a,)) for a in (ActionName.X_REPORT, ActionName.CHECK_NOW)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(outcomes) == ["conflict", "requested"]
+    with engine.connect() as conn:
+        count = conn.execute(sa.select(sa.func.count()).select_from(store.register_actions).where(
+            store.register_actions.c.register_id == register_id)).scalar_one()
+    assert count == 1
