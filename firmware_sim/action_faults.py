@@ -2,8 +2,9 @@
 
 Tests (and scenarios) script what the next action of a kind does: the register refuses it with an
 error code of its own protocol, or drops off the line in the middle of it (having carried it out
-or not). :class:`LinkOutage` is how a device drops off: for a while it ignores every byte, as a
-rebooting register or a pulled cable does; the host sees silence and gives up by its timeouts.
+or not). :class:`LinkOutage` is how a device drops off: for a while it ignores every byte, as with
+a pulled cable; the host sees silence and gives up by its timeouts. The register keeps its state
+meanwhile (an unsent answer too, which a link layer may still recover); a reboot also resets it.
 """
 
 from __future__ import annotations
@@ -87,6 +88,11 @@ class LinkOutage:
     @property
     def active(self) -> bool:
         return self._from <= self._monotonic() < self._until
+
+    @property
+    def over(self) -> bool:
+        """An outage happened and has ended."""
+        return 0 < self._until <= self._monotonic()
 
     def outgoing(self, answer: bytes) -> bytes:
         """What leaves the device of ``answer``, made by the request that may have started an outage."""

@@ -116,6 +116,7 @@ class AtolDevice:
         self.mode_password = 0
         self.commands_executed = 0
         self.reboots = 0
+        self._rebooting = False
         self.reboot_seconds = REBOOT_SECONDS
         self.action_faults = ActionFaults()
         self.outage = LinkOutage()
@@ -148,8 +149,7 @@ class AtolDevice:
     # ------------------------------------------------------------------ DeviceEndpoint
 
     def feed(self, data: bytes) -> bytes:
-        if self.outage.active:
-            self.reset()  # off the line: bytes sent meanwhile are lost, and it starts clean after
+        if not self._back_on_line():
             return b""
         now = time.monotonic()
         answer = b"".join(self._tasks.receive(event, now) for event in self._deframer.feed(data))
@@ -159,6 +159,15 @@ class AtolDevice:
         self._deframer.reset()
         self._tasks.reset()
         self.mode = MODE_SELECT
+
+    def _back_on_line(self) -> bool:
+        """False while off the line (what the host sends is lost); after a reboot it starts clean."""
+        if self.outage.active:
+            return False
+        if self._rebooting and self.outage.over:
+            self._rebooting = False
+            self.reset()
+        return True
 
     def idle(self) -> bytes:
         self._deframer.reset()  # a partial packet never completes after silence
@@ -316,7 +325,7 @@ class AtolDevice:
     def _reboot(self, _: Reboot) -> CommonAnswer:
         """Answers, then drops off the line while it boots; it comes back in the select mode."""
         self.reboots += 1
-        self.mode = MODE_SELECT
+        self._rebooting = True
         self.outage.begin(self.reboot_seconds, swallow_answer=False, after=REBOOT_AFTER)
         return CommonAnswer()
 
@@ -359,8 +368,7 @@ class AtolV2Device(AtolDevice):
         self._v2 = V2DeviceLink()
 
     def feed(self, data: bytes) -> bytes:
-        if self.outage.active:
-            self.reset()
+        if not self._back_on_line():
             return b""
         out = bytearray()
         for action in self._v2.receive(data):

@@ -113,8 +113,7 @@ class ShtrihDevice:
 
     def feed(self, data: bytes) -> bytes:
         if self.outage.active:
-            self.reset()  # off the line: bytes sent meanwhile are lost, and it starts clean after
-            return b""
+            return b""  # off the line: what the host sends meanwhile is lost
         if self.framing is None:
             data = self._pick_framing(data)
         link = self._alt_link if self.framing == "alt" else self._link
