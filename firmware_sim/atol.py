@@ -117,6 +117,7 @@ class AtolDevice:
         self.commands_executed = 0
         self.reboots = 0
         self._rebooting = False
+        self._request_lost = False  # a scripted drop before the request arrived: forget it
         self.reboot_seconds = REBOOT_SECONDS
         self.action_faults = ActionFaults()
         self.outage = LinkOutage()
@@ -153,12 +154,21 @@ class AtolDevice:
             return b""
         now = time.monotonic()
         answer = b"".join(self._tasks.receive(event, now) for event in self._deframer.feed(data))
-        return self.outage.outgoing(answer + self._tasks.tick(now))
+        answer += self._tasks.tick(now)
+        self._forget_lost_request()
+        return self.outage.outgoing(answer)
 
     def reset(self) -> None:
         self._deframer.reset()
         self._tasks.reset()
         self.mode = MODE_SELECT
+
+    def _forget_lost_request(self) -> None:
+        """A request lost on the line leaves no task (or v2 answer) for the host to fetch later."""
+        if self._request_lost:
+            self._request_lost = False
+            self._deframer.reset()
+            self._tasks.reset()
 
     def _back_on_line(self) -> bool:
         """False while off the line (what the host sends is lost); after a reboot it starts clean."""
@@ -204,6 +214,7 @@ class AtolDevice:
         if drop is None:
             return True
         self.outage.begin(drop.seconds, swallow_answer=True)
+        self._request_lost = not drop.execute
         return drop.execute
 
     def _device_status(self) -> DeviceStatus:
@@ -376,6 +387,9 @@ class AtolV2Device(AtolDevice):
                 out += self._v2.answer(self._execute(action.payload).answer)
             else:
                 out += action.data
+        if self._request_lost:
+            self._request_lost = False
+            self._v2.reset()
         return self.outage.outgoing(bytes(out))
 
     def reset(self) -> None:

@@ -82,6 +82,7 @@ class ShtrihDevice:
         self.action_faults = ActionFaults()
         self.outage = LinkOutage()
         self._pending_date: date | None = None  # 22h proposes a date, 23h confirms it
+        self._request_lost = False  # a scripted drop before the request arrived: forget it
         self._handlers: dict[int, Callable[[Any], msg.Message]] = {
             msg.SHORT_STATUS.code: self._short_status,
             msg.FULL_STATUS.code: self._full_status,
@@ -123,6 +124,10 @@ class ShtrihDevice:
                 out += link.answer(self.execute(action.payload))
             else:
                 out += action.data
+        if self._request_lost:
+            self._request_lost = False
+            self._link.reset()  # it never arrived: no answer is kept for the host to fetch later
+            self._alt_link.reset()
         return self.outage.outgoing(bytes(out))
 
     def _pick_framing(self, data: bytes) -> bytes:
@@ -182,6 +187,7 @@ class ShtrihDevice:
         if drop is None:
             return True
         self.outage.begin(drop.seconds, swallow_answer=True)
+        self._request_lost = not drop.execute
         return drop.execute
 
     def _check_access(self, code: int, request: object) -> None:

@@ -23,7 +23,7 @@ from protocol.kkt.atol.messages import (
     decode_request,
     encode_request,
 )
-from protocol.kkt.errors import DecodeError, EncodeError
+from protocol.kkt.errors import DecodeError, DeviceError, EncodeError
 from protocol.kkt.shtrih import messages as msg
 from protocol.kkt.shtrih.errors import NOT_IN_THIS_MODE
 from protocol.kkt.shtrih.framing import encode_frame
@@ -82,9 +82,9 @@ def test_atol_action_requests(command: object, wire: str) -> None:
 
 def test_atol_action_answers_carry_the_error_and_its_meaning() -> None:
     assert Reboot().decode_answer(bytes.fromhex("55 00 00")) == CommonAnswer()
-    with pytest.raises(Exception) as refused:
+    with pytest.raises(DeviceError) as refused:
         SetDateTime().decode_answer(bytes.fromhex("55 9C 00"))  # 156
-    assert "смена открыта" in str(refused.value)
+    assert (refused.value.code, refused.value.meaning) == (156, "смена открыта — операция невозможна")
 
 
 def test_atol_set_datetime_rejects_impossible_values() -> None:
