@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from agent.config import load_config
+from agent.outbox import ActionRecord, Outbox
 from agent.runtime import AgentRuntime
 from firmware_sim.action_faults import SimAction
 from firmware_sim.clock import ManualClock
@@ -24,7 +25,15 @@ from firmware_sim.hosts import install_sim_url_handler, register_sim, unregister
 from firmware_sim.model import RegisterModel
 from protocol.kkt.state import ShiftStatus
 from protocol.mqtt.actions import FINAL_STATUSES, ActionName, ActionResult
-from protocol.mqtt.models import CommandPayload, EventKind, EventPayload, StatePayload, decode, encode
+from protocol.mqtt.models import (
+    CommandPayload,
+    EventKind,
+    EventPayload,
+    HistBatch,
+    StatePayload,
+    decode,
+    encode,
+)
 from protocol.mqtt.topics import TOPIC_ROOT, cmd_topic
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
@@ -72,10 +81,15 @@ class Rig:
                     if e.data.get("id") == command_id and e.data["status"] == status)  # fmt: skip
 
     def _payloads(self) -> list[Any]:
+        """States and events, live or replayed on ``hist`` (what was recorded before a connect)."""
         out = []
         for message in list(self.recorder.messages):
             if "/event/" in message.topic or "/state/" in message.topic:
                 out.append(decode(message.topic, message.payload))
+            elif message.topic.endswith("/hist"):
+                batch = decode(message.topic, message.payload)
+                assert isinstance(batch, HistBatch)
+                out.extend(record.payload for record in batch.records)
         return out
 
 
@@ -85,7 +99,7 @@ def make_rig(mqtt_broker: Any, mqtt_recorder: Callable[..., Any], tmp_path: Path
     install_sim_url_handler()
 
     def make(protocol: str = "shtrih", *, actions: dict[str, Any] | None = None,
-             model: RegisterModel | None = None, outbox: Path | None = None) -> Rig:  # fmt: skip
+             model: RegisterModel | None = None, outbox: Path | None = None, **extra: Any) -> Rig:  # fmt: skip
         model = model or RegisterModel(clock=ManualClock(datetime.now().replace(microsecond=0)))
         device = make_device(protocol, model)
         name = f"act-{uuid.uuid4().hex[:8]}"
@@ -98,6 +112,7 @@ def make_rig(mqtt_broker: Any, mqtt_recorder: Callable[..., Any], tmp_path: Path
             "outbox": {"path": str(outbox or tmp_path / f"{name}.sqlite"), "commit_interval": 0.02},
             "devices": [{"protocol": protocol, "url": f"sim://{name}", "poll_interval": 0.3, "register_id": REGISTER}],
             **({"actions": actions} if actions is not None else {}),
+            **extra,
         })  # fmt: skip
         agent = AgentRuntime(config)
         agent.start()
@@ -264,3 +279,37 @@ def test_a_link_lost_mid_action_fails_and_the_register_is_polled_again(
     rig.recorder.wait_for(lambda _: any(
         s.seq > failed_at and s.state.shift.status is ShiftStatus.CLOSED for s in rig.states()), 30)  # fmt: skip
     assert [r.status for r in rig.results(close)] == ["accepted", "failed"]
+
+
+def test_an_action_waiting_behind_a_slow_one_expires_before_it_runs(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig("atol", actions={"allow": EVERY_ACTION})
+    _shift_open(rig.model)
+    rig.device.action_faults.drop_link_during(SimAction.Z_REPORT, seconds=6.0, execute=False)
+    slow = rig.send("close_shift")  # the worker retries a silent register for ~4 s
+    rig.recorder.wait_for(lambda _: rig.results(slow))
+
+    queued = rig.send("x_report", deadline=datetime.now(UTC) + timedelta(seconds=1.5))
+
+    result = rig.final(queued, timeout=30)
+    assert [r.status for r in rig.results(queued)] == ["accepted", "expired"]  # in time when received
+    assert result.reason == "deadline_passed" and rig.model.x_reports == 0
+    assert rig.final(slow, timeout=30).reason == "link_lost" and rig.model.shift_open
+
+
+def test_an_action_interrupted_by_a_stop_is_answered_failed_at_the_next_start(
+    make_rig: Callable[..., Rig], tmp_path: Path
+) -> None:
+    outbox_path = tmp_path / "interrupted.sqlite"
+    started = ActionResult(id="cmd-interrupted", action=ActionName.CLOSE_SHIFT, status="accepted")
+    with Outbox(outbox_path) as outbox:  # what a run killed in the middle of a Z-report leaves behind
+        record = ActionRecord(started.id, started.action, REGISTER, started.model_dump_json(), False, datetime.now(UTC))
+        assert outbox.claim_action(record, keep=timedelta(days=7)) is None
+
+    # Answered at startup, before the first connect: it goes out as backlog (puback: replayed at once).
+    rig = make_rig("shtrih", actions={"allow": EVERY_ACTION}, outbox=outbox_path, ack_mode="puback")
+
+    result = rig.final("cmd-interrupted")
+    assert (result.status, result.reason) == ("failed", "interrupted")
+    rig.send("close_shift", command_id="cmd-interrupted")  # a late redelivery does not run it
+    assert rig.final("cmd-interrupted", count=2) == result
+    assert rig.model.shift_number == 0
