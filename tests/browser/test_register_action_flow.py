@@ -1,15 +1,12 @@
 """Closing a long shift from the register page, in a real (headless Debian) Chromium.
 
-The chain runs for real on loopback: an agent reporting a register whose shift has been open 30 h
-→ a private Mosquitto → the collector service (SQLite, accounts login, pages, action dispatcher)
-→ the register page, logged in as the company owner. The owner clicks «Закрыть смену (Z-отчёт)»,
-reads the confirmation naming the register and the consequence, confirms; the command goes to the
-agent, which answers ``accepted`` then ``done`` and reports the shift closed. Without a reload the
-page shows the action done and the «Смена открыта» alert gone.
-
-The agent is ``actions_testkit.StandInAgent`` (the contract's behaviour over real MQTT) until the
-agent side of issue 10 is merged; it waits 2 s before carrying a command out so the page is seen
-with the action in progress first.
+The whole chain runs for real on loopback: a simulated Shtrih register (``sim://``) whose shift
+has been open 30 h → the agent runtime (its policy allows the Z-report) → a private Mosquitto →
+the collector service (SQLite, accounts login, pages, action dispatcher) → the register page,
+logged in as the company owner. The owner has the register page open in one tab; in a second tab
+they click «Закрыть смену (Z-отчёт)», read the confirmation naming the register, its store and the
+consequence, and confirm. The simulator closes the shift; the first tab, never reloaded, shows
+the action done, the shift closed and the «Смена открыта» alert gone.
 """
 
 from __future__ import annotations
@@ -17,9 +14,10 @@ from __future__ import annotations
 import re
 import shutil
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -27,6 +25,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
+from agent.config import load_config as load_agent_config
+from agent.runtime import AgentRuntime
 from collector.accounts.audit import Actor, list_entries
 from collector.accounts.company import DEFAULT_TIME_ZONE
 from collector.accounts.passwords import FAST_TEST_COST, Passwords
@@ -36,10 +36,13 @@ from collector.config import load_config as load_collector_config
 from collector.service import CollectorService
 from collector.storage import create_engine_from_url
 from collector.storage import repository as repo
+from firmware_sim.clock import ManualClock
+from firmware_sim.hosts import install_sim_url_handler, register_sim, unregister_sim
+from firmware_sim.model import RegisterModel
+from firmware_sim.shtrih import ShtrihDevice
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collector"))
-from actions_testkit import StandInAgent
 from netkit import free_port, wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(90)]
@@ -47,7 +50,7 @@ pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(90)]
 OWNER_EMAIL = "owner@actions-live.test"
 OWNER_PASSWORD = "a live browser passphrase"
 AGENT_ID = "agent-actions-live"
-REGISTER_ID = "shtrih-live-000777"
+REGISTER_ID = "kkt-live-actions"
 INN = "7707083893"
 
 
@@ -64,7 +67,7 @@ class Chain:
     base_url: str
     engine: sa.Engine
     tenant_id: int
-    agent: StandInAgent
+    model: RegisterModel
 
     def url(self, path: str) -> str:
         return f"{self.base_url}{path}"
@@ -98,19 +101,34 @@ def chain(mqtt_broker: Any, tmp_path: Path, migrated_template: Path) -> Iterator
         "broker_url": mqtt_broker.url, "db_url": db_url, "client_id": "collector-actions-browser",
         "listen": f"127.0.0.1:{web_port}", "evaluator_period": 0.5, "web_auth": "accounts", "cookie_secure": False,
     })  # fmt: skip
+    # A Moscow register (its clock reads the company's local time) whose shift opened 30 h ago.
+    now = datetime.now(ZoneInfo(DEFAULT_TIME_ZONE)).replace(tzinfo=None, microsecond=0)
+    model = RegisterModel(clock=ManualClock(now))
+    model.open_shift(at=now - timedelta(hours=30))
+    name = f"actions-{uuid.uuid4().hex[:8]}"
+    install_sim_url_handler()
+    register_sim(name, ShtrihDevice(model))
+    agent = AgentRuntime(load_agent_config(None, env={}, overrides={
+        "agent_id": AGENT_ID,
+        "broker": {"url": mqtt_broker.url, "keepalive": 5, "reconnect_min": 0.05, "reconnect_max": 0.3},
+        "outbox": {"path": str(tmp_path / "outbox.sqlite"), "commit_interval": 0.05},
+        "devices": [{"protocol": "shtrih", "url": f"sim://{name}", "poll_interval": 0.3, "register_id": REGISTER_ID}],
+        "actions": {"allow": ["check_now", "x_report", "close_shift"]},
+    }))  # fmt: skip
     collector = CollectorService(config)
-    host, port = mqtt_broker.url.removeprefix("mqtt://").split(":")
-    agent = StandInAgent(host, int(port), AGENT_ID, REGISTER_ID, delay=2.0, zone=ZoneInfo(DEFAULT_TIME_ZONE))
-    started = False
+    collector_started = agent_started = False
     try:
         collector.start()
-        started = True
+        collector_started = True
         agent.start()
-        yield Chain(f"http://127.0.0.1:{web_port}", engine, tenant_id, agent)
+        agent_started = True
+        yield Chain(f"http://127.0.0.1:{web_port}", engine, tenant_id, model)
     finally:
-        agent.close()
-        if started:
+        if agent_started:
+            agent.stop(timeout=2)
+        if collector_started:
             collector.stop()
+        unregister_sim(name)
         engine.dispose()
 
 
@@ -125,7 +143,7 @@ def test_the_owner_closes_a_long_shift_and_sees_the_alert_clear_live(
 ) -> None:
     from playwright.sync_api import expect
 
-    wait_for(lambda: shift_alert_active(chain), 15, "the 30-hour shift's alert to be raised")
+    wait_for(lambda: shift_alert_active(chain), 20, "the 30-hour shift's alert to be raised")
     page.goto(chain.url("/"))
     page.wait_for_url(re.compile(r"/login\?next="))
     page.fill("#login-email", OWNER_EMAIL)
@@ -133,36 +151,38 @@ def test_the_owner_closes_a_long_shift_and_sees_the_alert_clear_live(
     page.click('form[aria-label="Вход"] button[type="submit"]')
     page.wait_for_url(chain.url("/"))
 
+    # Tab one: the register page, left open and never reloaded.
     page.goto(chain.url(f"/registers/{REGISTER_ID}"))
-    alerts = page.locator("#register-alerts")
-    expect(page.locator("#register-alerts ul.alert-list:not(.past)")).to_contain_text("Смена открыта")
-    page.click('a[data-action="close_shift"]')
-    page.wait_for_url(chain.url(f"/registers/{REGISTER_ID}/actions/close_shift"))
-    expect(page.locator("#action-consequence")).to_contain_text(
-        "Будет снят Z-отчёт: смена № 7 закроется, касса напечатает отчёт")
-    expect(page.locator("#action-confirm")).to_contain_text("Тверская 1")
-    page.screenshot(path=str(screenshots / "register-action-confirm.png"), full_page=True)
-    page.click("#action-submit")
-    page.wait_for_url(re.compile(r"done=action-requested"))
     page.wait_for_selector('#live-status[data-state="open"]', timeout=10_000)
-    page.evaluate("window.liveTestMarker = 'set while the action ran'")
+    active = page.locator("#register-alerts ul.alert-list:not(.past)")
+    expect(active).to_contain_text("Смена открыта")
+    page.evaluate("window.liveTestMarker = 'set before the action'")
     navigations: list[str] = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url) if frame == page.main_frame else None)
+
+    # Tab two: the same owner takes the action.
+    other = page.context.new_page()
+    other.goto(chain.url(f"/registers/{REGISTER_ID}"))
+    other.click('a[data-action="close_shift"]')
+    other.wait_for_url(chain.url(f"/registers/{REGISTER_ID}/actions/close_shift"))
+    expect(other.locator("#action-consequence")).to_contain_text(
+        f"Будет снят Z-отчёт: смена № {chain.model.shift_number} закроется, касса напечатает отчёт")
+    expect(other.locator("#action-confirm")).to_contain_text("Тверская 1")
+    other.screenshot(path=str(screenshots / "register-action-confirm.png"), full_page=True)
+    other.click("#action-submit")
+    other.wait_for_url(re.compile(r"done=action-requested"))
 
     latest = page.locator("#action-history li").first
     expect(latest).to_have_attribute("data-status", "done", timeout=20_000)
     expect(latest).to_contain_text("выполнено")
-    active = page.locator("#register-alerts ul.alert-list:not(.past)")
-    expect(active).to_have_count(0, timeout=15_000)  # the shift alert was the only active one
-    expect(alerts).to_contain_text("Активных алертов нет")
+    expect(active.locator("li", has_text="Смена открыта")).to_have_count(0, timeout=15_000)
     expect(page.locator("#register-alerts ul.past")).to_contain_text("Смена открыта")
     expect(page.locator("#cards dt:text-is('Состояние') + dd")).to_contain_text("закрыт")
-    assert page.evaluate("window.liveTestMarker") == "set while the action ran", "the page was reloaded"
+    assert page.evaluate("window.liveTestMarker") == "set before the action", "the page was reloaded"
     assert navigations == [], f"the page navigated instead of updating in place: {navigations}"
     page.screenshot(path=str(screenshots / "register-action-done.png"), full_page=True)
 
-    [command] = chain.agent.commands
-    assert (command.cmd, command.register) == ("close_shift", REGISTER_ID)
+    assert not chain.model.shift_open  # the simulated register really printed the Z-report
     with chain.engine.connect() as conn:
         actions = [(e.action, e.actor) for e in list_entries(conn, chain.tenant_id, target_type="register")]
     assert actions[:2] == [("register_action.done", f"agent {AGENT_ID}"), ("register_action.request", OWNER_EMAIL)]
