@@ -5,8 +5,9 @@
 * ``StandInAgent`` — a test-only agent over a real MQTT broker: it reports one register's state,
   takes commands on its ``cmd`` topic and answers each with ``action_result`` events on the
   ordinary event topic, as the contract (``protocol.mqtt.actions``) says a real agent does. A Z-report
-  also closes the shift in the state it reports next. It stands in until the agent side of issue 10
-  is merged; a test that uses it needs only ``register_id``, ``commands`` and ``start``/``close``.
+  also closes the shift in the state it reports next. The collector's own MQTT tests use it for
+  answers a real agent gives only in particular conditions (silence, a scripted refusal); the whole
+  chain with the real agent and the simulator is ``tests/e2e/test_remote_actions_collector.py``.
 """
 
 from __future__ import annotations

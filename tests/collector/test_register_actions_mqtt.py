@@ -3,7 +3,8 @@ publishes the command (QoS 1, not retained, with register and deadline), the age
 ``action_result`` events come back on the event path and finish the lifecycle, a silent agent's
 action expires, and a Z-report's new state closes the shift the collector stores.
 
-The agent is ``actions_testkit.StandInAgent`` until the agent side of issue 10 is merged."""
+The agent is ``actions_testkit.StandInAgent``, so every answer can be had on demand; the same flow
+with the real agent and the simulator is ``tests/e2e/test_remote_actions_collector.py``."""
 
 from __future__ import annotations
 
