@@ -11,9 +11,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from collector.accounts.audit import list_entries
 from collector.storage.engine import begin_write
+from collector.storage.schema import alerts
 from collector.web.routing import ENGINE_KEY
 
 sys.path.insert(0, str(Path(__file__).parents[2]))
@@ -49,6 +51,17 @@ def test_the_register_page_offers_only_what_the_role_and_the_shift_allow(client:
         page = client.call("GET", register, who=who).text
         assert offered(page) == set() and 'id="action-links"' not in page, who
         assert 'id="action-history"' in page, who  # what was done on the register stays readable
+
+
+def test_a_long_shift_alert_links_to_closing_it_for_those_who_may(client: kit.Client) -> None:
+    serve(client, "tverskaya", open_for=timedelta(hours=30))
+    w = client.world
+    with begin_write(client.app[ENGINE_KEY]) as conn:
+        conn.execute(sa.update(alerts).where(alerts.c.id == w.alerts["tverskaya"]).values(rule="shift_too_long"))
+    register = f"/registers/{w.registers['tverskaya']}"
+    link = f'href="{register}/actions/close_shift" class="close-shift-link"'
+    assert link in client.call("GET", register, who="moscow_op").text
+    assert link not in client.call("GET", register, who="viewer").text
 
 
 def test_confirm_then_status_history_and_a_refused_second_action(client: kit.Client) -> None:
