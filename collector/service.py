@@ -344,7 +344,10 @@ class CollectorService:
             on_changed = _fan_out(self.evaluator.changed, feed)
             actions_changed = _registers_only(feed)
         # Remote actions the web tier requested: published on this process's broker connection.
-        self.actions = ActionDispatcher(self.engine, self.consumer.publish, on_changed=actions_changed)
+        self.actions = ActionDispatcher(
+            self.engine, self.consumer.publish, on_changed=actions_changed,
+            count=lambda outcome, n: self.metrics.actions.labels(outcome).inc(n),
+        )
         self.writer = IngestWriter(
             self.engine,
             self.consumer,

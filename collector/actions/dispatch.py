@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[str, bytes], bool]
 Changed = Callable[[Collection[str]], None]
+Count = Callable[[str, int], None]  # (outcome, how many): "sent" or "expired"
 
 
 def command_for(outgoing: store.Outgoing) -> CommandPayload:
@@ -51,12 +52,14 @@ class ActionDispatcher:
         *,
         period: float = 1.0,
         on_changed: Changed | None = None,
+        count: Count | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.engine = engine
         self.publish = publish
         self.period = period
         self.on_changed = on_changed
+        self.count = count
         self.clock = clock
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -80,6 +83,7 @@ class ActionDispatcher:
                     sent.append(row.register_id)
             log.info("action %s (%s) sent to %s for %s", row.id, row.action, row.agent_id, row.register_id)
         self._announce(sent)
+        self._count("sent", len(sent))
         return len(sent)
 
     def expire(self) -> int:
@@ -92,7 +96,12 @@ class ActionDispatcher:
         for row in expired:
             log.warning("action %s (%s) on %s expired without an answer", row.id, row.action, row.register_id)
         self._announce([row.register_id for row in expired])
+        self._count("expired", len(expired))
         return len(expired)
+
+    def _count(self, outcome: str, how_many: int) -> None:
+        if how_many and self.count is not None:
+            self.count(outcome, how_many)
 
     def _announce(self, register_ids: list[str]) -> None:
         if register_ids and self.on_changed is not None:

@@ -126,6 +126,9 @@ def test_an_unanswered_action_expires_and_is_never_sent_late(running: Any, mqtt_
         wait_for(lambda: status_of(running, fresh.id) == "sent", 10, "the fresh action to be sent")
         wait_for(lambda: agent.commands, 10, "the agent to get it")
         assert [c.id for c in agent.commands] == [fresh.id]
+        sample = running.metrics.registry.get_sample_value
+        counted = [sample("kassa_collector_register_actions_total", {"outcome": o}) for o in ("expired", "sent")]
+        assert counted == [1.0, 1.0]
     finally:
         agent.close()
 
