@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from protocol.mqtt.actions import READ_ONLY_ACTIONS, ActionName
+
 DEFAULT_CONFIG_PATH = Path("/etc/kassa-agent/agent.toml")
 CONFIG_PATH_ENV = "KASSA_AGENT_CONFIG"
 ENV_PREFIX = "KASSA_AGENT_"
@@ -150,6 +152,27 @@ class SupervisionConfig(_Section):
     healthy_after: float = Field(60.0, gt=0, description="a thread that ran this long starts a fresh count")
 
 
+class ActionsConfig(_Section):
+    """Which remote actions this register's PC lets the collector run (``[actions]``)."""
+
+    enabled: bool = Field(True, description="false: every remote action is refused")
+    allow: list[ActionName] = Field(
+        default_factory=lambda: sorted(READ_ONLY_ACTIONS),
+        description="actions allowed; default the read-only ones (check_now, x_report)",
+    )
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """The environment gives one string: ``KASSA_AGENT_ACTIONS_ALLOW=check_now,close_shift``."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def allows(self, action: ActionName) -> bool:
+        return self.enabled and action in self.allow
+
+
 class AgentConfig(_Section):
     agent_id: str
     devices: list[DeviceConfig] = Field(min_length=1)
@@ -157,6 +180,7 @@ class AgentConfig(_Section):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
+    actions: ActionsConfig = Field(default_factory=ActionsConfig)
     heartbeat: float = Field(60.0, gt=0, description="seconds between unchanged-state publishes")
     ack_mode: Literal["collector", "puback"] = "collector"
     health_file: Path | None = None
@@ -197,6 +221,8 @@ ENV_KEYS: dict[str, str] = {
     "HEALTH_FILE": "health_file",
     "LOG_FORMAT": "log_format",
     "LOG_LEVEL": "log_level",
+    "ACTIONS_ENABLED": "actions.enabled",
+    "ACTIONS_ALLOW": "actions.allow",
 }
 
 

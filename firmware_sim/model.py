@@ -99,13 +99,15 @@ class RegisterModel:
     cover_open: bool = False
     drawer_open: bool = False
     cashier: int = 1
+    clock_offset: timedelta = timedelta(0)  # set by the register's "set date/time" commands
+    x_reports: int = 0  # X-reports printed (they change no fiscal state)
     ofd_queue: deque[Document] = field(default_factory=deque)
     documents: deque[Document] = field(default_factory=lambda: deque(maxlen=DOCUMENT_HISTORY))
 
     # ----------------------------------------------------------------- derived, read-only views
 
     def now(self) -> datetime:
-        return self.clock()
+        return self.clock() + self.clock_offset
 
     def warnings(self) -> FnWarning:
         flags = FnWarning(0)
@@ -252,7 +254,20 @@ class RegisterModel:
         doc = self._make_document(FnDocumentType.SHIFT_CLOSE, for_shift_close=True)
         self.shift_open = False
         self.shift_opened_at = None
+        self.receipts_in_shift = 0
         return doc
+
+    def x_report(self) -> None:
+        """Print the shift's totals without closing it: no fiscal document, nothing changes."""
+        if self.receipt_open:
+            raise ReceiptState("receipt open")
+        self.x_reports += 1
+
+    def set_clock(self, when: datetime) -> None:
+        """The register's clock now reads ``when`` (local time); only with the shift closed."""
+        if self.shift_open:
+            raise ReceiptState("shift open")
+        self.clock_offset = when.replace(microsecond=0) - self.clock()
 
     def open_receipt(self, receipt_type: int = 0) -> None:
         if not self.shift_open:

@@ -13,6 +13,7 @@ an open shift is reported OPEN unless the register itself answers 136/240 ("shif
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -21,11 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
-from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
+from agent.drivers.errors import ChecksumError, DeviceRefused, DriverError, NoAnswer, ProtocolViolation
 from agent.drivers.link import ByteLink, LinkError
 from agent.drivers.machine import run_exchange
 from agent.drivers.slow_reads import SlowRead
-from protocol.kkt.atol.errors import SHIFT_EXPIRED_CODES, fn_result_code
+from protocol.kkt.atol.errors import NOT_IN_THIS_MODE, SHIFT_EXPIRED_CODES, SHIFT_OPEN, fn_result_code
 from protocol.kkt.atol.link import Deframer, LinkEvent
 from protocol.kkt.atol.link_v2 import V2HostExchange
 from protocol.kkt.atol.messages import (
@@ -33,6 +34,7 @@ from protocol.kkt.atol.messages import (
     CloseShift,
     Command,
     DeviceStatus,
+    EnterMode,
     GetDeviceStatus,
     GetDeviceType,
     GetFirmwareVersion,
@@ -44,9 +46,13 @@ from protocol.kkt.atol.messages import (
     GetFnStatus,
     GetFnValidity,
     GetStateCode,
+    LeaveMode,
     OpenReceipt,
     OpenShift,
+    PrintReport,
+    Reboot,
     RegisterItem,
+    SetDateTime,
     StateCode,
     encode_request,
 )
@@ -100,6 +106,7 @@ RESULT_TIMEOUTS: dict[bytes, float] = {
     OpenShift.CODE: 40.0,
     RegisterItem.CODE: 50.0,
     OpenReceipt.CODE: 10.0,
+    PrintReport.CODE: 40.0,
 }
 DEFAULT_RESULT_TIMEOUT = 10.0
 EXTRA_DOCUMENTS_IN_SHIFT = 32  # non-receipt FDs (corrections, reports) a shift may hold beyond its receipts
@@ -112,6 +119,9 @@ class AtolSession:
     protocol: ClassVar[str] = "atol"
     link_name: ClassVar[str] = "protocol v3"
     default_baudrates: ClassVar[tuple[int, ...]] = (115200, 57600, 38400, 19200, 9600, 256000, 128000)
+    # Refusals that mean "not with the shift as it is": 156 shift open, 102 not in this mode (a
+    # Z-report with no shift open; §3.4 lists no "shift closed" code), 136/240 past 24 h.
+    shift_state_errors: ClassVar[frozenset[int]] = frozenset((SHIFT_OPEN, NOT_IN_THIS_MODE, *SHIFT_EXPIRED_CODES))
 
     def __init__(
         self,
@@ -120,6 +130,7 @@ class AtolSession:
         timeout: float = 1.0,
         retries: int = 3,
         password: int = 0,
+        mode_password: int = 0,
         async_results: bool = False,
     ) -> None:
         """``async_results`` asks for every result asynchronously (ADD flag bit 2, specs §3.2);
@@ -129,6 +140,7 @@ class AtolSession:
         self.timeout = timeout
         self.retries = retries
         self.password = password
+        self.mode_password = mode_password  # 56h's password for the report/registration modes
         self._deframer = Deframer()
         self._pending: deque[LinkEvent] = deque()
         self._packet_ids = IdCounter()
@@ -254,6 +266,43 @@ class AtolSession:
         if failed.kind is FailureKind.REFUSED and failed.status is not None:
             return DeviceRefused(command.code, int(failed.status), failed.detail)
         return ProtocolViolation(f"{what}: {failed.detail}", f"is this an ATOL register speaking {self.link_name}?")
+
+    # ------------------------------------------------------------------ actions (agent.drivers.actions)
+
+    def x_report(self) -> None:
+        self._in_mode(EnterMode.X_REPORTS, PrintReport(PrintReport.DAILY))
+
+    def close_shift(self) -> None:
+        self._in_mode(EnterMode.Z_REPORTS, CloseShift())
+
+    def open_shift(self) -> None:
+        self._in_mode(EnterMode.REGISTRATION, OpenShift())
+
+    def set_datetime(self, when: datetime) -> None:
+        """EDh in the select mode (left from whatever mode the register was in)."""
+        self.execute(LeaveMode())
+        self.execute(SetDateTime(when))
+
+    def reboot(self) -> None:
+        self.execute(Reboot())
+
+    def _in_mode(self, mode: int, command: Command[Any]) -> None:
+        """ATOL's mode model (specs §3.4): select, enter the mode, run the command, leave it.
+        The mode is left after a refusal too, so the cashier's next sale works; after a lost link
+        nothing more is sent (the register may be gone)."""
+        self.execute(LeaveMode())
+        self.execute(EnterMode(mode, self.mode_password))
+        try:
+            self.execute(command)
+        except DeviceRefused:
+            self._leave_mode_quietly()
+            raise
+        self._leave_mode_quietly()
+
+    def _leave_mode_quietly(self) -> None:
+        """The command's own outcome is what counts: a failure to leave the mode does not undo it."""
+        with contextlib.suppress(DriverError, LinkError):
+            self.execute(LeaveMode())
 
     # ------------------------------------------------------------------ DriverSession
 

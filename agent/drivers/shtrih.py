@@ -12,6 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
+from agent.drivers.actions import ActionUnsupported
 from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
 from agent.drivers.link import ByteLink
 from agent.drivers.machine import HostMachine, run_exchange
@@ -30,7 +31,13 @@ from protocol.kkt.fn import (
 from protocol.kkt.handshake import Fail, FailureKind
 from protocol.kkt.shtrih import messages as msg
 from protocol.kkt.shtrih.altexchange import AltHostExchange, next_number
-from protocol.kkt.shtrih.errors import NOT_SUPPORTED, fn_result_code
+from protocol.kkt.shtrih.errors import (
+    NOT_IN_THIS_MODE,
+    NOT_SUPPORTED,
+    SHIFT_NOT_OPEN,
+    SHIFT_OVER_24H,
+    fn_result_code,
+)
 from protocol.kkt.shtrih.link import HostExchange
 from protocol.kkt.shtrih.status import Mode, cover_open, paper_present, shift_status_from_mode
 from protocol.kkt.state import DeviceState, FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
@@ -48,6 +55,7 @@ IDENTIFY_RETRIES = 1  # detect tries many ports and baud rates: give up on silen
 # Printing commands answer only after printing (specs §1.4: the PHP driver waits 60 s for a Z-report).
 ANSWER_TIMEOUTS: dict[int, float] = {
     msg.Z_REPORT.code: 60.0,
+    msg.X_REPORT.code: 60.0,
     msg.OPEN_SHIFT.code: 15.0,
     msg.CLOSE_RECEIPT.code: 5.0,
 }
@@ -58,6 +66,9 @@ class ShtrihSession:
 
     protocol: ClassVar[str] = "shtrih"
     default_baudrates: ClassVar[tuple[int, ...]] = (115200, 4800, 9600, 19200, 38400, 57600)
+    # Refusals that mean "not with the shift as it is": 3Dh shift not open, 73h not in this mode
+    # (mode 2/3 is an open shift, 4 a closed one), 4Eh the shift is past 24 h.
+    shift_state_errors: ClassVar[frozenset[int]] = frozenset((SHIFT_NOT_OPEN, NOT_IN_THIS_MODE, SHIFT_OVER_24H))
 
     def __init__(
         self, link: ByteLink, *, timeout: float = 1.0, retries: int = 3, password: int = msg.SYSADMIN_PASSWORD
@@ -165,6 +176,27 @@ class ShtrihSession:
                 fn_errors=sorted(set(self._fn_errors)),
             ),
         )
+
+    # ------------------------------------------------------------------ actions (agent.drivers.actions)
+
+    def x_report(self) -> None:
+        self.request(msg.X_REPORT, msg.PasswordRequest(self.password))
+
+    def close_shift(self) -> None:
+        self.request(msg.Z_REPORT, msg.PasswordRequest(self.password))
+
+    def open_shift(self) -> None:
+        self.request(msg.OPEN_SHIFT, msg.PasswordRequest(self.password))
+
+    def set_datetime(self, when: datetime) -> None:
+        """21h time, then 22h date and 23h confirming it: the register takes no date unconfirmed."""
+        self.request(msg.SET_TIME, msg.SetTimeRequest(when.time(), self.password))
+        day = msg.SetDateRequest(when.date(), self.password)
+        self.request(msg.SET_DATE, day)
+        self.request(msg.CONFIRM_DATE, day)
+
+    def reboot(self) -> None:
+        raise ActionUnsupported("в протоколе Штрих-М нет команды перезагрузки ККТ")
 
     # ------------------------------------------------------------------ commands
 

@@ -11,13 +11,16 @@ Rows are gathered per batch and written with one multi-row statement per table, 
   ``bulk.supersede_sessions``);
 * ``event``: event row; live link_lost/link_regained also set the register's link flag; an event
   without a register (outbox_gap, command_error) goes to ``agent_events``;
-* ``status``: agent online/offline, a death of an older session ignored by the storage.
+* ``status``: agent online/offline, a death of an older session ignored by the storage;
+* ``action_result`` events (live or replayed) also move their action's lifecycle
+  (``collector.actions.store.apply_results``) in the same transaction.
 
 Record times are stored on the collector's clock (``agent_clock.record_time``), never the agent's.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -26,6 +29,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from collector.actions.store import apply_results
 from collector.ingest import bulk
 from collector.ingest.agent_clock import record_time
 from collector.ingest.consumer import InboundMessage
@@ -42,6 +46,7 @@ from collector.storage.rows import (
 )
 from collector.storage.schema import agents, registers
 from protocol.kkt.state import RegisterState
+from protocol.mqtt.actions import ActionResult
 from protocol.mqtt.models import (
     BirthPayload,
     EventKind,
@@ -53,6 +58,8 @@ from protocol.mqtt.models import (
     StatusPayload,
 )
 from protocol.mqtt.topics import AgentTopic
+
+log = logging.getLogger(__name__)
 
 UNKNOWN_PROTOCOL = "unknown"  # placeholder until the register's first state names its protocol
 LINK_EVENTS = {EventKind.LINK_LOST: False, EventKind.LINK_REGAINED: True}
@@ -111,6 +118,7 @@ class _Gather:
         self.links: dict[str, tuple[tuple[int, int], bool, bool]] = {}
         self.seen: dict[str, tuple[datetime, int]] = {}
         self.statuses: list[tuple[str, StatusPayload, datetime]] = []
+        self.action_results: list[tuple[str, ActionResult, datetime]] = []
 
     def see(self, agent: str, at: datetime, session: int) -> None:
         previous = self.seen.get(agent)
@@ -172,6 +180,8 @@ class _Gather:
     def event(self, payload: EventPayload, received_at: datetime, *, live: bool, made_at: datetime) -> None:
         register_id = payload.register
         data = {"message": payload.message, **payload.data}
+        if payload.kind is EventKind.ACTION_RESULT:
+            self.action_result(payload, received_at)
         if register_id is None:
             self.agent_events.append(AgentEventRow(
                 agent_id=payload.agent, session=payload.session, seq=payload.seq, kind=payload.kind.value,
@@ -194,6 +204,14 @@ class _Gather:
         )
         if live and payload.kind in LINK_EVENTS:
             self.link(register_id, (payload.session, payload.seq), LINK_EVENTS[payload.kind])
+
+    def action_result(self, payload: EventPayload, received_at: datetime) -> None:
+        try:
+            result = ActionResult.model_validate(payload.data)
+        except ValueError as exc:  # the event is still stored; only the lifecycle cannot use it
+            log.warning("action_result from %s without a valid result: %s", payload.agent, exc)
+            return
+        self.action_results.append((payload.agent, result, received_at))
 
     def birth(self, payload: BirthPayload, received_at: datetime) -> None:
         for device in payload.devices:
@@ -346,5 +364,6 @@ def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCach
     links = {rid: up for rid, (_, up, from_state) in gather.links.items() if not from_state}
     bulk.set_links(conn, links)
     outcome.registers |= set(links)
+    outcome.registers |= apply_results(conn, gather.action_results)
     bulk.mark_agents_seen(conn, cache.seen_due({agent: seen for agent, seen in gather.seen.items() if seen[1] > 0}))
     return outcome

@@ -314,3 +314,33 @@ ingest_marks = sa.Table(
     sa.Column("session", sa.BigInteger, primary_key=True),
     sa.Column("max_seq", sa.BigInteger, nullable=False),
 )
+
+# Remote actions on a register (collector.actions): one row per command, its id the command id the
+# agent echoes. ``open_for`` holds the register id while the action is not final and NULL after,
+# so the unique constraint allows one unfinished action per register even under concurrent requests.
+register_actions = sa.Table(
+    "register_actions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    _tenant_column(),
+    sa.Column("register_id", sa.String(100), _register_fk(), nullable=False),
+    sa.Column("agent_id", sa.String(100), nullable=True),  # NULL: refused by the collector, never sent
+    sa.Column("action", sa.String(30), nullable=False),
+    sa.Column("args", json_document(), nullable=False),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("requested_by_id", sa.Integer, nullable=True),
+    sa.Column("requested_at", UtcDateTime, nullable=False),
+    # On the collector's clock; the command carries it shifted by the agent's measured clock error.
+    sa.Column("deadline", UtcDateTime, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("code", sa.Integer, nullable=True),
+    sa.Column("meaning", sa.Text, nullable=True),
+    sa.Column("reason", sa.String(64), nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("bulk_id", sa.String(64), nullable=True),
+    sa.Column("open_for", sa.String(100), nullable=True),
+    sa.UniqueConstraint("open_for"),
+    sa.Index(None, "register_id", "requested_at"),
+    sa.Index(None, "status", "deadline"),
+    sa.Index(None, "bulk_id"),
+)

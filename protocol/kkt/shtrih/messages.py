@@ -8,8 +8,8 @@ and encodes answers, through the same code. ФН (FFxx) answers reuse ``protocol
 Answers are decoded tolerantly: trailing bytes newer firmware appends are ignored.
 
 Sections follow the command groups of specs §1.4: status (10h/11h), identity (0Fh/1Fh/FCh),
-FN commands (FFxx) and changing state, after the primitive fields and what they all share;
-the registry closes the module.
+FN commands (FFxx), changing state and the remote actions (40h X-report, 21h/22h/23h clock,
+specs §6a), after the primitive fields and what they all share; the registry closes the module.
 """
 
 from __future__ import annotations
@@ -536,7 +536,7 @@ class UnconfirmedCount:
 
 @dataclass(frozen=True, slots=True)
 class OperatorAnswer:
-    """E0h/41h/8Dh/80h/88h: the operator number; some firmware sends ERR alone."""
+    """E0h/40h/41h/8Dh/80h/88h: the operator number; some firmware sends ERR alone."""
 
     operator: int | None = None
 
@@ -643,6 +643,65 @@ class CloseReceiptAnswer:
 
 
 # ---------------------------------------------------------------------------------------------
+# Remote actions: 40h X-report and the clock, 21h set time, 22h set date, 23h confirm date
+# (specs §6a). 22h only proposes a date; the register applies it when 23h repeats it.
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimeRequest:
+    """21h: password(4) + hh mm ss, binary (the KKT time layout of 11h)."""
+
+    value: time
+    password: int = SYSADMIN_PASSWORD
+
+    def encode(self) -> bytes:
+        return _uint(self.password, 4, "password") + bytes((self.value.hour, self.value.minute, self.value.second))
+
+    @classmethod
+    def decode(cls, data: bytes) -> SetTimeRequest:
+        reader = _Reader(data, "set time request")
+        password = reader.uint(4)
+        hour, minute, second = reader.take(3)
+        try:
+            return cls(time(hour, minute, second), password)
+        except ValueError as exc:
+            raise DecodeError(f"set time: {hour:02}:{minute:02}:{second:02} is not a time") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class SetDateRequest:
+    """22h (set) and 23h (confirm): password(4) + DD MM YY, binary."""
+
+    value: date
+    password: int = SYSADMIN_PASSWORD
+
+    def encode(self) -> bytes:
+        return _uint(self.password, 4, "password") + _encode_dmy(self.value)
+
+    @classmethod
+    def decode(cls, data: bytes) -> SetDateRequest:
+        reader = _Reader(data, "set date request")
+        password = reader.uint(4)
+        raw = reader.take(3)
+        value = _decode_dmy(raw)
+        if value is None:
+            raise DecodeError(f"set date: {raw.hex(' ')} is not a DD MM YY date")
+        return cls(value, password)
+
+
+@dataclass(frozen=True, slots=True)
+class NoAnswerData:
+    """21h/22h/23h: the answer is the error byte alone."""
+
+    def encode(self) -> bytes:
+        return b""
+
+    @classmethod
+    def decode(cls, data: bytes) -> NoAnswerData:
+        return cls()
+
+
+# ---------------------------------------------------------------------------------------------
 # The registry: one Command per code, grouped as the sections above.
 
 
@@ -739,6 +798,12 @@ SALE = Command(0x80, "sale", SaleRequest, OperatorAnswer)
 CLOSE_RECEIPT = Command(0x85, "close receipt", CloseReceiptRequest, CloseReceiptAnswer)
 CANCEL_RECEIPT = Command(0x88, "cancel receipt", PasswordRequest, OperatorAnswer)
 
+# Remote actions.
+X_REPORT = Command(0x40, "X-report", PasswordRequest, OperatorAnswer)
+SET_TIME = Command(0x21, "set time", SetTimeRequest, NoAnswerData)
+SET_DATE = Command(0x22, "set date", SetDateRequest, NoAnswerData)
+CONFIRM_DATE = Command(0x23, "confirm date", SetDateRequest, NoAnswerData)
+
 COMMANDS: dict[int, Command[Any, Any]] = {
     command.code: command
     for command in (
@@ -763,6 +828,10 @@ COMMANDS: dict[int, Command[Any, Any]] = {
         CLOSE_RECEIPT,
         CANCEL_RECEIPT,
         READ_TABLE,
+        X_REPORT,
+        SET_TIME,
+        SET_DATE,
+        CONFIRM_DATE,
     )
 }
 
