@@ -134,9 +134,10 @@ class DeviceWorker:
         outcome: ActionOutcome = perform(action, local_now)
         return outcome
 
-    def poll_now(self) -> None:
+    def poll_now(self) -> str | None:
         self._poll_now = True
         self.poll_once()
+        return None if self.link_up else self.error or "no answer"
 
     def _run_jobs(self) -> bool:
         """Run the submitted jobs; True if any ran (each polls after touching the register)."""

@@ -21,7 +21,7 @@ from agent.runtime import AgentRuntime
 from firmware_sim.action_faults import SimAction
 from firmware_sim.clock import ManualClock
 from firmware_sim.devices import make_device
-from firmware_sim.hosts import install_sim_url_handler, register_sim, unregister_sim
+from firmware_sim.hosts import SimRegistration, install_sim_url_handler, register_sim, unregister_sim
 from firmware_sim.model import RegisterModel
 from protocol.kkt.state import ShiftStatus
 from protocol.mqtt.actions import FINAL_STATUSES, ActionName, ActionResult
@@ -50,6 +50,7 @@ class Rig:
     recorder: Any
     agent: AgentRuntime
     protocol: str
+    registration: SimRegistration
 
     def send(self, action: str, *, command_id: str | None = None, deadline: datetime | None = None,
              register: str | None = REGISTER) -> str:  # fmt: skip
@@ -103,7 +104,7 @@ def make_rig(mqtt_broker: Any, mqtt_recorder: Callable[..., Any], tmp_path: Path
         model = model or RegisterModel(clock=ManualClock(datetime.now().replace(microsecond=0)))
         device = make_device(protocol, model)
         name = f"act-{uuid.uuid4().hex[:8]}"
-        register_sim(name, device)
+        registration = register_sim(name, device)
         recorder = mqtt_recorder([f"{TOPIC_ROOT}/{AGENT}/#"], client_id=f"rec-{name}")
         config = load_config(None, env={}, overrides={
             "agent_id": AGENT,
@@ -117,7 +118,7 @@ def make_rig(mqtt_broker: Any, mqtt_recorder: Callable[..., Any], tmp_path: Path
         agent = AgentRuntime(config)
         agent.start()
         made.append((agent, name))
-        rig = Rig(model, device, recorder, agent, protocol)
+        rig = Rig(model, device, recorder, agent, protocol, registration)
         recorder.wait_for(lambda _: rig.states(), 15)  # the register is polled: commands find it known
         return rig
 
@@ -233,6 +234,16 @@ def test_remote_actions_switched_off_refuse_even_check_now(make_rig: Callable[..
 
     assert (refused.status, refused.reason) == ("refused", "policy")
     assert refused.meaning and "enabled = false" in refused.meaning
+
+
+def test_check_now_on_a_register_that_does_not_answer_fails(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig("shtrih")
+    rig.registration.unplug()
+
+    result = rig.final(rig.send("check_now"))
+
+    assert (result.status, result.reason) == ("failed", "link_lost")
+    assert result.meaning and result.meaning.startswith("ККТ не отвечает")
 
 
 def test_an_unknown_register_is_refused(make_rig: Callable[..., Rig]) -> None:
