@@ -129,7 +129,10 @@ class ActionRunner:
         text = f"{ACTION_LABELS[result.action]}: {_STATUS_TEXT[result.status]}"
         if result.meaning and result.status != "accepted":
             text += f" — {result.meaning}"
-        self.host.emit_event(register, EventKind.ACTION_RESULT, text, result.model_dump(mode="json"))
+        # A register that is not this agent's is answered on the agent's own event topic, so no
+        # result ever appears under a register id the agent does not report.
+        ours = register if self._worker(register) is not None else None
+        self.host.emit_event(ours, EventKind.ACTION_RESULT, text, result.model_dump(mode="json"))
 
 
 def _result(

@@ -213,6 +213,20 @@ def test_the_same_command_delivered_twice_runs_once_and_both_are_answered(
     assert rig.model.shift_open and rig.model.last_fd_number == fd + 2  # only the shift opened above
 
 
+def test_a_repeat_arriving_while_the_first_runs_is_answered_and_not_run(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig("atol", actions={"allow": EVERY_ACTION})
+    _shift_open(rig.model)
+    fd = rig.model.last_fd_number
+
+    command_id = rig.send("close_shift")
+    rig.send("close_shift", command_id=command_id)  # back to back: the broker delivered it twice
+
+    assert rig.final(command_id).status == "done"
+    rig.recorder.wait_for(lambda _: len(rig.results(command_id)) >= 3)  # accepted, the repeat's answer, done
+    assert {r.status for r in rig.results(command_id)} == {"accepted", "done"}
+    assert rig.model.last_fd_number == fd + 1
+
+
 def test_the_local_policy_refuses_with_the_setting_to_change(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig("shtrih")  # no [actions]: only the read-only ones
     _shift_open(rig.model)
@@ -249,10 +263,13 @@ def test_check_now_on_a_register_that_does_not_answer_fails(make_rig: Callable[.
 def test_an_unknown_register_is_refused(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig("shtrih", actions={"allow": EVERY_ACTION})
 
-    refused = rig.final(rig.send("x_report", register="kkt-elsewhere"))
+    command_id = rig.send("x_report", register="kkt-elsewhere")
+    refused = rig.final(command_id)
 
     assert (refused.status, refused.reason) == ("refused", "unknown_register")
     assert rig.model.x_reports == 0
+    answer = next(e for e in rig.events(EventKind.ACTION_RESULT) if e.data["id"] == command_id)
+    assert answer.register is None  # on the agent's topic, not under a register it does not report
 
 
 @pytest.mark.parametrize("protocol", ["shtrih", "atol"])
