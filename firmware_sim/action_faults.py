@@ -57,15 +57,19 @@ class ActionFaults:
             self._drops.setdefault(action, deque()).append(LinkDrop(seconds, execute))
         return self
 
-    def take_refusal(self, action: SimAction) -> int | None:
+    def before_action(self, action: SimAction, outage: LinkOutage) -> int | None:
+        """Apply what is scripted for ``action`` as the register starts it: the error code to refuse
+        it with, or None. A link drop starts ``outage``; its ``request_lost`` then tells the device
+        to skip the action (the request never arrived) rather than carry it out unanswered."""
         with self._lock:
-            queue = self._refusals.get(action)
-            return queue.popleft() if queue else None
-
-    def take_drop(self, action: SimAction) -> LinkDrop | None:
-        with self._lock:
-            queue = self._drops.get(action)
-            return queue.popleft() if queue else None
+            refusals, drops = self._refusals.get(action), self._drops.get(action)
+            if refusals:
+                return refusals.popleft()
+            drop = drops.popleft() if drops else None
+        if drop is not None:
+            outage.begin(drop.seconds, swallow_answer=True)
+            outage.request_lost = not drop.execute
+        return None
 
 
 class LinkOutage:
@@ -76,6 +80,7 @@ class LinkOutage:
         self._from = 0.0
         self._until = 0.0
         self._swallow = False
+        self.request_lost = False  # the request that started the outage never reached the register
 
     def begin(self, seconds: float, *, swallow_answer: bool, after: float = 0.0) -> None:
         """Silent for ``seconds``, starting ``after`` seconds from now. ``swallow_answer`` loses the
@@ -98,3 +103,8 @@ class LinkOutage:
         """What leaves the device of ``answer``, made by the request that may have started an outage."""
         swallow, self._swallow = self._swallow, False
         return b"" if swallow else answer
+
+    def take_request_lost(self) -> bool:
+        """True once after a lost request: the device's link layer must keep no answer to it."""
+        lost, self.request_lost = self.request_lost, False
+        return lost
