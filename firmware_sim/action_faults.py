@@ -57,6 +57,24 @@ class ActionFaults:
             self._drops.setdefault(action, deque()).append(LinkDrop(seconds, execute))
         return self
 
+    def add_spec(self, spec: str) -> ActionFaults:
+        """``kassa-sim --action-fault``: ``ACTION:refuse:CODE`` (decimal or 0x..) or
+        ``ACTION:drop:SECONDS[:lost]`` (``lost``: the request never reaches the register)."""
+        parts = spec.strip().split(":")
+        try:
+            action = SimAction(parts[0])
+        except ValueError:
+            known = ", ".join(a.value for a in SimAction)
+            raise ValueError(f"action fault {spec!r}: unknown action {parts[0]!r} (known: {known})") from None
+        try:
+            if len(parts) == 3 and parts[1] == "refuse":
+                return self.refuse_next(action, int(parts[2], 0))
+            if len(parts) in (3, 4) and parts[1] == "drop" and parts[3:] in ([], ["lost"]):
+                return self.drop_link_during(action, float(parts[2]), execute=len(parts) == 3)
+        except ValueError as exc:
+            raise ValueError(f"action fault {spec!r}: {exc}") from None
+        raise ValueError(f"action fault {spec!r}: expected ACTION:refuse:CODE or ACTION:drop:SECONDS[:lost]")
+
     def before_action(self, action: SimAction, outage: LinkOutage) -> int | None:
         """Apply what is scripted for ``action`` as the register starts it: the error code to refuse
         it with, or None. A link drop starts ``outage``; its ``request_lost`` then tells the device
