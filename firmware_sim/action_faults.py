@@ -57,15 +57,37 @@ class ActionFaults:
             self._drops.setdefault(action, deque()).append(LinkDrop(seconds, execute))
         return self
 
-    def take_refusal(self, action: SimAction) -> int | None:
-        with self._lock:
-            queue = self._refusals.get(action)
-            return queue.popleft() if queue else None
+    def add_spec(self, spec: str) -> ActionFaults:
+        """``kassa-sim --action-fault``: ``ACTION:refuse:CODE`` (decimal or 0x..) or
+        ``ACTION:drop:SECONDS[:lost]`` (``lost``: the request never reaches the register)."""
+        parts = spec.strip().split(":")
+        try:
+            action = SimAction(parts[0])
+        except ValueError:
+            known = ", ".join(a.value for a in SimAction)
+            raise ValueError(f"action fault {spec!r}: unknown action {parts[0]!r} (known: {known})") from None
+        try:
+            if len(parts) == 3 and parts[1] == "refuse":
+                return self.refuse_next(action, int(parts[2], 0))
+            if len(parts) in (3, 4) and parts[1] == "drop" and parts[3:] in ([], ["lost"]):
+                return self.drop_link_during(action, float(parts[2]), execute=len(parts) == 3)
+        except ValueError as exc:
+            raise ValueError(f"action fault {spec!r}: {exc}") from None
+        raise ValueError(f"action fault {spec!r}: expected ACTION:refuse:CODE or ACTION:drop:SECONDS[:lost]")
 
-    def take_drop(self, action: SimAction) -> LinkDrop | None:
+    def before_action(self, action: SimAction, outage: LinkOutage) -> int | None:
+        """Apply what is scripted for ``action`` as the register starts it: the error code to refuse
+        it with, or None. A link drop starts ``outage``; its ``request_lost`` then tells the device
+        to skip the action (the request never arrived) rather than carry it out unanswered."""
         with self._lock:
-            queue = self._drops.get(action)
-            return queue.popleft() if queue else None
+            refusals, drops = self._refusals.get(action), self._drops.get(action)
+            if refusals:
+                return refusals.popleft()
+            drop = drops.popleft() if drops else None
+        if drop is not None:
+            outage.begin(drop.seconds, swallow_answer=True)
+            outage.request_lost = not drop.execute
+        return None
 
 
 class LinkOutage:
@@ -76,6 +98,7 @@ class LinkOutage:
         self._from = 0.0
         self._until = 0.0
         self._swallow = False
+        self.request_lost = False  # the request that started the outage never reached the register
 
     def begin(self, seconds: float, *, swallow_answer: bool, after: float = 0.0) -> None:
         """Silent for ``seconds``, starting ``after`` seconds from now. ``swallow_answer`` loses the
@@ -98,3 +121,8 @@ class LinkOutage:
         """What leaves the device of ``answer``, made by the request that may have started an outage."""
         swallow, self._swallow = self._swallow, False
         return b"" if swallow else answer
+
+    def take_request_lost(self) -> bool:
+        """True once after a lost request: the device's link layer must keep no answer to it."""
+        lost, self.request_lost = self.request_lost, False
+        return lost

@@ -118,7 +118,6 @@ class AtolDevice:
         self.commands_executed = 0
         self.reboots = 0
         self._rebooting = False
-        self._request_lost = False  # a scripted drop before the request arrived: forget it
         self.reboot_seconds = REBOOT_SECONDS
         self.action_faults = ActionFaults()
         self.outage = LinkOutage()
@@ -166,8 +165,7 @@ class AtolDevice:
 
     def _forget_lost_request(self) -> None:
         """A request lost on the line leaves no task (or v2 answer) for the host to fetch later."""
-        if self._request_lost:
-            self._request_lost = False
+        if self.outage.take_request_lost():
             self._deframer.reset()
             self._tasks.reset()
 
@@ -196,8 +194,12 @@ class AtolDevice:
         self.commands_executed += 1
         try:
             action = _ACTIONS.get(type(command))
-            if action is not None and not self._scripted_fault(action):
-                return TaskResult(False, command.encode_error(atol_errors.NOT_IN_THIS_MODE))  # never leaves
+            if action is not None:
+                code = self.action_faults.before_action(action, self.outage)
+                if code is not None:
+                    raise _Refused(code)
+                if self.outage.request_lost:
+                    return TaskResult(False, command.encode_error(atol_errors.NOT_IN_THIS_MODE))  # never leaves
             answer = self._handlers[type(command)](command)
             return TaskResult(True, command.encode_answer(answer))
         except _Refused as exc:
@@ -205,18 +207,6 @@ class AtolDevice:
         except EncodeError:
             # A model value the wire format cannot carry: answer "wrong FN state" rather than die.
             return TaskResult(False, command.encode_error(atol_errors.WRONG_FN_STATE))
-
-    def _scripted_fault(self, action: SimAction) -> bool:
-        """Apply what a test scripted for ``action``; False when the action must not run."""
-        code = self.action_faults.take_refusal(action)
-        if code is not None:
-            raise _Refused(code)
-        drop = self.action_faults.take_drop(action)
-        if drop is None:
-            return True
-        self.outage.begin(drop.seconds, swallow_answer=True)
-        self._request_lost = not drop.execute
-        return drop.execute
 
     def _device_status(self) -> DeviceStatus:
         m = self.model
@@ -390,8 +380,7 @@ class AtolV2Device(AtolDevice):
                 out += self._v2.answer(self._execute(action.payload).answer)
             else:
                 out += action.data
-        if self._request_lost:
-            self._request_lost = False
+        if self.outage.take_request_lost():
             self._v2.reset()
         return self.outage.outgoing(bytes(out))
 

@@ -82,7 +82,6 @@ class ShtrihDevice:
         self.action_faults = ActionFaults()
         self.outage = LinkOutage()
         self._pending_date: date | None = None  # 22h proposes a date, 23h confirms it
-        self._request_lost = False  # a scripted drop before the request arrived: forget it
         self._handlers: dict[int, Callable[[Any], msg.Message]] = {
             msg.SHORT_STATUS.code: self._short_status,
             msg.FULL_STATUS.code: self._full_status,
@@ -125,8 +124,7 @@ class ShtrihDevice:
                 out += link.answer(self.execute(action.payload))
             else:
                 out += action.data
-        if self._request_lost:
-            self._request_lost = False
+        if self.outage.take_request_lost():
             self._link.reset()  # it never arrived: no answer is kept for the host to fetch later
             self._alt_link.reset()
         return self.outage.outgoing(bytes(out))
@@ -171,25 +169,17 @@ class ShtrihDevice:
         try:
             self._check_access(command.code, request)
             action = _ACTIONS.get(command.code)
-            if action is not None and not self._scripted_fault(action):
-                return command.encode_error(err.NOT_IN_THIS_MODE)  # never leaves: the link dropped first
+            if action is not None:
+                code = self.action_faults.before_action(action, self.outage)
+                if code is not None:
+                    raise _Refused(code)
+                if self.outage.request_lost:
+                    return command.encode_error(err.NOT_IN_THIS_MODE)  # never leaves: the link dropped first
             return command.encode_answer(self._handlers[command.code](request))
         except _Refused as refused:
             return command.encode_error(refused.code)
         except FiscalRefused as refused:
             return command.encode_error(self._fiscal_error(command.code, refused.code))
-
-    def _scripted_fault(self, action: SimAction) -> bool:
-        """Apply what a test scripted for ``action``; False when the action must not run."""
-        code = self.action_faults.take_refusal(action)
-        if code is not None:
-            raise _Refused(code)
-        drop = self.action_faults.take_drop(action)
-        if drop is None:
-            return True
-        self.outage.begin(drop.seconds, swallow_answer=True)
-        self._request_lost = not drop.execute
-        return drop.execute
 
     def _check_access(self, code: int, request: object) -> None:
         password = getattr(request, "password", None)

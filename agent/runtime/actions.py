@@ -43,6 +43,7 @@ _STATUS_TEXT: Final[dict[str, str]] = {
     "expired": "срок истёк, не выполнялось",
 }
 _LINK_LOST = "связь с ККТ прервалась во время действия; выполнено ли оно, покажет состояние кассы"
+_NO_ANSWER = "ККТ не отвечает"
 _INTERRUPTED = "агент остановился во время действия; выполнено ли оно, покажет состояние кассы"
 
 
@@ -111,8 +112,9 @@ class ActionRunner:
             self._finish(command.register, _expired(command, action))
             return
         if action is ActionName.CHECK_NOW:
-            device.poll_now()
-            self._finish(command.register, _result(command.id, action, "done"))
+            error = device.poll_now()
+            outcome = ActionOutcome(OutcomeKind.LINK_LOST, meaning=error) if error else ActionOutcome(OutcomeKind.DONE)
+            self._finish(command.register, _from_outcome(command.id, action, outcome))
             return
         log.info("running action %s (%s) on %s", action, command.id, command.register)
         outcome = device.perform(action, now.astimezone().replace(tzinfo=None))  # registers keep local time
@@ -127,7 +129,10 @@ class ActionRunner:
         text = f"{ACTION_LABELS[result.action]}: {_STATUS_TEXT[result.status]}"
         if result.meaning and result.status != "accepted":
             text += f" — {result.meaning}"
-        self.host.emit_event(register, EventKind.ACTION_RESULT, text, result.model_dump(mode="json"))
+        # A register that is not this agent's is answered on the agent's own event topic, so no
+        # result ever appears under a register id the agent does not report.
+        ours = register if self._worker(register) is not None else None
+        self.host.emit_event(ours, EventKind.ACTION_RESULT, text, result.model_dump(mode="json"))
 
 
 def _result(
@@ -155,5 +160,7 @@ def _from_outcome(command_id: str, action: ActionName, outcome: ActionOutcome) -
         return _result(command_id, action, "done")
     meaning = outcome.meaning
     if outcome.kind is OutcomeKind.LINK_LOST:
-        meaning = f"{_LINK_LOST} ({outcome.meaning})" if outcome.meaning else _LINK_LOST
+        # A poll changes nothing on the register: only an action leaves its outcome in doubt.
+        lead = _NO_ANSWER if action is ActionName.CHECK_NOW else _LINK_LOST
+        meaning = f"{lead} ({outcome.meaning})" if outcome.meaning else lead
     return _result(command_id, action, "failed", reason=str(outcome.kind), code=outcome.code, meaning=meaning)

@@ -15,6 +15,7 @@ from protocol.mqtt.models import CommandPayload, EventKind, decode
 from protocol.mqtt.topics import cmd_topic
 
 log = logging.getLogger(__name__)
+_ACTION_NAMES = frozenset(ActionName)
 
 
 class CommandHandler:
@@ -64,7 +65,7 @@ class CommandHandler:
         elif command.cmd == "poll-now":
             for worker in self.host.workers:
                 worker.request_poll()
-        elif command.cmd in ActionName.__members__.values():
+        elif command.cmd in _ACTION_NAMES:
             self.actions.handle(command, ActionName(command.cmd))
         else:
             self.host.emit_event(

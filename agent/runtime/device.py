@@ -138,28 +138,33 @@ class DeviceWorker:
         outcome: ActionOutcome = perform(action, local_now)
         return outcome
 
-    def poll_now(self) -> None:
+    def poll_now(self) -> str | None:
         self._poll_now = True
         self.poll_once()
+        return None if self.link_up else self.error or "no answer"
 
-    def _run_jobs(self) -> None:
+    def _run_jobs(self) -> bool:
+        """Run the submitted jobs; True if any ran (each polls after touching the register)."""
+        ran = False
         while not self.runtime.stopping.is_set():
             try:
                 job = self._jobs.get_nowait()
             except queue.Empty:
-                return
+                break
+            ran = True
             try:
                 job(self)
             except Exception:
                 log.exception("device worker %s: a submitted job failed", self.register_id)
+        return ran
 
     def _run(self) -> None:
         stopping = self.runtime.stopping
         while not stopping.is_set():
             started = time.monotonic()
-            self._run_jobs()
             try:
-                self.poll_once()
+                if not self._run_jobs():
+                    self.poll_once()
             except Exception:
                 log.exception("device worker %s: unexpected error", self.register_id)
             self.runtime.write_health()

@@ -25,8 +25,8 @@ class DeviceAccess(Protocol):
 
     def perform(self, action: ActionName, local_now: datetime) -> ActionOutcome: ...
 
-    def poll_now(self) -> None:
-        """Poll at once and publish the state even if nothing changed."""
+    def poll_now(self) -> str | None:
+        """Poll at once and publish the state even if nothing changed; the error if it failed."""
         ...
 
 

@@ -21,7 +21,7 @@ from agent.runtime import AgentRuntime
 from firmware_sim.action_faults import SimAction
 from firmware_sim.clock import ManualClock
 from firmware_sim.devices import make_device
-from firmware_sim.hosts import install_sim_url_handler, register_sim, unregister_sim
+from firmware_sim.hosts import SimRegistration, install_sim_url_handler, register_sim, unregister_sim
 from firmware_sim.model import RegisterModel
 from protocol.kkt.state import ShiftStatus
 from protocol.mqtt.actions import FINAL_STATUSES, ActionName, ActionResult
@@ -50,6 +50,7 @@ class Rig:
     recorder: Any
     agent: AgentRuntime
     protocol: str
+    registration: SimRegistration
 
     def send(self, action: str, *, command_id: str | None = None, deadline: datetime | None = None,
              register: str | None = REGISTER) -> str:  # fmt: skip
@@ -103,7 +104,7 @@ def make_rig(mqtt_broker: Any, mqtt_recorder: Callable[..., Any], tmp_path: Path
         model = model or RegisterModel(clock=ManualClock(datetime.now().replace(microsecond=0)))
         device = make_device(protocol, model)
         name = f"act-{uuid.uuid4().hex[:8]}"
-        register_sim(name, device)
+        registration = register_sim(name, device)
         recorder = mqtt_recorder([f"{TOPIC_ROOT}/{AGENT}/#"], client_id=f"rec-{name}")
         config = load_config(None, env={}, overrides={
             "agent_id": AGENT,
@@ -117,7 +118,7 @@ def make_rig(mqtt_broker: Any, mqtt_recorder: Callable[..., Any], tmp_path: Path
         agent = AgentRuntime(config)
         agent.start()
         made.append((agent, name))
-        rig = Rig(model, device, recorder, agent, protocol)
+        rig = Rig(model, device, recorder, agent, protocol, registration)
         recorder.wait_for(lambda _: rig.states(), 15)  # the register is polled: commands find it known
         return rig
 
@@ -212,6 +213,20 @@ def test_the_same_command_delivered_twice_runs_once_and_both_are_answered(
     assert rig.model.shift_open and rig.model.last_fd_number == fd + 2  # only the shift opened above
 
 
+def test_a_repeat_arriving_while_the_first_runs_is_answered_and_not_run(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig("atol", actions={"allow": EVERY_ACTION})
+    _shift_open(rig.model)
+    fd = rig.model.last_fd_number
+
+    command_id = rig.send("close_shift")
+    rig.send("close_shift", command_id=command_id)  # back to back: the broker delivered it twice
+
+    assert rig.final(command_id).status == "done"
+    rig.recorder.wait_for(lambda _: len(rig.results(command_id)) >= 3)  # accepted, the repeat's answer, done
+    assert {r.status for r in rig.results(command_id)} == {"accepted", "done"}
+    assert rig.model.last_fd_number == fd + 1
+
+
 def test_the_local_policy_refuses_with_the_setting_to_change(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig("shtrih")  # no [actions]: only the read-only ones
     _shift_open(rig.model)
@@ -235,13 +250,26 @@ def test_remote_actions_switched_off_refuse_even_check_now(make_rig: Callable[..
     assert refused.meaning and "enabled = false" in refused.meaning
 
 
+def test_check_now_on_a_register_that_does_not_answer_fails(make_rig: Callable[..., Rig]) -> None:
+    rig = make_rig("shtrih")
+    rig.registration.unplug()
+
+    result = rig.final(rig.send("check_now"))
+
+    assert (result.status, result.reason) == ("failed", "link_lost")
+    assert result.meaning and result.meaning.startswith("ККТ не отвечает")
+
+
 def test_an_unknown_register_is_refused(make_rig: Callable[..., Rig]) -> None:
     rig = make_rig("shtrih", actions={"allow": EVERY_ACTION})
 
-    refused = rig.final(rig.send("x_report", register="kkt-elsewhere"))
+    command_id = rig.send("x_report", register="kkt-elsewhere")
+    refused = rig.final(command_id)
 
     assert (refused.status, refused.reason) == ("refused", "unknown_register")
     assert rig.model.x_reports == 0
+    answer = next(e for e in rig.events(EventKind.ACTION_RESULT) if e.data["id"] == command_id)
+    assert answer.register is None  # on the agent's topic, not under a register it does not report
 
 
 @pytest.mark.parametrize("protocol", ["shtrih", "atol"])

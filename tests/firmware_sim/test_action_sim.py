@@ -174,3 +174,17 @@ def test_atol_reboot_answers_drops_off_then_comes_back_in_the_select_mode(atol: 
         session.execute(GetDeviceStatus())
     time.sleep(0.6)
     assert session.execute(GetDeviceStatus()).mode == 0 and device.reboots == 1
+
+
+def test_action_faults_from_the_command_line_spec(capsys: pytest.CaptureFixture[str]) -> None:
+    from firmware_sim.cli import main
+
+    device = ShtrihDevice(_model())
+    device.model.open_shift()
+    device.action_faults.add_spec("z_report:refuse:0x6B").add_spec("open_shift:drop:0.2:lost")
+    assert _refusal(_run(device, msg.Z_REPORT, msg.PasswordRequest())) == err.NO_RECEIPT_PAPER
+    for bad in ("z_report", "coffee:refuse:1", "z_report:refuse:x", "x_report:drop:1:maybe", "reboot:drop:0"):
+        with pytest.raises(ValueError, match="action fault"):
+            ActionFaults().add_spec(bad)
+    assert main(["--action-fault", "z_report:explode"]) == 2
+    assert "expected ACTION:refuse:CODE" in capsys.readouterr().err
