@@ -8,12 +8,19 @@ the last document number are read by no rule. Everything else of ``RuleInput`` (
 state, agent and link status, contract, zone) must be equal, field by field, for the verdict to be
 equal at the same ``now``. Time moving on is the periodic sweep's job, exactly as for a register
 that sends nothing.
+
+The times in the key (the register clock's offset, when the agent was last seen or the state
+arrived) only ever move a little between two polls, and every rule reads them against thresholds
+of minutes or more. :func:`same_verdict` lets each drift by up to ``DRIFT`` since the last
+evaluation: as if that evaluation ran a few seconds later, which the sweep period (15 s) already
+allows for every time-driven verdict. Without it a register's clock offset and last-seen time,
+which move with every message, would make every message an evaluation.
 """
 
 from __future__ import annotations
 
-from dataclasses import fields
-from datetime import UTC, timedelta
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from collector.alerts import RuleInput
@@ -22,9 +29,20 @@ from protocol.kkt.state import RegisterState
 
 # Read by no rule (see above); the shift's receipts likewise.
 _RULE_BLIND = frozenset({"read_at", "register_clock", "last_fd_number", "shift"})
-# RuleInput fields compared as they are; ``now``, ``state`` and the poll and arrival times are reduced.
-_REDUCED = {"now", "state", "state_received_at", "polled_at"}
+# RuleInput fields compared as they are; ``now``, ``state``, the poll, arrival and last-seen times are reduced.
+_REDUCED = {"now", "state", "state_received_at", "polled_at", "agent_last_seen"}
 _PLAIN_FIELDS = tuple(f.name for f in fields(RuleInput) if f.name not in _REDUCED)
+DRIFT = timedelta(seconds=5)  # how far the key's times may move before an evaluation is due again
+
+Instant = datetime | timedelta | None
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInputsKey:
+    """``exact`` must be equal; ``times`` (last seen, arrival, register clock offset) may drift (``same_verdict``)."""
+
+    exact: tuple[Any, ...]
+    times: tuple[Instant, Instant, Instant]
 
 
 def _projected(state: RegisterState) -> tuple[Any, ...]:
@@ -40,13 +58,13 @@ def _projected(state: RegisterState) -> tuple[Any, ...]:
     )
 
 
-def rule_inputs_key(inp: RuleInput) -> Any | None:
+def rule_inputs_key(inp: RuleInput) -> RuleInputsKey | None:
     """A comparable key of ``inp`` with ``now`` and the rule-blind fields removed; None when the
     input cannot be reduced safely (then the register is always evaluated)."""
     plain = tuple(getattr(inp, name) for name in _PLAIN_FIELDS)
     state = inp.state
     if state is None:
-        return (plain, None, inp.state_received_at, None)
+        return RuleInputsKey((plain, None), (inp.agent_last_seen, inp.state_received_at, None))
     polled = polled_at(inp)
     offset: timedelta | None = None
     if state.register_clock is not None:
@@ -57,4 +75,17 @@ def rule_inputs_key(inp: RuleInput) -> Any | None:
     projected = _projected(state)
     # Arrival time stands in for the agent's last_seen when that is unknown.
     received = inp.state_received_at if inp.agent_last_seen is None else None
-    return (plain, projected, received, offset)
+    return RuleInputsKey((plain, projected), (inp.agent_last_seen, received, offset))
+
+
+def _close(old: Instant, new: Instant) -> bool:
+    if old is None or new is None:
+        return old is new
+    return abs(new - old) <= DRIFT  # type: ignore[operator]  # both datetimes or both timedeltas
+
+
+def same_verdict(old: RuleInputsKey | None, new: RuleInputsKey | None) -> bool:
+    """Whether inputs with key ``new`` get the verdict of those with ``old`` (up to ``DRIFT`` of time)."""
+    if old is None or new is None or old.exact != new.exact:
+        return False
+    return all(_close(a, b) for a, b in zip(old.times, new.times, strict=True))

@@ -75,6 +75,8 @@ class FreshState:
     session: int
     seq: int
     state: RegisterState
+    received_at: datetime  # the row's arrival time, and when it was polled (``agent_ts``)
+    polled_at: datetime
 
 
 @dataclass
@@ -341,7 +343,9 @@ def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCach
     outcome.registers |= written
     for register_id in written:
         row, state = gather.latest[register_id]
-        outcome.states[register_id] = FreshState(row.agent_id, row.session, row.seq, state)
+        outcome.states[register_id] = FreshState(
+            row.agent_id, row.session, row.seq, state, row.received_at, row.agent_ts
+        )
     # A state's own upsert already set link_up; only events and births need the extra update.
     links = {rid: up for rid, (_, up, from_state) in gather.links.items() if not from_state}
     bulk.set_links(conn, links)

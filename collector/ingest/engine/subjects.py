@@ -39,6 +39,7 @@ class Subject:
     agent_last_seen: datetime | None
     agent_clock_offset: float | None = None
     evaluated_at: datetime | None = None
+    state_agent_id: str | None = None  # the agent whose message the state row holds
 
 
 def build_inputs(
@@ -146,6 +147,7 @@ def _subject(row: sa.Row[Any], state: RegisterState | None) -> Subject:
         agent_last_seen=row.last_seen,
         agent_clock_offset=row.clock_offset,
         evaluated_at=row.evaluated_at,
+        state_agent_id=row.agent_id,
     )
 
 

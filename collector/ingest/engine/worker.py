@@ -93,7 +93,9 @@ class EvaluationWorker:
             agent_ids, self._agents = self._agents, set()
             states, self._states = self._states, {}
         if agent_ids:
-            changed.update(self.engine.registers_of_agents(agent_ids))
+            of_agents = self.engine.registers_of_agents(agent_ids)
+            self.engine.forget(of_agents)  # their agent's status or clock moved: not in memory any more
+            changed.update(of_agents)
         if not changed:
             return None
         try:
