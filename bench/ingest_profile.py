@@ -7,7 +7,7 @@ driven in this thread over the messages ``bench/ingest.py`` publishes.
 Per database: decode+write+commit (``IngestWriter.process`` on batches of 500, acks to a
 recording downlink) and ingest-triggered alert evaluation (``AlertEngine.evaluate`` with
 ``skip_unchanged``, as ``EvaluationWorker`` calls it), each as CPU µs per message
-(``time.process_time``: stable on a shared machine). ``--profile`` also prints a cProfile of one
+(``time.process_time``: stable on a shared machine). ``--profile`` also prints a cProfile (CPU time) of one
 backend's run, sorted by cumulative time.
 """
 
@@ -93,7 +93,7 @@ def main() -> int:
     args = parser.parse_args()
     messages = inbound(load(args.messages, args.agents, "a"))
     for kind in args.db.split(","):
-        profiler = cProfile.Profile() if kind == args.profile else None
+        profiler = cProfile.Profile(time.process_time) if kind == args.profile else None
         with tempfile.TemporaryDirectory(prefix="kassa-profile-") as tmp, database(kind, Path(tmp)) as url:
             write_us, evaluate_us = run(url, messages, profiler)
         print(f"{kind:10} write {write_us:6.0f} µs/msg, evaluate {evaluate_us:6.0f} µs/msg, "

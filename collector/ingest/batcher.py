@@ -62,6 +62,7 @@ from collector.ingest.writes import Decoded, FreshState, RefreshCache, WriteOutc
 from collector.metrics import CollectorMetrics
 from collector.storage import StorageError
 from collector.storage import repository as repo
+from collector.storage.dialect import member_of
 from collector.storage.engine import begin_write
 from collector.storage.schema import ingest_marks
 from protocol.mqtt.models import AckPayload, CommandPayload, encode
@@ -381,7 +382,7 @@ class IngestWriter:
             return
         rows = conn.execute(
             sa.select(ingest_marks.c.agent_id, ingest_marks.c.session, ingest_marks.c.max_seq).where(
-                ingest_marks.c.agent_id.in_({agent for agent, _ in unknown})
+                member_of(conn, ingest_marks.c.agent_id, {agent for agent, _ in unknown})
             )
         )
         stored = {(row.agent_id, int(row.session)): int(row.max_seq) for row in rows}

@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from collector.ingest import pg_arrays
 from collector.storage.bounds import check_fits
-from collector.storage.dialect import upsert_insert
+from collector.storage.dialect import member_of, upsert_insert
 from collector.storage.errors import AgentRevoked, RegisterOwnedElsewhere, UnknownAgent, UnknownNode
 from collector.storage.rows import (
     HistoryRow,
@@ -73,7 +73,7 @@ def ensure_registers(conn: sa.Connection, claims: Sequence[tuple[RegisterIdentit
         row.agent_id: row
         for row in conn.execute(
             sa.select(agents.c.agent_id, agents.c.tenant_id, agents.c.node_id, agents.c.revoked).where(
-                agents.c.agent_id.in_({agent for _, agent, _ in claims})
+                member_of(conn, agents.c.agent_id, {agent for _, agent, _ in claims})
             )
         )
     }

@@ -39,6 +39,7 @@ from collector.ingest.writes import FreshState
 from collector.metrics import CollectorMetrics
 from collector.notify import AlertNotice
 from collector.storage import repository as repo
+from collector.storage.dialect import member_of
 from collector.storage.engine import begin_write
 from collector.storage.rows import RegisterEvaluation
 from collector.storage.schema import alerts, register_state, registers
@@ -82,7 +83,7 @@ class AlertEngine:
         if not agent_ids:
             return []
         with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(registers.c.register_id).where(registers.c.agent_id.in_(list(agent_ids))))
+            rows = conn.execute(sa.select(registers.c.register_id).where(member_of(conn, registers.c.agent_id, agent_ids)))
             return [r.register_id for r in rows]
 
     def all_registers(self) -> list[str]:

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from collector.alerts import RuleInput, Thresholds
 from collector.ingest.rule_inputs import RuleInputsKey, rule_inputs_key, same_verdict
 from collector.ingest.writes import FreshState
+from collector.storage.dialect import member_of
 from collector.storage.schema import register_state
 
 
@@ -72,7 +73,7 @@ def unchanged_in_memory(
         sa.select(
             register_state.c.register_id, register_state.c.agent_id, register_state.c.session,
             register_state.c.seq, register_state.c.evaluated_at, register_state.c.link_up,
-        ).where(register_state.c.register_id.in_(ids))
+        ).where(member_of(conn, register_state.c.register_id, ids))
     )
     unchanged: set[str] = set()
     for row in rows:
