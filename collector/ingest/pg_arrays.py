@@ -15,31 +15,19 @@ apply (uint64 range, aware instants), since driver-level SQL bypasses SQLAlchemy
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from datetime import datetime
 from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
 
-from collector.storage.rows import HistoryRow, JsonText, LatestState, check_seq
+from collector.ingest.row_values import LATEST_COLUMNS, NEWER, document, instant
+from collector.storage.rows import HistoryRow, LatestState, check_seq
 
 # (column, PostgreSQL element type); jsonb travels as text and is cast per element.
 _HISTORY_COLUMNS = (
     ("agent_id", "text"), ("session", "bigint"), ("seq", "bigint"), ("register_id", "text"),
     ("ts", "timestamptz"), ("received_at", "timestamptz"), ("state", "jsonb"),
-)
-_LATEST_COLUMNS = (
-    ("register_id", "text"), ("agent_id", "text"), ("session", "bigint"), ("seq", "bigint"),
-    ("agent_ts", "timestamptz"), ("received_at", "timestamptz"), ("state", "jsonb"),
-    ("shift_status", "text"), ("unsent_count", "integer"), ("oldest_unsent_at", "timestamp"),
-    ("fn_valid_until", "date"), ("link_up", "boolean"),
-)
-_NEWER = (
-    "(excluded.agent_id = register_state.agent_id AND (excluded.session > register_state.session"
-    " OR (excluded.session = register_state.session AND excluded.seq > register_state.seq)))"
-    " OR (excluded.agent_id <> register_state.agent_id AND excluded.agent_ts > register_state.agent_ts)"
 )
 
 
@@ -56,18 +44,6 @@ def _insert_select(table: str, columns: tuple[tuple[str, str], ...], tail: str) 
     )
 
 
-def _instant(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"naive datetime {value.isoformat()} given for a UTC instant column")
-    return value
-
-
-def _document(state: Any) -> str:
-    if isinstance(state, JsonText):
-        return state.text  # serialized once by ingest for both the history and the latest row
-    return json.dumps(dict(state), separators=(",", ":"), ensure_ascii=False)
-
-
 def _columns(columns: tuple[tuple[str, str], ...], rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
     return {name: [row[name] for row in rows] for name, _ in columns}
 
@@ -79,44 +55,40 @@ def insert_history(conn: sa.Connection, rows: Sequence[HistoryRow]) -> int:
     values = [
         {
             "agent_id": r.agent_id, "session": check_seq("session", r.session), "seq": check_seq("seq", r.seq),
-            "register_id": r.register_id, "ts": _instant(r.ts), "received_at": _instant(r.received_at),
-            "state": _document(r.state),
+            "register_id": r.register_id, "ts": instant(r.ts), "received_at": instant(r.received_at),
+            "state": document(r.state),
         }
         for r in rows
     ]
-    sql = _insert_select(
-        "state_history", _HISTORY_COLUMNS, "ON CONFLICT (agent_id, session, seq) DO NOTHING RETURNING id"
-    )
-    return len(conn.exec_driver_sql(sql, _columns(_HISTORY_COLUMNS, values)).all())
+    sql = _insert_select("state_history", _HISTORY_COLUMNS, "ON CONFLICT (agent_id, session, seq) DO NOTHING")
+    return conn.exec_driver_sql(sql, _columns(_HISTORY_COLUMNS, values)).rowcount
 
 
-def upsert_latest_states(conn: sa.Connection, rows: Sequence[LatestState]) -> set[str]:
-    """Write each register's row unless the stored one is newer; returns the registers written.
+def upsert_latest_states(conn: sa.Connection, rows: Sequence[LatestState]) -> int:
+    """Write each register's row unless the stored one is newer; returns how many were written.
 
     ``rows`` must hold one row per register, in lock order (the caller sorts them).
     """
-    if not rows:
-        return set()
     values = [
         {
             "register_id": r.register_id, "agent_id": r.agent_id, "session": check_seq("session", r.session),
-            "seq": check_seq("seq", r.seq), "agent_ts": _instant(r.agent_ts),
-            "received_at": _instant(r.received_at), "state": _document(r.state), "shift_status": r.shift_status,
+            "seq": check_seq("seq", r.seq), "agent_ts": instant(r.agent_ts),
+            "received_at": instant(r.received_at), "state": document(r.state), "shift_status": r.shift_status,
             "unsent_count": r.unsent_count, "oldest_unsent_at": r.oldest_unsent_at,
             "fn_valid_until": r.fn_valid_until, "link_up": r.link_up,
         }
         for r in rows
     ]
     updates = ", ".join(
-        f"{name} = excluded.{name}" for name, _ in _LATEST_COLUMNS if name not in ("register_id", "link_up")
+        f"{name} = excluded.{name}" for name, _ in LATEST_COLUMNS if name not in ("register_id", "link_up")
     )
     tail = (
         f"ON CONFLICT (register_id) DO UPDATE SET {updates},"
         " link_up = coalesce(excluded.link_up, register_state.link_up)"
-        f" WHERE {_NEWER} RETURNING register_id"
+        f" WHERE {NEWER}"
     )
-    sql = _insert_select("register_state", _LATEST_COLUMNS, tail)
-    return {row[0] for row in conn.exec_driver_sql(sql, _columns(_LATEST_COLUMNS, values))}
+    sql = _insert_select("register_state", LATEST_COLUMNS, tail)
+    return conn.exec_driver_sql(sql, _columns(LATEST_COLUMNS, values)).rowcount
 
 
 _MARK_COLUMNS = (("agent_id", "text"), ("session", "bigint"), ("max_seq", "bigint"))
