@@ -58,6 +58,7 @@ from collector.ingest.epochs import Epochs
 from collector.ingest.health import IngestHealth
 from collector.ingest.refusals import RefusalNotices
 from collector.ingest.sequence import NOTHING, SequenceTracker
+from collector.ingest.thread_names import name_os_thread
 from collector.ingest.writes import Decoded, FreshState, RefreshCache, WriteOutcome, write_messages
 from collector.metrics import CollectorMetrics
 from collector.storage import StorageError
@@ -65,7 +66,7 @@ from collector.storage import repository as repo
 from collector.storage.dialect import member_of
 from collector.storage.engine import begin_write
 from collector.storage.schema import ingest_marks
-from protocol.mqtt.models import AckPayload, CommandPayload, encode
+from protocol.mqtt.models import CommandPayload, encode, encode_ack
 from protocol.mqtt.topics import ack_topic, cmd_topic, quoted
 
 log = logging.getLogger(__name__)
@@ -165,6 +166,7 @@ class IngestWriter:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        name_os_thread()
         while True:
             try:
                 batch = self._take_batch()
@@ -396,7 +398,7 @@ class IngestWriter:
             self._downlink.ack(message)
         for (agent, session), seq in result.acks.items():
             own, epoch = result.own_sessions.get((agent, session), (session, None))
-            self._downlink.publish(_ack_topic(agent), encode(AckPayload(session=own, seq=seq, epoch=epoch)))
+            self._downlink.publish(_ack_topic(agent), encode_ack(own, seq, epoch))
         for agent, refusal in self._refusals.due(result.refusals):
             log.warning("refusing agent %s: %s", agent, result.refusals[agent].detail)
             self._downlink.publish(_ack_topic(agent), refusal)

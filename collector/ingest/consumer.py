@@ -32,6 +32,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.config import CollectorConfig
+from collector.ingest.thread_names import name_os_thread
 from collector.storage.ingest import DEAD_LETTER_RAW_BYTES
 from protocol.mqtt.models import CollectorStatusPayload, encode
 from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, UPLINK_FILTERS, shared
@@ -160,6 +161,7 @@ class MqttConsumer:
     # --- paho callbacks (network thread) ----------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        name_os_thread("mqtt-loop")  # paho's own thread: named here, its first callback
         if reason.is_failure:
             log.error("broker refused the collector: %s", reason)
             return
