@@ -20,6 +20,7 @@ import pstats
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,9 +42,9 @@ class RecordingDownlink:
         self.acks = 0
         self.published = 0
 
-    def ack(self, message: InboundMessage) -> bool:
-        self.acks += 1
-        return True
+    def ack(self, messages: Sequence[InboundMessage]) -> int:
+        self.acks += len(messages)
+        return len(messages)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         self.published += 1

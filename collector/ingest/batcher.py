@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -105,7 +105,7 @@ class ChangeListener(Protocol):
 class Downlink(Protocol):
     """What the writer needs from the MQTT connection (the consumer, or a test double)."""
 
-    def ack(self, message: InboundMessage) -> bool: ...
+    def ack(self, messages: Sequence[InboundMessage]) -> int: ...
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool: ...
 
@@ -394,8 +394,7 @@ class IngestWriter:
     def _after_commit(self, result: BatchResult, size: int, started: float) -> None:
         self._sessions.learn(result.sessions)
         self._sessions.forget(result.births)  # a birth may have lowered what is stored: read it again
-        for message in result.committed:
-            self._downlink.ack(message)
+        self._downlink.ack(result.committed)
         for (agent, session), seq in result.acks.items():
             own, epoch = result.own_sessions.get((agent, session), (session, None))
             self._downlink.publish(_ack_topic(agent), encode_ack(own, seq, epoch))
