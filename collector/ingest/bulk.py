@@ -5,7 +5,7 @@ Why here: building an ``INSERT … ON CONFLICT … WHERE excluded…`` statement
 in SQLAlchemy, so the per-row repository functions capped ingest near 400 msg/s. Each statement
 below is built once per dialect and executed with a parameter list; the three written for every
 message (history, latest state, ingest marks) go through the driver with fixed SQL text
-(``pg_arrays`` on PostgreSQL, ``sqlite_rows`` on SQLite), counted rather than ``RETURNING``. The semantics mirror
+(``pg_rows`` on PostgreSQL, ``sqlite_rows`` on SQLite), counted rather than ``RETURNING``. The semantics mirror
 ``collector.storage.ingest``/``agents`` (see those docstrings); the storage owner may fold these
 in as ``*_many`` variants.
 
@@ -21,7 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from collector.ingest import pg_arrays, sqlite_rows
+from collector.ingest import pg_rows, sqlite_rows
 from collector.storage.bounds import check_fits
 from collector.storage.dialect import member_of, upsert_insert
 from collector.storage.errors import (
@@ -113,7 +113,7 @@ def _backend(conn: sa.Connection) -> Any:
     """The driver-level forms of the hot writes for this connection's database."""
     name = conn.dialect.name
     if name == "postgresql":
-        return pg_arrays
+        return pg_rows
     if name == "sqlite":
         return sqlite_rows
     raise UnsupportedDialect(f"no batch ingest writes for database dialect {name!r}")

@@ -1,4 +1,4 @@
-"""What the driver-level ingest writes (``pg_arrays`` on PostgreSQL, ``sqlite_rows`` on SQLite)
+"""What the driver-level ingest writes (``pg_rows`` on PostgreSQL, ``sqlite_rows`` on SQLite)
 share: the latest-state columns, the newer-only condition, and the checks SQLAlchemy's column
 types would otherwise apply to bound values (driver-level SQL bypasses them)."""
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from collector.storage.rows import JsonText
 
-# (column, PostgreSQL element type) of register_state as ingest writes it.
+# (column, PostgreSQL type) of register_state as ingest writes it.
 LATEST_COLUMNS = (
     ("register_id", "text"), ("agent_id", "text"), ("session", "bigint"), ("seq", "bigint"),
     ("agent_ts", "timestamptz"), ("received_at", "timestamptz"), ("state", "jsonb"),

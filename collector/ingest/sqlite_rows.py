@@ -2,7 +2,7 @@
 ``executemany``, counted with ``rowcount`` instead of ``RETURNING``.
 
 Why: SQLAlchemy spends more Python per row (parameter dicts, bind processors, result rows) than
-SQLite needs to store it. Same semantics as ``pg_arrays`` and the per-row storage functions
+SQLite needs to store it. Same semantics as ``pg_rows`` and the per-row storage functions
 (``bulk`` calls these on SQLite only): duplicates of (agent, session, seq) are skipped, the
 latest state is only replaced by a newer one, rows go in the caller's (lock) order. Values are
 bound the way the columns' SQLAlchemy types would store them: instants as naive UTC text
