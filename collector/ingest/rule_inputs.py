@@ -81,7 +81,11 @@ def rule_inputs_key(inp: RuleInput) -> RuleInputsKey | None:
 def _close(old: Instant, new: Instant) -> bool:
     if old is None or new is None:
         return old is new
-    return abs(new - old) <= DRIFT  # type: ignore[operator]  # both datetimes or both timedeltas
+    if isinstance(old, datetime) and isinstance(new, datetime):
+        return abs(new - old) <= DRIFT
+    if isinstance(old, timedelta) and isinstance(new, timedelta):
+        return abs(new - old) <= DRIFT
+    return False  # one key's instant against another's offset: never the same position
 
 
 def same_verdict(old: RuleInputsKey | None, new: RuleInputsKey | None) -> bool:

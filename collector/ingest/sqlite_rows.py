@@ -56,7 +56,7 @@ def _date_text(value: date | None) -> str | None:
 
 
 def _executemany(conn: sa.Connection, sql: str, rows: list[tuple[Any, ...]]) -> int:
-    return conn.exec_driver_sql(sql, rows).rowcount  # type: ignore[arg-type]  # a list of tuples is executemany
+    return conn.exec_driver_sql(sql, rows).rowcount  # a list of tuples: executemany
 
 
 def insert_history(conn: sa.Connection, rows: Sequence[HistoryRow]) -> int:
