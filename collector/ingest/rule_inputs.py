@@ -23,6 +23,8 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel
+
 from collector.alerts import RuleInput
 from collector.alerts.rules import polled_at
 from protocol.kkt.state import RegisterState
@@ -45,14 +47,19 @@ class RuleInputsKey:
     times: tuple[Instant, Instant, Instant]
 
 
+def _flat(value: Any) -> Any:
+    """A nested model as (type, field values): compares like the model, without its ``__eq__``."""
+    return (type(value), tuple(value.__dict__.values())) if isinstance(value, BaseModel) else value
+
+
 def _projected(state: RegisterState) -> tuple[Any, ...]:
     """The state minus what no rule reads, as a tuple of its field values: equal exactly when the
-    reduced models would be (same types, same values; nested parts compare as models), and far
-    cheaper to build and compare than two model copies."""
+    reduced models would be (same types, same values; nested parts compare field by field), and
+    far cheaper to build and compare than two model copies."""
     shift = state.shift
     return (
         type(state),
-        tuple(value for name, value in state.__dict__.items() if name not in _RULE_BLIND),
+        tuple(_flat(value) for name, value in state.__dict__.items() if name not in _RULE_BLIND),
         type(shift),
         tuple(value for name, value in shift.__dict__.items() if name != "receipts"),
     )
@@ -62,20 +69,35 @@ def rule_inputs_key(inp: RuleInput) -> RuleInputsKey | None:
     """A comparable key of ``inp`` with ``now`` and the rule-blind fields removed; None when the
     input cannot be reduced safely (then the register is always evaluated)."""
     plain = tuple(getattr(inp, name) for name in _PLAIN_FIELDS)
-    state = inp.state
+    polled = polled_at(inp) if inp.state is not None else None
+    return _key(plain, inp.state, inp.agent_last_seen, inp.state_received_at, polled, inp.now)
+
+
+def with_state(
+    key: RuleInputsKey, state: RegisterState, *, received_at: datetime, polled_at: datetime,
+    agent_last_seen: datetime | None, now: datetime,
+) -> RuleInputsKey | None:
+    """The key of the inputs ``key`` was made from, with another state (polled and received at the
+    given times) and last-seen time, at ``now``: what ``rule_inputs_key`` would give for them,
+    without building the inputs again."""
+    return _key(key.exact[0], state, agent_last_seen, received_at, polled_at, now)
+
+
+def _key(
+    plain: tuple[Any, ...], state: RegisterState | None, last_seen: datetime | None,
+    received_at: datetime | None, polled: datetime | None, now: datetime,
+) -> RuleInputsKey | None:
     if state is None:
-        return RuleInputsKey((plain, None), (inp.agent_last_seen, inp.state_received_at, None))
-    polled = polled_at(inp)
+        return RuleInputsKey((plain, None), (last_seen, received_at, None))
     offset: timedelta | None = None
     if state.register_clock is not None:
-        if polled is None or polled.utcoffset() is None or polled > inp.now:
+        if polled is None or polled.utcoffset() is None or polled > now:
             return None  # a poll "in the future" is clamped by the rules: not offset-invariant
         offset = state.register_clock - polled.astimezone(UTC).replace(tzinfo=None)
     # Without a register clock no rule reads the poll time; the agent's read_at is then rule-blind.
-    projected = _projected(state)
     # Arrival time stands in for the agent's last_seen when that is unknown.
-    received = inp.state_received_at if inp.agent_last_seen is None else None
-    return RuleInputsKey((plain, projected), (inp.agent_last_seen, received, offset))
+    received = received_at if last_seen is None else None
+    return RuleInputsKey((plain, _projected(state)), (last_seen, received, offset))
 
 
 def _close(old: Instant, new: Instant) -> bool:

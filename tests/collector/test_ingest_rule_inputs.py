@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from collector.alerts import RuleInput, Thresholds, evaluate_all
 from collector.ingest.batcher import IngestWriter
 from collector.ingest.engine import AlertEngine, EvaluationWorker
-from collector.ingest.rule_inputs import DRIFT, rule_inputs_key, same_verdict
+from collector.ingest.rule_inputs import DRIFT, rule_inputs_key, same_verdict, with_state
 from collector.ingest.writes import FreshState
 from collector.storage.schema import register_state
 
@@ -89,6 +89,22 @@ def test_times_may_drift_a_little_since_the_last_evaluation() -> None:
     assert not same_verdict(rule_inputs_key(base), rule_inputs_key(clock_drifted))
     assert not same_verdict(rule_inputs_key(base), rule_inputs_key(replace(base, agent_online=False)))
     assert not same_verdict(None, rule_inputs_key(base))
+
+
+def test_with_state_is_the_key_of_the_inputs_rebuilt() -> None:
+    base = replace(_input(), polled_at=T0)
+    assert base.state is not None
+    for state in (base.state.model_copy(update={"last_fd_number": 5}),
+                  base.state.model_copy(update={"ofd": base.state.ofd.model_copy(update={"unsent_count": 4})}),
+                  base.state.model_copy(update={"fn": base.state.fn.model_copy(update={"warning_flags": 1})})):
+        assert state is not None
+        later = T0 + timedelta(seconds=2)
+        rebuilt = replace(base, state=state, state_received_at=later, polled_at=later, agent_last_seen=later)
+        key = rule_inputs_key(base)
+        assert key is not None
+        assert with_state(key, state, received_at=later, polled_at=later, agent_last_seen=later, now=base.now) == (
+            rule_inputs_key(rebuilt)
+        )
 
 
 # --- the engine skipping ingest-triggered evaluations (SQLite and PostgreSQL) ------------------

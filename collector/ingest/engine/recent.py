@@ -21,13 +21,13 @@ register takes the database path, so the cache is only ever a shortcut.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 
 import sqlalchemy as sa
 
 from collector.alerts import RuleInput, Thresholds
-from collector.ingest.rule_inputs import RuleInputsKey, rule_inputs_key, same_verdict
+from collector.ingest.rule_inputs import RuleInputsKey, same_verdict, with_state
 from collector.ingest.writes import FreshState
 from collector.storage.dialect import member_of
 from collector.storage.schema import register_state
@@ -46,19 +46,6 @@ class Evaluated:
     def same_verdict(self, thresholds: Thresholds, key: RuleInputsKey | None, stored_at: datetime | None) -> bool:
         """Would inputs with ``key`` get the stored verdict (which must be ours: ``stored_at``)?"""
         return stored_at == self.evaluated_at and thresholds == self.thresholds and same_verdict(self.key, key)
-
-
-def _fresh_inputs(last: RuleInput, fresh: FreshState, now: datetime) -> RuleInput:
-    """The last inputs with the fresh state in; the agent was seen at least when that state arrived."""
-    seen = last.agent_last_seen
-    return replace(
-        last,
-        now=now,
-        state=fresh.state,
-        state_received_at=fresh.received_at,
-        polled_at=fresh.polled_at,
-        agent_last_seen=None if seen is None else max(seen, fresh.received_at),
-    )
 
 
 def unchanged_in_memory(
@@ -82,7 +69,13 @@ def unchanged_in_memory(
             continue
         if row.agent_id != last.state_agent_id or row.link_up != last.inputs.link_up:
             continue
-        inputs = _fresh_inputs(last.inputs, state, now)
-        if last.same_verdict(last.thresholds, rule_inputs_key(inputs), row.evaluated_at):
+        if last.key is None:
+            continue
+        seen = last.inputs.agent_last_seen  # the agent was seen at least when the fresh state arrived
+        key = with_state(
+            last.key, state.state, received_at=state.received_at, polled_at=state.polled_at,
+            agent_last_seen=None if seen is None else max(seen, state.received_at), now=now,
+        )
+        if last.same_verdict(last.thresholds, key, row.evaluated_at):
             unchanged.add(row.register_id)
     return unchanged
