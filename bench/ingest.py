@@ -21,7 +21,8 @@ then:
 3. **ceiling** — a bare paho client subscribed at QoS 1 to the same topics on the same broker,
    fed the same messages by the same publisher: the rate the collector is compared with
    (``ratio``), and, for subprocess layouts, the collectors' CPU time (all their threads, from
-   ``/proc/<pid>/stat``) per committed message.
+   ``/proc/<pid>/task/*/stat``) per committed message, also split by thread (ingest-writer,
+   alert-evaluator, mqtt-loop).
 
 Targets (DESIGN.md §7): collector CPU ≤ 100 µs per committed message and throughput ≥ 0.7 of a
 bare client's on the same broker in the same run; state change → alert visible p50 ≤ 250 ms,
