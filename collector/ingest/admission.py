@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from collector.accounts.new_registers import DEFAULT_NODE_NAME, landing_node
 from collector.ingest import bulk
 from collector.storage import repository as repo
+from collector.storage.dialect import member_of
 from collector.storage.schema import agents, nodes, tenants
 
 UNASSIGNED_KIND = "unassigned"
@@ -53,7 +54,7 @@ class Admission:
         unknown = agent_ids - self._admitted
         if not unknown:
             return {}
-        rows = conn.execute(sa.select(agents.c.agent_id, agents.c.revoked).where(agents.c.agent_id.in_(unknown)))
+        rows = conn.execute(sa.select(agents.c.agent_id, agents.c.revoked).where(member_of(conn, agents.c.agent_id, unknown)))
         found = {row.agent_id: bool(row.revoked) for row in rows}
         refused: dict[str, Refusal] = {}
         newcomers: list[str] = []
@@ -152,7 +153,7 @@ class SessionGuard:
             return
         rows = conn.execute(
             sa.select(agents.c.agent_id, agents.c.last_session, agents.c.status_session).where(
-                agents.c.agent_id.in_(agent_ids)
+                member_of(conn, agents.c.agent_id, agent_ids)
             )
         )
         found = {row.agent_id: _highest(row.last_session, row.status_session) for row in rows}

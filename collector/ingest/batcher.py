@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -58,13 +58,15 @@ from collector.ingest.epochs import Epochs
 from collector.ingest.health import IngestHealth
 from collector.ingest.refusals import RefusalNotices
 from collector.ingest.sequence import NOTHING, SequenceTracker
+from collector.ingest.thread_names import name_os_thread
 from collector.ingest.writes import Decoded, FreshState, RefreshCache, WriteOutcome, write_messages
 from collector.metrics import CollectorMetrics
 from collector.storage import StorageError
 from collector.storage import repository as repo
+from collector.storage.dialect import member_of
 from collector.storage.engine import begin_write
 from collector.storage.schema import ingest_marks
-from protocol.mqtt.models import AckPayload, CommandPayload, encode
+from protocol.mqtt.models import CommandPayload, encode, encode_ack
 from protocol.mqtt.topics import ack_topic, cmd_topic, quoted
 
 log = logging.getLogger(__name__)
@@ -103,7 +105,7 @@ class ChangeListener(Protocol):
 class Downlink(Protocol):
     """What the writer needs from the MQTT connection (the consumer, or a test double)."""
 
-    def ack(self, message: InboundMessage) -> bool: ...
+    def ack(self, messages: Sequence[InboundMessage]) -> int: ...
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool: ...
 
@@ -164,6 +166,7 @@ class IngestWriter:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        name_os_thread()
         while True:
             try:
                 batch = self._take_batch()
@@ -381,7 +384,7 @@ class IngestWriter:
             return
         rows = conn.execute(
             sa.select(ingest_marks.c.agent_id, ingest_marks.c.session, ingest_marks.c.max_seq).where(
-                ingest_marks.c.agent_id.in_({agent for agent, _ in unknown})
+                member_of(conn, ingest_marks.c.agent_id, {agent for agent, _ in unknown})
             )
         )
         stored = {(row.agent_id, int(row.session)): int(row.max_seq) for row in rows}
@@ -391,11 +394,10 @@ class IngestWriter:
     def _after_commit(self, result: BatchResult, size: int, started: float) -> None:
         self._sessions.learn(result.sessions)
         self._sessions.forget(result.births)  # a birth may have lowered what is stored: read it again
-        for message in result.committed:
-            self._downlink.ack(message)
+        self._downlink.ack(result.committed)
         for (agent, session), seq in result.acks.items():
             own, epoch = result.own_sessions.get((agent, session), (session, None))
-            self._downlink.publish(_ack_topic(agent), encode(AckPayload(session=own, seq=seq, epoch=epoch)))
+            self._downlink.publish(_ack_topic(agent), encode_ack(own, seq, epoch))
         for agent, refusal in self._refusals.due(result.refusals):
             log.warning("refusing agent %s: %s", agent, result.refusals[agent].detail)
             self._downlink.publish(_ack_topic(agent), refusal)

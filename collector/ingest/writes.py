@@ -35,6 +35,7 @@ from collector.ingest.agent_clock import record_time
 from collector.ingest.consumer import InboundMessage
 from collector.storage import repository as repo
 from collector.storage.agents import StatusOutcome
+from collector.storage.dialect import member_of
 from collector.storage.errors import RegisterOwnedElsewhere
 from collector.storage.rows import (
     AgentEventRow,
@@ -82,6 +83,8 @@ class FreshState:
     session: int
     seq: int
     state: RegisterState
+    received_at: datetime  # the row's arrival time, and when it was polled (``agent_ts``)
+    polled_at: datetime
 
 
 @dataclass
@@ -276,13 +279,13 @@ def _missing_registers(conn: sa.Connection, claims: dict[str, tuple[str, datetim
     owners: dict[str, int] = {
         row.register_id: row.tenant_id
         for row in conn.execute(
-            sa.select(registers.c.register_id, registers.c.tenant_id).where(registers.c.register_id.in_(list(claims)))
+            sa.select(registers.c.register_id, registers.c.tenant_id).where(member_of(conn, registers.c.register_id, claims))
         )
     }
     claimants = {agent for agent, _ in claims.values()}
     tenants: dict[str, int] = {
         row.agent_id: row.tenant_id
-        for row in conn.execute(sa.select(agents.c.agent_id, agents.c.tenant_id).where(agents.c.agent_id.in_(list(claimants))))
+        for row in conn.execute(sa.select(agents.c.agent_id, agents.c.tenant_id).where(member_of(conn, agents.c.agent_id, claimants)))
     }
     for register_id, tenant_id in owners.items():
         if tenants.get(claims[register_id][0]) != tenant_id:
@@ -359,7 +362,9 @@ def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCach
     outcome.registers |= written
     for register_id in written:
         row, state = gather.latest[register_id]
-        outcome.states[register_id] = FreshState(row.agent_id, row.session, row.seq, state)
+        outcome.states[register_id] = FreshState(
+            row.agent_id, row.session, row.seq, state, row.received_at, row.agent_ts
+        )
     # A state's own upsert already set link_up; only events and births need the extra update.
     links = {rid: up for rid, (_, up, from_state) in gather.links.items() if not from_state}
     bulk.set_links(conn, links)
