@@ -10,9 +10,11 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from collector.storage.reads import CANNOT_SELL
+from collector.storage.register_summary import NO_BLOCK
 from collector.storage.rows import SEVERITY_LEVELS, NodeRollup
-from collector.storage.schema import nodes, register_state, registers
-from collector.storage.scope import Scope, node_visible, register_visible
+from collector.storage.schema import nodes
+from collector.storage.schema import register_summary as summary
+from collector.storage.scope import Scope, node_visible, summary_visible
 
 
 @dataclass
@@ -34,26 +36,23 @@ class _Totals:
 
 
 def _per_node_totals(conn: sa.Connection, scope: Scope) -> dict[int, _Totals]:
-    """Totals of the registers placed directly at each node (one GROUP BY over the registers)."""
+    """Totals of the registers placed directly at each node (one GROUP BY over the register summary)."""
     per_severity = [
-        sa.func.sum(sa.case((register_state.c.worst_severity == label, 1), else_=0)).label(label)
-        for label in SEVERITY_LEVELS
+        sa.func.sum(sa.case((summary.c.worst_severity == label, 1), else_=0)).label(label) for label in SEVERITY_LEVELS
     ]
-    cannot_sell = register_state.c.sell_status == CANNOT_SELL
+    cannot_sell = summary.c.sell_status == CANNOT_SELL
+    # A register that cannot sell has stopped already: its blocks_at is a past, not a stop ahead.
+    no_stop_ahead = sa.or_(cannot_sell, summary.c.block_order == sa.literal(NO_BLOCK, summary.c.block_order.type))
     query = (
         sa.select(
-            registers.c.node_id,
+            summary.c.node_id,
             sa.func.count().label("registers"),
-            # A register that cannot sell has stopped already: its blocks_at is a past, not a stop ahead.
-            sa.func.min(sa.case((cannot_sell, None), else_=register_state.c.blocks_at)).label("earliest_blocks_at"),
+            sa.func.min(sa.case((no_stop_ahead, None), else_=summary.c.block_order)).label("earliest_blocks_at"),
             sa.func.sum(sa.case((cannot_sell, 1), else_=0)).label("cannot_sell"),
             *per_severity,
         )
-        .select_from(
-            registers.outerjoin(register_state, register_state.c.register_id == registers.c.register_id)
-        )
-        .where(register_visible(scope), registers.c.node_id.is_not(None))
-        .group_by(registers.c.node_id)
+        .where(summary_visible(scope), summary.c.node_id.is_not(None))
+        .group_by(summary.c.node_id)
     )
     return {
         row.node_id: _Totals(

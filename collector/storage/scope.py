@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
-from collector.storage.schema import agents, nodes, registers
+from collector.storage.schema import agents, nodes, register_summary, registers
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,3 +93,9 @@ def in_subtree(node_column: ColumnElement[int | None], root_id: int) -> ColumnEl
     inner = nodes.alias("filter_node")
     below = sa.select(inner.c.id).join(root, inner.c.path.startswith(root.c.path)).where(root.c.id == root_id)
     return node_column.in_(below)
+
+
+def summary_visible(scope: Scope) -> ColumnElement[bool]:
+    """Predicate on ``register_summary``: the register is inside the scope (same rule as
+    :func:`register_visible`, on the summary's copy of the tenant and node)."""
+    return _inside(scope, register_summary.c.tenant_id, register_summary.c.node_id)

@@ -1,0 +1,126 @@
+"""Keeping ``register_summary`` in step with the tables it summarises.
+
+A summary row is never edited column by column: :func:`refresh_registers` recomputes the rows of
+the named registers from ``registers``, ``register_state``, ``agents`` and ``alerts`` in one
+INSERT … SELECT … ON CONFLICT statement, so every caller (the writer once per batch, the alert
+evaluator once per chunk, the one-row repository functions, tree moves) runs the same SQL and a
+repeated refresh is harmless. Deleted registers lose their row through the foreign key's cascade;
+a deleted node leaves ``node_id`` NULL through its ON DELETE SET NULL, as on ``registers``.
+
+On PostgreSQL the rows are locked (in id order) before they are recomputed: two transactions that
+changed different source tables of one register then refresh one after the other, and the second
+statement's snapshot sees the first one's commit, so neither overwrites the other with stale values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.sql.elements import ColumnElement
+
+from collector.storage.dialect import upsert_insert
+from collector.storage.ranks import UNKNOWN_SELL_RANK, severity_rank
+from collector.storage.rows import SEVERITY_LEVELS
+from collector.storage.schema import agents, alerts, register_state, register_summary, registers
+
+# "No stop ahead" sorts after every real stop; an instant no register will reach.
+NO_BLOCK = datetime(9999, 1, 1, tzinfo=UTC)
+NO_SEVERITY_ORDER = len(SEVERITY_LEVELS)  # severity_order of a register without an active alert
+SEARCH_SEPARATOR = "\n"  # between the identifiers in search_text; never inside a search term
+_CHUNK = 500  # ids per refresh statement, well under every backend's parameter limit
+
+
+def severity_order(column: ColumnElement[str | None]) -> ColumnElement[int]:
+    """0 for the worst severity … ``NO_SEVERITY_ORDER`` for none: ascending = worst first."""
+    return NO_SEVERITY_ORDER - severity_rank(column)
+
+
+def _search_text() -> ColumnElement[str]:
+    parts: list[ColumnElement[str]] = [registers.c.register_id]
+    parts += [sa.func.coalesce(column, "") for column in (registers.c.serial, registers.c.rnm, registers.c.fn_serial)]
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = joined.concat(SEARCH_SEPARATOR).concat(part)
+    return sa.func.lower(joined)
+
+
+def _computed(condition: ColumnElement[bool]) -> sa.Select[tuple[object, ...]]:
+    """The summary rows of the registers matching ``condition``, computed from the source tables."""
+    has_active_alert = (
+        sa.select(alerts.c.id)
+        .where(alerts.c.register_id == registers.c.register_id, alerts.c.status == "active")
+        .exists()
+    )
+    return (
+        sa.select(
+            registers.c.register_id,
+            registers.c.tenant_id,
+            registers.c.node_id,
+            registers.c.protocol,
+            _search_text().label("search_text"),
+            sa.func.coalesce(register_state.c.sell_rank, UNKNOWN_SELL_RANK).label("sell_rank"),
+            register_state.c.sell_status,
+            sa.func.coalesce(register_state.c.blocks_at, sa.literal(NO_BLOCK, register_summary.c.block_order.type)).label(
+                "block_order"
+            ),
+            severity_order(register_state.c.worst_severity).label("severity_order"),
+            register_state.c.worst_severity,
+            has_active_alert.label("problem"),
+            agents.c.online.label("agent_online"),
+            register_state.c.link_up,
+            register_state.c.shift_status,
+        )
+        .select_from(
+            registers.outerjoin(register_state, register_state.c.register_id == registers.c.register_id).outerjoin(
+                agents, agents.c.agent_id == registers.c.agent_id
+            )
+        )
+        .where(condition)
+    )
+
+
+_COLUMNS = [column.name for column in register_summary.columns]
+
+
+def _upsert(conn: sa.Connection, condition: ColumnElement[bool]) -> None:
+    stmt = upsert_insert(conn, register_summary).from_select(_COLUMNS, _computed(condition))
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[register_summary.c.register_id],
+            set_={name: stmt.excluded[name] for name in _COLUMNS if name != "register_id"},
+        )
+    )
+
+
+def _lock(conn: sa.Connection, register_ids: list[str]) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.select(register_summary.c.register_id)
+            .where(register_summary.c.register_id.in_(register_ids))
+            .order_by(register_summary.c.register_id)
+            .with_for_update()
+        )
+
+
+def refresh_registers(conn: sa.Connection, register_ids: Collection[str]) -> None:
+    """Recompute the summary rows of these registers (unknown ids are ignored)."""
+    ordered = sorted(set(register_ids))
+    for start in range(0, len(ordered), _CHUNK):
+        chunk = ordered[start : start + _CHUNK]
+        _lock(conn, chunk)
+        _upsert(conn, registers.c.register_id.in_(chunk))
+
+
+def refresh_agents(conn: sa.Connection, agent_ids: Collection[str]) -> None:
+    """Recompute the rows of every register these agents poll (their online flag changed)."""
+    if not agent_ids:
+        return
+    found = conn.execute(sa.select(registers.c.register_id).where(registers.c.agent_id.in_(sorted(set(agent_ids)))))
+    refresh_registers(conn, found.scalars().all())
+
+
+def refresh_all(conn: sa.Connection) -> None:
+    """Recompute every row: the migration's backfill, and a repair after a bulk change by hand."""
+    _upsert(conn, sa.true())
