@@ -126,6 +126,20 @@ def deep_page(conn: sa.Connection, scope: Scope, depth: int) -> Callable[[], Any
     return lambda: register_list.list_page(conn, scope, query, limit=50, cursor=cursor)
 
 
+def summary_upkeep(conn: sa.Connection, count: int) -> Callable[[], Any]:
+    """What the writer adds per batch: recomputing the summary rows of 500 registers (rolled back)."""
+    batch = [f"kkt-{i:05d}" for i in range(0, count, max(1, count // 500))][:500]
+
+    def run() -> None:
+        transaction = conn.begin_nested() if conn.in_transaction() else conn.begin()
+        try:
+            register_summary.refresh_registers(conn, batch)
+        finally:
+            transaction.rollback()
+
+    return run
+
+
 def dashboard(conn: sa.Connection, scope: Scope) -> Any:
     return page_data.problem_counters(conn, scope), page_data.shift_summary(conn, scope)
 
@@ -203,6 +217,8 @@ def bench(backend: str, count: int, runs: int) -> list[tuple[str, str, Timing]]:
                     }
                     for name, run in others.items():
                         results.append((scope_name, name, timed(run, runs, cpu)))
+                if register_summary is not None:
+                    results.append(("writer", "upkeep of 500", timed(summary_upkeep(conn, count), runs, cpu)))
             return results
         finally:
             engine.dispose()

@@ -127,11 +127,8 @@ def _tagged(tag: str) -> ColumnElement[bool]:
 
 
 def _ofd_not_activated() -> ColumnElement[bool]:
-    return (
-        sa.select(ofd_contracts.c.register_id)
-        .where(ofd_contracts.c.register_id == summary.c.register_id, ofd_contracts.c.activated.is_(False))
-        .exists()
-    )
+    # Uncorrelated, like the rule filter: the dashboard counts it over every register in one pass.
+    return summary.c.register_id.in_(sa.select(ofd_contracts.c.register_id).where(ofd_contracts.c.activated.is_(False)))
 
 
 def conditions(query: RegisterQuery) -> list[ColumnElement[bool]]:

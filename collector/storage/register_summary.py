@@ -14,13 +14,16 @@ statement's snapshot sees the first one's commit, so neither overwrites the othe
 
 from __future__ import annotations
 
-from collections.abc import Collection
+import functools
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
-from collector.storage.dialect import upsert_insert
+from collector.storage.errors import UnsupportedDialect
 from collector.storage.ranks import UNKNOWN_SELL_RANK, severity_rank
 from collector.storage.rows import SEVERITY_LEVELS
 from collector.storage.schema import agents, alerts, register_state, register_summary, registers
@@ -46,13 +49,14 @@ def _search_text() -> ColumnElement[str]:
     return sa.func.lower(joined)
 
 
-def _computed(condition: ColumnElement[bool]) -> sa.Select[tuple[object, ...]]:
-    """The summary rows of the registers matching ``condition``, computed from the source tables."""
-    has_active_alert = (
-        sa.select(alerts.c.id)
-        .where(alerts.c.register_id == registers.c.register_id, alerts.c.status == "active")
-        .exists()
-    )
+def _computed(register_ids: Sequence[str] | sa.BindParameter[Any] | None) -> sa.Select[tuple[object, ...]]:
+    """The summary rows of these registers (None: of every register), computed from the source tables."""
+    # Uncorrelated IN, built once per statement: SQLite, without statistics, ran a correlated
+    # EXISTS through alerts' (status, severity) index, i.e. over every active alert per register.
+    active = sa.select(alerts.c.register_id).where(alerts.c.status == "active")
+    if register_ids is not None:
+        active = active.where(alerts.c.register_id.in_(register_ids))
+    has_active_alert = registers.c.register_id.in_(active)
     return (
         sa.select(
             registers.c.register_id,
@@ -77,21 +81,35 @@ def _computed(condition: ColumnElement[bool]) -> sa.Select[tuple[object, ...]]:
                 agents, agents.c.agent_id == registers.c.agent_id
             )
         )
-        .where(condition)
+        .where(sa.true() if register_ids is None else registers.c.register_id.in_(register_ids))
     )
 
 
 _COLUMNS = [column.name for column in register_summary.columns]
 
 
-def _upsert(conn: sa.Connection, condition: ColumnElement[bool]) -> None:
-    stmt = upsert_insert(conn, register_summary).from_select(_COLUMNS, _computed(condition))
-    conn.execute(
-        stmt.on_conflict_do_update(
-            index_elements=[register_summary.c.register_id],
-            set_={name: stmt.excluded[name] for name in _COLUMNS if name != "register_id"},
-        )
+@functools.cache
+def _upsert_statement(dialect: str, every: bool) -> sa.Insert:
+    """Built once per backend (building it costs more than running it on 500 registers); the ids
+    go in as the expanding parameter ``ids``."""
+    ids = None if every else sa.bindparam("ids", expanding=True)
+    inserts = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+    if dialect not in inserts:
+        raise UnsupportedDialect(f"no ON CONFLICT support for database dialect {dialect!r}")
+    insert = inserts[dialect](register_summary)
+    stmt = insert.from_select(_COLUMNS, _computed(ids))
+    kept = [name for name in _COLUMNS if name != "register_id"]
+    return stmt.on_conflict_do_update(
+        index_elements=[register_summary.c.register_id],
+        set_={name: stmt.excluded[name] for name in kept},
+        # Most batches change nothing the list sorts on (a heartbeat, a receipt): write no new row version.
+        where=sa.or_(*(register_summary.c[name].is_distinct_from(stmt.excluded[name]) for name in kept)),
     )
+
+
+def _upsert(conn: sa.Connection, register_ids: list[str] | None) -> None:
+    stmt = _upsert_statement(conn.dialect.name, register_ids is None)
+    conn.execute(stmt, {} if register_ids is None else {"ids": register_ids})
 
 
 def _lock(conn: sa.Connection, register_ids: list[str]) -> None:
@@ -110,7 +128,7 @@ def refresh_registers(conn: sa.Connection, register_ids: Collection[str]) -> Non
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start : start + _CHUNK]
         _lock(conn, chunk)
-        _upsert(conn, registers.c.register_id.in_(chunk))
+        _upsert(conn, chunk)
 
 
 def refresh_agents(conn: sa.Connection, agent_ids: Collection[str]) -> None:
@@ -123,4 +141,4 @@ def refresh_agents(conn: sa.Connection, agent_ids: Collection[str]) -> None:
 
 def refresh_all(conn: sa.Connection) -> None:
     """Recompute every row: the migration's backfill, and a repair after a bulk change by hand."""
-    _upsert(conn, sa.true())
+    _upsert(conn, None)
