@@ -60,6 +60,7 @@ _JOINED_SORTS: dict[str, tuple[sa.FromClause, ColumnElement[bool], list[ColumnEl
 }
 SORTS: tuple[str, ...] = (*KEYSET_SORTS, *_JOINED_SORTS)
 _IN_CHUNK = 900  # ids per IN (...) list, well under every backend's parameter limit
+SMALL_RESULT = 2_000  # this few matches are sorted after filtering, not found along the sort's index
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,9 +110,9 @@ def _connectivity(status: str) -> ColumnElement[bool]:
 def _search(term: str) -> ColumnElement[bool]:
     """Identifiers are matched in the summary's lowered ``search_text``, store names once per store."""
     lowered = term.lower()
-    in_store_names = summary.c.node_id.in_(
-        sa.select(nodes.c.id).where(sa.func.lower(nodes.c.name).contains(lowered, autoescape=True))
-    )
+    # A term without letters (serials, РНМ and ФН numbers) needs no case folding of the names.
+    names = nodes.c.name if lowered == term.upper() else sa.func.lower(nodes.c.name)
+    in_store_names = summary.c.node_id.in_(sa.select(nodes.c.id).where(names.contains(lowered, autoescape=True)))
     if not term.isascii():  # ids follow the MQTT id pattern and numbers are digits: Cyrillic is a store name
         return in_store_names
     return sa.or_(summary.c.search_text.contains(lowered, autoescape=True), in_store_names)
@@ -245,6 +246,30 @@ def count_each(conn: sa.Connection, scope: Scope, queries: Sequence[RegisterQuer
     return [int(value) for value in row]
 
 
+def _filter_first(keys: Sequence[sa.Column[Any]]) -> list[ColumnElement[Any]]:
+    """The same order, led by an expression no index provides: the database then filters first
+    and sorts what matched, instead of walking the sort's index past rows that do not match."""
+    first = keys[0]
+    lead = first + 0 if isinstance(first.type, sa.Integer) else first.concat("")
+    return [lead, *keys[1:]]
+
+
+def _page_keys(
+    conn: sa.Connection, keys: Sequence[sa.Column[Any]], where: list[ColumnElement[bool]], *, few: bool, window: int | None,
+    offset: int, counted: bool,
+) -> tuple[list[sa.Row[Any]], int | None]:
+    """The sort keys of one page (``window`` rows: the page and one more), and — when ``counted`` —
+    every match's count from the same scan."""
+    extra = [sa.func.count().over().label("total")] if counted else []
+    query = sa.select(*keys, *extra).where(*where).order_by(*(_filter_first(keys) if few else keys)).offset(offset or None)
+    found = conn.execute(query if window is None else query.limit(window)).all()
+    if not counted:
+        return found, None
+    if not found:  # past the end: the window counted nothing
+        return found, int(conn.execute(sa.select(sa.func.count()).select_from(summary).where(*where)).scalar_one())
+    return found, int(found[0].total)
+
+
 def list_page(
     conn: sa.Connection,
     scope: Scope,
@@ -260,36 +285,43 @@ def list_page(
 
     ``cursor`` (from a previous page's ``next_cursor``) resumes after that page and takes the place
     of ``offset``; ``limit`` None returns every matching register (the CSV export).
+
+    A text search matches few registers and no index serves it: one scan filters, counts and sorts
+    the matches. Otherwise the total is counted first; a small one is sorted after filtering too, a
+    large one is read in order along the sort's index until the page is full.
     """
     _check_sort(sort)
     if (limit is not None and not 0 < limit <= MAX_PAGE) or offset < 0:
         raise InvalidValue(f"page limit must be 1..{MAX_PAGE} and offset ≥ 0 (got {limit}, {offset})")
     where = [summary_visible(scope), *conditions(query)]
-    total = int(conn.execute(sa.select(sa.func.count()).select_from(summary).where(*where)).scalar_one())
+    window = None if limit is None else limit + 1  # one more tells whether a next page exists
     keys = KEYSET_SORTS.get(sort)
-    if keys is not None:
-        ids_query = sa.select(*keys).select_from(summary).order_by(*keys)
-        if cursor is not None:
-            after = decode_cursor(sort, cursor)
-            where.append(sa.tuple_(*keys) > sa.tuple_(*(sa.literal(v, k.type) for k, v in zip(keys, after, strict=True))))
+    searching = bool(query.search and query.search.strip())
+    if keys is not None and searching and cursor is None:
+        found, total = _page_keys(conn, keys, where, few=True, window=window, offset=offset, counted=True)
     else:
-        if cursor is not None:
-            raise InvalidValue(f"sort {sort!r} pages by offset; it issues no cursor")
-        joined, on, order = _JOINED_SORTS[sort]
-        ids_query = (
-            sa.select(summary.c.register_id)
-            .select_from(summary.outerjoin(joined, on))
-            .order_by(*order, summary.c.register_id)
-        )
-    ids_query = ids_query.where(*where)
-    if cursor is None and offset:
-        ids_query = ids_query.offset(offset)
-    if limit is not None:
-        ids_query = ids_query.limit(limit + 1)  # one more tells whether a next page exists
-    found = conn.execute(ids_query).all()
+        total = int(conn.execute(sa.select(sa.func.count()).select_from(summary).where(*where)).scalar_one())
+        if keys is not None:
+            if cursor is not None:
+                after = decode_cursor(sort, cursor)
+                where.append(sa.tuple_(*keys) > sa.tuple_(*(sa.literal(v, k.type) for k, v in zip(keys, after, strict=True))))
+            few = total <= SMALL_RESULT
+            found, _ = _page_keys(conn, keys, where, few=few, window=window, offset=0 if cursor else offset, counted=False)
+        else:
+            if cursor is not None:
+                raise InvalidValue(f"sort {sort!r} pages by offset; it issues no cursor")
+            joined, on, order = _JOINED_SORTS[sort]
+            by_join = (
+                sa.select(summary.c.register_id)
+                .select_from(summary.outerjoin(joined, on))
+                .where(*where)
+                .order_by(*order, summary.c.register_id)
+                .offset(offset or None)
+            )
+            found = conn.execute(by_join if window is None else by_join.limit(window)).all()
     more = limit is not None and len(found) > limit
     found = found[:limit] if limit is not None else found
-    next_cursor = encode_cursor(sort, tuple(found[-1])) if more and keys is not None else None
+    next_cursor = encode_cursor(sort, tuple(found[-1])[: len(keys)]) if more and keys is not None else None
     rows = _rows_in_order(conn, [row.register_id for row in found], with_state)
     return RegisterPage(rows, total, next_cursor)
 
