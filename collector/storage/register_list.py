@@ -41,7 +41,7 @@ from collector.storage.schema import (
     tags,
 )
 from collector.storage.schema import register_summary as summary
-from collector.storage.scope import Scope, in_subtree, summary_visible
+from collector.storage.scope import Scope, summary_below, summary_visible
 
 CONNECTIVITY: tuple[str, ...] = ("online", "offline", "unreachable")
 SELL_STATUSES: tuple[str, ...] = (CANNOT_SELL, "unknown", "will_stop", "no_threat")
@@ -132,7 +132,12 @@ def _ofd_not_activated() -> ColumnElement[bool]:
     return summary.c.register_id.in_(sa.select(ofd_contracts.c.register_id).where(ofd_contracts.c.activated.is_(False)))
 
 
-def conditions(query: RegisterQuery) -> list[ColumnElement[bool]]:
+def _in_subtree(conn: sa.Connection, node_id: int) -> ColumnElement[bool]:
+    path = conn.execute(sa.select(nodes.c.path).where(nodes.c.id == node_id)).scalar_one_or_none()
+    return sa.false() if path is None else summary_below(path)
+
+
+def conditions(conn: sa.Connection, query: RegisterQuery) -> list[ColumnElement[bool]]:
     """The query's filters as predicates on ``register_summary`` (the scope is added by the caller)."""
     _one_of("register status", query.status, REGISTER_STATUSES)
     _one_of("connectivity", query.connectivity, CONNECTIVITY)
@@ -153,7 +158,7 @@ def conditions(query: RegisterQuery) -> list[ColumnElement[bool]]:
     if query.rule is not None:
         found.append(_active_alert(query.rule))
     if query.node_id is not None:
-        found.append(in_subtree(summary.c.node_id, query.node_id))
+        found.append(_in_subtree(conn, query.node_id))
     if query.tag is not None:
         found.append(_tagged(query.tag))
     if query.search is not None and query.search.strip():
@@ -229,7 +234,9 @@ def _check_sort(sort: str) -> None:
 
 
 def count_registers(conn: sa.Connection, scope: Scope, query: RegisterQuery) -> int:
-    found = conn.execute(sa.select(sa.func.count()).select_from(summary).where(summary_visible(scope), *conditions(query)))
+    found = conn.execute(
+        sa.select(sa.func.count()).select_from(summary).where(summary_visible(conn, scope), *conditions(conn, query))
+    )
     return int(found.scalar_one())
 
 
@@ -239,10 +246,10 @@ def count_each(conn: sa.Connection, scope: Scope, queries: Sequence[RegisterQuer
     if not queries:
         return []
     sums = [
-        sa.func.coalesce(sa.func.sum(sa.case((sa.and_(sa.true(), *conditions(query)), 1), else_=0)), 0)
+        sa.func.coalesce(sa.func.sum(sa.case((sa.and_(sa.true(), *conditions(conn, query)), 1), else_=0)), 0)
         for query in queries
     ]
-    row = conn.execute(sa.select(*sums).select_from(summary).where(summary_visible(scope))).one()
+    row = conn.execute(sa.select(*sums).select_from(summary).where(summary_visible(conn, scope))).one()
     return [int(value) for value in row]
 
 
@@ -293,7 +300,7 @@ def list_page(
     _check_sort(sort)
     if (limit is not None and not 0 < limit <= MAX_PAGE) or offset < 0:
         raise InvalidValue(f"page limit must be 1..{MAX_PAGE} and offset ≥ 0 (got {limit}, {offset})")
-    where = [summary_visible(scope), *conditions(query)]
+    where = [summary_visible(conn, scope), *conditions(conn, query)]
     window = None if limit is None else limit + 1  # one more tells whether a next page exists
     keys = KEYSET_SORTS.get(sort)
     searching = bool(query.search and query.search.strip())

@@ -26,7 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from collector.storage.errors import UnsupportedDialect
 from collector.storage.ranks import UNKNOWN_SELL_RANK, severity_rank
 from collector.storage.rows import SEVERITY_LEVELS
-from collector.storage.schema import agents, alerts, register_state, register_summary, registers
+from collector.storage.schema import agents, alerts, nodes, register_state, register_summary, registers
 
 # "No stop ahead" sorts after every real stop; an instant no register will reach.
 NO_BLOCK = datetime(9999, 1, 1, tzinfo=UTC)
@@ -62,6 +62,7 @@ def _computed(register_ids: Sequence[str] | sa.BindParameter[Any] | None) -> sa.
             registers.c.register_id,
             registers.c.tenant_id,
             registers.c.node_id,
+            nodes.c.path.label("node_path"),
             registers.c.protocol,
             _search_text().label("search_text"),
             sa.func.coalesce(register_state.c.sell_rank, UNKNOWN_SELL_RANK).label("sell_rank"),
@@ -77,9 +78,9 @@ def _computed(register_ids: Sequence[str] | sa.BindParameter[Any] | None) -> sa.
             register_state.c.shift_status,
         )
         .select_from(
-            registers.outerjoin(register_state, register_state.c.register_id == registers.c.register_id).outerjoin(
-                agents, agents.c.agent_id == registers.c.agent_id
-            )
+            registers.outerjoin(register_state, register_state.c.register_id == registers.c.register_id)
+            .outerjoin(agents, agents.c.agent_id == registers.c.agent_id)
+            .outerjoin(nodes, nodes.c.id == registers.c.node_id)
         )
         .where(sa.true() if register_ids is None else registers.c.register_id.in_(register_ids))
     )
@@ -136,6 +137,13 @@ def refresh_agents(conn: sa.Connection, agent_ids: Collection[str]) -> None:
     if not agent_ids:
         return
     found = conn.execute(sa.select(registers.c.register_id).where(registers.c.agent_id.in_(sorted(set(agent_ids)))))
+    refresh_registers(conn, found.scalars().all())
+
+
+def refresh_subtree(conn: sa.Connection, tenant_id: int, path: str) -> None:
+    """Recompute the rows of every register placed at or below the node with this path (it moved)."""
+    below = sa.select(nodes.c.id).where(nodes.c.tenant_id == tenant_id, nodes.c.path.startswith(path))
+    found = conn.execute(sa.select(registers.c.register_id).where(registers.c.node_id.in_(below)))
     refresh_registers(conn, found.scalars().all())
 
 

@@ -34,7 +34,7 @@ def _per_node_totals(conn: sa.Connection, scope: Scope) -> dict[int, tuple[list[
             sa.func.sum(sa.case((cannot_sell, 1), else_=0)),
             *(sa.func.sum(sa.case((summary.c.worst_severity == label, 1), else_=0)) for label in SEVERITY_LEVELS),
         )
-        .where(summary_visible(scope), summary.c.node_id.is_not(None))
+        .where(summary_visible(conn, scope), summary.c.node_id.is_not(None))
         .group_by(summary.c.node_id)
     )
     return {row[0]: ([int(count or 0) for count in row[2:]], row[1]) for row in conn.execute(query)}

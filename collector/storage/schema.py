@@ -156,6 +156,8 @@ register_summary = sa.Table(
     sa.Column("register_id", sa.String(100), _register_fk(), primary_key=True),
     sa.Column("tenant_id", sa.Integer, nullable=False),
     sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="SET NULL"), nullable=True),
+    # The node's materialised path, byte-ordered on both backends: a subtree is one range of it.
+    sa.Column("node_path", sa.String(1000).with_variant(sa.String(1000, collation="C"), "postgresql"), nullable=True),
     sa.Column("protocol", sa.String(30), nullable=False),
     sa.Column("search_text", sa.String(240), nullable=False),  # lowered id, serial, РНМ, ФН number
     sa.Column("sell_rank", sa.SmallInteger, nullable=False),
@@ -170,6 +172,7 @@ register_summary = sa.Table(
     sa.Index("ix_register_summary_by_block", "tenant_id", "sell_rank", "block_order", "severity_order", "register_id"),
     sa.Index("ix_register_summary_by_severity", "tenant_id", "severity_order", "sell_rank", "block_order", "register_id"),
     sa.Index(None, "node_id"),
+    sa.Index(None, "tenant_id", "node_path"),
 )
 
 state_history = sa.Table(

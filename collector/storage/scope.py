@@ -95,7 +95,26 @@ def in_subtree(node_column: ColumnElement[int | None], root_id: int) -> ColumnEl
     return node_column.in_(below)
 
 
-def summary_visible(scope: Scope) -> ColumnElement[bool]:
-    """Predicate on ``register_summary``: the register is inside the scope (same rule as
-    :func:`register_visible`, on the summary's copy of the tenant and node)."""
-    return _inside(scope, register_summary.c.tenant_id, register_summary.c.node_id)
+def summary_below(path: str) -> ColumnElement[bool]:
+    """Predicate on ``register_summary``: placed at the node with this path or below it. Paths are
+    ids and slashes ordered bytewise, so "/1/5/…" is the range ["/1/5/", "/1/50"): an index range."""
+    return sa.and_(
+        register_summary.c.node_id.is_not(None),
+        register_summary.c.node_path >= path,
+        register_summary.c.node_path < path[:-1] + "0",
+    )
+
+
+def summary_visible(conn: sa.Connection, scope: Scope) -> ColumnElement[bool]:
+    """Predicate on ``register_summary``: the register is inside the scope — the rule of
+    :func:`register_visible` on the summary's tenant and node path, with the scope's roots looked
+    up once (an unplaced register, node NULL, is visible to its whole tenant only)."""
+    if scope.tenant_id is None:
+        return sa.true()
+    same_tenant = register_summary.c.tenant_id == scope.tenant_id
+    if scope.node_ids is None:
+        return same_tenant
+    roots = conn.execute(
+        sa.select(nodes.c.path).where(nodes.c.id.in_(sorted(scope.node_ids)), nodes.c.tenant_id == scope.tenant_id)
+    ).scalars()
+    return sa.and_(same_tenant, sa.or_(sa.false(), *(summary_below(path) for path in sorted(set(roots)))))

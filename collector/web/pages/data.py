@@ -84,7 +84,7 @@ def shift_summary(conn: sa.Connection, scope: Scope) -> dict[str, int]:
     """Registers in scope by shift status; registers never polled count as ``unknown``."""
     status = sa.func.coalesce(register_summary.c.shift_status, "unknown")
     rows = conn.execute(
-        sa.select(status, sa.func.count()).where(summary_visible(scope)).group_by(status)
+        sa.select(status, sa.func.count()).where(summary_visible(conn, scope)).group_by(status)
     )
     counts = {"open": 0, "expired": 0, "closed": 0, "unknown": 0}
     for name, count in rows:

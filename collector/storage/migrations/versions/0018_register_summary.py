@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("register_id", sa.String(length=100), nullable=False),
         sa.Column("tenant_id", sa.Integer(), nullable=False),
         sa.Column("node_id", sa.Integer(), nullable=True),
+        sa.Column("node_path", sa.String(length=1000).with_variant(sa.String(length=1000, collation="C"), "postgresql"), nullable=True),
         sa.Column("protocol", sa.String(length=30), nullable=False),
         sa.Column("search_text", sa.String(length=240), nullable=False),
         sa.Column("sell_rank", sa.SmallInteger(), nullable=False),
@@ -54,12 +55,14 @@ def upgrade() -> None:
         ["tenant_id", "severity_order", "sell_rank", "block_order", "register_id"],
     )
     op.create_index(op.f("ix_register_summary_node_id"), "register_summary", ["node_id"])
+    op.create_index(op.f("ix_register_summary_tenant_id_node_path"), "register_summary", ["tenant_id", "node_path"])
     # The collector's own statement, against the table exactly as created above. A later revision
     # that changes this table's columns must stop calling it here (and backfill in its own terms).
     refresh_all(op.get_bind())
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_register_summary_tenant_id_node_path"), table_name="register_summary")
     op.drop_index(op.f("ix_register_summary_node_id"), table_name="register_summary")
     op.drop_index("ix_register_summary_by_severity", table_name="register_summary")
     op.drop_index("ix_register_summary_by_block", table_name="register_summary")
