@@ -261,20 +261,29 @@ def _filter_first(keys: Sequence[sa.Column[Any]]) -> list[ColumnElement[Any]]:
     return [lead, *keys[1:]]
 
 
+Rows = Sequence[sa.Row[Any]]
+
+
+def _count(conn: sa.Connection, where: list[ColumnElement[bool]]) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(summary).where(*where)).scalar_one())
+
+
 def _page_keys(
-    conn: sa.Connection, keys: Sequence[sa.Column[Any]], where: list[ColumnElement[bool]], *, few: bool, window: int | None,
-    offset: int, counted: bool,
-) -> tuple[list[sa.Row[Any]], int | None]:
-    """The sort keys of one page (``window`` rows: the page and one more), and — when ``counted`` —
-    every match's count from the same scan."""
+    conn: sa.Connection, keys: Sequence[sa.Column[Any]], where: list[ColumnElement[bool]], *, few: bool,
+    window: int | None, offset: int, counted: bool = False,
+) -> Rows:
+    """The sort keys of one page (``window`` rows: the page and one more); ``counted`` adds every
+    match's count to each row (column ``total``), from the same scan."""
     extra = [sa.func.count().over().label("total")] if counted else []
     query = sa.select(*keys, *extra).where(*where).order_by(*(_filter_first(keys) if few else keys)).offset(offset or None)
-    found = conn.execute(query if window is None else query.limit(window)).all()
-    if not counted:
-        return found, None
-    if not found:  # past the end: the window counted nothing
-        return found, int(conn.execute(sa.select(sa.func.count()).select_from(summary).where(*where)).scalar_one())
-    return found, int(found[0].total)
+    return conn.execute(query if window is None else query.limit(window)).all()
+
+
+def _searched_page(
+    conn: sa.Connection, keys: Sequence[sa.Column[Any]], where: list[ColumnElement[bool]], window: int | None, offset: int
+) -> tuple[Rows, int]:
+    found = _page_keys(conn, keys, where, few=True, window=window, offset=offset, counted=True)
+    return found, (int(found[0].total) if found else _count(conn, where))  # past the end the window counts nothing
 
 
 def list_page(
@@ -304,16 +313,17 @@ def list_page(
     window = None if limit is None else limit + 1  # one more tells whether a next page exists
     keys = KEYSET_SORTS.get(sort)
     searching = bool(query.search and query.search.strip())
+    found: Rows
     if keys is not None and searching and cursor is None:
-        found, total = _page_keys(conn, keys, where, few=True, window=window, offset=offset, counted=True)
+        found, total = _searched_page(conn, keys, where, window, offset)
     else:
-        total = int(conn.execute(sa.select(sa.func.count()).select_from(summary).where(*where)).scalar_one())
+        total = _count(conn, where)
         if keys is not None:
             if cursor is not None:
                 after = decode_cursor(sort, cursor)
                 where.append(sa.tuple_(*keys) > sa.tuple_(*(sa.literal(v, k.type) for k, v in zip(keys, after, strict=True))))
             few = total <= SMALL_RESULT
-            found, _ = _page_keys(conn, keys, where, few=few, window=window, offset=0 if cursor else offset, counted=False)
+            found = _page_keys(conn, keys, where, few=few, window=window, offset=0 if cursor else offset)
         else:
             if cursor is not None:
                 raise InvalidValue(f"sort {sort!r} pages by offset; it issues no cursor")

@@ -90,14 +90,17 @@ _COLUMNS = [column.name for column in register_summary.columns]
 
 
 @functools.cache
-def _upsert_statement(dialect: str, every: bool) -> sa.Insert:
+def _upsert_statement(dialect: str, every: bool) -> sa.Executable:
     """Built once per backend (building it costs more than running it on 500 registers); the ids
     go in as the expanding parameter ``ids``."""
-    ids = None if every else sa.bindparam("ids", expanding=True)
-    inserts = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-    if dialect not in inserts:
+    ids: sa.BindParameter[Any] | None = None if every else sa.bindparam("ids", expanding=True)
+    insert: sqlite.Insert | postgresql.Insert
+    if dialect == "sqlite":
+        insert = sqlite.insert(register_summary)
+    elif dialect == "postgresql":
+        insert = postgresql.insert(register_summary)
+    else:
         raise UnsupportedDialect(f"no ON CONFLICT support for database dialect {dialect!r}")
-    insert = inserts[dialect](register_summary)
     stmt = insert.from_select(_COLUMNS, _computed(ids))
     kept = [name for name in _COLUMNS if name != "register_id"]
     return stmt.on_conflict_do_update(
