@@ -1,15 +1,19 @@
 """Keeping ``register_summary`` in step with the tables it summarises.
 
 A summary row is never edited column by column: :func:`refresh_registers` recomputes the rows of
-the named registers from ``registers``, ``register_state``, ``agents`` and ``alerts`` in one
-INSERT … SELECT … ON CONFLICT statement, so every caller (the writer once per batch, the alert
-evaluator once per chunk, the one-row repository functions, tree moves) runs the same SQL and a
-repeated refresh is harmless. Deleted registers lose their row through the foreign key's cascade;
-a deleted node leaves ``node_id`` NULL through its ON DELETE SET NULL, as on ``registers``.
+the named registers from ``registers``, ``register_state``, ``agents``, ``alerts`` and ``nodes``
+(the path) in one prebuilt INSERT … SELECT … ON CONFLICT statement, so every caller (the writer
+once per batch, the alert evaluator once per chunk, the one-row repository functions, placing a
+register, moving a node) runs the same SQL, a repeated refresh is harmless, and a row whose values
+did not change is not rewritten. Deleted registers lose their row through the foreign key's
+cascade; a deleted node leaves ``node_id`` NULL through its ON DELETE SET NULL, as on ``registers``
+(scopes ignore the path of an unplaced register).
 
-On PostgreSQL the rows are locked (in id order) before they are recomputed: two transactions that
-changed different source tables of one register then refresh one after the other, and the second
-statement's snapshot sees the first one's commit, so neither overwrites the other with stale values.
+On PostgreSQL existing rows are locked (in id order) before they are recomputed: two transactions
+that changed different source tables of one register then refresh one after the other, and the
+second statement's snapshot sees the first one's commit, so neither overwrites the other with
+stale values. (Two transactions creating the same register's first row race without that lock;
+:func:`refresh_all` rebuilds every row.)
 """
 
 from __future__ import annotations
