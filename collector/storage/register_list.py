@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
@@ -240,17 +241,38 @@ def count_registers(conn: sa.Connection, scope: Scope, query: RegisterQuery) -> 
     return int(found.scalar_one())
 
 
+def _only_rule(query: RegisterQuery) -> str | None:
+    """The rule of a query that filters on one rule and nothing else; None for any other query."""
+    return query.rule if query.rule is not None and dataclasses.replace(query, rule=None) == RegisterQuery() else None
+
+
+def _count_by_rule(conn: sa.Connection, scope: Scope, rules: Collection[str]) -> dict[str, int]:
+    """Registers in scope with an active alert of each rule, counted from the active alerts (a
+    register has at most one row per rule): the list's ``rule`` filter, read from the other side."""
+    if not rules:
+        return {}
+    found = conn.execute(
+        sa.select(alerts.c.rule, sa.func.count())
+        .join(summary, summary.c.register_id == alerts.c.register_id)
+        .where(alerts.c.status == "active", alerts.c.rule.in_(sorted(set(rules))), summary_visible(conn, scope))
+        .group_by(alerts.c.rule)
+    )
+    return {rule: int(count) for rule, count in found}
+
+
 def count_each(conn: sa.Connection, scope: Scope, queries: Sequence[RegisterQuery]) -> list[int]:
-    """How many registers in scope match each query: one pass over the summary for all of them,
-    with exactly the predicates the list uses (a counter and the list it links to cannot disagree)."""
-    if not queries:
-        return []
+    """How many registers in scope match each query, with the predicates the list uses (a counter
+    and the list it links to cannot disagree): queries on one rule alone are counted from the active
+    alerts in one GROUP BY, every other query in one pass over the summary."""
+    rules = [_only_rule(query) for query in queries]
+    by_rule = _count_by_rule(conn, scope, [rule for rule in rules if rule is not None])
     sums = [
         sa.func.coalesce(sa.func.sum(sa.case((sa.and_(sa.true(), *conditions(conn, query)), 1), else_=0)), 0)
-        for query in queries
+        for query, rule in zip(queries, rules, strict=True)
+        if rule is None
     ]
-    row = conn.execute(sa.select(*sums).select_from(summary).where(summary_visible(conn, scope))).one()
-    return [int(value) for value in row]
+    passed = iter(conn.execute(sa.select(*sums).select_from(summary).where(summary_visible(conn, scope))).one() if sums else ())
+    return [int(next(passed)) if rule is None else by_rule.get(rule, 0) for rule in rules]
 
 
 def _filter_first(keys: Sequence[sa.Column[Any]]) -> list[ColumnElement[Any]]:

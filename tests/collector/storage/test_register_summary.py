@@ -143,7 +143,9 @@ def test_refresh_all_repairs_rows_changed_behind_its_back(conn, fleet: Fleet) ->
         RegisterQuery(status="offline"),
         RegisterQuery(connectivity="offline"),
         RegisterQuery(severities=["critical", "blocked"]),
-        RegisterQuery(rule="ofd_backlog"),
+        RegisterQuery(rule="ofd_backlog"),  # one rule alone: counted from the active alerts
+        RegisterQuery(rule="paper_out"),  # its only alert is cleared
+        RegisterQuery(rule="ofd_backlog", tag="24/7"),  # a rule and more: counted in the pass
         RegisterQuery(tag="24/7"),
         RegisterQuery(search="арбат"),
         RegisterQuery(search="0001003"),
