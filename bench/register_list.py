@@ -9,6 +9,8 @@ company, a one-brand grant and a one-city grant: ``repository.list_registers`` �
 block, problems only, a subtree, a digits search (serial / РНМ / ФН) and a store-name search; the
 page after 5 000 registers (by cursor where the list issues one, else by offset); the dashboard's
 counters and shift summary; the tree with its rollups. Target (issue 11): p95 ≤ 100 ms each.
+Also what keeping the register summary costs the writer: refreshing the rows of a 500-register
+batch (rolled back after each run). CPU is this thread's plus, on PostgreSQL, the server backend's.
 """
 
 from __future__ import annotations
