@@ -5,6 +5,7 @@ while registers are being added. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import importlib
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -15,12 +16,12 @@ import sqlalchemy as sa
 
 from collector.accounts.audit import Actor
 from collector.accounts.tree import place_register
-from collector.storage import register_list, register_summary
+from collector.storage import create_engine_from_url, migrate, register_list, register_summary
 from collector.storage import repository as repo
 from collector.storage.errors import InvalidValue
 from collector.storage.register_list import RegisterQuery
 from collector.storage.rows import AlertRow, LatestState, RegisterEvaluation, RegisterIdentity
-from collector.storage.schema import nodes, registers
+from collector.storage.schema import agents, alerts, nodes, register_state, registers
 from collector.storage.schema import register_summary as summary
 from collector.storage.scope import Scope
 
@@ -223,3 +224,36 @@ def test_bad_cursors_are_refused_clearly(conn, fleet: Fleet) -> None:
     ):
         with pytest.raises(InvalidValue, match=words):
             register_list.list_page(conn, scope, RegisterQuery(), sort=sort, limit=1, cursor=bad)
+
+
+def test_the_migration_fills_the_summary_from_the_rows_already_there(empty_database_url: str) -> None:
+    revision = importlib.import_module("collector.storage.migrations.versions.0018_register_summary")
+    migrate(empty_database_url, revision.down_revision)
+    engine = create_engine_from_url(empty_database_url)
+    try:
+        with engine.begin() as conn:
+            tenant = repo.create_tenant(conn, "Ромашка", created_at=T0)
+            store = repo.create_node(conn, tenant, parent_id=None, kind="store", name="Тверская 1")
+            conn.execute(sa.insert(agents).values(agent_id="agent-1", tenant_id=tenant, node_id=store, enrolled_at=T0, online=True))
+            conn.execute(sa.insert(registers), [
+                {"register_id": f"kkt-{i}", "tenant_id": tenant, "node_id": store, "agent_id": "agent-1", "protocol": "atol",
+                 "serial": f"100{i}", "first_seen": T0, "last_seen": T0}
+                for i in range(3)
+            ])
+            conn.execute(sa.insert(register_state).values(
+                register_id="kkt-0", agent_id="agent-1", session=1, seq=1, agent_ts=T0, received_at=T0, state={},
+                blocks_at=T0 + timedelta(days=3), worst_severity="critical", sell_status="will_stop", sell_rank=2, link_up=False,
+            ))
+            conn.execute(sa.insert(alerts).values(
+                register_id="kkt-0", rule="ofd_backlog", severity="critical", status="active", started_at=T0, updated_at=T0,
+                details={},
+            ))
+        migrate(engine)
+        with engine.connect() as conn:
+            assert_in_step(conn)
+            rows = stored(conn)
+        assert set(rows) == {"kkt-0", "kkt-1", "kkt-2"}
+        assert (rows["kkt-0"]["problem"], rows["kkt-0"]["severity_order"], rows["kkt-0"]["link_up"]) == (True, 1, False)
+        assert rows["kkt-1"]["sell_rank"] == 1 and rows["kkt-1"]["node_path"] == f"/{store}/"
+    finally:
+        engine.dispose()
