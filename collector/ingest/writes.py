@@ -33,6 +33,7 @@ from collector.actions.store import apply_results
 from collector.ingest import bulk
 from collector.ingest.agent_clock import record_time
 from collector.ingest.consumer import InboundMessage
+from collector.storage import register_summary
 from collector.storage import repository as repo
 from collector.storage.agents import StatusOutcome
 from collector.storage.dialect import member_of
@@ -371,4 +372,13 @@ def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCach
     outcome.registers |= set(links)
     outcome.registers |= apply_results(conn, gather.action_results)
     bulk.mark_agents_seen(conn, cache.seen_due({agent: seen for agent, seen in gather.seen.items() if seen[1] > 0}))
+    _refresh_summaries(conn, outcome, identified | set(event_only))
     return outcome
+
+
+def _refresh_summaries(conn: sa.Connection, outcome: WriteOutcome, identified: set[str]) -> None:
+    """The register list's summary rows of what this batch changed: one statement per batch.
+    Status messages refreshed their agents' registers already (``upsert_agent_status``); a birth
+    marks its agent online in bulk, so those agents' registers are refreshed here."""
+    register_summary.refresh_registers(conn, outcome.registers | identified)
+    register_summary.refresh_agents(conn, set(outcome.births) - outcome.status_agents)

@@ -144,6 +144,37 @@ register_state = sa.Table(
     sa.Index(None, "worst_severity"),
 )
 
+# One narrow row per register with what the register list, the dashboard counters and the tree
+# filter and sort on, so they read one indexed table instead of joining four. Kept by
+# ``collector.storage.register_summary`` in the transaction that changes a source row (registers,
+# register_state, agents.online, alerts). Sort keys are NOT NULL and ascending, so a page can
+# resume after a row-value cursor: ``block_order`` is blocks_at with "no stop ahead" as a far
+# future, ``severity_order`` is 0 for the worst severity up to the number of levels for none.
+register_summary = sa.Table(
+    "register_summary",
+    metadata,
+    sa.Column("register_id", sa.String(100), _register_fk(), primary_key=True),
+    sa.Column("tenant_id", sa.Integer, nullable=False),
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="SET NULL"), nullable=True),
+    # The node's materialised path, byte-ordered on both backends: a subtree is one range of it.
+    sa.Column("node_path", sa.String(1000).with_variant(sa.String(1000, collation="C"), "postgresql"), nullable=True),
+    sa.Column("protocol", sa.String(30), nullable=False),
+    sa.Column("search_text", sa.String(240), nullable=False),  # lowered id, serial, РНМ, ФН number
+    sa.Column("sell_rank", sa.SmallInteger, nullable=False),
+    sa.Column("sell_status", sa.String(20), nullable=True),
+    sa.Column("block_order", UtcDateTime, nullable=False),
+    sa.Column("severity_order", sa.SmallInteger, nullable=False),
+    sa.Column("worst_severity", sa.String(20), nullable=True),
+    sa.Column("problem", sa.Boolean, nullable=False),  # has an active alert
+    sa.Column("agent_online", sa.Boolean, nullable=True),  # NULL: no such agent
+    sa.Column("link_up", sa.Boolean, nullable=True),
+    sa.Column("shift_status", sa.String(20), nullable=True),
+    sa.Index("ix_register_summary_by_block", "tenant_id", "sell_rank", "block_order", "severity_order", "register_id"),
+    sa.Index("ix_register_summary_by_severity", "tenant_id", "severity_order", "sell_rank", "block_order", "register_id"),
+    sa.Index(None, "node_id"),
+    sa.Index(None, "tenant_id", "node_path"),
+)
+
 state_history = sa.Table(
     "state_history",
     metadata,

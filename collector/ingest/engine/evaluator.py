@@ -38,6 +38,7 @@ from collector.ingest.rule_inputs import rule_inputs_key
 from collector.ingest.writes import FreshState
 from collector.metrics import CollectorMetrics
 from collector.notify import AlertNotice
+from collector.storage import register_summary
 from collector.storage import repository as repo
 from collector.storage.dialect import member_of
 from collector.storage.engine import begin_write
@@ -221,6 +222,7 @@ class AlertEngine:
                 notices += self._send_notices(subject, record, rule_changes)
             verdicts[subject.register_id] = register_evaluation(sell_verdict(inp, thresholds, conditions), worst, now)
         bulk.set_evaluations(conn, verdicts)
+        register_summary.refresh_registers(conn, verdicts)  # verdict, severity and alerts: the list's keys
         self._metrics.evaluations.inc(len(verdicts))
         return len(verdicts), changes, notices
 

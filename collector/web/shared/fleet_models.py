@@ -78,7 +78,12 @@ class RegisterFilters(_Query):
 
 
 class RegisterListQuery(RegisterFilters, Page):
-    pass
+    cursor: str | None = Field(
+        None,
+        max_length=1000,
+        description="resume after the page that issued it (its next link); replaces offset. "
+        "The time_to_block and severity sorts page by cursor, serial by offset",
+    )
 
 
 class RegisterCsvQuery(RegisterFilters):
