@@ -5,6 +5,11 @@ whose number is in the Last Will, and paho's retry queue would otherwise re-send
 connection's in-flight messages under the old client state. Those messages are not lost — they
 stay in the outbox and are replayed on ``hist`` — so dropping paho's copy is safe.
 
+Failover: with ``fallback_urls`` the agent starts on a node picked from its client id (so a fleet
+spreads over the cluster) and, after a failed connect or a lost connection, moves to the next
+node. Every connection is a new session either way, so nothing else changes: the outbox replays
+what the collector has not acknowledged, whichever node carries it.
+
 Why our own reconnect loop: paho's built-in reconnect backs off without jitter; a fleet of
 agents behind one broker restart would reconnect in lock-step. We use exponential backoff
 with *full jitter* (sleep uniform(0, min(cap, base·2^n))).
@@ -16,6 +21,7 @@ import logging
 import random
 import ssl
 import threading
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -87,6 +93,8 @@ class MqttPublisher:
         self._on_message = on_message
         self._on_disconnected = on_disconnected
         self._backoff = backoff or Backoff(broker.reconnect_min, broker.reconnect_max)
+        self._endpoints = broker.endpoints()
+        self._node = zlib.crc32(client_id.encode()) % len(self._endpoints)
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._connack = threading.Event()
@@ -117,6 +125,11 @@ class MqttPublisher:
     def thread(self) -> SupervisedThread | None:
         """The supervisor thread once started (for the health file)."""
         return self._thread
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """The node the agent is connected to, or will try next."""
+        return self._endpoints[self._node]
 
     @property
     def session(self) -> int | None:
@@ -211,6 +224,7 @@ class MqttPublisher:
                 session = None  # a new connection is a new session
                 if self._stop.is_set():
                     break
+            self._node = (self._node + 1) % len(self._endpoints)  # a lost or refused node: try the next
             delay = self._backoff.next_delay()
             log.info("reconnecting to the broker in %.1f s", delay, extra={"delay": round(delay, 2)})
             self._stop.wait(delay)
@@ -247,10 +261,11 @@ class MqttPublisher:
         self._connack.clear()
         self._lost.clear()
         self._connack_failure = None
+        host, port = self.endpoint
         try:
-            client.connect(self._broker.host, self._broker.port, keepalive=self._broker.keepalive)
+            client.connect(host, port, keepalive=self._broker.keepalive)
         except (OSError, ssl.SSLError, ValueError) as exc:
-            self.last_error = f"connect to {self._broker.host}:{self._broker.port} failed: {exc}"
+            self.last_error = f"connect to {host}:{port} failed: {exc}"
             log.warning(self.last_error)
             return "failed"
         client.loop_start()
@@ -270,7 +285,7 @@ class MqttPublisher:
             self._lost.set()
         self.connections += 1
         self.last_error = None
-        log.info("connected to the broker", extra={"session": session, "broker": self._broker.host})
+        log.info("connected to the broker", extra={"session": session, "broker": f"{host}:{port}"})
         for topic in self._subscriptions:
             client.subscribe(topic, qos=1)
         return "connected"
