@@ -97,6 +97,10 @@ class BrokerConfig(_Section):
     client_cert: Path | None = None
     client_key: Path | None = None
     keepalive: int = Field(30, ge=2, le=65535)
+    # QoS of the cmd/ack/collector-status subscriptions. 0 on a NATS cluster: its MQTT gateway
+    # delivers what collectors publish over NATS at QoS 0 anyway, and a QoS 1 subscription costs a
+    # replicated JetStream consumer per topic and agent (and fails while JetStream elects leaders).
+    subscribe_qos: Literal[0, 1] = 1
     reconnect_min: float = Field(1.0, gt=0)
     reconnect_max: float = Field(120.0, gt=0)
 

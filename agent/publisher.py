@@ -5,9 +5,9 @@ whose number is in the Last Will, and paho's retry queue would otherwise re-send
 connection's in-flight messages under the old client state. Those messages are not lost — they
 stay in the outbox and are replayed on ``hist`` — so dropping paho's copy is safe.
 
-Failover: with ``fallback_urls`` the agent starts on a node picked from its client id (so a fleet
-spreads over the cluster) and, after a failed connect or a lost connection, moves to the next
-node. Every connection is a new session either way, so nothing else changes: the outbox replays
+Failover: with ``fallback_urls`` the agent starts on ``url`` (give agents different first nodes to
+spread a fleet over the cluster) and, after a failed connect or a lost connection, moves to the
+next node, round the list. Every connection is a new session either way, so nothing else changes: the outbox replays
 what the collector has not acknowledged, whichever node carries it.
 
 Why our own reconnect loop: paho's built-in reconnect backs off without jitter; a fleet of
@@ -21,7 +21,6 @@ import logging
 import random
 import ssl
 import threading
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -94,7 +93,7 @@ class MqttPublisher:
         self._on_disconnected = on_disconnected
         self._backoff = backoff or Backoff(broker.reconnect_min, broker.reconnect_max)
         self._endpoints = broker.endpoints()
-        self._node = zlib.crc32(client_id.encode()) % len(self._endpoints)
+        self._node = 0
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._connack = threading.Event()
@@ -208,7 +207,7 @@ class MqttPublisher:
         with self._lock:
             client = self._client if self._connected else None
         if client is not None:
-            client.subscribe(topic, qos=1)
+            client.subscribe(topic, qos=self._broker.subscribe_qos)
 
     # --- supervisor ---------------------------------------------------------------------
 
@@ -254,6 +253,7 @@ class MqttPublisher:
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
         return client
 
     def _connect_once(self, session: int) -> str:
@@ -287,7 +287,7 @@ class MqttPublisher:
         self.last_error = None
         log.info("connected to the broker", extra={"session": session, "broker": f"{host}:{port}"})
         for topic in self._subscriptions:
-            client.subscribe(topic, qos=1)
+            client.subscribe(topic, qos=self._broker.subscribe_qos)
         return "connected"
 
     def _run_connection(self, session: int) -> None:
@@ -325,6 +325,14 @@ class MqttPublisher:
             is_current = client is self._client
         if is_current:
             self._lost.set()
+
+    def _handle_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        """A refused subscription leaves a connection that never hears acks or commands (a cluster
+        node whose JetStream is still electing leaders answers so): drop it and try the next node."""
+        failed = [str(reason) for reason in reasons if reason.is_failure]
+        if failed:
+            log.warning("the broker refused a subscription (%s); reconnecting", ", ".join(failed))
+            client.disconnect()
 
     def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         with self._lock:

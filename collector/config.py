@@ -154,7 +154,7 @@ class CollectorConfig(BaseModel):
     cookie_secure: bool = Field(True, description="Secure flag of the session cookie; off only for plain-HTTP localhost")
     # Agent enrollment (collector.enrollment.settings reads these by name); off until a backend is set up.
     enroll_broker_url: str | None = Field(None, description="broker URL given to enrolled agents")
-    enroll_backend: Literal["dynsec", "files"] | None = None
+    enroll_backend: Literal["dynsec", "files", "nats"] | None = None
     enroll_token_ttl_hours: float | None = Field(None, gt=0, le=720)
     dynsec_admin_username: str | None = None
     dynsec_admin_password: str | None = None
@@ -162,6 +162,7 @@ class CollectorConfig(BaseModel):
     broker_password_file: str | None = None
     broker_acl_file: str | None = None
     broker_pid_file: str | None = None
+    nats_users_file: str | None = None
 
     @property
     def public_url(self) -> str:
@@ -172,6 +173,8 @@ class CollectorConfig(BaseModel):
     def enrollment_enabled(self) -> bool:
         if self.enroll_backend == "files":
             return bool(self.broker_password_file and self.broker_acl_file)
+        if self.enroll_backend == "nats":
+            return bool(self.nats_users_file)
         return bool(self.dynsec_admin_password)
 
     @field_validator("broker_url")
@@ -190,6 +193,12 @@ class CollectorConfig(BaseModel):
         if self.broker_fallback_urls and schemes != {True}:
             raise ValueError("broker_fallback_urls: only for a nats:// broker_url, and all nats:// or tls://")
         return self
+
+    @property
+    def competing_consumers(self) -> bool:
+        """Each collector sees only part of every agent's stream: under ``$share``, and always on a
+        NATS cluster (one shared JetStream consumer)."""
+        return self.shared or urlsplit(self.broker_url).scheme in NATS_SCHEMES
 
     @property
     def broker_urls(self) -> list[str]:

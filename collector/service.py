@@ -96,7 +96,7 @@ def writer_settings(config: CollectorConfig) -> WriterSettings:
         batch_linger=config.batch_linger,
         queue_max=config.queue_max,
         reorder_window=config.reorder_window,
-        contiguous_acks=not config.shared,
+        contiguous_acks=not config.competing_consumers,
         enforce_enrollment=config.enrollment_enforced,
         company=config.company,
         new_registers_node=config.new_registers_node,

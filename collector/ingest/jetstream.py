@@ -201,7 +201,7 @@ class JetStreamSource:
             except (TimeoutError, NatsError, OSError) as exc:
                 if self._stopping.is_set():
                     break
-                log.warning("JetStream fetch failed (%s); retrying", exc)
+                log.warning("JetStream fetch failed (%r); retrying", exc)
                 subscription = None if not self.subscribed.is_set() else subscription
                 await asyncio.sleep(CONNECT_RETRY)
                 continue
@@ -259,8 +259,15 @@ class JetStreamSource:
                 await msg.nak()
         await self._publish_status("offline")
         if self._nc is not None:
+            with contextlib.suppress(NatsError, OSError, TimeoutError):
+                await self._nc.flush(timeout=2)
             with contextlib.suppress(NatsError, OSError):
-                await self._nc.drain()
+                await self._nc.close()
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _on_disconnected(self) -> None:
         self.connected.clear()
