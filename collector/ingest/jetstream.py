@@ -39,7 +39,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolic
 from nats.js.errors import BadRequestError
 
 from collector.config import CollectorConfig
-from collector.ingest.consumer import InboundMessage, MessageSink, _collector_status, inbound_message
+from collector.ingest.consumer import InboundMessage, MessageSink, collector_status_payload, inbound_message
 from protocol.mqtt.subjects import subject_to_topic, topic_to_subject
 from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, UPLINK_FILTERS
 
@@ -171,7 +171,7 @@ class JetStreamSource:
             error_cb=self._on_error,
         )
         self.connected.set()
-        log.info("connected to NATS %s as %s", self._nc.connected_url, self._config.client_id)
+        log.info("connected to NATS %s as %s", _netloc(self._nc), self._config.client_id)
 
     async def _subscription(self) -> Any:
         """Create (idempotently: every collector does it) the stream and the shared consumer."""
@@ -231,7 +231,7 @@ class JetStreamSource:
     async def _publish_status(self, status: Literal["online", "offline"]) -> None:
         if self._nc is not None and self.connected.is_set():
             with contextlib.suppress(NatsError, OSError):
-                await self._nc.publish(topic_to_subject(COLLECTOR_STATUS_TOPIC), _collector_status(status))
+                await self._nc.publish(topic_to_subject(COLLECTOR_STATUS_TOPIC), collector_status_payload(status))
 
     def _spawn_ack_flush(self) -> None:
         self._loop.create_task(self._flush_acks())
@@ -276,7 +276,12 @@ class JetStreamSource:
     async def _on_reconnected(self) -> None:
         self.connected.set()
         if self._nc is not None:
-            log.info("reconnected to NATS %s", self._nc.connected_url)
+            log.info("reconnected to NATS %s", _netloc(self._nc))
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("NATS: %s", exc)
+
+
+def _netloc(nc: NatsClient) -> str:
+    url = nc.connected_url
+    return url.netloc if url is not None else "?"

@@ -75,6 +75,28 @@ async def delete_stream(cluster: NatsCluster) -> None:
         await nc.close()
 
 
+def wait_consumer(cluster: NatsCluster, timeout: float = 60.0) -> None:
+    """Until the collectors' stream and shared consumer exist (agents' publishes before that are
+    acknowledged by the gateway but kept by no stream: the stream is created at deployment)."""
+    asyncio.run(_wait_consumer(cluster, timeout))
+
+
+async def _wait_consumer(cluster: NatsCluster, timeout: float) -> None:
+    nc = await nats.connect(servers=cluster.nats_urls, user=COLLECTOR_USER, password=COLLECTOR_PASSWORD)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            try:
+                await nc.jetstream().consumer_info(STREAM, "collectors")
+                return
+            except nats.js.errors.NotFoundError:
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(f"no collector created {STREAM} within {timeout} s") from None
+                await asyncio.sleep(0.2)
+    finally:
+        await nc.close()
+
+
 def collector_settings(cluster: NatsCluster, first_node: int, db_url: str, client_id: str) -> dict[str, Any]:
     urls = cluster.nats_urls
     return {

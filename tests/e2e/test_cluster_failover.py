@@ -37,6 +37,7 @@ from cluster_testkit import (
     spawn_collector,
     start_agent,
     start_collector,
+    wait_consumer,
 )
 from netkit import wait_for
 
@@ -185,6 +186,7 @@ def test_collector_killed_mid_batch(cluster: Any, db_url: str, tmp_path: Path) -
     agent = AGENTS[3]
     count = 3000
     try:
+        wait_consumer(cluster)
         publisher = _mqtt_client(cluster.mqtt_urls[0], agent)
         infos = []
         for seq in range(count):
