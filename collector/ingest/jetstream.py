@@ -34,7 +34,6 @@ import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
@@ -196,9 +195,9 @@ class JetStreamSource:
                 if subscription is None:
                     subscription = await self._subscription()
                 batch = await subscription.fetch(FETCH_BATCH, timeout=FETCH_TIMEOUT)
-            except NatsTimeout:
+            except TimeoutError:  # nothing to fetch (nats-py raises asyncio's, which is the builtin)
                 continue
-            except (TimeoutError, NatsError, OSError) as exc:
+            except (NatsError, OSError) as exc:
                 if self._stopping.is_set():
                     break
                 log.warning("JetStream fetch failed (%r); retrying", exc)
