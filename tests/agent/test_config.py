@@ -200,3 +200,18 @@ def test_unknown_protocol_is_named() -> None:
     assert problems_of(exc)[0].startswith("devices[1].protocol:") and "atol, atol2, shtrih, shtrih-alt" in problems_of(exc)[0]
     raw["devices"][1]["protocol"] = "ATOL"
     assert load_config(None, env={}, overrides=raw).devices[1].protocol == "atol"
+
+
+def test_fallback_broker_urls_give_the_nodes_in_order_and_share_one_scheme() -> None:
+    config = load_config(None, env={}, overrides={
+        "agent_id": "pos-1",
+        "broker": {"url": "mqtt://n1:1883", "fallback_urls": ["mqtt://n2", "mqtt://n3:1884"]},
+        "devices": [{"protocol": "shtrih", "url": "sim://x"}],
+    })
+    assert config.broker.endpoints() == [("n1", 1883), ("n2", 1883), ("n3", 1884)]
+    with pytest.raises(ConfigError, match="same scheme"):
+        load_config(None, env={}, overrides={
+            "agent_id": "pos-1",
+            "broker": {"url": "mqtts://n1:8883", "fallback_urls": ["mqtt://n2"]},
+            "devices": [{"protocol": "shtrih", "url": "sim://x"}],
+        })
