@@ -89,6 +89,7 @@ class RabbitCluster:
     def start(self, timeout: float = 300) -> float:
         """Start all three nodes and wait until they form one cluster; returns the seconds it took."""
         started = time.monotonic()
+        self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / ".erlang.cookie").write_text(secrets.token_hex(16))
         (self.workdir / ".erlang.cookie").chmod(0o400)
         (self.workdir / "rabbitmq-env.conf").write_text("")
