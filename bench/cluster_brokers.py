@@ -7,7 +7,7 @@ Parts (each starts what it needs on free loopback ports and removes it afterward
 
 * **brokers** — a 3-node NATS cluster (JetStream + MQTT gateway) and a 3-node RabbitMQ cluster
   (rabbitmq_mqtt, quorum queues): ``--messages`` realistic state messages published at MQTT QoS 1
-  through node 1, read by 1, 2 and 3 bare competing consumers in their own processes on nodes 1..3
+  over 6 connections, two per node, read by 1, 2 and 3 bare competing consumers in their own processes on nodes 1..3
   (NATS: one durable pull consumer, explicit ack; RabbitMQ: a quorum queue bound to ``amq.topic``,
   prefetch 500, manual ack). Figure: messages acked per second, publish start → last ack.
 * **collectors** — ``kassa-collector run`` processes (1, 2, 3) on PostgreSQL, on the NATS cluster
@@ -58,6 +58,7 @@ from protocol.mqtt.subjects import topic_to_subject
 from protocol.mqtt.topics import UPLINK_FILTERS
 
 ROOT = Path(__file__).resolve().parent.parent
+PUBLISHERS = 6  # MQTT connections carrying the load in the brokers part, two per node
 BENCH_USER, BENCH_PASSWORD = "bench", "bench"
 STREAM = "KASSA_UPLINK"
 NATS_USERS = f"""\
@@ -70,25 +71,31 @@ users: [
 # --- publishing ----------------------------------------------------------------------------------
 
 
-def publish_all(port: int, messages: list[tuple[str, bytes]], *, login: bool) -> float:
-    """QoS 1 through one MQTT client, waiting for every PUBACK; returns when publishing started."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}", clean_session=True)
-    if login:
-        client.username_pw_set(BENCH_USER, BENCH_PASSWORD)
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    connected = threading.Event()
-    client.on_connect = lambda *args: connected.set()
-    client.connect("127.0.0.1", port, keepalive=60)
-    client.loop_start()
-    if not connected.wait(60):
-        raise RuntimeError(f"the publisher could not connect to port {port}")
+def publish_all(ports: int | list[int], messages: list[tuple[str, bytes]], *, login: bool, clients: int = 1) -> float:
+    """QoS 1 through ``clients`` MQTT connections spread over ``ports`` (the agents of a fleet use
+    many connections and every node), waiting for every PUBACK; returns when publishing started."""
+    ports = [ports] if isinstance(ports, int) else ports
+    connections = []
+    for index in range(clients):
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{os.getpid()}-{index}", clean_session=True)
+        if login:
+            client.username_pw_set(BENCH_USER, BENCH_PASSWORD)
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        connected = threading.Event()
+        client.on_connect = lambda *args, connected=connected: connected.set()
+        client.connect("127.0.0.1", ports[index % len(ports)], keepalive=60)
+        client.loop_start()
+        if not connected.wait(60):
+            raise RuntimeError(f"a publisher could not connect to port {ports[index % len(ports)]}")
+        connections.append(client)
     started = time.monotonic()
-    infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+    infos = [connections[n % clients].publish(topic, payload, qos=1) for n, (topic, payload) in enumerate(messages)]
     for info in infos:
         info.wait_for_publish(300)
-    client.disconnect()
-    client.loop_stop()
+    for client in connections:
+        client.disconnect()
+        client.loop_stop()
     return started
 
 
@@ -136,7 +143,7 @@ def rabbit_consumer(port: int, counter: Any, stop: Any) -> None:
 
 
 def competing_rate(
-    consumer: Callable[..., None], addresses: list[Any], publish_port: int, messages: list[tuple[str, bytes]],
+    consumer: Callable[..., None], addresses: list[Any], publish_ports: list[int], messages: list[tuple[str, bytes]],
     *, login: bool,
 ) -> float:
     counter = multiprocessing.Value("l", 0)
@@ -145,7 +152,7 @@ def competing_rate(
     for worker in workers:
         worker.start()
     time.sleep(2.0)  # consumers attached
-    started = publish_all(publish_port, messages, login=login)
+    started = publish_all(publish_ports, messages, login=login, clients=PUBLISHERS)
     deadline = time.monotonic() + 600
     while counter.value < len(messages) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -217,7 +224,7 @@ def part_brokers(messages: list[tuple[str, bytes]], workdir: Path, rabbitmq: boo
     with nats_cluster(workdir / "nats-bare") as cluster:
         for count in (1, 2, 3):
             asyncio.run(nats_setup(cluster, bare=True))
-            rate = competing_rate(nats_consumer, cluster.nats_urls[:count], cluster.nodes[0].mqtt, messages, login=True)
+            rate = competing_rate(nats_consumer, cluster.nats_urls[:count], [n.mqtt for n in cluster.nodes], messages, login=True)
             print(f"  NATS JetStream R3, {count} consumer(s): {rate:8.0f} msg/s acked")
     if not rabbitmq:
         return
@@ -225,7 +232,7 @@ def part_brokers(messages: list[tuple[str, bytes]], workdir: Path, rabbitmq: boo
         for count in (1, 2, 3):
             rabbit_setup(cluster)
             ports = [node.amqp for node in cluster.nodes[:count]]
-            rate = competing_rate(rabbit_consumer, ports, cluster.nodes[0].mqtt, messages, login=True)
+            rate = competing_rate(rabbit_consumer, ports, [n.mqtt for n in cluster.nodes], messages, login=True)
             print(f"  RabbitMQ quorum queue, {count} consumer(s): {rate:8.0f} msg/s acked")
 
 
