@@ -7,7 +7,7 @@ Parts (each starts what it needs on free loopback ports and removes it afterward
 
 * **brokers** — a 3-node NATS cluster (JetStream + MQTT gateway) and a 3-node RabbitMQ cluster
   (rabbitmq_mqtt, quorum queues): ``--messages`` realistic state messages published at MQTT QoS 1
-  over 6 connections, two per node, read by 1, 2 and 3 bare competing consumers in their own processes on nodes 1..3
+  over ``--publishers`` connections spread over the nodes, read by 1, 2 and 3 bare competing consumers in their own processes on nodes 1..3
   (NATS: one durable pull consumer, explicit ack; RabbitMQ: a quorum queue bound to ``amq.topic``,
   prefetch 500, manual ack). Figure: messages acked per second, publish start → last ack.
 * **collectors** — ``kassa-collector run`` processes (1, 2, 3) on PostgreSQL, on the NATS cluster
@@ -58,7 +58,6 @@ from protocol.mqtt.subjects import topic_to_subject
 from protocol.mqtt.topics import UPLINK_FILTERS
 
 ROOT = Path(__file__).resolve().parent.parent
-PUBLISHERS = 6  # MQTT connections carrying the load in the brokers part, two per node
 BENCH_USER, BENCH_PASSWORD = "bench", "bench"
 STREAM = "KASSA_UPLINK"
 NATS_USERS = f"""\
@@ -144,7 +143,7 @@ def rabbit_consumer(port: int, counter: Any, stop: Any) -> None:
 
 def competing_rate(
     consumer: Callable[..., None], addresses: list[Any], publish_ports: list[int], messages: list[tuple[str, bytes]],
-    *, login: bool,
+    *, login: bool, publishers: int,
 ) -> float:
     counter = multiprocessing.Value("l", 0)
     stop = multiprocessing.Event()
@@ -152,7 +151,7 @@ def competing_rate(
     for worker in workers:
         worker.start()
     time.sleep(2.0)  # consumers attached
-    started = publish_all(publish_ports, messages, login=login, clients=PUBLISHERS)
+    started = publish_all(publish_ports, messages, login=login, clients=publishers)
     deadline = time.monotonic() + 600
     while counter.value < len(messages) and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -219,12 +218,13 @@ def rabbit_cluster(workdir: Path) -> Iterator[RabbitCluster]:
         cluster.stop()
 
 
-def part_brokers(messages: list[tuple[str, bytes]], workdir: Path, rabbitmq: bool) -> None:
-    print(f"\n## brokers: {len(messages)} QoS 1 state messages in through node 1's MQTT, bare competing consumers")
+def part_brokers(messages: list[tuple[str, bytes]], workdir: Path, rabbitmq: bool, publishers: int) -> None:
+    print(f"\n## brokers: {len(messages)} QoS 1 state messages over {publishers} MQTT connection(s), bare competing consumers")
     with nats_cluster(workdir / "nats-bare") as cluster:
         for count in (1, 2, 3):
             asyncio.run(nats_setup(cluster, bare=True))
-            rate = competing_rate(nats_consumer, cluster.nats_urls[:count], [n.mqtt for n in cluster.nodes], messages, login=True)
+            rate = competing_rate(nats_consumer, cluster.nats_urls[:count], [n.mqtt for n in cluster.nodes], messages, login=True,
+                                  publishers=publishers)
             print(f"  NATS JetStream R3, {count} consumer(s): {rate:8.0f} msg/s acked")
     if not rabbitmq:
         return
@@ -232,7 +232,8 @@ def part_brokers(messages: list[tuple[str, bytes]], workdir: Path, rabbitmq: boo
         for count in (1, 2, 3):
             rabbit_setup(cluster)
             ports = [node.amqp for node in cluster.nodes[:count]]
-            rate = competing_rate(rabbit_consumer, ports, [n.mqtt for n in cluster.nodes], messages, login=True)
+            rate = competing_rate(rabbit_consumer, ports, [n.mqtt for n in cluster.nodes], messages, login=True,
+                                  publishers=publishers)
             print(f"  RabbitMQ quorum queue, {count} consumer(s): {rate:8.0f} msg/s acked")
 
 
@@ -467,6 +468,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--agents", type=int, default=200)
+    parser.add_argument("--publishers", type=int, default=1,
+                        help="brokers part: MQTT connections carrying the load, spread over the nodes "
+                             "(6 disconnected publishers from RabbitMQ's MQTT plugin here)")
     parser.add_argument("--parts", default="brokers,collectors,failover,memory")
     parser.add_argument("--no-rabbitmq", action="store_true", help="skip RabbitMQ (its cluster takes minutes to form)")
     args = parser.parse_args()
@@ -475,7 +479,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="kassa-cluster-bench-") as tmp:
         workdir = Path(tmp)
         if "brokers" in parts:
-            part_brokers(messages, workdir, not args.no_rabbitmq)
+            part_brokers(messages, workdir, not args.no_rabbitmq, args.publishers)
         if "collectors" in parts:
             part_collectors(messages, workdir)
         if "failover" in parts:
