@@ -145,15 +145,18 @@ def _toml(value: Any) -> str:
     return str(value)
 
 
-def start_agent(cluster: NatsCluster, agent: str, first_node: int, outbox: Path, register: Any) -> AgentRuntime:
-    """A real agent runtime whose ``url`` is node ``first_node``'s MQTT gateway, the others fallbacks."""
+def start_agent(
+    cluster: NatsCluster, agent: str, first_node: int, outbox: Path, register: Any, *, fallbacks: bool = True
+) -> AgentRuntime:
+    """A real agent runtime whose ``url`` is node ``first_node``'s MQTT gateway, the others fallbacks
+    (none with ``fallbacks=False``: an agent that never finds another node)."""
     urls = cluster.mqtt_urls
     config = load_config(None, env={}, overrides={
         "agent_id": agent,
         "heartbeat": 0.5,
         "broker": {
             "url": urls[first_node],
-            "fallback_urls": urls[first_node + 1 :] + urls[:first_node],
+            "fallback_urls": urls[first_node + 1 :] + urls[:first_node] if fallbacks else [],
             "username": agent,
             "password": agent_password(agent),
             "keepalive": 5,

@@ -20,6 +20,8 @@ import pytest
 import sqlalchemy as sa
 from paho.mqtt.enums import CallbackAPIVersion
 
+from collector.config import CollectorConfig
+from collector.service import CollectorService
 from collector.storage import create_engine_from_url
 from collector.storage.schema import agents, alerts, events, state_history
 
@@ -32,6 +34,7 @@ from cluster_testkit import (
     AGENTS,
     agent_password,
     cluster,
+    collector_settings,
     duplicates,
     nats_cluster,
     spawn_collector,
@@ -230,3 +233,28 @@ def _mqtt_client(url: str, agent: str) -> mqtt.Client:
     client.loop_start()
     assert connected.wait(30), f"{agent} could not connect to {url}"
     return client
+
+
+def test_agent_lost_with_its_node_is_shown_offline_without_a_will(
+    cluster: Any, db_url: str, model_register: Any, tmp_path: Path
+) -> None:
+    """The node holding an agent's connection dies and the agent does not come back (it knows no
+    other node): the cluster publishes no last will, and the agent is still reported offline, by
+    the silence of its heartbeats."""
+    engine = create_engine_from_url(db_url)
+    settings = collector_settings(cluster, 0, db_url, "collector-silence")
+    settings["thresholds"] = {"agent_offline_warning": 3, "agent_offline_major": 600}
+    service = CollectorService(CollectorConfig(**settings), serve_web=False)
+    service.start()
+    agent = AGENTS[3]
+    runtime = start_agent(cluster, agent, 1, tmp_path / "outbox.sqlite", model_register, fallbacks=False)
+    try:
+        wait_for(lambda: agents_online(engine, [runtime]), 60, "the agent online")
+        cluster.nodes[1].kill()
+        lost_at = time.monotonic()
+        wait_for(lambda: _active_alert(engine, f"kkt-{agent}", "agent_offline"), 30, "the agent_offline alert")
+        print(f"\nagent lost with its node: offline alert after {time.monotonic() - lost_at:.1f} s (threshold 3 s)")
+    finally:
+        runtime.stop()
+        service.stop()
+        engine.dispose()
