@@ -154,6 +154,9 @@ class CollectorConfig(BaseModel):
     cookie_secure: bool = Field(True, description="Secure flag of the session cookie; off only for plain-HTTP localhost")
     # Agent enrollment (collector.enrollment.settings reads these by name); off until a backend is set up.
     enroll_broker_url: str | None = Field(None, description="broker URL given to enrolled agents")
+    enroll_broker_fallback_urls: list[str] | None = Field(
+        None, description="a clustered broker's other nodes, given to enrolled agents as fallbacks"
+    )
     enroll_backend: Literal["dynsec", "files", "nats"] | None = None
     enroll_token_ttl_hours: float | None = Field(None, gt=0, le=720)
     dynsec_admin_username: str | None = None

@@ -34,6 +34,8 @@ class EnrollmentSettings(BaseModel):
     broker_username: str | None = None
     # What enrolled agents are told to connect to (the public TLS listener); default: broker_url.
     enroll_broker_url: str | None = None
+    # A cluster's other nodes, for agents: each agent gets all of them, starting at a node of its own.
+    enroll_broker_fallback_urls: list[str] = Field(default_factory=list)
     enroll_backend: Literal["dynsec", "files", "nats"] = "dynsec"
     enroll_token_ttl_hours: float = Field(DEFAULT_TOKEN_TTL.total_seconds() / 3600, gt=0, le=30 * 24)
     dynsec_admin_username: str = "kassa-admin"
@@ -90,5 +92,6 @@ class EnrollmentSettings(BaseModel):
             engine,
             self.backend(),
             broker_url=self.agent_broker_url,
+            broker_fallback_urls=self.enroll_broker_fallback_urls,
             token_ttl=timedelta(hours=self.enroll_token_ttl_hours),
         )
