@@ -120,3 +120,10 @@ def test_a_nats_broker_means_competing_consumers_and_takes_fallback_nodes() -> N
     assert not load_config(overrides={"broker_url": "mqtt://h:1883"}).competing_consumers
     with pytest.raises(CollectorConfigError, match="broker_fallback_urls"):
         load_config(overrides={"broker_url": "mqtt://h:1883", "broker_fallback_urls": ["mqtt://h2:1883"]})
+
+
+def test_shipped_cluster_collector_example_is_valid() -> None:
+    example = Path(__file__).parents[2] / "packaging" / "nats" / "collector.toml.example"
+    config = load_config(example, overrides={"broker_password": "from-secrets-env"})
+    assert config.competing_consumers and len(config.broker_urls) == 3
+    assert config.enroll_backend == "nats" and config.enrollment_enabled

@@ -178,9 +178,11 @@ def test_enrollment_provisions_every_node_and_revocation_refuses_the_agent(
         tenant = create_tenant(conn, "Ромашка", created_at=datetime.now(UTC))
         store = create_node(conn, tenant, parent_id=None, kind="store", name="Тверская 1")
     backend = NatsUsersBackend(nats_cluster.users_file, reload=nats_cluster.reload)
-    service = EnrollmentService(engine, backend, broker_url=nats_cluster.mqtt_urls[0])
+    urls = nats_cluster.mqtt_urls
+    service = EnrollmentService(engine, backend, broker_url=urls[0], broker_fallback_urls=urls[1:])
     try:
         enrollment = service.redeem(service.create_token(store, created_by="admin").token, "pos-7")
+        assert sorted([enrollment.broker_url, *enrollment.broker_fallback_urls]) == sorted(urls)
         for node in range(3):  # each node reloaded the file: the new account works everywhere
             wait_for(lambda node=node: _accepted(nats_cluster, node, enrollment.username, enrollment.password),
                      20, f"the enrolled agent accepted on node {node + 1}")
