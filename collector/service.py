@@ -43,8 +43,9 @@ from collector.enrollment.service import EnrollmentService
 from collector.enrollment.settings import EnrollmentSettings
 from collector.housekeeping import RetentionJob, RetentionPolicy
 from collector.ingest.batcher import ChangeListener, IngestWriter, WriterSettings
-from collector.ingest.consumer import InboundMessage, MqttConsumer
+from collector.ingest.consumer import InboundMessage
 from collector.ingest.engine import AlertEngine, EvaluationWorker, Notify
+from collector.ingest.source import open_source
 from collector.ingest.writes import FreshState
 from collector.metrics import CollectorMetrics
 from collector.notify import (
@@ -96,7 +97,7 @@ def writer_settings(config: CollectorConfig) -> WriterSettings:
         batch_linger=config.batch_linger,
         queue_max=config.queue_max,
         reorder_window=config.reorder_window,
-        contiguous_acks=not config.shared,
+        contiguous_acks=not config.competing_consumers,
         enforce_enrollment=config.enrollment_enforced,
         company=config.company,
         new_registers_node=config.new_registers_node,
@@ -334,7 +335,7 @@ class CollectorService:
         self.evaluator = EvaluationWorker(
             self.alert_engine, period=config.evaluator_period, also_sweep=(self.kep_alerts,)
         )
-        self.consumer = MqttConsumer(config, self._on_message)
+        self.consumer = open_source(config, self._on_message)  # MQTT or NATS JetStream, by broker_url
         on_changed: ChangeListener = self.evaluator.changed
         actions_changed: Callable[[Collection[str]], None] | None = None
         if self.event_hub is not None:

@@ -86,7 +86,7 @@ def subscription_filters(config: CollectorConfig) -> list[str]:
     return list(UPLINK_FILTERS)
 
 
-def _collector_status(status: Literal["online", "offline"]) -> bytes:
+def collector_status_payload(status: Literal["online", "offline"]) -> bytes:
     return encode(CollectorStatusPayload(status=status, ts=datetime.now(UTC)))
 
 
@@ -112,7 +112,7 @@ class MqttConsumer:
             self.client.username_pw_set(user, password)
         if config.broker_tls:
             self.client.tls_set()
-        self.client.will_set(COLLECTOR_STATUS_TOPIC, _collector_status("offline"), qos=1, retain=True)
+        self.client.will_set(COLLECTOR_STATUS_TOPIC, collector_status_payload("offline"), qos=1, retain=True)
         self.client.reconnect_delay_set(1, 10)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -149,7 +149,7 @@ class MqttConsumer:
     def stop(self) -> None:
         """Graceful stop: retained ``offline`` first (the LWT fires only on an unclean loss)."""
         if self.connected.is_set():
-            info = self.client.publish(COLLECTOR_STATUS_TOPIC, _collector_status("offline"), qos=1, retain=True)
+            info = self.client.publish(COLLECTOR_STATUS_TOPIC, collector_status_payload("offline"), qos=1, retain=True)
             try:
                 info.wait_for_publish(PUBLISH_TIMEOUT)
             except (RuntimeError, ValueError):
@@ -176,7 +176,7 @@ class MqttConsumer:
         )
         # Re-subscribing is idempotent and covers a broker that lost the session.
         client.subscribe([(topic_filter, 1) for topic_filter in subscription_filters(self._config)])
-        client.publish(COLLECTOR_STATUS_TOPIC, _collector_status("online"), qos=1, retain=True)
+        client.publish(COLLECTOR_STATUS_TOPIC, collector_status_payload("online"), qos=1, retain=True)
         self.connected.set()
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:

@@ -231,3 +231,18 @@ def test_an_unknown_action_name_names_its_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         load_config(path, env={})
     assert problems_of(exc)[0].startswith("actions.allow[1]:")
+
+
+def test_fallback_broker_urls_give_the_nodes_in_order_and_share_one_scheme() -> None:
+    config = load_config(None, env={}, overrides={
+        "agent_id": "pos-1",
+        "broker": {"url": "mqtt://n1:1883", "fallback_urls": ["mqtt://n2", "mqtt://n3:1884"]},
+        "devices": [{"protocol": "shtrih", "url": "sim://x"}],
+    })
+    assert config.broker.endpoints() == [("n1", 1883), ("n2", 1883), ("n3", 1884)]
+    with pytest.raises(ConfigError, match="same scheme"):
+        load_config(None, env={}, overrides={
+            "agent_id": "pos-1",
+            "broker": {"url": "mqtts://n1:8883", "fallback_urls": ["mqtt://n2"]},
+            "devices": [{"protocol": "shtrih", "url": "sim://x"}],
+        })
