@@ -28,6 +28,7 @@ import itertools
 import logging
 import threading
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import nats
@@ -104,17 +105,23 @@ class JetStreamSource:
         if wait is not None and not self.subscribed.wait(wait):
             log.warning("NATS %s not reachable yet; retrying in the background", self._config.broker_url)
 
-    def ack(self, message: InboundMessage) -> bool:
+    def ack(self, messages: Sequence[InboundMessage]) -> int:
+        """Queue the acks of committed messages for one flush on the event loop; returns how many.
+        A message of a lost connection is skipped: JetStream delivers it again after ``ack_wait``."""
+        acked = 0
         with self._lock:
-            msg = self._unacked.pop(message.mid, None)
-            if msg is None or not self.connected.is_set():
-                return False
-            self._acks.append(msg)
-            schedule = not self._ack_flush_scheduled
-            self._ack_flush_scheduled = True
+            if not self.connected.is_set():
+                return 0
+            for message in messages:
+                msg = self._unacked.pop(message.mid, None)
+                if msg is not None:
+                    self._acks.append(msg)
+                    acked += 1
+            schedule = acked > 0 and not self._ack_flush_scheduled
+            self._ack_flush_scheduled = self._ack_flush_scheduled or acked > 0
         if schedule:
             self._loop.call_soon_threadsafe(self._spawn_ack_flush)
-        return True
+        return acked
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         """``retain`` cannot be honoured through NATS; the periodic status re-publish replaces it."""

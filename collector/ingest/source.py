@@ -16,6 +16,7 @@ MQTT topic, so nothing downstream knows which broker is in use.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -31,8 +32,9 @@ class IngestSource(Protocol):
 
     def stop(self) -> None: ...
 
-    def ack(self, message: InboundMessage) -> bool:
-        """Confirm a committed message; False when it cannot be (the broker delivers it again)."""
+    def ack(self, messages: Sequence[InboundMessage]) -> int:
+        """Confirm committed messages in one go; returns how many could be (the broker delivers the
+        others again)."""
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         """Send an ack or command to an agent's MQTT ``topic``; False when not connected."""

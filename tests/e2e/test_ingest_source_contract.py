@@ -108,7 +108,7 @@ def test_uplink_reaches_the_sink_as_the_agents_topic(setup: Setup) -> None:
         wait_for(lambda: sink.messages, 20, "the message at the sink")
         message = sink.messages[0]
         assert (message.topic, message.payload, message.qos) == (f"kassa/v1/{AGENT}/state/kkt-1", b'{"x": 1}', 1)
-        assert source.ack(message)
+        assert source.ack([message]) == 1
     finally:
         agent.disconnect()
         source.stop()
@@ -123,7 +123,7 @@ def test_unacked_message_comes_again_and_acked_one_does_not(setup: Setup) -> Non
         publish(agent, f"kassa/v1/{AGENT}/event/kkt-1", b"not acked")
         wait_for(lambda: len(sink.messages) == 2, 20, "both messages at the sink")
         acked = next(message for message in sink.messages if message.payload == b"acked")
-        assert source.ack(acked)
+        assert source.ack([acked]) == 1
         source.stop()  # sends what was acked; gives back the rest
 
         again = Sink()
@@ -133,8 +133,7 @@ def test_unacked_message_comes_again_and_acked_one_does_not(setup: Setup) -> Non
         # No order between the two: JetStream may hold the unacked one for ack_wait first.
         wait_for(lambda: {m.payload for m in again.messages} >= {b"not acked", b"marker"}, 20, "the marker")
         assert sorted(m.payload for m in again.messages) == [b"marker", b"not acked"]
-        for message in again.messages + again.others:
-            source.ack(message)
+        source.ack(again.messages + again.others)
     finally:
         agent.disconnect()
         source.stop()

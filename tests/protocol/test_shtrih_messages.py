@@ -23,6 +23,7 @@ from protocol.kkt.fn import (
     FnWarning,
     OfdExchangeFlag,
 )
+from protocol.kkt.fn_fiscalisation import FnFiscalisation, WorkMode
 from protocol.kkt.shtrih import messages as msg
 from protocol.kkt.shtrih.errors import error_meaning
 from protocol.kkt.shtrih.framing import Deframer, Frame, encode_frame
@@ -124,6 +125,16 @@ STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
         FnDocument, st.sampled_from([3, 4, 31]), st.booleans(), st.none() | minute_dt, u32, u32
     )
     | st.builds(FnDocument, st.sampled_from([2, 5]), st.booleans(), st.none() | minute_dt, u32, u32, u16),
+    FnFiscalisation: st.builds(
+        FnFiscalisation,
+        st.none() | minute_dt,
+        st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=12),
+        st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=20),
+        u8,
+        u8.map(WorkMode),
+        u32,
+        u32,
+    ),
     FnExchangeStatus: st.builds(
         FnExchangeStatus,
         st.integers(0, 63).map(OfdExchangeFlag),
