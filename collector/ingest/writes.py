@@ -300,6 +300,10 @@ class RefreshCache:
                 self._identities[key] = (claim[0], now)
         return due
 
+    def forget_seen(self, agent_ids: set[str]) -> None:
+        for agent in agent_ids:
+            self._seen.pop(agent, None)
+
     def seen_due(self, seen: dict[str, tuple[datetime, int]]) -> dict[str, tuple[datetime, int]]:
         now = self._clock()
         due = {}
@@ -317,19 +321,18 @@ def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCach
     outcome = WriteOutcome()
     gather = _gather(items, outcome)
     bulk.supersede_sessions(conn, outcome.births)
-    for agent, status, at in gather.statuses:
+    # By agent (a stable sort keeps each agent's arrival order): rows are locked in key order.
+    for agent, status, at in sorted(gather.statuses, key=lambda claim: claim[0]):
         applied = repo.upsert_agent_status(conn, agent, online=status.status == "online", session=status.session, at=at)
         if applied is StatusOutcome.APPLIED:
             outcome.status_agents.add(agent)
         else:
             outcome.stale_status += 1
-    bulk.ensure_registers(conn, cache.identities_due(gather.identities))
     identified = {register_id for register_id, _ in gather.identities}
     event_only = {rid: claim for rid, claim in gather.event_registers.items() if rid not in identified}
-    bulk.ensure_registers(
-        conn,
-        [(RegisterIdentity(rid, UNKNOWN_PROTOCOL), *event_only[rid]) for rid in _missing_registers(conn, event_only)],
-    )
+    missing = [(RegisterIdentity(rid, UNKNOWN_PROTOCOL), *event_only[rid]) for rid in _missing_registers(conn, event_only)]
+    # One statement pass over registers in key order, so two collectors cannot lock them crosswise.
+    bulk.ensure_registers(conn, [*cache.identities_due(gather.identities), *missing])
     records = len(gather.history) + len(gather.events) + len(gather.agent_events)
     new_agent_events = repo.insert_agent_events(conn, gather.agent_events)
     outcome.new_records = bulk.insert_history(conn, gather.history) + repo.insert_events(conn, gather.events)
@@ -346,5 +349,6 @@ def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCach
     links = {rid: up for rid, (_, up, from_state) in gather.links.items() if not from_state}
     bulk.set_links(conn, links)
     outcome.registers |= set(links)
-    bulk.mark_agents_seen(conn, cache.seen_due({agent: seen for agent, seen in gather.seen.items() if seen[1] > 0}))
+    due = cache.seen_due({agent: seen for agent, seen in gather.seen.items() if seen[1] > 0})
+    cache.forget_seen(set(due) - bulk.mark_agents_seen(conn, due))  # skipped while busy: due next batch
     return outcome
