@@ -446,7 +446,19 @@ def main() -> int:
                   + (f"  alert visible p50 {row['p50']:.0f} ms p99 {row['p99']:.0f} ms" if lat else ""), flush=True)
             if where:
                 print(f"{'':10} {'':24} {where}", flush=True)
+    print_scaling(rows)
     return 0
+
+
+def print_scaling(rows: list[dict[str, Any]]) -> None:
+    """Per database: CPU per message of N shared collectors against one (target: within 1.1×)."""
+    for kind in dict.fromkeys(row["db"] for row in rows):
+        measured = {row["collectors"]: row["cpu_us"] for row in rows if row["db"] == kind and "cpu_us" in row}
+        single = measured.get("1 × subprocess $share")
+        for label, cpu_us in measured.items():
+            if single and label != "1 × subprocess $share":
+                print(f"{kind:10} {label:24} CPU per message {cpu_us / single:.2f}× one collector's "
+                      f"({cpu_us:.0f} vs {single:.0f} µs) [target ≤ 1.1×]", flush=True)
 
 
 if __name__ == "__main__":
