@@ -44,6 +44,7 @@ from collector.housekeeping import RetentionJob, RetentionPolicy
 from collector.ingest.batcher import ChangeListener, IngestWriter, WriterSettings
 from collector.ingest.consumer import InboundMessage, MqttConsumer
 from collector.ingest.engine import AlertEngine, EvaluationWorker, Notify
+from collector.ingest.engine.leadership import SweepLeadership
 from collector.ingest.writes import FreshState
 from collector.metrics import CollectorMetrics
 from collector.notify import (
@@ -331,7 +332,8 @@ class CollectorService:
         )
         self.kep_alerts = KepAlertSweep(self.engine, config.alert_thresholds(), notify=self._hand_over)
         self.evaluator = EvaluationWorker(
-            self.alert_engine, period=config.evaluator_period, also_sweep=(self.kep_alerts,)
+            self.alert_engine, period=config.evaluator_period, also_sweep=(self.kep_alerts,),
+            leadership=SweepLeadership(self.engine),  # with $share: one collector sweeps, not each
         )
         self.consumer = MqttConsumer(config, self._on_message)
         on_changed: ChangeListener = self.evaluator.changed
