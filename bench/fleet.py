@@ -15,8 +15,8 @@ multiplexed over ``--connections`` client connections:
 * **steady** (``--duration`` s): each agent publishes its state once per ``--heartbeat`` — reason
   ``change`` with the receipts counter and last document number moved on when its shift is open
   and it sold (``--receipts-per-hour``), ``heartbeat`` otherwise; shifts open and close on a
-  timetable (each agent once per ``--day`` compressed day: a ``shift_opened``/``shift_closed``
-  event and a ``change`` state at once); ``--problems-per-minute`` agents report an OFD backlog
+  timetable (each register once per ``--day`` compressed day, the run starting ``--start-of-day``
+  into it: a ``shift_opened``/``shift_closed`` event and a ``change`` state at once); ``--problems-per-minute`` agents report an OFD backlog
   21 days old (the ``ofd_backlog`` alert) and the time until the alert row exists is measured.
 
 Every ``--report`` s it prints published and committed msg/s, the backlog (published − committed,
@@ -130,6 +130,16 @@ class Fleet:
         self.problem_lock = threading.Lock()
         self.unused_for_problems = list(range(args.agents))
         self.rng.shuffle(self.unused_for_problems)
+        self.timetable = self.shift_timetable() if args.day > 0 else []
+        # The run starts --start-of-day into the day: the shifts opened before it are open already.
+        self.first_change = next(
+            (i for i, (at, _) in enumerate(self.timetable) if at >= args.start_of_day * args.day), 0
+        )
+        for _, n in self.timetable[: self.first_change]:
+            agent = self.agents[n]
+            agent.shift_open = not agent.shift_open
+            agent.shift_number += agent.shift_open
+            agent.opened_at = datetime.now(UTC).replace(tzinfo=None) + REGISTER_UTC_OFFSET if agent.shift_open else None
 
     # --- messages ------------------------------------------------------------------------------
 
@@ -198,10 +208,10 @@ class Fleet:
     def run(self, duration: float, on_tick: callable) -> None:  # type: ignore[valid-type]
         """Publish the steady mix for ``duration`` seconds, calling ``on_tick(elapsed)`` about every 0.1 s."""
         agents, args = len(self.agents), self.args
-        timetable = self.shift_timetable() if args.day > 0 else []
+        timetable, shift_index = self.timetable, self.first_change
         started = time.monotonic()
-        heartbeats_done = shift_index = problems_done = 0
-        day_base = 0.0
+        heartbeats_done = problems_done = 0
+        day_base = -args.start_of_day * args.day  # timetable times count from the start of the day
         while (elapsed := time.monotonic() - started) < duration:
             for count in range(heartbeats_done, int(elapsed * agents / args.heartbeat)):
                 self.heartbeat(count % agents)
@@ -309,7 +319,9 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=20, help="MQTT connections the agents share")
     parser.add_argument("--heartbeat", type=float, default=60.0, help="seconds between an agent's states")
     parser.add_argument("--receipts-per-hour", type=float, default=20.0, help="per register while its shift is open")
-    parser.add_argument("--day", type=float, default=600.0, help="compressed day: each shift opens and closes once (0 = off)")
+    parser.add_argument("--day", type=float, default=7200.0,
+                        help="compressed day, s: each register opens its shift once in the first half, for half a day (0 = off)")
+    parser.add_argument("--start-of-day", type=float, default=0.25, help="where in the day the run starts (0..1)")
     parser.add_argument("--problems-per-minute", type=float, default=6.0)
     parser.add_argument("--report", type=float, default=30.0, help="seconds between progress lines")
     args = parser.parse_args()
