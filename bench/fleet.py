@@ -34,6 +34,7 @@ import random
 import tempfile
 import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -323,12 +324,17 @@ def main() -> int:
                         help="compressed day, s: each register opens its shift once in the first half, for half a day (0 = off)")
     parser.add_argument("--start-of-day", type=float, default=0.25, help="where in the day the run starts (0..1)")
     parser.add_argument("--problems-per-minute", type=float, default=6.0)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (collector logs)")
     parser.add_argument("--report", type=float, default=30.0, help="seconds between progress lines")
     args = parser.parse_args()
     if args.collectors < 1:
         parser.error("--collectors must be at least 1")
 
-    with tempfile.TemporaryDirectory(prefix="kassa-fleet-") as tmp, mosquitto(Path(tmp)) as port, \
+    keep = Path(tempfile.mkdtemp(prefix="kassa-fleet-")) if args.keep else None
+    if keep is not None:
+        print(f"collector and broker logs kept in {keep}", flush=True)
+    with (nullcontext(str(keep)) if keep else tempfile.TemporaryDirectory(prefix="kassa-fleet-")) as tmp, \
+            mosquitto(Path(tmp)) as port, \
             database(args.db, Path(tmp)) as url:
         collectors = Collectors(args.collectors, port, url, Path(tmp))
         observer = Observer(url, collectors, port)
