@@ -41,7 +41,13 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import sqlalchemy as sa
-from ingest import Collectors, database, mosquitto, percentile  # bench/ingest.py (sys.path[0] is bench/)
+from ingest import (  # bench/ingest.py (sys.path[0] is bench/)
+    MOSQUITTO_CONF,
+    Collectors,
+    database,
+    mosquitto,
+    percentile,
+)
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.storage import create_engine_from_url
@@ -58,6 +64,10 @@ from protocol.mqtt.models import (
 )
 from protocol.mqtt.topics import birth_topic, event_topic, state_topic, status_topic
 
+# As packaging/mosquitto/kassa-prod.conf bounds them: with unbounded in-flight messages Mosquitto
+# pushes a whole backlog at a collector that has fallen behind; its full queue then blocks paho's
+# thread past the keepalive, the broker drops it, and the backlog comes again (measured: 0 msg/s).
+PRODUCTION_LIKE_BROKER = MOSQUITTO_CONF.replace("max_inflight_messages 0", "max_inflight_messages 1000")
 SESSION = 1
 PROBLEM_BACKLOG = timedelta(days=21)  # past every default threshold of the ofd_backlog rule
 ALERT_TIMEOUT = 60.0
@@ -334,7 +344,7 @@ def main() -> int:
     if keep is not None:
         print(f"collector and broker logs kept in {keep}", flush=True)
     with (nullcontext(str(keep)) if keep else tempfile.TemporaryDirectory(prefix="kassa-fleet-")) as tmp, \
-            mosquitto(Path(tmp)) as port, \
+            mosquitto(Path(tmp), PRODUCTION_LIKE_BROKER) as port, \
             database(args.db, Path(tmp)) as url:
         collectors = Collectors(args.collectors, port, url, Path(tmp))
         observer = Observer(url, collectors, port)

@@ -84,10 +84,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def mosquitto(workdir: Path) -> Iterator[int]:
+def mosquitto(workdir: Path, template: str = MOSQUITTO_CONF) -> Iterator[int]:
     port = free_port()
     conf = workdir / "mosquitto.conf"
-    conf.write_text(MOSQUITTO_CONF.format(port=port, data=workdir))
+    conf.write_text(template.format(port=port, data=workdir))
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
