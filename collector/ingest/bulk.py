@@ -170,6 +170,7 @@ def insert_history(conn: sa.Connection, rows: Sequence[HistoryRow]) -> int:
         {
             "agent_id": r.agent_id, "session": check_seq("session", r.session), "seq": check_seq("seq", r.seq),
             "register_id": r.register_id, "ts": r.ts, "received_at": r.received_at, "state": json_text(r.state),
+            "reason": r.reason,
         }
         for r in rows
     ]

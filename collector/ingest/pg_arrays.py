@@ -23,18 +23,25 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from collector.storage.partitions import REDELIVERY_WINDOW
 from collector.storage.rows import HistoryRow, JsonText, LatestState, check_seq
 
 # (column, PostgreSQL element type); jsonb travels as text and is cast per element.
 _HISTORY_COLUMNS = (
     ("agent_id", "text"), ("session", "bigint"), ("seq", "bigint"), ("register_id", "text"),
-    ("ts", "timestamptz"), ("received_at", "timestamptz"), ("state", "jsonb"),
+    ("ts", "timestamptz"), ("received_at", "timestamptz"), ("state", "jsonb"), ("reason", "text"),
 )
 _LATEST_COLUMNS = (
     ("register_id", "text"), ("agent_id", "text"), ("session", "bigint"), ("seq", "bigint"),
     ("agent_ts", "timestamptz"), ("received_at", "timestamptz"), ("state", "jsonb"),
     ("shift_status", "text"), ("unsent_count", "integer"), ("oldest_unsent_at", "timestamp"),
     ("fn_valid_until", "date"), ("link_up", "boolean"),
+)
+# The partitioned history has no unique key (collector.storage.partitions): a stored duplicate is
+# looked for near the row's ts, which prunes the lookup to a few day partitions.
+_HISTORY_UNSEEN = (
+    "WHERE NOT EXISTS (SELECT 1 FROM state_history h WHERE h.agent_id = u.agent_id AND h.session = u.session"
+    " AND h.seq = u.seq AND h.ts BETWEEN u.ts - %(window)s::interval AND u.ts + %(window)s::interval)"
 )
 _NEWER = (
     "(excluded.agent_id = register_state.agent_id AND (excluded.session > register_state.session"
@@ -44,7 +51,7 @@ _NEWER = (
 
 
 @cache
-def _insert_select(table: str, columns: tuple[tuple[str, str], ...], tail: str) -> str:
+def _insert_select(table: str, columns: tuple[tuple[str, str], ...], tail: str, where: str = "") -> str:
     names = ", ".join(name for name, _ in columns)
     arrays = ", ".join(
         f"%({name})b::{'text' if kind == 'jsonb' else kind}[]" for name, kind in columns
@@ -52,7 +59,7 @@ def _insert_select(table: str, columns: tuple[tuple[str, str], ...], tail: str) 
     picked = ", ".join(f"u.{name}::jsonb" if kind == "jsonb" else f"u.{name}" for name, kind in columns)
     return (
         f"INSERT INTO {table} ({names}) SELECT {picked} FROM unnest({arrays}) WITH ORDINALITY"
-        f" AS u({names}, ord) ORDER BY u.ord {tail}"
+        f" AS u({names}, ord) {where} ORDER BY u.ord {tail}"
     )
 
 
@@ -80,14 +87,19 @@ def insert_history(conn: sa.Connection, rows: Sequence[HistoryRow]) -> int:
         {
             "agent_id": r.agent_id, "session": check_seq("session", r.session), "seq": check_seq("seq", r.seq),
             "register_id": r.register_id, "ts": _instant(r.ts), "received_at": _instant(r.received_at),
-            "state": _document(r.state),
+            "state": _document(r.state), "reason": r.reason,
         }
         for r in rows
     ]
-    sql = _insert_select(
-        "state_history", _HISTORY_COLUMNS, "ON CONFLICT (agent_id, session, seq) DO NOTHING RETURNING id"
-    )
-    return len(conn.exec_driver_sql(sql, _columns(_HISTORY_COLUMNS, values)).all())
+    keys: set[tuple[str, int, int]] = set()
+    unique = []  # the first of each (agent, session, seq): NOT EXISTS cannot see the batch's own rows
+    for value in values:
+        key = (value["agent_id"], value["session"], value["seq"])
+        if key not in keys:
+            keys.add(key)
+            unique.append(value)
+    sql = _insert_select("state_history", _HISTORY_COLUMNS, "RETURNING id", _HISTORY_UNSEEN)
+    return len(conn.exec_driver_sql(sql, {**_columns(_HISTORY_COLUMNS, unique), "window": REDELIVERY_WINDOW}).all())
 
 
 def upsert_latest_states(conn: sa.Connection, rows: Sequence[LatestState]) -> set[str]:

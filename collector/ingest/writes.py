@@ -29,6 +29,8 @@ import sqlalchemy as sa
 from collector.ingest import bulk
 from collector.ingest.agent_clock import record_time
 from collector.ingest.consumer import InboundMessage
+from collector.ingest.history_keeper import HistoryKeeper
+from collector.ingest.history_policy import history_document
 from collector.storage import repository as repo
 from collector.storage.agents import StatusOutcome
 from collector.storage.errors import RegisterOwnedElsewhere
@@ -99,11 +101,12 @@ def _newer(candidate: LatestState, current: LatestState) -> bool:
 
 
 class _Gather:
-    def __init__(self) -> None:
+    def __init__(self, history: HistoryKeeper | None) -> None:
+        self.history = history  # None: every state is a history row
         # Keyed by (register, agent): two agents claiming one register must both be checked.
         self.identities: dict[tuple[str, str], tuple[RegisterIdentity, str, datetime]] = {}
         self.event_registers: dict[str, tuple[str, datetime]] = {}
-        self.history: list[HistoryRow] = []
+        self.rows: list[HistoryRow] = []  # the states kept as history
         self.events: list[EventRow] = []
         self.agent_events: list[AgentEventRow] = []
         self.latest: dict[str, tuple[LatestState, RegisterState]] = {}
@@ -140,18 +143,21 @@ class _Gather:
     def state(self, payload: StatePayload, received_at: datetime, *, live: bool, made_at: datetime) -> None:
         register_id = payload.register
         self.identity(register_id, payload.state, payload.state.protocol, payload.agent, received_at)
-        dumped = JsonText(payload.state.model_dump_json())  # once: history and latest share the text
-        self.history.append(
-            HistoryRow(
-                agent_id=payload.agent,
-                session=payload.session,
-                seq=payload.seq,
-                register_id=register_id,
-                ts=made_at,
-                received_at=received_at,
-                state=dumped,
+        dumped = JsonText(payload.state.model_dump_json())
+        reason = None if self.history is None else self.history.keep(register_id, payload.agent, payload.state, made_at)
+        if self.history is None or reason is not None:
+            self.rows.append(
+                HistoryRow(
+                    agent_id=payload.agent,
+                    session=payload.session,
+                    seq=payload.seq,
+                    register_id=register_id,
+                    ts=made_at,
+                    received_at=received_at,
+                    state=JsonText(history_document(payload.state)),
+                    reason=reason,
+                )
             )
-        )
         self.latest_state(
             LatestState.from_register_state(
                 register_id,
@@ -194,6 +200,8 @@ class _Gather:
         )
         if live and payload.kind in LINK_EVENTS:
             self.link(register_id, (payload.session, payload.seq), LINK_EVENTS[payload.kind])
+        if payload.kind is EventKind.LINK_LOST and self.history is not None:
+            self.history.link_lost(register_id)
 
     def birth(self, payload: BirthPayload, received_at: datetime) -> None:
         for device in payload.devices:
@@ -218,12 +226,14 @@ class _Gather:
             self.link(device.register_id, (payload.session, payload.seq), device.link_up)
 
 
-def _gather(items: list[Decoded], outcome: WriteOutcome) -> _Gather:
-    gather = _Gather()
+def _gather(items: list[Decoded], outcome: WriteOutcome, history: HistoryKeeper | None) -> _Gather:
+    gather = _Gather(history)
     for item in items:
         payload, at = item.payload, item.inbound.received_at
         if isinstance(payload, StatusPayload):
             gather.statuses.append((payload.agent, payload, at))
+            if payload.status != "online" and history is not None:
+                history.agent_offline(payload.agent)
             continue
         if isinstance(payload, HistBatch):
             for record in payload.records:
@@ -311,11 +321,15 @@ class RefreshCache:
         return due
 
 
-def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCache | None = None) -> WriteOutcome:
-    """Write one batch; raises the storage's typed errors (the caller retries message by message)."""
+def write_messages(
+    conn: sa.Connection, items: list[Decoded], cache: RefreshCache | None = None, history: HistoryKeeper | None = None
+) -> WriteOutcome:
+    """Write one batch; raises the storage's typed errors (the caller retries message by message).
+    ``history`` decides which states become history rows (None: all of them); like ``cache``, it
+    must be cleared when the transaction rolls back."""
     cache = cache or RefreshCache(interval=0, seen_interval=0)
     outcome = WriteOutcome()
-    gather = _gather(items, outcome)
+    gather = _gather(items, outcome, history)
     bulk.supersede_sessions(conn, outcome.births)
     for agent, status, at in gather.statuses:
         applied = repo.upsert_agent_status(conn, agent, online=status.status == "online", session=status.session, at=at)
@@ -330,9 +344,9 @@ def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCach
         conn,
         [(RegisterIdentity(rid, UNKNOWN_PROTOCOL), *event_only[rid]) for rid in _missing_registers(conn, event_only)],
     )
-    records = len(gather.history) + len(gather.events) + len(gather.agent_events)
+    records = len(gather.rows) + len(gather.events) + len(gather.agent_events)
     new_agent_events = repo.insert_agent_events(conn, gather.agent_events)
-    outcome.new_records = bulk.insert_history(conn, gather.history) + repo.insert_events(conn, gather.events)
+    outcome.new_records = bulk.insert_history(conn, gather.rows) + repo.insert_events(conn, gather.events)
     outcome.new_records += new_agent_events
     if new_agent_events:
         outcome.agent_events = gather.agent_events
