@@ -44,6 +44,7 @@ from collector.housekeeping import RetentionJob, RetentionPolicy
 from collector.ingest.batcher import ChangeListener, IngestWriter, WriterSettings
 from collector.ingest.consumer import InboundMessage, MqttConsumer
 from collector.ingest.engine import AlertEngine, EvaluationWorker, Notify
+from collector.ingest.history_policy import HistoryPolicy
 from collector.ingest.writes import FreshState
 from collector.metrics import CollectorMetrics
 from collector.notify import (
@@ -100,6 +101,16 @@ def writer_settings(config: CollectorConfig) -> WriterSettings:
         company=config.company,
         new_registers_node=config.new_registers_node,
         max_session_jump=config.max_session_jump,
+        history=history_policy(config),
+    )
+
+
+def history_policy(config: CollectorConfig) -> HistoryPolicy | None:
+    if config.history_sample_minutes == 0:
+        return None  # every state becomes a history row
+    return HistoryPolicy(
+        sample_every=timedelta(minutes=config.history_sample_minutes),
+        idle_sample_every=timedelta(hours=config.history_idle_sample_hours),
     )
 
 
