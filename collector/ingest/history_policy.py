@@ -27,15 +27,16 @@ LINK = "link"  # the register's link (or its agent) came back since the last kep
 SAMPLE = "sample"  # a periodic point for charts
 REPLAY = "replay"  # the first of a run of records older than the newest kept one
 
-# What history readers use (collector/web/shared/present.history_point) and what decides a
-# significant change; the rest of the state (firmware, OFD server, link check…) is latest-state only.
+# What history readers use (collector/web/shared/present.history_point: shift, backlog and its age,
+# ФН validity and warnings) and what names a significant change (ФН phase, device errors); vendor
+# and protocol make it a valid ``RegisterState``. Counters, identity (in ``registers``), firmware
+# and the OFD settings are latest-state only.
 _HISTORY_FIELDS = {
-    "schema_version": True, "vendor": True, "protocol": True, "serial": True, "rnm": True,
-    "register_clock": True, "last_fd_number": True,
-    "shift": {"status", "number", "receipts", "opened_at"},
-    "fn": {"serial", "phase", "fiscal", "valid_until", "warning_flags", "warnings"},
-    "ofd": {"unsent_count", "first_unsent_at", "autonomous"},
-    "device": {"last_error", "fn_errors", "paper_present", "cover_open"},
+    "schema_version": True, "vendor": True, "protocol": True, "register_clock": True,
+    "shift": {"status", "opened_at"},
+    "fn": {"phase", "valid_until", "warnings"},
+    "ofd": {"unsent_count", "first_unsent_at"},
+    "device": {"last_error", "fn_errors"},
 }  # fmt: skip
 
 

@@ -26,10 +26,11 @@ import sqlalchemy as sa
 from collector.storage.partitions import REDELIVERY_WINDOW
 from collector.storage.rows import HistoryRow, JsonText, LatestState, check_seq
 
-# (column, PostgreSQL element type); jsonb travels as text and is cast per element.
+# (column, PostgreSQL element type); json and jsonb travel as text and are cast per element.
+_DOCUMENTS = ("json", "jsonb")
 _HISTORY_COLUMNS = (
     ("agent_id", "text"), ("session", "bigint"), ("seq", "bigint"), ("register_id", "text"),
-    ("ts", "timestamptz"), ("received_at", "timestamptz"), ("state", "jsonb"), ("reason", "text"),
+    ("ts", "timestamptz"), ("received_at", "timestamptz"), ("state", "json"), ("reason", "text"),
 )
 _LATEST_COLUMNS = (
     ("register_id", "text"), ("agent_id", "text"), ("session", "bigint"), ("seq", "bigint"),
@@ -54,9 +55,9 @@ _NEWER = (
 def _insert_select(table: str, columns: tuple[tuple[str, str], ...], tail: str, where: str = "") -> str:
     names = ", ".join(name for name, _ in columns)
     arrays = ", ".join(
-        f"%({name})b::{'text' if kind == 'jsonb' else kind}[]" for name, kind in columns
+        f"%({name})b::{'text' if kind in _DOCUMENTS else kind}[]" for name, kind in columns
     )
-    picked = ", ".join(f"u.{name}::jsonb" if kind == "jsonb" else f"u.{name}" for name, kind in columns)
+    picked = ", ".join(f"u.{name}::{kind}" if kind in _DOCUMENTS else f"u.{name}" for name, kind in columns)
     return (
         f"INSERT INTO {table} ({names}) SELECT {picked} FROM unnest({arrays}) WITH ORDINALITY"
         f" AS u({names}, ord) {where} ORDER BY u.ord {tail}"

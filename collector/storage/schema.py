@@ -172,8 +172,10 @@ state_history = sa.Table(
     sa.Column("register_id", sa.String(100), _register_fk(), nullable=False),
     sa.Column("ts", UtcDateTime, nullable=False),
     sa.Column("received_at", UtcDateTime, nullable=False),
-    # Since revision 0016 the slim history document (collector.ingest.history_policy), before it the full state.
-    sa.Column("state", json_document(), nullable=False),
+    # Since revision 0016 the slim history document (collector.ingest.history_policy), before it the
+    # full state. Plain ``json`` on PostgreSQL too: stored as the text ingest made (~25 % smaller
+    # than jsonb for these small documents), never queried inside.
+    sa.Column("state", sa.JSON(), nullable=False),
     sa.Column("reason", sa.String(50), nullable=True),  # why the history policy kept it
     *_history_keys(),
     postgresql_partition_by="RANGE (ts)",

@@ -1,6 +1,7 @@
 """PostgreSQL: ``state_history`` and ``events`` become tables partitioned by day of ``ts``
 (collector/storage/partitions.py), with a default partition; existing rows are copied into the
-day partitions they belong to, ids and their sequence kept. SQLite is left as it is.
+day partitions they belong to, ids and their sequence kept. ``state_history.state`` becomes
+``json`` (the document's text; smaller than jsonb for the slim documents). SQLite is left as it is.
 
 Revision ID: 0017
 Revises: 0016
@@ -25,7 +26,7 @@ _TIMES = "ts timestamptz NOT NULL, received_at timestamptz NOT NULL,"
 # table → (its columns after id, the column list to copy)
 _TABLES = {
     "state_history": (
-        f"{_ENVELOPE} {_TIMES} state jsonb NOT NULL, reason varchar(50)",
+        f"{_ENVELOPE} {_TIMES} state json NOT NULL, reason varchar(50)",
         "id, agent_id, session, seq, register_id, ts, received_at, state, reason",
     ),
     "events": (
