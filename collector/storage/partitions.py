@@ -100,12 +100,15 @@ def maintain(conn: sa.Connection, today: date, days_ahead: int = DAYS_AHEAD) -> 
 
 
 def drop_days_before(conn: sa.Connection, table: str, cutoff: datetime) -> int:
-    """Drop the day partitions wholly before ``cutoff``; returns the rows they held."""
+    """Drop the day partitions wholly before ``cutoff``; returns the rows they held (exact up to
+    ANALYZE's 30 000-row sample, estimated above it: counting a day of millions would take longer
+    than dropping it)."""
     dropped = 0
     for day, name in sorted(day_partitions(conn, table).items()):
         if _start(day + timedelta(days=1)) > cutoff:
             break
-        dropped += conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar_one()
+        conn.exec_driver_sql(f"ANALYZE {name}")
+        dropped += int(conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = %(n)s::regclass", {"n": name}).scalar_one())
         conn.exec_driver_sql(f"DROP TABLE {name}")
     return dropped
 
