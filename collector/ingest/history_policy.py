@@ -31,7 +31,7 @@ REPLAY = "replay"  # the first of a run of records older than the newest kept on
 # ФН validity and warnings) and what names a significant change (ФН phase, device errors); vendor
 # and protocol make it a valid ``RegisterState``. Counters, identity (in ``registers``), firmware
 # and the OFD settings are latest-state only.
-_HISTORY_FIELDS = {
+_HISTORY_FIELDS: dict[str, bool | set[str]] = {
     "schema_version": True, "vendor": True, "protocol": True, "register_clock": True,
     "shift": {"status", "opened_at"},
     "fn": {"phase", "valid_until", "warnings"},
