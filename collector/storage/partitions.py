@@ -34,7 +34,13 @@ PARTITIONED = ("state_history", "events")
 REDELIVERY_WINDOW = timedelta(days=2)
 DAYS_AHEAD = 7
 DEFAULT_SUFFIX = "_default"
+_LOCK_ID = 0x6B617373_70617274  # "kasspart": one collector at a time creates or drops partitions
 _DAY_NAME = re.compile(r"^(?P<table>[a-z_]+)_p(?P<day>\d{8})$")
+
+
+def _serialize(conn: sa.Connection) -> None:
+    """Several collectors run the retention job: they take turns (released at commit)."""
+    conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_ID)))
 
 
 def partition_name(table: str, day: date) -> str:
@@ -89,6 +95,7 @@ def maintain(conn: sa.Connection, today: date, days_ahead: int = DAYS_AHEAD) -> 
     returns their names. A no-op on SQLite."""
     if conn.dialect.name != "postgresql":
         return []
+    _serialize(conn)
     created = []
     for table in PARTITIONED:
         existing = day_partitions(conn, table)
@@ -103,6 +110,7 @@ def drop_days_before(conn: sa.Connection, table: str, cutoff: datetime) -> int:
     """Drop the day partitions wholly before ``cutoff``; returns the rows they held: autovacuum's
     count from its last ANALYZE (a day at the horizon was analyzed months ago; counting millions of
     rows would take longer than dropping them), an exact count for one never analyzed (small)."""
+    _serialize(conn)
     dropped = 0
     for day, name in sorted(day_partitions(conn, table).items()):
         if _start(day + timedelta(days=1)) > cutoff:
