@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
-from protocol.kkt.significance import Significant, significant
+from protocol.kkt.significance import Aspect, significant
 from protocol.kkt.state import RegisterState
 
 FIRST = "first"  # nothing kept for the register yet (or the collector restarted)
@@ -48,15 +48,23 @@ def history_document(state: RegisterState) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """What the policy compares: one state as monitoring and charts see it."""
+    """What the policy compares: one state as monitoring and charts see it. The significant parts
+    are kept as one hash per aspect: the collector remembers a snapshot per register (50 000 of
+    them), and only needs to know whether, and in which aspect, a state differs."""
 
-    significant: Significant
+    aspects: tuple[int, ...]  # hash of each ``Aspect`` of the significant projection, in enum order
     chart: tuple[str, int | None]  # the values the register page draws
     link_up: bool
 
     @classmethod
     def of(cls, state: RegisterState, *, link_up: bool = True) -> Snapshot:
-        return cls(significant(state), (state.shift.status.value, state.ofd.unsent_count), link_up)
+        projected = significant(state)
+        aspects = tuple(hash(getattr(projected, aspect.value)) for aspect in Aspect)
+        return cls(aspects, (state.shift.status.value, state.ofd.unsent_count), link_up)
+
+    def changed(self, newer: Snapshot) -> list[str]:
+        """The aspects in which ``newer`` differs from this snapshot."""
+        return [aspect.value for aspect, old, new in zip(Aspect, self.aspects, newer.aspects, strict=True) if old != new]
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +87,7 @@ class HistoryPolicy:
             return FIRST
         if after.link_up and not before.snapshot.link_up:
             return LINK
-        changed = before.snapshot.significant.changed(after.significant)
+        changed = before.snapshot.changed(after)
         if changed:
             return ",".join(changed)
         every = self.sample_every if after.chart != before.snapshot.chart else self.idle_sample_every

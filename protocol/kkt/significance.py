@@ -36,17 +36,13 @@ def backlog_band(unsent_count: int | None) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class Significant:
-    """The monitoring-relevant projection of a state, one tuple per :class:`Aspect`."""
+    """The monitoring-relevant projection of a state, one tuple per :class:`Aspect` (same names)."""
 
     shift: tuple[str, int | None]
     fn: tuple[int | None, bool | None, date | None, int | None, tuple[str, ...]]
     backlog: tuple[int | None, bool, bool | None]
     device: tuple[str | None, tuple[int, ...], bool | None, bool | None]
     identity: tuple[str | None, str | None, str | None]
-
-    def changed(self, other: Significant) -> list[Aspect]:
-        """The aspects in which ``other`` (the newer state) differs from this one."""
-        return [aspect for aspect in Aspect if getattr(self, aspect.value) != getattr(other, aspect.value)]
 
 
 def significant(state: RegisterState) -> Significant:
