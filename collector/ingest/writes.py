@@ -200,8 +200,8 @@ class _Gather:
         )
         if live and payload.kind in LINK_EVENTS:
             self.link(register_id, (payload.session, payload.seq), LINK_EVENTS[payload.kind])
-        if payload.kind is EventKind.LINK_LOST and self.history is not None:
-            self.history.link_lost(register_id)
+        if live and payload.kind is EventKind.LINK_LOST and self.history is not None:
+            self.history.link_lost(register_id)  # the state after the return is kept (reason "link")
 
     def birth(self, payload: BirthPayload, received_at: datetime) -> None:
         for device in payload.devices:
@@ -224,6 +224,8 @@ class _Gather:
                     device.state,
                 )
             self.link(device.register_id, (payload.session, payload.seq), device.link_up)
+            if not device.link_up and self.history is not None:
+                self.history.link_lost(device.register_id)
 
 
 def _gather(items: list[Decoded], outcome: WriteOutcome, history: HistoryKeeper | None) -> _Gather:
