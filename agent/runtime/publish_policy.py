@@ -17,8 +17,12 @@ from agent.runtime.host import StateReason
 from protocol.kkt.significance import significant
 from protocol.kkt.state import RegisterState
 
-# Fields that change on every poll without meaning anything changed.
-_NOISE_FIELDS = {"read_at": True, "register_clock": True}
+# Fields that change on every poll (or every OFD link check) without meaning anything changed.
+_NOISE_FIELDS: dict[str, Any] = {
+    "read_at": True,
+    "register_clock": True,
+    "ofd": {"link_check": {"checked_at": True, "elapsed_ms": True}},
+}
 
 
 def meaningful(state: RegisterState) -> dict[str, Any]:

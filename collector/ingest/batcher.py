@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -60,13 +60,15 @@ from collector.ingest.history_keeper import HistoryKeeper
 from collector.ingest.history_policy import HistoryPolicy
 from collector.ingest.refusals import RefusalNotices
 from collector.ingest.sequence import NOTHING, SequenceTracker
+from collector.ingest.thread_names import name_os_thread
 from collector.ingest.writes import Decoded, FreshState, RefreshCache, WriteOutcome, write_messages
 from collector.metrics import CollectorMetrics
 from collector.storage import StorageError
 from collector.storage import repository as repo
+from collector.storage.dialect import member_of
 from collector.storage.engine import begin_write
 from collector.storage.schema import ingest_marks
-from protocol.mqtt.models import AckPayload, CommandPayload, encode
+from protocol.mqtt.models import CommandPayload, encode, encode_ack
 from protocol.mqtt.topics import ack_topic, cmd_topic, quoted
 
 log = logging.getLogger(__name__)
@@ -107,7 +109,7 @@ class ChangeListener(Protocol):
 class Downlink(Protocol):
     """What the writer needs from the MQTT connection (the consumer, or a test double)."""
 
-    def ack(self, message: InboundMessage) -> bool: ...
+    def ack(self, messages: Sequence[InboundMessage]) -> int: ...
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool: ...
 
@@ -169,6 +171,7 @@ class IngestWriter:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        name_os_thread()
         while True:
             try:
                 batch = self._take_batch()
@@ -332,11 +335,11 @@ class IngestWriter:
         accepted: list[Decoded] = []
         for item in translated.items:
             agent, claim = item.topic.agent_id, highest_claim(item.payload)
-            refusal = None
+            implausible = None
             if claim is not None:
-                refusal = self._sessions.refusal(conn, agent, claim[0], floor=self._epochs.base(agent, claim[1]))
-            if refusal is not None:
-                result.dead_letters.append(Rejected(item.inbound, refusal.reason, refusal.detail))
+                implausible = self._sessions.refusal(conn, agent, claim[0], floor=self._epochs.base(agent, claim[1]))
+            if implausible is not None:  # dead-lettered only: the agent is not told (it may be the forger)
+                result.dead_letters.append(Rejected(item.inbound, "implausible_session", implausible))
                 continue
             accepted.append(item)
             if claim is not None:
@@ -388,7 +391,7 @@ class IngestWriter:
             return
         rows = conn.execute(
             sa.select(ingest_marks.c.agent_id, ingest_marks.c.session, ingest_marks.c.max_seq).where(
-                ingest_marks.c.agent_id.in_({agent for agent, _ in unknown})
+                member_of(conn, ingest_marks.c.agent_id, {agent for agent, _ in unknown})
             )
         )
         stored = {(row.agent_id, int(row.session)): int(row.max_seq) for row in rows}
@@ -398,11 +401,10 @@ class IngestWriter:
     def _after_commit(self, result: BatchResult, size: int, started: float) -> None:
         self._sessions.learn(result.sessions)
         self._sessions.forget(result.births)  # a birth may have lowered what is stored: read it again
-        for message in result.committed:
-            self._downlink.ack(message)
+        self._downlink.ack(result.committed)
         for (agent, session), seq in result.acks.items():
             own, epoch = result.own_sessions.get((agent, session), (session, None))
-            self._downlink.publish(_ack_topic(agent), encode(AckPayload(session=own, seq=seq, epoch=epoch)))
+            self._downlink.publish(_ack_topic(agent), encode_ack(own, seq, epoch))
         for agent, refusal in self._refusals.due(result.refusals):
             log.warning("refusing agent %s: %s", agent, result.refusals[agent].detail)
             self._downlink.publish(_ack_topic(agent), refusal)

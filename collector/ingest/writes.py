@@ -11,13 +11,16 @@ Rows are gathered per batch and written with one multi-row statement per table, 
   ``bulk.supersede_sessions``);
 * ``event``: event row; live link_lost/link_regained also set the register's link flag; an event
   without a register (outbox_gap, command_error) goes to ``agent_events``;
-* ``status``: agent online/offline, a death of an older session ignored by the storage.
+* ``status``: agent online/offline, a death of an older session ignored by the storage;
+* ``action_result`` events (live or replayed) also move their action's lifecycle
+  (``collector.actions.store.apply_results``) in the same transaction.
 
 Record times are stored on the collector's clock (``agent_clock.record_time``), never the agent's.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -26,13 +29,16 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from collector.actions.store import apply_results
 from collector.ingest import bulk
 from collector.ingest.agent_clock import record_time
 from collector.ingest.consumer import InboundMessage
 from collector.ingest.history_keeper import HistoryKeeper
 from collector.ingest.history_policy import history_document
+from collector.storage import register_summary
 from collector.storage import repository as repo
 from collector.storage.agents import StatusOutcome
+from collector.storage.dialect import member_of
 from collector.storage.errors import RegisterOwnedElsewhere
 from collector.storage.rows import (
     AgentEventRow,
@@ -44,6 +50,7 @@ from collector.storage.rows import (
 )
 from collector.storage.schema import agents, registers
 from protocol.kkt.state import RegisterState
+from protocol.mqtt.actions import ActionResult
 from protocol.mqtt.models import (
     BirthPayload,
     EventKind,
@@ -55,6 +62,8 @@ from protocol.mqtt.models import (
     StatusPayload,
 )
 from protocol.mqtt.topics import AgentTopic
+
+log = logging.getLogger(__name__)
 
 UNKNOWN_PROTOCOL = "unknown"  # placeholder until the register's first state names its protocol
 LINK_EVENTS = {EventKind.LINK_LOST: False, EventKind.LINK_REGAINED: True}
@@ -77,6 +86,8 @@ class FreshState:
     session: int
     seq: int
     state: RegisterState
+    received_at: datetime  # the row's arrival time, and when it was polled (``agent_ts``)
+    polled_at: datetime
 
 
 @dataclass
@@ -114,6 +125,7 @@ class _Gather:
         self.links: dict[str, tuple[tuple[int, int], bool, bool]] = {}
         self.seen: dict[str, tuple[datetime, int]] = {}
         self.statuses: list[tuple[str, StatusPayload, datetime]] = []
+        self.action_results: list[tuple[str, ActionResult, datetime]] = []
 
     def see(self, agent: str, at: datetime, session: int) -> None:
         previous = self.seen.get(agent)
@@ -178,6 +190,8 @@ class _Gather:
     def event(self, payload: EventPayload, received_at: datetime, *, live: bool, made_at: datetime) -> None:
         register_id = payload.register
         data = {"message": payload.message, **payload.data}
+        if payload.kind is EventKind.ACTION_RESULT:
+            self.action_result(payload, received_at)
         if register_id is None:
             self.agent_events.append(AgentEventRow(
                 agent_id=payload.agent, session=payload.session, seq=payload.seq, kind=payload.kind.value,
@@ -202,6 +216,14 @@ class _Gather:
             self.link(register_id, (payload.session, payload.seq), LINK_EVENTS[payload.kind])
         if live and payload.kind is EventKind.LINK_LOST and self.history is not None:
             self.history.link_lost(register_id)  # the state after the return is kept (reason "link")
+
+    def action_result(self, payload: EventPayload, received_at: datetime) -> None:
+        try:
+            result = ActionResult.model_validate(payload.data)
+        except ValueError as exc:  # the event is still stored; only the lifecycle cannot use it
+            log.warning("action_result from %s without a valid result: %s", payload.agent, exc)
+            return
+        self.action_results.append((payload.agent, result, received_at))
 
     def birth(self, payload: BirthPayload, received_at: datetime) -> None:
         for device in payload.devices:
@@ -270,13 +292,13 @@ def _missing_registers(conn: sa.Connection, claims: dict[str, tuple[str, datetim
     owners: dict[str, int] = {
         row.register_id: row.tenant_id
         for row in conn.execute(
-            sa.select(registers.c.register_id, registers.c.tenant_id).where(registers.c.register_id.in_(list(claims)))
+            sa.select(registers.c.register_id, registers.c.tenant_id).where(member_of(conn, registers.c.register_id, claims))
         )
     }
     claimants = {agent for agent, _ in claims.values()}
     tenants: dict[str, int] = {
         row.agent_id: row.tenant_id
-        for row in conn.execute(sa.select(agents.c.agent_id, agents.c.tenant_id).where(agents.c.agent_id.in_(list(claimants))))
+        for row in conn.execute(sa.select(agents.c.agent_id, agents.c.tenant_id).where(member_of(conn, agents.c.agent_id, claimants)))
     }
     for register_id, tenant_id in owners.items():
         if tenants.get(claims[register_id][0]) != tenant_id:
@@ -357,10 +379,22 @@ def write_messages(
     outcome.registers |= written
     for register_id in written:
         row, state = gather.latest[register_id]
-        outcome.states[register_id] = FreshState(row.agent_id, row.session, row.seq, state)
+        outcome.states[register_id] = FreshState(
+            row.agent_id, row.session, row.seq, state, row.received_at, row.agent_ts
+        )
     # A state's own upsert already set link_up; only events and births need the extra update.
     links = {rid: up for rid, (_, up, from_state) in gather.links.items() if not from_state}
     bulk.set_links(conn, links)
     outcome.registers |= set(links)
+    outcome.registers |= apply_results(conn, gather.action_results)
     bulk.mark_agents_seen(conn, cache.seen_due({agent: seen for agent, seen in gather.seen.items() if seen[1] > 0}))
+    _refresh_summaries(conn, outcome, identified | set(event_only))
     return outcome
+
+
+def _refresh_summaries(conn: sa.Connection, outcome: WriteOutcome, identified: set[str]) -> None:
+    """The register list's summary rows of what this batch changed: one statement per batch.
+    Status messages refreshed their agents' registers already (``upsert_agent_status``); a birth
+    marks its agent online in bulk, so those agents' registers are refreshed here."""
+    register_summary.refresh_registers(conn, outcome.registers | identified)
+    register_summary.refresh_agents(conn, set(outcome.births) - outcome.status_agents)

@@ -283,6 +283,7 @@ class ContractRow:
     paid_until: date | None
     tariff: str | None
     updated_at: datetime
+    ofd_operator: str | None = None  # the contracted OFD (an ``ofd_operators`` key); None = not known
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,18 +40,29 @@ class Significant:
 
     shift: tuple[str, int | None]
     fn: tuple[int | None, bool | None, date | None, int | None, tuple[str, ...]]
-    backlog: tuple[int | None, bool, bool | None]
+    backlog: tuple[int | None, bool, bool | None, bool | None, str | None, int | None, bool | None, bool | None]
     device: tuple[str | None, tuple[int, ...], bool | None, bool | None]
     identity: tuple[str | None, str | None, str | None]
 
 
 def significant(state: RegisterState) -> Significant:
     fn, ofd, device = state.fn, state.ofd, state.device
+    link = ofd.link_check
     return Significant(
         shift=(state.shift.status.value, state.shift.number),
         fn=(fn.phase, fn.fiscal, fn.valid_until, fn.warning_flags, tuple(fn.warnings)),
-        # An oldest unsent document appearing or going is a backlog change whatever the count says.
-        backlog=(backlog_band(ofd.unsent_count), ofd.first_unsent_at is not None, ofd.autonomous),
+        # An oldest unsent document appearing or going is a backlog change whatever the count says;
+        # so is anything the OFD diagnosis names a cause by (server, timeout, the PC's link check).
+        backlog=(
+            backlog_band(ofd.unsent_count),
+            ofd.first_unsent_at is not None,
+            ofd.autonomous,
+            ofd.response_timeout,
+            ofd.server_host,
+            ofd.server_port,
+            None if link is None else link.resolved,
+            None if link is None else link.connected,
+        ),
         device=(device.last_error, tuple(device.fn_errors), device.paper_present, device.cover_open),
         identity=(state.serial, state.rnm, fn.serial),
     )

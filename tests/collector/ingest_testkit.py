@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -196,9 +196,9 @@ class FakeDownlink:
     acked: list[InboundMessage] = field(default_factory=list)
     published: list[tuple[str, bytes]] = field(default_factory=list)
 
-    def ack(self, message: InboundMessage) -> bool:
-        self.acked.append(message)
-        return True
+    def ack(self, messages: Sequence[InboundMessage]) -> int:
+        self.acked.extend(messages)
+        return len(messages)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         self.published.append((topic, payload))
