@@ -18,7 +18,7 @@ from collector.storage import begin_write, create_engine_from_url, migrate
 from collector.storage import repository as repo
 from collector.storage.partitions import DAYS_AHEAD, day_partitions, maintain, partition_name
 from collector.storage.rows import EventRow, HistoryRow, RegisterIdentity
-from collector.storage.schema import events, state_history
+from collector.storage.schema import agents, events, registers, state_history
 from collector.storage.scope import Scope
 
 sys.path.insert(0, str(Path(__file__).parents[2]))  # importlib mode: tests/dbkit.py
@@ -58,8 +58,12 @@ def _populate_before_partitions(engine: sa.Engine) -> None:
     with begin_write(engine) as conn:
         tenant = repo.create_tenant(conn, "Ромашка")
         store = repo.create_node(conn, tenant, parent_id=None, kind="store", name="Тверская 1")
-        repo.enroll_agent(conn, AGENT, tenant_id=tenant, node_id=store, enrolled_at=TIMES[0])
-        repo.ensure_register(conn, RegisterIdentity(REGISTER, "shtrih"), agent_id=AGENT, seen_at=TIMES[0])
+        # Raw rows: today's repository also keeps tables that revision did not have (register_summary).
+        conn.execute(sa.insert(agents).values(agent_id=AGENT, tenant_id=tenant, node_id=store, enrolled_at=TIMES[0]))
+        conn.execute(sa.insert(registers).values(
+            register_id=REGISTER, tenant_id=tenant, node_id=store, agent_id=AGENT, protocol="shtrih",
+            first_seen=TIMES[0], last_seen=TIMES[0],
+        ))
         envelope = [{"agent_id": AGENT, "session": 1, "seq": seq, "register_id": REGISTER, "ts": at, "received_at": at}
                     for seq, at in enumerate(TIMES)]  # fmt: skip
         state = {"vendor": "shtrih", "protocol": "shtrih", "shift": {"status": "open"}, "ofd": {"unsent_count": 3}}
