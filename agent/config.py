@@ -16,6 +16,8 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from protocol.mqtt.actions import READ_ONLY_ACTIONS, ActionName
+
 DEFAULT_CONFIG_PATH = Path("/etc/kassa-agent/agent.toml")
 CONFIG_PATH_ENV = "KASSA_AGENT_CONFIG"
 ENV_PREFIX = "KASSA_AGENT_"
@@ -73,30 +75,46 @@ class DeviceConfig(_Section):
         return None if value is None else _check_id(value)
 
 
+def _check_mqtt_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError("must start with mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port: {exc}") from None
+    return value
+
+
 class BrokerConfig(_Section):
     url: str = "mqtt://127.0.0.1:1883"
+    # Other nodes of a clustered broker: after a failed connect or a lost connection the agent
+    # tries the next node (same credentials, same session and outbox rules).
+    fallback_urls: list[str] = Field(default_factory=list)
     username: str | None = Field(None, description="default: the agent id")
     password: str | None = None
     ca_file: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
     keepalive: int = Field(30, ge=2, le=65535)
+    # QoS of the cmd/ack/collector-status subscriptions. 0 on a NATS cluster: its MQTT gateway
+    # delivers what collectors publish over NATS at QoS 0 anyway, and a QoS 1 subscription costs a
+    # replicated JetStream consumer per topic and agent (and fails while JetStream elects leaders).
+    subscribe_qos: Literal[0, 1] = 1
     reconnect_min: float = Field(1.0, gt=0)
     reconnect_max: float = Field(120.0, gt=0)
 
     @field_validator("url")
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts"):
-            raise ValueError("must start with mqtt:// or mqtts://")
-        if not parts.hostname:
-            raise ValueError("has no host")
-        try:
-            _ = parts.port
-        except ValueError as exc:
-            raise ValueError(f"bad port: {exc}") from None
-        return value
+        return _check_mqtt_url(value)
+
+    @field_validator("fallback_urls")
+    @classmethod
+    def _mqtt_urls(cls, value: list[str]) -> list[str]:
+        return [_check_mqtt_url(url) for url in value]
 
     @model_validator(mode="after")
     def _cert_pair(self) -> BrokerConfig:
@@ -104,7 +122,17 @@ class BrokerConfig(_Section):
             raise ValueError("client_cert and client_key must be given together")
         if self.reconnect_max < self.reconnect_min:
             raise ValueError("reconnect_max must not be below reconnect_min")
+        if any(urlsplit(url).scheme != urlsplit(self.url).scheme for url in self.fallback_urls):
+            raise ValueError("fallback_urls: every node must use the same scheme as url (one TLS setting)")
         return self
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        """(host, port) of ``url`` then of each fallback: the nodes the agent may connect to."""
+        default = 8883 if self.tls else 1883
+        return [
+            (parts.hostname or "", parts.port or default)
+            for parts in (urlsplit(url) for url in (self.url, *self.fallback_urls))
+        ]
 
     @property
     def tls(self) -> bool:
@@ -150,6 +178,27 @@ class SupervisionConfig(_Section):
     healthy_after: float = Field(60.0, gt=0, description="a thread that ran this long starts a fresh count")
 
 
+class ActionsConfig(_Section):
+    """Which remote actions this register's PC lets the collector run (``[actions]``)."""
+
+    enabled: bool = Field(True, description="false: every remote action is refused")
+    allow: list[ActionName] = Field(
+        default_factory=lambda: sorted(READ_ONLY_ACTIONS),
+        description="actions allowed; default the read-only ones (check_now, x_report)",
+    )
+
+    @field_validator("allow", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> Any:
+        """The environment gives one string: ``KASSA_AGENT_ACTIONS_ALLOW=check_now,close_shift``."""
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def allows(self, action: ActionName) -> bool:
+        return self.enabled and action in self.allow
+
+
 class AgentConfig(_Section):
     agent_id: str
     devices: list[DeviceConfig] = Field(min_length=1)
@@ -157,7 +206,11 @@ class AgentConfig(_Section):
     outbox: OutboxConfig = Field(default_factory=OutboxConfig)
     replay: ReplayConfig = Field(default_factory=ReplayConfig)
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
+    actions: ActionsConfig = Field(default_factory=ActionsConfig)
     heartbeat: float = Field(60.0, gt=0, description="seconds between unchanged-state publishes")
+    counter_interval: float = Field(
+        60.0, gt=0, description="seconds between publishes of counter-only changes (receipts, FD number, backlog within its band)"
+    )
     ack_mode: Literal["collector", "puback"] = "collector"
     health_file: Path | None = None
     log_format: Literal["json", "text"] = "text"
@@ -193,10 +246,13 @@ ENV_KEYS: dict[str, str] = {
     "OUTBOX_MAX_AGE": "outbox.max_age",
     "REPLAY_RATE": "replay.rate",
     "HEARTBEAT": "heartbeat",
+    "COUNTER_INTERVAL": "counter_interval",
     "ACK_MODE": "ack_mode",
     "HEALTH_FILE": "health_file",
     "LOG_FORMAT": "log_format",
     "LOG_LEVEL": "log_level",
+    "ACTIONS_ENABLED": "actions.enabled",
+    "ACTIONS_ALLOW": "actions.allow",
 }
 
 

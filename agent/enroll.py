@@ -56,6 +56,7 @@ class Enrollment:
     broker_url: str
     username: str
     password: str
+    broker_fallback_urls: tuple[str, ...] = ()  # a clustered broker's other nodes
 
 
 # problem "type" slug from the collector → the installer's next step.
@@ -153,8 +154,9 @@ def _enrollment(document: Any, url: str) -> Enrollment:
             broker_url=str(document["broker_url"]),
             username=str(document["username"]),
             password=str(document["password"]),
+            broker_fallback_urls=tuple(str(url) for url in document.get("broker_fallback_urls") or ()),
         )
-    except (KeyError, TypeError):
+    except (KeyError, TypeError, AttributeError):
         raise EnrollError(f"{url} answered without agent_id/broker_url/username/password") from None
     return result
 
@@ -185,15 +187,23 @@ def _key_re(key: str) -> re.Pattern[str]:
     return re.compile(rf"^\s*{re.escape(key)}\s*=")
 
 
-def _set_keys(lines: list[str], start: int, end: int, values: dict[str, str], insert_at: int) -> list[str]:
+def _toml_value(value: str | list[str]) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_string(item) for item in value) + "]"
+    return _toml_string(value)
+
+
+def _set_keys(
+    lines: list[str], start: int, end: int, values: dict[str, str | list[str]], insert_at: int
+) -> list[str]:
     """Replace ``key = …`` lines of ``values`` within ``lines[start:end]``; insert missing ones at ``insert_at``."""
     out = list(lines)
     missing = dict(values)
     for index in range(start, end):
         for key in list(missing):
             if _key_re(key).match(out[index]):
-                out[index] = f"{key} = {_toml_string(missing.pop(key))}"
-    return out[:insert_at] + [f"{k} = {_toml_string(v)}" for k, v in missing.items()] + out[insert_at:]
+                out[index] = f"{key} = {_toml_value(missing.pop(key))}"
+    return out[:insert_at] + [f"{k} = {_toml_value(v)}" for k, v in missing.items()] + out[insert_at:]
 
 
 def updated_config(existing: str | None, enrollment: Enrollment, *, ca_file: Path | None = None) -> str:
@@ -203,7 +213,11 @@ def updated_config(existing: str | None, enrollment: Enrollment, *, ca_file: Pat
     lines = existing.splitlines()
     first_table = next((i for i, line in enumerate(lines) if _HEADER_RE.match(line)), len(lines))
     lines = _set_keys(lines, 0, first_table, {"agent_id": enrollment.agent_id}, insert_at=first_table)
-    broker = {"url": enrollment.broker_url, "username": enrollment.username, "password": enrollment.password}
+    broker: dict[str, str | list[str]] = {
+        "url": enrollment.broker_url, "username": enrollment.username, "password": enrollment.password,
+    }
+    if enrollment.broker_fallback_urls:
+        broker["fallback_urls"] = list(enrollment.broker_fallback_urls)
     if ca_file is not None and enrollment.broker_url.startswith("mqtts://"):
         broker["ca_file"] = str(ca_file)
     header = next((i for i, line in enumerate(lines) if _BROKER_HEADER_RE.match(line)), None)
@@ -226,7 +240,8 @@ def _check_written(text: str, enrollment: Enrollment) -> None:
         ) from None
     broker = parsed.get("broker", {})
     got = (parsed.get("agent_id"), broker.get("url"), broker.get("username"), broker.get("password"))
-    if got != (enrollment.agent_id, enrollment.broker_url, enrollment.username, enrollment.password):
+    fallbacks_ok = not enrollment.broker_fallback_urls or broker.get("fallback_urls") == list(enrollment.broker_fallback_urls)
+    if got != (enrollment.agent_id, enrollment.broker_url, enrollment.username, enrollment.password) or not fallbacks_ok:
         raise EnrollError(
             "could not update the config cleanly (agent_id/[broker] are defined in an unusual way)",
             "fix the file by hand and run enroll again",

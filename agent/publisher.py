@@ -5,6 +5,11 @@ whose number is in the Last Will, and paho's retry queue would otherwise re-send
 connection's in-flight messages under the old client state. Those messages are not lost — they
 stay in the outbox and are replayed on ``hist`` — so dropping paho's copy is safe.
 
+Failover: with ``fallback_urls`` the agent starts on ``url`` (give agents different first nodes to
+spread a fleet over the cluster) and, after a failed connect or a lost connection, moves to the
+next node, round the list. Every connection is a new session either way, so nothing else changes: the outbox replays
+what the collector has not acknowledged, whichever node carries it.
+
 Why our own reconnect loop: paho's built-in reconnect backs off without jitter; a fleet of
 agents behind one broker restart would reconnect in lock-step. We use exponential backoff
 with *full jitter* (sleep uniform(0, min(cap, base·2^n))).
@@ -87,6 +92,8 @@ class MqttPublisher:
         self._on_message = on_message
         self._on_disconnected = on_disconnected
         self._backoff = backoff or Backoff(broker.reconnect_min, broker.reconnect_max)
+        self._endpoints = broker.endpoints()
+        self._node = 0
         self._stop = threading.Event()
         self._lost = threading.Event()
         self._connack = threading.Event()
@@ -117,6 +124,11 @@ class MqttPublisher:
     def thread(self) -> SupervisedThread | None:
         """The supervisor thread once started (for the health file)."""
         return self._thread
+
+    @property
+    def endpoint(self) -> tuple[str, int]:
+        """The node the agent is connected to, or will try next."""
+        return self._endpoints[self._node]
 
     @property
     def session(self) -> int | None:
@@ -195,7 +207,7 @@ class MqttPublisher:
         with self._lock:
             client = self._client if self._connected else None
         if client is not None:
-            client.subscribe(topic, qos=1)
+            client.subscribe(topic, qos=self._broker.subscribe_qos)
 
     # --- supervisor ---------------------------------------------------------------------
 
@@ -211,6 +223,7 @@ class MqttPublisher:
                 session = None  # a new connection is a new session
                 if self._stop.is_set():
                     break
+            self._node = (self._node + 1) % len(self._endpoints)  # a lost or refused node: try the next
             delay = self._backoff.next_delay()
             log.info("reconnecting to the broker in %.1f s", delay, extra={"delay": round(delay, 2)})
             self._stop.wait(delay)
@@ -240,6 +253,7 @@ class MqttPublisher:
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
         client.on_message = self._handle_message
+        client.on_subscribe = self._handle_subscribe
         return client
 
     def _connect_once(self, session: int) -> str:
@@ -247,10 +261,11 @@ class MqttPublisher:
         self._connack.clear()
         self._lost.clear()
         self._connack_failure = None
+        host, port = self.endpoint
         try:
-            client.connect(self._broker.host, self._broker.port, keepalive=self._broker.keepalive)
+            client.connect(host, port, keepalive=self._broker.keepalive)
         except (OSError, ssl.SSLError, ValueError) as exc:
-            self.last_error = f"connect to {self._broker.host}:{self._broker.port} failed: {exc}"
+            self.last_error = f"connect to {host}:{port} failed: {exc}"
             log.warning(self.last_error)
             return "failed"
         client.loop_start()
@@ -270,9 +285,9 @@ class MqttPublisher:
             self._lost.set()
         self.connections += 1
         self.last_error = None
-        log.info("connected to the broker", extra={"session": session, "broker": self._broker.host})
+        log.info("connected to the broker", extra={"session": session, "broker": f"{host}:{port}"})
         for topic in self._subscriptions:
-            client.subscribe(topic, qos=1)
+            client.subscribe(topic, qos=self._broker.subscribe_qos)
         return "connected"
 
     def _run_connection(self, session: int) -> None:
@@ -310,6 +325,14 @@ class MqttPublisher:
             is_current = client is self._client
         if is_current:
             self._lost.set()
+
+    def _handle_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:
+        """A refused subscription leaves a connection that never hears acks or commands (a cluster
+        node whose JetStream is still electing leaders answers so): drop it and try the next node."""
+        failed = [str(reason) for reason in reasons if reason.is_failure]
+        if failed:
+            log.warning("the broker refused a subscription (%s); reconnecting", ", ".join(failed))
+            client.disconnect()
 
     def _handle_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         with self._lock:

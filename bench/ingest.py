@@ -21,7 +21,8 @@ then:
 3. **ceiling** — a bare paho client subscribed at QoS 1 to the same topics on the same broker,
    fed the same messages by the same publisher: the rate the collector is compared with
    (``ratio``), and, for subprocess layouts, the collectors' CPU time (all their threads, from
-   ``/proc/<pid>/stat``) per committed message.
+   ``/proc/<pid>/task/*/stat``) per committed message, also split by thread (ingest-writer,
+   alert-evaluator, mqtt-loop).
 
 Targets (DESIGN.md §7): collector CPU ≤ 100 µs per committed message and throughput ≥ 0.7 of a
 bare client's on the same broker in the same run; state change → alert visible p50 ≤ 250 ms,
@@ -258,16 +259,26 @@ class Collectors:
                 f"batch validate+write+commit+ack {write_s / batches * 1000:.1f} ms "
                 f"({write_s:.2f} s total)")
 
-    def cpu_seconds(self) -> float | None:
-        """User + system CPU of every collector subprocess so far (None in-process: it shares this
-        process with the publisher)."""
+    def cpu_by_thread(self) -> dict[str, float] | None:
+        """CPU seconds per thread name (``comm``: ingest-writer, alert-evaluator, paho's loop …),
+        summed over the collector subprocesses, from ``/proc/<pid>/task/*/stat``; None in-process
+        (it shares this process with the publisher). A thread that
+        ended took its time with it; the process total (``/proc/<pid>/stat``) is kept under
+        ``(ended)`` so the sum stays the process's."""
         if not self.processes:
             return None
-        ticks = 0
+        ticks: dict[str, int] = {}
         for process in self.processes:
-            fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat(5))
-        return ticks / os.sysconf("SC_CLK_TCK")
+            total = _stat_ticks(Path(f"/proc/{process.pid}/stat"))[1]
+            for task in Path(f"/proc/{process.pid}/task").iterdir():
+                try:
+                    name, used = _stat_ticks(task / "stat")
+                except FileNotFoundError:  # the thread ended meanwhile
+                    continue
+                ticks[name] = ticks.get(name, 0) + used
+                total -= used
+            ticks["(ended)"] = ticks.get("(ended)", 0) + max(total, 0)
+        return {name: used / os.sysconf("SC_CLK_TCK") for name, used in ticks.items()}
 
     def pause(self, paused: bool) -> None:
         for process in self.processes:
@@ -283,6 +294,15 @@ class Collectors:
                 process.wait(15)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def _stat_ticks(stat: Path) -> tuple[str, int]:
+    """(comm, utime + stime) of a process or thread; ``stat(5)``: the process's own figures (a
+    process's ``stat`` sums its threads), fields 14 and 15 after the ``(comm)``."""
+    text = stat.read_text()
+    name = text[text.index("(") + 1 : text.rindex(")")]
+    fields = text.rsplit(")", 1)[1].split()
+    return name, int(fields[11]) + int(fields[12])
 
 
 def count_rows(engine: sa.Engine, table: sa.Table) -> int:
@@ -424,9 +444,9 @@ def main() -> int:
                 engine = create_engine_from_url(url)
                 try:
                     held = collectors if args.drain and layout > 0 else None
-                    cpu_before = collectors.cpu_seconds()
+                    threads_before = collectors.cpu_by_thread()
                     committed, published = throughput(port, engine, messages, held)
-                    cpu_after = collectors.cpu_seconds()
+                    threads_after = collectors.cpu_by_thread()
                     lat = latency(port, engine, args.probes, args.probe_rate) if args.probes and layout <= 1 else []
                     where = collectors.where_time_goes()
                 finally:
@@ -434,8 +454,13 @@ def main() -> int:
                     engine.dispose()
             row: dict[str, Any] = {"db": kind, "collectors": collectors.label, "committed": committed, "published": published,
                                    "ceiling": bare}
-            if cpu_before is not None and cpu_after is not None:
-                row["cpu_us"] = (cpu_after - cpu_before) / len(messages) * 1e6
+            per_thread: dict[str, float] = {}
+            if threads_before is not None and threads_after is not None:
+                per_thread = {
+                    name: (used - threads_before.get(name, 0.0)) / len(messages) * 1e6
+                    for name, used in threads_after.items()
+                }
+                row["cpu_us"] = sum(per_thread.values())
             if lat:
                 row.update(p50=percentile(lat, 0.5) * 1000, p99=percentile(lat, 0.99) * 1000)
             rows.append(row)
@@ -446,6 +471,10 @@ def main() -> int:
                   + (f"  alert visible p50 {row['p50']:.0f} ms p99 {row['p99']:.0f} ms" if lat else ""), flush=True)
             if where:
                 print(f"{'':10} {'':24} {where}", flush=True)
+            busy = sorted(((us, name) for name, us in per_thread.items() if us >= 1), reverse=True)
+            if busy:
+                print(f"{'':10} {'':24} CPU µs/msg by thread: " + ", ".join(f"{name} {us:.0f}" for us, name in busy),
+                      flush=True)
     print_scaling(rows)
     return 0
 

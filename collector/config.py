@@ -80,10 +80,26 @@ class NotifySettings(BaseModel):
         return self.smtp_host is not None
 
 
+NATS_SCHEMES = ("nats", "tls")
+
+
+def _check_broker_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("mqtt", "mqtts", *NATS_SCHEMES) or not parts.hostname:
+        raise ValueError("must look like mqtt://host:1883, mqtts://host:8883 or nats://host:4222")
+    try:
+        _ = parts.port
+    except ValueError as exc:
+        raise ValueError(f"bad port: {exc}") from None
+    return value
+
+
 class CollectorConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     broker_url: str = "mqtt://127.0.0.1:1883"
+    # More nodes of the same cluster (nats:// only): tried when broker_url's node is down.
+    broker_fallback_urls: list[str] = Field(default_factory=list)
     broker_username: str | None = None
     broker_password: str | None = None
     broker_keepalive: int = Field(30, ge=2, le=65535)
@@ -93,6 +109,16 @@ class CollectorConfig(BaseModel):
     client_id: str = Field("kassa-collector-1", min_length=1, max_length=64)
     shared: bool = Field(False, description="subscribe under $share/<shared_group>/ (N collectors)")
     shared_group: str = "collectors"
+    # nats:// brokers (collector.ingest.jetstream): the replicated stream and its shared consumer.
+    jetstream_stream: str = Field("KASSA_UPLINK", pattern=r"^[A-Za-z0-9_-]+$")
+    jetstream_replicas: int = Field(3, ge=1, le=5, description="copies of the stream (3 on a 3-node cluster)")
+    jetstream_ack_wait: float = Field(
+        30.0, ge=1, description="seconds before a fetched, unacked message goes to another collector"
+    )
+    jetstream_max_ack_pending: int = Field(20_000, ge=100, description="unacked messages across all collectors")
+    collector_status_period: float = Field(
+        15.0, gt=0, description="seconds between re-publishing the collector's online status (nats://)"
+    )
     batch_max_rows: int = Field(500, ge=1, le=20_000)
     batch_max_delay: float = Field(0.2, gt=0, le=5, description="seconds a message may wait for its batch")
     batch_linger: float = Field(0.02, ge=0, le=1, description="seconds a small batch waits for more messages")
@@ -107,6 +133,11 @@ class CollectorConfig(BaseModel):
     )
     evaluator_period: float = Field(15.0, gt=0, description="seconds between full re-evaluations")
     history_days: float = Field(180.0, ge=0, description="days of state history kept; 0 keeps it forever")
+    # collector/ingest/history_policy.py: significant changes are always kept; 0 keeps every state.
+    history_sample_minutes: float = Field(
+        15.0, ge=0, description="minutes between chart samples in history while counters move; 0 keeps every state"
+    )
+    history_idle_sample_hours: float = Field(6.0, gt=0, description="hours between samples of a register whose charted values stay flat")
     events_days: float = Field(365.0, ge=0, description="days of register and agent events kept; 0: forever")
     dead_letters_days: float = Field(30.0, ge=0, description="days of dead letters kept; 0: forever")
     retention_period: float = Field(3600.0, gt=0, description="seconds between two retention runs")
@@ -128,7 +159,10 @@ class CollectorConfig(BaseModel):
     cookie_secure: bool = Field(True, description="Secure flag of the session cookie; off only for plain-HTTP localhost")
     # Agent enrollment (collector.enrollment.settings reads these by name); off until a backend is set up.
     enroll_broker_url: str | None = Field(None, description="broker URL given to enrolled agents")
-    enroll_backend: Literal["dynsec", "files"] | None = None
+    enroll_broker_fallback_urls: list[str] | None = Field(
+        None, description="a clustered broker's other nodes, given to enrolled agents as fallbacks"
+    )
+    enroll_backend: Literal["dynsec", "files", "nats"] | None = None
     enroll_token_ttl_hours: float | None = Field(None, gt=0, le=720)
     dynsec_admin_username: str | None = None
     dynsec_admin_password: str | None = None
@@ -136,6 +170,7 @@ class CollectorConfig(BaseModel):
     broker_password_file: str | None = None
     broker_acl_file: str | None = None
     broker_pid_file: str | None = None
+    nats_users_file: str | None = None
 
     @property
     def public_url(self) -> str:
@@ -146,19 +181,36 @@ class CollectorConfig(BaseModel):
     def enrollment_enabled(self) -> bool:
         if self.enroll_backend == "files":
             return bool(self.broker_password_file and self.broker_acl_file)
+        if self.enroll_backend == "nats":
+            return bool(self.nats_users_file)
         return bool(self.dynsec_admin_password)
 
     @field_validator("broker_url")
     @classmethod
-    def _mqtt_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
-        try:
-            _ = parts.port
-        except ValueError as exc:
-            raise ValueError(f"bad port: {exc}") from None
-        return value
+    def _broker_url(cls, value: str) -> str:
+        return _check_broker_url(value)
+
+    @field_validator("broker_fallback_urls")
+    @classmethod
+    def _fallback_urls(cls, value: list[str]) -> list[str]:
+        return [_check_broker_url(url) for url in value]
+
+    @model_validator(mode="after")
+    def _fallbacks_on_nats_only(self) -> CollectorConfig:
+        schemes = {urlsplit(url).scheme in NATS_SCHEMES for url in self.broker_urls}
+        if self.broker_fallback_urls and schemes != {True}:
+            raise ValueError("broker_fallback_urls: only for a nats:// broker_url, and all nats:// or tls://")
+        return self
+
+    @property
+    def competing_consumers(self) -> bool:
+        """Each collector sees only part of every agent's stream: under ``$share``, and always on a
+        NATS cluster (one shared JetStream consumer)."""
+        return self.shared or urlsplit(self.broker_url).scheme in NATS_SCHEMES
+
+    @property
+    def broker_urls(self) -> list[str]:
+        return [self.broker_url, *self.broker_fallback_urls]
 
     @field_validator("listen")
     @classmethod

@@ -34,6 +34,12 @@ class CollectorMetrics:
         self.rebirths = Counter(
             "kassa_collector_rebirth_requests", "rebirth commands sent after a seq gap", registry=r
         )
+        self.actions = Counter(
+            "kassa_collector_register_actions",
+            "remote actions the dispatcher moved on: sent to the agent, or expired without an answer",
+            ["outcome"],
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "kassa_collector_batch_write_seconds",
             "time to write and commit one batch",

@@ -37,14 +37,17 @@ from collector.accounts.mail import SmtpMailer
 from collector.accounts.new_registers import landing_node
 from collector.accounts.rights import notification_filter
 from collector.accounts.service import AccountService, AccountSettings
+from collector.actions.dispatch import ActionDispatcher
 from collector.config import CollectorConfig, CollectorConfigError, NotifySettings
 from collector.enrollment.service import EnrollmentService
 from collector.enrollment.settings import EnrollmentSettings
 from collector.housekeeping import RetentionJob, RetentionPolicy
 from collector.ingest.batcher import ChangeListener, IngestWriter, WriterSettings
-from collector.ingest.consumer import InboundMessage, MqttConsumer
+from collector.ingest.consumer import InboundMessage
 from collector.ingest.engine import AlertEngine, EvaluationWorker, Notify
 from collector.ingest.engine.leadership import SweepLeadership
+from collector.ingest.history_policy import HistoryPolicy
+from collector.ingest.source import open_source
 from collector.ingest.writes import FreshState
 from collector.metrics import CollectorMetrics
 from collector.notify import (
@@ -96,11 +99,21 @@ def writer_settings(config: CollectorConfig) -> WriterSettings:
         batch_linger=config.batch_linger,
         queue_max=config.queue_max,
         reorder_window=config.reorder_window,
-        contiguous_acks=not config.shared,
+        contiguous_acks=not config.competing_consumers,
         enforce_enrollment=config.enrollment_enforced,
         company=config.company,
         new_registers_node=config.new_registers_node,
         max_session_jump=config.max_session_jump,
+        history=history_policy(config),
+    )
+
+
+def history_policy(config: CollectorConfig) -> HistoryPolicy | None:
+    if config.history_sample_minutes == 0:
+        return None  # every state becomes a history row
+    return HistoryPolicy(
+        sample_every=timedelta(minutes=config.history_sample_minutes),
+        idle_sample_every=timedelta(hours=config.history_idle_sample_hours),
     )
 
 
@@ -335,12 +348,20 @@ class CollectorService:
             self.alert_engine, period=config.evaluator_period, also_sweep=(self.kep_alerts,),
             leadership=SweepLeadership(self.engine),  # with $share: one collector sweeps, not each
         )
-        self.consumer = MqttConsumer(config, self._on_message)
+        self.consumer = open_source(config, self._on_message)  # MQTT or NATS JetStream, by broker_url
         on_changed: ChangeListener = self.evaluator.changed
+        actions_changed: Callable[[Collection[str]], None] | None = None
         if self.event_hub is not None:
             from collector.web.pages import register_change_feed
 
-            on_changed = _fan_out(self.evaluator.changed, register_change_feed(self.engine, self.event_hub))
+            feed = register_change_feed(self.engine, self.event_hub)
+            on_changed = _fan_out(self.evaluator.changed, feed)
+            actions_changed = _registers_only(feed)
+        # Remote actions the web tier requested: published on this process's broker connection.
+        self.actions = ActionDispatcher(
+            self.engine, self.consumer.publish, on_changed=actions_changed,
+            count=lambda outcome, n: self.metrics.actions.labels(outcome).inc(n),
+        )
         self.writer = IngestWriter(
             self.engine,
             self.consumer,
@@ -367,6 +388,7 @@ class CollectorService:
                 event_hub=self.event_hub,
                 account_service=account_service_from_config(config),
                 enrollment=enrollment_from_config(config, self.engine),
+                action_requested=self.actions.wake,
             )
         if serve_web and factory is None:
             log.info("collector.web is not installed: ingest only, nothing served on %s", config.listen)
@@ -408,6 +430,7 @@ class CollectorService:
         self.retention.start()
         self.writer.start()
         self.consumer.start(wait=wait_for_broker)
+        self.actions.start()
         if self.web is not None:
             self.web.start()
         self._started = True
@@ -420,6 +443,7 @@ class CollectorService:
         self._started = False
         if self.web is not None:
             self.web.stop()
+        self.actions.stop()
         self.writer.stop()
         self.consumer.stop()
         self.evaluator.stop()
@@ -443,6 +467,15 @@ def _new_event_hub() -> Any:
     except ModuleNotFoundError:  # a web package without pages: no live updates
         return None
     return EventHub()
+
+
+def _registers_only(feed: Callable[[Collection[str], Collection[str]], None]) -> Callable[[Collection[str]], None]:
+    """A change feed for what only names registers (remote actions moving on)."""
+
+    def changed(register_ids: Collection[str]) -> None:
+        feed(register_ids, ())
+
+    return changed
 
 
 def _fan_out(

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
+from firmware_sim.action_faults import ActionFaults, LinkOutage, SimAction
 from firmware_sim.model import FiscalRefused, ReceiptState, RegisterModel
 from protocol.kkt.atol import errors as atol_errors
 from protocol.kkt.atol.link import Deframer
@@ -40,7 +41,10 @@ from protocol.kkt.atol.messages import (
     LeaveMode,
     OpenReceipt,
     OpenShift,
+    PrintReport,
+    Reboot,
     RegisterItem,
+    SetDateTime,
     StateCode,
     UnknownCommand,
     decode_request,
@@ -54,14 +58,27 @@ from protocol.kkt.fn import (
     FnTlv,
     ffd_version_code,
 )
+from protocol.kkt.fn_fiscalisation import AUTONOMOUS_MODE_TAG
 from protocol.kkt.handshake import Execute
 
 MODE_SELECT = 0
 MODE_REGISTRATION = EnterMode.REGISTRATION
+MODE_X_REPORTS = EnterMode.X_REPORTS
 MODE_Z_REPORTS = EnterMode.Z_REPORTS
+REBOOT_SECONDS = 1.5  # how long a rebooting register stays off the line
+REBOOT_AFTER = 0.2  # it finishes the answer's exchange first (v2 ends it with EOT after the answer)
 SIMULATED_MODEL_ID = 61  # an ATOL model code for the simulator's A5h/3Fh [I]
 PROTOCOL_VERSION = 3
 PORT_RS232, PORT_USB, PORT_ETHERNET = 1, 4, 6  # 3Fh b29
+
+# The command that starts each remote action: where scripted faults (firmware_sim.action_faults) fire.
+_ACTIONS: dict[type[Command[Any]], SimAction] = {
+    PrintReport: SimAction.X_REPORT,
+    CloseShift: SimAction.Z_REPORT,
+    OpenShift: SimAction.OPEN_SHIFT,
+    SetDateTime: SimAction.SET_DATETIME,
+    Reboot: SimAction.REBOOT,
+}
 
 # ФН result code (what the model raises) → ATOL error byte (§3.4): the codec's table, reversed.
 _FN_TO_ATOL = {fn_code: atol_code for atol_code, fn_code in atol_errors.FN_RESULT_CODES.items()}
@@ -99,6 +116,11 @@ class AtolDevice:
         self.mode = MODE_SELECT
         self.mode_password = 0
         self.commands_executed = 0
+        self.reboots = 0
+        self._rebooting = False
+        self.reboot_seconds = REBOOT_SECONDS
+        self.action_faults = ActionFaults()
+        self.outage = LinkOutage()
         self._deframer = Deframer()
         self._tasks = DeviceTaskBuffer(self._execute, slow_polls=slow_polls, async_results=async_results)
         self._handlers: dict[type[Command[Any]], Callable[[Any], Any]] = {
@@ -120,19 +142,41 @@ class AtolDevice:
             OpenReceipt: self._open_receipt,
             RegisterItem: self._register_item,
             CloseReceipt: self._close_receipt,
+            PrintReport: self._x_report,
+            SetDateTime: self._set_datetime,
+            Reboot: self._reboot,
         }
 
     # ------------------------------------------------------------------ DeviceEndpoint
 
     def feed(self, data: bytes) -> bytes:
+        if not self._back_on_line():
+            return b""
         now = time.monotonic()
         answer = b"".join(self._tasks.receive(event, now) for event in self._deframer.feed(data))
-        return answer + self._tasks.tick(now)
+        answer += self._tasks.tick(now)
+        self._forget_lost_request()
+        return self.outage.outgoing(answer)
 
     def reset(self) -> None:
         self._deframer.reset()
         self._tasks.reset()
         self.mode = MODE_SELECT
+
+    def _forget_lost_request(self) -> None:
+        """A request lost on the line leaves no task (or v2 answer) for the host to fetch later."""
+        if self.outage.take_request_lost():
+            self._deframer.reset()
+            self._tasks.reset()
+
+    def _back_on_line(self) -> bool:
+        """False while off the line (what the host sends is lost); after a reboot it starts clean."""
+        if self.outage.active:
+            return False
+        if self._rebooting and self.outage.over:
+            self._rebooting = False
+            self.reset()
+        return True
 
     def idle(self) -> bytes:
         self._deframer.reset()  # a partial packet never completes after silence
@@ -149,6 +193,13 @@ class AtolDevice:
             return TaskResult(False, bytes((0x55, atol_errors.UNKNOWN_COMMAND, 0)))
         self.commands_executed += 1
         try:
+            action = _ACTIONS.get(type(command))
+            if action is not None:
+                code = self.action_faults.before_action(action, self.outage)
+                if code is not None:
+                    raise _Refused(code)
+                if self.outage.request_lost:
+                    return TaskResult(False, command.encode_error(atol_errors.NOT_IN_THIS_MODE))  # never leaves
             answer = self._handlers[type(command)](command)
             return TaskResult(True, command.encode_answer(answer))
         except _Refused as exc:
@@ -209,8 +260,10 @@ class AtolDevice:
         return document
 
     def _registration_param(self, command: GetFnRegistrationParam) -> FnTlv:
+        if command.tag == AUTONOMOUS_MODE_TAG:
+            return FnTlv(AUTONOMOUS_MODE_TAG, bytes((int(self.model.autonomous),)))
         if command.tag != FFD_VERSION_TAG:
-            raise _Refused(218)  # "нет запрошенных данных в ФН": only the ФФД tag is simulated
+            raise _Refused(218)  # "нет запрошенных данных в ФН": only these tags are simulated
         return FnTlv(FFD_VERSION_TAG, bytes((ffd_version_code(self.model.ffd_version),)))
 
     def _enter_mode(self, command: EnterMode) -> CommonAnswer:
@@ -257,6 +310,29 @@ class AtolDevice:
             self.model.close_shift()
         return CommonAnswer()
 
+    def _x_report(self, _: PrintReport) -> CommonAnswer:
+        self._require_mode(MODE_X_REPORTS)
+        if self.model.receipt_open:
+            raise _Refused(atol_errors.RECEIPT_OPEN)
+        self._require_paper()
+        self.model.x_report()
+        return CommonAnswer()
+
+    def _set_datetime(self, command: SetDateTime) -> CommonAnswer:
+        """Only in the select mode and with the shift closed (atol4j: "только при закрытой смене")."""
+        self._require_mode(MODE_SELECT)
+        if self.model.shift_open:
+            raise _Refused(atol_errors.SHIFT_OPEN)
+        self.model.set_clock(command.value)
+        return CommonAnswer()
+
+    def _reboot(self, _: Reboot) -> CommonAnswer:
+        """Answers, then drops off the line while it boots; it comes back in the select mode."""
+        self.reboots += 1
+        self._rebooting = True
+        self.outage.begin(self.reboot_seconds, swallow_answer=False, after=REBOOT_AFTER)
+        return CommonAnswer()
+
     def _open_receipt(self, command: OpenReceipt) -> CommonAnswer:
         self._require_mode(MODE_REGISTRATION)
         if self.model.receipt_open:
@@ -296,13 +372,17 @@ class AtolV2Device(AtolDevice):
         self._v2 = V2DeviceLink()
 
     def feed(self, data: bytes) -> bytes:
+        if not self._back_on_line():
+            return b""
         out = bytearray()
         for action in self._v2.receive(data):
             if isinstance(action, Execute):
                 out += self._v2.answer(self._execute(action.payload).answer)
             else:
                 out += action.data
-        return bytes(out)
+        if self.outage.take_request_lost():
+            self._v2.reset()
+        return self.outage.outgoing(bytes(out))
 
     def reset(self) -> None:
         super().reset()

@@ -44,6 +44,10 @@ see firmware_sim/scenario.py for the keys and timeline actions.
 faults (repeatable): KIND[:SELECT] with KIND one of corrupt (flip the answer's checksum byte),
 drop (no answer), split (answer one byte per write), garbage (noise before the answer),
 flip (the same bit in two data bytes: Shtrih's LRC misses it), delay:SECONDS; SELECT is N (the next N answers) or a probability like 0.1; none = every answer.
+
+action faults (repeatable, each fires once): ACTION:refuse:CODE refuses the next ACTION (x_report,
+z_report, open_shift, set_datetime, reboot) with the register's error CODE; ACTION:drop:SECONDS
+goes silent in the middle of it (done, answer lost), ACTION:drop:SECONDS:lost before it runs.
 """
 
 
@@ -61,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--speed", type=float, default=1.0, help="simulated seconds per real second (default 1)")
     parser.add_argument("--start", type=datetime.fromisoformat, help="register clock at start (default: now, local)")
     parser.add_argument("--fault", action="append", default=[], metavar="SPEC", help="inject a fault (repeatable)")
+    parser.add_argument(
+        "--action-fault", action="append", default=[], metavar="SPEC",
+        help="script the next remote action of a kind to fail (repeatable; see below)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for probabilistic faults (default 0)")
     parser.add_argument("--list-scenarios", action="store_true", help="list the shipped scenarios and exit")
     parser.add_argument("--quiet", action="store_true", help="log only warnings")
@@ -76,10 +84,18 @@ def state_summary(model: RegisterModel) -> dict[str, object]:
         "warnings": ", ".join(f.name for f in FnWarning if f in warnings and f.name) or "none",
         "blocked": f"ФН code {blocking:#04x}" if blocking is not None else "no",
         "unsent": len(model.ofd_queue),
-        "ofd": "up" if model.ofd_connected else "down",
+        "ofd": _ofd_summary(model),
         "paper": "ok" if model.paper_present else "OUT",
         "cover": "open" if model.cover_open else "closed",
     }
+
+
+def _ofd_summary(model: RegisterModel) -> str:
+    if model.autonomous:
+        return "autonomous (no OFD exchange)"
+    link = "up" if model.ofd_connected else "down"
+    acks = "" if model.ofd_acks else ", no receipts"
+    return f"{link} to {model.ofd_host}:{model.ofd_port}{acks}"
 
 
 def make_host(transport: str, endpoint: DeviceEndpoint, port: int) -> Host:
@@ -110,7 +126,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"kassa-sim: {exc}", file=sys.stderr)
         return 2
     runner = ScenarioRunner(scenario, model, on_event=lambda text: log.info("[%s] %s", f"{clock():%Y-%m-%d %H:%M:%S}", text))
-    endpoint: DeviceEndpoint = runner.guard(make_device(args.protocol, model, tcp=args.transport == "tcp"))
+    device = make_device(args.protocol, model, tcp=args.transport == "tcp")
+    try:
+        for spec in args.action_fault:
+            device.action_faults.add_spec(spec)  # type: ignore[attr-defined]
+    except ValueError as exc:
+        print(f"kassa-sim: {exc}", file=sys.stderr)
+        return 2
+    endpoint: DeviceEndpoint = runner.guard(device)
     if faults:
         endpoint = FaultyEndpoint(endpoint, faults, seed=args.seed)
     try:

@@ -29,6 +29,7 @@ from protocol.kkt.fn import (
     FnWarning,
     OfdExchangeFlag,
 )
+from protocol.kkt.fn_fiscalisation import FnFiscalisation, WorkMode
 from protocol.kkt.state import ShiftStatus
 
 SHIFT_LIMIT = timedelta(hours=24)
@@ -89,18 +90,24 @@ class RegisterModel:
     receipt_type: int = 0
     receipt_total: int = 0  # kopecks
     last_fd_number: int = 0
-    ofd_connected: bool = True
+    ofd_connected: bool = True  # the register's own transport to the OFD is up (FF39 b0)
+    ofd_acks: bool = True  # the OFD answers documents with receipts (not: contract or registration trouble)
+    autonomous: bool = False  # registered in autonomous mode: documents never go to an OFD
+    ofd_host: str = "127.0.0.1"  # table 19: where the register sends documents
+    ofd_port: int = 7777
     paper_present: bool = True
     cover_open: bool = False
     drawer_open: bool = False
     cashier: int = 1
+    clock_offset: timedelta = timedelta(0)  # set by the register's "set date/time" commands
+    x_reports: int = 0  # X-reports printed (they change no fiscal state)
     ofd_queue: deque[Document] = field(default_factory=deque)
     documents: deque[Document] = field(default_factory=lambda: deque(maxlen=DOCUMENT_HISTORY))
 
     # ----------------------------------------------------------------- derived, read-only views
 
     def now(self) -> datetime:
-        return self.clock()
+        return self.clock() + self.clock_offset
 
     def warnings(self) -> FnWarning:
         flags = FnWarning(0)
@@ -161,10 +168,12 @@ class RegisterModel:
 
     def exchange_status(self) -> FnExchangeStatus:
         flags = OfdExchangeFlag(0)
-        if self.ofd_connected:
+        if self.ofd_connected and not self.autonomous:
             flags |= OfdExchangeFlag.TRANSPORT_CONNECTED
         if self.ofd_queue:
             flags |= OfdExchangeFlag.MESSAGE_PENDING
+            if self.ofd_connected and not self.ofd_acks:
+                flags |= OfdExchangeFlag.WAITING_FOR_TICKET  # sent, no receipt comes back
         first = self.ofd_queue[0] if self.ofd_queue else None
         return FnExchangeStatus(
             flags=flags,
@@ -173,6 +182,14 @@ class RegisterModel:
             first_unsent_number=first.number if first else 0,
             first_unsent_at=first.created_at if first else None,
         )
+
+    def fiscalisation(self) -> FnFiscalisation | None:
+        """The registration result (FF09 / ФН 43h); None before the ФН was fiscalised."""
+        if self.fn_phase < FnPhase.FISCAL:
+            return None
+        first = self.documents[0].created_at if self.documents else None
+        mode = WorkMode.AUTONOMOUS if self.autonomous else WorkMode(0)
+        return FnFiscalisation(first, self.inn, self.rnm, tax_systems=1, work_mode=mode, fd_number=1, fiscal_sign=1)
 
     def shift_params(self) -> FnShiftParams:
         return FnShiftParams(
@@ -210,7 +227,8 @@ class RegisterModel:
         self.documents_left = max(0, self.documents_left - 1)
         doc = Document(self.last_fd_number, kind, at or self.now(), self.shift_number)
         self.documents.append(doc)
-        self.ofd_queue.append(doc)
+        if not self.autonomous:  # an autonomous register keeps its documents: nothing goes to an OFD
+            self.ofd_queue.append(doc)
         return doc
 
     def open_shift(self, at: datetime | None = None) -> Document:
@@ -236,7 +254,20 @@ class RegisterModel:
         doc = self._make_document(FnDocumentType.SHIFT_CLOSE, for_shift_close=True)
         self.shift_open = False
         self.shift_opened_at = None
+        self.receipts_in_shift = 0
         return doc
+
+    def x_report(self) -> None:
+        """Print the shift's totals without closing it: no fiscal document, nothing changes."""
+        if self.receipt_open:
+            raise ReceiptState("receipt open")
+        self.x_reports += 1
+
+    def set_clock(self, when: datetime) -> None:
+        """The register's clock now reads ``when`` (local time); only with the shift closed."""
+        if self.shift_open:
+            raise ReceiptState("shift open")
+        self.clock_offset = when.replace(microsecond=0) - self.clock()
 
     def open_receipt(self, receipt_type: int = 0) -> None:
         if not self.shift_open:
@@ -272,8 +303,8 @@ class RegisterModel:
         return self.close_receipt()
 
     def deliver_to_ofd(self, limit: int | None = None) -> int:
-        """The OFD acknowledges queued documents (oldest first) if the transport is up."""
-        if not self.ofd_connected:
+        """The OFD acknowledges queued documents (oldest first) if the transport is up and it acks."""
+        if not self.ofd_connected or not self.ofd_acks:
             return 0
         delivered = 0
         while self.ofd_queue and (limit is None or delivered < limit):

@@ -9,9 +9,10 @@ from the model the way specs §1.4/§1.5/§6 describe.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from typing import Any, Literal
 
+from firmware_sim.action_faults import ActionFaults, LinkOutage, SimAction
 from firmware_sim.model import FiscalRefused, RegisterModel
 from protocol.kkt.errors import DecodeError
 from protocol.kkt.fn import FN_ERROR_SHIFT_OVER_24H, FnFirmware, ffd_version_code
@@ -36,8 +37,19 @@ FP_SHIFT_EXPIRED = 0x80
 _OPERATOR_PASSWORDS = frozenset((msg.CASHIER_PASSWORD, msg.ADMIN_PASSWORD, msg.SYSADMIN_PASSWORD))
 _ADMIN_PASSWORDS = frozenset((msg.ADMIN_PASSWORD, msg.SYSADMIN_PASSWORD))
 _PRINTING_COMMANDS = frozenset(
-    c.code for c in (msg.OPEN_SHIFT, msg.Z_REPORT, msg.OPEN_RECEIPT, msg.SALE, msg.CLOSE_RECEIPT)
+    c.code for c in (msg.OPEN_SHIFT, msg.Z_REPORT, msg.X_REPORT, msg.OPEN_RECEIPT, msg.SALE, msg.CLOSE_RECEIPT)
 )
+# Reports and the clock take the administrator's or system administrator's password (specs §1.4).
+_ADMIN_COMMANDS = frozenset(
+    c.code for c in (msg.Z_REPORT, msg.X_REPORT, msg.SET_TIME, msg.SET_DATE, msg.CONFIRM_DATE)
+)
+# The command that starts each remote action: where scripted faults (firmware_sim.action_faults) fire.
+_ACTIONS = {
+    msg.X_REPORT.code: SimAction.X_REPORT,
+    msg.Z_REPORT.code: SimAction.Z_REPORT,
+    msg.OPEN_SHIFT.code: SimAction.OPEN_SHIFT,
+    msg.SET_TIME.code: SimAction.SET_DATETIME,
+}
 Framing = Literal["standard", "alt"]
 LinkChoice = Literal["auto", "standard", "alt"]
 _SHIFT_MODES = {ShiftStatus.OPEN: Mode.SHIFT_OPEN, ShiftStatus.EXPIRED: Mode.SHIFT_EXPIRED}
@@ -67,6 +79,9 @@ class ShtrihDevice:
         self.framing: Framing | None = None if link == "auto" else link
         self._link = DeviceLink(stray_ff_after_ack=tcp)
         self._alt_link = AltDeviceLink()
+        self.action_faults = ActionFaults()
+        self.outage = LinkOutage()
+        self._pending_date: date | None = None  # 22h proposes a date, 23h confirms it
         self._handlers: dict[int, Callable[[Any], msg.Message]] = {
             msg.SHORT_STATUS.code: self._short_status,
             msg.FULL_STATUS.code: self._full_status,
@@ -77,6 +92,7 @@ class ShtrihDevice:
             msg.FN_VALIDITY.code: lambda _: self.model.validity(),
             msg.FN_FIRMWARE.code: lambda _: FnFirmware(self.model.fn_firmware, serial_build=True),
             msg.FIND_DOCUMENT.code: self._find_document,
+            msg.FN_FISCALISATION.code: self._fiscalisation,
             msg.OFD_EXCHANGE.code: lambda _: self.model.exchange_status(),
             msg.UNCONFIRMED_COUNT.code: lambda _: msg.UnconfirmedCount(len(self.model.ofd_queue)),
             msg.SHIFT_PARAMS.code: lambda _: self.model.shift_params(),
@@ -88,11 +104,17 @@ class ShtrihDevice:
             msg.CLOSE_RECEIPT.code: self._close_receipt,
             msg.CANCEL_RECEIPT.code: self._cancel_receipt,
             msg.READ_TABLE.code: self._read_table,
+            msg.X_REPORT.code: self._x_report,
+            msg.SET_TIME.code: self._set_time,
+            msg.SET_DATE.code: self._set_date,
+            msg.CONFIRM_DATE.code: self._confirm_date,
         }
 
     # ------------------------------------------------------------------ DeviceEndpoint
 
     def feed(self, data: bytes) -> bytes:
+        if self.outage.active:
+            return b""  # off the line: what the host sends meanwhile is lost
         if self.framing is None:
             data = self._pick_framing(data)
         link = self._alt_link if self.framing == "alt" else self._link
@@ -102,7 +124,10 @@ class ShtrihDevice:
                 out += link.answer(self.execute(action.payload))
             else:
                 out += action.data
-        return bytes(out)
+        if self.outage.take_request_lost():
+            self._link.reset()  # it never arrived: no answer is kept for the host to fetch later
+            self._alt_link.reset()
+        return self.outage.outgoing(bytes(out))
 
     def _pick_framing(self, data: bytes) -> bytes:
         """Autodetect: the first 05/02 or 8F decides; bytes before it are noise."""
@@ -143,6 +168,13 @@ class ShtrihDevice:
             return command.encode_error(err.WRONG_PARAMETERS)
         try:
             self._check_access(command.code, request)
+            action = _ACTIONS.get(command.code)
+            if action is not None:
+                code = self.action_faults.before_action(action, self.outage)
+                if code is not None:
+                    raise _Refused(code)
+                if self.outage.request_lost:
+                    return command.encode_error(err.NOT_IN_THIS_MODE)  # never leaves: the link dropped first
             return command.encode_answer(self._handlers[command.code](request))
         except _Refused as refused:
             return command.encode_error(refused.code)
@@ -156,7 +188,7 @@ class ShtrihDevice:
                 {msg.SYSADMIN_PASSWORD}
                 if is_fn_command(code)
                 else _ADMIN_PASSWORDS
-                if code == msg.Z_REPORT.code
+                if code in _ADMIN_COMMANDS
                 else _OPERATOR_PASSWORDS
             )
             if password not in allowed:
@@ -258,12 +290,22 @@ class ShtrihDevice:
             raise _Refused(FN_NO_DATA)
         return document
 
+    def _fiscalisation(self, _: msg.PasswordRequest) -> msg.Message:
+        result = self.model.fiscalisation()
+        if result is None:
+            raise _Refused(FN_NO_DATA)
+        return result
+
     def _read_table(self, request: msg.ReadTableRequest) -> msg.TableValue:
-        """Only the ФФД field is simulated; other fields are refused as a wrong parameter."""
-        field = msg.FFD_VERSION_FIELD
-        if (request.table, request.row, request.field) != (field.table, field.row, field.field):
-            raise _Refused(err.WRONG_PARAMETERS)
-        return msg.TableValue(bytes((ffd_version_code(self.model.ffd_version),)))
+        """The ФФД field and the OFD server (table 19) are simulated; other fields are refused."""
+        where = (request.table, request.row, request.field)
+        if where == _address(msg.FFD_VERSION_FIELD):
+            return msg.TableValue(bytes((ffd_version_code(self.model.ffd_version),)))
+        if where == _address(msg.OFD_HOST_FIELD):
+            return msg.TableValue.of_text(self.model.ofd_host, msg.OFD_HOST_WIDTH)
+        if where == _address(msg.OFD_PORT_FIELD):
+            return msg.TableValue(self.model.ofd_port.to_bytes(2, "little"))
+        raise _Refused(err.WRONG_PARAMETERS)
 
     def _open_shift(self, _: msg.PasswordRequest) -> msg.OperatorAnswer:
         if self.model.shift_open:
@@ -275,6 +317,36 @@ class ShtrihDevice:
         self._require_shift(receipt_open=False)
         self.model.close_shift()
         return msg.OperatorAnswer(self.model.cashier)
+
+    def _x_report(self, _: msg.PasswordRequest) -> msg.OperatorAnswer:
+        if self.model.receipt_open:
+            raise _Refused(err.RECEIPT_OPEN)
+        self.model.x_report()
+        return msg.OperatorAnswer(self.model.cashier)
+
+    def _require_shift_closed(self) -> None:
+        """The clock is set only with the shift closed: in mode 2/3 the command is refused [I: the
+        mode error is the register's word for "not with an open shift"; specs §6a]."""
+        if self.model.shift_open:
+            raise _Refused(err.NOT_IN_THIS_MODE)
+
+    def _set_time(self, request: msg.SetTimeRequest) -> msg.NoAnswerData:
+        self._require_shift_closed()
+        self.model.set_clock(datetime.combine(self.model.now().date(), request.value))
+        return msg.NoAnswerData()
+
+    def _set_date(self, request: msg.SetDateRequest) -> msg.NoAnswerData:
+        self._require_shift_closed()
+        self._pending_date = request.value
+        return msg.NoAnswerData()
+
+    def _confirm_date(self, request: msg.SetDateRequest) -> msg.NoAnswerData:
+        self._require_shift_closed()
+        if self._pending_date != request.value:
+            raise _Refused(err.WRONG_PARAMETERS)  # confirms only the date 22h proposed
+        self._pending_date = None
+        self.model.set_clock(datetime.combine(request.value, self.model.now().time()))
+        return msg.NoAnswerData()
 
     def _open_receipt(self, request: msg.OpenReceiptRequest) -> msg.OperatorAnswer:
         self._require_shift(receipt_open=False)
@@ -305,6 +377,10 @@ class ShtrihDevice:
             raise _Refused(err.SHIFT_NOT_OPEN)
         if self.model.receipt_open != receipt_open:
             raise _Refused(err.RECEIPT_OPEN if self.model.receipt_open else err.NOT_IN_THIS_MODE)
+
+
+def _address(field: msg.ReadTableRequest) -> tuple[int, int, int]:
+    return field.table, field.row, field.field
 
 
 def _as_int(digits: str) -> int | None:

@@ -57,6 +57,8 @@ def config_check_command(args: argparse.Namespace) -> int:
     print(f"  broker:    {config.broker.host}:{config.broker.port} ({'TLS' if config.broker.tls else 'plain'})")
     print(f"  outbox:    {config.outbox.path} (max {config.outbox.max_bytes} bytes, ack mode {config.ack_mode})")
     print(f"  heartbeat: {config.heartbeat:g} s; health file: {config.health_file or '(none)'}")
+    actions = ", ".join(config.actions.allow) if config.actions.enabled else "off ([actions] enabled = false)"
+    print(f"  remote actions allowed: {actions or '(none)'}")
     for index, device in enumerate(config.devices):
         baud = device.baudrate or "default"
         ident = f" as {device.register_id}" if device.register_id else ""

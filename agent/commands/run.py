@@ -34,6 +34,11 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--health-file", type=Path)
     parser.add_argument("--log-format", choices=("json", "text"))
     parser.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    parser.add_argument(
+        "--allow-actions", metavar="LIST",
+        help="remote actions this PC allows, comma-separated (default: check_now,x_report)",
+    )
+    parser.add_argument("--no-remote-actions", action="store_true", help="refuse every remote action")
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -48,6 +53,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, key)
         if value is not None:
             out[key] = str(value) if isinstance(value, Path) else value
+    if args.allow_actions is not None:
+        out.setdefault("actions", {})["allow"] = args.allow_actions
+    if args.no_remote_actions:
+        out.setdefault("actions", {})["enabled"] = False
     if args.device:
         out["devices"] = [parse_device_spec(spec, args.poll) for spec in args.device]
     return out

@@ -13,6 +13,7 @@ an open shift is reported OPEN unless the register itself answers 136/240 ("shif
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from collections.abc import Iterator
@@ -21,10 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
-from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
+from agent.drivers.errors import ChecksumError, DeviceRefused, DriverError, NoAnswer, ProtocolViolation
 from agent.drivers.link import ByteLink, LinkError
 from agent.drivers.machine import run_exchange
-from protocol.kkt.atol.errors import SHIFT_EXPIRED_CODES, fn_result_code
+from agent.drivers.slow_reads import SlowRead
+from protocol.kkt.atol.errors import NOT_IN_THIS_MODE, SHIFT_EXPIRED_CODES, SHIFT_OPEN, fn_result_code
 from protocol.kkt.atol.link import Deframer, LinkEvent
 from protocol.kkt.atol.link_v2 import V2HostExchange
 from protocol.kkt.atol.messages import (
@@ -32,6 +34,7 @@ from protocol.kkt.atol.messages import (
     CloseShift,
     Command,
     DeviceStatus,
+    EnterMode,
     GetDeviceStatus,
     GetDeviceType,
     GetFirmwareVersion,
@@ -43,9 +46,13 @@ from protocol.kkt.atol.messages import (
     GetFnStatus,
     GetFnValidity,
     GetStateCode,
+    LeaveMode,
     OpenReceipt,
     OpenShift,
+    PrintReport,
+    Reboot,
     RegisterItem,
+    SetDateTime,
     StateCode,
     encode_request,
 )
@@ -70,9 +77,12 @@ from protocol.kkt.fn import (
     FnShiftParams,
     FnStatus,
     FnValidity,
+    FnWarning,
+    OfdExchangeFlag,
     ffd_version_name,
     warning_names,
 )
+from protocol.kkt.fn_fiscalisation import AUTONOMOUS_MODE_TAG
 from protocol.kkt.handshake import Fail
 from protocol.kkt.state import (
     DeviceState,
@@ -96,6 +106,7 @@ RESULT_TIMEOUTS: dict[bytes, float] = {
     OpenShift.CODE: 40.0,
     RegisterItem.CODE: 50.0,
     OpenReceipt.CODE: 10.0,
+    PrintReport.CODE: 40.0,
 }
 DEFAULT_RESULT_TIMEOUT = 10.0
 EXTRA_DOCUMENTS_IN_SHIFT = 32  # non-receipt FDs (corrections, reports) a shift may hold beyond its receipts
@@ -108,6 +119,9 @@ class AtolSession:
     protocol: ClassVar[str] = "atol"
     link_name: ClassVar[str] = "protocol v3"
     default_baudrates: ClassVar[tuple[int, ...]] = (115200, 57600, 38400, 19200, 9600, 256000, 128000)
+    # Refusals that mean "not with the shift as it is": 156 shift open, 102 not in this mode (a
+    # Z-report with no shift open; §3.4 lists no "shift closed" code), 136/240 past 24 h.
+    shift_state_errors: ClassVar[frozenset[int]] = frozenset((SHIFT_OPEN, NOT_IN_THIS_MODE, *SHIFT_EXPIRED_CODES))
 
     def __init__(
         self,
@@ -116,6 +130,7 @@ class AtolSession:
         timeout: float = 1.0,
         retries: int = 3,
         password: int = 0,
+        mode_password: int = 0,
         async_results: bool = False,
     ) -> None:
         """``async_results`` asks for every result asynchronously (ADD flag bit 2, specs §3.2);
@@ -125,6 +140,7 @@ class AtolSession:
         self.timeout = timeout
         self.retries = retries
         self.password = password
+        self.mode_password = mode_password  # 56h's password for the report/registration modes
         self._deframer = Deframer()
         self._pending: deque[LinkEvent] = deque()
         self._packet_ids = IdCounter()
@@ -133,6 +149,7 @@ class AtolSession:
         self._unsent = b""  # ACKs (and the first ABORT) that ride along with the next write
         self._batching = False
         self._shift_open_cache: tuple[int, datetime | None] | None = None
+        self._autonomous: SlowRead[bool | None] = SlowRead()  # registration data: read rarely
 
     # ------------------------------------------------------------------ commands
 
@@ -250,6 +267,43 @@ class AtolSession:
             return DeviceRefused(command.code, int(failed.status), failed.detail)
         return ProtocolViolation(f"{what}: {failed.detail}", f"is this an ATOL register speaking {self.link_name}?")
 
+    # ------------------------------------------------------------------ actions (agent.drivers.actions)
+
+    def x_report(self) -> None:
+        self._in_mode(EnterMode.X_REPORTS, PrintReport(PrintReport.DAILY))
+
+    def close_shift(self) -> None:
+        self._in_mode(EnterMode.Z_REPORTS, CloseShift())
+
+    def open_shift(self) -> None:
+        self._in_mode(EnterMode.REGISTRATION, OpenShift())
+
+    def set_datetime(self, when: datetime) -> None:
+        """EDh in the select mode (left from whatever mode the register was in)."""
+        self.execute(LeaveMode())
+        self.execute(SetDateTime(when))
+
+    def reboot(self) -> None:
+        self.execute(Reboot())
+
+    def _in_mode(self, mode: int, command: Command[Any]) -> None:
+        """ATOL's mode model (specs §3.4): select, enter the mode, run the command, leave it.
+        The mode is left after a refusal too, so the cashier's next sale works; after a lost link
+        nothing more is sent (the register may be gone)."""
+        self.execute(LeaveMode())
+        self.execute(EnterMode(mode, self.mode_password))
+        try:
+            self.execute(command)
+        except DeviceRefused:
+            self._leave_mode_quietly()
+            raise
+        self._leave_mode_quietly()
+
+    def _leave_mode_quietly(self) -> None:
+        """The command's own outcome is what counts: a failure to leave the mode does not undo it."""
+        with contextlib.suppress(DriverError, LinkError):
+            self.execute(LeaveMode())
+
     # ------------------------------------------------------------------ DriverSession
 
     def identify(self) -> str:
@@ -272,6 +326,8 @@ class AtolSession:
         exchange = self._optional(GetFnExchangeStatus(), errors)
         shift = self._optional(GetFnShiftParams(), errors)
         ffd_version = self._ffd_version()
+        context = (fn_status.fn_serial if fn_status else None, shift.shift_number if shift else None)
+        autonomous = self._autonomous.get(context, self._read_autonomous)
         shift_state = self._shift_state(status, fn_status, shift, errors.codes)
         return RegisterState(
             vendor=Vendor.ATOL,
@@ -285,7 +341,7 @@ class AtolSession:
             last_fd_number=fn_status.last_fd_number if fn_status else None,
             shift=shift_state,
             fn=_fn_state(fn_status, fn_number, validity),
-            ofd=_ofd_state(exchange),
+            ofd=_ofd_state(exchange, fn_status, autonomous),
             device=_device_state(status, state_code, errors),
         )
 
@@ -297,6 +353,16 @@ class AtolSession:
         except DeviceRefused:
             return None
         return ffd_version_name(tlv.value[0]) if tlv.value else None
+
+    def _read_autonomous(self) -> bool | None:
+        """Tag 1002 of the registration data (A4 44); refused or absent = unknown. ATOL keeps the
+        OFD host and port in its settings table, whose numbers no source read confirms, so
+        ``server_host`` stays unknown on ATOL (specs §6a)."""
+        try:
+            tlv = self.execute(GetFnRegistrationParam(AUTONOMOUS_MODE_TAG))
+        except DeviceRefused:
+            return None
+        return bool(tlv.value[0]) if tlv.value else None
 
     def _optional(self, command: Command[A], errors: _Refusals) -> A | None:
         """A status the register refuses leaves its fields unknown; link failures still propagate."""
@@ -416,14 +482,19 @@ def _phase_name(phase: int | None) -> str | None:
         return None  # a phase value the ФН document does not define: keep the raw number only
 
 
-def _ofd_state(exchange: FnExchangeStatus | None) -> OfdState:
+def _ofd_state(exchange: FnExchangeStatus | None, fn_status: FnStatus | None, autonomous: bool | None) -> OfdState:
+    timeout = bool(fn_status.warnings & FnWarning.OFD_TIMEOUT) if fn_status else None
     if exchange is None:
-        return OfdState()
+        return OfdState(response_timeout=timeout, autonomous=autonomous)
     return OfdState(
         unsent_count=exchange.unsent_count,
         first_unsent_number=exchange.first_unsent_number or None,  # 0 means "queue empty"
         first_unsent_at=exchange.first_unsent_at,
         transport_connected=exchange.transport_connected,
+        message_waiting=bool(exchange.flags & OfdExchangeFlag.MESSAGE_PENDING),
+        awaiting_receipt=bool(exchange.flags & OfdExchangeFlag.WAITING_FOR_TICKET),
+        response_timeout=timeout,
+        autonomous=autonomous,
     )
 
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
-from typing import TypeVar
+from datetime import datetime
+from typing import TypeVar, cast
 
+from agent.drivers.actions import ActionOutcome, ActionSession, OutcomeKind, perform_action
 from agent.drivers.errors import ChecksumError, DriverError, NoAnswer, split_hint
 from agent.drivers.link import ByteLink, LinkError, PortNotFound, PortPermissionDenied
 from agent.drivers.session import DriverSession
 from agent.drivers.transport import open_link
 from protocol.kkt.state import RegisterState
+from protocol.mqtt.actions import ActionName
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -141,6 +144,18 @@ class DeviceConnection:
 
     def poll(self) -> RegisterState:
         return self._use(lambda session: session.poll())
+
+    def perform(self, action: ActionName, local_now: datetime) -> ActionOutcome:
+        """Run a remote action once — never retried like a poll (see ``agent.drivers.actions``).
+        Opening the port may fail: that too is the link lost, the action not started."""
+        try:
+            session = self._ensure_session()
+        except LinkError as exc:
+            return ActionOutcome(OutcomeKind.LINK_LOST, meaning=str(exc))
+        outcome = perform_action(cast(ActionSession, session), action, local_now)
+        if outcome.kind is OutcomeKind.LINK_LOST:
+            self._drop()  # the next poll reopens the port and finds out what the register did
+        return outcome
 
     def close(self) -> None:
         self._drop()

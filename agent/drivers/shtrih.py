@@ -12,15 +12,32 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, TypeVar
 
+from agent.drivers.actions import ActionUnsupported
 from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
 from agent.drivers.link import ByteLink
 from agent.drivers.machine import HostMachine, run_exchange
+from agent.drivers.slow_reads import SlowRead
 from protocol.kkt.errors import DecodeError
-from protocol.kkt.fn import FnDocumentType, FnPhase, FnShiftParams, FnStatus, ffd_version_name, warning_names
+from protocol.kkt.fn import (
+    FnDocumentType,
+    FnPhase,
+    FnShiftParams,
+    FnStatus,
+    FnWarning,
+    OfdExchangeFlag,
+    ffd_version_name,
+    warning_names,
+)
 from protocol.kkt.handshake import Fail, FailureKind
 from protocol.kkt.shtrih import messages as msg
 from protocol.kkt.shtrih.altexchange import AltHostExchange, next_number
-from protocol.kkt.shtrih.errors import NOT_SUPPORTED, fn_result_code
+from protocol.kkt.shtrih.errors import (
+    NOT_IN_THIS_MODE,
+    NOT_SUPPORTED,
+    SHIFT_NOT_OPEN,
+    SHIFT_OVER_24H,
+    fn_result_code,
+)
 from protocol.kkt.shtrih.link import HostExchange
 from protocol.kkt.shtrih.status import Mode, cover_open, paper_present, shift_status_from_mode
 from protocol.kkt.state import DeviceState, FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
@@ -38,6 +55,7 @@ IDENTIFY_RETRIES = 1  # detect tries many ports and baud rates: give up on silen
 # Printing commands answer only after printing (specs §1.4: the PHP driver waits 60 s for a Z-report).
 ANSWER_TIMEOUTS: dict[int, float] = {
     msg.Z_REPORT.code: 60.0,
+    msg.X_REPORT.code: 60.0,
     msg.OPEN_SHIFT.code: 15.0,
     msg.CLOSE_RECEIPT.code: 5.0,
 }
@@ -48,6 +66,9 @@ class ShtrihSession:
 
     protocol: ClassVar[str] = "shtrih"
     default_baudrates: ClassVar[tuple[int, ...]] = (115200, 4800, 9600, 19200, 38400, 57600)
+    # Refusals that mean "not with the shift as it is": 3Dh shift not open, 73h not in this mode
+    # (mode 2/3 is an open shift, 4 a closed one), 4Eh the shift is past 24 h.
+    shift_state_errors: ClassVar[frozenset[int]] = frozenset((SHIFT_NOT_OPEN, NOT_IN_THIS_MODE, SHIFT_OVER_24H))
 
     def __init__(
         self, link: ByteLink, *, timeout: float = 1.0, retries: int = 3, password: int = msg.SYSADMIN_PASSWORD
@@ -60,6 +81,9 @@ class ShtrihSession:
         self._opened_at_cache: dict[tuple[str | None, int], datetime | None] = {}
         self._last_error: str | None = None
         self._fn_errors: list[int] = []  # ФН result codes refused during the current poll
+        # Table 19 and FF09 change only when an engineer reconfigures the register: read rarely.
+        self._ofd_server: SlowRead[tuple[str | None, int | None]] = SlowRead()
+        self._autonomous: SlowRead[bool | None] = SlowRead()
 
     # ------------------------------------------------------------------ DriverSession
 
@@ -83,6 +107,10 @@ class ShtrihSession:
         shift_params = self._optional(msg.SHIFT_PARAMS, pw)
         resource = self._optional(msg.FN_RESOURCE, pw)
         ffd_version = self._ffd_version()
+        # A new ФН or a new shift is when settings change (re-registration, a new OFD contract).
+        context = (fn_status.fn_serial if fn_status else None, shift_params.shift_number if shift_params else None)
+        server_host, server_port = self._ofd_server.get(context, self._read_ofd_server)
+        autonomous = self._autonomous.get(context, self._read_autonomous)
 
         status_source: msg.FullStatus | msg.ShortStatus | None = full or short
         mode = status_source.mode if status_source else None
@@ -130,6 +158,12 @@ class ShtrihSession:
                 first_unsent_number=exchange.first_unsent_number or None if exchange else None,
                 first_unsent_at=exchange.first_unsent_at if exchange else None,
                 transport_connected=exchange.transport_connected if exchange else None,
+                message_waiting=bool(exchange.flags & OfdExchangeFlag.MESSAGE_PENDING) if exchange else None,
+                awaiting_receipt=bool(exchange.flags & OfdExchangeFlag.WAITING_FOR_TICKET) if exchange else None,
+                response_timeout=bool(fn_status.warnings & FnWarning.OFD_TIMEOUT) if fn_status else None,
+                autonomous=autonomous,
+                server_host=server_host,
+                server_port=server_port,
             ),
             device=DeviceState(
                 paper_present=paper_present(flags, submode)
@@ -142,6 +176,27 @@ class ShtrihSession:
                 fn_errors=sorted(set(self._fn_errors)),
             ),
         )
+
+    # ------------------------------------------------------------------ actions (agent.drivers.actions)
+
+    def x_report(self) -> None:
+        self.request(msg.X_REPORT, msg.PasswordRequest(self.password))
+
+    def close_shift(self) -> None:
+        self.request(msg.Z_REPORT, msg.PasswordRequest(self.password))
+
+    def open_shift(self) -> None:
+        self.request(msg.OPEN_SHIFT, msg.PasswordRequest(self.password))
+
+    def set_datetime(self, when: datetime) -> None:
+        """21h time, then 22h date and 23h confirming it: the register takes no date unconfirmed."""
+        self.request(msg.SET_TIME, msg.SetTimeRequest(when.time(), self.password))
+        day = msg.SetDateRequest(when.date(), self.password)
+        self.request(msg.SET_DATE, day)
+        self.request(msg.CONFIRM_DATE, day)
+
+    def reboot(self) -> None:
+        raise ActionUnsupported("в протоколе Штрих-М нет команды перезагрузки ККТ")
 
     # ------------------------------------------------------------------ commands
 
@@ -181,12 +236,30 @@ class ShtrihSession:
 
     def _ffd_version(self) -> str | None:
         """The ФФД code in the settings table; a model that keeps it elsewhere leaves it unknown."""
-        field = msg.FFD_VERSION_FIELD
         try:
-            value = self.request(msg.READ_TABLE, msg.ReadTableRequest(field.table, field.row, field.field, self.password))
+            value = self._read_field(msg.FFD_VERSION_FIELD)
         except DeviceRefused:
             return None
         return ffd_version_name(value.as_int())
+
+    def _read_ofd_server(self) -> tuple[str | None, int | None]:
+        """Table 19: the OFD host and port the register sends to; unknown where refused."""
+        try:
+            host = self._read_field(msg.OFD_HOST_FIELD).as_text() or None
+            port = self._read_field(msg.OFD_PORT_FIELD).as_int() or None
+        except DeviceRefused:
+            return None, None
+        return host, port
+
+    def _read_field(self, field: msg.ReadTableRequest) -> msg.TableValue:
+        return self.request(msg.READ_TABLE, msg.ReadTableRequest(field.table, field.row, field.field, self.password))
+
+    def _read_autonomous(self) -> bool | None:
+        """FF09 work mode bit 1; a ФН not yet fiscalised refuses, which is no fault to report."""
+        try:
+            return self.request(msg.FN_FISCALISATION, msg.PasswordRequest(self.password)).autonomous
+        except DeviceRefused:
+            return None
 
     def _note_refusal(self, command: int, refused: DeviceRefused, what: str) -> None:
         self._last_error = self._last_error or f"{what}: {refused.meaning}"

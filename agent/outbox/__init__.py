@@ -33,11 +33,21 @@ One process must own an outbox file at a time (the session counter assumes it).
 
 Modules: ``store`` (the ``Outbox`` facade: queue, group commit, reads), ``records`` (what it hands
 out), ``schema`` (the SQLite file and its ``meta`` table), ``sessions`` (session counter, epoch),
-``gaps`` (drop counters and gap reports), ``bounds`` (what goes when it is over its limits).
+``gaps`` (drop counters and gap reports), ``bounds`` (what goes when it is over its limits),
+``ledger`` (remote actions answered, so each command id runs at most once).
 """
 
 from agent.outbox.bounds import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES
-from agent.outbox.records import KINDS, AckMode, GapInfo, OutboxError, OutboxRecord, OutboxStats, RecordKind
+from agent.outbox.records import (
+    KINDS,
+    AckMode,
+    ActionRecord,
+    GapInfo,
+    OutboxError,
+    OutboxRecord,
+    OutboxStats,
+    RecordKind,
+)
 from agent.outbox.store import Outbox
 
 __all__ = [
@@ -45,6 +55,7 @@ __all__ = [
     "DEFAULT_MAX_BYTES",
     "KINDS",
     "AckMode",
+    "ActionRecord",
     "GapInfo",
     "Outbox",
     "OutboxError",

@@ -32,6 +32,18 @@ class OutboxRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ActionRecord:
+    """One remote action the outbox's agent answered (``agent.outbox.ledger``)."""
+
+    command_id: str
+    action: str
+    register_id: str | None
+    result: str  # the latest ActionResult, JSON
+    final: bool
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class GapInfo:
     """Records dropped since the last reported gap; times are the dropped records' ``created_at``."""
 

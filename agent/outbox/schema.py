@@ -31,6 +31,17 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_by_age ON records (created_at);
 CREATE INDEX IF NOT EXISTS records_by_register ON records (kind, register_id, session, seq);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value NOT NULL);
+-- Remote actions this outbox has answered (agent.outbox.ledger): one row per command id, so an
+-- id is carried out at most once however often it is delivered. Pruned by age.
+CREATE TABLE IF NOT EXISTS action_ledger (
+    command_id TEXT PRIMARY KEY,
+    action TEXT NOT NULL,
+    register_id TEXT,
+    result TEXT NOT NULL,  -- the latest ActionResult as JSON: "accepted" while it runs, then final
+    final INTEGER NOT NULL,
+    received_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS action_ledger_by_age ON action_ledger (received_at);
 CREATE TABLE IF NOT EXISTS totals (kind TEXT PRIMARY KEY, records INTEGER NOT NULL, bytes INTEGER NOT NULL);
 INSERT OR IGNORE INTO totals VALUES ('state', 0, 0), ('event', 0, 0);
 CREATE TRIGGER IF NOT EXISTS records_added AFTER INSERT ON records BEGIN

@@ -19,6 +19,7 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any
 
+from agent.outbox import ledger
 from agent.outbox.bounds import DEFAULT_MAX_AGE, DEFAULT_MAX_BYTES, enforce_bounds
 from agent.outbox.gaps import (
     GAP_CLAIM_TIMEOUT,
@@ -31,7 +32,16 @@ from agent.outbox.gaps import (
     pending_gap,
     resolve_gap,
 )
-from agent.outbox.records import KINDS, AckMode, GapInfo, OutboxError, OutboxRecord, OutboxStats, RecordKind
+from agent.outbox.records import (
+    KINDS,
+    AckMode,
+    ActionRecord,
+    GapInfo,
+    OutboxError,
+    OutboxRecord,
+    OutboxStats,
+    RecordKind,
+)
 from agent.outbox.schema import (
     RECORD_COLUMNS,
     from_timestamp,
@@ -300,6 +310,22 @@ class Outbox:
             session=session,
             ack_mode=mode,
         )
+
+    # --- remote actions (agent.outbox.ledger) -------------------------------------------------
+
+    def claim_action(self, record: ActionRecord, *, keep: timedelta) -> ActionRecord | None:
+        """Remember a command id before its action runs (committed on return); if the id is known
+        already, nothing is stored and its record is returned. Records older than ``keep`` go."""
+        with self._db_lock, transaction(self._db):
+            return ledger.claim(self._db, record, record.received_at - keep)
+
+    def finish_action(self, command_id: str, result: str) -> None:
+        with self._db_lock, transaction(self._db):
+            ledger.finish(self._db, command_id, result)
+
+    def unfinished_actions(self) -> list[ActionRecord]:
+        with self._db_lock:
+            return ledger.unfinished(self._db)
 
     # --- gap reporting ----------------------------------------------------------------------
 

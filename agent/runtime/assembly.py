@@ -2,8 +2,8 @@
 
 This module assembles the parts and sequences what they emit; the parts live beside it:
 ``device`` (the device worker), ``replay`` (backlog → ``hist``), ``commands`` (``cmd``
-handling), ``gap_reports`` (outbox drops → ``outbox_gap`` events), ``host`` (what they need
-from the runtime).
+handling), ``actions`` (remote actions on a register), ``gap_reports`` (outbox drops →
+``outbox_gap`` events), ``host`` (what they need from the runtime).
 
 Threads: one worker per device (poll, change detection, heartbeat, events), the MQTT
 supervisor (``agent.publisher``), one replay thread (backlog → ``hist``), one command thread
@@ -32,9 +32,11 @@ from typing import Any, Literal
 from agent.config import AgentConfig
 from agent.health import HealthReport, ThreadFailure, ThreadHealth, write_health
 from agent.identity import AckFilter
+from agent.ofd_link import OfdLinkMonitor
 from agent.outbox import GapInfo, Outbox, OutboxError
 from agent.publisher import MqttPublisher, Will
 from agent.refusal import CollectorRefusal
+from agent.runtime.actions import ActionRunner
 from agent.runtime.commands import CommandHandler
 from agent.runtime.device import DeviceOpener, DeviceWorker, open_driver
 from agent.runtime.gap_reports import GapReporter
@@ -113,6 +115,7 @@ class AgentRuntime:
             commit_interval=config.outbox.commit_interval,
             ack_mode=config.ack_mode,
         )
+        self.ofd_link = OfdLinkMonitor()
         self.workers = [DeviceWorker(self, i, d, opener) for i, d in enumerate(config.devices)]
         self.epoch, since_session = self.outbox.epoch()
         self._acks = AckFilter(self.epoch, since_session)
@@ -121,7 +124,7 @@ class AgentRuntime:
         self._session = self.outbox.next_session()  # records made before the first connect
         self._next_seq = FIRST_SEQ
         self._live_session: int | None = None
-        self._commands = CommandHandler(self)
+        self._commands = CommandHandler(self, ActionRunner(self, self.outbox))
         self._gap_reports = GapReporter(self, self.outbox)
         self._health_lock = threading.Lock()
         self._threads: list[SupervisedThread] = []

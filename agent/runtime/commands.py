@@ -1,23 +1,27 @@
-"""Commands the collector sends on ``cmd`` (rebirth, poll-now), handled on their own thread:
-paho's network thread only queues them, so a command may publish. (The CLI's subcommands are
-``agent.commands``.)"""
+"""Commands the collector sends on ``cmd`` (rebirth, poll-now, the remote actions), handled on
+their own thread: paho's network thread only queues them, so a command may publish. (The CLI's
+subcommands are ``agent.commands``.)"""
 
 from __future__ import annotations
 
 import logging
 import queue
 
+from agent.runtime.actions import ActionRunner
 from agent.runtime.host import RuntimeHost
+from protocol.mqtt.actions import ActionName
 from protocol.mqtt.errors import ContractError
 from protocol.mqtt.models import CommandPayload, EventKind, decode
 from protocol.mqtt.topics import cmd_topic
 
 log = logging.getLogger(__name__)
+_ACTION_NAMES = frozenset(ActionName)
 
 
 class CommandHandler:
-    def __init__(self, host: RuntimeHost) -> None:
+    def __init__(self, host: RuntimeHost, actions: ActionRunner) -> None:
         self.host = host
+        self.actions = actions
         self.topic = cmd_topic(host.config.agent_id)
         self.stopping = host.stopping
         self._commands: queue.Queue[bytes] = queue.Queue()
@@ -31,6 +35,7 @@ class CommandHandler:
         self._commands.put(b"")
 
     def run(self) -> None:
+        self.actions.recover_interrupted()
         while not self.stopping.is_set():
             raw = self._commands.get()
             if self.stopping.is_set():
@@ -60,6 +65,8 @@ class CommandHandler:
         elif command.cmd == "poll-now":
             for worker in self.host.workers:
                 worker.request_poll()
+        elif command.cmd in _ACTION_NAMES:
+            self.actions.handle(command, ActionName(command.cmd))
         else:
             self.host.emit_event(
                 None,

@@ -5,27 +5,27 @@ derived from two snapshots, heartbeats) for the runtime to sequence and publish.
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from agent.config import DeviceConfig
+from agent.drivers.actions import ActionOutcome, OutcomeKind
 from agent.events import derive_events
 from agent.health import DeviceHealth
 from agent.plausibility import PlausibilityGate
-from agent.runtime.host import RuntimeHost, StateReason
+from agent.runtime.host import DeviceJob, RuntimeHost
+from agent.runtime.publish_policy import PublishPolicy
 from protocol.kkt.state import RegisterState
+from protocol.mqtt.actions import ActionName
 from protocol.mqtt.models import DeviceInfo, EventKind
 from protocol.mqtt.topics import is_valid_id
 
 log = logging.getLogger(__name__)
-
-# Fields that change on every poll without meaning anything changed.
-_NOISE_FIELDS = {"read_at": True, "register_clock": True}
-
 
 class DevicePoller(Protocol):
     def poll(self) -> RegisterState: ...
@@ -50,11 +50,6 @@ def topic_safe_id(derived: str) -> str:
     return cleaned if is_valid_id(cleaned) else "register-unknown"
 
 
-def meaningful(state: RegisterState) -> dict[str, Any]:
-    """The snapshot minus per-poll noise, for change detection."""
-    return state.model_dump(exclude=_NOISE_FIELDS)
-
-
 class DeviceWorker:
     """Polls one register on its own thread; never lets an exception end the loop."""
 
@@ -74,6 +69,9 @@ class DeviceWorker:
         self.last_poll: datetime | None = None
         self.last_ok: datetime | None = None
         self._last_state_publish = 0.0
+        self._published: RegisterState | None = None  # the last state sent, for the publishing policy
+        self._policy = PublishPolicy(counter_interval=runtime.config.counter_interval, heartbeat=runtime.config.heartbeat)
+        self._jobs: queue.SimpleQueue[DeviceJob] = queue.SimpleQueue()
         self._fallback_id = f"device-{index + 1}"
         self.gate = PlausibilityGate(lambda: self.register_id)
         self.thread = runtime.supervised(f"device-{index + 1}", self._run)
@@ -113,17 +111,55 @@ class DeviceWorker:
     def stop(self) -> None:
         self._wake.set()
 
+    def submit(self, job: DeviceJob) -> None:
+        self._jobs.put(job)
+        self._wake.set()
+
+    def perform(self, action: ActionName, local_now: datetime) -> ActionOutcome:
+        """Run a remote action through the driver (on this worker's thread, via a submitted job)."""
+        try:
+            if self._poller is None:
+                self._poller = self._opener(self.config)
+        except Exception as exc:
+            return ActionOutcome(OutcomeKind.LINK_LOST, meaning=f"{type(exc).__name__}: {exc}")
+        perform = getattr(self._poller, "perform", None)
+        if perform is None:
+            return ActionOutcome(OutcomeKind.UNSUPPORTED, meaning="драйвер этой кассы не выполняет удалённые действия")
+        outcome: ActionOutcome = perform(action, local_now)
+        return outcome
+
+    def poll_now(self) -> str | None:
+        self._poll_now = True
+        self.poll_once()
+        return None if self.link_up else self.error or "no answer"
+
+    def _run_jobs(self) -> bool:
+        """Run the submitted jobs; True if any ran (each polls after touching the register)."""
+        ran = False
+        while not self.runtime.stopping.is_set():
+            try:
+                job = self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            ran = True
+            try:
+                job(self)
+            except Exception:
+                log.exception("device worker %s: a submitted job failed", self.register_id)
+        return ran
+
     def _run(self) -> None:
         stopping = self.runtime.stopping
         while not stopping.is_set():
             started = time.monotonic()
             try:
-                self.poll_once()
+                if not self._run_jobs():
+                    self.poll_once()
             except Exception:
                 log.exception("device worker %s: unexpected error", self.register_id)
             self.runtime.write_health()
             left = self.config.poll_interval - (time.monotonic() - started)
-            if left > 0 and not self._poll_now:
+            if left > 0 and not self._poll_now and self._jobs.empty():
                 self._wake.wait(left)
             self._wake.clear()
         if self._poller is not None:
@@ -151,6 +187,8 @@ class DeviceWorker:
             self._on_failure(now, exc)
             return
         state = self.gate.review(raw, reread=poller.poll)  # a checksum is no proof: values that matter are checked
+        # After the gate: the PC's own network test needs no re-read. It runs on its own thread.
+        state = self.runtime.ofd_link.attach(state)
         self._on_success(now, state.model_copy(update={"read_at": now}), forced)
 
     def _on_failure(self, now: datetime, exc: Exception) -> None:
@@ -209,13 +247,10 @@ class DeviceWorker:
                 self.runtime.emit_event(
                     register, event.kind, event.message, event.data, device_ts=state.register_clock
                 )
-        reason: StateReason | None = None
-        if prev is None or meaningful(prev) != meaningful(state):
-            reason = "change"
-        elif forced:
-            reason = "poll-now"
-        elif time.monotonic() - self._last_state_publish >= self.runtime.config.heartbeat:
-            reason = "heartbeat"
+        reason = self._policy.decide(
+            self._published, state, forced=forced, since_publish=time.monotonic() - self._last_state_publish
+        )
         if reason is not None:
             self._last_state_publish = time.monotonic()
+            self._published = state
             self.runtime.emit_state(register, state, reason)

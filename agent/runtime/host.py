@@ -9,16 +9,39 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 from agent.config import AgentConfig
+from agent.drivers.actions import ActionOutcome
+from agent.ofd_link import OfdLinkMonitor
 from agent.outbox import GapInfo
 from agent.supervision import SupervisedThread
 from protocol.kkt.state import RegisterState
+from protocol.mqtt.actions import ActionName
 from protocol.mqtt.models import EventKind
 
 StateReason = Literal["change", "heartbeat", "rebirth", "poll-now"]
 
 
+class DeviceAccess(Protocol):
+    """What a job may do on the device worker's thread, the one that owns the register's link."""
+
+    def perform(self, action: ActionName, local_now: datetime) -> ActionOutcome: ...
+
+    def poll_now(self) -> str | None:
+        """Poll at once and publish the state even if nothing changed; the error if it failed."""
+        ...
+
+
+DeviceJob = Callable[[DeviceAccess], None]
+
+
 class Pollable(Protocol):
+    @property
+    def register_id(self) -> str: ...
+
     def request_poll(self) -> None: ...
+
+    def submit(self, job: DeviceJob) -> None:
+        """Run ``job`` on the worker's thread before its next poll (no concurrent link access)."""
+        ...
 
 
 class RuntimeHost(Protocol):
@@ -27,6 +50,7 @@ class RuntimeHost(Protocol):
     config: AgentConfig
     stopping: threading.Event
     now: Callable[[], datetime]
+    ofd_link: OfdLinkMonitor  # one for the agent: each OFD server is checked at most once a minute
 
     @property
     def workers(self) -> Sequence[Pollable]: ...

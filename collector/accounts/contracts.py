@@ -1,8 +1,9 @@
-"""The OFD contract registry per register (activated, paid-until, tariff): edits checked
-against the ``edit_contracts`` permission, CSV import with a dry run, every change audited.
+"""The OFD contract registry per register (activated, paid-until, tariff, the operator): edits
+checked against the ``edit_contracts`` permission, CSV import with a dry run, every change audited.
 
 CSV columns: ``register_id`` and ``activated`` (да/нет, yes/no, true/false, 1/0) required;
-``paid_until`` (YYYY-MM-DD or DD.MM.YYYY, empty = unknown) and ``tariff`` optional.
+``paid_until`` (YYYY-MM-DD or DD.MM.YYYY, empty = unknown), ``tariff`` and ``ofd`` (the operator:
+its key, name or ИНН from ``collector.alerts.ofd_operators``; empty = unknown) optional.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collector.accounts.audit import Actor
 from collector.accounts.csvrows import ImportReport, read_rows
 from collector.accounts.errors import AccountsError, InvalidInput, NotFound
 from collector.accounts.rights import Permission, authorize
+from collector.alerts.ofd_operators import parse_operator
 from collector.storage.contracts import load_contracts, upsert_contract
 from collector.storage.rows import ContractRow
 from collector.storage.schema import registers
@@ -31,6 +33,7 @@ class ContractChange:
     activated: bool
     paid_until: date | None
     tariff: str | None
+    ofd_operator: str | None = None  # an ``ofd_operators`` key (checked by ``parse_ofd``)
 
 
 def parse_activated(value: str) -> bool:
@@ -52,6 +55,14 @@ def parse_paid_until(value: str) -> date | None:
         except ValueError:
             continue
     raise InvalidInput(f"paid_until must be a date like 2027-03-31 or 31.03.2027, got {value!r}")
+
+
+def parse_ofd(value: str | None) -> str | None:
+    """The contracted OFD as its key; None when not given."""
+    try:
+        return parse_operator(value or "")
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
 
 
 def _check_tariff(tariff: str | None) -> str | None:
@@ -79,6 +90,7 @@ def _contract_json(contract: ContractRow | None) -> dict[str, object] | None:
         "activated": contract.activated,
         "paid_until": None if contract.paid_until is None else contract.paid_until.isoformat(),
         "tariff": contract.tariff,
+        "ofd_operator": contract.ofd_operator,
     }
 
 
@@ -86,7 +98,7 @@ def _write(
     conn: sa.Connection, actor: Actor, tenant_id: int, register_id: str, change: ContractChange, at: datetime
 ) -> None:
     before = load_contracts(conn, [register_id]).get(register_id)
-    after = ContractRow(register_id, change.activated, change.paid_until, change.tariff, at)
+    after = ContractRow(register_id, change.activated, change.paid_until, change.tariff, at, change.ofd_operator)
     upsert_contract(conn, after)
     audit.record(
         conn,
@@ -116,7 +128,7 @@ def set_contract(
         actor,
         tenant_id,
         register_id,
-        ContractChange(change.activated, change.paid_until, _check_tariff(change.tariff)),
+        ContractChange(change.activated, change.paid_until, _check_tariff(change.tariff), parse_ofd(change.ofd_operator)),
         at,
     )
 
@@ -134,7 +146,7 @@ def import_contracts_csv(
     report = ImportReport()
     planned: dict[str, tuple[int, ContractChange]] = {}
     for row in read_rows(
-        text, report, required={"register_id", "activated"}, optional={"paid_until", "tariff"}
+        text, report, required={"register_id", "activated"}, optional={"paid_until", "tariff", "ofd"}
     ):
         register_id = row.values["register_id"]
         if not register_id:
@@ -148,6 +160,7 @@ def import_contracts_csv(
                 parse_activated(row.values["activated"]),
                 parse_paid_until(row.values.get("paid_until", "")),
                 _check_tariff(row.values.get("tariff")),
+                parse_ofd(row.values.get("ofd")),
             )
             _require_register(conn, tenant_id, register_id)
             authorize(conn, actor, tenant_id, Permission.EDIT_CONTRACTS, register_id)

@@ -20,6 +20,7 @@ from collector.accounts.names import clean_name
 from collector.accounts.rights import Permission, authorize, can
 from collector.accounts.tree import find_company, get_node
 from collector.accounts.tree_levels import levels
+from collector.storage import register_summary
 from collector.storage import tree as storage_tree
 from collector.storage.schema import agents, nodes, registers
 
@@ -116,6 +117,7 @@ def place_agent(
     conn.execute(sa.update(agents).where(agents.c.agent_id == agent_id).values(node_id=store_id))
     # Registers follow their agent's store on every report (ingest), so move them together now.
     conn.execute(sa.update(registers).where(registers.c.agent_id == agent_id).values(node_id=store_id))
+    register_summary.refresh_agents(conn, [agent_id])
     audit.record(
         conn,
         actor,

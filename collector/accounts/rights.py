@@ -45,6 +45,7 @@ class Permission(StrEnum):
     COMMENT = "comment"
     SILENCE = "silence"
     MANAGE_REGISTERS = "manage_registers"  # attach/move registers, technical actions
+    REGISTER_ACTIONS = "register_actions"  # remote actions on a register (Z-report, clock…) through its agent
     ENROLL = "enroll"  # enrollment tokens for agents
     MANAGE_USERS = "manage_users"  # invite, lock, remove users
     MANAGE_GROUPS = "manage_groups"
@@ -62,6 +63,7 @@ _TECHNICAL = frozenset(
         Permission.COMMENT,
         Permission.SILENCE,
         Permission.MANAGE_REGISTERS,
+        Permission.REGISTER_ACTIONS,
         Permission.ENROLL,
     }
 )

@@ -32,6 +32,7 @@ from collector.accounts.tree_levels import level_titles as level_titles
 from collector.accounts.tree_levels import levels as levels
 from collector.accounts.tree_levels import set_level_titles as set_level_titles
 from collector.accounts.tree_levels import set_levels as set_levels
+from collector.storage import register_summary
 from collector.storage import tree as storage_tree
 from collector.storage.errors import InvalidValue, UnknownNode
 from collector.storage.schema import agents, nodes, register_tags, registers, tags, tenants
@@ -329,6 +330,7 @@ def place_register(
 ) -> None:
     """Write an already checked placement and its audit entry (``context`` goes into the details)."""
     conn.execute(sa.update(registers).where(registers.c.register_id == register_id).values(node_id=store_id))
+    register_summary.refresh_registers(conn, [register_id])
     audit.record(
         conn,
         actor,

@@ -54,6 +54,9 @@ def _register_unreachable(details: Details) -> str:
 
 
 def _ofd_backlog(details: Details) -> str:
+    cause, cause_fix = details.get("cause_text"), details.get("cause_fix")
+    if cause and cause_fix:  # the OFD diagnosis told why (collector.alerts.rules.ofd_cause)
+        return f"Причина: {cause}. {cause_fix}"
     since = _date(details.get("first_unsent_at"))
     left = _seconds(details, "seconds_to_block")
     if details.get("threshold") in ("blocked", "fn_reported") or (left is not None and left <= 0):

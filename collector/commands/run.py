@@ -19,7 +19,7 @@ from collector.service import CollectorService
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("run", help="run the collector (ingest, alerts, web)")
     parser.add_argument("--config", type=Path, help="TOML file (default: $KASSA_COLLECTOR_CONFIG)")
-    parser.add_argument("--broker", help="mqtt://host:1883 or mqtts://host:8883")
+    parser.add_argument("--broker", help="mqtt://host:1883, mqtts://host:8883 or nats://host:4222 (a NATS cluster)")
     parser.add_argument("--db", help="sqlite:///collector.db or postgresql://user@host/db")
     parser.add_argument("--listen", metavar="HOST:PORT", help="where the web app listens")
     parser.add_argument("--client-id", help="MQTT client id (fixed: it names the persistent session)")

@@ -39,13 +39,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--agent-broker", help="URL given to agents (default: --broker), e.g. mqtts://mqtt.example.ru:8883"
     )
-    parser.add_argument("--backend", choices=("dynsec", "files"), default="dynsec")
+    parser.add_argument("--backend", choices=("dynsec", "files", "nats"), default="dynsec")
     parser.add_argument(
         "--admin-user", default="kassa-admin", help=f"dynsec admin (password: ${ADMIN_PASSWORD_ENV})"
     )
     parser.add_argument("--password-file", type=Path, help="files backend: Mosquitto password file")
     parser.add_argument("--acl-file", type=Path, help="files backend: Mosquitto ACL file")
-    parser.add_argument("--pid-file", type=Path, help="files backend: SIGHUP this broker after a change")
+    parser.add_argument("--pid-file", type=Path, help="files/nats backend: SIGHUP this broker after a change")
+    parser.add_argument("--nats-users-file", type=Path, help="nats backend: the users list the nodes include")
     actions = parser.add_subparsers(dest="enrollment_command", metavar="ACTION", required=True)
     token = actions.add_parser("token", help="create a one-time enrollment token for a store node")
     token.add_argument("--node", type=int, required=True, help="the store node the agent will belong to")
@@ -71,6 +72,7 @@ def settings_from_args(args: argparse.Namespace) -> EnrollmentSettings:
         broker_password_file=args.password_file,
         broker_acl_file=args.acl_file,
         broker_pid_file=args.pid_file,
+        nats_users_file=args.nats_users_file,
     )
 
 

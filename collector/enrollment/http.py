@@ -66,6 +66,7 @@ class EnrollResponse(BaseModel):
     broker_url: str
     username: str
     password: str
+    broker_fallback_urls: list[str] = []  # a clustered broker's other nodes, tried in order
 
 
 class TokenRequest(BaseModel):
@@ -125,8 +126,10 @@ async def enroll(request: web.Request) -> web.Response:
         broker_url=result.broker_url,
         username=result.username,
         password=result.password,
+        broker_fallback_urls=list(result.broker_fallback_urls),
     )
-    return _no_store(web.json_response(payload.model_dump()))
+    # Without a cluster the answer stays the four fields older agents know.
+    return _no_store(web.json_response(payload.model_dump(exclude_defaults=True)))
 
 
 async def create_token(request: web.Request) -> web.Response:

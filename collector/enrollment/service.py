@@ -15,7 +15,8 @@ import contextlib
 import hashlib
 import re
 import secrets
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -79,6 +80,15 @@ class Enrollment:
     password: str
     tenant_id: int
     node_id: int
+    broker_fallback_urls: tuple[str, ...] = ()  # the other nodes of a clustered broker, in order
+
+
+def spread(agent_id: str, urls: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """The agent's first node and its fallbacks: the cluster's nodes rotated by a stable hash of
+    its id, so a fleet enrolled on a cluster starts spread evenly over the nodes."""
+    start = zlib.crc32(agent_id.encode()) % len(urls)
+    rotated = (*urls[start:], *urls[:start])
+    return rotated[0], tuple(rotated[1:])
 
 
 class EnrollmentService:
@@ -88,12 +98,14 @@ class EnrollmentService:
         backend: CredentialBackend,
         *,
         broker_url: str,
+        broker_fallback_urls: Sequence[str] = (),
         token_ttl: timedelta = DEFAULT_TOKEN_TTL,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._engine = engine
         self._backend = backend
         self.broker_url = broker_url  # what agents connect to (usually mqtts://… on the public listener)
+        self.broker_fallback_urls = tuple(broker_fallback_urls)  # a cluster's other nodes
         self._token_ttl = token_ttl
         self._clock = clock
 
@@ -169,7 +181,8 @@ class EnrollmentService:
                 with contextlib.suppress(Exception):
                     self._backend.remove_agent(provisioned)
             raise
-        return Enrollment(agent_id, self.broker_url, agent_id, password, int(row.tenant_id), int(row.node_id))
+        first, fallbacks = spread(agent_id, (self.broker_url, *self.broker_fallback_urls))
+        return Enrollment(agent_id, first, agent_id, password, int(row.tenant_id), int(row.node_id), fallbacks)
 
     def revoke_agent(self, agent_id: str) -> None:
         """Remove the agent's broker accounts (connects are refused from now on) and mark it revoked."""

@@ -22,6 +22,7 @@ from collector.enrollment.broker import (
     PasswordFileBackend,
     SighupReload,
 )
+from collector.enrollment.nats_users import NatsUsersBackend
 from collector.enrollment.service import DEFAULT_TOKEN_TTL, EnrollmentService
 
 
@@ -33,7 +34,9 @@ class EnrollmentSettings(BaseModel):
     broker_username: str | None = None
     # What enrolled agents are told to connect to (the public TLS listener); default: broker_url.
     enroll_broker_url: str | None = None
-    enroll_backend: Literal["dynsec", "files"] = "dynsec"
+    # A cluster's other nodes, for agents: each agent gets all of them, starting at a node of its own.
+    enroll_broker_fallback_urls: list[str] = Field(default_factory=list)
+    enroll_backend: Literal["dynsec", "files", "nats"] = "dynsec"
     enroll_token_ttl_hours: float = Field(DEFAULT_TOKEN_TTL.total_seconds() / 3600, gt=0, le=30 * 24)
     dynsec_admin_username: str = "kassa-admin"
     dynsec_admin_password: str | None = None
@@ -41,6 +44,7 @@ class EnrollmentSettings(BaseModel):
     broker_password_file: Path | None = None
     broker_acl_file: Path | None = None
     broker_pid_file: Path | None = Field(None, description="SIGHUP the broker here after file changes")
+    nats_users_file: Path | None = Field(None, description="nats backend: the users list every node includes")
 
     @classmethod
     def from_config(cls, config: Any) -> EnrollmentSettings:
@@ -57,6 +61,11 @@ class EnrollmentSettings(BaseModel):
 
     def backend(self) -> CredentialBackend:
         collectors = (self.broker_username or DEFAULT_COLLECTOR_USERNAME,)
+        if self.enroll_backend == "nats":
+            if self.nats_users_file is None:
+                raise ValueError("enroll_backend = 'nats' needs nats_users_file")
+            reload = SighupReload(pid_file=self.broker_pid_file) if self.broker_pid_file else None
+            return NatsUsersBackend(self.nats_users_file, collector_users=collectors, reload=reload)
         if self.enroll_backend == "files":
             if self.broker_password_file is None or self.broker_acl_file is None:
                 raise ValueError("enroll_backend = 'files' needs broker_password_file and broker_acl_file")
@@ -83,5 +92,6 @@ class EnrollmentSettings(BaseModel):
             engine,
             self.backend(),
             broker_url=self.agent_broker_url,
+            broker_fallback_urls=self.enroll_broker_fallback_urls,
             token_ttl=timedelta(hours=self.enroll_token_ttl_hours),
         )

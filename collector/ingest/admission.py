@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from collector.accounts.new_registers import DEFAULT_NODE_NAME, landing_node
 from collector.ingest import bulk
 from collector.storage import repository as repo
-from collector.storage.dialect import serialize_creation
+from collector.storage.dialect import member_of, serialize_creation
 from collector.storage.schema import agents, nodes, tenants
 
 UNASSIGNED_KIND = "unassigned"
@@ -56,7 +56,7 @@ class Admission:
         unknown = agent_ids - self._admitted
         if not unknown:
             return {}
-        rows = conn.execute(sa.select(agents.c.agent_id, agents.c.revoked).where(agents.c.agent_id.in_(unknown)))
+        rows = conn.execute(sa.select(agents.c.agent_id, agents.c.revoked).where(member_of(conn, agents.c.agent_id, unknown)))
         found = {row.agent_id: bool(row.revoked) for row in rows}
         refused: dict[str, Refusal] = {}
         newcomers: list[str] = []
@@ -134,7 +134,7 @@ class SessionGuard:
         """Read the stored highest sessions of the agents not cached yet (one query)."""
         self._read(conn, [agent for agent in agent_ids if agent not in self._known])
 
-    def refusal(self, conn: sa.Connection, agent: str, session: int, *, floor: int = 0) -> Refusal | None:
+    def refusal(self, conn: sa.Connection, agent: str, session: int, *, floor: int = 0) -> str | None:
         """Why stored ``session`` is implausible for ``agent`` (after :meth:`load`), or None. ``floor``
         is the base of the message's installation (epochs.py): a new installation's sessions start
         just above it. A refusal is checked against the database first: other collectors (shared
@@ -145,10 +145,9 @@ class SessionGuard:
         if self._plausible(agent, session, floor):
             return None
         known = self._known[agent]
-        return Refusal(
-            "implausible_session",
+        return (
             f"session {session} of agent {agent!r} jumps {session - (known or 0)} past the highest stored "
-            f"({known}); at most {self.max_jump} is plausible",
+            f"({known}); at most {self.max_jump} is plausible"
         )
 
     def _plausible(self, agent: str, session: int, floor: int) -> bool:
@@ -160,7 +159,7 @@ class SessionGuard:
             return
         rows = conn.execute(
             sa.select(agents.c.agent_id, agents.c.last_session, agents.c.status_session).where(
-                agents.c.agent_id.in_(agent_ids)
+                member_of(conn, agents.c.agent_id, agent_ids)
             )
         )
         found = {row.agent_id: _highest(row.last_session, row.status_session) for row in rows}

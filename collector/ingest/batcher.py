@@ -30,7 +30,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -56,20 +56,25 @@ from collector.ingest.batch import (
 from collector.ingest.consumer import InboundMessage
 from collector.ingest.epochs import Epochs
 from collector.ingest.health import IngestHealth
+from collector.ingest.history_keeper import HistoryKeeper
+from collector.ingest.history_policy import HistoryPolicy
 from collector.ingest.refusals import RefusalNotices
 from collector.ingest.sequence import NOTHING, SequenceTracker
+from collector.ingest.thread_names import name_os_thread
 from collector.ingest.writes import Decoded, FreshState, RefreshCache, WriteOutcome, write_messages
 from collector.metrics import CollectorMetrics
 from collector.storage import StorageError
 from collector.storage import repository as repo
+from collector.storage.dialect import member_of
 from collector.storage.engine import begin_write
 from collector.storage.schema import ingest_marks
-from protocol.mqtt.models import AckPayload, CommandPayload, encode
+from protocol.mqtt.models import CommandPayload, encode, encode_ack
 from protocol.mqtt.topics import ack_topic, cmd_topic, quoted
 
 log = logging.getLogger(__name__)
 
 DB_RETRY_DELAY = 1.0
+DEFAULT_HISTORY = HistoryPolicy()  # 15-minute chart samples plus every significant change
 IDLE_TICK = 0.25  # how often an idle writer checks for stop and due rebirths
 # Built once per agent, like the parsed topics in batch.py.
 _ack_topic = functools.lru_cache(maxsize=TOPIC_CACHE)(ack_topic)
@@ -89,6 +94,7 @@ class WriterSettings:
     company: str | None = None  # single-company install: unenrolled agents join its «Новые кассы»
     new_registers_node: str = "Новые кассы"
     max_session_jump: int = DEFAULT_MAX_SESSION_JUMP
+    history: HistoryPolicy | None = DEFAULT_HISTORY  # None: every state becomes a history row
 
 
 class ChangeListener(Protocol):
@@ -103,7 +109,7 @@ class ChangeListener(Protocol):
 class Downlink(Protocol):
     """What the writer needs from the MQTT connection (the consumer, or a test double)."""
 
-    def ack(self, message: InboundMessage) -> bool: ...
+    def ack(self, messages: Sequence[InboundMessage]) -> int: ...
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool: ...
 
@@ -134,6 +140,7 @@ class IngestWriter:
             new_registers_node=self.settings.new_registers_node,
         )
         self._refresh = RefreshCache()
+        self._history = None if self.settings.history is None else HistoryKeeper(self.settings.history)
         self._sessions = SessionGuard(self.settings.max_session_jump)
         self._epochs = Epochs()
         self._clocks = AgentClocks()
@@ -164,6 +171,7 @@ class IngestWriter:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        name_os_thread()
         while True:
             try:
                 batch = self._take_batch()
@@ -256,6 +264,8 @@ class IngestWriter:
         self.tracker.rollback()
         self._admission.reset()
         self._refresh.clear()
+        if self._history is not None:
+            self._history.clear()
         self._epochs.reset()
         self._clocks.reset()
 
@@ -325,16 +335,16 @@ class IngestWriter:
         accepted: list[Decoded] = []
         for item in translated.items:
             agent, claim = item.topic.agent_id, highest_claim(item.payload)
-            refusal = None
+            implausible = None
             if claim is not None:
-                refusal = self._sessions.refusal(conn, agent, claim[0], floor=self._epochs.base(agent, claim[1]))
-            if refusal is not None:
-                result.dead_letters.append(Rejected(item.inbound, refusal.reason, refusal.detail))
+                implausible = self._sessions.refusal(conn, agent, claim[0], floor=self._epochs.base(agent, claim[1]))
+            if implausible is not None:  # dead-lettered only: the agent is not told (it may be the forger)
+                result.dead_letters.append(Rejected(item.inbound, "implausible_session", implausible))
                 continue
             accepted.append(item)
             if claim is not None:
                 result.sessions[agent] = max(claim[0], result.sessions.get(agent, claim[0]))
-        outcome = write_messages(conn, accepted, self._refresh)
+        outcome = write_messages(conn, accepted, self._refresh, self._history)
         outcome.status_agents |= self._clocks.store(conn, clock_errors(accepted), now)  # for agent_clock
         if handled is not None:
             agent, epoch, session, seq = handled
@@ -381,7 +391,7 @@ class IngestWriter:
             return
         rows = conn.execute(
             sa.select(ingest_marks.c.agent_id, ingest_marks.c.session, ingest_marks.c.max_seq).where(
-                ingest_marks.c.agent_id.in_({agent for agent, _ in unknown})
+                member_of(conn, ingest_marks.c.agent_id, {agent for agent, _ in unknown})
             )
         )
         stored = {(row.agent_id, int(row.session)): int(row.max_seq) for row in rows}
@@ -391,11 +401,10 @@ class IngestWriter:
     def _after_commit(self, result: BatchResult, size: int, started: float) -> None:
         self._sessions.learn(result.sessions)
         self._sessions.forget(result.births)  # a birth may have lowered what is stored: read it again
-        for message in result.committed:
-            self._downlink.ack(message)
+        self._downlink.ack(result.committed)
         for (agent, session), seq in result.acks.items():
             own, epoch = result.own_sessions.get((agent, session), (session, None))
-            self._downlink.publish(_ack_topic(agent), encode(AckPayload(session=own, seq=seq, epoch=epoch)))
+            self._downlink.publish(_ack_topic(agent), encode_ack(own, seq, epoch))
         for agent, refusal in self._refusals.due(result.refusals):
             log.warning("refusing agent %s: %s", agent, result.refusals[agent].detail)
             self._downlink.publish(_ack_topic(agent), refusal)

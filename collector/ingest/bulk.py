@@ -3,7 +3,9 @@
 
 Why here: building an ``INSERT … ON CONFLICT … WHERE excluded…`` statement costs ~2 ms of Python
 in SQLAlchemy, so the per-row repository functions capped ingest near 400 msg/s. Each statement
-below is built once per dialect and executed with a parameter list. The semantics mirror
+below is built once per dialect and executed with a parameter list; the three written for every
+message (history, latest state, ingest marks) go through the driver with fixed SQL text
+(``pg_rows`` on PostgreSQL, ``sqlite_rows`` on SQLite), counted rather than ``RETURNING``. The semantics mirror
 ``collector.storage.ingest``/``agents`` (see those docstrings); the storage owner may fold these
 in as ``*_many`` variants.
 
@@ -19,10 +21,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from collector.ingest import pg_arrays
+from collector.ingest import pg_rows, sqlite_rows
 from collector.storage.bounds import check_fits
-from collector.storage.dialect import upsert_insert
-from collector.storage.errors import AgentRevoked, RegisterOwnedElsewhere, UnknownAgent, UnknownNode
+from collector.storage.dialect import member_of, upsert_insert
+from collector.storage.errors import (
+    AgentRevoked,
+    RegisterOwnedElsewhere,
+    UnknownAgent,
+    UnknownNode,
+    UnsupportedDialect,
+)
 from collector.storage.rows import (
     HistoryRow,
     LatestState,
@@ -30,15 +38,10 @@ from collector.storage.rows import (
     RegisterIdentity,
     check_seq,
     check_severity,
-    json_text,
 )
-from collector.storage.schema import agents, ingest_marks, nodes, register_state, registers, state_history
+from collector.storage.schema import agents, nodes, register_state, registers
 
 _IDENTITY_FIELDS = ("serial", "rnm", "fn_serial", "model")
-_STATE_FIELDS = (
-    "agent_id", "session", "seq", "agent_ts", "received_at", "state", "shift_status", "unsent_count",
-    "oldest_unsent_at", "fn_valid_until", "link_up",
-)
 
 _cache: dict[tuple[str, str], Any] = {}
 
@@ -73,7 +76,7 @@ def ensure_registers(conn: sa.Connection, claims: Sequence[tuple[RegisterIdentit
         row.agent_id: row
         for row in conn.execute(
             sa.select(agents.c.agent_id, agents.c.tenant_id, agents.c.node_id, agents.c.revoked).where(
-                agents.c.agent_id.in_({agent for _, agent, _ in claims})
+                member_of(conn, agents.c.agent_id, {agent for _, agent, _ in claims})
             )
         )
     }
@@ -106,74 +109,45 @@ def ensure_registers(conn: sa.Connection, claims: Sequence[tuple[RegisterIdentit
             raise RegisterOwnedElsewhere(f"register(s) {', '.join(map(repr, refused))} belong to another tenant")
 
 
-def _json_as_text() -> sa.BindParameter[str]:
-    # The state document arrives serialized (``json_text``): bound as text, not re-encoded by sa.JSON.
-    return sa.bindparam("state", type_=sa.Text())
+def _backend(conn: sa.Connection) -> Any:
+    """The driver-level forms of the hot writes for this connection's database."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        return pg_rows
+    if name == "sqlite":
+        return sqlite_rows
+    raise UnsupportedDialect(f"no batch ingest writes for database dialect {name!r}")
 
 
-def _latest_upsert(conn: sa.Connection) -> Any:
-    stmt = upsert_insert(conn, register_state).values(state=_json_as_text())
-    incoming, stored = stmt.excluded, register_state.c
-    later_in_same_agent = sa.and_(
-        incoming.agent_id == stored.agent_id,
-        sa.or_(
-            incoming.session > stored.session,
-            sa.and_(incoming.session == stored.session, incoming.seq > stored.seq),
-        ),
+def _holding(conn: sa.Connection, rows: Sequence[LatestState]) -> set[str]:
+    """The registers whose stored latest state is now the given row's version."""
+    wanted = {row.register_id: (row.agent_id, row.session, row.seq) for row in rows}
+    stored = conn.execute(
+        sa.select(register_state.c.register_id, register_state.c.agent_id, register_state.c.session, register_state.c.seq)
+        .where(member_of(conn, register_state.c.register_id, wanted))
     )
-    later_from_other_agent = sa.and_(incoming.agent_id != stored.agent_id, incoming.agent_ts > stored.agent_ts)
-    updates: dict[str, Any] = {name: incoming[name] for name in _STATE_FIELDS}
-    updates["link_up"] = sa.func.coalesce(incoming.link_up, stored.link_up)
-    return stmt.on_conflict_do_update(
-        index_elements=[register_state.c.register_id],
-        set_=updates,
-        where=sa.or_(later_in_same_agent, later_from_other_agent),
-    ).returning(register_state.c.register_id)
+    return {row.register_id for row in stored if wanted[row.register_id] == (row.agent_id, row.session, row.seq)}
 
 
 def upsert_latest_states(conn: sa.Connection, rows: Sequence[LatestState]) -> set[str]:
-    """``storage.upsert_latest_state`` for many registers (one row each); returns those written."""
+    """``storage.upsert_latest_state`` for many registers (one row each); returns those written.
+
+    Counted, not returned, by the database: when some row lost to a newer stored one (another
+    collector, a replay) the stored versions tell which were written.
+    """
     if not rows:
         return set()
     ordered = sorted(rows, key=lambda r: r.register_id)  # one lock order for every writer
-    if conn.dialect.name == "postgresql":
-        return pg_arrays.upsert_latest_states(conn, ordered)
-    params = []
-    for row in ordered:
-        values = {name: getattr(row, name) for name in _STATE_FIELDS}
-        values.update(
-            register_id=row.register_id,
-            session=check_seq("session", row.session),
-            seq=check_seq("seq", row.seq),
-            state=json_text(row.state),
-        )
-        params.append(values)
-    return {r.register_id for r in conn.execute(_statement(conn, "latest_upsert", _latest_upsert), params)}
-
-
-def _history_insert(conn: sa.Connection) -> Any:
-    return (
-        upsert_insert(conn, state_history)
-        .values(state=_json_as_text())
-        .on_conflict_do_nothing(index_elements=[state_history.c.agent_id, state_history.c.session, state_history.c.seq])
-        .returning(state_history.c.id)
-    )
+    if _backend(conn).upsert_latest_states(conn, ordered) == len(ordered):
+        return {row.register_id for row in ordered}
+    return _holding(conn, ordered)
 
 
 def insert_history(conn: sa.Connection, rows: Sequence[HistoryRow]) -> int:
-    """``storage.insert_history`` for a batch (array form on PostgreSQL); returns how many were new."""
+    """``storage.insert_history`` for a batch; returns how many were new."""
     if not rows:
         return 0
-    if conn.dialect.name == "postgresql":
-        return pg_arrays.insert_history(conn, rows)
-    params = [
-        {
-            "agent_id": r.agent_id, "session": check_seq("session", r.session), "seq": check_seq("seq", r.seq),
-            "register_id": r.register_id, "ts": r.ts, "received_at": r.received_at, "state": json_text(r.state),
-        }
-        for r in rows
-    ]
-    return len(conn.execute(_statement(conn, "history_insert", _history_insert), params).all())
+    return int(_backend(conn).insert_history(conn, rows))
 
 
 def _link_update(conn: sa.Connection) -> Any:
@@ -326,26 +300,10 @@ def enroll_agents(
     conn.execute(_statement(conn, name, build), params)
 
 
-def _mark_upsert(conn: sa.Connection) -> Any:
-    stmt = upsert_insert(conn, ingest_marks)
-    return stmt.on_conflict_do_update(
-        index_elements=[ingest_marks.c.agent_id, ingest_marks.c.session],
-        set_={"max_seq": stmt.excluded.max_seq},
-        where=stmt.excluded.max_seq > ingest_marks.c.max_seq,
-    )
-
-
 def advance_ingest_marks(conn: sa.Connection, marks: dict[tuple[str, int], int]) -> None:
     """``storage.advance_ingest_mark`` for many (agent, session): never lowers a mark."""
-    if conn.dialect.name == "postgresql":
-        pg_arrays.advance_ingest_marks(conn, [(agent, session, seq) for (agent, session), seq in sorted(marks.items())])
-        return
-    params = [
-        {"agent_id": agent, "session": check_seq("session", session), "max_seq": check_seq("seq", seq)}
-        for (agent, session), seq in sorted(marks.items())
-    ]
-    if params:
-        conn.execute(_statement(conn, "mark_upsert", _mark_upsert), params)
+    if marks:
+        _backend(conn).advance_ingest_marks(conn, [(agent, session, seq) for (agent, session), seq in sorted(marks.items())])
 
 
 SUPERSEDED_SESSION = 0  # below every real session (they start at 1): any message of the agent wins

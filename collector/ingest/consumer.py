@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -32,6 +32,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.config import CollectorConfig
+from collector.ingest.mqtt_io import ReadAheadClient, queue_pubacks
+from collector.ingest.thread_names import name_os_thread
 from collector.storage.ingest import DEAD_LETTER_RAW_BYTES
 from protocol.mqtt.models import CollectorStatusPayload, encode
 from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, UPLINK_FILTERS, shared
@@ -84,7 +86,7 @@ def subscription_filters(config: CollectorConfig) -> list[str]:
     return list(UPLINK_FILTERS)
 
 
-def _collector_status(status: Literal["online", "offline"]) -> bytes:
+def collector_status_payload(status: Literal["online", "offline"]) -> bytes:
     return encode(CollectorStatusPayload(status=status, ts=datetime.now(UTC)))
 
 
@@ -98,7 +100,7 @@ class MqttConsumer:
         self._generation = 0
         self.connected = threading.Event()
         self.subscribed = threading.Event()  # SUBACK seen: from here on the broker queues for us
-        self.client = mqtt.Client(
+        self.client = ReadAheadClient(
             CallbackAPIVersion.VERSION2,
             client_id=config.client_id,
             clean_session=False,
@@ -110,7 +112,7 @@ class MqttConsumer:
             self.client.username_pw_set(user, password)
         if config.broker_tls:
             self.client.tls_set()
-        self.client.will_set(COLLECTOR_STATUS_TOPIC, _collector_status("offline"), qos=1, retain=True)
+        self.client.will_set(COLLECTOR_STATUS_TOPIC, collector_status_payload("offline"), qos=1, retain=True)
         self.client.reconnect_delay_set(1, 10)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
@@ -128,14 +130,14 @@ class MqttConsumer:
         if wait is not None and not self.subscribed.wait(wait):
             log.warning("broker %s not reachable yet; retrying in the background", self._config.broker_url)
 
-    def ack(self, message: InboundMessage) -> bool:
-        """PUBACK a committed message; False when its connection is gone (the broker redelivers)."""
-        if message.qos == 0:
-            return True
+    def ack(self, messages: Sequence[InboundMessage]) -> int:
+        """PUBACK committed messages, in one write; returns how many. A message whose connection
+        is gone is skipped (the broker redelivers it); QoS 0 needs none."""
         with self._lock:
-            if message.generation != self._generation or not self.connected.is_set():
-                return False
-        return self.client.ack(message.mid, message.qos) == mqtt.MQTT_ERR_SUCCESS
+            generation = self._generation if self.connected.is_set() else None
+        mids = [message.mid for message in messages if message.qos == 1 and message.generation == generation]
+        queue_pubacks(self.client, mids)
+        return len(mids)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         """QoS 1 publish (acks, commands); False when not connected (paho queues nothing useful then)."""
@@ -147,7 +149,7 @@ class MqttConsumer:
     def stop(self) -> None:
         """Graceful stop: retained ``offline`` first (the LWT fires only on an unclean loss)."""
         if self.connected.is_set():
-            info = self.client.publish(COLLECTOR_STATUS_TOPIC, _collector_status("offline"), qos=1, retain=True)
+            info = self.client.publish(COLLECTOR_STATUS_TOPIC, collector_status_payload("offline"), qos=1, retain=True)
             try:
                 info.wait_for_publish(PUBLISH_TIMEOUT)
             except (RuntimeError, ValueError):
@@ -160,6 +162,7 @@ class MqttConsumer:
     # --- paho callbacks (network thread) ----------------------------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        name_os_thread("mqtt-loop")  # paho's own thread: named here, its first callback
         if reason.is_failure:
             log.error("broker refused the collector: %s", reason)
             return
@@ -173,7 +176,7 @@ class MqttConsumer:
         )
         # Re-subscribing is idempotent and covers a broker that lost the session.
         client.subscribe([(topic_filter, 1) for topic_filter in subscription_filters(self._config)])
-        client.publish(COLLECTOR_STATUS_TOPIC, _collector_status("online"), qos=1, retain=True)
+        client.publish(COLLECTOR_STATUS_TOPIC, collector_status_payload("online"), qos=1, retain=True)
         self.connected.set()
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, props: Any) -> None:

@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from collector.ingest.writes import Decoded
 from collector.storage import repository as repo
-from collector.storage.dialect import upsert_insert
+from collector.storage.dialect import member_of, upsert_insert
 from collector.storage.rows import AgentEventRow
 from collector.storage.schema import agent_epochs, agents, ingest_marks
 from protocol.mqtt.models import EventPayload, HistBatch, HistEventRecord, HistStateRecord, StatePayload
@@ -136,7 +136,7 @@ class Epochs:
             self._bases.setdefault(agent, {})
         rows = conn.execute(
             sa.select(agent_epochs.c.agent_id, agent_epochs.c.epoch, agent_epochs.c.base).where(
-                agent_epochs.c.agent_id.in_(agent_ids)
+                member_of(conn, agent_epochs.c.agent_id, agent_ids)
             )
         )
         for row in rows:

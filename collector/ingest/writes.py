@@ -11,13 +11,16 @@ Rows are gathered per batch and written with one multi-row statement per table, 
   ``bulk.supersede_sessions``);
 * ``event``: event row; live link_lost/link_regained also set the register's link flag; an event
   without a register (outbox_gap, command_error) goes to ``agent_events``;
-* ``status``: agent online/offline, a death of an older session ignored by the storage.
+* ``status``: agent online/offline, a death of an older session ignored by the storage;
+* ``action_result`` events (live or replayed) also move their action's lifecycle
+  (``collector.actions.store.apply_results``) in the same transaction.
 
 Record times are stored on the collector's clock (``agent_clock.record_time``), never the agent's.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -26,11 +29,16 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from collector.actions.store import apply_results
 from collector.ingest import bulk
 from collector.ingest.agent_clock import record_time
 from collector.ingest.consumer import InboundMessage
+from collector.ingest.history_keeper import HistoryKeeper
+from collector.ingest.history_policy import history_document
+from collector.storage import register_summary
 from collector.storage import repository as repo
 from collector.storage.agents import StatusOutcome
+from collector.storage.dialect import member_of
 from collector.storage.errors import RegisterOwnedElsewhere
 from collector.storage.rows import (
     AgentEventRow,
@@ -42,6 +50,7 @@ from collector.storage.rows import (
 )
 from collector.storage.schema import agents, registers
 from protocol.kkt.state import RegisterState
+from protocol.mqtt.actions import ActionResult
 from protocol.mqtt.models import (
     BirthPayload,
     EventKind,
@@ -53,6 +62,8 @@ from protocol.mqtt.models import (
     StatusPayload,
 )
 from protocol.mqtt.topics import AgentTopic
+
+log = logging.getLogger(__name__)
 
 UNKNOWN_PROTOCOL = "unknown"  # placeholder until the register's first state names its protocol
 LINK_EVENTS = {EventKind.LINK_LOST: False, EventKind.LINK_REGAINED: True}
@@ -75,6 +86,8 @@ class FreshState:
     session: int
     seq: int
     state: RegisterState
+    received_at: datetime  # the row's arrival time, and when it was polled (``agent_ts``)
+    polled_at: datetime
 
 
 @dataclass
@@ -99,11 +112,12 @@ def _newer(candidate: LatestState, current: LatestState) -> bool:
 
 
 class _Gather:
-    def __init__(self) -> None:
+    def __init__(self, history: HistoryKeeper | None) -> None:
+        self.history = history  # None: every state is a history row
         # Keyed by (register, agent): two agents claiming one register must both be checked.
         self.identities: dict[tuple[str, str], tuple[RegisterIdentity, str, datetime]] = {}
         self.event_registers: dict[str, tuple[str, datetime]] = {}
-        self.history: list[HistoryRow] = []
+        self.rows: list[HistoryRow] = []  # the states kept as history
         self.events: list[EventRow] = []
         self.agent_events: list[AgentEventRow] = []
         self.latest: dict[str, tuple[LatestState, RegisterState]] = {}
@@ -111,6 +125,7 @@ class _Gather:
         self.links: dict[str, tuple[tuple[int, int], bool, bool]] = {}
         self.seen: dict[str, tuple[datetime, int]] = {}
         self.statuses: list[tuple[str, StatusPayload, datetime]] = []
+        self.action_results: list[tuple[str, ActionResult, datetime]] = []
 
     def see(self, agent: str, at: datetime, session: int) -> None:
         previous = self.seen.get(agent)
@@ -140,18 +155,21 @@ class _Gather:
     def state(self, payload: StatePayload, received_at: datetime, *, live: bool, made_at: datetime) -> None:
         register_id = payload.register
         self.identity(register_id, payload.state, payload.state.protocol, payload.agent, received_at)
-        dumped = JsonText(payload.state.model_dump_json())  # once: history and latest share the text
-        self.history.append(
-            HistoryRow(
-                agent_id=payload.agent,
-                session=payload.session,
-                seq=payload.seq,
-                register_id=register_id,
-                ts=made_at,
-                received_at=received_at,
-                state=dumped,
+        dumped = JsonText(payload.state.model_dump_json())
+        reason = None if self.history is None else self.history.keep(register_id, payload.agent, payload.state, made_at)
+        if self.history is None or reason is not None:
+            self.rows.append(
+                HistoryRow(
+                    agent_id=payload.agent,
+                    session=payload.session,
+                    seq=payload.seq,
+                    register_id=register_id,
+                    ts=made_at,
+                    received_at=received_at,
+                    state=JsonText(history_document(payload.state)),
+                    reason=reason,
+                )
             )
-        )
         self.latest_state(
             LatestState.from_register_state(
                 register_id,
@@ -172,6 +190,8 @@ class _Gather:
     def event(self, payload: EventPayload, received_at: datetime, *, live: bool, made_at: datetime) -> None:
         register_id = payload.register
         data = {"message": payload.message, **payload.data}
+        if payload.kind is EventKind.ACTION_RESULT:
+            self.action_result(payload, received_at)
         if register_id is None:
             self.agent_events.append(AgentEventRow(
                 agent_id=payload.agent, session=payload.session, seq=payload.seq, kind=payload.kind.value,
@@ -194,6 +214,16 @@ class _Gather:
         )
         if live and payload.kind in LINK_EVENTS:
             self.link(register_id, (payload.session, payload.seq), LINK_EVENTS[payload.kind])
+        if live and payload.kind is EventKind.LINK_LOST and self.history is not None:
+            self.history.link_lost(register_id)  # the state after the return is kept (reason "link")
+
+    def action_result(self, payload: EventPayload, received_at: datetime) -> None:
+        try:
+            result = ActionResult.model_validate(payload.data)
+        except ValueError as exc:  # the event is still stored; only the lifecycle cannot use it
+            log.warning("action_result from %s without a valid result: %s", payload.agent, exc)
+            return
+        self.action_results.append((payload.agent, result, received_at))
 
     def birth(self, payload: BirthPayload, received_at: datetime) -> None:
         for device in payload.devices:
@@ -216,14 +246,18 @@ class _Gather:
                     device.state,
                 )
             self.link(device.register_id, (payload.session, payload.seq), device.link_up)
+            if not device.link_up and self.history is not None:
+                self.history.link_lost(device.register_id)
 
 
-def _gather(items: list[Decoded], outcome: WriteOutcome) -> _Gather:
-    gather = _Gather()
+def _gather(items: list[Decoded], outcome: WriteOutcome, history: HistoryKeeper | None) -> _Gather:
+    gather = _Gather(history)
     for item in items:
         payload, at = item.payload, item.inbound.received_at
         if isinstance(payload, StatusPayload):
             gather.statuses.append((payload.agent, payload, at))
+            if payload.status != "online" and history is not None:
+                history.agent_offline(payload.agent)
             continue
         if isinstance(payload, HistBatch):
             for record in payload.records:
@@ -258,13 +292,13 @@ def _missing_registers(conn: sa.Connection, claims: dict[str, tuple[str, datetim
     owners: dict[str, int] = {
         row.register_id: row.tenant_id
         for row in conn.execute(
-            sa.select(registers.c.register_id, registers.c.tenant_id).where(registers.c.register_id.in_(list(claims)))
+            sa.select(registers.c.register_id, registers.c.tenant_id).where(member_of(conn, registers.c.register_id, claims))
         )
     }
     claimants = {agent for agent, _ in claims.values()}
     tenants: dict[str, int] = {
         row.agent_id: row.tenant_id
-        for row in conn.execute(sa.select(agents.c.agent_id, agents.c.tenant_id).where(agents.c.agent_id.in_(list(claimants))))
+        for row in conn.execute(sa.select(agents.c.agent_id, agents.c.tenant_id).where(member_of(conn, agents.c.agent_id, claimants)))
     }
     for register_id, tenant_id in owners.items():
         if tenants.get(claims[register_id][0]) != tenant_id:
@@ -315,11 +349,15 @@ class RefreshCache:
         return due
 
 
-def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCache | None = None) -> WriteOutcome:
-    """Write one batch; raises the storage's typed errors (the caller retries message by message)."""
+def write_messages(
+    conn: sa.Connection, items: list[Decoded], cache: RefreshCache | None = None, history: HistoryKeeper | None = None
+) -> WriteOutcome:
+    """Write one batch; raises the storage's typed errors (the caller retries message by message).
+    ``history`` decides which states become history rows (None: all of them); like ``cache``, it
+    must be cleared when the transaction rolls back."""
     cache = cache or RefreshCache(interval=0, seen_interval=0)
     outcome = WriteOutcome()
-    gather = _gather(items, outcome)
+    gather = _gather(items, outcome, history)
     bulk.supersede_sessions(conn, outcome.births)
     # By agent (a stable sort keeps each agent's arrival order): rows are locked in key order.
     for agent, status, at in sorted(gather.statuses, key=lambda claim: claim[0]):
@@ -333,9 +371,9 @@ def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCach
     missing = [(RegisterIdentity(rid, UNKNOWN_PROTOCOL), *event_only[rid]) for rid in _missing_registers(conn, event_only)]
     # One statement pass over registers in key order, so two collectors cannot lock them crosswise.
     bulk.ensure_registers(conn, [*cache.identities_due(gather.identities), *missing])
-    records = len(gather.history) + len(gather.events) + len(gather.agent_events)
+    records = len(gather.rows) + len(gather.events) + len(gather.agent_events)
     new_agent_events = repo.insert_agent_events(conn, gather.agent_events)
-    outcome.new_records = bulk.insert_history(conn, gather.history) + repo.insert_events(conn, gather.events)
+    outcome.new_records = bulk.insert_history(conn, gather.rows) + repo.insert_events(conn, gather.events)
     outcome.new_records += new_agent_events
     if new_agent_events:
         outcome.agent_events = gather.agent_events
@@ -344,11 +382,23 @@ def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCach
     outcome.registers |= written
     for register_id in written:
         row, state = gather.latest[register_id]
-        outcome.states[register_id] = FreshState(row.agent_id, row.session, row.seq, state)
+        outcome.states[register_id] = FreshState(
+            row.agent_id, row.session, row.seq, state, row.received_at, row.agent_ts
+        )
     # A state's own upsert already set link_up; only events and births need the extra update.
     links = {rid: up for rid, (_, up, from_state) in gather.links.items() if not from_state}
     bulk.set_links(conn, links)
     outcome.registers |= set(links)
+    outcome.registers |= apply_results(conn, gather.action_results)
     due = cache.seen_due({agent: seen for agent, seen in gather.seen.items() if seen[1] > 0})
     cache.forget_seen(set(due) - bulk.mark_agents_seen(conn, due))  # skipped while busy: due next batch
+    _refresh_summaries(conn, outcome, identified | set(event_only))
     return outcome
+
+
+def _refresh_summaries(conn: sa.Connection, outcome: WriteOutcome, identified: set[str]) -> None:
+    """The register list's summary rows of what this batch changed: one statement per batch.
+    Status messages refreshed their agents' registers already (``upsert_agent_status``); a birth
+    marks its agent online in bulk, so those agents' registers are refreshed here."""
+    register_summary.refresh_registers(conn, outcome.registers | identified)
+    register_summary.refresh_agents(conn, set(outcome.births) - outcome.status_agents)

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from collector.storage.dialect import upsert_insert
 from collector.storage.errors import UnknownNode
+from collector.storage.register_summary import refresh_agents
 from collector.storage.rows import check_seq
 from collector.storage.schema import agents, nodes
 
@@ -60,6 +61,7 @@ def revoke_agent(conn: sa.Connection, agent_id: str) -> bool:
     result = conn.execute(
         sa.update(agents).where(agents.c.agent_id == agent_id).values(revoked=True, online=False)
     )
+    refresh_agents(conn, [agent_id])
     return result.rowcount > 0
 
 
@@ -91,6 +93,7 @@ def upsert_agent_status(
         .values(online=online, status_session=session, status_at=at)
     )
     if result.rowcount > 0:
+        refresh_agents(conn, [agent_id])
         return StatusOutcome.APPLIED
     exists = conn.execute(sa.select(agents.c.agent_id).where(agents.c.agent_id == agent_id)).first()
     return StatusOutcome.STALE if exists is not None else StatusOutcome.UNKNOWN_AGENT

@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from collector.storage.dialect import upsert_insert
 from collector.storage.errors import InvalidValue
+from collector.storage.register_summary import refresh_registers
 from collector.storage.rows import ALERT_STATUSES, AlertChangeRow, AlertRow, CommentRow, check_severity
 from collector.storage.schema import alert_comments, alert_history, alerts
 
@@ -46,7 +47,9 @@ def upsert_alert(conn: sa.Connection, alert: AlertRow) -> int:
         index_elements=[alerts.c.register_id, alerts.c.rule],
         set_={name: stmt.excluded[name] for name in _ALERT_FIELDS},
     ).returning(alerts.c.id)
-    return int(conn.execute(upsert).scalar_one())
+    alert_id = int(conn.execute(upsert).scalar_one())
+    refresh_registers(conn, [alert.register_id])
+    return alert_id
 
 
 def alert_from_row(row: sa.Row[Any]) -> AlertRow:

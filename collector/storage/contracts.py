@@ -1,4 +1,5 @@
-"""OFD contracts per register (activated, paid-until, tariff): input to the OFD-contract rule."""
+"""OFD contracts per register (activated, paid-until, tariff, the operator): input to the OFD-contract
+rule and to the OFD diagnosis."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ def upsert_contract(conn: sa.Connection, contract: ContractRow) -> None:
         paid_until=contract.paid_until,
         tariff=contract.tariff,
         updated_at=contract.updated_at,
+        ofd_operator=contract.ofd_operator,
     )
     conn.execute(
         stmt.on_conflict_do_update(
             index_elements=[ofd_contracts.c.register_id],
-            set_={name: stmt.excluded[name] for name in ("activated", "paid_until", "tariff", "updated_at")},
+            set_={name: stmt.excluded[name] for name in ("activated", "paid_until", "tariff", "updated_at", "ofd_operator")},
         )
     )
 

@@ -1,6 +1,11 @@
-"""The one place that picks dialect-specific SQL: INSERT … ON CONFLICT for SQLite and PostgreSQL."""
+"""The one place that picks dialect-specific SQL: INSERT … ON CONFLICT for SQLite and PostgreSQL,
+and a key-set membership test whose statement text does not depend on the number of keys."""
 
 from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -33,3 +38,17 @@ def serialize_creation(conn: sa.Connection, what: str) -> None:
     """
     if conn.dialect.name == "postgresql":
         conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(what))))
+def member_of(conn: sa.Connection, column: sa.ColumnElement[Any], values: Iterable[str | int]) -> sa.ColumnElement[bool]:
+    """``column IN values`` with the values in one parameter: ``= ANY(array)`` on PostgreSQL,
+    ``IN (SELECT value FROM json_each(…))`` on SQLite.
+
+    Why: an ``IN`` list renders one placeholder per value, so the statement text changes with
+    every batch size; SQLAlchemy then renders it anew on every call and psycopg parses it in
+    Python (its cache keeps short texts only), which cost more than the query for a batch's
+    keys. One parameter keeps the text fixed: cached by both, prepared by the server.
+    """
+    listed = list(values)
+    if conn.dialect.name == "postgresql":
+        return column == sa.any_(sa.bindparam(None, listed, type_=postgresql.ARRAY(column.type)))
+    keys = sa.func.json_each(sa.bindparam(None, json.dumps(listed), type_=sa.Text())).table_valued("value")
+    return column.in_(sa.select(keys.c.value).scalar_subquery())

@@ -10,9 +10,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from collector.storage import partitions
 from collector.storage.bounds import check_fits, clip, column_limit
 from collector.storage.dialect import upsert_insert
 from collector.storage.errors import AgentRevoked, RegisterOwnedElsewhere, UnknownAgent
+from collector.storage.register_summary import refresh_registers
 from collector.storage.rows import (
     AgentEventRow,
     DeadLetterRow,
@@ -44,6 +46,9 @@ def _insert_new(conn: sa.Connection, table: sa.Table, values: list[dict[str, Any
     """
     if not values:
         return 0
+    if conn.dialect.name == "postgresql" and table.name in partitions.PARTITIONED:
+        fresh = partitions.unseen(conn, table, values)
+        return len(conn.execute(sa.insert(table).returning(table.c.id), fresh).all()) if fresh else 0
     stmt = (
         upsert_insert(conn, table)
         .on_conflict_do_nothing(index_elements=[table.c.agent_id, table.c.session, table.c.seq])
@@ -67,7 +72,7 @@ def _envelope(row: HistoryRow | EventRow | AgentEventRow) -> dict[str, Any]:
 
 def insert_history(conn: sa.Connection, rows: Iterable[HistoryRow]) -> int:
     """Append state messages to the history; duplicates (same agent, session, seq) are dropped."""
-    values = [{**_envelope(r), "state": dict(r.state)} for r in rows]
+    values = [{**_envelope(r), "state": dict(r.state), "reason": r.reason} for r in rows]
     return _insert_new(conn, state_history, values)
 
 
@@ -138,7 +143,10 @@ def upsert_latest_state(conn: sa.Connection, row: LatestState) -> bool:
         set_=updates,
         where=sa.or_(later_in_same_agent, later_from_other_agent),
     ).returning(register_state.c.register_id)
-    return conn.execute(upsert).first() is not None
+    written = conn.execute(upsert).first() is not None
+    if written:
+        refresh_registers(conn, [row.register_id])
+    return written
 
 
 def set_register_evaluation(conn: sa.Connection, register_id: str, evaluation: RegisterEvaluation) -> bool:
@@ -148,6 +156,7 @@ def set_register_evaluation(conn: sa.Connection, register_id: str, evaluation: R
         .where(register_state.c.register_id == register_id)
         .values(_evaluation_values(evaluation))
     )
+    refresh_registers(conn, [register_id])
     return result.rowcount > 0
 
 
@@ -156,6 +165,7 @@ def set_link_up(conn: sa.Connection, register_id: str, link_up: bool) -> bool:
     result = conn.execute(
         sa.update(register_state).where(register_state.c.register_id == register_id).values(link_up=link_up)
     )
+    refresh_registers(conn, [register_id])
     return result.rowcount > 0
 
 
@@ -288,3 +298,4 @@ def ensure_register(
     ).returning(registers.c.register_id)
     if conn.execute(upsert).first() is None:
         raise RegisterOwnedElsewhere(f"register {identity.register_id!r} belongs to another tenant")
+    refresh_registers(conn, [identity.register_id])

@@ -13,8 +13,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from collector.storage.alert_store import alert_from_row, check_alert_status
 from collector.storage.errors import InvalidValue
+from collector.storage.ranks import CANNOT_SELL as CANNOT_SELL
+from collector.storage.ranks import UNKNOWN_SELL_RANK as UNKNOWN_SELL_RANK
+from collector.storage.ranks import severity_rank as severity_rank
 from collector.storage.rows import (
-    SEVERITY_LEVELS,
     AgentEventRow,
     AlertRow,
     EventRow,
@@ -28,7 +30,6 @@ from collector.storage.schema import (
     alerts,
     events,
     nodes,
-    ofd_contracts,
     register_state,
     register_tags,
     registers,
@@ -40,18 +41,7 @@ from collector.storage.scope import Scope, agent_visible, in_subtree, register_v
 # ok = no active alert, problem = at least one active alert, offline = the agent is offline or
 # it cannot talk to the register.
 REGISTER_STATUSES: tuple[str, ...] = ("ok", "problem", "offline")
-# Rank of a register with no verdict yet (never reported): sorts with the unknown. Storage does not
-# import the alert model; tests/collector/test_sell_order.py checks it equals alerts.UNKNOWN_RANK.
-UNKNOWN_SELL_RANK = 1
-CANNOT_SELL = "cannot_sell"  # register_state.sell_status of a register that cannot sell now
-REGISTER_SORTS: tuple[str, ...] = ("time_to_block", "severity", "register", "store", "last_seen")
 MAX_PAGE = 10_000
-
-
-def severity_rank(column: ColumnElement[Any]) -> ColumnElement[int]:
-    return sa.case(
-        {label: rank for rank, label in enumerate(SEVERITY_LEVELS, start=1)}, value=column, else_=0
-    )
 
 
 def _check_page(limit: int, offset: int) -> None:
@@ -65,20 +55,6 @@ def _check_severities(severities: Collection[str] | None) -> list[str] | None:
     for label in severities:
         check_severity(label)
     return list(severities)
-
-
-def _active_alert_exists(rule: str | None = None) -> ColumnElement[bool]:
-    """The register has an active alert (of ``rule``).
-
-    Written as ``IN (uncorrelated subquery)``, not a correlated EXISTS: SQLite, without statistics,
-    ran the EXISTS through the (status, severity) index once per register — 10 000 registers with
-    1 000 active alerts took 1.6 s — while the IN list is built once (3 ms). ``alerts.register_id``
-    is NOT NULL, so the negation (NOT IN) is exact too.
-    """
-    query = sa.select(alerts.c.register_id).where(alerts.c.status == "active")
-    if rule is not None:
-        query = query.where(alerts.c.rule == rule)
-    return registers.c.register_id.in_(query)
 
 
 REGISTER_FROM = (
@@ -116,150 +92,6 @@ REGISTER_COLUMNS = (
 )
 
 
-def sell_status_is(status: str) -> ColumnElement[bool]:
-    """Registers whose verdict has this status; a register never evaluated counts as unknown."""
-    if status == "unknown":
-        return sa.or_(register_state.c.sell_status.is_(None), register_state.c.sell_status == status)
-    return register_state.c.sell_status == status
-
-
-def ofd_not_activated() -> ColumnElement[bool]:
-    """Registers whose OFD contract is recorded but was never activated."""
-    return (
-        sa.select(ofd_contracts.c.register_id)
-        .where(ofd_contracts.c.register_id == registers.c.register_id, ofd_contracts.c.activated.is_(False))
-        .exists()
-    )
-
-
-def register_filters(
-    scope: Scope,
-    *,
-    status: str | None,
-    severities: Collection[str] | None,
-    rule: str | None,
-    node_id: int | None,
-    tag: str | None,
-    search: str | None,
-) -> list[ColumnElement[bool]]:
-    conditions = [register_visible(scope)]
-    if status is not None:
-        if status not in REGISTER_STATUSES:
-            raise InvalidValue(
-                f"unknown register status {status!r}; expected one of {', '.join(REGISTER_STATUSES)}"
-            )
-        if status == "ok":
-            conditions.append(~_active_alert_exists())
-        elif status == "problem":
-            conditions.append(_active_alert_exists())
-        else:
-            conditions.append(sa.or_(agents.c.online.is_(False), register_state.c.link_up.is_(False)))
-    checked = _check_severities(severities)
-    if checked is not None:
-        conditions.append(register_state.c.worst_severity.in_(checked))
-    if rule is not None:
-        conditions.append(_active_alert_exists(rule))
-    if node_id is not None:
-        conditions.append(in_subtree(registers.c.node_id, node_id))
-    if tag is not None:
-        tagged = (
-            sa.select(register_tags.c.register_id)
-            .join(tags, tags.c.id == register_tags.c.tag_id)
-            .where(
-                register_tags.c.register_id == registers.c.register_id,
-                tags.c.tenant_id == registers.c.tenant_id,
-                tags.c.name == tag,
-            )
-        )
-        conditions.append(tagged.exists())
-    if search is not None and search.strip():
-        conditions.append(_search_matches(search.strip().lower()))
-    return conditions
-
-
-def _search_matches(term: str) -> ColumnElement[bool]:
-    """Substring of the id, serial, RNM, ФН serial or store name, in any case.
-
-    Both sides are lowered (PostgreSQL's lower() and our Unicode lower() on SQLite fold Cyrillic),
-    but only where it can matter: store names are matched once per store, not once per register,
-    and a term without letters (serials, РНМ and ФН numbers are digits) needs no folding at all —
-    the per-row lower() calls were most of a search's time on 10 000 registers.
-    """
-    in_store_names = registers.c.node_id.in_(
-        sa.select(nodes.c.id).where(sa.func.lower(nodes.c.name).contains(term, autoescape=True))
-    )
-    identifiers = (registers.c.register_id, registers.c.serial, registers.c.rnm, registers.c.fn_serial)
-    if not term.isascii():  # ids follow the MQTT id pattern and numbers are digits: Cyrillic is a store name
-        return in_store_names
-    if term.upper() == term:
-        in_identifiers = [column.contains(term, autoescape=True) for column in identifiers]
-    else:
-        in_identifiers = [sa.func.lower(column).contains(term, autoescape=True) for column in identifiers]
-    return sa.or_(*in_identifiers, in_store_names)
-
-
-def register_order(sort: str) -> list[ColumnElement[Any]]:
-    # Cannot sell now first, then unknown (never reported or stale: rank 1), then by time left.
-    by_block = [
-        sa.func.coalesce(register_state.c.sell_rank, UNKNOWN_SELL_RANK).asc(),
-        sa.nulls_last(register_state.c.blocks_at.asc()),
-    ]
-    by_severity = severity_rank(register_state.c.worst_severity).desc()
-    orders: dict[str, list[ColumnElement[Any]]] = {
-        "time_to_block": [*by_block, by_severity],
-        "severity": [by_severity, *by_block],
-        "register": [],
-        "store": [sa.nulls_last(nodes.c.name.asc())],
-        "last_seen": [registers.c.last_seen.desc()],
-    }
-    if sort not in orders:
-        raise InvalidValue(f"unknown sort {sort!r}; expected one of {', '.join(REGISTER_SORTS)}")
-    return [*orders[sort], registers.c.register_id.asc()]  # the id makes paging stable
-
-
-def _register_row(row: sa.RowMapping, **extra: Any) -> RegisterRow:
-    return RegisterRow(**row, **extra)
-
-
-def list_registers(
-    conn: sa.Connection,
-    scope: Scope,
-    *,
-    status: str | None = None,
-    severities: Collection[str] | None = None,
-    rule: str | None = None,
-    node_id: int | None = None,
-    tag: str | None = None,
-    search: str | None = None,
-    sort: str = "time_to_block",
-    limit: int = 100,
-    offset: int = 0,
-) -> tuple[list[RegisterRow], int]:
-    """One page of the registers in scope that match every given filter, and the total count.
-
-    ``status``: one of ``REGISTER_STATUSES``; ``severities``: worst active severity in this set;
-    ``rule``: has an active alert of this rule; ``node_id``: in this node's subtree; ``tag``: tag
-    name; ``search``: substring of the id, serial, RNM, ФН serial or store name (any case).
-    """
-    _check_page(limit, offset)
-    conditions = register_filters(
-        scope, status=status, severities=severities, rule=rule, node_id=node_id, tag=tag, search=search
-    )
-    order = register_order(sort)
-    total = conn.execute(
-        sa.select(sa.func.count()).select_from(REGISTER_FROM).where(*conditions)
-    ).scalar_one()
-    page = conn.execute(
-        sa.select(*REGISTER_COLUMNS)
-        .select_from(REGISTER_FROM)
-        .where(*conditions)
-        .order_by(*order)
-        .limit(limit)
-        .offset(offset)
-    )
-    return [_register_row(r._mapping) for r in page], int(total)
-
-
 def get_register(conn: sa.Connection, scope: Scope, register_id: str) -> RegisterRow | None:
     """The register with its latest state and tags; None when it does not exist or is out of scope."""
     row = conn.execute(
@@ -275,7 +107,7 @@ def get_register(conn: sa.Connection, scope: Scope, register_id: str) -> Registe
         .where(register_tags.c.register_id == register_id)
         .order_by(tags.c.name)
     ).scalars()
-    return _register_row(row._mapping, tags=tuple(tag_names))
+    return RegisterRow(**row._mapping, tags=tuple(tag_names))
 
 
 def find_registers(conn: sa.Connection, scope: Scope, identifier: str, *, limit: int = 20) -> list[tuple[str, str | None]]:
@@ -427,13 +259,3 @@ def state_history(
     query = _register_records(history_table, HistoryRow, scope, register_id, since, until)
     query = query.order_by(history_table.c.ts.asc(), history_table.c.id.asc()).limit(limit).offset(offset)
     return [HistoryRow(**r._mapping) for r in conn.execute(query)]
-
-
-# Building blocks for queries elsewhere in the collector (the web layer extends the register list);
-# the underscore names are what it first imported, kept as aliases.
-_REGISTER_FROM = REGISTER_FROM
-_REGISTER_COLUMNS = REGISTER_COLUMNS
-_register_filters = register_filters
-_register_order = register_order
-_severity_rank = severity_rank
-_visible_register_ids = visible_register_ids

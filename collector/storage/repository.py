@@ -49,7 +49,6 @@ from collector.storage.ingest import (
     upsert_latest_state,
 )
 from collector.storage.reads import (
-    REGISTER_SORTS,
     REGISTER_STATUSES,
     agent_in_scope,
     find_registers,
@@ -58,9 +57,10 @@ from collector.storage.reads import (
     list_agent_events,
     list_alerts,
     list_events,
-    list_registers,
     state_history,
 )
+from collector.storage.register_list import SORTS as REGISTER_SORTS
+from collector.storage.register_list import list_registers
 from collector.storage.retention import purge_dead_letters, purge_events, purge_history
 from collector.storage.rollups import node_rollups
 from collector.storage.silences import add_silence, delete_silence, silences_covering

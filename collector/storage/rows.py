@@ -84,6 +84,9 @@ class HistoryRow:
     ts: datetime  # the agent's envelope timestamp
     received_at: datetime
     state: Mapping[str, Any]
+    # Why the collector kept it (collector/ingest/history_policy.py); None: stored before the
+    # history policy, or written with every state kept.
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +283,7 @@ class ContractRow:
     paid_until: date | None
     tariff: str | None
     updated_at: datetime
+    ofd_operator: str | None = None  # the contracted OFD (an ``ofd_operators`` key); None = not known
 
 
 @dataclass(frozen=True, slots=True)

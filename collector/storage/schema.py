@@ -144,27 +144,77 @@ register_state = sa.Table(
     sa.Index(None, "worst_severity"),
 )
 
+
+def _history_keys() -> list[sa.SchemaItem]:
+    """Keys of a history table (``state_history``, ``events``). On PostgreSQL the table is
+    partitioned by day of ``ts`` (``collector.storage.partitions``): a unique key or primary key
+    would have to include ``ts``, so (agent, session, seq) is a plain index there and ingest skips
+    duplicates with ``NOT EXISTS`` (``collector.ingest.pg_rows``); retention drops days, so the
+    ``ts``/``received_at`` indexes are SQLite's only. ``id`` is then a sequence-filled column, no key."""
+    sqlite, postgresql = {"dialect": "sqlite"}, {"dialect": "postgresql"}
+    return [
+        sa.PrimaryKeyConstraint("id").ddl_if(**sqlite),
+        sa.UniqueConstraint("agent_id", "session", "seq").ddl_if(**sqlite),
+        sa.Index(None, "agent_id", "session", "seq").ddl_if(**postgresql),
+        sa.Index(None, "register_id", "ts"),
+        sa.Index(None, "ts").ddl_if(**sqlite),
+        sa.Index(None, "received_at").ddl_if(**sqlite),  # retention goes by the collector's clock, never the agent's
+    ]
+
+# One narrow row per register with what the register list, the dashboard counters and the tree
+# filter and sort on, so they read one indexed table instead of joining four. Kept by
+# ``collector.storage.register_summary`` in the transaction that changes a source row (registers,
+# register_state, agents.online, alerts). Sort keys are NOT NULL and ascending, so a page can
+# resume after a row-value cursor: ``block_order`` is blocks_at with "no stop ahead" as a far
+# future, ``severity_order`` is 0 for the worst severity up to the number of levels for none.
+register_summary = sa.Table(
+    "register_summary",
+    metadata,
+    sa.Column("register_id", sa.String(100), _register_fk(), primary_key=True),
+    sa.Column("tenant_id", sa.Integer, nullable=False),
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="SET NULL"), nullable=True),
+    # The node's materialised path, byte-ordered on both backends: a subtree is one range of it.
+    sa.Column("node_path", sa.String(1000).with_variant(sa.String(1000, collation="C"), "postgresql"), nullable=True),
+    sa.Column("protocol", sa.String(30), nullable=False),
+    sa.Column("search_text", sa.String(240), nullable=False),  # lowered id, serial, РНМ, ФН number
+    sa.Column("sell_rank", sa.SmallInteger, nullable=False),
+    sa.Column("sell_status", sa.String(20), nullable=True),
+    sa.Column("block_order", UtcDateTime, nullable=False),
+    sa.Column("severity_order", sa.SmallInteger, nullable=False),
+    sa.Column("worst_severity", sa.String(20), nullable=True),
+    sa.Column("problem", sa.Boolean, nullable=False),  # has an active alert
+    sa.Column("agent_online", sa.Boolean, nullable=True),  # NULL: no such agent
+    sa.Column("link_up", sa.Boolean, nullable=True),
+    sa.Column("shift_status", sa.String(20), nullable=True),
+    sa.Index("ix_register_summary_by_block", "tenant_id", "sell_rank", "block_order", "severity_order", "register_id"),
+    sa.Index("ix_register_summary_by_severity", "tenant_id", "severity_order", "sell_rank", "block_order", "register_id"),
+    sa.Index(None, "node_id"),
+    sa.Index(None, "tenant_id", "node_path"),
+)
+
 state_history = sa.Table(
     "state_history",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=False),
     sa.Column("agent_id", sa.String(100), nullable=False),
     sa.Column("session", sa.BigInteger, nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("register_id", sa.String(100), _register_fk(), nullable=False),
     sa.Column("ts", UtcDateTime, nullable=False),
     sa.Column("received_at", UtcDateTime, nullable=False),
-    sa.Column("state", json_document(), nullable=False),
-    sa.UniqueConstraint("agent_id", "session", "seq"),
-    sa.Index(None, "register_id", "ts"),
-    sa.Index(None, "ts"),
-    sa.Index(None, "received_at"),  # retention goes by the collector's clock, never the agent's
+    # Since revision 0016 the slim history document (collector.ingest.history_policy), before it the
+    # full state. Plain ``json`` on PostgreSQL too: stored as the text ingest made (~25 % smaller
+    # than jsonb for these small documents), never queried inside.
+    sa.Column("state", sa.JSON(), nullable=False),
+    sa.Column("reason", sa.String(50), nullable=True),  # why the history policy kept it
+    *_history_keys(),
+    postgresql_partition_by="RANGE (ts)",
 )
 
 events = sa.Table(
     "events",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True),
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), nullable=False),
     sa.Column("agent_id", sa.String(100), nullable=False),
     sa.Column("session", sa.BigInteger, nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
@@ -173,10 +223,8 @@ events = sa.Table(
     sa.Column("ts", UtcDateTime, nullable=False),
     sa.Column("received_at", UtcDateTime, nullable=False),
     sa.Column("data", json_document(), nullable=False),
-    sa.UniqueConstraint("agent_id", "session", "seq"),
-    sa.Index(None, "register_id", "ts"),
-    sa.Index(None, "ts"),
-    sa.Index(None, "received_at"),  # retention goes by the collector's clock, never the agent's
+    *_history_keys(),
+    postgresql_partition_by="RANGE (ts)",
 )
 
 # Events about an agent rather than one of its registers: ``outbox_gap`` (states its full outbox
@@ -269,6 +317,7 @@ ofd_contracts = sa.Table(
     sa.Column("paid_until", sa.Date, nullable=True),
     sa.Column("tariff", sa.String(200), nullable=True),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("ofd_operator", sa.String(40), nullable=True),  # collector.alerts.ofd_operators key
 )
 
 # Exactly one of node_id / register_id: a maintenance window on a subtree or on one register.
@@ -312,4 +361,34 @@ ingest_marks = sa.Table(
     sa.Column("agent_id", sa.String(100), primary_key=True),
     sa.Column("session", sa.BigInteger, primary_key=True),
     sa.Column("max_seq", sa.BigInteger, nullable=False),
+)
+
+# Remote actions on a register (collector.actions): one row per command, its id the command id the
+# agent echoes. ``open_for`` holds the register id while the action is not final and NULL after,
+# so the unique constraint allows one unfinished action per register even under concurrent requests.
+register_actions = sa.Table(
+    "register_actions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    _tenant_column(),
+    sa.Column("register_id", sa.String(100), _register_fk(), nullable=False),
+    sa.Column("agent_id", sa.String(100), nullable=True),  # NULL: refused by the collector, never sent
+    sa.Column("action", sa.String(30), nullable=False),
+    sa.Column("args", json_document(), nullable=False),
+    sa.Column("requested_by", sa.String(200), nullable=False),
+    sa.Column("requested_by_id", sa.Integer, nullable=True),
+    sa.Column("requested_at", UtcDateTime, nullable=False),
+    # On the collector's clock; the command carries it shifted by the agent's measured clock error.
+    sa.Column("deadline", UtcDateTime, nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("code", sa.Integer, nullable=True),
+    sa.Column("meaning", sa.Text, nullable=True),
+    sa.Column("reason", sa.String(64), nullable=True),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("bulk_id", sa.String(64), nullable=True),
+    sa.Column("open_for", sa.String(100), nullable=True),
+    sa.UniqueConstraint("open_for"),
+    sa.Index(None, "register_id", "requested_at"),
+    sa.Index(None, "status", "deadline"),
+    sa.Index(None, "bulk_id"),
 )

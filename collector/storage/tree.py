@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from collector.storage import register_summary
 from collector.storage.errors import InvalidValue, UnknownNode
 from collector.storage.schema import nodes, register_tags, registers, tags, tenants
 
@@ -49,6 +50,7 @@ def move_node(conn: sa.Connection, tenant_id: int, node_id: int, new_parent_id: 
         .values(path=sa.literal(new_path).concat(sa.func.substr(nodes.c.path, len(old_path) + 1)))
     )
     conn.execute(sa.update(nodes).where(nodes.c.id == node_id).values(parent_id=new_parent_id))
+    register_summary.refresh_subtree(conn, tenant_id, new_path)  # the list finds subtrees by path
 
 
 def _node_path(conn: sa.Connection, tenant_id: int, node_id: int) -> str:

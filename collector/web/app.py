@@ -46,6 +46,7 @@ from collector.web.problems import problem_middleware
 from collector.web.routing import CLOCK_KEY, ENGINE_KEY, OPERATIONS_KEY
 from collector.web.security_headers import add_security_headers
 from collector.web.shared.accounts import ACCOUNTS_WEB_KEY, AccountsWeb, LogMailer, SessionAuth, SessionCsrf
+from collector.web.shared.register_actions import ACTION_REQUESTED_KEY
 from collector.web.shared.zones import TENANT_ZONES_KEY, TenantZones
 
 log = logging.getLogger(__name__)
@@ -125,11 +126,13 @@ def create_app(
     pages: bool = True,
     account_service: AccountService | None = None,
     enrollment: EnrollmentService | None = None,
+    action_requested: Callable[[], None] | None = None,
 ) -> web.Application:
     """Build the app. Without ``engine`` it opens one on ``config.db_url`` and disposes of it on
     cleanup; ``broker_ready`` and ``ingest_ready`` feed ``/readyz``; ``authenticator`` replaces the config's choice;
     ``account_service`` carries the mailer of account e-mails (default: the log, built on first
-    use); ``enrollment`` adds the enrollment endpoints."""
+    use); ``enrollment`` adds the enrollment endpoints; ``action_requested`` wakes the collector's
+    action dispatcher after a remote action is requested."""
     settings = WebSettings.from_config(config)
     app = web.Application(
         middlewares=[metrics_middleware, problem_middleware, input_guard_middleware, auth_middleware],
@@ -155,6 +158,8 @@ def create_app(
     app[ACCOUNTS_WEB_KEY] = AccountsWeb(
         account_service or (lambda: _default_account_service(settings)), cookie_secure=settings.cookie_secure
     )
+    if action_requested is not None:
+        app[ACTION_REQUESTED_KEY] = action_requested
     app[OPERATIONS_KEY] = []
     app[PUBLIC_ROUTES_KEY] = set()
     add_api_routes(app, enrollment)

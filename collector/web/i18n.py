@@ -102,6 +102,7 @@ _EVENTS: dict[str, dict[str, str]] = {
         "fn_warning_cleared": "Предупреждение ФН снято",
         "outbox_gap": "Агент потерял часть данных (буфер переполнен)",
         "command_error": "Агент не выполнил команду",
+        "action_result": "Ответ агента на удалённое действие",
         "agent_reinstalled": "Агент переустановлен",
     },
     "en": {
@@ -118,6 +119,7 @@ _EVENTS: dict[str, dict[str, str]] = {
         "fn_warning_cleared": "ФН warning cleared",
         "outbox_gap": "Agent dropped data (outbox full)",
         "command_error": "Agent could not run a command",
+        "action_result": "Agent's answer to a remote action",
         "agent_reinstalled": "Agent reinstalled",
     },
 }

@@ -26,10 +26,12 @@ start, written as signed durations (``"10d"``, ``"-23h40m"``, ``"+30s"``). Examp
 ``shift_number`` (of the open shift, else of the last closed one), ``receipts`` (sold at start in
 the open shift), ``unsent = {count, oldest}`` (``count`` is what the register reports at start,
 this shift's open report and receipts included), ``ofd_connected``, ``paper``, ``cover_open``,
-``documents_left``, ``fn_memory_full``, ``critical_error``, and the identity strings ``serial``,
+``documents_left``, ``fn_memory_full``, ``critical_error``, the OFD diagnosis keys ``ofd_acks``
+(false: the OFD takes documents but sends no receipts), ``autonomous`` (registered in autonomous
+mode: no OFD exchange), ``ofd_host``/``ofd_port`` (table 19: where the register sends), and the identity strings ``serial``,
 ``rnm``, ``inn``, ``model_name``, ``fn_serial``, ``ffd_version`` ("1.05", "1.1" or "1.2"). ``start`` (top level) pins the register clock's
 start. Timeline actions: see :data:`ACTIONS` (``sell`` takes ``count``/``amount``,
-``replace_fn`` takes ``serial``/``valid_for``).
+``replace_fn`` takes ``serial``/``valid_for``, ``ofd_server`` takes ``ofd_host``/``ofd_port``).
 
 Shipped scenarios live in ``firmware_sim/scenarios/``; :func:`load_scenario` takes a name
 or a path. Bad files raise :class:`ScenarioError` naming the file and the offending key.

@@ -33,6 +33,12 @@ def _flag(attr: str, value: bool, text: str) -> Callable[[RegisterModel, dict[st
     return apply
 
 
+def _ofd_server(model: RegisterModel, p: dict[str, Any]) -> str:
+    model.ofd_host = p.get("ofd_host", model.ofd_host)
+    model.ofd_port = p.get("ofd_port", model.ofd_port)
+    return f"OFD server set to {model.ofd_host}:{model.ofd_port}"
+
+
 def open_shift(model: RegisterModel, _: dict[str, Any]) -> str:
     document = model.open_shift()
     return f"shift {model.shift_number} opened, FD {document.number}"
@@ -56,6 +62,9 @@ ACTIONS: dict[str, tuple[frozenset[str], Callable[[RegisterModel, dict[str, Any]
     "cover_close": (frozenset(), _flag("cover_open", False, "cover closed")),
     "ofd_down": (frozenset(), _flag("ofd_connected", False, "OFD unreachable")),
     "ofd_up": (frozenset(), _flag("ofd_connected", True, "OFD reachable")),
+    "ofd_stops_acking": (frozenset(), _flag("ofd_acks", False, "OFD stops sending receipts")),
+    "ofd_acks": (frozenset(), _flag("ofd_acks", True, "OFD sends receipts again")),
+    "ofd_server": (frozenset({"ofd_host", "ofd_port"}), _ofd_server),
     "critical_error": (frozenset(), _flag("critical_error", True, "ФН critical error")),
     "fn_memory_full": (frozenset(), fn_memory_full),
     "sell": (frozenset({"count", "amount"}), _sell),

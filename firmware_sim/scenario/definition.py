@@ -67,6 +67,10 @@ def _build_model(scenario: Scenario, clock: Callable[[], datetime]) -> RegisterM
     valid_until: date = (start + parse_duration(s.get("fn_valid_for", "450d"))).date()
     model = RegisterModel(clock=clock, fn_valid_until=valid_until, **identity)
     # open_shift() numbers the new shift last + 1, so step back when the file names the open one.
+    model.autonomous = s.get("autonomous", False)  # before any document: an autonomous ФН queues none
+    model.ofd_acks = s.get("ofd_acks", True)
+    model.ofd_host = s.get("ofd_host", model.ofd_host)
+    model.ofd_port = s.get("ofd_port", model.ofd_port)
     model.shift_number = max(s.get("shift_number", 1 if "shift_opened" in s else 0) - ("shift_opened" in s), 0)
     # Unsent documents first: they are the oldest entries of the OFD queue, whose head the ФН reports.
     if "unsent" in s:

@@ -24,6 +24,7 @@ _STATE_KEYS = frozenset(
         "fn_valid_for", "fn_phase", "shift_opened", "shift_number", "receipts", "unsent",
         "ofd_connected", "paper", "cover_open", "documents_left", "fn_memory_full",
         "critical_error", "serial", "rnm", "inn", "model_name", "fn_serial", "ffd_version",
+        "ofd_acks", "autonomous", "ofd_host", "ofd_port",
     }
 )
 _LIFE_KEYS = frozenset({"sell_every", "ofd_drain_every", "amount", "opens", "closes"})
@@ -136,14 +137,28 @@ def _time_of_day(table: dict[str, Any], key: str) -> time | None:
     return time(int(match["h"]), int(match["m"]))
 
 
+def _ofd_server(table: dict[str, Any], prefix: str) -> None:
+    """``ofd_host`` (a name or address, ≤ 64 bytes) and ``ofd_port`` (1..65535), where given."""
+    host = table.get("ofd_host", "localhost")
+    if not isinstance(host, str) or not host or len(host.encode("cp1251", errors="replace")) > 64:
+        raise ScenarioError(f"{prefix}ofd_host: expected a host name up to 64 characters, got {host!r}")
+    if "ofd_port" in table:
+        _int(table, "ofd_port", prefix, default=0, minimum=1)
+        if table["ofd_port"] > 0xFFFF:
+            raise ScenarioError(f"{prefix}ofd_port: expected a TCP port 1..65535, got {table['ofd_port']!r}")
+
+
 def _validate_state(state: dict[str, Any]) -> None:
     for key in ("fn_valid_for", "shift_opened"):
         if key in state:
             parse_duration(state[key], f"state.{key}")
     if "shift_opened" in state and parse_duration(state["shift_opened"]) > timedelta(0):
         raise ScenarioError("state.shift_opened: must be in the past (e.g. \"-23h40m\")")
-    for key in ("ofd_connected", "paper", "cover_open", "fn_memory_full", "critical_error"):
+    for key in ("ofd_connected", "paper", "cover_open", "fn_memory_full", "critical_error", "ofd_acks", "autonomous"):
         _bool(state, key, "state.")
+    _ofd_server(state, "state.")
+    if state.get("autonomous") and "unsent" in state:
+        raise ScenarioError("state.unsent: an autonomous register sends nothing to an OFD, so nothing is unsent")
     for key in ("shift_number", "receipts", "documents_left"):
         if key in state:
             _int(state, key, "state.", default=0)
@@ -186,4 +201,5 @@ def _timed_action(index: int, entry: Any) -> TimedAction:
             _int(params, key, f"{where}.", default=1, minimum=1)
     if "valid_for" in params:
         parse_duration(params["valid_for"], f"{where}.valid_for")
+    _ofd_server(params, f"{where}.")
     return TimedAction(at, action, params, where)

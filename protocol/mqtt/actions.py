@@ -58,6 +58,6 @@ class ActionResult(BaseModel):
     reason: str | None = Field(
         None,
         max_length=64,
-        description="machine-readable why: policy, deadline_passed, wrong_shift_state, register_error, "
-        "link_lost, unsupported, duplicate",
+        description="machine-readable why: policy, deadline_passed, deadline_missing, wrong_shift_state, register_error, "
+        "link_lost, unsupported, unknown_register, interrupted, duplicate",
     )

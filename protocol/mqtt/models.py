@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -281,6 +282,19 @@ def encode(model: BaseModel) -> bytes:
     raw = model.model_dump_json().encode()
     _check_size(raw)
     return raw
+
+
+_EPOCH = re.compile(EPOCH_PATTERN)
+
+
+def encode_ack(session: int, seq: int, epoch: str | None = None) -> bytes:
+    """``encode(AckPayload(session=…, seq=…, epoch=…))`` byte for byte, without building the model:
+    the collector sends one per agent and batch. Out-of-contract values go through the model,
+    which refuses them with its own error."""
+    if not (1 <= session <= UINT64_MAX and 0 <= seq <= UINT64_MAX) or (epoch is not None and not _EPOCH.fullmatch(epoch)):
+        return encode(AckPayload(session=session, seq=seq, epoch=epoch))
+    tail = b"}" if epoch is None else b',"epoch":"' + epoch.encode() + b'"}'
+    return b'{"v":%d,"session":%d,"seq":%d' % (SCHEMA_VERSION, session, seq) + tail
 
 
 def _check_size(raw: bytes) -> None:

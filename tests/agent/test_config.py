@@ -10,6 +10,7 @@ from agent.commands.config_check import add_parser as add_config_check
 from agent.commands.config_check import redacted
 from agent.commands.run import add_parser as add_run
 from agent.config import ConfigError, load_config, parse_device_spec
+from protocol.mqtt.actions import ActionName
 
 EXAMPLE = Path(__file__).parents[2] / "packaging" / "agent.toml.example"
 
@@ -200,3 +201,48 @@ def test_unknown_protocol_is_named() -> None:
     assert problems_of(exc)[0].startswith("devices[1].protocol:") and "atol, atol2, shtrih, shtrih-alt" in problems_of(exc)[0]
     raw["devices"][1]["protocol"] = "ATOL"
     assert load_config(None, env={}, overrides=raw).devices[1].protocol == "atol"
+
+
+def test_remote_actions_default_to_the_read_only_ones(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD), env={})
+    assert config.actions.enabled and set(config.actions.allow) == {"check_now", "x_report"}
+    assert config.actions.allows(ActionName.X_REPORT) and not config.actions.allows(ActionName.CLOSE_SHIFT)
+    assert set(load_config(EXAMPLE, env={}).actions.allow) == {"check_now", "x_report"}
+
+
+def test_remote_actions_from_file_environment_and_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.commands.run import config_from_args
+
+    path = write(tmp_path, GOOD + '\n[actions]\nallow = ["check_now", "close_shift"]\n')
+    assert load_config(path, env={}).actions.allows(ActionName.CLOSE_SHIFT)
+    env = {"KASSA_AGENT_ACTIONS_ALLOW": "x_report, set_datetime", "KASSA_AGENT_ACTIONS_ENABLED": "false"}
+    from_env = load_config(path, env=env).actions
+    assert from_env.allow == [ActionName.X_REPORT, ActionName.SET_DATETIME] and not from_env.enabled
+    assert not from_env.allows(ActionName.X_REPORT)  # switched off wins over the list
+    monkeypatch.delenv("KASSA_AGENT_CONFIG", raising=False)
+    monkeypatch.delenv("KASSA_AGENT_ACTIONS_ALLOW", raising=False)
+    args = _cli(["run", "--config", str(path), "--allow-actions", "reboot", "--no-remote-actions"])
+    from_flags = config_from_args(args).actions  # type: ignore[arg-type]
+    assert from_flags.allow == [ActionName.REBOOT] and not from_flags.enabled
+
+
+def test_an_unknown_action_name_names_its_key(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD + '\n[actions]\nallow = ["check_now", "format_disk"]\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, env={})
+    assert problems_of(exc)[0].startswith("actions.allow[1]:")
+
+
+def test_fallback_broker_urls_give_the_nodes_in_order_and_share_one_scheme() -> None:
+    config = load_config(None, env={}, overrides={
+        "agent_id": "pos-1",
+        "broker": {"url": "mqtt://n1:1883", "fallback_urls": ["mqtt://n2", "mqtt://n3:1884"]},
+        "devices": [{"protocol": "shtrih", "url": "sim://x"}],
+    })
+    assert config.broker.endpoints() == [("n1", 1883), ("n2", 1883), ("n3", 1884)]
+    with pytest.raises(ConfigError, match="same scheme"):
+        load_config(None, env={}, overrides={
+            "agent_id": "pos-1",
+            "broker": {"url": "mqtts://n1:8883", "fallback_urls": ["mqtt://n2"]},
+            "devices": [{"protocol": "shtrih", "url": "sim://x"}],
+        })

@@ -24,7 +24,7 @@ from collector.accounts.passwords import FAST_TEST_COST, Passwords
 from collector.accounts.rights import Role
 from collector.accounts.service import AccountService, AccountSettings, SignUp, create_user
 from collector.accounts.tree import create_node
-from collector.storage import create_engine_from_url, migrate
+from collector.storage import create_engine_from_url, migrate, register_summary
 from collector.storage.schema import registers
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -123,6 +123,7 @@ def add_register(conn: sa.Connection, tenant_id: int, node_id: int | None, regis
             last_seen=T0,
         )
     )
+    register_summary.refresh_registers(conn, [register_id])  # inserted by hand, not through the writer
     return register_id
 
 

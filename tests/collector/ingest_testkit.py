@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from collector.ingest.batcher import WriterSettings
 from collector.ingest.consumer import InboundMessage
 from protocol.kkt.state import FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
 from protocol.mqtt.models import (
@@ -38,6 +39,9 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # importlib mode: tests/dbki
 import dbkit
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+# For tests of what is stored per message (dedup, replays, epochs), not of which states the history
+# policy keeps (tests/collector/test_history_policy.py): every state becomes a history row.
+EVERY_STATE = WriterSettings(history=None)
 REGISTER_CLOCK = datetime(2026, 11, 28, 12, 0)  # naive register local time at T0
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 
@@ -192,9 +196,9 @@ class FakeDownlink:
     acked: list[InboundMessage] = field(default_factory=list)
     published: list[tuple[str, bytes]] = field(default_factory=list)
 
-    def ack(self, message: InboundMessage) -> bool:
-        self.acked.append(message)
-        return True
+    def ack(self, messages: Sequence[InboundMessage]) -> int:
+        self.acked.extend(messages)
+        return len(messages)
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         self.published.append((topic, payload))

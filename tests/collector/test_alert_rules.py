@@ -23,6 +23,7 @@ from collector.alerts.rules import (
     fn_not_fiscal,
     fn_validity,
     format_duration,
+    format_hours,
     kep_validity,
     ofd_backlog,
     ofd_contract,
@@ -353,8 +354,8 @@ def test_shift_ladder(age: timedelta, expected: Severity | None) -> None:
 def test_shift_message() -> None:
     condition = shift_too_long(shift_input(23 * HOUR + 40 * MIN), THR)
     assert condition is not None and condition.message == "Смена открыта 23 ч 40 мин; блокировка через 20 мин"
-    past = shift_too_long(shift_input(25 * HOUR + 10 * MIN), THR)  # hours past a day, as the «Продажи» column
-    assert past is not None and past.message == "Смена открыта 25 ч; блокировка 1 ч 10 мин назад"
+    past = shift_too_long(shift_input(25 * HOUR + 10 * MIN), THR)  # the two durations agree to the minute
+    assert past is not None and past.message == "Смена открыта 25 ч 10 мин; блокировка 1 ч 10 мин назад"
 
 
 @pytest.mark.parametrize(
@@ -586,6 +587,19 @@ def test_naive_times_are_refused_with_a_typed_error() -> None:
 )
 def test_format_duration(value: timedelta, text: str) -> None:
     assert format_duration(value) == text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (23 * HOUR + 40 * MIN, "23 ч 40 мин"),
+        (24 * HOUR + 56 * MIN, "24 ч 56 мин"),  # beside «блокировка 56 мин назад»
+        (25 * HOUR, "25 ч"),
+        (80 * HOUR, "3 дн. 8 ч"),
+    ],
+)
+def test_format_hours_keeps_minutes_until_days(value: timedelta, text: str) -> None:
+    assert format_hours(value) == text
 
 
 _TIMES = st.datetimes(min_value=datetime(2000, 1, 1), max_value=datetime(2099, 12, 31))

@@ -109,3 +109,21 @@ def _free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def test_a_nats_broker_means_competing_consumers_and_takes_fallback_nodes() -> None:
+    config = load_config(overrides={
+        "broker_url": "nats://n1:4222", "broker_fallback_urls": ["nats://n2:4222", "nats://n3:4222"],
+    })
+    assert config.broker_urls == ["nats://n1:4222", "nats://n2:4222", "nats://n3:4222"]
+    assert config.competing_consumers and not writer_settings(config).contiguous_acks
+    assert not load_config(overrides={"broker_url": "mqtt://h:1883"}).competing_consumers
+    with pytest.raises(CollectorConfigError, match="broker_fallback_urls"):
+        load_config(overrides={"broker_url": "mqtt://h:1883", "broker_fallback_urls": ["mqtt://h2:1883"]})
+
+
+def test_shipped_cluster_collector_example_is_valid() -> None:
+    example = Path(__file__).parents[2] / "packaging" / "nats" / "collector.toml.example"
+    config = load_config(example, overrides={"broker_password": "from-secrets-env"})
+    assert config.competing_consumers and len(config.broker_urls) == 3
+    assert config.enroll_backend == "nats" and config.enrollment_enabled

@@ -12,8 +12,9 @@ import sqlalchemy as sa
 
 from collector.alerts import RuleInput, Thresholds, evaluate_all
 from collector.ingest.batcher import IngestWriter
-from collector.ingest.engine import AlertEngine
-from collector.ingest.rule_inputs import rule_inputs_key
+from collector.ingest.engine import AlertEngine, EvaluationWorker
+from collector.ingest.rule_inputs import DRIFT, rule_inputs_key, same_verdict, with_state
+from collector.ingest.writes import FreshState
 from collector.storage.schema import register_state
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make the helper next to us importable
@@ -76,13 +77,80 @@ def test_arrival_time_counts_when_the_poll_time_is_unknown() -> None:
     )
 
 
+def test_times_may_drift_a_little_since_the_last_evaluation() -> None:
+    base = _input()
+    assert base.agent_last_seen is not None and base.state is not None and base.state.register_clock is not None
+    seen_later = replace(base, agent_last_seen=base.agent_last_seen + DRIFT)
+    assert same_verdict(rule_inputs_key(base), rule_inputs_key(seen_later))
+    assert not same_verdict(rule_inputs_key(base), rule_inputs_key(replace(seen_later, agent_last_seen=T0 + 2 * DRIFT)))
+    clock_slips = _input(register_clock=base.state.register_clock + DRIFT / 2)
+    assert same_verdict(rule_inputs_key(base), rule_inputs_key(clock_slips))
+    clock_drifted = _input(register_clock=base.state.register_clock + timedelta(minutes=3))
+    assert not same_verdict(rule_inputs_key(base), rule_inputs_key(clock_drifted))
+    assert not same_verdict(rule_inputs_key(base), rule_inputs_key(replace(base, agent_online=False)))
+    assert not same_verdict(None, rule_inputs_key(base))
+
+
+def test_with_state_is_the_key_of_the_inputs_rebuilt() -> None:
+    base = replace(_input(), polled_at=T0)
+    assert base.state is not None
+    for state in (base.state.model_copy(update={"last_fd_number": 5}),
+                  base.state.model_copy(update={"ofd": base.state.ofd.model_copy(update={"unsent_count": 4})}),
+                  base.state.model_copy(update={"fn": base.state.fn.model_copy(update={"warning_flags": 1})})):
+        assert state is not None
+        later = T0 + timedelta(seconds=2)
+        rebuilt = replace(base, state=state, state_received_at=later, polled_at=later, agent_last_seen=later)
+        key = rule_inputs_key(base)
+        assert key is not None
+        assert with_state(key, state, received_at=later, polled_at=later, agent_last_seen=later, now=base.now) == (
+            rule_inputs_key(rebuilt)
+        )
+
+
 # --- the engine skipping ingest-triggered evaluations (SQLite and PostgreSQL) ------------------
 
 
-def _ingest(engine: sa.Engine, seq: int, *, unsent: int = 40, receipts: int = 3) -> None:
+def _ingest(
+    engine: sa.Engine, seq: int, *, unsent: int = 40, receipts: int = 3, writer: IngestWriter | None = None
+) -> dict[str, FreshState]:
     state = kit.register_state(unsent=unsent, oldest_unsent_age=timedelta(days=20), receipts=receipts)
+    writer = writer or IngestWriter(engine, kit.FakeDownlink())
+    result = writer.process([kit.inbound(*kit.state_msg("agent-a", "kkt-1", 1, seq, state), at=T0)])
+    return result.fresh_states
+
+
+def _statements(engine: sa.Engine) -> list[str]:
+    seen: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda _c, _cur, statement, *_rest: seen.append(statement))
+    return seen
+
+
+def test_a_fresh_state_that_changes_nothing_is_skipped_without_the_join(engine: sa.Engine) -> None:
+    alerts = AlertEngine(engine)
+    alerts.evaluate(["kkt-1"], now=T0, skip_unchanged=True, states=_ingest(engine, 1))
+    fresh = _ingest(engine, 2, receipts=50)
+    statements = _statements(engine)
+    assert alerts.evaluate(["kkt-1"], now=T0 + timedelta(seconds=5), skip_unchanged=True, states=fresh).registers == 0
+    assert statements and not any(" JOIN " in statement.upper() for statement in statements)
+    # A real change still goes through the database and is evaluated.
+    fresh = _ingest(engine, 3, unsent=0)
+    assert alerts.evaluate(["kkt-1"], now=T0 + timedelta(seconds=6), skip_unchanged=True, states=fresh).registers == 1
+
+
+def test_the_memory_is_not_trusted_after_another_collector_or_a_status_change(engine: sa.Engine) -> None:
+    alerts = AlertEngine(engine)
+    alerts.evaluate(["kkt-1"], now=T0, skip_unchanged=True, states=_ingest(engine, 1))
+    AlertEngine(engine).evaluate(["kkt-1"], now=T0 + timedelta(seconds=1))  # another process, same db
+    fresh = _ingest(engine, 2, receipts=9)
+    assert alerts.evaluate(["kkt-1"], now=T0 + timedelta(seconds=2), skip_unchanged=True, states=fresh).registers == 1
+    # The agent goes offline (stored by this process's writer) while a state of it arrives.
     writer = IngestWriter(engine, kit.FakeDownlink())
-    writer.process([kit.inbound(*kit.state_msg("agent-a", "kkt-1", 1, seq, state), at=T0)])
+    worker = EvaluationWorker(alerts)
+    worker.changed({"kkt-1"}, (), _ingest(engine, 3, receipts=10, writer=writer))
+    offline = writer.process([kit.inbound(*kit.status_msg("agent-a", 1, "offline"), at=T0)])
+    worker.changed(offline.changed_registers, offline.status_agents, offline.fresh_states)
+    report = worker.run_changed()
+    assert report is not None and report.registers == 1
 
 
 def test_ingest_triggers_skip_registers_whose_rule_inputs_did_not_change(engine: sa.Engine) -> None:

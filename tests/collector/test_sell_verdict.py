@@ -53,9 +53,9 @@ def test_a_healthy_register_is_no_threat() -> None:
 def test_a_shift_over_24_hours_cannot_sell_now_and_says_how_long() -> None:
     verdict = verdict_of(reg(shift=open_shift(25)))
     assert (verdict.status, verdict.cause, verdict.rank) == (SellStatus.CANNOT_SELL, RuleId.SHIFT_TOO_LONG, 0)
-    assert sell_text(verdict, NOW) == "Сейчас не может продавать: смена открыта 25 ч"
+    assert sell_text(verdict, NOW) == "Сейчас не может продавать: смена открыта 25 ч 1 мин"
     # Rendered later from the stored verdict, the age moves on (no stale text).
-    assert sell_text(verdict, NOW + 2 * HOUR) == "Сейчас не может продавать: смена открыта 27 ч"
+    assert sell_text(verdict, NOW + 2 * HOUR) == "Сейчас не может продавать: смена открыта 27 ч 1 мин"
 
 
 def test_a_shift_near_its_end_will_stop_at_the_end_of_the_24_hours() -> None:

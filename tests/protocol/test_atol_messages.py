@@ -35,7 +35,10 @@ from protocol.kkt.atol.messages import (
     LeaveMode,
     OpenReceipt,
     OpenShift,
+    PrintReport,
+    Reboot,
     RegisterItem,
+    SetDateTime,
     StateCode,
     UnknownCommand,
     decode_bcd,
@@ -94,6 +97,9 @@ SAMPLE_REQUESTS: list[Command[Any]] = [
     OpenReceipt(receipt_type=2, flags=1),
     RegisterItem(name="Хлеб", price=4599, quantity=1500, flags=0),
     CloseReceipt(payment_type=1, paid=10_000, flags=0),
+    PrintReport(PrintReport.DAILY),
+    SetDateTime(datetime(2026, 12, 31, 23, 59, 58)),
+    Reboot(),
 ]
 
 FN_STATUS = FnStatus(

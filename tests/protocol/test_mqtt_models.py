@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from protocol.kkt.state import FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
 from protocol.mqtt.errors import (
@@ -39,6 +40,7 @@ from protocol.mqtt.models import (
     StatusPayload,
     decode,
     encode,
+    encode_ack,
     encode_hist_batch,
     pack_hist_batches,
 )
@@ -288,3 +290,19 @@ def test_a_refusal_shares_the_ack_topic_with_acks() -> None:
 
     with pytest.raises(ValidationError):
         AckPayload.model_validate_json(b'{"v":1,"refused":"agent_revoked","detail":"x","ts":"2026-12-01T10:00:00Z"}')
+
+
+@given(
+    session=st.integers(min_value=1, max_value=UINT64_MAX),
+    seq=st.integers(min_value=0, max_value=UINT64_MAX),
+    epoch=st.none() | st.from_regex(r"[0-9a-f]{16,64}", fullmatch=True),
+)
+def test_encode_ack_is_the_models_bytes(session: int, seq: int, epoch: str | None) -> None:
+    assert encode_ack(session, seq, epoch) == encode(AckPayload(session=session, seq=seq, epoch=epoch))
+
+
+@pytest.mark.parametrize(("session", "seq", "epoch"), [(0, 1, None), (1, -1, None), (1, UINT64_MAX + 1, None),
+                                                       (1, 1, "0123456789abcdef\n"), (1, 1, "XYZ")])
+def test_encode_ack_refuses_what_the_model_refuses(session: int, seq: int, epoch: str | None) -> None:
+    with pytest.raises(ValidationError):
+        encode_ack(session, seq, epoch)

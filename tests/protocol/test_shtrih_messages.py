@@ -64,6 +64,9 @@ STRATEGIES: dict[type, st.SearchStrategy[Any]] = {
         u32,
     ),
     msg.OperatorAnswer: st.builds(msg.OperatorAnswer, st.none() | u8),
+    msg.SetTimeRequest: st.builds(msg.SetTimeRequest, st.times().map(lambda t: t.replace(microsecond=0)), u32),
+    msg.SetDateRequest: st.builds(msg.SetDateRequest, dates, u32),
+    msg.NoAnswerData: st.builds(msg.NoAnswerData),
     msg.CloseReceiptAnswer: st.builds(msg.CloseReceiptAnswer, u8, st.integers(0, 2**40 - 1)),
     msg.ShortStatus: st.builds(
         msg.ShortStatus, u8, u16, nibble, nibble, u8, u16, u8, u8, u8, u8, st.none() | u8

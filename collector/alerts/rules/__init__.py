@@ -3,7 +3,8 @@
 One module per family — ``agent`` (agent and link, agent clock), ``fn``, ``ofd`` (backlog and
 contract), ``shift``, ``device`` (paper, cover, register clock skew), ``kep`` (account-level) — over
 the shared ``inputs`` (``RuleInput``, ``Condition``), ``clocks`` (the clock model and ages),
-``fn_status``, ``ladders`` and ``text``. ``catalogue`` lists the register rules in catalogue order
+``fn_status``, ``ladders`` and ``text``; ``ofd_cause`` tells why documents do not reach the OFD
+(the backlog alert carries the cause in its details). ``catalogue`` lists the register rules in catalogue order
 and runs them (``evaluate_all``): a new rule goes into its family module and into that list.
 
 Unknown input yields no condition; only ``agent_offline`` is about absence of data.

@@ -24,6 +24,7 @@ class OfdContract:
 
     activated: bool
     paid_until: date | None = None
+    ofd_operator: str | None = None  # the contracted OFD (``ofd_operators`` key): tells a wrong server apart
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -6,6 +6,7 @@ from collector.alerts.rules.clocks import ZERO, aware_utc, contract_time_left, o
 from collector.alerts.rules.fn_status import fn_reports_error
 from collector.alerts.rules.inputs import Condition, RuleInput
 from collector.alerts.rules.ladders import age_to_block, by_time_left, crossed, levels
+from collector.alerts.rules.ofd_cause import diagnose
 from collector.alerts.rules.text import format_date, format_duration, iso
 from collector.alerts.severity import RuleId, Severity
 from collector.alerts.thresholds import Thresholds
@@ -16,6 +17,7 @@ def ofd_backlog(inp: RuleInput, thr: Thresholds) -> Condition | None:
     """Age of the oldest document the OFD has not acknowledged; the ФН blocks at 30 days (error 15h)."""
     if inp.state is None:
         return None
+    cause = diagnose(inp)
     return age_to_block(
         RuleId.OFD_BACKLOG,
         oldest_unsent_age(inp),
@@ -25,7 +27,12 @@ def ofd_backlog(inp: RuleInput, thr: Thresholds) -> Condition | None:
         aware_utc(inp.now),
         what="Старейший неотправленный документ —",
         blocked_text="ФН заблокирован: старейший неотправленный документ старше 30 дней (ошибка ФН 15h)",
-        details={"unsent_count": inp.state.ofd.unsent_count, "first_unsent_at": iso(inp.state.ofd.first_unsent_at)},
+        details={
+            "unsent_count": inp.state.ofd.unsent_count,
+            "first_unsent_at": iso(inp.state.ofd.first_unsent_at),
+            # Why (issue 10 §2): the fix names the cause and what to do about it.
+            **({} if cause is None else {"cause": cause.cause, "cause_text": cause.text, "cause_fix": cause.fix}),
+        },
     )
 
 

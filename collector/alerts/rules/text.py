@@ -23,12 +23,14 @@ def format_duration(value: timedelta) -> str:
 
 
 def format_hours(value: timedelta) -> str:
-    """Shift lengths read in hours, as a cashier counts them: ``"25 ч"``, ``"23 ч 40 мин"``; days from 72 h."""
+    """Shift lengths read in hours, as a cashier counts them: ``"25 ч"``, ``"24 ч 56 мин"``; days from 72 h.
+
+    Minutes stay past 24 h: beside «блокировка 56 мин назад» a bare «24 ч» reads as a contradiction."""
     hours, rest = divmod(int(value.total_seconds()), 3600)
     if hours >= 72:
         return format_duration(value)
     minutes = rest // 60
-    return f"{hours} ч {minutes} мин" if minutes and hours < 24 else f"{hours} ч"
+    return f"{hours} ч {minutes} мин" if minutes else f"{hours} ч"
 
 
 def format_date(value: date) -> str:

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -27,6 +26,7 @@ from collector.alerts import (
 )
 from collector.ingest import bulk
 from collector.ingest.company_thresholds import CompanyThresholds
+from collector.ingest.engine.recent import Evaluated, unchanged_in_memory
 from collector.ingest.engine.subjects import Subject, build_inputs, load_subjects
 from collector.ingest.engine.write_back import (
     change_row,
@@ -38,7 +38,9 @@ from collector.ingest.rule_inputs import rule_inputs_key
 from collector.ingest.writes import FreshState
 from collector.metrics import CollectorMetrics
 from collector.notify import AlertNotice
+from collector.storage import register_summary
 from collector.storage import repository as repo
+from collector.storage.dialect import member_of
 from collector.storage.engine import begin_write
 from collector.storage.rows import RegisterEvaluation
 from collector.storage.schema import alerts, register_state, registers
@@ -75,14 +77,14 @@ class AlertEngine:
         self._metrics = metrics or CollectorMetrics()
         self.clock = clock
         self._pending: dict[tuple[str, RuleId], AlertRecord] = {}
-        # register → (thresholds, rule-input key, evaluated_at) of its last committed evaluation here
-        self._evaluated: dict[str, tuple[Thresholds, Any, datetime]] = {}
+        # register → its last committed evaluation here (what it was evaluated on, see recent.py)
+        self._evaluated: dict[str, Evaluated] = {}
 
     def registers_of_agents(self, agent_ids: Collection[str]) -> list[str]:
         if not agent_ids:
             return []
         with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(registers.c.register_id).where(registers.c.agent_id.in_(list(agent_ids))))
+            rows = conn.execute(sa.select(registers.c.register_id).where(member_of(conn, registers.c.agent_id, agent_ids)))
             return [r.register_id for r in rows]
 
     def all_registers(self) -> list[str]:
@@ -110,7 +112,7 @@ class AlertEngine:
             ids = self._needing_evaluation(ids, at, fresh)
         totals = [0, 0, 0]
         for start in range(0, len(ids), CHUNK):
-            keys: dict[str, tuple[Thresholds, Any, datetime]] = {}
+            keys: dict[str, Evaluated] = {}
             with begin_write(self._engine) as conn:
                 counted = self._evaluate_chunk(conn, ids[start : start + CHUNK], at, keys, skip_unchanged, fresh)
             self._evaluated.update(keys)  # only once committed: a rolled-back verdict must be redone
@@ -127,14 +129,31 @@ class AlertEngine:
         for severity in Severity:
             self._metrics.alerts_open.labels(severity=severity.label).set(counts.get(severity.label, 0))
 
+    def forget(self, register_ids: Iterable[str]) -> None:
+        """Their agent's status or clock changed: the next evaluation must read them in full."""
+        for register_id in register_ids:
+            self._evaluated.pop(register_id, None)
+
     def _needing_evaluation(self, ids: list[str], now: datetime, fresh: Mapping[str, FreshState]) -> list[str]:
         """The registers whose rule inputs changed, found on a read-only connection: an unchanged
-        register then costs no write transaction (on SQLite that lock is the ingest writer's)."""
+        register then costs no write transaction (on SQLite that lock is the ingest writer's).
+        Registers with a fresh state are first checked in memory (``recent``), the rest joined."""
         needed: list[str] = []
+        pending = {register_id for register_id, _ in self._pending}
+        known = {
+            register_id: self._evaluated[register_id]
+            for register_id in ids
+            if register_id in fresh and register_id in self._evaluated and register_id not in pending
+        }
         with self._engine.connect() as conn:
+            skipped: set[str] = set()
             for start in range(0, len(ids), CHUNK):
-                pending = {register_id for register_id, _ in self._pending}
-                for subject, inp, thresholds in build_inputs(conn, load_subjects(conn, ids[start : start + CHUNK], fresh), now, self.company_thresholds):
+                chunk = {register_id: known[register_id] for register_id in ids[start : start + CHUNK] if register_id in known}
+                skipped |= unchanged_in_memory(conn, chunk, fresh, now)
+            rest = [register_id for register_id in ids if register_id not in skipped]
+            for start in range(0, len(rest), CHUNK):
+                subjects = load_subjects(conn, rest[start : start + CHUNK], fresh)
+                for subject, inp, thresholds in build_inputs(conn, subjects, now, self.company_thresholds):
                     if subject.register_id in pending or not self._unchanged(subject, inp, thresholds):
                         needed.append(subject.register_id)
         return needed
@@ -142,8 +161,8 @@ class AlertEngine:
     def _unchanged(self, subject: Subject, inp: RuleInput, thresholds: Thresholds) -> bool:
         # The stored verdict must also be ours (the evaluated_at we wrote): under a shared
         # subscription another collector may have evaluated this register since.
-        key = rule_inputs_key(inp)
-        return key is not None and self._evaluated.get(subject.register_id) == (thresholds, key, subject.evaluated_at)
+        last = self._evaluated.get(subject.register_id)
+        return last is not None and last.same_verdict(thresholds, rule_inputs_key(inp), subject.evaluated_at)
 
     # --- one chunk ----------------------------------------------------------------------------
 
@@ -152,7 +171,7 @@ class AlertEngine:
         conn: sa.Connection,
         ids: list[str],
         now: datetime,
-        keys: dict[str, tuple[Thresholds, Any, datetime]],
+        keys: dict[str, Evaluated],
         skip_unchanged: bool,
         fresh: Mapping[str, FreshState],
     ) -> tuple[int, int, int]:
@@ -171,7 +190,9 @@ class AlertEngine:
             # Checked again inside the transaction: the inputs may have moved since the read.
             if skip_unchanged and subject.register_id not in pending_registers and self._unchanged(subject, inp, thresholds):
                 continue
-            keys[subject.register_id] = (thresholds, rule_inputs_key(inp), now)  # None never matches
+            keys[subject.register_id] = Evaluated(  # a None key never matches
+                thresholds, rule_inputs_key(inp), now, inp, subject.state_agent_id
+            )
             records = dict(stored.get(subject.register_id, {}))
             for (register_id, rule), pending in self._pending.items():
                 if register_id == subject.register_id and rule not in records:
@@ -201,6 +222,7 @@ class AlertEngine:
                 notices += self._send_notices(subject, record, rule_changes)
             verdicts[subject.register_id] = register_evaluation(sell_verdict(inp, thresholds, conditions), worst, now)
         bulk.set_evaluations(conn, verdicts)
+        register_summary.refresh_registers(conn, verdicts)  # verdict, severity and alerts: the list's keys
         self._metrics.evaluations.inc(len(verdicts))
         return len(verdicts), changes, notices
 

@@ -16,6 +16,7 @@ from collector.alerts import OfdContract, RuleInput, Thresholds
 from collector.ingest.company_thresholds import CompanyThresholds
 from collector.ingest.writes import FreshState
 from collector.storage import repository as repo
+from collector.storage.dialect import member_of
 from collector.storage.schema import agents, events, nodes, register_state, registers
 from protocol.kkt.state import RegisterState
 
@@ -39,6 +40,7 @@ class Subject:
     agent_last_seen: datetime | None
     agent_clock_offset: float | None = None
     evaluated_at: datetime | None = None
+    state_agent_id: str | None = None  # the agent whose message the state row holds
 
 
 def build_inputs(
@@ -61,7 +63,7 @@ def build_inputs(
             agent_last_seen=subject.agent_last_seen,
             link_up=subject.link_up,
             link_down_since=down_since.get(subject.register_id),
-            contract=None if contract is None else OfdContract(contract.activated, contract.paid_until),
+            contract=None if contract is None else OfdContract(contract.activated, contract.paid_until, contract.ofd_operator),
             agent_clock_offset=None if subject.agent_clock_offset is None else timedelta(seconds=subject.agent_clock_offset),
         )
         inputs.append((subject, inp, companies[subject.tenant_id]))
@@ -78,14 +80,14 @@ def load_subjects(
     full = [register_id for register_id in ids if register_id not in fresh]
     subjects: list[Subject] = []
     if handed:
-        for row in conn.execute(_subject_query(with_state=False).where(register_state.c.register_id.in_(handed))):
+        for row in conn.execute(_subject_query(with_state=False).where(member_of(conn, register_state.c.register_id, handed))):
             given = fresh[row.register_id]
             if (row.agent_id, row.session, row.seq) == (given.agent_id, given.session, given.seq):
                 subjects.append(_subject(row, given.state))
             else:
                 full.append(row.register_id)
     if full:
-        for row in conn.execute(_subject_query(with_state=True).where(register_state.c.register_id.in_(full))):
+        for row in conn.execute(_subject_query(with_state=True).where(member_of(conn, register_state.c.register_id, full))):
             subjects.append(_subject(row, _parse_state(row.register_id, row.state)))
     subjects.sort(key=lambda subject: subject.register_id)
     return subjects
@@ -96,7 +98,7 @@ def link_down_since(conn: sa.Connection, ids: list[str]) -> dict[str, datetime]:
         return {}
     rows = conn.execute(
         sa.select(events.c.register_id, sa.func.max(events.c.ts))
-        .where(events.c.register_id.in_(ids), events.c.kind == "link_lost")
+        .where(member_of(conn, events.c.register_id, ids), events.c.kind == "link_lost")
         .group_by(events.c.register_id)
     )
     return {register_id: _as_utc(ts) for register_id, ts in rows if ts is not None}
@@ -146,6 +148,7 @@ def _subject(row: sa.Row[Any], state: RegisterState | None) -> Subject:
         agent_last_seen=row.last_seen,
         agent_clock_offset=row.clock_offset,
         evaluated_at=row.evaluated_at,
+        state_agent_id=row.agent_id,
     )
 
 

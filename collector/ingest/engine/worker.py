@@ -9,6 +9,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 
 from collector.ingest.engine.evaluator import CHUNK, AlertEngine, EvaluationReport
 from collector.ingest.engine.leadership import SweepLeadership
+from collector.ingest.thread_names import name_os_thread
 from collector.ingest.writes import FreshState
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class EvaluationWorker:
             self.leadership.release()  # another collector takes the sweep over at its next period
 
     def _run(self) -> None:
+        name_os_thread()
         next_sweep = time.monotonic() + self.period
         while not self._stop.is_set():
             self._wake.wait(max(0.0, next_sweep - time.monotonic()))
@@ -105,7 +107,9 @@ class EvaluationWorker:
             agent_ids, self._agents = self._agents, set()
             states, self._states = self._states, {}
         if agent_ids:
-            changed.update(self.engine.registers_of_agents(agent_ids))
+            of_agents = self.engine.registers_of_agents(agent_ids)
+            self.engine.forget(of_agents)  # their agent's status or clock moved: not in memory any more
+            changed.update(of_agents)
         if not changed:
             return None
         try:

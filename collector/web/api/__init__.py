@@ -8,6 +8,7 @@ and response models and its ``OPERATIONS`` table; ``openapi`` builds the documen
 * ``groups`` (groups, members, grants, invitations, "why does X see Y");
 * ``company`` (settings), ``contracts`` (OFD contracts), ``kep`` (КЭП orders, validity, company
   alerts), ``actions`` (what needs a КЭП: ФНС application, OFD document), ``audit`` (the log);
+* ``register_actions`` (remote actions on a register through its agent, bulk shift closing);
 * ``notifications`` (receivers, test message, failed deliveries);
 * ``agents`` (agent events; enrollment tokens and revocation, when the app has enrollment);
 * ``ops`` (health, readiness, metrics, dead letters, the OpenAPI document).
@@ -32,6 +33,7 @@ from collector.web.api import (
     kep,
     notifications,
     ops,
+    register_actions,
     registers,
     tree,
     users,
@@ -51,6 +53,7 @@ OPERATIONS: tuple[Operation, ...] = (
     *contracts.OPERATIONS,
     *kep.OPERATIONS,
     *actions.OPERATIONS,
+    *register_actions.OPERATIONS,
     *notifications.OPERATIONS,
 )
 

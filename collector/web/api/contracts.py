@@ -27,6 +27,7 @@ class ContractBody(InputModel):
     activated: bool
     paid_until: date | None = None
     tariff: str | None = Field(None, max_length=200)
+    ofd: str | None = Field(None, max_length=100, description="the contracted OFD: its key, name or ИНН (e.g. taxcom)")
 
 
 # Named apart from the register detail's ``ContractOut``: two models of one name would make the
@@ -37,6 +38,7 @@ class RegisterContractOut(BaseModel):
     paid_until: date | None
     tariff: str | None
     updated_at: AwareDatetime | None
+    ofd_operator: str | None = Field(None, description="the contracted OFD's key (collector.alerts.ofd_operators)")
 
 
 def _contract_out(conn: sa.Connection, who: Caller, register_id: str) -> RegisterContractOut:
@@ -44,7 +46,7 @@ def _contract_out(conn: sa.Connection, who: Caller, register_id: str) -> Registe
     if row is None:
         return RegisterContractOut(register_id=register_id, activated=None, paid_until=None, tariff=None, updated_at=None)
     return RegisterContractOut(register_id=register_id, activated=row.activated, paid_until=row.paid_until,
-                       tariff=row.tariff, updated_at=row.updated_at)
+                       tariff=row.tariff, updated_at=row.updated_at, ofd_operator=row.ofd_operator)
 
 
 async def get_contract(request: web.Request) -> web.Response:
@@ -63,7 +65,7 @@ async def put_contract(request: web.Request) -> web.Response:
 
     def work(conn: sa.Connection, who: Caller) -> RegisterContractOut:
         require_visible(conn, who, register_id)
-        change = contracts.ContractChange(body.activated, body.paid_until, body.tariff)
+        change = contracts.ContractChange(body.activated, body.paid_until, body.tariff, body.ofd)
         contracts.set_contract(conn, who.actor, who.tenant_id, register_id, change, at=at)
         return _contract_out(conn, who, register_id)
 

@@ -16,6 +16,7 @@ from aiohttp import web
 from pydantic import BaseModel
 
 from collector.storage import repository as repo
+from collector.storage.register_list import KEYSET_SORTS
 from collector.storage.rows import RegisterRow
 from collector.storage.scope import Scope
 from collector.web.api.registers_csv import CSV_MEDIA_TYPE, registers_csv
@@ -43,7 +44,7 @@ from collector.web.shared.fleet_models import (
     RegisterSummary,
     TimeWindowQuery,
 )
-from collector.web.shared.paging import next_link
+from collector.web.shared.paging import cursor_link, next_link
 
 WindowT = TypeVar("WindowT", bound=TimeWindowQuery)  # the register sub-lists: a time window, paged
 CSV_CHUNK = 500  # registers per page-context lookup during an export
@@ -66,12 +67,15 @@ async def list_registers(request: web.Request) -> web.Response:
     scope, at = principal_of(request).scope, now(request)
 
     def work(conn: sa.Connection) -> RegisterList:
-        rows, total = queries.list_register_page(conn, scope, query, limit=query.limit, offset=query.offset)
-        context = queries.page_context(conn, scope, rows)
-        items = [present.register_summary(row, context, at) for row in rows]
-        return RegisterList(
-            items=items, total=total, limit=query.limit, offset=query.offset, next=next_link(request, query, len(rows), total)
-        )
+        page = queries.list_register_page(conn, scope, query, limit=query.limit, offset=query.offset, cursor=query.cursor)
+        context = queries.page_context(conn, scope, page.rows)
+        items = [present.register_summary(row, context, at) for row in page.rows]
+        # Sorts kept in the register summary resume by cursor; the others by offset.
+        if page.next_cursor is not None or query.sort in KEYSET_SORTS:
+            following = cursor_link(request, page.next_cursor)
+        else:
+            following = next_link(request, query, len(page.rows), page.total)
+        return RegisterList(items=items, total=page.total, limit=query.limit, offset=query.offset, next=following)
 
     return json_response(await in_transaction(request, work))
 
@@ -81,7 +85,7 @@ async def export_registers_csv(request: web.Request) -> web.Response:
     scope, at = principal_of(request).scope, now(request)
 
     def work(conn: sa.Connection) -> bytes:
-        rows, _ = queries.list_register_page(conn, scope, query, limit=query.limit, offset=query.offset)
+        rows = queries.list_register_page(conn, scope, query, limit=query.limit, offset=query.offset).rows
         items: list[RegisterSummary] = []
         for start in range(0, len(rows), CSV_CHUNK):
             chunk = rows[start : start + CSV_CHUNK]

@@ -1,6 +1,7 @@
 """What the pages read, all under the caller's scope. Counters and lists go through the API's own
-``queries.list_register_page`` with the same ``RegisterFilters``, so a dashboard counter, the list
-it links to and the CSV export of that list cannot disagree."""
+queries (``queries.count_registers_each``, ``queries.list_register_page``) with the same
+``RegisterFilters`` and so the same predicates, so a dashboard counter, the list it links to and the
+CSV export of that list cannot disagree."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from collector.alerts import RuleId, fix_text
 from collector.alerts.verdict import NO_DATA
 from collector.storage import repository as repo
 from collector.storage.rows import CommentRow, NodeRollup
-from collector.storage.schema import alert_comments, nodes, register_state, register_tags, registers, tags
-from collector.storage.scope import Scope, register_visible
+from collector.storage.schema import alert_comments, nodes, register_summary, register_tags, registers, tags
+from collector.storage.scope import Scope, register_visible, summary_visible
 from collector.web.i18n import DEFAULT_LANGUAGE, labels
 from collector.web.shared import fleet_queries as queries
 from collector.web.shared import present
@@ -72,23 +73,18 @@ COUNTERS: tuple[tuple[str, str, RegisterFilters, str | None], ...] = (
 
 
 def problem_counters(conn: sa.Connection, scope: Scope) -> list[ProblemCounter]:
-    counters = []
-    for key, title, filters, fix in COUNTERS:
-        _, total = queries.list_register_page(conn, scope, filters, limit=1, offset=0)
-        counters.append(ProblemCounter(key, title, filters, total, fix))
-    return counters
+    totals = queries.count_registers_each(conn, scope, [filters for _, _, filters, _ in COUNTERS])
+    return [
+        ProblemCounter(key, title, filters, total, fix)
+        for (key, title, filters, fix), total in zip(COUNTERS, totals, strict=True)
+    ]
 
 
 def shift_summary(conn: sa.Connection, scope: Scope) -> dict[str, int]:
     """Registers in scope by shift status; registers never polled count as ``unknown``."""
-    status = sa.func.coalesce(register_state.c.shift_status, "unknown")
+    status = sa.func.coalesce(register_summary.c.shift_status, "unknown")
     rows = conn.execute(
-        sa.select(status, sa.func.count())
-        .select_from(
-            registers.outerjoin(register_state, register_state.c.register_id == registers.c.register_id)
-        )
-        .where(register_visible(scope))
-        .group_by(status)
+        sa.select(status, sa.func.count()).where(summary_visible(conn, scope)).group_by(status)
     )
     counts = {"open": 0, "expired": 0, "closed": 0, "unknown": 0}
     for name, count in rows:
@@ -99,9 +95,9 @@ def shift_summary(conn: sa.Connection, scope: Scope) -> dict[str, int]:
 def register_summaries(
     conn: sa.Connection, scope: Scope, filters: RegisterFilters, at: datetime, *, limit: int, offset: int
 ) -> tuple[list[RegisterSummary], int]:
-    rows, total = queries.list_register_page(conn, scope, filters, limit=limit, offset=offset)
-    context = queries.page_context(conn, scope, rows)
-    return [present.register_summary(row, context, at) for row in rows], total
+    page = queries.list_register_page(conn, scope, filters, limit=limit, offset=offset)
+    context = queries.page_context(conn, scope, page.rows)
+    return [present.register_summary(row, context, at) for row in page.rows], page.total
 
 
 def next_to_block(

@@ -23,8 +23,10 @@ from collector.accounts.errors import NotFound, PermissionDenied
 from collector.accounts.rights import user_tenant
 from collector.accounts.web_auth import USER_ID_KEY
 from collector.security import allow_anonymous
+from collector.web.auth import principal_of
 from collector.web.pages.accounts import PUBLIC_CSRF_KEY, PUBLIC_FORM_KEY, PUBLIC_PAGES, logout_submit
 from collector.web.pages.admin import ADMIN_ROUTES
+from collector.web.pages.admin.remote_actions import actions_panel, may_close_shifts
 from collector.web.pages.admin.signed import signed_actions
 from collector.web.pages.render import CSRF_KEY
 from collector.web.pages.support import KEP_STATES, admin_sections, enroll_command, see_other
@@ -62,12 +64,16 @@ async def account_navigation(
         register_id = request.match_info.get("register_id") if name == "page-register" else None
         at = now(request)
 
-        def navigation() -> tuple[list[tuple[str, str]], list[kep_alerts.CompanyAlert], Any]:
+        scope = principal_of(request).scope
+
+        def navigation() -> tuple[list[tuple[str, str]], list[kep_alerts.CompanyAlert], Any, Any, bool]:
             with engine.connect() as conn:
                 actions = None if register_id is None else signed_actions(conn, user_id, register_id, at)
-                return admin_sections(conn, user_id), _company_banner(conn, user_id), actions
+                remote = None if register_id is None else actions_panel(conn, user_id, scope, register_id)
+                closing = name == "page-tree" and may_close_shifts(conn, user_id)
+                return admin_sections(conn, user_id), _company_banner(conn, user_id), actions, remote, closing
 
-        sections, banner, actions = await asyncio.to_thread(navigation)
+        sections, banner, actions, remote, closing = await asyncio.to_thread(navigation)
         extra = {
             "admin_nav": bool(sections),
             "admin_paths": [path for path, _ in sections],  # what the onboarding steps may link to
@@ -76,6 +82,8 @@ async def account_navigation(
             "company_alerts": banner,
             "signed_actions": actions,
             "signed_done": request.query.get("done", ""),
+            "remote_actions": remote,
+            "may_close_shifts": closing,
             "kep_states": KEP_STATES,
         }
         with warnings.catch_warnings():  # aiohttp-jinja2's own per-request context slot has a str key

@@ -78,7 +78,12 @@ class RegisterFilters(_Query):
 
 
 class RegisterListQuery(RegisterFilters, Page):
-    pass
+    cursor: str | None = Field(
+        None,
+        max_length=1000,
+        description="resume after the page that issued it (its next link); replaces offset. "
+        "The time_to_block and severity sorts page by cursor, serial by offset",
+    )
 
 
 class RegisterCsvQuery(RegisterFilters):
@@ -161,6 +166,15 @@ class OfdOut(_Out):
     first_unsent_at: datetime | None = Field(description="register local time of the oldest unsent document")
 
 
+class OfdCauseOut(_Out):
+    """Why documents do not reach the OFD (issue 10 §2): one row of ``collector.alerts.rules.ofd_cause``."""
+
+    cause: str = Field(description="agent_offline, register_unreachable, autonomous, wrong_ofd_host, no_internet, ofd_not_acking or exchange_stuck")
+    text: str = Field(description="the cause in Russian, e.g. «нет интернета в магазине»")
+    fix: str = Field(description="what to do, in Russian")
+    details: dict[str, Any] = Field(description="the signals it was told from: server host/port, exchange bits, the agent's connect test")
+
+
 class AlertBrief(_Out):
     id: int
     rule: str
@@ -198,6 +212,9 @@ class RegisterSummary(_Out):
     fix: str | None = Field(description="what to do, in Russian, for the person who acts; null when nothing threatens")
     ofd_note: str | None = Field(description="the OFD contract in words (its own kind: it stops the transfer, not the register)")
     ofd_problem: bool = Field(description="the OFD contract was never activated or its paid period is over")
+    ofd_cause: OfdCauseOut | None = Field(
+        None, description="why documents do not reach the OFD; null when nothing waits or no cause fits"
+    )
     last_seen: AwareDatetime
     state_received_at: AwareDatetime | None
 
@@ -214,6 +231,7 @@ class ContractOut(_Out):
     paid_until: date | None
     tariff: str | None
     updated_at: AwareDatetime
+    ofd_operator: str | None = Field(None, description="the contracted OFD's key; null when not known")
 
 
 class AlertOut(_Out):

@@ -1,8 +1,8 @@
 """Scoped SQL the API and the monitoring pages need on top of ``collector.storage.reads``.
 
-The register list reuses the storage's join, columns, filters and orders, and adds what the API
-offers beyond them: connectivity status (online / offline / unreachable), a minimum severity,
-the protocol filter and sorting by serial. Alert lists add sorting by time. Every query takes the
+The register list maps the API's filters onto the storage's summary-backed list
+(``collector.storage.register_list``): connectivity status (online / offline / unreachable), a
+minimum severity, the protocol filter and sorting by serial. Alert lists add sorting by time. Every query takes the
 caller's ``Scope`` and filters in SQL; the page helpers only look up registers whose ids came out
 of a scoped query, and re-check the scope anyway.
 """
@@ -11,25 +11,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql.elements import ColumnElement
 
+from collector.storage import register_list
 from collector.storage import repository as repo
 from collector.storage.alert_store import alert_from_row
-from collector.storage.reads import (
-    REGISTER_COLUMNS,
-    REGISTER_FROM,
-    ofd_not_activated,
-    register_filters,
-    register_order,
-    sell_status_is,
-    severity_rank,
-    visible_register_ids,
-)
+from collector.storage.reads import severity_rank, visible_register_ids
+from collector.storage.register_list import RegisterPage, RegisterQuery
 from collector.storage.rows import SEVERITY_LEVELS, AlertRow, ContractRow, DeadLetterRow, RegisterRow
-from collector.storage.schema import agents, alerts, dead_letters, nodes, register_state, registers
+from collector.storage.schema import alerts, dead_letters, nodes, registers
 from collector.storage.scope import Scope, in_subtree
 from collector.web.shared.fleet_models import AlertListQuery, RegisterFilters
 
@@ -40,73 +32,40 @@ def severities_at_least(minimum: str | None) -> list[str] | None:
     return None if minimum is None else list(SEVERITY_LEVELS[SEVERITY_LEVELS.index(minimum) :])
 
 
-def _connectivity(status: str) -> ColumnElement[bool]:
-    # ``IS TRUE``/``IS FALSE`` are never NULL: an unknown agent counts as down, an unknown link as up.
-    agent_up = agents.c.online.is_(True)
-    link_down = register_state.c.link_up.is_(False)
-    if status == "online":
-        return sa.and_(agent_up, sa.not_(link_down))
-    if status == "unreachable":
-        return sa.and_(agent_up, link_down)
-    return sa.not_(agent_up)
-
-
-def _register_conditions(scope: Scope, filters: RegisterFilters) -> list[ColumnElement[bool]]:
-    conditions = register_filters(
-        scope,
-        status=None,
+def register_query(filters: RegisterFilters) -> RegisterQuery:
+    """The storage's form of the API's register filters."""
+    return RegisterQuery(
+        connectivity=filters.status,
         severities=severities_at_least(filters.severity),
         rule=filters.rule,
         node_id=filters.node,
         tag=filters.tag,
         search=filters.q,
+        protocol=filters.protocol,
+        sell=filters.sell,
+        ofd_not_activated=filters.ofd is not None,
     )
-    if filters.status is not None:
-        conditions.append(_connectivity(filters.status))
-    if filters.protocol is not None:
-        conditions.append(registers.c.protocol == filters.protocol)
-    if filters.sell is not None:
-        conditions.append(sell_status_is(filters.sell))
-    if filters.ofd is not None:
-        conditions.append(ofd_not_activated())
-    return conditions
-
-
-def _register_sort(sort: str) -> list[ColumnElement[Any]]:
-    if sort == "serial":
-        return [sa.nulls_last(registers.c.serial.asc()), registers.c.register_id.asc()]
-    return register_order(sort)
 
 
 def list_register_page(
-    conn: sa.Connection, scope: Scope, filters: RegisterFilters, *, limit: int | None, offset: int
-) -> tuple[list[RegisterRow], int]:
-    """One page of registers in scope matching ``filters`` (with their latest state JSON), and the total."""
-    conditions = _register_conditions(scope, filters)
-    total = conn.execute(sa.select(sa.func.count()).select_from(REGISTER_FROM).where(*conditions)).scalar_one()
-    # The state documents are fetched for the page only: sorting rows that carry them makes a deep
-    # page several times slower (the sorter copies every document it keeps).
-    query = (
-        sa.select(*REGISTER_COLUMNS)
-        .select_from(REGISTER_FROM)
-        .where(*conditions)
-        .order_by(*_register_sort(filters.sort))
-        .offset(offset)
+    conn: sa.Connection,
+    scope: Scope,
+    filters: RegisterFilters,
+    *,
+    limit: int | None,
+    offset: int,
+    cursor: str | None = None,
+) -> RegisterPage:
+    """One page of registers in scope matching ``filters`` (with their latest state JSON), the total
+    and the cursor of the next page."""
+    return register_list.list_page(
+        conn, scope, register_query(filters), sort=filters.sort, limit=limit, offset=offset, cursor=cursor, with_state=True
     )
-    if limit is not None:
-        query = query.limit(limit)
-    rows = [row._mapping for row in conn.execute(query)]
-    documents = _state_documents(conn, [row["register_id"] for row in rows])
-    return [RegisterRow(**row, state=documents.get(row["register_id"])) for row in rows], int(total)
 
 
-def _state_documents(conn: sa.Connection, register_ids: Sequence[str]) -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for start in range(0, len(register_ids), _IN_CHUNK):
-        chunk = register_ids[start : start + _IN_CHUNK]
-        query = sa.select(register_state.c.register_id, register_state.c.state).where(register_state.c.register_id.in_(chunk))
-        found.update((register_id, state) for register_id, state in conn.execute(query))
-    return found
+def count_registers_each(conn: sa.Connection, scope: Scope, filter_sets: Sequence[RegisterFilters]) -> list[int]:
+    """How many registers in scope match each filter set, in one pass (the list's own predicates)."""
+    return register_list.count_each(conn, scope, [register_query(filters) for filters in filter_sets])
 
 
 @dataclass(frozen=True, slots=True)

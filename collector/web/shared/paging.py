@@ -51,6 +51,14 @@ def next_link(request: web.Request, page: PageQuery, returned: int, total: int |
     return str(request.rel_url.update_query(offset=page.offset + returned, limit=page.limit))
 
 
+def cursor_link(request: web.Request, cursor: str | None) -> str | None:
+    """The next page's URL of a list paged by cursor: the same request resumed after ``cursor``
+    (None on the last page)."""
+    if cursor is None:
+        return None
+    return str(request.rel_url.update_query(cursor=cursor).without_query_params("offset"))
+
+
 def repaged(request: web.Request, page: PageQuery, answer: T) -> T:
     """A ``Paged`` list answer built whole from a short in-memory list, cut to the requested page
     (or, from a query that fetched ``offset + limit`` rows, to its last ``limit``)."""

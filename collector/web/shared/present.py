@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from collector.alerts import (
     OfdContract,
+    RuleId,
     RuleInput,
     Thresholds,
     Verdict,
@@ -29,6 +30,7 @@ from collector.alerts import (
     sell_text,
     sell_verdict,
 )
+from collector.alerts.rules.ofd_cause import OfdCause, diagnose
 from collector.storage.rows import (
     AlertChangeRow,
     AlertRow,
@@ -54,6 +56,7 @@ from collector.web.shared.fleet_models import (
     NodeRef,
     NodeRollupOut,
     NodeTree,
+    OfdCauseOut,
     OfdOut,
     RegisterDetail,
     RegisterSummary,
@@ -93,7 +96,7 @@ def register_verdict(
         state_received_at=row.state_received_at,
         agent_online=row.agent_online,
         link_up=row.link_up,
-        contract=None if contract is None else OfdContract(activated=contract.activated, paid_until=contract.paid_until),
+        contract=None if contract is None else OfdContract(contract.activated, contract.paid_until, contract.ofd_operator),
     )
     return sell_verdict(inp, _DEFAULT_THRESHOLDS, evaluate_all(inp, _DEFAULT_THRESHOLDS))
 
@@ -137,8 +140,28 @@ def _node_ref(row: RegisterRow, names: Mapping[int, str]) -> NodeRef | None:
     return NodeRef(id=row.node_id, name=row.node_name, path=path)
 
 
+def ofd_cause(
+    row: RegisterRow, state: RegisterState | None, contract: ContractRow | None, now: datetime
+) -> OfdCause | None:
+    """Why documents do not reach the OFD, from the stored state, the agent's and link's status and
+    the operator the contract names."""
+    inp = RuleInput(
+        register_id=row.register_id, now=now, state=state, agent_online=row.agent_online, link_up=row.link_up,
+        contract=None if contract is None else OfdContract(contract.activated, contract.paid_until, contract.ofd_operator),
+    )
+    return diagnose(inp)
+
+
+def _with_cause(brief: AlertBrief, cause: OfdCause | None) -> AlertBrief:
+    """The OFD backlog alert names its cause and that cause's fix in place of the generic one."""
+    if cause is None or brief.rule != RuleId.OFD_BACKLOG:
+        return brief
+    return brief.model_copy(update={"fix": f"Причина: {cause.text}. {cause.fix}"})
+
+
 def _summary_fields(row: RegisterRow, state: RegisterState | None, context: PageContext, now: datetime) -> dict[str, Any]:
     alerts = context.active_alerts.get(row.register_id, [])
+    cause = ofd_cause(row, state, context.contracts.get(row.register_id), now)
     verdict = register_verdict(row, state, context.contracts.get(row.register_id), now)
     blocks_at = row.blocks_at if row.verdict is not None else verdict.at
     seconds = None if blocks_at is None else int((blocks_at - now).total_seconds())
@@ -165,11 +188,12 @@ def _summary_fields(row: RegisterRow, state: RegisterState | None, context: Page
             unsent_count=state.ofd.unsent_count if state else row.unsent_count,
             first_unsent_at=state.ofd.first_unsent_at if state else row.oldest_unsent_at,
         ),
-        "active_alerts": [alert_brief(alert) for alert in alerts],
+        "active_alerts": [_with_cause(alert_brief(alert), cause) for alert in alerts],
         "worst_severity": row.worst_severity,
         "time_to_block_seconds": seconds,
         "blocks_at": blocks_at,
         **verdict_fields(verdict, now),
+        "ofd_cause": None if cause is None else OfdCauseOut(**cause.as_json()),
         "last_seen": row.last_seen,
         "state_received_at": row.state_received_at,
     }

@@ -6,8 +6,8 @@ Legacy numbers are BCD big-endian; the A4 xx ФН pass-through keeps the ФН's 
 (``protocol.kkt.fn``). A non-zero error byte becomes :class:`~protocol.kkt.errors.DeviceError`.
 
 Sections mirror the command table of specs §3.4: 3Fh device state, 45h state code, A5h device
-type, 9Dh firmware version, the A4 xx ФН pass-through, then the mode and fiscal commands; the
-registry and the request envelope close the module.
+type, 9Dh firmware version, the A4 xx ФН pass-through, then the mode and fiscal commands and the
+remote actions (§6a); the registry and the request envelope close the module.
 """
 
 from __future__ import annotations
@@ -492,6 +492,7 @@ class EnterMode(_SimpleCommand):
 
     CODE = b"\x56"
     REGISTRATION: ClassVar[int] = 1
+    X_REPORTS: ClassVar[int] = 2
     Z_REPORTS: ClassVar[int] = 3
 
     mode: int = 1
@@ -605,6 +606,58 @@ class CloseReceipt(_SimpleCommand):
         return cls(payment_type=params[1], paid=decode_bcd(params[2:7]), flags=params[0])
 
 
+# ---- remote actions 67h, EDh, CE 41h (specs §6a; layouts from atol4j PrintReportCommand,
+# SetDateTimeCommand and RebootCommand)
+
+
+@dataclass(frozen=True, slots=True)
+class PrintReport(_SimpleCommand):
+    """67h: report without clearing (mode 2); type 1 = the daily X-report."""
+
+    CODE = b"\x67"
+    DAILY: ClassVar[int] = 1
+
+    report_type: int = 1
+
+    def params(self) -> bytes:
+        return bytes((self.report_type,))
+
+    @classmethod
+    def from_params(cls, params: bytes) -> PrintReport:
+        _require(params, 1, "67h report type")
+        return cls(params[0])
+
+
+@dataclass(frozen=True, slots=True)
+class SetDateTime(_SimpleCommand):
+    """EDh: DD MM YY hh mm ss, one BCD byte each; the register takes it only with the shift closed."""
+
+    CODE = b"\xed"
+    value: datetime = datetime(2000, 1, 1)
+
+    def params(self) -> bytes:
+        v = self.value
+        if not 2000 <= v.year <= 2099:
+            raise EncodeError(f"year {v.year} does not fit two BCD digits")
+        return b"".join(encode_bcd(part, 1) for part in (v.day, v.month, v.year - 2000, v.hour, v.minute, v.second))
+
+    @classmethod
+    def from_params(cls, params: bytes) -> SetDateTime:
+        _require(params, 6, "EDh date and time")
+        day, month, year, hour, minute, second = (decode_bcd(params[i : i + 1]) for i in range(6))
+        try:
+            return cls(datetime(2000 + year, month, day, hour, minute, second))
+        except ValueError as exc:
+            raise DecodeError(f"EDh: {params[:6].hex(' ')} is not a date and time: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Reboot(_SimpleCommand):
+    """CE 41h: restart the register; it answers, then drops off the line while it boots."""
+
+    CODE = b"\xce\x41"
+
+
 # ---------------------------------------------------------------------------------------------
 # Registry and request envelope (password | code | params).
 
@@ -613,7 +666,7 @@ COMMANDS: dict[bytes, type[Command[Any]]] = {
     for cls in (
         GetDeviceStatus, GetStateCode, GetDeviceType, GetFirmwareVersion, GetFnStatus, GetFnNumber,
         GetFnValidity, GetFnExchangeStatus, GetFnShiftParams, GetFnDocument, GetFnRegistrationParam, EnterMode, LeaveMode, OpenShift, CloseShift,
-        OpenReceipt, RegisterItem, CloseReceipt,
+        OpenReceipt, RegisterItem, CloseReceipt, PrintReport, SetDateTime, Reboot,
     )
 }  # fmt: skip
 

@@ -8,8 +8,8 @@ and encodes answers, through the same code. ФН (FFxx) answers reuse ``protocol
 Answers are decoded tolerantly: trailing bytes newer firmware appends are ignored.
 
 Sections follow the command groups of specs §1.4: status (10h/11h), identity (0Fh/1Fh/FCh),
-FN commands (FFxx) and changing state, after the primitive fields and what they all share;
-the registry closes the module.
+FN commands (FFxx), changing state and the remote actions (40h X-report, 21h/22h/23h clock,
+specs §6a), after the primitive fields and what they all share; the registry closes the module.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from protocol.kkt.fn import (
     encode_ascii,
     encode_unconfirmed_count,
 )
+from protocol.kkt.fn_fiscalisation import FnFiscalisation
 from protocol.kkt.shtrih.errors import device_error, error_meaning
 from protocol.kkt.shtrih.status import join_mode, split_mode
 
@@ -426,6 +427,17 @@ class TableValue:
     def as_int(self) -> int:
         return int.from_bytes(self.value, "little")
 
+    def as_text(self) -> str:
+        """A string field: cp1251, zero-padded to the field's width."""
+        return _decode_text(self.value).strip()
+
+    @classmethod
+    def of_text(cls, value: str, width: int) -> TableValue:
+        raw = value.encode(TEXT_ENCODING)
+        if len(raw) > width:
+            raise EncodeError(f"{value!r} is longer than the {width}-byte table field")
+        return cls(raw.ljust(width, b"\x00"))
+
 
 @dataclass(frozen=True, slots=True)
 class NoParams:
@@ -524,7 +536,7 @@ class UnconfirmedCount:
 
 @dataclass(frozen=True, slots=True)
 class OperatorAnswer:
-    """E0h/41h/8Dh/80h/88h: the operator number; some firmware sends ERR alone."""
+    """E0h/40h/41h/8Dh/80h/88h: the operator number; some firmware sends ERR alone."""
 
     operator: int | None = None
 
@@ -631,6 +643,65 @@ class CloseReceiptAnswer:
 
 
 # ---------------------------------------------------------------------------------------------
+# Remote actions: 40h X-report and the clock, 21h set time, 22h set date, 23h confirm date
+# (specs §6a). 22h only proposes a date; the register applies it when 23h repeats it.
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimeRequest:
+    """21h: password(4) + hh mm ss, binary (the KKT time layout of 11h)."""
+
+    value: time
+    password: int = SYSADMIN_PASSWORD
+
+    def encode(self) -> bytes:
+        return _uint(self.password, 4, "password") + bytes((self.value.hour, self.value.minute, self.value.second))
+
+    @classmethod
+    def decode(cls, data: bytes) -> SetTimeRequest:
+        reader = _Reader(data, "set time request")
+        password = reader.uint(4)
+        hour, minute, second = reader.take(3)
+        try:
+            return cls(time(hour, minute, second), password)
+        except ValueError as exc:
+            raise DecodeError(f"set time: {hour:02}:{minute:02}:{second:02} is not a time") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class SetDateRequest:
+    """22h (set) and 23h (confirm): password(4) + DD MM YY, binary."""
+
+    value: date
+    password: int = SYSADMIN_PASSWORD
+
+    def encode(self) -> bytes:
+        return _uint(self.password, 4, "password") + _encode_dmy(self.value)
+
+    @classmethod
+    def decode(cls, data: bytes) -> SetDateRequest:
+        reader = _Reader(data, "set date request")
+        password = reader.uint(4)
+        raw = reader.take(3)
+        value = _decode_dmy(raw)
+        if value is None:
+            raise DecodeError(f"set date: {raw.hex(' ')} is not a DD MM YY date")
+        return cls(value, password)
+
+
+@dataclass(frozen=True, slots=True)
+class NoAnswerData:
+    """21h/22h/23h: the answer is the error byte alone."""
+
+    def encode(self) -> bytes:
+        return b""
+
+    @classmethod
+    def decode(cls, data: bytes) -> NoAnswerData:
+        return cls()
+
+
+# ---------------------------------------------------------------------------------------------
 # The registry: one Command per code, grouped as the sections above.
 
 
@@ -701,12 +772,18 @@ READ_TABLE = Command(0x1F, "read table", ReadTableRequest, TableValue)
 # Where desktop models keep the ФФД version (tag-1209 code), as Shtrih's own Java driver writes it
 # when fiscalising: table 17, row 1, field 17 (Shtrih-Mobile: table 10, field 4) [V].
 FFD_VERSION_FIELD = ReadTableRequest(table=17, row=1, field=17)
+# The OFD server the register sends to: table 19 ("Параметры ОФД"), row 1, field 1 host (string),
+# field 2 TCP port (specs §6a, [V] the vendor's Java driver readFDOParameters; Shtrih-Mobile: table 15).
+OFD_HOST_FIELD = ReadTableRequest(table=19, row=1, field=1)
+OFD_PORT_FIELD = ReadTableRequest(table=19, row=1, field=2)
+OFD_HOST_WIDTH = 64  # the field's width on desktop models [I]: the simulator pads to it
 
 # FN commands.
 FN_STATUS = Command(0xFF01, "ФН status", PasswordRequest, FnStatus)
 FN_NUMBER = Command(0xFF02, "ФН number", PasswordRequest, FnNumber)
 FN_VALIDITY = Command(0xFF03, "ФН validity", PasswordRequest, FnValidity)
 FN_FIRMWARE = Command(0xFF04, "ФН firmware", PasswordRequest, FnFirmware)
+FN_FISCALISATION = Command(0xFF09, "fiscalisation result", PasswordRequest, FnFiscalisation)
 FIND_DOCUMENT = Command(0xFF0A, "find FD by number", FindDocumentRequest, FnDocument)
 OFD_EXCHANGE = Command(0xFF39, "OFD exchange status", PasswordRequest, FnExchangeStatus)
 UNCONFIRMED_COUNT = Command(0xFF3F, "FDs without OFD ticket", PasswordRequest, UnconfirmedCount)
@@ -721,6 +798,12 @@ SALE = Command(0x80, "sale", SaleRequest, OperatorAnswer)
 CLOSE_RECEIPT = Command(0x85, "close receipt", CloseReceiptRequest, CloseReceiptAnswer)
 CANCEL_RECEIPT = Command(0x88, "cancel receipt", PasswordRequest, OperatorAnswer)
 
+# Remote actions.
+X_REPORT = Command(0x40, "X-report", PasswordRequest, OperatorAnswer)
+SET_TIME = Command(0x21, "set time", SetTimeRequest, NoAnswerData)
+SET_DATE = Command(0x22, "set date", SetDateRequest, NoAnswerData)
+CONFIRM_DATE = Command(0x23, "confirm date", SetDateRequest, NoAnswerData)
+
 COMMANDS: dict[int, Command[Any, Any]] = {
     command.code: command
     for command in (
@@ -732,6 +815,7 @@ COMMANDS: dict[int, Command[Any, Any]] = {
         FN_NUMBER,
         FN_VALIDITY,
         FN_FIRMWARE,
+        FN_FISCALISATION,
         FIND_DOCUMENT,
         OFD_EXCHANGE,
         UNCONFIRMED_COUNT,
@@ -744,6 +828,10 @@ COMMANDS: dict[int, Command[Any, Any]] = {
         CLOSE_RECEIPT,
         CANCEL_RECEIPT,
         READ_TABLE,
+        X_REPORT,
+        SET_TIME,
+        SET_DATE,
+        CONFIRM_DATE,
     )
 }
 

@@ -42,6 +42,7 @@ from collector.security import PRINCIPAL_KEY, Principal
 from collector.storage import repository as repo
 from collector.storage.engine import begin_write
 from collector.storage.rows import AlertRow
+from collector.storage.schema import register_actions
 from collector.storage.scope import Scope
 from collector.web import WebSettings, create_app
 from collector.web.api.notifications import NOTIFY_CHANNELS_KEY, SendChannels
@@ -129,6 +130,17 @@ def _alert(conn: sa.Connection, register_id: str) -> int:
     )
 
 
+def _finished_action(conn: sa.Connection, tenant_id: int, register_id: str, agent_id: str) -> str:
+    """A finished remote action on the register (what ``GET /api/v1/actions/{action_id}`` reads)."""
+    action_id = uuid.uuid4().hex
+    conn.execute(sa.insert(register_actions).values(
+        id=action_id, tenant_id=tenant_id, register_id=register_id, agent_id=agent_id, action="x_report", args={},
+        bulk_id=f"bulk-{action_id}",
+        requested_by="seed", requested_at=T0, deadline=T0 + timedelta(minutes=2), status="done", updated_at=T0,
+    ))  # fmt: skip
+    return action_id
+
+
 def seed_world(engine: sa.Engine, rng: random.Random) -> World:
     mailer = RecordingMailer()
     service = AccountService(mailer, accounts_kit.FAST_PASSWORDS, AccountSettings())
@@ -159,6 +171,7 @@ def seed_world(engine: sa.Engine, rng: random.Random) -> World:
         alerts = {k: _alert(conn, r) for k, r in regs.items()}
         for key, tenant in owners.items():
             repo.enroll_agent(conn, f"agent-{tag}-{key}", tenant_id=tenant, node_id=n[key], enrolled_at=T0)
+        actions = {k: _finished_action(conn, owners[k], r, f"agent-{tag}-{k}") for k, r in regs.items()}
         users = {"owner_a": a.user_id, "owner_b": b.user_id}
         users["viewer"] = accounts_kit.user_with_role(conn, a.tenant_id, emails["viewer"], Role.VIEWER, a.root_node_id)
         users["accountant"] = accounts_kit.user_with_role(
@@ -200,6 +213,9 @@ def seed_world(engine: sa.Engine, rng: random.Random) -> World:
             "{parent_id}": str(n[parent]),  # where a new store may go (bodies only)
             "{register_id}": regs[store],
             "{alert_id}": str(alerts[store]),
+            "{action_id}": actions[store],
+            "{bulk_id}": f"bulk-{actions[store]}",
+            "{action}": "x_report",
             "{node_id}": str(n[store]),
             "{agent_id}": f"agent-{tag}-{store}",
             "{token_id}": str(token_id),

@@ -167,6 +167,18 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("POST", f"{_API}/registers/{{register_id}}/fns-application"): Route(
         "write", technical=True, json=lambda w, s: {"kind": "fn_replacement"}
     ),
+    # remote actions on registers (an owner's request answers 409 here: the seeded registers have no agent)
+    ("POST", f"{_API}/registers/{{register_id}}/actions"): Route(
+        "write", technical=True, json=lambda w, s: {"action": "check_now"}
+    ),
+    ("GET", f"{_API}/registers/{{register_id}}/actions"): READ,
+    ("GET", f"{_API}/actions/{{action_id}}"): READ,
+    ("POST", f"{_API}/actions/bulk/preview"): Route(
+        "write", technical=True, json=lambda w, s: {"node_id": int(s["{node_id}"]), "min_shift_hours": 1}
+    ),
+    ("POST", f"{_API}/actions/bulk"): Route(
+        "write", technical=True, json=lambda w, s: {"node_id": int(s["{node_id}"]), "min_shift_hours": 1}
+    ),
     # notification receivers: user and group managers of the company
     ("GET", f"{_API}/notifications/receivers"): Route("write"),  # addresses and who they serve
     ("POST", f"{_API}/notifications/receivers"): Route("write", json=lambda w, s: _receiver_body(s)),
@@ -258,13 +270,18 @@ ROUTES: dict[tuple[str, str], Route] = {
         "write", technical=True, form=lambda w, s: {"kind": "fn_replacement"}
     ),
     ("POST", "/registers/{register_id}/ofd-document"): Route("write"),  # an accountant's: see test_signed_requests
+    ("GET", "/registers/{register_id}/actions/{action}"): Route("write", technical=True),  # the confirmation page
+    ("POST", "/registers/{register_id}/actions"): Route("write", technical=True, form=lambda w, s: {"action": "check_now"}),
+    ("GET", "/tree/{node_id}/close-shifts"): Route("write", technical=True),
+    ("POST", "/tree/{node_id}/close-shifts"): Route("write", technical=True, form=lambda w, s: {"hours": "1"}),
+    ("GET", "/tree/{node_id}/close-shifts/{bulk_id}"): READ,
     ("GET", "/admin/company"): Route("write"),
     ("POST", "/admin/company"): Route("write", form=lambda w, s: {"time_zone": "Asia/Omsk"}),
     ("POST", "/admin/company/thresholds"): Route("write", form=lambda w, s: {"thr_shift_warning": "19"}),
     ("POST", "/admin/company/levels"): Route("write", form=lambda w, s: {"level_city": "Населённый пункт"}),
 }
 # Objects the tree decides about: out of a caller's view they must look nonexistent (404).
-TREE_SCOPED = ("{register_id}", "{alert_id}", "{node_id}", "{agent_id}")
+TREE_SCOPED = ("{register_id}", "{alert_id}", "{node_id}", "{agent_id}", "{action_id}")
 ALLOWED_MISSES = {403, 404}
 
 

@@ -1,6 +1,7 @@
 """Administration pages, each within the caller's rights: the tree editor with CSV import, users,
 groups, grants and "why does X see Y", OFD contracts, КЭП orders, agents with enrollment tokens,
-and notification receivers — one module per section, each with its ``ROUTES``; this package
+notification receivers, and remote actions on registers (confirmation pages, bulk shift closing)
+— one module per section, each with its ``ROUTES``; this package
 only assembles them. What the sections share is in ``pages.support``, which imports no section.
 
 Every change calls the same accounts, enrollment and notification functions as the JSON API
@@ -14,7 +15,17 @@ secret, which is shown once on the answer itself and never put in a URL.
 
 from __future__ import annotations
 
-from collector.web.pages.admin import accounting, agents, company, index, notifications, people, signed, tree
+from collector.web.pages.admin import (
+    accounting,
+    agents,
+    company,
+    index,
+    notifications,
+    people,
+    remote_actions,
+    signed,
+    tree,
+)
 from collector.web.pages.support import Handler
 
 # Mounted by ``navigation.add_account_pages``; every one is private (the auth middleware runs).
@@ -27,4 +38,5 @@ ADMIN_ROUTES: tuple[tuple[str, str, Handler, str], ...] = (
     *notifications.ROUTES,
     *company.ROUTES,
     *signed.ROUTES,
+    *remote_actions.ROUTES,
 )

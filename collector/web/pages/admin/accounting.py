@@ -18,6 +18,7 @@ from collector.accounts.rights import (
     scope_for,
 )
 from collector.accounts.schema import kep_certificates
+from collector.alerts.ofd_operators import OFD_OPERATORS
 from collector.storage.contracts import load_contracts
 from collector.storage.schema import nodes, registers
 from collector.storage.scope import register_visible
@@ -67,7 +68,7 @@ async def contracts_admin(request: web.Request) -> web.StreamResponse:
         ).all()
         known = load_contracts(conn, [r.register_id for r in found])
         return {"items": [{"register_id": r.register_id, "store": r.store, "contract": known.get(r.register_id)}
-                          for r in found], "limit": CONTRACTS_SHOWN}
+                          for r in found], "limit": CONTRACTS_SHOWN, "operators": OFD_OPERATORS}
 
     context = await as_caller(request, work)
     return section_render(request, "admin_contracts.html", {**context, "report": report})
@@ -84,7 +85,11 @@ def _contract_change(fields: Mapping[str, str], form: str) -> contracts.Contract
     tariff = fields.get("tariff", "").strip()
     if len(tariff) > contracts.MAX_TARIFF_LENGTH:
         raise Invalid(form, f"Тариф — не длиннее {contracts.MAX_TARIFF_LENGTH} символов.")
-    return contracts.ContractChange(activated == "yes", paid_until, tariff or None)
+    try:
+        ofd = contracts.parse_ofd(fields.get("ofd"))
+    except InvalidInput:
+        raise Invalid(form, "Выберите ОФД из списка.") from None
+    return contracts.ContractChange(activated == "yes", paid_until, tariff or None, ofd)
 
 
 @page

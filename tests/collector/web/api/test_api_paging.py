@@ -54,3 +54,21 @@ def test_a_registers_history_and_events_page_by_offset(api, fleet) -> None:
 def test_a_page_larger_than_the_maximum_is_refused(api, fleet, path: str) -> None:
     reply = api.get(path, params={"limit": MAX_PAGE + 1})
     assert reply.status == 400 and "limit" in reply.text
+
+
+@pytest.mark.parametrize("sort", ["time_to_block", "severity"])
+def test_the_register_lists_next_link_resumes_by_cursor(api, fleet, sort: str) -> None:
+    whole = api.get("/api/v1/registers", params={"sort": sort}).json
+    first = api.get("/api/v1/registers", params={"sort": sort, "limit": 1}).json
+    query = dict(parse_qsl(urlsplit(first["next"]).query))
+    assert "cursor" in query and "offset" not in query and query["sort"] == sort
+    items, pages = walk(api, "/api/v1/registers", {"sort": sort, "limit": 1}, "items")
+    assert items == whole["items"] and pages == whole["total"] == 4
+
+
+def test_a_register_cursor_that_was_not_issued_is_a_bad_request(api, fleet) -> None:
+    reply = api.get("/api/v1/registers", params={"cursor": "bm90IGEgY3Vyc29y"})
+    assert reply.status == 400 and "cursor" in reply.text
+    issued = api.get("/api/v1/registers", params={"limit": 1}).json["next"]
+    cursor = dict(parse_qsl(urlsplit(issued).query))["cursor"]
+    assert api.get("/api/v1/registers", params={"cursor": cursor, "sort": "serial"}).status == 400

@@ -216,6 +216,17 @@ def test_contracts_are_edited_within_rights_and_bad_input_changes_nothing(client
     assert post(client, "viewer", f"/admin/contracts/{register}", {"activated": "no"}).status == 403
 
 
+def test_contract_form_keeps_the_contracted_ofd(client: kit.Client, engine: sa.Engine) -> None:
+    register = client.world.registers["tverskaya"]
+    bad = post(client, "accountant", f"/admin/contracts/{register}", {"activated": "yes", "ofd": "рога-и-копыта"})
+    assert bad.status == 200 and "Выберите ОФД из списка" in bad.text
+    saved = post(client, "accountant", f"/admin/contracts/{register}", {"activated": "yes", "ofd": "taxcom"})
+    assert saved.status == 303
+    with engine.connect() as conn:
+        assert load_contracts(conn, [register])[register].ofd_operator == "taxcom"
+    assert '<option value="taxcom" selected>Такском</option>' in get(client, "accountant", "/admin/contracts")
+
+
 def test_contract_csv_dry_run_then_import(client: kit.Client, engine: sa.Engine) -> None:
     w = client.world
     text = f"register_id;activated;paid_until\n{w.registers['arbat']};да;31.12.2027\nnope;да;\n"

@@ -1,0 +1,113 @@
+"""Where a collector's CPU goes per state message, without MQTT: the writer and the alert engine
+driven in this thread over the messages ``bench/ingest.py`` publishes.
+
+    .venv/bin/python bench/ingest_profile.py [--messages 5000] [--agents 1000] [--db sqlite,postgresql]
+                                             [--repeat 3] [--profile sqlite] [--top 25]
+
+Per database: decode+write+commit (``IngestWriter.process`` on batches of 500, acks to a
+recording downlink) and ingest-triggered alert evaluation (``AlertEngine.evaluate`` with
+``skip_unchanged``, as ``EvaluationWorker`` calls it), each as CPU µs per message
+(``time.process_time``; the least of ``--repeat`` runs, each on a fresh database, since a busy
+machine only ever adds to it). ``--profile`` also prints a cProfile (CPU time) of one
+backend's run, sorted by cumulative time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.ingest import bench_company, database, load
+from collector.ingest.batcher import IngestWriter, WriterSettings
+from collector.ingest.consumer import InboundMessage
+from collector.ingest.engine import AlertEngine
+from collector.storage import create_engine_from_url, migrate
+
+BATCH = 500
+
+
+class RecordingDownlink:
+    """Counts what the writer would send to the broker."""
+
+    def __init__(self) -> None:
+        self.acks = 0
+        self.published = 0
+
+    def ack(self, messages: Sequence[InboundMessage]) -> int:
+        self.acks += len(messages)
+        return len(messages)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        self.published += 1
+        return True
+
+
+def inbound(messages: list[tuple[str, bytes]]) -> list[InboundMessage]:
+    return [
+        InboundMessage(topic=topic, payload=payload, mid=index % 65535 + 1, qos=1,
+                       received_at=datetime.now(UTC), generation=1)
+        for index, (topic, payload) in enumerate(messages)
+    ]
+
+
+def run(db_url: str, messages: list[InboundMessage], profiler: cProfile.Profile | None) -> tuple[float, float]:
+    """(write µs/msg, evaluate µs/msg) of CPU."""
+    migrate(db_url)
+    company = bench_company(db_url)
+    engine = create_engine_from_url(db_url)
+    try:
+        writer = IngestWriter(engine, RecordingDownlink(), settings=WriterSettings(company=company))
+        alerts = AlertEngine(engine)
+        write_s = evaluate_s = 0.0
+        if profiler is not None:
+            profiler.enable()
+        for start in range(0, len(messages), BATCH):
+            t0 = time.process_time()
+            result = writer.process(messages[start : start + BATCH])
+            t1 = time.process_time()
+            alerts.evaluate(result.changed_registers, skip_unchanged=True, states=result.fresh_states)
+            t2 = time.process_time()
+            write_s += t1 - t0
+            evaluate_s += t2 - t1
+        if profiler is not None:
+            profiler.disable()
+        return write_s / len(messages) * 1e6, evaluate_s / len(messages) * 1e6
+    finally:
+        engine.dispose()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--agents", type=int, default=1000)
+    parser.add_argument("--db", default="sqlite,postgresql")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--profile", default="", help="backend to profile (cProfile, cumulative)")
+    parser.add_argument("--top", type=int, default=25)
+    args = parser.parse_args()
+    messages = inbound(load(args.messages, args.agents, "a"))
+    for kind in args.db.split(","):
+        profiler = cProfile.Profile(time.process_time) if kind == args.profile else None
+        runs = []
+        for _ in range(1 if profiler else args.repeat):
+            with tempfile.TemporaryDirectory(prefix="kassa-profile-") as tmp, database(kind, Path(tmp)) as url:
+                runs.append(run(url, messages, profiler))
+        write_us, evaluate_us = min(w for w, _ in runs), min(e for _, e in runs)
+        print(f"{kind:10} write {write_us:6.0f} µs/msg, evaluate {evaluate_us:6.0f} µs/msg, "
+              f"together {write_us + evaluate_us:6.0f} µs/msg (CPU, this thread)", flush=True)
+        if profiler is not None:
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.top)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,81 @@
+"""What this process last evaluated for each register, and the in-memory fast path it allows.
+
+Most ingest-triggered evaluations find nothing a rule reads changed (``rule_inputs``). Telling
+so from the database costs a 4-table join per register, re-reading what the writer has just
+committed. The fast path instead takes the fresh state the writer hands over and the rest of the
+inputs (agent, link, contract, thresholds) from this process's last evaluation of the register,
+and checks with one primary-key read of ``register_state`` that nothing else moved meanwhile:
+
+* the stored row is still the fresh state's version (no later message won since);
+* the stored verdict is ours (``evaluated_at``): no other collector evaluated the register since,
+  as it does after it stores an agent's status or the register's link;
+* the link flag is the one evaluated, and up (a down link's since-when is read from events).
+
+The worker drops what it knows of the registers of an agent whose status or clock this process
+stored (:meth:`AlertEngine.forget`). What none of this sees — an OFD contract or a company's
+thresholds edited in the web UI, an agent's last-seen time written by another collector — the
+periodic sweep applies, as it does for a register that sends nothing. When a check fails the
+register takes the database path, so the cache is only ever a shortcut.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from collector.alerts import RuleInput, Thresholds
+from collector.ingest.rule_inputs import RuleInputsKey, same_verdict, with_state
+from collector.ingest.writes import FreshState
+from collector.storage.dialect import member_of
+from collector.storage.schema import register_state
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluated:
+    """A register's last evaluation committed by this process, and what it was evaluated on."""
+
+    thresholds: Thresholds
+    key: RuleInputsKey | None
+    evaluated_at: datetime
+    inputs: RuleInput
+    state_agent_id: str | None
+
+    def same_verdict(self, thresholds: Thresholds, key: RuleInputsKey | None, stored_at: datetime | None) -> bool:
+        """Would inputs with ``key`` get the stored verdict (which must be ours: ``stored_at``)?"""
+        return stored_at == self.evaluated_at and thresholds == self.thresholds and same_verdict(self.key, key)
+
+
+def unchanged_in_memory(
+    conn: sa.Connection, candidates: Mapping[str, Evaluated], fresh: Mapping[str, FreshState], now: datetime
+) -> set[str]:
+    """The registers among ``candidates`` (each with a state in ``fresh``) whose stored verdict
+    still holds, known without the join (see the module docstring)."""
+    ids = [register_id for register_id, last in candidates.items() if last.inputs.link_up is not False]
+    if not ids:
+        return set()
+    rows = conn.execute(
+        sa.select(
+            register_state.c.register_id, register_state.c.agent_id, register_state.c.session,
+            register_state.c.seq, register_state.c.evaluated_at, register_state.c.link_up,
+        ).where(member_of(conn, register_state.c.register_id, ids))
+    )
+    unchanged: set[str] = set()
+    for row in rows:
+        last, state = candidates[row.register_id], fresh[row.register_id]
+        if (row.agent_id, row.session, row.seq) != (state.agent_id, state.session, state.seq):
+            continue
+        if row.agent_id != last.state_agent_id or row.link_up != last.inputs.link_up:
+            continue
+        if last.key is None:
+            continue
+        seen = last.inputs.agent_last_seen  # the agent was seen at least when the fresh state arrived
+        key = with_state(
+            last.key, state.state, received_at=state.received_at, polled_at=state.polled_at,
+            agent_last_seen=None if seen is None else max(seen, state.received_at), now=now,
+        )
+        if last.same_verdict(last.thresholds, key, row.evaluated_at):
+            unchanged.add(row.register_id)
+    return unchanged

@@ -1,0 +1,63 @@
+"""Cheaper socket I/O for the collector's paho client (paho-mqtt 2.x, through two of its
+internals: ``_create_socket`` and ``_packet_queue``; ``tests/collector/test_ingest_mqtt.py`` runs
+them against a real broker).
+
+* **Read-ahead.** paho reads each packet with ≥ 3 ``recv()`` calls (command byte, length bytes,
+  body) and a ``select()`` before each packet. :class:`ReadAhead` serves them from one 64 KiB
+  ``recv()`` and reports what it holds through ``pending()``, the hook paho already polls for TLS
+  sockets, so its loop does not wait in ``select()`` while buffered packets remain.
+* **One write per batch of PUBACKs.** ``Client.ack`` queues each PUBACK as its own packet, with
+  a wake-up of the loop thread and a ``send()`` each; :func:`queue_pubacks` queues a batch's
+  PUBACKs as one packet.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+READ_AHEAD = 64 * 1024
+_PUBACK = struct.Struct("!BBH")
+
+
+class ReadAhead:
+    """A connected socket (plain or TLS) whose reads are served from a read-ahead buffer."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._data = b""
+        self._pos = 0
+
+    def recv(self, size: int) -> bytes:
+        if self._pos >= len(self._data):
+            data = self._sock.recv(max(size, READ_AHEAD))  # BlockingIOError / b"" (closed) pass through
+            if len(data) <= size:
+                return bytes(data)
+            self._data, self._pos = bytes(data), 0
+        chunk = self._data[self._pos : self._pos + size]
+        self._pos += len(chunk)
+        return chunk
+
+    def pending(self) -> int:
+        inner = self._sock.pending() if hasattr(self._sock, "pending") else 0
+        return len(self._data) - self._pos + inner
+
+    def __getattr__(self, name: str) -> Any:  # send, fileno, close, setblocking, … of the socket
+        return getattr(self._sock, name)
+
+
+class ReadAheadClient(mqtt.Client):
+    """paho's client over a :class:`ReadAhead` socket."""
+
+    def _create_socket(self) -> Any:
+        return ReadAhead(super()._create_socket())
+
+
+def queue_pubacks(client: mqtt.Client, mids: Iterable[int]) -> None:
+    """Queue the PUBACKs of ``mids`` (QoS 1) as one write."""
+    packet = b"".join(_PUBACK.pack(mqtt.PUBACK, 2, mid) for mid in mids)
+    if packet:
+        client._packet_queue(mqtt.PUBACK, packet, 0, 1)

@@ -1,0 +1,120 @@
+"""PostgreSQL forms of the hot ingest writes: one ``INSERT … SELECT FROM json_array_elements(rows)``
+per batch, the whole batch in one JSON text parameter.
+
+Why: SQLAlchemy sends a RETURNING batch as one multi-row ``VALUES`` statement whose text differs
+with every batch size, and psycopg parses such a statement in Python on every call (its query
+cache only keeps short texts) — ~140 µs per message. One array parameter per column fixed the
+text but psycopg still dumps arrays element by element in Python. Here the statement text is
+fixed (cached, then server-prepared by psycopg) and the rows travel as one JSON array of arrays,
+encoded by ``json.dumps`` in C; the server does the parsing. Each state document goes as its
+JSON text (``JsonText``) and is cast to ``jsonb`` there.
+
+Semantics are those of ``collector.storage.ingest`` and of ``bulk`` (which calls these on
+PostgreSQL only): duplicates of (agent, session, seq) are skipped (in the partitioned history by a
+lookup near the row's ``ts``, ``collector.storage.partitions``), the latest state is only
+replaced by a newer one, rows are written in the caller's order (``WITH ORDINALITY``), so lock
+order stays the one ``bulk`` documents. Bound values get the checks the column types would
+apply (uint64 range, aware instants), since driver-level SQL bypasses SQLAlchemy's types.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import date, datetime
+from functools import cache
+from typing import Any
+
+import sqlalchemy as sa
+
+from collector.ingest.row_values import LATEST_COLUMNS, NEWER, document, instant
+from collector.storage.partitions import REDELIVERY_WINDOW
+from collector.storage.rows import HistoryRow, LatestState, check_seq
+
+# (column, PostgreSQL type), in the order of each JSON row.
+_HISTORY_COLUMNS = (
+    ("agent_id", "text"), ("session", "bigint"), ("seq", "bigint"), ("register_id", "text"),
+    ("ts", "timestamptz"), ("received_at", "timestamptz"), ("state", "json"), ("reason", "text"),
+)
+# The partitioned history has no unique key (collector.storage.partitions): a stored duplicate is
+# looked for near the row's ts, which prunes the lookup to a few day partitions.
+_WINDOW = f"interval '{int(REDELIVERY_WINDOW.total_seconds())} seconds'"
+_HISTORY_UNSEEN = (
+    "WHERE NOT EXISTS (SELECT 1 FROM state_history h WHERE h.agent_id = u.e->>0"
+    " AND h.session = (u.e->>1)::bigint AND h.seq = (u.e->>2)::bigint"
+    f" AND h.ts BETWEEN (u.e->>4)::timestamptz - {_WINDOW} AND (u.e->>4)::timestamptz + {_WINDOW})"
+)
+_MARK_COLUMNS = (("agent_id", "text"), ("session", "bigint"), ("max_seq", "bigint"))
+
+
+@cache
+def _insert_select(table: str, columns: tuple[tuple[str, str], ...], tail: str, where: str = "") -> str:
+    names = ", ".join(name for name, _ in columns)
+    picked = ", ".join(
+        f"u.e->>{index}" if kind == "text" else f"(u.e->>{index})::{kind}" for index, (_, kind) in enumerate(columns)
+    )
+    return (
+        f"INSERT INTO {table} ({names}) SELECT {picked} FROM json_array_elements(%s::json) WITH ORDINALITY"
+        f" AS u(e, ord) {where} ORDER BY u.ord {tail}"
+    )
+
+
+def _text(value: datetime | date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _write(conn: sa.Connection, sql: str, rows: list[tuple[Any, ...]]) -> int:
+    return conn.exec_driver_sql(sql, (json.dumps(rows, separators=(",", ":")),)).rowcount
+
+
+def insert_history(conn: sa.Connection, rows: Sequence[HistoryRow]) -> int:
+    """Append states to ``state_history``, skipping stored (agent, session, seq); count the new ones."""
+    if not rows:
+        return 0
+    values: dict[tuple[str, int, int], tuple[Any, ...]] = {}
+    for r in rows:  # the first of each key: NOT EXISTS cannot see the batch's own rows
+        key = (r.agent_id, check_seq("session", r.session), check_seq("seq", r.seq))
+        if key not in values:
+            values[key] = (
+                *key, r.register_id, instant(r.ts).isoformat(), instant(r.received_at).isoformat(),
+                document(r.state), r.reason,
+            )
+    sql = _insert_select("state_history", _HISTORY_COLUMNS, "", _HISTORY_UNSEEN)
+    return _write(conn, sql, list(values.values()))
+
+
+def upsert_latest_states(conn: sa.Connection, rows: Sequence[LatestState]) -> int:
+    """Write each register's row unless the stored one is newer; returns how many were written.
+
+    ``rows`` must hold one row per register, in lock order (the caller sorts them).
+    """
+    values = [
+        (r.register_id, r.agent_id, check_seq("session", r.session), check_seq("seq", r.seq),
+         instant(r.agent_ts).isoformat(), instant(r.received_at).isoformat(), document(r.state), r.shift_status,
+         r.unsent_count, _text(r.oldest_unsent_at), _text(r.fn_valid_until), r.link_up)
+        for r in rows
+    ]
+    updates = ", ".join(
+        f"{name} = excluded.{name}" for name, _ in LATEST_COLUMNS if name not in ("register_id", "link_up")
+    )
+    tail = (
+        f"ON CONFLICT (register_id) DO UPDATE SET {updates},"
+        " link_up = coalesce(excluded.link_up, register_state.link_up)"
+        f" WHERE {NEWER}"
+    )
+    return _write(conn, _insert_select("register_state", LATEST_COLUMNS, tail), values)
+
+
+def advance_ingest_marks(conn: sa.Connection, marks: Sequence[tuple[str, int, int]]) -> None:
+    """Raise each (agent, session)'s committed mark to ``max_seq``; never lowers one.
+
+    ``marks`` must hold each (agent, session) once, in lock order (the caller sorts them).
+    """
+    if not marks:
+        return
+    values = [(agent, check_seq("session", session), check_seq("seq", seq)) for agent, session, seq in marks]
+    tail = (
+        "ON CONFLICT (agent_id, session) DO UPDATE SET max_seq = excluded.max_seq"
+        " WHERE excluded.max_seq > ingest_marks.max_seq"
+    )
+    _write(conn, _insert_select("ingest_marks", _MARK_COLUMNS, tail), values)

@@ -1,0 +1,159 @@
+"""Keeping ``register_summary`` in step with the tables it summarises.
+
+A summary row is never edited column by column: :func:`refresh_registers` recomputes the rows of
+the named registers from ``registers``, ``register_state``, ``agents``, ``alerts`` and ``nodes``
+(the path) in one prebuilt INSERT … SELECT … ON CONFLICT statement, so every caller (the writer
+once per batch, the alert evaluator once per chunk, the one-row repository functions, placing a
+register, moving a node) runs the same SQL, a repeated refresh is harmless, and a row whose values
+did not change is not rewritten. Deleted registers lose their row through the foreign key's
+cascade; a deleted node leaves ``node_id`` NULL through its ON DELETE SET NULL, as on ``registers``
+(scopes ignore the path of an unplaced register).
+
+On PostgreSQL existing rows are locked (in id order) before they are recomputed: two transactions
+that changed different source tables of one register then refresh one after the other, and the
+second statement's snapshot sees the first one's commit, so neither overwrites the other with
+stale values. (Two transactions creating the same register's first row race without that lock;
+:func:`refresh_all` rebuilds every row.)
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+from collector.storage.errors import UnsupportedDialect
+from collector.storage.ranks import UNKNOWN_SELL_RANK, severity_rank
+from collector.storage.rows import SEVERITY_LEVELS
+from collector.storage.schema import agents, alerts, nodes, register_state, register_summary, registers
+
+# "No stop ahead" sorts after every real stop; an instant no register will reach.
+NO_BLOCK = datetime(9999, 1, 1, tzinfo=UTC)
+NO_SEVERITY_ORDER = len(SEVERITY_LEVELS)  # severity_order of a register without an active alert
+SEARCH_SEPARATOR = "\n"  # between the identifiers in search_text; never inside a search term
+_CHUNK = 500  # ids per refresh statement, well under every backend's parameter limit
+
+
+def severity_order(column: ColumnElement[str | None]) -> ColumnElement[int]:
+    """0 for the worst severity … ``NO_SEVERITY_ORDER`` for none: ascending = worst first."""
+    return NO_SEVERITY_ORDER - severity_rank(column)
+
+
+def _search_text() -> ColumnElement[str]:
+    parts: list[ColumnElement[str]] = [registers.c.register_id]
+    parts += [sa.func.coalesce(column, "") for column in (registers.c.serial, registers.c.rnm, registers.c.fn_serial)]
+    joined = parts[0]
+    for part in parts[1:]:
+        joined = joined.concat(SEARCH_SEPARATOR).concat(part)
+    return sa.func.lower(joined)
+
+
+def _computed(register_ids: Sequence[str] | sa.BindParameter[Any] | None) -> sa.Select[tuple[object, ...]]:
+    """The summary rows of these registers (None: of every register), computed from the source tables."""
+    # Uncorrelated IN, built once per statement: SQLite, without statistics, ran a correlated
+    # EXISTS through alerts' (status, severity) index, i.e. over every active alert per register.
+    active = sa.select(alerts.c.register_id).where(alerts.c.status == "active")
+    if register_ids is not None:
+        active = active.where(alerts.c.register_id.in_(register_ids))
+    has_active_alert = registers.c.register_id.in_(active)
+    return (
+        sa.select(
+            registers.c.register_id,
+            registers.c.tenant_id,
+            registers.c.node_id,
+            nodes.c.path.label("node_path"),
+            registers.c.protocol,
+            _search_text().label("search_text"),
+            sa.func.coalesce(register_state.c.sell_rank, UNKNOWN_SELL_RANK).label("sell_rank"),
+            register_state.c.sell_status,
+            sa.func.coalesce(register_state.c.blocks_at, sa.literal(NO_BLOCK, register_summary.c.block_order.type)).label(
+                "block_order"
+            ),
+            severity_order(register_state.c.worst_severity).label("severity_order"),
+            register_state.c.worst_severity,
+            has_active_alert.label("problem"),
+            agents.c.online.label("agent_online"),
+            register_state.c.link_up,
+            register_state.c.shift_status,
+        )
+        .select_from(
+            registers.outerjoin(register_state, register_state.c.register_id == registers.c.register_id)
+            .outerjoin(agents, agents.c.agent_id == registers.c.agent_id)
+            .outerjoin(nodes, nodes.c.id == registers.c.node_id)
+        )
+        .where(sa.true() if register_ids is None else registers.c.register_id.in_(register_ids))
+    )
+
+
+_COLUMNS = [column.name for column in register_summary.columns]
+
+
+@functools.cache
+def _upsert_statement(dialect: str, every: bool) -> sa.Executable:
+    """Built once per backend (building it costs more than running it on 500 registers); the ids
+    go in as the expanding parameter ``ids``."""
+    ids: sa.BindParameter[Any] | None = None if every else sa.bindparam("ids", expanding=True)
+    insert: sqlite.Insert | postgresql.Insert
+    if dialect == "sqlite":
+        insert = sqlite.insert(register_summary)
+    elif dialect == "postgresql":
+        insert = postgresql.insert(register_summary)
+    else:
+        raise UnsupportedDialect(f"no ON CONFLICT support for database dialect {dialect!r}")
+    stmt = insert.from_select(_COLUMNS, _computed(ids))
+    kept = [name for name in _COLUMNS if name != "register_id"]
+    return stmt.on_conflict_do_update(
+        index_elements=[register_summary.c.register_id],
+        set_={name: stmt.excluded[name] for name in kept},
+        # Most batches change nothing the list sorts on (a heartbeat, a receipt): write no new row version.
+        where=sa.or_(*(register_summary.c[name].is_distinct_from(stmt.excluded[name]) for name in kept)),
+    )
+
+
+def _upsert(conn: sa.Connection, register_ids: list[str] | None) -> None:
+    stmt = _upsert_statement(conn.dialect.name, register_ids is None)
+    conn.execute(stmt, {} if register_ids is None else {"ids": register_ids})
+
+
+def _lock(conn: sa.Connection, register_ids: list[str]) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.select(register_summary.c.register_id)
+            .where(register_summary.c.register_id.in_(register_ids))
+            .order_by(register_summary.c.register_id)
+            .with_for_update()
+        )
+
+
+def refresh_registers(conn: sa.Connection, register_ids: Collection[str]) -> None:
+    """Recompute the summary rows of these registers (unknown ids are ignored)."""
+    ordered = sorted(set(register_ids))
+    for start in range(0, len(ordered), _CHUNK):
+        chunk = ordered[start : start + _CHUNK]
+        _lock(conn, chunk)
+        _upsert(conn, chunk)
+
+
+def refresh_agents(conn: sa.Connection, agent_ids: Collection[str]) -> None:
+    """Recompute the rows of every register these agents poll (their online flag changed)."""
+    if not agent_ids:
+        return
+    found = conn.execute(sa.select(registers.c.register_id).where(registers.c.agent_id.in_(sorted(set(agent_ids)))))
+    refresh_registers(conn, found.scalars().all())
+
+
+def refresh_subtree(conn: sa.Connection, tenant_id: int, path: str) -> None:
+    """Recompute the rows of every register placed at or below the node with this path (it moved)."""
+    below = sa.select(nodes.c.id).where(nodes.c.tenant_id == tenant_id, nodes.c.path.startswith(path))
+    found = conn.execute(sa.select(registers.c.register_id).where(registers.c.node_id.in_(below)))
+    refresh_registers(conn, found.scalars().all())
+
+
+def refresh_all(conn: sa.Connection) -> None:
+    """Recompute every row: the migration's backfill, and a repair after a bulk change by hand."""
+    _upsert(conn, None)

@@ -1,0 +1,90 @@
+"""The ingest writer and the alert evaluator keep ``register_summary`` in step with the rows they
+write (states, births, link events, agent status, alerts and verdicts), and the register list reads
+their result. SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from collector.alerts import Thresholds
+from collector.ingest.batcher import IngestWriter
+from collector.ingest.engine import AlertEngine
+from collector.storage import register_list, register_summary
+from collector.storage.register_list import RegisterQuery
+from collector.storage.schema import register_summary as summary
+from collector.storage.scope import Scope
+from protocol.mqtt.models import EventKind
+
+sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make the helper next to us importable
+import ingest_testkit as kit
+
+engine = kit.engine  # the fixture: a migrated engine on SQLite and on PostgreSQL
+
+T0 = kit.T0
+
+
+def ingest(engine: sa.Engine, *messages: tuple[str, bytes]) -> None:
+    IngestWriter(engine, kit.FakeDownlink()).process([kit.inbound(topic, payload, at=T0) for topic, payload in messages])
+
+
+def rows(engine: sa.Engine) -> dict[str, dict[str, Any]]:
+    """The stored summary, after checking it equals a rebuild from the source tables."""
+    with engine.connect() as conn:
+        stored = {row.register_id: dict(row._mapping) for row in conn.execute(sa.select(summary))}
+        computed = register_summary._computed(None).subquery()
+        rebuilt = {row.register_id: dict(row._mapping) for row in conn.execute(sa.select(computed))}
+    assert stored == rebuilt
+    return stored
+
+
+def test_the_writer_keeps_the_summary_of_what_each_batch_wrote(engine: sa.Engine) -> None:
+    ingest(
+        engine,
+        kit.status_msg("agent-a", 1, "online"),
+        kit.status_msg("agent-b", 1, "online"),
+        kit.state_msg("agent-a", "kkt-1", 1, 1, kit.register_state("0001")),
+        kit.birth_msg("agent-b", 1, 1, {"kkt-2": kit.register_state("0002"), "kkt-3": kit.register_state("0003")}),
+    )
+    found = rows(engine)
+    assert set(found) == {"kkt-1", "kkt-2", "kkt-3"}
+    assert found["kkt-1"]["agent_online"] is True and found["kkt-2"]["agent_online"] is True
+    assert found["kkt-2"]["link_up"] is True and "0002" in found["kkt-2"]["search_text"]
+    assert found["kkt-1"]["sell_rank"] == 1  # not evaluated yet: unknown
+
+    ingest(engine, kit.event_msg("agent-a", "kkt-1", 1, 2, EventKind.LINK_LOST), kit.status_msg("agent-b", 1, "offline"))
+    found = rows(engine)
+    assert found["kkt-1"]["link_up"] is False
+    assert (found["kkt-2"]["agent_online"], found["kkt-3"]["agent_online"]) == (False, False)
+    with engine.connect() as conn:
+        unreachable = register_list.list_page(conn, Scope.admin(), RegisterQuery(connectivity="unreachable"))
+        offline = register_list.count_registers(conn, Scope.admin(), RegisterQuery(connectivity="offline"))
+    assert [row.register_id for row in unreachable.rows] == ["kkt-1"] and offline == 2
+
+
+def test_the_evaluator_keeps_the_verdict_severity_and_alerts_in_the_summary(engine: sa.Engine) -> None:
+    backlog = kit.register_state(unsent=40, oldest_unsent_age=timedelta(days=20))
+    ingest(
+        engine,
+        kit.status_msg("agent-a", 1, "online"),
+        kit.state_msg("agent-a", "kkt-1", 1, 1, backlog),
+        kit.state_msg("agent-a", "kkt-2", 1, 2, kit.register_state("0002")),
+    )
+    alerts = AlertEngine(engine, Thresholds())
+    alerts.evaluate(["kkt-1", "kkt-2"], now=T0)
+    found = rows(engine)
+    assert found["kkt-1"]["problem"] is True and found["kkt-1"]["worst_severity"] == "critical"
+    assert found["kkt-1"]["block_order"] == T0 + timedelta(days=10)
+    assert found["kkt-2"]["problem"] is False and found["kkt-2"]["block_order"] == register_summary.NO_BLOCK
+    with engine.connect() as conn:
+        first = register_list.list_page(conn, Scope.admin(), RegisterQuery(), limit=1)
+    assert [row.register_id for row in first.rows] == ["kkt-1"] and first.next_cursor is not None
+
+    ingest(engine, kit.state_msg("agent-a", "kkt-1", 1, 3, kit.register_state()))  # the backlog is sent
+    alerts.evaluate(["kkt-1"], now=T0)
+    found = rows(engine)
+    assert found["kkt-1"]["problem"] is False and found["kkt-1"]["worst_severity"] is None
