@@ -361,7 +361,9 @@ def write_messages(
     bulk.supersede_sessions(conn, outcome.births)
     # By agent (a stable sort keeps each agent's arrival order): rows are locked in key order.
     for agent, status, at in sorted(gather.statuses, key=lambda claim: claim[0]):
-        applied = repo.upsert_agent_status(conn, agent, online=status.status == "online", session=status.session, at=at)
+        applied = repo.upsert_agent_status(
+            conn, agent, online=status.status == "online", session=status.session, at=at, refresh_summary=False
+        )
         if applied is StatusOutcome.APPLIED:
             outcome.status_agents.add(agent)
         else:
@@ -397,8 +399,8 @@ def write_messages(
 
 
 def _refresh_summaries(conn: sa.Connection, outcome: WriteOutcome, identified: set[str]) -> None:
-    """The register list's summary rows of what this batch changed: one statement per batch.
-    Status messages refreshed their agents' registers already (``upsert_agent_status``); a birth
-    marks its agent online in bulk, so those agents' registers are refreshed here."""
-    register_summary.refresh_registers(conn, outcome.registers | identified)
-    register_summary.refresh_agents(conn, set(outcome.births) - outcome.status_agents)
+    """The register list's summary rows of what this batch changed, after every agent row this
+    batch updates: taking summary locks between agent updates (per status) deadlocked two
+    collectors, one holding an agent and waiting for a summary row, the other the reverse.
+    Statuses and births change their agents' online flag, so those agents' registers are included."""
+    register_summary.refresh_agents(conn, set(outcome.births) | outcome.status_agents, also=outcome.registers | identified)
