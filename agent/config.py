@@ -208,6 +208,9 @@ class AgentConfig(_Section):
     supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
     actions: ActionsConfig = Field(default_factory=ActionsConfig)
     heartbeat: float = Field(60.0, gt=0, description="seconds between unchanged-state publishes")
+    counter_interval: float = Field(
+        60.0, gt=0, description="seconds between publishes of counter-only changes (receipts, FD number, backlog within its band)"
+    )
     ack_mode: Literal["collector", "puback"] = "collector"
     health_file: Path | None = None
     log_format: Literal["json", "text"] = "text"
@@ -243,6 +246,7 @@ ENV_KEYS: dict[str, str] = {
     "OUTBOX_MAX_AGE": "outbox.max_age",
     "REPLAY_RATE": "replay.rate",
     "HEARTBEAT": "heartbeat",
+    "COUNTER_INTERVAL": "counter_interval",
     "ACK_MODE": "ack_mode",
     "HEALTH_FILE": "health_file",
     "LOG_FORMAT": "log_format",

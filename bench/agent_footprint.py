@@ -6,7 +6,7 @@ Starts a private mosquitto on a free loopback port unless --broker is given, a `
 register on a pty in its own process unless --device is given (an in-process sim:// register
 would count the simulator's memory as the agent's), runs the agent as a subprocess, waits --warmup seconds (imports, first connect, first poll), then samples
 /proc/<pid>/status (VmRSS) and /proc/<pid>/stat (utime+stime) for --duration seconds.
-Target (DESIGN.md §7): ≤ 40 MB RSS, ≤ 1 % of one core at a 10 s poll.
+Target (issue 11): ≤ 35 MB RSS, ≤ 1 % of one core at a 10 s poll.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-TARGET_RSS_MB = 40.0
+TARGET_RSS_MB = 35.0
 TARGET_CPU_PCT = 1.0
 
 

@@ -85,10 +85,10 @@ def free_port() -> int:
 
 
 @contextmanager
-def mosquitto(workdir: Path) -> Iterator[int]:
+def mosquitto(workdir: Path, template: str = MOSQUITTO_CONF) -> Iterator[int]:
     port = free_port()
     conf = workdir / "mosquitto.conf"
-    conf.write_text(MOSQUITTO_CONF.format(port=port, data=workdir))
+    conf.write_text(template.format(port=port, data=workdir))
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     process = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -475,7 +475,19 @@ def main() -> int:
             if busy:
                 print(f"{'':10} {'':24} CPU µs/msg by thread: " + ", ".join(f"{name} {us:.0f}" for us, name in busy),
                       flush=True)
+    print_scaling(rows)
     return 0
+
+
+def print_scaling(rows: list[dict[str, Any]]) -> None:
+    """Per database: CPU per message of N shared collectors against one (target: within 1.1×)."""
+    for kind in dict.fromkeys(row["db"] for row in rows):
+        measured = {row["collectors"]: row["cpu_us"] for row in rows if row["db"] == kind and "cpu_us" in row}
+        single = measured.get("1 × subprocess $share")
+        for label, cpu_us in measured.items():
+            if single and label != "1 × subprocess $share":
+                print(f"{kind:10} {label:24} CPU per message {cpu_us / single:.2f}× one collector's "
+                      f"({cpu_us:.0f} vs {single:.0f} µs) [target ≤ 1.1×]", flush=True)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import sqlite3
@@ -318,6 +319,9 @@ def soak(args: argparse.Namespace, db_url: str, workdir: Path) -> int:
     broker = Broker(workdir=workdir / "broker", port=free_port(), kind="mosquitto")
     broker.workdir.mkdir()
     agents = [make_agent(i, broker, workdir, args.speed) for i in range(args.agents)]
+    # Every state stored: the soak counts what reached history against what the agents sent (the
+    # history policy would drop heartbeats by design, which is not loss).
+    os.environ["KASSA_COLLECTOR_HISTORY_SAMPLE_MINUTES"] = "0"
     collector = Child("collector", [
         sys.executable, "-m", "collector", "run", "--broker", broker.url, "--db", db_url, "--no-web",
         "--client-id", "soak-collector", "--log-level", "WARNING",

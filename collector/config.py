@@ -133,6 +133,11 @@ class CollectorConfig(BaseModel):
     )
     evaluator_period: float = Field(15.0, gt=0, description="seconds between full re-evaluations")
     history_days: float = Field(180.0, ge=0, description="days of state history kept; 0 keeps it forever")
+    # collector/ingest/history_policy.py: significant changes are always kept; 0 keeps every state.
+    history_sample_minutes: float = Field(
+        15.0, ge=0, description="minutes between chart samples in history while counters move; 0 keeps every state"
+    )
+    history_idle_sample_hours: float = Field(6.0, gt=0, description="hours between samples of a register whose charted values stay flat")
     events_days: float = Field(365.0, ge=0, description="days of register and agent events kept; 0: forever")
     dead_letters_days: float = Field(30.0, ge=0, description="days of dead letters kept; 0: forever")
     retention_period: float = Field(3600.0, gt=0, description="seconds between two retention runs")

@@ -1,6 +1,7 @@
 """Housekeeping: the retention job that keeps the history tables to their configured horizon.
 
-Every ``period`` seconds it deletes state history, events (register and agent) and dead letters
+Every ``period`` seconds it creates the history's day partitions a week ahead (PostgreSQL,
+``collector.storage.partitions``; whole days past the horizon are dropped there) and deletes state history, events (register and agent) and dead letters
 older than their horizon, in chunks of ``chunk`` rows with one short transaction each, so ingest
 commits between chunks instead of waiting behind one huge DELETE. A horizon of 0 days keeps
 that table forever. A failed run is logged and retried at the next period; it never stops the
@@ -18,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from collector.metrics import CollectorMetrics
-from collector.storage import begin_write
+from collector.storage import begin_write, partitions
 from collector.storage.retention import purge_dead_letters, purge_events, purge_history
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,10 @@ class RetentionJob:
     def run_once(self) -> dict[str, int]:
         """One pass over every table; returns rows deleted per table."""
         now = self._clock()
+        with begin_write(self._engine) as conn:
+            created = partitions.maintain(conn, now.date())
+        if created:
+            log.info("history partitions created ahead: %s", ", ".join(created))
         deleted: dict[str, int] = {}
         for table, days, purge in self.policy.horizons():
             cutoff = now - timedelta(days=days)

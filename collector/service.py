@@ -45,6 +45,8 @@ from collector.housekeeping import RetentionJob, RetentionPolicy
 from collector.ingest.batcher import ChangeListener, IngestWriter, WriterSettings
 from collector.ingest.consumer import InboundMessage
 from collector.ingest.engine import AlertEngine, EvaluationWorker, Notify
+from collector.ingest.engine.leadership import SweepLeadership
+from collector.ingest.history_policy import HistoryPolicy
 from collector.ingest.source import open_source
 from collector.ingest.writes import FreshState
 from collector.metrics import CollectorMetrics
@@ -102,6 +104,16 @@ def writer_settings(config: CollectorConfig) -> WriterSettings:
         company=config.company,
         new_registers_node=config.new_registers_node,
         max_session_jump=config.max_session_jump,
+        history=history_policy(config),
+    )
+
+
+def history_policy(config: CollectorConfig) -> HistoryPolicy | None:
+    if config.history_sample_minutes == 0:
+        return None  # every state becomes a history row
+    return HistoryPolicy(
+        sample_every=timedelta(minutes=config.history_sample_minutes),
+        idle_sample_every=timedelta(hours=config.history_idle_sample_hours),
     )
 
 
@@ -333,7 +345,8 @@ class CollectorService:
         )
         self.kep_alerts = KepAlertSweep(self.engine, config.alert_thresholds(), notify=self._hand_over)
         self.evaluator = EvaluationWorker(
-            self.alert_engine, period=config.evaluator_period, also_sweep=(self.kep_alerts,)
+            self.alert_engine, period=config.evaluator_period, also_sweep=(self.kep_alerts,),
+            leadership=SweepLeadership(self.engine),  # with $share: one collector sweeps, not each
         )
         self.consumer = open_source(config, self._on_message)  # MQTT or NATS JetStream, by broker_url
         on_changed: ChangeListener = self.evaluator.changed

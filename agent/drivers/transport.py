@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import socket
-from importlib.metadata import entry_points
 
 import serial
 
@@ -33,7 +32,13 @@ _HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*)
 
 
 def register_url_handlers() -> list[str]:
-    """Append every advertised URL-handler package to pyserial's search list (idempotent)."""
+    """Append every advertised URL-handler package to pyserial's search list (idempotent).
+
+    Called when pyserial does not know a URL's scheme, not at import: scanning the entry points
+    imports ``importlib.metadata`` (4.6 MB resident), which an agent on a serial port never needs.
+    """
+    from importlib.metadata import entry_points
+
     added = []
     for entry in entry_points(group=URL_HANDLER_GROUP):
         if entry.value not in serial.protocol_handler_packages:
@@ -42,7 +47,14 @@ def register_url_handlers() -> list[str]:
     return added
 
 
-register_url_handlers()
+def serial_for_url(url: str, baudrate: int) -> serial.SerialBase:
+    """``serial.serial_for_url``, looking for advertised URL handlers when the scheme is unknown."""
+    try:
+        return serial.serial_for_url(url, baudrate=baudrate, timeout=0, write_timeout=5)
+    except ValueError as exc:
+        if "not known" not in str(exc) or not register_url_handlers():
+            raise
+    return serial.serial_for_url(url, baudrate=baudrate, timeout=0, write_timeout=5)
 
 
 def _os_errno(exc: BaseException) -> int | None:
@@ -137,7 +149,7 @@ class SerialLink:
             return
         try:
             # 8N1, no handshake: both Shtrih (§1.1) and ATOL (§3.1) specify it.
-            self._port = serial.serial_for_url(self.url, baudrate=self.baudrate, timeout=0, write_timeout=5)
+            self._port = serial_for_url(self.url, self.baudrate)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise open_error(self.url, exc) from exc
         _disable_nagle(self._port)

@@ -51,6 +51,7 @@ CREATE TRIGGER IF NOT EXISTS records_removed AFTER DELETE ON records BEGIN
     UPDATE totals SET records = records - 1, bytes = bytes - length(OLD.payload) WHERE kind = OLD.kind;
 END;
 """
+CACHE_KIB = 512
 RECORD_COLUMNS = "kind, register_id, session, seq, topic, payload, created_at, published_in"
 # meta keys: the session counter and installation epoch (agent.outbox.sessions), pending gap and
 # lifetime drop counters (agent.outbox.gaps), the collector's refusal (agent.refusal).
@@ -66,6 +67,9 @@ def open_database(path: Path) -> sqlite3.Connection:
         # FULL: each group commit fsyncs the WAL, so a durable append survives power loss too;
         # grouping keeps that to ~20 fsyncs/s.
         db.execute("PRAGMA synchronous=FULL")
+        # 512 KiB of page cache, not SQLite's 2 MB: appends and replay touch the tail of the
+        # outbox, and a backlog of days must not grow the agent past its memory target.
+        db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise OutboxError(f"{path} has outbox schema {version}, newer than this agent ({SCHEMA_VERSION})")

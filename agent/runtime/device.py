@@ -11,28 +11,21 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from agent.config import DeviceConfig
 from agent.drivers.actions import ActionOutcome, OutcomeKind
 from agent.events import derive_events
 from agent.health import DeviceHealth
 from agent.plausibility import PlausibilityGate
-from agent.runtime.host import DeviceJob, RuntimeHost, StateReason
+from agent.runtime.host import DeviceJob, RuntimeHost
+from agent.runtime.publish_policy import PublishPolicy
 from protocol.kkt.state import RegisterState
 from protocol.mqtt.actions import ActionName
 from protocol.mqtt.models import DeviceInfo, EventKind
 from protocol.mqtt.topics import is_valid_id
 
 log = logging.getLogger(__name__)
-
-# Fields that change on every poll (or every OFD link check) without meaning anything changed.
-_NOISE_FIELDS: dict[str, Any] = {
-    "read_at": True,
-    "register_clock": True,
-    "ofd": {"link_check": {"checked_at": True, "elapsed_ms": True}},
-}
-
 
 class DevicePoller(Protocol):
     def poll(self) -> RegisterState: ...
@@ -57,11 +50,6 @@ def topic_safe_id(derived: str) -> str:
     return cleaned if is_valid_id(cleaned) else "register-unknown"
 
 
-def meaningful(state: RegisterState) -> dict[str, Any]:
-    """The snapshot minus per-poll noise, for change detection."""
-    return state.model_dump(exclude=_NOISE_FIELDS)
-
-
 class DeviceWorker:
     """Polls one register on its own thread; never lets an exception end the loop."""
 
@@ -81,6 +69,8 @@ class DeviceWorker:
         self.last_poll: datetime | None = None
         self.last_ok: datetime | None = None
         self._last_state_publish = 0.0
+        self._published: RegisterState | None = None  # the last state sent, for the publishing policy
+        self._policy = PublishPolicy(counter_interval=runtime.config.counter_interval, heartbeat=runtime.config.heartbeat)
         self._jobs: queue.SimpleQueue[DeviceJob] = queue.SimpleQueue()
         self._fallback_id = f"device-{index + 1}"
         self.gate = PlausibilityGate(lambda: self.register_id)
@@ -257,13 +247,10 @@ class DeviceWorker:
                 self.runtime.emit_event(
                     register, event.kind, event.message, event.data, device_ts=state.register_clock
                 )
-        reason: StateReason | None = None
-        if prev is None or meaningful(prev) != meaningful(state):
-            reason = "change"
-        elif forced:
-            reason = "poll-now"
-        elif time.monotonic() - self._last_state_publish >= self.runtime.config.heartbeat:
-            reason = "heartbeat"
+        reason = self._policy.decide(
+            self._published, state, forced=forced, since_publish=time.monotonic() - self._last_state_publish
+        )
         if reason is not None:
             self._last_state_publish = time.monotonic()
+            self._published = state
             self.runtime.emit_state(register, state, reason)

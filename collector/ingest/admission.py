@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from collector.accounts.new_registers import DEFAULT_NODE_NAME, landing_node
 from collector.ingest import bulk
 from collector.storage import repository as repo
-from collector.storage.dialect import member_of
+from collector.storage.dialect import member_of, serialize_creation
 from collector.storage.schema import agents, nodes, tenants
 
 UNASSIGNED_KIND = "unassigned"
@@ -44,10 +44,12 @@ class Admission:
         self._company = company
         self._new_registers_node = new_registers_node
         self._admitted: set[str] = set()
+        self._landing: tuple[int, int] | None = None  # (tenant, node) newcomers go to
 
     def reset(self) -> None:
         """Forget every admission (after a rollback, an auto-registration may not have been stored)."""
         self._admitted.clear()
+        self._landing = None
 
     def check(self, conn: sa.Connection, agent_ids: set[str], now: datetime) -> dict[str, Refusal]:
         """Admit what can be admitted (auto-registering if allowed); returns the refused agents."""
@@ -70,8 +72,12 @@ class Admission:
         if newcomers:
             # A fleet coming online at once brings hundreds of new agents in one batch: resolve
             # the node once and register them with one statement, not two queries per agent.
-            tenant_id, node_id = self._unassigned_node(conn, now)
-            bulk.enroll_agents(conn, newcomers, tenant_id=tenant_id, node_id=node_id, enrolled_at=now)
+            if self._landing is None:
+                # Several collectors meeting their first newcomers at once must not each create the node.
+                serialize_creation(conn, "kassa:landing-node")
+                self._landing = self._unassigned_node(conn, now)
+            tenant_id, node_id = self._landing
+            bulk.enroll_agents(conn, newcomers, tenant_id=tenant_id, node_id=node_id, enrolled_at=now, rebind=False)
             self._admitted.update(newcomers)
         return refused
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Final
 
 import sqlalchemy as sa
 
+from collector.ingest import bulk
 from collector.storage.schema import agents
 from protocol.mqtt.models import BirthPayload, EventPayload, HistBatch, StatePayload
 
@@ -67,6 +68,9 @@ class AgentClocks:
             agent: error for agent, error in errors.items()
             if agent not in self._stored or abs(error - self._stored[agent]) >= DEADBAND
         }
+        # Busy rows (another collector's batch holds them) are skipped, and stay due: see lock_idle_agents.
+        free = bulk.lock_idle_agents(conn, due)
+        due = {agent: error for agent, error in due.items() if agent in free}
         if not due:
             return set()
         stmt = (

@@ -56,6 +56,8 @@ from collector.ingest.batch import (
 from collector.ingest.consumer import InboundMessage
 from collector.ingest.epochs import Epochs
 from collector.ingest.health import IngestHealth
+from collector.ingest.history_keeper import HistoryKeeper
+from collector.ingest.history_policy import HistoryPolicy
 from collector.ingest.refusals import RefusalNotices
 from collector.ingest.sequence import NOTHING, SequenceTracker
 from collector.ingest.thread_names import name_os_thread
@@ -72,6 +74,7 @@ from protocol.mqtt.topics import ack_topic, cmd_topic, quoted
 log = logging.getLogger(__name__)
 
 DB_RETRY_DELAY = 1.0
+DEFAULT_HISTORY = HistoryPolicy()  # 15-minute chart samples plus every significant change
 IDLE_TICK = 0.25  # how often an idle writer checks for stop and due rebirths
 # Built once per agent, like the parsed topics in batch.py.
 _ack_topic = functools.lru_cache(maxsize=TOPIC_CACHE)(ack_topic)
@@ -91,6 +94,7 @@ class WriterSettings:
     company: str | None = None  # single-company install: unenrolled agents join its «Новые кассы»
     new_registers_node: str = "Новые кассы"
     max_session_jump: int = DEFAULT_MAX_SESSION_JUMP
+    history: HistoryPolicy | None = DEFAULT_HISTORY  # None: every state becomes a history row
 
 
 class ChangeListener(Protocol):
@@ -136,6 +140,7 @@ class IngestWriter:
             new_registers_node=self.settings.new_registers_node,
         )
         self._refresh = RefreshCache()
+        self._history = None if self.settings.history is None else HistoryKeeper(self.settings.history)
         self._sessions = SessionGuard(self.settings.max_session_jump)
         self._epochs = Epochs()
         self._clocks = AgentClocks()
@@ -259,6 +264,8 @@ class IngestWriter:
         self.tracker.rollback()
         self._admission.reset()
         self._refresh.clear()
+        if self._history is not None:
+            self._history.clear()
         self._epochs.reset()
         self._clocks.reset()
 
@@ -337,7 +344,7 @@ class IngestWriter:
             accepted.append(item)
             if claim is not None:
                 result.sessions[agent] = max(claim[0], result.sessions.get(agent, claim[0]))
-        outcome = write_messages(conn, accepted, self._refresh)
+        outcome = write_messages(conn, accepted, self._refresh, self._history)
         outcome.status_agents |= self._clocks.store(conn, clock_errors(accepted), now)  # for agent_clock
         if handled is not None:
             agent, epoch, session, seq = handled

@@ -15,7 +15,7 @@ Rows are always sent in key order, so the ingest writer and the alert evaluator 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -218,14 +218,42 @@ def _seen_update(conn: sa.Connection) -> Any:
     )
 
 
-def mark_agents_seen(conn: sa.Connection, seen: dict[str, tuple[datetime, int]]) -> None:
-    """``storage.mark_agent_seen`` for many agents: last_seen/last_session only move forward."""
+def lock_idle_agents(conn: sa.Connection, agent_ids: Collection[str]) -> set[str]:
+    """Lock (in key order) and return those of ``agent_ids`` that no other transaction holds.
+
+    For bookkeeping that may wait for a later batch (``last_seen``, the clock offset): it runs at
+    the end of a batch, when this transaction already holds register rows, so waiting there for an
+    agent row that another collector's batch holds (it wrote the agent's status or enrolled it
+    first, and now waits for our registers) would close a deadlock cycle. Skipping never waits.
+    SQLite has one writer at a time: every agent is free.
+    """
+    if not agent_ids:
+        return set()
+    if conn.dialect.name != "postgresql":
+        return set(agent_ids)
+    query = (
+        sa.select(agents.c.agent_id)
+        .where(agents.c.agent_id.in_(sorted(agent_ids)))
+        .order_by(agents.c.agent_id)
+        .with_for_update(key_share=True, skip_locked=True)  # FOR NO KEY UPDATE: registers' FK checks pass
+    )
+    return set(conn.execute(query).scalars())
+
+
+def mark_agents_seen(conn: sa.Connection, seen: dict[str, tuple[datetime, int]]) -> set[str]:
+    """``storage.mark_agent_seen`` for many agents: last_seen/last_session only move forward.
+
+    Agents another transaction holds are skipped (``lock_idle_agents``); returns those written.
+    """
+    free = lock_idle_agents(conn, seen)
     params = [
         {"b_agent": agent, "b_at": at, "b_session": check_seq("session", session)}
         for agent, (at, session) in sorted(seen.items())
+        if agent in free
     ]
     if params:
         conn.execute(_statement(conn, "seen_update", _seen_update), params)
+    return free
 
 
 def _agent_enroll(conn: sa.Connection) -> Any:
@@ -241,10 +269,25 @@ def _agent_enroll(conn: sa.Connection) -> Any:
     )
 
 
+def _agent_admit(conn: sa.Connection) -> Any:
+    return upsert_insert(conn, agents).on_conflict_do_nothing(index_elements=[agents.c.agent_id])
+
+
 def enroll_agents(
-    conn: sa.Connection, agent_ids: Sequence[str], *, tenant_id: int, node_id: int, enrolled_at: datetime
+    conn: sa.Connection,
+    agent_ids: Sequence[str],
+    *,
+    tenant_id: int,
+    node_id: int,
+    enrolled_at: datetime,
+    rebind: bool = True,
 ) -> None:
-    """``storage.enroll_agent`` for many agents into one node (same re-bind semantics)."""
+    """``storage.enroll_agent`` for many agents into one node (same re-bind semantics).
+
+    ``rebind=False`` (auto-registration of newcomers) leaves an agent that exists meanwhile as it
+    is: another collector registered it a moment ago, and re-binding would lock its row for the
+    rest of this batch — the first step of a deadlock with that collector's batch.
+    """
     if not agent_ids:
         return
     if conn.execute(sa.select(nodes.c.id).where(nodes.c.id == node_id, nodes.c.tenant_id == tenant_id)).first() is None:
@@ -253,7 +296,8 @@ def enroll_agents(
         {"agent_id": agent, "tenant_id": tenant_id, "node_id": node_id, "enrolled_at": enrolled_at, "revoked": False}
         for agent in sorted(agent_ids)
     ]
-    conn.execute(_statement(conn, "agent_enroll", _agent_enroll), params)
+    name, build = ("agent_enroll", _agent_enroll) if rebind else ("agent_admit", _agent_admit)
+    conn.execute(_statement(conn, name, build), params)
 
 
 def advance_ingest_marks(conn: sa.Connection, marks: dict[tuple[str, int], int]) -> None:

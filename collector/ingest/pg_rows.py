@@ -10,7 +10,8 @@ encoded by ``json.dumps`` in C; the server does the parsing. Each state document
 JSON text (``JsonText``) and is cast to ``jsonb`` there.
 
 Semantics are those of ``collector.storage.ingest`` and of ``bulk`` (which calls these on
-PostgreSQL only): duplicates of (agent, session, seq) are skipped, the latest state is only
+PostgreSQL only): duplicates of (agent, session, seq) are skipped (in the partitioned history by a
+lookup near the row's ``ts``, ``collector.storage.partitions``), the latest state is only
 replaced by a newer one, rows are written in the caller's order (``WITH ORDINALITY``), so lock
 order stays the one ``bulk`` documents. Bound values get the checks the column types would
 apply (uint64 range, aware instants), since driver-level SQL bypasses SQLAlchemy's types.
@@ -27,25 +28,34 @@ from typing import Any
 import sqlalchemy as sa
 
 from collector.ingest.row_values import LATEST_COLUMNS, NEWER, document, instant
+from collector.storage.partitions import REDELIVERY_WINDOW
 from collector.storage.rows import HistoryRow, LatestState, check_seq
 
 # (column, PostgreSQL type), in the order of each JSON row.
 _HISTORY_COLUMNS = (
     ("agent_id", "text"), ("session", "bigint"), ("seq", "bigint"), ("register_id", "text"),
-    ("ts", "timestamptz"), ("received_at", "timestamptz"), ("state", "jsonb"),
+    ("ts", "timestamptz"), ("received_at", "timestamptz"), ("state", "json"), ("reason", "text"),
+)
+# The partitioned history has no unique key (collector.storage.partitions): a stored duplicate is
+# looked for near the row's ts, which prunes the lookup to a few day partitions.
+_WINDOW = f"interval '{int(REDELIVERY_WINDOW.total_seconds())} seconds'"
+_HISTORY_UNSEEN = (
+    "WHERE NOT EXISTS (SELECT 1 FROM state_history h WHERE h.agent_id = u.e->>0"
+    " AND h.session = (u.e->>1)::bigint AND h.seq = (u.e->>2)::bigint"
+    f" AND h.ts BETWEEN (u.e->>4)::timestamptz - {_WINDOW} AND (u.e->>4)::timestamptz + {_WINDOW})"
 )
 _MARK_COLUMNS = (("agent_id", "text"), ("session", "bigint"), ("max_seq", "bigint"))
 
 
 @cache
-def _insert_select(table: str, columns: tuple[tuple[str, str], ...], tail: str) -> str:
+def _insert_select(table: str, columns: tuple[tuple[str, str], ...], tail: str, where: str = "") -> str:
     names = ", ".join(name for name, _ in columns)
     picked = ", ".join(
         f"u.e->>{index}" if kind == "text" else f"(u.e->>{index})::{kind}" for index, (_, kind) in enumerate(columns)
     )
     return (
         f"INSERT INTO {table} ({names}) SELECT {picked} FROM json_array_elements(%s::json) WITH ORDINALITY"
-        f" AS u(e, ord) ORDER BY u.ord {tail}"
+        f" AS u(e, ord) {where} ORDER BY u.ord {tail}"
     )
 
 
@@ -61,13 +71,16 @@ def insert_history(conn: sa.Connection, rows: Sequence[HistoryRow]) -> int:
     """Append states to ``state_history``, skipping stored (agent, session, seq); count the new ones."""
     if not rows:
         return 0
-    values = [
-        (r.agent_id, check_seq("session", r.session), check_seq("seq", r.seq), r.register_id,
-         instant(r.ts).isoformat(), instant(r.received_at).isoformat(), document(r.state))
-        for r in rows
-    ]
-    sql = _insert_select("state_history", _HISTORY_COLUMNS, "ON CONFLICT (agent_id, session, seq) DO NOTHING")
-    return _write(conn, sql, values)
+    values: dict[tuple[str, int, int], tuple[Any, ...]] = {}
+    for r in rows:  # the first of each key: NOT EXISTS cannot see the batch's own rows
+        key = (r.agent_id, check_seq("session", r.session), check_seq("seq", r.seq))
+        if key not in values:
+            values[key] = (
+                *key, r.register_id, instant(r.ts).isoformat(), instant(r.received_at).isoformat(),
+                document(r.state), r.reason,
+            )
+    sql = _insert_select("state_history", _HISTORY_COLUMNS, "", _HISTORY_UNSEEN)
+    return _write(conn, sql, list(values.values()))
 
 
 def upsert_latest_states(conn: sa.Connection, rows: Sequence[LatestState]) -> int:

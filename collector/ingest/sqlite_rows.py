@@ -21,8 +21,8 @@ from collector.ingest.row_values import LATEST_COLUMNS, NEWER, document, instant
 from collector.storage.rows import HistoryRow, LatestState, check_seq
 
 _HISTORY = (
-    "INSERT INTO state_history (agent_id, session, seq, register_id, ts, received_at, state)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id, session, seq) DO NOTHING"
+    "INSERT INTO state_history (agent_id, session, seq, register_id, ts, received_at, state, reason)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (agent_id, session, seq) DO NOTHING"
 )
 _LATEST_NAMES = [name for name, _ in LATEST_COLUMNS]
 _LATEST = (
@@ -63,7 +63,7 @@ def insert_history(conn: sa.Connection, rows: Sequence[HistoryRow]) -> int:
     """Append states to ``state_history``, skipping stored (agent, session, seq); count the new ones."""
     values = [
         (r.agent_id, check_seq("session", r.session), check_seq("seq", r.seq), r.register_id,
-         utc_text(r.ts), utc_text(r.received_at), document(r.state))
+         utc_text(r.ts), utc_text(r.received_at), document(r.state), r.reason)
         for r in rows
     ]
     return _executemany(conn, _HISTORY, values)

@@ -33,6 +33,8 @@ from collector.actions.store import apply_results
 from collector.ingest import bulk
 from collector.ingest.agent_clock import record_time
 from collector.ingest.consumer import InboundMessage
+from collector.ingest.history_keeper import HistoryKeeper
+from collector.ingest.history_policy import history_document
 from collector.storage import register_summary
 from collector.storage import repository as repo
 from collector.storage.agents import StatusOutcome
@@ -110,11 +112,12 @@ def _newer(candidate: LatestState, current: LatestState) -> bool:
 
 
 class _Gather:
-    def __init__(self) -> None:
+    def __init__(self, history: HistoryKeeper | None) -> None:
+        self.history = history  # None: every state is a history row
         # Keyed by (register, agent): two agents claiming one register must both be checked.
         self.identities: dict[tuple[str, str], tuple[RegisterIdentity, str, datetime]] = {}
         self.event_registers: dict[str, tuple[str, datetime]] = {}
-        self.history: list[HistoryRow] = []
+        self.rows: list[HistoryRow] = []  # the states kept as history
         self.events: list[EventRow] = []
         self.agent_events: list[AgentEventRow] = []
         self.latest: dict[str, tuple[LatestState, RegisterState]] = {}
@@ -152,18 +155,21 @@ class _Gather:
     def state(self, payload: StatePayload, received_at: datetime, *, live: bool, made_at: datetime) -> None:
         register_id = payload.register
         self.identity(register_id, payload.state, payload.state.protocol, payload.agent, received_at)
-        dumped = JsonText(payload.state.model_dump_json())  # once: history and latest share the text
-        self.history.append(
-            HistoryRow(
-                agent_id=payload.agent,
-                session=payload.session,
-                seq=payload.seq,
-                register_id=register_id,
-                ts=made_at,
-                received_at=received_at,
-                state=dumped,
+        dumped = JsonText(payload.state.model_dump_json())
+        reason = None if self.history is None else self.history.keep(register_id, payload.agent, payload.state, made_at)
+        if self.history is None or reason is not None:
+            self.rows.append(
+                HistoryRow(
+                    agent_id=payload.agent,
+                    session=payload.session,
+                    seq=payload.seq,
+                    register_id=register_id,
+                    ts=made_at,
+                    received_at=received_at,
+                    state=JsonText(history_document(payload.state)),
+                    reason=reason,
+                )
             )
-        )
         self.latest_state(
             LatestState.from_register_state(
                 register_id,
@@ -208,6 +214,8 @@ class _Gather:
         )
         if live and payload.kind in LINK_EVENTS:
             self.link(register_id, (payload.session, payload.seq), LINK_EVENTS[payload.kind])
+        if live and payload.kind is EventKind.LINK_LOST and self.history is not None:
+            self.history.link_lost(register_id)  # the state after the return is kept (reason "link")
 
     def action_result(self, payload: EventPayload, received_at: datetime) -> None:
         try:
@@ -238,14 +246,18 @@ class _Gather:
                     device.state,
                 )
             self.link(device.register_id, (payload.session, payload.seq), device.link_up)
+            if not device.link_up and self.history is not None:
+                self.history.link_lost(device.register_id)
 
 
-def _gather(items: list[Decoded], outcome: WriteOutcome) -> _Gather:
-    gather = _Gather()
+def _gather(items: list[Decoded], outcome: WriteOutcome, history: HistoryKeeper | None) -> _Gather:
+    gather = _Gather(history)
     for item in items:
         payload, at = item.payload, item.inbound.received_at
         if isinstance(payload, StatusPayload):
             gather.statuses.append((payload.agent, payload, at))
+            if payload.status != "online" and history is not None:
+                history.agent_offline(payload.agent)
             continue
         if isinstance(payload, HistBatch):
             for record in payload.records:
@@ -322,6 +334,10 @@ class RefreshCache:
                 self._identities[key] = (claim[0], now)
         return due
 
+    def forget_seen(self, agent_ids: set[str]) -> None:
+        for agent in agent_ids:
+            self._seen.pop(agent, None)
+
     def seen_due(self, seen: dict[str, tuple[datetime, int]]) -> dict[str, tuple[datetime, int]]:
         now = self._clock()
         due = {}
@@ -333,28 +349,33 @@ class RefreshCache:
         return due
 
 
-def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCache | None = None) -> WriteOutcome:
-    """Write one batch; raises the storage's typed errors (the caller retries message by message)."""
+def write_messages(
+    conn: sa.Connection, items: list[Decoded], cache: RefreshCache | None = None, history: HistoryKeeper | None = None
+) -> WriteOutcome:
+    """Write one batch; raises the storage's typed errors (the caller retries message by message).
+    ``history`` decides which states become history rows (None: all of them); like ``cache``, it
+    must be cleared when the transaction rolls back."""
     cache = cache or RefreshCache(interval=0, seen_interval=0)
     outcome = WriteOutcome()
-    gather = _gather(items, outcome)
+    gather = _gather(items, outcome, history)
     bulk.supersede_sessions(conn, outcome.births)
-    for agent, status, at in gather.statuses:
-        applied = repo.upsert_agent_status(conn, agent, online=status.status == "online", session=status.session, at=at)
+    # By agent (a stable sort keeps each agent's arrival order): rows are locked in key order.
+    for agent, status, at in sorted(gather.statuses, key=lambda claim: claim[0]):
+        applied = repo.upsert_agent_status(
+            conn, agent, online=status.status == "online", session=status.session, at=at, refresh_summary=False
+        )
         if applied is StatusOutcome.APPLIED:
             outcome.status_agents.add(agent)
         else:
             outcome.stale_status += 1
-    bulk.ensure_registers(conn, cache.identities_due(gather.identities))
     identified = {register_id for register_id, _ in gather.identities}
     event_only = {rid: claim for rid, claim in gather.event_registers.items() if rid not in identified}
-    bulk.ensure_registers(
-        conn,
-        [(RegisterIdentity(rid, UNKNOWN_PROTOCOL), *event_only[rid]) for rid in _missing_registers(conn, event_only)],
-    )
-    records = len(gather.history) + len(gather.events) + len(gather.agent_events)
+    missing = [(RegisterIdentity(rid, UNKNOWN_PROTOCOL), *event_only[rid]) for rid in _missing_registers(conn, event_only)]
+    # One statement pass over registers in key order, so two collectors cannot lock them crosswise.
+    bulk.ensure_registers(conn, [*cache.identities_due(gather.identities), *missing])
+    records = len(gather.rows) + len(gather.events) + len(gather.agent_events)
     new_agent_events = repo.insert_agent_events(conn, gather.agent_events)
-    outcome.new_records = bulk.insert_history(conn, gather.history) + repo.insert_events(conn, gather.events)
+    outcome.new_records = bulk.insert_history(conn, gather.rows) + repo.insert_events(conn, gather.events)
     outcome.new_records += new_agent_events
     if new_agent_events:
         outcome.agent_events = gather.agent_events
@@ -371,14 +392,15 @@ def write_messages(conn: sa.Connection, items: list[Decoded], cache: RefreshCach
     bulk.set_links(conn, links)
     outcome.registers |= set(links)
     outcome.registers |= apply_results(conn, gather.action_results)
-    bulk.mark_agents_seen(conn, cache.seen_due({agent: seen for agent, seen in gather.seen.items() if seen[1] > 0}))
+    due = cache.seen_due({agent: seen for agent, seen in gather.seen.items() if seen[1] > 0})
+    cache.forget_seen(set(due) - bulk.mark_agents_seen(conn, due))  # skipped while busy: due next batch
     _refresh_summaries(conn, outcome, identified | set(event_only))
     return outcome
 
 
 def _refresh_summaries(conn: sa.Connection, outcome: WriteOutcome, identified: set[str]) -> None:
-    """The register list's summary rows of what this batch changed: one statement per batch.
-    Status messages refreshed their agents' registers already (``upsert_agent_status``); a birth
-    marks its agent online in bulk, so those agents' registers are refreshed here."""
-    register_summary.refresh_registers(conn, outcome.registers | identified)
-    register_summary.refresh_agents(conn, set(outcome.births) - outcome.status_agents)
+    """The register list's summary rows of what this batch changed, after every agent row this
+    batch updates: taking summary locks between agent updates (per status) deadlocked two
+    collectors, one holding an agent and waiting for a summary row, the other the reverse.
+    Statuses and births change their agents' online flag, so those agents' registers are included."""
+    register_summary.refresh_agents(conn, set(outcome.births) | outcome.status_agents, also=outcome.registers | identified)

@@ -71,7 +71,7 @@ def get_agent(conn: sa.Connection, agent_id: str) -> AgentRow | None:
 
 
 def upsert_agent_status(
-    conn: sa.Connection, agent_id: str, *, online: bool, session: int, at: datetime
+    conn: sa.Connection, agent_id: str, *, online: bool, session: int, at: datetime, refresh_summary: bool = True
 ) -> StatusOutcome:
     """Apply a status message unless it is stale.
 
@@ -93,7 +93,8 @@ def upsert_agent_status(
         .values(online=online, status_session=session, status_at=at)
     )
     if result.rowcount > 0:
-        refresh_agents(conn, [agent_id])
+        if refresh_summary:  # the writer refreshes once per batch instead (lock order, writes.py)
+            refresh_agents(conn, [agent_id])
         return StatusOutcome.APPLIED
     exists = conn.execute(sa.select(agents.c.agent_id).where(agents.c.agent_id == agent_id)).first()
     return StatusOutcome.STALE if exists is not None else StatusOutcome.UNKNOWN_AGENT

@@ -29,6 +29,15 @@ def upsert_insert(conn: sa.Connection, table: sa.Table) -> Upsert:
     raise UnsupportedDialect(f"no ON CONFLICT support for database dialect {name!r}")
 
 
+def serialize_creation(conn: sa.Connection, what: str) -> None:
+    """Hold a transaction-scoped lock named ``what`` until commit, so that find-or-create of a
+    singleton (e.g. a company's «Новые кассы» node) by several collectors creates it once.
+
+    PostgreSQL: an advisory lock; SQLite: nothing to do, a write transaction already excludes
+    every other writer (``begin_write`` starts with BEGIN IMMEDIATE).
+    """
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtext(what))))
 def member_of(conn: sa.Connection, column: sa.ColumnElement[Any], values: Iterable[str | int]) -> sa.ColumnElement[bool]:
     """``column IN values`` with the values in one parameter: ``= ANY(array)`` on PostgreSQL,
     ``IN (SELECT value FROM json_each(…))`` on SQLite.

@@ -10,6 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
+from collector.storage.sqlite_turns import writer_turn
+
 SQLITE_BUSY_TIMEOUT_MS = 5000
 _IMMEDIATE_OPTION = "kassa_sqlite_begin_immediate"
 
@@ -53,9 +55,10 @@ def begin_write(engine: sa.Engine) -> Iterator[sa.Connection]:
 
     On SQLite it starts with BEGIN IMMEDIATE, taking the write lock up front (waiting up to the
     busy timeout). A deferred transaction that reads first and writes later fails at once with
-    "database is locked" when another connection wrote in between, busy timeout or not.
+    "database is locked" when another connection wrote in between, busy timeout or not. Writers
+    to one SQLite file queue for their turn first (``sqlite_turns``), so none starves.
     """
-    with engine.connect() as conn, conn.execution_options(**{_IMMEDIATE_OPTION: True}).begin():
+    with writer_turn(engine), engine.connect() as conn, conn.execution_options(**{_IMMEDIATE_OPTION: True}).begin():
         yield conn
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from collector.storage import partitions
 from collector.storage.bounds import check_fits, clip, column_limit
 from collector.storage.dialect import upsert_insert
 from collector.storage.errors import AgentRevoked, RegisterOwnedElsewhere, UnknownAgent
@@ -45,6 +46,9 @@ def _insert_new(conn: sa.Connection, table: sa.Table, values: list[dict[str, Any
     """
     if not values:
         return 0
+    if conn.dialect.name == "postgresql" and table.name in partitions.PARTITIONED:
+        fresh = partitions.unseen(conn, table, values)
+        return len(conn.execute(sa.insert(table).returning(table.c.id), fresh).all()) if fresh else 0
     stmt = (
         upsert_insert(conn, table)
         .on_conflict_do_nothing(index_elements=[table.c.agent_id, table.c.session, table.c.seq])
@@ -68,7 +72,7 @@ def _envelope(row: HistoryRow | EventRow | AgentEventRow) -> dict[str, Any]:
 
 def insert_history(conn: sa.Connection, rows: Iterable[HistoryRow]) -> int:
     """Append state messages to the history; duplicates (same agent, session, seq) are dropped."""
-    values = [{**_envelope(r), "state": dict(r.state)} for r in rows]
+    values = [{**_envelope(r), "state": dict(r.state), "reason": r.reason} for r in rows]
     return _insert_new(conn, state_history, values)
 
 

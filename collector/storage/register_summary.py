@@ -139,12 +139,14 @@ def refresh_registers(conn: sa.Connection, register_ids: Collection[str]) -> Non
         _upsert(conn, chunk)
 
 
-def refresh_agents(conn: sa.Connection, agent_ids: Collection[str]) -> None:
-    """Recompute the rows of every register these agents poll (their online flag changed)."""
-    if not agent_ids:
-        return
-    found = conn.execute(sa.select(registers.c.register_id).where(registers.c.agent_id.in_(sorted(set(agent_ids)))))
-    refresh_registers(conn, found.scalars().all())
+def refresh_agents(conn: sa.Connection, agent_ids: Collection[str], also: Collection[str] = ()) -> None:
+    """Recompute the rows of every register these agents poll (their online flag changed), and of
+    the registers ``also``, in one sorted pass of locks (two passes could lock crosswise)."""
+    found: list[str] = []
+    if agent_ids:
+        owned = sa.select(registers.c.register_id).where(registers.c.agent_id.in_(sorted(set(agent_ids))))
+        found = list(conn.execute(owned).scalars())
+    refresh_registers(conn, [*found, *also])
 
 
 def refresh_subtree(conn: sa.Connection, tenant_id: int, path: str) -> None:

@@ -6,6 +6,10 @@ fresh rows deleted by the next run.
 Each ``purge_*`` takes an optional ``limit``: the retention job deletes in chunks of that many
 rows, one short transaction each, so a first purge of months of history never holds the write
 lock (SQLite) or a long row lock (PostgreSQL) while ingest is waiting to commit.
+
+On PostgreSQL, state history and register events are partitioned by day of ``ts``
+(``collector.storage.partitions``): whole days before the horizon are dropped, and only the rows
+of the default partition are deleted. ``ts`` is on the collector's clock there too.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
+from collector.storage.partitions import DEFAULT_SUFFIX, drop_days_before
 from collector.storage.schema import agent_events, dead_letters, events, state_history
 
 
@@ -24,18 +29,29 @@ def _purge(conn: sa.Connection, table: sa.Table, when: sa.Column[datetime], olde
     return conn.execute(sa.delete(table).where(table.c.id.in_(oldest))).rowcount
 
 
+def _purge_partitioned(conn: sa.Connection, table: sa.Table, older_than: datetime, limit: int | None) -> int:
+    if conn.dialect.name != "postgresql":
+        return _purge(conn, table, table.c.received_at, older_than, limit)
+    default = sa.table(table.name + DEFAULT_SUFFIX, sa.column("ctid"), sa.column("ts"))
+    old = sa.select(default.c.ctid).where(default.c.ts < older_than)
+    if limit is not None:
+        old = old.limit(limit)
+    deleted = conn.execute(sa.delete(default).where(default.c.ctid.in_(old.scalar_subquery()))).rowcount
+    return deleted + drop_days_before(conn, table.name, older_than)
+
+
 def purge_history(conn: sa.Connection, older_than: datetime, *, limit: int | None = None) -> int:
-    """Delete state history received before ``older_than``; returns rows deleted.
+    """Delete state history older than ``older_than``; returns rows deleted.
 
     Latest state, alerts and the ingest marks (the agents' acks) are untouched.
     """
-    return _purge(conn, state_history, state_history.c.received_at, older_than, limit)
+    return _purge_partitioned(conn, state_history, older_than, limit)
 
 
 def purge_events(conn: sa.Connection, older_than: datetime, *, limit: int | None = None) -> int:
     """Register and agent events received before ``older_than``; returns rows deleted (with
     ``limit``, at most that many of each)."""
-    deleted = _purge(conn, events, events.c.received_at, older_than, limit)
+    deleted = _purge_partitioned(conn, events, older_than, limit)
     return deleted + _purge(conn, agent_events, agent_events.c.received_at, older_than, limit)
 
 

@@ -84,6 +84,9 @@ class HistoryRow:
     ts: datetime  # the agent's envelope timestamp
     received_at: datetime
     state: Mapping[str, Any]
+    # Why the collector kept it (collector/ingest/history_policy.py); None: stored before the
+    # history policy, or written with every state kept.
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

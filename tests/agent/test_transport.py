@@ -62,6 +62,7 @@ def test_unknown_scheme_is_a_link_error() -> None:
 
 
 def test_url_handlers_from_entry_points_are_registered_once() -> None:
+    register_url_handlers()  # may have run already: the first open of a sim:// URL does it
     assert "firmware_sim.hosts" in serial.protocol_handler_packages
     assert register_url_handlers() == []
     assert serial.protocol_handler_packages.count("firmware_sim.hosts") == 1

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from collector.ingest.batcher import WriterSettings
 from collector.ingest.consumer import InboundMessage
 from protocol.kkt.state import FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
 from protocol.mqtt.models import (
@@ -38,6 +39,9 @@ sys.path.insert(0, str(Path(__file__).parents[1]))  # importlib mode: tests/dbki
 import dbkit
 
 T0 = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+# For tests of what is stored per message (dedup, replays, epochs), not of which states the history
+# policy keeps (tests/collector/test_history_policy.py): every state becomes a history row.
+EVERY_STATE = WriterSettings(history=None)
 REGISTER_CLOCK = datetime(2026, 11, 28, 12, 0)  # naive register local time at T0
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
 

@@ -22,7 +22,7 @@ BEHIND = timedelta(days=200)
 
 
 def test_a_replayed_record_keeps_its_time_in_the_outbox_and_a_live_one_its_arrival(engine: sa.Engine) -> None:
-    writer = IngestWriter(engine, kit.FakeDownlink())
+    writer = IngestWriter(engine, kit.FakeDownlink(), settings=kit.EVERY_STATE)
     arrival = datetime.now(UTC).replace(microsecond=0)
     agent_now = arrival - BEHIND  # the agent's computer is 200 days behind
     replayed = kit.state_payload("agent-a", "kkt-1", 1, 0, ts=agent_now - timedelta(hours=3))
@@ -39,7 +39,7 @@ def test_a_replayed_record_keeps_its_time_in_the_outbox_and_a_live_one_its_arriv
 
 
 def test_the_clock_error_is_rewritten_only_when_it_moves(engine: sa.Engine) -> None:
-    writer = IngestWriter(engine, kit.FakeDownlink())
+    writer = IngestWriter(engine, kit.FakeDownlink(), settings=kit.EVERY_STATE)
     arrival = datetime.now(UTC)
 
     def send(seq: int, error: timedelta) -> set[str]:

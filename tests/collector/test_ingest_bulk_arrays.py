@@ -134,3 +134,32 @@ def test_enroll_agents_refuses_a_node_of_another_tenant(engine: sa.Engine) -> No
     tenant, store = _fleet(engine, [])
     with engine.connect() as conn, pytest.raises(UnknownNode):
         bulk.enroll_agents(conn, ["agent-9"], tenant_id=tenant + 1, node_id=store, enrolled_at=T0)
+
+
+def test_admitting_newcomers_leaves_an_agent_registered_meanwhile_as_it_is(engine: sa.Engine) -> None:
+    tenant, store = _fleet(engine, [])
+    with engine.begin() as conn:
+        repo.revoke_agent(conn, "agent-1")  # e.g. revoked since another collector admitted it
+        bulk.enroll_agents(conn, ["agent-1", "agent-2"], tenant_id=tenant, node_id=store, enrolled_at=T0, rebind=False)
+    with engine.connect() as conn:
+        revoked = {r.agent_id: r.revoked for r in conn.execute(sa.select(agents.c.agent_id, agents.c.revoked))}
+    assert revoked == {"agent-1": True, "agent-2": False}
+
+
+def test_last_seen_skips_an_agent_row_another_transaction_holds_instead_of_waiting(engine: sa.Engine) -> None:
+    tenant, store = _fleet(engine, [])
+    with engine.begin() as conn:
+        bulk.enroll_agents(conn, ["agent-2"], tenant_id=tenant, node_id=store, enrolled_at=T0)
+    seen = {"agent-1": (T0 + timedelta(minutes=1), 1), "agent-2": (T0 + timedelta(minutes=1), 1)}
+    if engine.dialect.name != "postgresql":  # one writer at a time: nothing can be held meanwhile
+        with engine.begin() as conn:
+            assert bulk.mark_agents_seen(conn, seen) == {"agent-1", "agent-2"}
+        return
+    with engine.connect() as other, other.begin():
+        other.execute(sa.update(agents).where(agents.c.agent_id == "agent-1").values(online=True))  # holds the row
+        with engine.connect() as conn, conn.begin():
+            conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))  # waiting would fail the test, not hang it
+            assert bulk.mark_agents_seen(conn, seen) == {"agent-2"}
+    with engine.connect() as conn:
+        last_seen = {r.agent_id: r.last_seen for r in conn.execute(sa.select(agents.c.agent_id, agents.c.last_seen))}
+    assert last_seen == {"agent-1": None, "agent-2": T0 + timedelta(minutes=1)}

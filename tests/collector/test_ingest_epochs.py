@@ -50,7 +50,7 @@ def stored(engine: sa.Engine) -> Any:
 
 def test_a_new_outbox_is_stored_above_the_old_one_and_reported_once(engine: sa.Engine) -> None:
     downlink, metrics = kit.FakeDownlink(), CollectorMetrics()
-    writer = IngestWriter(engine, downlink, metrics=metrics)
+    writer = IngestWriter(engine, downlink, metrics=metrics, settings=kit.EVERY_STATE)
     writer.process(kit.batch(status(3, "online", OLD), state(3, 0, OLD, receipts=1), state(3, 1, OLD, receipts=2)))
     # Reinstalled: a fresh outbox numbers from session 1 again (records made before the connect).
     writer.process(kit.batch(status(2, "online", NEW), state(1, 0, NEW, receipts=5), state(2, 0, NEW, receipts=6)))
@@ -66,7 +66,7 @@ def test_a_new_outbox_is_stored_above_the_old_one_and_reported_once(engine: sa.E
 
     # The old installation's late will (its session 3) does not mark the new one offline; the
     # new one's own goodbye does, and a restart of the writer keeps the mapping (it is stored).
-    again = IngestWriter(engine, downlink, metrics=metrics)
+    again = IngestWriter(engine, downlink, metrics=metrics, settings=kit.EVERY_STATE)
     again.process(kit.batch(status(3, "offline", OLD), state(2, 1, NEW, receipts=7)))
     latest, online, history, reported = stored(engine)
     assert online is True and latest.state["shift"]["receipts"] == 7 and len(reported) == 1
@@ -76,7 +76,7 @@ def test_a_new_outbox_is_stored_above_the_old_one_and_reported_once(engine: sa.E
 
 def test_an_agent_upgraded_with_its_outbox_keeps_its_numbers(engine: sa.Engine) -> None:
     downlink = kit.FakeDownlink()
-    writer = IngestWriter(engine, downlink)
+    writer = IngestWriter(engine, downlink, settings=kit.EVERY_STATE)
     writer.process(kit.batch(status(4, "online", None), state(4, 0, None)))
     writer.process(kit.batch(status(5, "online", NEW), state(5, 0, NEW, receipts=9)))
     latest, online, history, reported = stored(engine)
@@ -85,7 +85,7 @@ def test_an_agent_upgraded_with_its_outbox_keeps_its_numbers(engine: sa.Engine) 
 
 
 def test_replayed_records_of_two_installations_are_each_stored_in_their_own_range(engine: sa.Engine) -> None:
-    writer = IngestWriter(engine, kit.FakeDownlink())
+    writer = IngestWriter(engine, kit.FakeDownlink(), settings=kit.EVERY_STATE)
     writer.process(kit.batch(state(7, 0, OLD)))
     replay = [
         kit.state_payload("agent-a", "kkt-1", 7, 1).model_copy(update={"epoch": OLD}),
@@ -96,7 +96,7 @@ def test_replayed_records_of_two_installations_are_each_stored_in_their_own_rang
 
 
 def test_a_session_beyond_an_installation_s_range_is_dead_lettered(engine: sa.Engine) -> None:
-    writer = IngestWriter(engine, kit.FakeDownlink())
+    writer = IngestWriter(engine, kit.FakeDownlink(), settings=kit.EVERY_STATE)
     writer.process(kit.batch(state(7, 0, OLD)))
     result = writer.process(kit.batch(state(1, 0, NEW), state(STRIDE, 0, NEW)))
     assert [(r.reason, "beyond" in r.detail) for r in result.dead_letters] == [("session_out_of_range", True)]
@@ -107,7 +107,7 @@ def test_a_refused_message_of_a_new_installation_still_counts_for_its_ack(engine
     """A message the storage refuses is dead-lettered and acked so it cannot hold the outbox: the
     ack must name the new installation's own session, not the stored one."""
     downlink = kit.FakeDownlink()
-    writer = IngestWriter(engine, downlink)
+    writer = IngestWriter(engine, downlink, settings=kit.EVERY_STATE)
     writer.process(kit.batch(state(3, 0, OLD)))
     kit.enroll_elsewhere(engine, "agent-b")
     writer.process(kit.batch(kit.state_msg("agent-b", "kkt-2", 1, 0)))  # kkt-2 belongs to the other tenant

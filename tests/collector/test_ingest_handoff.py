@@ -18,10 +18,12 @@ import sqlalchemy as sa
 from collector.ingest.batcher import IngestWriter
 from collector.ingest.consumer import InboundMessage
 from collector.ingest.engine import AlertEngine, EvaluationWorker
+from collector.ingest.history_policy import history_document
 from collector.ingest.writes import FreshState
 from collector.storage import repository as repo
-from collector.storage.rows import JsonText, json_text
+from collector.storage.rows import HistoryRow, JsonText, json_text
 from collector.storage.schema import register_state, state_history
+from collector.web.shared.present import history_point
 from protocol.kkt.state import RegisterState
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make the helper next to us importable
@@ -156,16 +158,20 @@ def test_the_worker_passes_the_states_of_a_trigger_to_the_evaluation(engine: sa.
     assert alerts_by_rule(engine) == {"ofd_backlog": ("critical", "active")}
 
 
-def test_the_state_document_is_stored_equal_in_history_and_latest_row(engine: sa.Engine) -> None:
+def test_the_latest_row_stores_the_whole_state_and_history_the_slim_document_its_readers_need(engine: sa.Engine) -> None:
     state = kit.register_state(serial="ЗН-0001", unsent=2, oldest_unsent_age=timedelta(hours=5))
     IngestWriter(engine, kit.FakeDownlink()).process(at_t0(kit.state_msg("agent-a", "kkt-1", 1, 1, state)))
-    expected = state.model_dump(mode="json")
     with engine.connect() as conn:
-        history = conn.execute(sa.select(state_history.c.state)).scalar_one()
+        history, reason = conn.execute(sa.select(state_history.c.state, state_history.c.reason)).one()
         latest = conn.execute(sa.select(register_state.c.state)).scalar_one()
-    assert history == expected
-    assert latest == expected
+    assert latest == state.model_dump(mode="json")
     assert RegisterState.model_validate(latest) == state
+    assert reason == "first"
+    assert history == json.loads(history_document(state)) and len(json.dumps(history)) < len(json.dumps(latest))
+    def point(document: dict[str, object]) -> object:  # what the history API and the chart show
+        return history_point(HistoryRow("agent-a", 1, 1, "kkt-1", kit.T0, kit.T0, document))
+
+    assert point(history) == point(latest)
 
 
 def test_a_serialized_document_reads_as_the_mapping_it_encodes() -> None:

@@ -58,7 +58,8 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
 @pytest.fixture
 def service_factory(mqtt_broker: Any) -> Iterator[Callable[..., CollectorService]]:
     with kit.running_services(mqtt_broker) as make:
-        yield make
+        # Every state stored: these tests count history rows against the messages sent.
+        yield lambda db_url, **settings: make(db_url, history_sample_minutes=0, **settings)
 
 
 def test_acks_follow_the_commit_and_status_is_retained(db_url: str, service_factory: Any, mqtt_recorder: Any) -> None:
@@ -121,6 +122,7 @@ def test_garbage_on_the_wire_is_dead_lettered_and_the_loop_keeps_going(
 def start_collector(broker: Any, db_url: str, workdir: Path) -> subprocess.Popen[bytes]:
     log = (workdir / "collector.log").open("ab")
     env = {k: v for k, v in os.environ.items() if not k.startswith("KASSA_COLLECTOR_")}
+    env["KASSA_COLLECTOR_HISTORY_SAMPLE_MINUTES"] = "0"  # every state stored: the test counts them
     process = subprocess.Popen(
         [
             sys.executable, "-m", "collector", "run", "--broker", broker.url, "--db", db_url, "--no-web",

@@ -51,7 +51,7 @@ def collector(mqtt_broker: Any) -> Iterator[Callable[..., CollectorService]]:
     with kit.running_services(mqtt_broker, web=True) as make:
         yield lambda db_url, **settings: make(
             db_url, client_id="collector-poison", listen=f"127.0.0.1:{free_port()}", web_auth="token",
-            api_token=TOKEN, **settings,
+            api_token=TOKEN, history_sample_minutes=0, **settings,  # every state stored: the tests count them
         )
 
 

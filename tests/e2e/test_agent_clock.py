@@ -42,7 +42,7 @@ def test_a_wrong_agent_clock_deletes_nothing_ages_nothing_and_is_flagged(
 ) -> None:
     model_register.change(lambda m: m.open_shift(at=m.now() - timedelta(minutes=30)))  # a 30-minute shift
     # History kept 180 days (the default); the agent_clock alert without its 10-minute guard.
-    collector = session.start_collector(mqtt_broker, db_url, thresholds={"pending": {"agent_clock": 0}})
+    collector = session.start_collector(mqtt_broker, db_url, thresholds={"pending": {"agent_clock": 0}}, history_sample_minutes=0)  # every state stored: counted below
     engine = create_engine_from_url(db_url)
     started = datetime.now(UTC)
     agent = session.start_agent(mqtt_broker, tmp_path / "outbox.sqlite", model_register, now=lambda: utc_now() + error)

@@ -54,7 +54,7 @@ def test_an_unenrolled_agent_is_told_it_is_refused_and_keeps_its_data_until_enro
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     recorder = mqtt_recorder([ack_topic(AGENT)])
-    collector = session.start_collector(mqtt_broker, db_url, enforce_enrollment=True)
+    collector = session.start_collector(mqtt_broker, db_url, enforce_enrollment=True, history_sample_minutes=0)  # every state stored: counted below
     engine = create_engine_from_url(db_url)
     outbox, health = tmp_path / "outbox.sqlite", tmp_path / "health.json"
     agent = session.start_agent(mqtt_broker, outbox, model_register, health_file=str(health))

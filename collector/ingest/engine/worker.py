@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 
 from collector.ingest.engine.evaluator import CHUNK, AlertEngine, EvaluationReport
+from collector.ingest.engine.leadership import SweepLeadership
 from collector.ingest.thread_names import name_os_thread
 from collector.ingest.writes import FreshState
 
@@ -18,9 +19,15 @@ class EvaluationWorker:
     """One thread: evaluates registers changed by ingest as they come, and sweeps all periodically."""
 
     def __init__(
-        self, engine: AlertEngine, *, period: float = 15.0, also_sweep: Sequence[Callable[[], object]] = ()
+        self,
+        engine: AlertEngine,
+        *,
+        period: float = 15.0,
+        also_sweep: Sequence[Callable[[], object]] = (),
+        leadership: SweepLeadership | None = None,
     ) -> None:
         self.engine = engine
+        self.leadership = leadership  # None: this collector is alone and always sweeps
         self.period = period
         self.also_sweep = tuple(also_sweep)  # other periodic rules (company alerts), after the registers
         self._lock = threading.Lock()
@@ -55,6 +62,8 @@ class EvaluationWorker:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self.leadership is not None:
+            self.leadership.release()  # another collector takes the sweep over at its next period
 
     def _run(self) -> None:
         name_os_thread()
@@ -65,7 +74,10 @@ class EvaluationWorker:
             try:
                 self.run_changed()
                 if time.monotonic() >= next_sweep:
-                    self.sweep()
+                    if self.leadership is None or self.leadership.leading():
+                        self.sweep()
+                    else:
+                        self.engine.update_open_alert_gauge()  # the leader sweeps; the gauge is per process
                     next_sweep = time.monotonic() + self.period
             except Exception:  # the loop must survive a failed evaluation (database away, a bad row)
                 log.exception("alert evaluation failed; retrying on the next trigger")

@@ -14,7 +14,10 @@ A new revision is drafted the same way, against a database at heads, then review
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -23,6 +26,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL
 
+from collector.storage import partitions
 from collector.storage.engine import begin_write, create_engine_from_url
 from collector.storage.schema import metadata
 
@@ -52,6 +56,20 @@ def full_metadata() -> sa.MetaData:
     return metadata
 
 
+def comparable(dialect: str) -> Callable[..., bool]:
+    """``include_object`` for autogenerate and the schema check: a day partition is part of its
+    table, not a table of its own, and what the schema declares for another dialect only
+    (``ddl_if``, see ``schema._history_keys``) does not exist on this one."""
+
+    def include(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+        if type_ == "table" and name is not None and partitions.is_partition(name):
+            return False
+        condition = getattr(obj, "_ddl_if", None) or getattr(compare_to, "_ddl_if", None)
+        return condition is None or condition.dialect in (None, dialect)
+
+    return include
+
+
 def head_revisions() -> tuple[str, ...]:
     heads = tuple(sorted(ScriptDirectory.from_config(alembic_config()).get_heads()))
     if not heads:
@@ -77,6 +95,8 @@ def migrate(target: str | URL | sa.Engine, revision: str = "heads") -> None:
                 # wait here and then find the database at head. Released at commit.
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_MIGRATION_LOCK_ID)))
             command.upgrade(alembic_config(conn), revision)
+            if revision == "heads":  # the history's day partitions, from today on (PostgreSQL)
+                partitions.maintain(conn, datetime.now(UTC).date())
     finally:
         if owned:
             engine.dispose()

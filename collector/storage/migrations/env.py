@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from alembic import context
 
-from collector.storage.migrations import full_metadata
+from collector.storage.migrations import comparable, full_metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None or context.is_offline_mode():
@@ -20,6 +20,7 @@ context.configure(
     # SQLite cannot ALTER most things; batch mode rebuilds tables for later revisions.
     render_as_batch=connection.dialect.name == "sqlite",
     compare_type=True,
+    include_object=comparable(connection.dialect.name),
 )
 with context.begin_transaction():
     context.run_migrations()

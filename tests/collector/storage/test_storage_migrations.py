@@ -20,6 +20,7 @@ from collector.storage import (
     migrate,
     normalise_url,
 )
+from collector.storage.migrations import comparable
 from collector.storage.schema import dead_letters
 
 
@@ -77,7 +78,8 @@ def test_migrate_takes_an_empty_database_to_head_matching_the_metadata(empty_dat
     try:
         with engine.connect() as conn:
             tables = set(sa.inspect(conn).get_table_names())
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            opts = {"compare_type": True, "include_object": comparable(conn.dialect.name)}
+            context = MigrationContext.configure(conn, opts=opts)
             differences = compare_metadata(context, full_metadata())
     finally:
         engine.dispose()

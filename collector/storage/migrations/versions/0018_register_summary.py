@@ -15,7 +15,7 @@ from alembic import op
 from collector.storage.register_summary import refresh_all
 
 revision = "0018"
-down_revision = "0015"
+down_revision = "0017"
 branch_labels = None
 depends_on = None
 
