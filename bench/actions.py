@@ -12,40 +12,26 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 import uuid
 from collections import defaultdict
 from datetime import datetime
+from pathlib import Path
 
 from agent.drivers.actions import OutcomeKind
 from agent.drivers.registry import DeviceConnection
 from firmware_sim.clock import ManualClock
 from firmware_sim.devices import device_protocols, make_device
-from firmware_sim.endpoint import DeviceEndpoint
 from firmware_sim.hosts import install_sim_url_handler, register_sim, unregister_sim
 from firmware_sim.model import RegisterModel
 from protocol.mqtt.actions import ActionName
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from bench.poll_cycle import CountingEndpoint
+
 CYCLE = (ActionName.OPEN_SHIFT, ActionName.X_REPORT, ActionName.CLOSE_SHIFT, ActionName.SET_DATETIME)
 
-
-class CountingEndpoint:
-    """Counts bytes both ways (the wire time a serial line adds: 10 bits per byte at its baud rate)."""
-
-    def __init__(self, device: DeviceEndpoint) -> None:
-        self.device = device
-        self.bytes = 0
-
-    def feed(self, data: bytes) -> bytes:
-        answer = self.device.feed(data)
-        self.bytes += len(data) + len(answer)
-        return answer
-
-    def reset(self) -> None:
-        self.device.reset()
-
-    def idle(self) -> bytes:
-        return self.device.idle()
 
 
 def bench(protocol: str, runs: int) -> dict[ActionName, tuple[float, float, float]]:
