@@ -103,6 +103,9 @@ class CollectorConfig(BaseModel):
     broker_username: str | None = None
     broker_password: str | None = None
     broker_keepalive: int = Field(30, ge=2, le=65535)
+    # paho's default window is 20 unacknowledged QoS 1 publishes: the collector publishes one ack per
+    # agent per batch, so at tens of thousands of agents the acks queued in its memory without bound.
+    broker_max_inflight: int = Field(1000, ge=1, le=65535, description="outgoing QoS 1 publishes awaiting PUBACK")
     db_url: str = "sqlite:///collector.db"
     auto_migrate: bool = Field(True, description="upgrade the schema on start (run)")
     listen: str = "127.0.0.1:8080"

@@ -107,6 +107,7 @@ class MqttConsumer:
             protocol=mqtt.MQTTv311,
         )
         self.client.manual_ack_set(True)
+        self.client.max_inflight_messages_set(config.broker_max_inflight)
         user, password = config.broker_credentials()
         if user is not None:
             self.client.username_pw_set(user, password)
