@@ -205,6 +205,9 @@ def _seen_update(conn: sa.Connection) -> Any:
     current = agents.c
     at = sa.bindparam("b_at", type_=agents.c.last_seen.type)
     session = sa.bindparam("b_session", type_=sa.BigInteger)
+    newer_session = sa.and_(
+        current.revoked.is_(False), sa.or_(current.status_session.is_(None), current.status_session < session)
+    )
     return (
         sa.update(agents)
         .where(agents.c.agent_id == sa.bindparam("b_agent"))
@@ -214,6 +217,10 @@ def _seen_update(conn: sa.Connection) -> Any:
                 (sa.or_(current.last_session.is_(None), current.last_session < session), session),
                 else_=current.last_session,
             ),
+            # A live message of a newer session proves that connection is up: on a cluster the
+            # agent's «online» may be lost with the node it reached first, and no will follows it.
+            online=sa.case((newer_session, sa.true()), else_=current.online),
+            status_session=sa.case((newer_session, session), else_=current.status_session),
         )
     )
 

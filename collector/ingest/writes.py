@@ -96,6 +96,7 @@ class WriteOutcome:
     # The registers whose latest state this batch replaced (it won the newer-only upsert).
     states: dict[str, FreshState] = field(default_factory=dict)
     status_agents: set[str] = field(default_factory=set)  # online/offline applied
+    seen_agents: set[str] = field(default_factory=set)  # last_seen written (may have come online)
     live: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))
     replayed: dict[tuple[str, int], int] = field(default_factory=dict)  # top seq per replayed session
     births: dict[str, int] = field(default_factory=dict)  # agent → session of its last live birth
@@ -393,7 +394,9 @@ def write_messages(
     outcome.registers |= set(links)
     outcome.registers |= apply_results(conn, gather.action_results)
     due = cache.seen_due({agent: seen for agent, seen in gather.seen.items() if seen[1] > 0})
-    cache.forget_seen(set(due) - bulk.mark_agents_seen(conn, due))  # skipped while busy: due next batch
+    marked = bulk.mark_agents_seen(conn, due)  # may bring an agent online (a newer session)
+    cache.forget_seen(set(due) - marked)  # skipped while busy: due next batch
+    outcome.seen_agents = marked
     _refresh_summaries(conn, outcome, identified | set(event_only))
     return outcome
 
@@ -403,4 +406,5 @@ def _refresh_summaries(conn: sa.Connection, outcome: WriteOutcome, identified: s
     batch updates: taking summary locks between agent updates (per status) deadlocked two
     collectors, one holding an agent and waiting for a summary row, the other the reverse.
     Statuses and births change their agents' online flag, so those agents' registers are included."""
-    register_summary.refresh_agents(conn, set(outcome.births) | outcome.status_agents, also=outcome.registers | identified)
+    changed_agents = set(outcome.births) | outcome.status_agents | outcome.seen_agents
+    register_summary.refresh_agents(conn, changed_agents, also=outcome.registers | identified)
