@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from netkit import free_ports
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
 CLUSTER_NAME = "kassa"
@@ -48,12 +49,6 @@ authorization {{
   include "users.conf"
 }}
 """
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def accepting(port: int) -> bool:
@@ -133,10 +128,13 @@ class NatsCluster:
     def __init__(self, workdir: Path, *, size: int = 3) -> None:
         self.workdir = workdir
         self.users_file = workdir / "users.conf"
-        self.nodes = [
-            NatsNode(f"n{index + 1}", workdir, free_port(), free_port(), free_port(), free_port())
-            for index in range(size)
-        ]
+        self.nodes = [NatsNode(f"n{index + 1}", workdir, 0, 0, 0, 0) for index in range(size)]
+        self._choose_ports()
+
+    def _choose_ports(self) -> None:
+        ports = iter(free_ports(4 * len(self.nodes)))
+        for node in self.nodes:
+            node.client, node.mqtt, node.route, node.monitor = next(ports), next(ports), next(ports), next(ports)
 
     @property
     def nats_urls(self) -> list[str]:
@@ -158,24 +156,39 @@ class NatsCluster:
                 )
             )
 
-    def start(self, timeout: float = 30.0) -> None:
-        self.write_configs()
+    def start(self, timeout: float = 30.0, attempts: int = 3) -> None:
+        """Start every node; a node that lost one of its ports to another process between choosing
+        and binding exits at once, and the whole cluster starts again on new ports."""
         if not self.users_file.exists():
             raise RuntimeError(f"{self.users_file} must exist before the nodes start (the users block)")
-        for node in self.nodes:
-            node.start()
-        self.wait_ready(timeout)
+        for attempt in range(1, attempts + 1):
+            self.write_configs()
+            for node in self.nodes:
+                node.start()
+            try:
+                self.wait_ready(timeout)
+                return
+            except RuntimeError:
+                lost_port = any(not node.running for node in self.nodes) and "address already in use" in self._logs()
+                if attempt == attempts or not lost_port:
+                    raise
+                self.stop()
+                self._choose_ports()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Every running node accepts NATS and MQTT connections and JetStream is up cluster-wide."""
         deadline = time.monotonic() + timeout
         running = [node for node in self.nodes if node.running]
         while time.monotonic() < deadline:
+            if any(not node.running for node in running):
+                break  # a node exited (its log says why)
             if all(accepting(node.client) and accepting(node.mqtt) and _jetstream_ready(node) for node in running):
                 return
             time.sleep(0.1)
-        logs = {node.name: (self.workdir / f"{node.name}.log").read_text()[-2000:] for node in self.nodes}
-        raise RuntimeError(f"NATS cluster not ready after {timeout} s: {logs}")
+        raise RuntimeError(f"NATS cluster not ready after {timeout} s: {self._logs()}")
+
+    def _logs(self) -> str:
+        return repr({node.name: (self.workdir / f"{node.name}.log").read_text()[-2000:] for node in self.nodes})
 
     def node_of_mqtt(self, url: str) -> NatsNode:
         return next(node for node in self.nodes if node.mqtt_url == url)
