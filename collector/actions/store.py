@@ -33,7 +33,8 @@ from collector.actions.catalogue import ACTIONS, precondition
 from collector.storage.schema import agents, register_actions, register_state, registers
 from collector.storage.scope import Scope, register_visible
 from protocol.kkt.state import RegisterState
-from protocol.mqtt.actions import DEFAULT_DEADLINE, FINAL_STATUSES, ActionName, ActionResult
+from protocol.mqtt.actions import DEFAULT_DEADLINE, FINAL_STATUSES, ActionName
+from protocol.mqtt.models import ActionResult
 
 log = logging.getLogger(__name__)
 

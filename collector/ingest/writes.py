@@ -50,8 +50,8 @@ from collector.storage.rows import (
 )
 from collector.storage.schema import agents, registers
 from protocol.kkt.state import RegisterState
-from protocol.mqtt.actions import ActionResult
 from protocol.mqtt.models import (
+    ActionResult,
     BirthPayload,
     EventKind,
     EventPayload,

@@ -14,28 +14,14 @@ Rules of this model:
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
-STATE_SCHEMA_VERSION = 1
-
-
-# The driver protocol names a RegisterState may carry (``protocol``): the agent registers one
-# session per name, the collector accepts them for new registers.
-DRIVER_PROTOCOLS = ("shtrih", "shtrih-alt", "atol", "atol2")
-
-
-class Vendor(StrEnum):
-    SHTRIH = "shtrih"
-    ATOL = "atol"
-
-
-class ShiftStatus(StrEnum):
-    OPEN = "open"  # open, 24 h not elapsed
-    EXPIRED = "expired"  # open for 24 h or more: fiscal documents are refused until a Z-report
-    CLOSED = "closed"
-    UNKNOWN = "unknown"
+from protocol.kkt.vocabulary import DRIVER_PROTOCOLS as DRIVER_PROTOCOLS
+from protocol.kkt.vocabulary import STATE_SCHEMA_VERSION as STATE_SCHEMA_VERSION
+from protocol.kkt.vocabulary import ShiftStatus as ShiftStatus
+from protocol.kkt.vocabulary import Vendor as Vendor
+from protocol.kkt.vocabulary import register_id_of
 
 
 class _Part(BaseModel):
@@ -130,8 +116,7 @@ class RegisterState(_Part):
     @property
     def register_id(self) -> str:
         """Stable identity for topics and storage: the factory serial, else the ФН serial."""
-        ident = self.serial or self.fn.serial
-        return f"{self.vendor.value}-{ident}" if ident else f"{self.vendor.value}-unknown"
+        return register_id_of(self.vendor, self.serial, self.fn.serial)
 
     def oldest_unsent_age(self) -> timedelta | None:
         """Age of the oldest unsent document on the register's own clock, or None if unknown/empty."""

@@ -3,7 +3,7 @@ reports back.
 
 An action travels collector → agent as a :class:`~protocol.mqtt.models.CommandPayload` whose
 ``cmd`` is an :class:`ActionName`, with ``register`` set and a ``deadline``; the agent answers
-with ``action_result`` events (:class:`ActionResult` in the event's ``data``) on the ordinary
+with ``action_result`` events (``ActionResult`` of ``protocol.mqtt.models`` in the event's ``data``) on the ordinary
 event path, so outcomes are store-and-forward like everything else the agent says.
 
 Safety rules every implementation keeps (the reason this module exists):
@@ -21,8 +21,6 @@ from __future__ import annotations
 from datetime import timedelta
 from enum import StrEnum
 from typing import Final, Literal, TypeAlias
-
-from pydantic import BaseModel, ConfigDict, Field
 
 
 class ActionName(StrEnum):
@@ -43,21 +41,3 @@ DEFAULT_DEADLINE: Final = timedelta(minutes=2)
 ActionStatus: TypeAlias = Literal["accepted", "done", "failed", "refused", "expired"]
 # Terminal outcomes; "accepted" only says the agent has started.
 FINAL_STATUSES: Final[frozenset[str]] = frozenset({"done", "failed", "refused", "expired"})
-
-
-class ActionResult(BaseModel):
-    """The ``data`` of an ``action_result`` event."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    id: str = Field(min_length=1, max_length=128, description="the command id")
-    action: ActionName
-    status: ActionStatus
-    code: int | None = Field(None, description="the register's error code, when it refused or failed")
-    meaning: str | None = Field(None, max_length=500, description="what the code or the refusal means, in Russian")
-    reason: str | None = Field(
-        None,
-        max_length=64,
-        description="machine-readable why: policy, deadline_passed, deadline_missing, wrong_shift_state, register_error, "
-        "link_lost, unsupported, unknown_register, interrupted, duplicate",
-    )

@@ -27,13 +27,10 @@ Sequence rules (Sparkplug-like, without its 0–255 wrap):
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import warnings
-from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any, Final, Literal, TypeAlias
 
 from pydantic import (
@@ -47,21 +44,20 @@ from pydantic import (
 )
 
 from protocol.kkt.state import RegisterState
-from protocol.mqtt.errors import (
-    AgentMismatch,
-    InvalidJson,
-    InvalidPayload,
-    PayloadTooLarge,
-    RegisterMismatch,
-    UnsupportedSchemaVersion,
-)
+from protocol.mqtt.actions import ActionName, ActionStatus
+from protocol.mqtt.errors import InvalidPayload, UnsupportedSchemaVersion
+from protocol.mqtt.rules import EPOCH_PATTERN as EPOCH_PATTERN
+from protocol.mqtt.rules import KNOWN_COMMANDS as KNOWN_COMMANDS
+from protocol.mqtt.rules import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
+from protocol.mqtt.rules import SCHEMA_VERSION as SCHEMA_VERSION
+from protocol.mqtt.rules import UINT64_MAX as UINT64_MAX
+from protocol.mqtt.rules import EventKind as EventKind
+from protocol.mqtt.rules import HistType as HistType
+from protocol.mqtt.rules import RefusalReason as RefusalReason
+from protocol.mqtt.rules import StateReason, check_identity, check_size, classify_rejection
 from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, ID_PATTERN, AgentTopic, TopicKind
-
-SCHEMA_VERSION: Final = 1
-MAX_PAYLOAD_BYTES: Final = 256 * 1024
-UINT64_MAX: Final = 2**64 - 1
-
-KNOWN_COMMANDS: Final = frozenset({"rebirth", "poll-now"})
+from protocol.mqtt.wire import encode_hist_batch as encode_hist_batch
+from protocol.mqtt.wire import pack_hist_batches as pack_hist_batches
 
 
 def _to_utc(value: datetime) -> datetime:
@@ -94,7 +90,6 @@ UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 SchemaVersion = Annotated[int, Field(ge=1, le=SCHEMA_VERSION, description="schema version of the payload")]
 Session = Annotated[int, Field(ge=1, le=UINT64_MAX, description="agent session, +1 per MQTT connection")]
 Seq = Annotated[int, Field(ge=0, le=UINT64_MAX, description="per-session sequence number, never wraps")]
-EPOCH_PATTERN: Final = r"^[0-9a-f]{16,64}$"
 Epoch = Annotated[
     str,
     StringConstraints(pattern=EPOCH_PATTERN),
@@ -151,21 +146,6 @@ class BirthPayload(Envelope):
     devices: list[DeviceInfo] = Field(default_factory=list)
 
 
-class EventKind(StrEnum):
-    SHIFT_OPENED = "shift_opened"
-    SHIFT_CLOSED = "shift_closed"
-    FN_REPLACED = "fn_replaced"
-    LINK_LOST = "link_lost"
-    LINK_REGAINED = "link_regained"
-    OFD_BACKLOG_STARTED = "ofd_backlog_started"
-    OFD_BACKLOG_CLEARED = "ofd_backlog_cleared"
-    FN_WARNING_RAISED = "fn_warning_raised"
-    FN_WARNING_CLEARED = "fn_warning_cleared"
-    OUTBOX_GAP = "outbox_gap"
-    COMMAND_ERROR = "command_error"
-    ACTION_RESULT = "action_result"  # data: protocol.mqtt.actions.ActionResult
-
-
 # "register" is the wire name the contract fixes. It shadows pydantic's ABCMeta.register, which is
 # harmless for instances as long as the field has an explicit Field() (else that classmethod would
 # become its default), so the warning is silenced for these two classes only.
@@ -174,7 +154,7 @@ with warnings.catch_warnings():
 
     class StatePayload(Envelope):
         register: Id = Field(description="register id, equal to the topic's register segment")
-        reason: Literal["change", "heartbeat", "rebirth", "poll-now"]
+        reason: StateReason
         state: RegisterState
 
     class EventPayload(Envelope):
@@ -182,6 +162,22 @@ with warnings.catch_warnings():
         kind: EventKind
         message: str = Field(description="human-readable, Russian is fine")
         data: JsonObject = Field(default_factory=dict)
+
+
+class ActionResult(_Model):
+    """The ``data`` of an ``action_result`` event."""
+
+    id: str = Field(min_length=1, max_length=128, description="the command id")
+    action: ActionName
+    status: ActionStatus
+    code: int | None = Field(None, description="the register's error code, when it refused or failed")
+    meaning: str | None = Field(None, max_length=500, description="what the code or the refusal means, in Russian")
+    reason: str | None = Field(
+        None,
+        max_length=64,
+        description="machine-readable why: policy, deadline_passed, deadline_missing, wrong_shift_state, register_error, "
+        "link_lost, unsupported, unknown_register, interrupted, duplicate",
+    )
 
 
 class HistStateRecord(_Model):
@@ -195,7 +191,6 @@ class HistEventRecord(_Model):
 
 
 HistRecord = Annotated[HistStateRecord | HistEventRecord, Field(discriminator="type")]
-HistType: TypeAlias = Literal["state", "event"]
 
 
 class HistBatch(_Model):
@@ -230,9 +225,6 @@ class AckPayload(_Model):
     session: Session
     seq: Seq
     epoch: Epoch | None = _OMITTED_WHEN_NONE
-
-
-RefusalReason: TypeAlias = Literal["unknown_agent", "agent_revoked"]
 
 
 class RefusalPayload(_Model):
@@ -280,7 +272,7 @@ MODEL_FOR_KIND: Final[dict[TopicKind, type[Payload]]] = {
 def encode(model: BaseModel) -> bytes:
     """Compact UTF-8 JSON; raises :class:`PayloadTooLarge` past ``MAX_PAYLOAD_BYTES``."""
     raw = model.model_dump_json().encode()
-    _check_size(raw)
+    check_size(raw)
     return raw
 
 
@@ -295,65 +287,6 @@ def encode_ack(session: int, seq: int, epoch: str | None = None) -> bytes:
         return encode(AckPayload(session=session, seq=seq, epoch=epoch))
     tail = b"}" if epoch is None else b',"epoch":"' + epoch.encode() + b'"}'
     return b'{"v":%d,"session":%d,"seq":%d' % (SCHEMA_VERSION, session, seq) + tail
-
-
-def _check_size(raw: bytes) -> None:
-    if len(raw) > MAX_PAYLOAD_BYTES:
-        raise PayloadTooLarge(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-
-
-def _hist_header(agent: str, ts: datetime) -> tuple[bytes, bytes]:
-    # Render the batch header through the model itself so ts/v are formatted exactly as decode expects.
-    empty = HistBatch(agent=agent, ts=ts, records=[]).model_dump_json().encode()
-    tail = b"[]}"
-    if not empty.endswith(tail):
-        raise AssertionError("HistBatch JSON must end with its records list")
-    return empty[: -len(tail)] + b"[", b"]}"
-
-
-def _hist_item(kind: HistType, payload: bytes) -> bytes:
-    if kind not in ("state", "event"):
-        raise ValueError(f"hist record type must be 'state' or 'event', got {kind!r}")
-    return b'{"type":"' + kind.encode() + b'","payload":' + payload + b"}"
-
-
-def pack_hist_batches(
-    agent: str,
-    ts: datetime,
-    records: Iterable[tuple[HistType, bytes]],
-    max_bytes: int = MAX_PAYLOAD_BYTES,
-) -> list[bytes]:
-    """Splice already-encoded state/event payloads into as few ``hist`` batches as fit ``max_bytes``.
-
-    The outbox keeps payloads as the exact bytes first published; splicing them avoids
-    re-validating every record during a 100 000-record drain.
-    """
-    head, tail = _hist_header(agent, ts)
-    batches: list[bytes] = []
-    items: list[bytes] = []
-    size = len(head) + len(tail)
-    for kind, payload in records:
-        item = _hist_item(kind, payload)
-        extra = len(item) + (1 if items else 0)
-        if len(head) + len(tail) + len(item) > max_bytes:
-            raise PayloadTooLarge(f"one {kind} record of {len(payload)} bytes does not fit a hist batch")
-        if size + extra > max_bytes:
-            batches.append(head + b",".join(items) + tail)
-            items, size = [], len(head) + len(tail)
-            extra = len(item)
-        items.append(item)
-        size += extra
-    if items:
-        batches.append(head + b",".join(items) + tail)
-    return batches
-
-
-def encode_hist_batch(agent: str, ts: datetime, records: Sequence[tuple[HistType, bytes]]) -> bytes:
-    """One batch of spliced records; raises :class:`PayloadTooLarge` when they do not fit."""
-    batches = pack_hist_batches(agent, ts, records)
-    if len(batches) > 1:
-        raise PayloadTooLarge(f"{len(records)} records need {len(batches)} hist batches")
-    return batches[0] if batches else _hist_header(agent, ts)[0] + b"]}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,51 +306,17 @@ def decode(topic: AgentTopic | str, raw: bytes) -> Payload:
         parsed = topic if isinstance(topic, AgentTopic) else AgentTopic.parse(topic)
         # A refusal shares the ack topic; no ack has a "refused" field (nor that word in any value).
         model = RefusalPayload if parsed.kind is TopicKind.ACK and b'"refused"' in raw else MODEL_FOR_KIND[parsed.kind]
-    _check_size(raw)
+    check_size(raw)
     try:
         payload = model.model_validate_json(raw)
     except ValidationError as exc:
-        _classify_rejection(raw, parsed)
+        classify_rejection(raw, parsed)
         raise InvalidPayload(_describe(exc)) from None
     if "v" not in payload.model_fields_set:
         raise UnsupportedSchemaVersion("payload has no schema version 'v'")
     if parsed is not None:
-        _check_identity(parsed, payload)
+        check_identity(parsed, payload)
     return payload
-
-
-def _classify_rejection(raw: bytes, topic: AgentTopic | None) -> None:
-    """Raise the most specific error for a payload the model rejected (returns if none applies)."""
-    try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
-        raise InvalidJson(f"not UTF-8 JSON: {str(exc)[:200]}") from None
-    if not isinstance(data, dict):
-        raise InvalidPayload(f"payload must be a JSON object, got {type(data).__name__}")
-    version = data.get("v")
-    if version is None:
-        raise UnsupportedSchemaVersion("payload has no schema version 'v'")
-    if isinstance(version, int) and not isinstance(version, bool) and not 1 <= version <= SCHEMA_VERSION:
-        raise UnsupportedSchemaVersion(f"schema version {version} is not supported (this reader knows 1..{SCHEMA_VERSION})")
-    agent = data.get("agent")
-    if topic is not None and isinstance(agent, str) and agent != topic.agent_id:
-        raise AgentMismatch(f"payload agent {agent!r} differs from topic agent {topic.agent_id!r}")
-
-
-def _check_identity(topic: AgentTopic, payload: Payload) -> None:
-    agent = getattr(payload, "agent", None)
-    if agent is not None and agent != topic.agent_id:
-        raise AgentMismatch(f"payload agent {agent!r} differs from topic agent {topic.agent_id!r}")
-    if isinstance(payload, StatePayload | EventPayload) and payload.register != topic.register_id:
-        raise RegisterMismatch(
-            f"payload register {payload.register!r} differs from topic register {topic.register_id!r}"
-        )
-    if isinstance(payload, HistBatch):
-        for index, record in enumerate(payload.records):
-            if record.payload.agent != topic.agent_id:
-                raise AgentMismatch(
-                    f"hist record {index} is from agent {record.payload.agent!r}, topic agent is {topic.agent_id!r}"
-                )
 
 
 def _describe(exc: ValidationError) -> str:

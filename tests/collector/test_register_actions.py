@@ -18,7 +18,8 @@ from collector.accounts.service import AccountService
 from collector.actions import bulk, store
 from collector.actions.dispatch import command_for
 from protocol.kkt.state import ShiftStatus
-from protocol.mqtt.actions import DEFAULT_DEADLINE, ActionName, ActionResult
+from protocol.mqtt.actions import DEFAULT_DEADLINE, ActionName
+from protocol.mqtt.models import ActionResult
 
 sys.path.insert(0, str(Path(__file__).parent))
 import accounts_testkit as kit

@@ -24,7 +24,8 @@ from firmware_sim.devices import make_device
 from firmware_sim.hosts import SimRegistration, install_sim_url_handler, register_sim, unregister_sim
 from firmware_sim.model import RegisterModel
 from protocol.kkt.state import ShiftStatus
-from protocol.mqtt.actions import FINAL_STATUSES, ActionName, ActionResult
+from protocol.mqtt.actions import FINAL_STATUSES, ActionName
+from protocol.mqtt.models import ActionResult
 from protocol.mqtt.models import (
     CommandPayload,
     EventKind,

@@ -170,28 +170,28 @@ def mutated(change: dict[str, Any], drop: tuple[str, ...] = ()) -> bytes:
     return json.dumps(raw).encode()
 
 
-@pytest.mark.parametrize(
-    ("topic", "raw", "error", "reason"),
-    [
-        (state_topic("a1", "r1"), b"\xff\xfe", InvalidJson, "invalid_json"),
-        (state_topic("a1", "r1"), b'{"v": 1,', InvalidJson, "invalid_json"),
-        (state_topic("a1", "r1"), b"[1, 2]", InvalidPayload, "invalid_payload"),
-        (state_topic("a1", "r1"), b"[" * 100_000, InvalidJson, "invalid_json"),  # nesting bomb
-        (state_topic("a1", "r1"), mutated({}, drop=("v",)), UnsupportedSchemaVersion, "unsupported_version"),
-        (state_topic("a1", "r1"), mutated({"v": SCHEMA_VERSION + 1}), UnsupportedSchemaVersion, "unsupported_version"),
-        (state_topic("a1", "r1"), mutated({"v": 0}), UnsupportedSchemaVersion, "unsupported_version"),
-        (state_topic("a1", "r1"), mutated({"agent": "a2"}), AgentMismatch, "agent_mismatch"),
-        (state_topic("a1", "r1"), mutated({"agent": "a2", "seq": -5}), AgentMismatch, "agent_mismatch"),
-        (state_topic("a1", "r2"), mutated({}), RegisterMismatch, "register_mismatch"),
-        (state_topic("a1", "r1"), mutated({"reason": "whim"}), InvalidPayload, "invalid_payload"),
-        (state_topic("a1", "r1"), mutated({"register": "bad/id"}), InvalidPayload, "invalid_payload"),
-        (event_topic("a1", None), encode(event_payload()), RegisterMismatch, "register_mismatch"),
-        (event_topic("a1", "r1"), encode(event_payload(register=None)), RegisterMismatch, "register_mismatch"),
-        (status_topic("a1"), encode(event_payload()), InvalidPayload, "invalid_payload"),
-        ("kassa/v1/a1/bogus", encode(event_payload()), TopicError, "bad_topic"),
-        (cmd_topic("a1"), b'{"v": 1, "id": "", "cmd": "rebirth"}', InvalidPayload, "invalid_payload"),
-    ],
-)
+REJECTIONS: list[tuple[str, bytes, type[ContractError], str]] = [
+    (state_topic("a1", "r1"), b"\xff\xfe", InvalidJson, "invalid_json"),
+    (state_topic("a1", "r1"), b'{"v": 1,', InvalidJson, "invalid_json"),
+    (state_topic("a1", "r1"), b"[1, 2]", InvalidPayload, "invalid_payload"),
+    (state_topic("a1", "r1"), b"[" * 100_000, InvalidJson, "invalid_json"),  # nesting bomb
+    (state_topic("a1", "r1"), mutated({}, drop=("v",)), UnsupportedSchemaVersion, "unsupported_version"),
+    (state_topic("a1", "r1"), mutated({"v": SCHEMA_VERSION + 1}), UnsupportedSchemaVersion, "unsupported_version"),
+    (state_topic("a1", "r1"), mutated({"v": 0}), UnsupportedSchemaVersion, "unsupported_version"),
+    (state_topic("a1", "r1"), mutated({"agent": "a2"}), AgentMismatch, "agent_mismatch"),
+    (state_topic("a1", "r1"), mutated({"agent": "a2", "seq": -5}), AgentMismatch, "agent_mismatch"),
+    (state_topic("a1", "r2"), mutated({}), RegisterMismatch, "register_mismatch"),
+    (state_topic("a1", "r1"), mutated({"reason": "whim"}), InvalidPayload, "invalid_payload"),
+    (state_topic("a1", "r1"), mutated({"register": "bad/id"}), InvalidPayload, "invalid_payload"),
+    (event_topic("a1", None), encode(event_payload()), RegisterMismatch, "register_mismatch"),
+    (event_topic("a1", "r1"), encode(event_payload(register=None)), RegisterMismatch, "register_mismatch"),
+    (status_topic("a1"), encode(event_payload()), InvalidPayload, "invalid_payload"),
+    ("kassa/v1/a1/bogus", encode(event_payload()), TopicError, "bad_topic"),
+    (cmd_topic("a1"), b'{"v": 1, "id": "", "cmd": "rebirth"}', InvalidPayload, "invalid_payload"),
+]
+
+
+@pytest.mark.parametrize(("topic", "raw", "error", "reason"), REJECTIONS)
 def test_rejections_are_typed(topic: str, raw: bytes, error: type[ContractError], reason: str) -> None:
     with pytest.raises(error) as info:
         decode(topic, raw)

@@ -1,0 +1,85 @@
+"""What the agent↔collector contract fixes whichever library models it: limits, event kinds, and
+how a rejected payload is classified. Shared by the pydantic models (``protocol.mqtt.models``)
+and their msgspec mirrors (``protocol.mqtt.wire``), so both refuse a message for the same reason.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Final, Literal, TypeAlias
+
+from protocol.mqtt.errors import (
+    AgentMismatch,
+    InvalidJson,
+    InvalidPayload,
+    PayloadTooLarge,
+    RegisterMismatch,
+    UnsupportedSchemaVersion,
+)
+from protocol.mqtt.topics import REGISTER_KINDS, AgentTopic
+
+SCHEMA_VERSION: Final = 1
+MAX_PAYLOAD_BYTES: Final = 256 * 1024
+UINT64_MAX: Final = 2**64 - 1
+EPOCH_PATTERN: Final = r"^[0-9a-f]{16,64}$"
+
+KNOWN_COMMANDS: Final = frozenset({"rebirth", "poll-now"})
+
+HistType: TypeAlias = Literal["state", "event"]
+RefusalReason: TypeAlias = Literal["unknown_agent", "agent_revoked"]
+StateReason: TypeAlias = Literal["change", "heartbeat", "rebirth", "poll-now"]
+
+
+class EventKind(StrEnum):
+    SHIFT_OPENED = "shift_opened"
+    SHIFT_CLOSED = "shift_closed"
+    FN_REPLACED = "fn_replaced"
+    LINK_LOST = "link_lost"
+    LINK_REGAINED = "link_regained"
+    OFD_BACKLOG_STARTED = "ofd_backlog_started"
+    OFD_BACKLOG_CLEARED = "ofd_backlog_cleared"
+    FN_WARNING_RAISED = "fn_warning_raised"
+    FN_WARNING_CLEARED = "fn_warning_cleared"
+    OUTBOX_GAP = "outbox_gap"
+    COMMAND_ERROR = "command_error"
+    ACTION_RESULT = "action_result"  # data: protocol.mqtt.actions.ActionResult
+
+
+def check_size(raw: bytes) -> None:
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLarge(f"payload of {len(raw)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+
+
+def classify_rejection(raw: bytes, topic: AgentTopic | None) -> None:
+    """Raise the most specific error for a payload the model rejected (returns if none applies)."""
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: absurd nesting
+        raise InvalidJson(f"not UTF-8 JSON: {str(exc)[:200]}") from None
+    if not isinstance(data, dict):
+        raise InvalidPayload(f"payload must be a JSON object, got {type(data).__name__}")
+    version = data.get("v")
+    if version is None:
+        raise UnsupportedSchemaVersion("payload has no schema version 'v'")
+    if isinstance(version, int) and not isinstance(version, bool) and not 1 <= version <= SCHEMA_VERSION:
+        raise UnsupportedSchemaVersion(f"schema version {version} is not supported (this reader knows 1..{SCHEMA_VERSION})")
+    agent = data.get("agent")
+    if topic is not None and isinstance(agent, str) and agent != topic.agent_id:
+        raise AgentMismatch(f"payload agent {agent!r} differs from topic agent {topic.agent_id!r}")
+
+
+def check_identity(topic: AgentTopic, payload: object) -> None:
+    """A decoded payload names the topic's agent (every hist record too) and, on state and event
+    topics, its register."""
+    agent = getattr(payload, "agent", None)
+    if agent is not None and agent != topic.agent_id:
+        raise AgentMismatch(f"payload agent {agent!r} differs from topic agent {topic.agent_id!r}")
+    register = getattr(payload, "register", None)
+    if topic.kind in REGISTER_KINDS and register != topic.register_id:
+        raise RegisterMismatch(f"payload register {register!r} differs from topic register {topic.register_id!r}")
+    for index, record in enumerate(getattr(payload, "records", ())):
+        if record.payload.agent != topic.agent_id:
+            raise AgentMismatch(
+                f"hist record {index} is from agent {record.payload.agent!r}, topic agent is {topic.agent_id!r}"
+            )
