@@ -1,7 +1,9 @@
 """Agent configuration: TOML file < ``KASSA_AGENT_*`` environment < command-line flags.
 
-Everything is validated by pydantic; a bad value becomes one ``ConfigError`` whose lines name
-the key the installer must fix (``devices[1].baudrate: …``), never a traceback.
+Validated by msgspec (pydantic would cost the agent ~13 MB of resident memory, issue 11); a bad
+value becomes a ``ConfigError`` whose line names the key the installer must fix
+(``devices[1].baudrate: …``), never a traceback. msgspec stops at the first bad value, so an
+installer fixes one key per run.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import msgspec
+import msgspec.inspect
+from msgspec import Meta, field
+from msgspec.structs import force_setattr
 
 from protocol.mqtt.actions import READ_ONLY_ACTIONS, ActionName
 
@@ -35,96 +40,84 @@ class ConfigError(Exception):
         super().__init__("invalid agent configuration:\n  " + "\n  ".join(problems))
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A table of the file: unknown keys are an error (a typo must not be silently ignored)."""
 
 
-def _check_id(value: str) -> str:
+def _invalid(key: str, message: str) -> ValueError:
+    # msgspec reports a __post_init__ error at the table; the key prefix makes it name the field.
+    return ValueError(f"{key}: {message}")
+
+
+def _check_id(key: str, value: str) -> None:
     if not _ID_RE.fullmatch(value) or value == "_collector":
-        raise ValueError("must be 1-64 of A-Z a-z 0-9 _ . - and start with a letter or digit")
-    return value
+        raise _invalid(key, "must be 1-64 of A-Z a-z 0-9 _ . - and start with a letter or digit")
 
 
-class DeviceConfig(_Section):
-    protocol: str = Field(description="driver protocol name: 'shtrih', 'shtrih-alt', 'atol' or 'atol2'")
-    url: str = Field(description="port URL: /dev/ttyACM0, socket://host:7778, sim://shtrih, usb://…")
-    baudrate: int | None = Field(None, description="None: the protocol's first default rate")
-    poll_interval: float = Field(10.0, gt=0, le=3600)
-    register_id: str | None = Field(None, description="publish under this id instead of the derived one")
+Positive = Annotated[float, Meta(gt=0)]
+_S = TypeVar("_S", bound="_Section")
 
-    @field_validator("protocol")
-    @classmethod
-    def _known_protocol(cls, value: str) -> str:
+
+class DeviceConfig(_Section, frozen=True, kw_only=True):
+    protocol: str  # driver protocol name: 'shtrih', 'shtrih-alt', 'atol' or 'atol2'
+    url: str  # port URL: /dev/ttyACM0, socket://host:7778, sim://shtrih, usb://…
+    baudrate: int | None = None  # None: the protocol's first default rate
+    poll_interval: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    register_id: str | None = None  # publish under this id instead of the derived one
+
+    def __post_init__(self) -> None:
         from agent.drivers.registry import available_protocols  # lazy: drivers load on first use
 
-        name = value.strip().lower()
+        name = self.protocol.strip().lower()
         if name not in available_protocols():
-            raise ValueError(f"unknown protocol {value!r}; known: {', '.join(available_protocols())}")
-        return name
-
-    @field_validator("baudrate")
-    @classmethod
-    def _known_baudrate(cls, value: int | None) -> int | None:
-        if value is not None and value not in _BAUDRATES:
-            raise ValueError(f"{value} is not a serial rate; use one of {', '.join(map(str, _BAUDRATES))}")
-        return value
-
-    @field_validator("register_id")
-    @classmethod
-    def _valid_register_id(cls, value: str | None) -> str | None:
-        return None if value is None else _check_id(value)
+            raise _invalid("protocol", f"unknown protocol {self.protocol!r}; known: {', '.join(available_protocols())}")
+        force_setattr(self, "protocol", name)
+        if self.baudrate is not None and self.baudrate not in _BAUDRATES:
+            raise _invalid("baudrate", f"{self.baudrate} is not a serial rate; use one of {', '.join(map(str, _BAUDRATES))}")
+        if self.register_id is not None:
+            _check_id("register_id", self.register_id)
 
 
-def _check_mqtt_url(value: str) -> str:
+def _check_mqtt_url(key: str, value: str) -> None:
     parts = urlsplit(value)
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError("must start with mqtt:// or mqtts://")
+        raise _invalid(key, "must start with mqtt:// or mqtts://")
     if not parts.hostname:
-        raise ValueError("has no host")
+        raise _invalid(key, "has no host")
     try:
         _ = parts.port
     except ValueError as exc:
-        raise ValueError(f"bad port: {exc}") from None
-    return value
+        raise _invalid(key, f"bad port: {exc}") from None
 
 
-class BrokerConfig(_Section):
+class BrokerConfig(_Section, frozen=True, kw_only=True):
     url: str = "mqtt://127.0.0.1:1883"
     # Other nodes of a clustered broker: after a failed connect or a lost connection the agent
     # tries the next node (same credentials, same session and outbox rules).
-    fallback_urls: list[str] = Field(default_factory=list)
-    username: str | None = Field(None, description="default: the agent id")
+    fallback_urls: list[str] = field(default_factory=list)
+    username: str | None = None  # default: the agent id
     password: str | None = None
     ca_file: Path | None = None
     client_cert: Path | None = None
     client_key: Path | None = None
-    keepalive: int = Field(30, ge=2, le=65535)
+    keepalive: Annotated[int, Meta(ge=2, le=65535)] = 30
     # QoS of the cmd/ack/collector-status subscriptions. 0 on a NATS cluster: its MQTT gateway
     # delivers what collectors publish over NATS at QoS 0 anyway, and a QoS 1 subscription costs a
     # replicated JetStream consumer per topic and agent (and fails while JetStream elects leaders).
     subscribe_qos: Literal[0, 1] = 1
-    reconnect_min: float = Field(1.0, gt=0)
-    reconnect_max: float = Field(120.0, gt=0)
+    reconnect_min: Positive = 1.0
+    reconnect_max: Positive = 120.0
 
-    @field_validator("url")
-    @classmethod
-    def _mqtt_url(cls, value: str) -> str:
-        return _check_mqtt_url(value)
-
-    @field_validator("fallback_urls")
-    @classmethod
-    def _mqtt_urls(cls, value: list[str]) -> list[str]:
-        return [_check_mqtt_url(url) for url in value]
-
-    @model_validator(mode="after")
-    def _cert_pair(self) -> BrokerConfig:
+    def __post_init__(self) -> None:
+        _check_mqtt_url("url", self.url)
+        for index, url in enumerate(self.fallback_urls):
+            _check_mqtt_url(f"fallback_urls[{index}]", url)
         if (self.client_cert is None) != (self.client_key is None):
             raise ValueError("client_cert and client_key must be given together")
         if self.reconnect_max < self.reconnect_min:
             raise ValueError("reconnect_max must not be below reconnect_min")
         if any(urlsplit(url).scheme != urlsplit(self.url).scheme for url in self.fallback_urls):
             raise ValueError("fallback_urls: every node must use the same scheme as url (one TLS setting)")
-        return self
 
     def endpoints(self) -> list[tuple[str, int]]:
         """(host, port) of ``url`` then of each fallback: the nodes the agent may connect to."""
@@ -154,79 +147,61 @@ class BrokerConfig(_Section):
         return user, password
 
 
-class OutboxConfig(_Section):
+class OutboxConfig(_Section, frozen=True, kw_only=True):
     path: Path = Path("/var/lib/kassa-agent/outbox.sqlite")
-    max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    max_age: float = Field(35 * 86400, gt=0, description="seconds; older rows are dropped and counted")
-    commit_interval: float = Field(0.075, gt=0, le=5, description="group-commit period, seconds")
-    gap_report_interval: float = Field(
-        60.0, gt=0, description="seconds between outbox_gap reports while records keep being dropped"
-    )
+    max_bytes: Annotated[int, Meta(ge=1024)] = 64 * 1024 * 1024
+    max_age: Positive = 35 * 86400.0  # seconds; older rows are dropped and counted
+    commit_interval: Annotated[float, Meta(gt=0, le=5)] = 0.075  # group-commit period, seconds
+    gap_report_interval: Positive = 60.0  # seconds between outbox_gap reports while records keep being dropped
 
 
-class ReplayConfig(_Section):
-    rate: float = Field(2000.0, gt=0, description="backlog records per second on hist")
-    batch: int = Field(200, ge=1, le=5000)
+class ReplayConfig(_Section, frozen=True, kw_only=True):
+    rate: Positive = 2000.0  # backlog records per second on hist
+    batch: Annotated[int, Meta(ge=1, le=5000)] = 200
 
 
-class SupervisionConfig(_Section):
+class SupervisionConfig(_Section, frozen=True, kw_only=True):
     """How the agent restarts a failed thread before it exits non-zero for systemd to restart it."""
 
-    max_restarts: int = Field(5, ge=0, le=1000, description="restarts in a row before the agent exits")
-    backoff_initial: float = Field(1.0, gt=0, description="seconds before the first restart, doubling")
-    backoff_max: float = Field(30.0, gt=0, description="cap on the seconds between restarts")
-    healthy_after: float = Field(60.0, gt=0, description="a thread that ran this long starts a fresh count")
+    max_restarts: Annotated[int, Meta(ge=0, le=1000)] = 5  # restarts in a row before the agent exits
+    backoff_initial: Positive = 1.0  # seconds before the first restart, doubling
+    backoff_max: Positive = 30.0  # cap on the seconds between restarts
+    healthy_after: Positive = 60.0  # a thread that ran this long starts a fresh count
 
 
-class ActionsConfig(_Section):
+class ActionsConfig(_Section, frozen=True, kw_only=True):
     """Which remote actions this register's PC lets the collector run (``[actions]``)."""
 
-    enabled: bool = Field(True, description="false: every remote action is refused")
-    allow: list[ActionName] = Field(
-        default_factory=lambda: sorted(READ_ONLY_ACTIONS),
-        description="actions allowed; default the read-only ones (check_now, x_report)",
-    )
-
-    @field_validator("allow", mode="before")
-    @classmethod
-    def _comma_list(cls, value: Any) -> Any:
-        """The environment gives one string: ``KASSA_AGENT_ACTIONS_ALLOW=check_now,close_shift``."""
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
+    enabled: bool = True  # false: every remote action is refused
+    # Actions allowed; default the read-only ones (check_now, x_report). The environment gives one
+    # string, KASSA_AGENT_ACTIONS_ALLOW=check_now,close_shift: see _comma_lists.
+    allow: list[ActionName] = field(default_factory=lambda: sorted(READ_ONLY_ACTIONS))
 
     def allows(self, action: ActionName) -> bool:
         return self.enabled and action in self.allow
 
 
-class AgentConfig(_Section):
+class AgentConfig(_Section, frozen=True, kw_only=True):
     agent_id: str
-    devices: list[DeviceConfig] = Field(min_length=1)
-    broker: BrokerConfig = Field(default_factory=BrokerConfig)
-    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
-    replay: ReplayConfig = Field(default_factory=ReplayConfig)
-    supervision: SupervisionConfig = Field(default_factory=SupervisionConfig)
-    actions: ActionsConfig = Field(default_factory=ActionsConfig)
-    heartbeat: float = Field(60.0, gt=0, description="seconds between unchanged-state publishes")
-    counter_interval: float = Field(
-        60.0, gt=0, description="seconds between publishes of counter-only changes (receipts, FD number, backlog within its band)"
-    )
+    devices: Annotated[list[DeviceConfig], Meta(min_length=1)]
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    outbox: OutboxConfig = field(default_factory=OutboxConfig)
+    replay: ReplayConfig = field(default_factory=ReplayConfig)
+    supervision: SupervisionConfig = field(default_factory=SupervisionConfig)
+    actions: ActionsConfig = field(default_factory=ActionsConfig)
+    heartbeat: Positive = 60.0  # seconds between unchanged-state publishes
+    # Seconds between publishes of counter-only changes (receipts, FD number, backlog within its band).
+    counter_interval: Positive = 60.0
     ack_mode: Literal["collector", "puback"] = "collector"
     health_file: Path | None = None
     log_format: Literal["json", "text"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    @field_validator("agent_id")
-    @classmethod
-    def _valid_agent_id(cls, value: str) -> str:
-        return _check_id(value)
-
-    @model_validator(mode="after")
-    def _unique_register_ids(self) -> AgentConfig:
+    def __post_init__(self) -> None:
+        _check_id("agent_id", self.agent_id)
         ids = [d.register_id for d in self.devices if d.register_id]
         if len(ids) != len(set(ids)):
-            raise ValueError("devices: register_id values must be unique")
-        return self
+            raise _invalid("devices", "register_id values must be unique")
 
 
 # Environment variable suffix -> dotted key. Explicit, so a typo'd variable is not silently
@@ -326,19 +301,97 @@ def merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _location(loc: tuple[int | str, ...]) -> str:
-    text = ""
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(top level)"
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_KEYED = re.compile(r"^(?P<key>[a-z_]+(?:\[\d+\])?): (?P<message>.*)$", re.DOTALL)
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<key>[^`]+)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<key>[^`]+)`$")
+
+
+def _problem(error: msgspec.ValidationError, prefix: str = "") -> str:
+    """``key: message`` from msgspec's ``message - at `$.devices[1]``` (key prefixed by the
+    table's path; a message of a __post_init__ names its own key)."""
+    at = _AT.match(str(error))
+    assert at is not None  # the pattern matches any text
+    message = at["message"]
+    path = ".".join(part for part in (prefix, (at["path"] or "").lstrip(".")) if part)
+    for pattern, text in ((_UNKNOWN, "unknown setting"), (_MISSING, "required")):
+        if found := pattern.match(message):
+            key, message = found["key"], text
+            break
+    else:
+        keyed = _KEYED.match(message)
+        if keyed is None:
+            return f"{path or '(top level)'}: {message}"
+        key, message = keyed["key"], keyed["message"]
+    return f"{path}.{key}: {message}" if path else f"{key}: {message}"
+
+
+def _path(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str | os.PathLike):
+        return Path(value)
+    raise TypeError(f"expected a path, got {type(value).__name__}")
+
+
+def _comma_lists(raw: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The environment gives a list as one string: ``KASSA_AGENT_ACTIONS_ALLOW=check_now,close_shift``."""
+    actions = raw.get("actions")
+    if isinstance(actions, Mapping) and isinstance(actions.get("allow"), str):
+        allow = [part.strip() for part in actions["allow"].split(",") if part.strip()]
+        return {**raw, "actions": {**actions, "allow": allow}}
+    return raw
+
+
+def _convert(raw: Any, section: type[_S], prefix: str = "") -> _S:
+    # strict=False: the environment and flags give strings ("30", "true") for numbers and flags.
+    try:
+        return msgspec.convert(raw, section, strict=False, dec_hook=_path)
+    except msgspec.ValidationError as exc:
+        raise ConfigError([_problem(exc, prefix)]) from None
+
+
+def _known_keys_only(raw: Any, section: type[msgspec.Struct], path: str, unknown: list[str]) -> Any:
+    """``raw`` without the keys ``section`` does not have, each listed in ``unknown``: msgspec
+    stops at the first problem, and a typo'd key must not hide a bad value (nor the other way)."""
+    if not isinstance(raw, Mapping):
+        return raw
+    info = msgspec.inspect.type_info(section)
+    assert isinstance(info, msgspec.inspect.StructType)
+    tables = {f.name: f.type for f in info.fields}
+    kept: dict[str, Any] = {}
+    for key, value in raw.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in tables:
+            unknown.append(f"{where}: unknown setting")
+            continue
+        kind = tables[key]
+        if isinstance(kind, msgspec.inspect.StructType):
+            value = _known_keys_only(value, kind.cls, where, unknown)
+        elif (
+            isinstance(kind, msgspec.inspect.ListType)
+            and isinstance(kind.item_type, msgspec.inspect.StructType)
+            and isinstance(value, list)
+        ):
+            value = [_known_keys_only(item, kind.item_type.cls, f"{where}[{i}]", unknown) for i, item in enumerate(value)]
+        kept[key] = value
+    return kept
 
 
 def validate(raw: Mapping[str, Any]) -> AgentConfig:
+    unknown: list[str] = []
+    known = _known_keys_only(_comma_lists(raw), AgentConfig, "", unknown)
     try:
-        return AgentConfig.model_validate(raw)
-    except ValidationError as exc:
-        problems = [f"{_location(err['loc'])}: {err['msg']}" for err in exc.errors()]
-        raise ConfigError(problems) from None
+        config = _convert(known, AgentConfig)
+    except ConfigError as exc:
+        raise ConfigError(unknown + exc.problems) from None
+    if unknown:
+        raise ConfigError(unknown)
+    return config
+
+
+def as_builtins(config: _Section) -> dict[str, Any]:
+    """Plain JSON-ready tables (paths as text), e.g. for ``config check``."""
+    tables: dict[str, Any] = msgspec.to_builtins(config, enc_hook=str)
+    return tables
 
 
 def load_outbox_config(path: Path | str | None = None, *, env: Mapping[str, str] | None = None) -> OutboxConfig:
@@ -346,10 +399,7 @@ def load_outbox_config(path: Path | str | None = None, *, env: Mapping[str, str]
     env = os.environ if env is None else env
     source = config_path(path, env)
     raw = merge(read_toml(source) if source is not None else {}, env_overrides(env))
-    try:
-        return OutboxConfig.model_validate(raw.get("outbox", {}))
-    except ValidationError as exc:
-        raise ConfigError([f"outbox.{_location(err['loc'])}: {err['msg']}" for err in exc.errors()]) from None
+    return _convert(raw.get("outbox", {}), OutboxConfig, "outbox")
 
 
 def load_config(

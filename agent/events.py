@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol.kkt.fn import FN_WARNING_MEANINGS, FnWarning, warning_names
-from protocol.kkt.state import RegisterState, ShiftState, ShiftStatus
-from protocol.mqtt.models import EventKind
+from protocol.kkt.vocabulary import ShiftStatus
+from protocol.mqtt.rules import EventKind
+from protocol.mqtt.wire import RegisterState, ShiftState
 
 _OPEN = (ShiftStatus.OPEN, ShiftStatus.EXPIRED)
 

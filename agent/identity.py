@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 
-from protocol.mqtt.models import AckPayload
+from protocol.mqtt.wire import AckPayload
 
 
 class AckFilter:
@@ -30,7 +30,7 @@ class AckFilter:
 
     def owns(self, ack: AckPayload) -> bool:
         with self._lock:
-            if ack.epoch is not None:
+            if isinstance(ack.epoch, str):  # else UNSET: an ack without one
                 if ack.epoch == self.epoch:
                     self._collector_knows_epochs = True
                     return True

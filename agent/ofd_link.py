@@ -16,7 +16,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from protocol.kkt.state import OfdLinkCheck, RegisterState
+from msgspec.structs import replace
+
+from protocol.mqtt.wire import OfdLinkCheck, RegisterState
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,7 @@ class OfdLinkMonitor:
             latest = self._results.get(target)
         if latest is None:
             return state
-        return state.model_copy(update={"ofd": state.ofd.model_copy(update={"link_check": latest})})
+        return replace(state, ofd=replace(state.ofd, link_check=latest))
 
     def wait_idle(self, timeout: float) -> bool:
         """Block until no check runs (tests and shutdown); False if one still runs."""

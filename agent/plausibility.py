@@ -22,7 +22,9 @@ from collections.abc import Callable
 from datetime import date, timedelta
 from typing import Any
 
-from protocol.kkt.state import RegisterState
+from msgspec.structs import replace
+
+from protocol.mqtt.wire import RegisterState
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +60,8 @@ def with_fields(state: RegisterState, values: dict[str, Any]) -> RegisterState:
         else:
             top[head] = value
     for head, parts in nested.items():
-        top[head] = getattr(state, head).model_copy(update=parts)
-    return state.model_copy(update=top)
+        top[head] = replace(getattr(state, head), **parts)
+    return replace(state, **top)
 
 
 class PlausibilityGate:

@@ -12,7 +12,7 @@ import threading
 from typing import Any
 
 from agent.outbox import Outbox
-from protocol.mqtt.models import RefusalPayload
+from protocol.mqtt.wire import RefusalPayload
 
 log = logging.getLogger(__name__)
 

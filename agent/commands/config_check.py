@@ -9,7 +9,7 @@ import sys
 from typing import Any
 
 from agent.commands.run import add_config_arguments, config_from_args
-from agent.config import CONFIG_PATH_ENV, ENV_PREFIX, AgentConfig, ConfigError, config_path
+from agent.config import CONFIG_PATH_ENV, ENV_PREFIX, AgentConfig, ConfigError, as_builtins, config_path
 
 SECRET_KEYS = frozenset({"password"})
 
@@ -34,7 +34,7 @@ def redacted(config: AgentConfig) -> dict[str, Any]:
             return [scrub(item) for item in node]
         return node
 
-    result: dict[str, Any] = scrub(config.model_dump(mode="json"))
+    result: dict[str, Any] = scrub(as_builtins(config))
     return result
 
 

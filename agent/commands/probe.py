@@ -12,6 +12,9 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
+from msgspec.structs import replace
+
 from agent.commands.no_answer import is_tcp, no_answer
 from agent.commands.tcp_scan import likeliest_first
 from agent.drivers.errors import DriverError, split_hint
@@ -24,7 +27,7 @@ from agent.drivers.registry import (
     available_protocols,
     detection_order,
 )
-from protocol.kkt.state import RegisterState
+from protocol.mqtt.wire import RegisterState, encode
 
 EXIT_USAGE = 2
 EXIT_LINK = 3
@@ -121,9 +124,9 @@ def probe_command(args: argparse.Namespace) -> int:
                 cause, hint = split_hint(exc)
                 fail(f"the {candidate} register answered but the poll failed: {cause}", hint)
                 return EXIT_POLL_FAILED
-        state = state.model_copy(update={"read_at": datetime.now(UTC)})
+        state = replace(state, read_at=datetime.now(UTC))
         if args.json:
-            print(state.model_dump_json(indent=2))
+            print(msgspec.json.format(encode(state), indent=2).decode())
         else:
             print(render_state(state))
         return 0

@@ -11,6 +11,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from msgspec.structs import replace
+
 from agent.config import AgentConfig, ConfigError, load_config, parse_device_spec
 from agent.logging_setup import configure_logging
 
@@ -66,8 +68,8 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
     config = load_config(args.config, env=os.environ, overrides=overrides_from_args(args))
     if args.poll is not None and not args.device:
         # --poll with devices from the file applies to each of them.
-        devices = [d.model_copy(update={"poll_interval": args.poll}) for d in config.devices]
-        config = config.model_copy(update={"devices": devices})
+        devices = [replace(d, poll_interval=args.poll) for d in config.devices]
+        config = replace(config, devices=devices)
     return config
 
 

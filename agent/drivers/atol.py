@@ -84,15 +84,8 @@ from protocol.kkt.fn import (
 )
 from protocol.kkt.fn_fiscalisation import AUTONOMOUS_MODE_TAG
 from protocol.kkt.handshake import Fail
-from protocol.kkt.state import (
-    DeviceState,
-    FnState,
-    OfdState,
-    RegisterState,
-    ShiftState,
-    ShiftStatus,
-    Vendor,
-)
+from protocol.kkt.vocabulary import ShiftStatus, Vendor
+from protocol.mqtt.wire import DeviceState, FnState, OfdState, RegisterState, ShiftState
 
 A = TypeVar("A")
 

@@ -18,8 +18,8 @@ from agent.drivers.errors import ChecksumError, DriverError, NoAnswer, split_hin
 from agent.drivers.link import ByteLink, LinkError, PortNotFound, PortPermissionDenied
 from agent.drivers.session import DriverSession
 from agent.drivers.transport import open_link
-from protocol.kkt.state import RegisterState
 from protocol.mqtt.actions import ActionName
+from protocol.mqtt.wire import RegisterState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import ClassVar, Protocol
 
 from agent.drivers.link import ByteLink
-from protocol.kkt.state import RegisterState
+from protocol.mqtt.wire import RegisterState
 
 
 class DriverSession(Protocol):

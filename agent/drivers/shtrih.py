@@ -40,7 +40,8 @@ from protocol.kkt.shtrih.errors import (
 )
 from protocol.kkt.shtrih.link import HostExchange
 from protocol.kkt.shtrih.status import Mode, cover_open, paper_present, shift_status_from_mode
-from protocol.kkt.state import DeviceState, FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
+from protocol.kkt.vocabulary import ShiftStatus, Vendor
+from protocol.mqtt.wire import DeviceState, FnState, OfdState, RegisterState, ShiftState
 
 Ans = TypeVar("Ans", bound=msg.Message)
 

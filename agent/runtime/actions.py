@@ -19,8 +19,9 @@ from typing import Final
 from agent.drivers.actions import ActionOutcome, OutcomeKind
 from agent.outbox import ActionRecord, Outbox
 from agent.runtime.host import DeviceAccess, Pollable, RuntimeHost
-from protocol.mqtt.actions import ActionName, ActionResult, ActionStatus
-from protocol.mqtt.models import CommandPayload, EventKind
+from protocol.mqtt.actions import ActionName, ActionStatus
+from protocol.mqtt.rules import EventKind
+from protocol.mqtt.wire import ActionResult, CommandPayload, decode_as, encode, to_builtins
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class ActionRunner:
     def recover_interrupted(self) -> None:
         """Actions a previous run started and never finished are answered ``failed``, never rerun."""
         for record in self.outbox.unfinished_actions():
-            started = ActionResult.model_validate_json(record.result)
+            started = decode_as(ActionResult, record.result.encode())
             self._finish(record.register_id, _result(started.id, started.action, "failed", reason="interrupted",
                                                      meaning=_INTERRUPTED))  # fmt: skip
 
@@ -66,12 +67,12 @@ class ActionRunner:
         verdict = self._verdict(command, action, now)
         first = verdict or _result(command.id, action, "accepted")
         record = ActionRecord(
-            command.id, action, command.register, first.model_dump_json(), final=verdict is not None, received_at=now
+            command.id, action, command.register, encode(first).decode(), final=verdict is not None, received_at=now
         )
         known = self.outbox.claim_action(record, keep=LEDGER_KEEP)
         if known is not None:
             log.info("action %s (%s) was delivered again: answering its first outcome", action, command.id)
-            self._emit(known.register_id, ActionResult.model_validate_json(known.result))
+            self._emit(known.register_id, decode_as(ActionResult, known.result.encode()))
             return
         self._emit(command.register, first)
         if verdict is None:
@@ -122,7 +123,7 @@ class ActionRunner:
         device.poll_now()  # the state after the action (or after the link came back)
 
     def _finish(self, register: str | None, result: ActionResult) -> None:
-        self.outbox.finish_action(result.id, result.model_dump_json())
+        self.outbox.finish_action(result.id, encode(result).decode())
         self._emit(register, result)
 
     def _emit(self, register: str | None, result: ActionResult) -> None:
@@ -132,7 +133,7 @@ class ActionRunner:
         # A register that is not this agent's is answered on the agent's own event topic, so no
         # result ever appears under a register id the agent does not report.
         ours = register if self._worker(register) is not None else None
-        self.host.emit_event(ours, EventKind.ACTION_RESULT, text, result.model_dump(mode="json"))
+        self.host.emit_event(ours, EventKind.ACTION_RESULT, text, to_builtins(result))
 
 
 def _result(

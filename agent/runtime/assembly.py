@@ -40,23 +40,10 @@ from agent.runtime.actions import ActionRunner
 from agent.runtime.commands import CommandHandler
 from agent.runtime.device import DeviceOpener, DeviceWorker, open_driver
 from agent.runtime.gap_reports import GapReporter
-from agent.runtime.host import StateReason
 from agent.runtime.replay import BacklogReplay
 from agent.supervision import SupervisedThread
-from protocol.kkt.state import RegisterState
 from protocol.mqtt.errors import ContractError
-from protocol.mqtt.models import (
-    SCHEMA_VERSION,
-    AckPayload,
-    BirthPayload,
-    EventKind,
-    EventPayload,
-    RefusalPayload,
-    StatePayload,
-    StatusPayload,
-    decode,
-    encode,
-)
+from protocol.mqtt.rules import SCHEMA_VERSION, EventKind, StateReason
 from protocol.mqtt.topics import (
     COLLECTOR_STATUS_TOPIC,
     ack_topic,
@@ -66,6 +53,17 @@ from protocol.mqtt.topics import (
     event_topic,
     state_topic,
     status_topic,
+)
+from protocol.mqtt.wire import (
+    AckPayload,
+    BirthPayload,
+    EventPayload,
+    RefusalPayload,
+    RegisterState,
+    StatePayload,
+    StatusPayload,
+    decode,
+    encode,
 )
 
 log = logging.getLogger(__name__)

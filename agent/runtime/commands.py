@@ -11,8 +11,9 @@ from agent.runtime.actions import ActionRunner
 from agent.runtime.host import RuntimeHost
 from protocol.mqtt.actions import ActionName
 from protocol.mqtt.errors import ContractError
-from protocol.mqtt.models import CommandPayload, EventKind, decode
+from protocol.mqtt.rules import EventKind
 from protocol.mqtt.topics import cmd_topic
+from protocol.mqtt.wire import CommandPayload, decode
 
 log = logging.getLogger(__name__)
 _ACTION_NAMES = frozenset(ActionName)

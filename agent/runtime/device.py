@@ -13,6 +13,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Protocol
 
+from msgspec.structs import replace
+
 from agent.config import DeviceConfig
 from agent.drivers.actions import ActionOutcome, OutcomeKind
 from agent.events import derive_events
@@ -20,10 +22,10 @@ from agent.health import DeviceHealth
 from agent.plausibility import PlausibilityGate
 from agent.runtime.host import DeviceJob, RuntimeHost
 from agent.runtime.publish_policy import PublishPolicy
-from protocol.kkt.state import RegisterState
 from protocol.mqtt.actions import ActionName
-from protocol.mqtt.models import DeviceInfo, EventKind
+from protocol.mqtt.rules import EventKind
 from protocol.mqtt.topics import is_valid_id
+from protocol.mqtt.wire import DeviceInfo, RegisterState
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +191,7 @@ class DeviceWorker:
         state = self.gate.review(raw, reread=poller.poll)  # a checksum is no proof: values that matter are checked
         # After the gate: the PC's own network test needs no re-read. It runs on its own thread.
         state = self.runtime.ofd_link.attach(state)
-        self._on_success(now, state.model_copy(update={"read_at": now}), forced)
+        self._on_success(now, replace(state, read_at=now), forced)
 
     def _on_failure(self, now: datetime, exc: Exception) -> None:
         message = f"{type(exc).__name__}: {exc}"

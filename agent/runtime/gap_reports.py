@@ -9,7 +9,7 @@ import time
 
 from agent.outbox import Outbox
 from agent.runtime.host import RuntimeHost
-from protocol.mqtt.models import EventKind
+from protocol.mqtt.rules import EventKind
 
 log = logging.getLogger(__name__)
 

@@ -6,18 +6,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from agent.config import AgentConfig
 from agent.drivers.actions import ActionOutcome
 from agent.ofd_link import OfdLinkMonitor
 from agent.outbox import GapInfo
 from agent.supervision import SupervisedThread
-from protocol.kkt.state import RegisterState
 from protocol.mqtt.actions import ActionName
-from protocol.mqtt.models import EventKind
-
-StateReason = Literal["change", "heartbeat", "rebirth", "poll-now"]
+from protocol.mqtt.rules import EventKind, StateReason
+from protocol.mqtt.wire import RegisterState
 
 
 class DeviceAccess(Protocol):

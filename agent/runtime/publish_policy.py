@@ -13,21 +13,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from agent.runtime.host import StateReason
 from protocol.kkt.significance import significant
-from protocol.kkt.state import RegisterState
-
-# Fields that change on every poll (or every OFD link check) without meaning anything changed.
-_NOISE_FIELDS: dict[str, Any] = {
-    "read_at": True,
-    "register_clock": True,
-    "ofd": {"link_check": {"checked_at": True, "elapsed_ms": True}},
-}
+from protocol.mqtt.rules import StateReason
+from protocol.mqtt.wire import RegisterState, to_builtins
 
 
 def meaningful(state: RegisterState) -> dict[str, Any]:
-    """The snapshot minus per-poll noise, for change detection."""
-    return state.model_dump(exclude=_NOISE_FIELDS)
+    """The snapshot minus the fields that change on every poll (or every OFD link check) without
+    meaning anything changed, for change detection."""
+    snapshot = to_builtins(state)
+    del snapshot["read_at"], snapshot["register_clock"]
+    link_check = snapshot["ofd"]["link_check"]
+    if link_check is not None:
+        del link_check["checked_at"], link_check["elapsed_ms"]
+    return snapshot
 
 
 @dataclass(frozen=True, slots=True)

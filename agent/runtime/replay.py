@@ -12,8 +12,9 @@ from datetime import datetime
 from agent.config import AgentConfig
 from agent.outbox import Outbox, OutboxRecord
 from agent.publisher import MqttPublisher
-from protocol.mqtt.models import CollectorStatusPayload, pack_hist_batches
+from protocol.mqtt.errors import ContractError
 from protocol.mqtt.topics import hist_topic
+from protocol.mqtt.wire import CollectorStatusPayload, decode_as, pack_hist_batches
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,8 @@ class BacklogReplay:
             self._collector_online = None
             return
         try:
-            status = CollectorStatusPayload.model_validate_json(raw)
-        except ValueError as exc:
+            status = decode_as(CollectorStatusPayload, raw)
+        except ContractError as exc:
             log.warning("ignoring malformed collector status: %s", exc)
             return
         self._collector_online = status.status == "online"

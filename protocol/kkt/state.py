@@ -21,7 +21,7 @@ from protocol.kkt.vocabulary import DRIVER_PROTOCOLS as DRIVER_PROTOCOLS
 from protocol.kkt.vocabulary import STATE_SCHEMA_VERSION as STATE_SCHEMA_VERSION
 from protocol.kkt.vocabulary import ShiftStatus as ShiftStatus
 from protocol.kkt.vocabulary import Vendor as Vendor
-from protocol.kkt.vocabulary import register_id_of
+from protocol.kkt.vocabulary import oldest_unsent_age, register_id_of, shift_age
 
 
 class _Part(BaseModel):
@@ -120,15 +120,7 @@ class RegisterState(_Part):
 
     def oldest_unsent_age(self) -> timedelta | None:
         """Age of the oldest unsent document on the register's own clock, or None if unknown/empty."""
-        if self.ofd.first_unsent_at is None or self.register_clock is None:
-            return None
-        if not self.ofd.unsent_count:
-            return None
-        return self.register_clock - self.ofd.first_unsent_at
+        return oldest_unsent_age(self.register_clock, self.ofd.first_unsent_at, self.ofd.unsent_count)
 
     def shift_age(self) -> timedelta | None:
-        if self.shift.opened_at is None or self.register_clock is None:
-            return None
-        if self.shift.status not in (ShiftStatus.OPEN, ShiftStatus.EXPIRED):
-            return None
-        return self.register_clock - self.shift.opened_at
+        return shift_age(self.register_clock, self.shift.opened_at, self.shift.status)

@@ -4,6 +4,7 @@ here, so the agent can name vendors and shift states without loading pydantic.""
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 STATE_SCHEMA_VERSION = 1
@@ -29,3 +30,17 @@ def register_id_of(vendor: Vendor, serial: str | None, fn_serial: str | None) ->
     """Stable identity for topics and storage: the factory serial, else the ФН serial."""
     ident = serial or fn_serial
     return f"{vendor.value}-{ident}" if ident else f"{vendor.value}-unknown"
+
+
+def oldest_unsent_age(register_clock: datetime | None, first_unsent_at: datetime | None, unsent: int | None) -> timedelta | None:
+    """Age of the oldest unsent document on the register's own clock, or None if unknown/empty."""
+    if first_unsent_at is None or register_clock is None or not unsent:
+        return None
+    return register_clock - first_unsent_at
+
+
+def shift_age(register_clock: datetime | None, opened_at: datetime | None, status: ShiftStatus) -> timedelta | None:
+    """How long the shift has been open, on the register's clock; None when closed or unknown."""
+    if opened_at is None or register_clock is None or status not in (ShiftStatus.OPEN, ShiftStatus.EXPIRED):
+        return None
+    return register_clock - opened_at

@@ -21,13 +21,20 @@ msgspec's. A caller that wants pydantic's list of every bad field decodes again 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, Final, Literal, TypeAlias, TypeVar
 
 import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
-from protocol.kkt.vocabulary import STATE_SCHEMA_VERSION, ShiftStatus, Vendor, register_id_of
+from protocol.kkt.vocabulary import (
+    STATE_SCHEMA_VERSION,
+    ShiftStatus,
+    Vendor,
+    oldest_unsent_age,
+    register_id_of,
+    shift_age,
+)
 from protocol.mqtt.actions import ActionName, ActionStatus
 from protocol.mqtt.errors import InvalidPayload, PayloadTooLarge
 from protocol.mqtt.rules import (
@@ -168,6 +175,12 @@ class RegisterState(_Frozen, frozen=True, kw_only=True):
     @property
     def register_id(self) -> str:
         return register_id_of(self.vendor, self.serial, self.fn.serial)
+
+    def oldest_unsent_age(self) -> timedelta | None:
+        return oldest_unsent_age(self.register_clock, self.ofd.first_unsent_at, self.ofd.unsent_count)
+
+    def shift_age(self) -> timedelta | None:
+        return shift_age(self.register_clock, self.shift.opened_at, self.shift.status)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,7 +343,7 @@ def _decoder(struct: type[Any]) -> msgspec.json.Decoder[Any]:
 # Encoding.
 
 
-def encode(payload: Payload | ActionResult) -> bytes:
+def encode(payload: Payload | ActionResult | RegisterState) -> bytes:
     """Compact UTF-8 JSON, checked by decoding it again (a Struct's constructor checks nothing);
     raises :class:`PayloadTooLarge` past ``MAX_PAYLOAD_BYTES``, :class:`InvalidPayload` when a
     reader would refuse it."""
@@ -430,7 +443,8 @@ def decode(topic: AgentTopic | str, raw: bytes) -> Payload:
 
 
 def decode_as(struct: type[_T], raw: bytes) -> _T:
-    """One Struct from JSON the agent stored itself (e.g. an ActionResult in its ledger)."""
+    """One Struct from JSON without a topic's checks (an ActionResult from the agent's ledger, the
+    collector's status); raises :class:`InvalidPayload`."""
     try:
         value: _T = _decoder(struct).decode(raw)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import date, datetime, timedelta
 
 import pytest
+from msgspec.structs import replace
 
 from agent.drivers.atol import AtolSession, AtolV2Session
 from agent.drivers.errors import ChecksumError, DeviceRefused, NoAnswer, ProtocolViolation
@@ -21,7 +22,8 @@ from protocol.kkt.atol.link import Deframer, Packet, encode_packet
 from protocol.kkt.atol.messages import OpenShift
 from protocol.kkt.atol.task_device import TaskResult
 from protocol.kkt.fn import FN_ERROR_SHIFT_OVER_24H
-from protocol.kkt.state import RegisterState, ShiftStatus, Vendor
+from protocol.kkt.vocabulary import ShiftStatus, Vendor
+from protocol.mqtt.wire import RegisterState
 
 NOW = datetime(2026, 11, 27, 15, 30, 0)
 FAST = {"timeout": 0.02, "retries": 2}
@@ -347,7 +349,7 @@ def test_v2_link_reads_what_v3_reads(model: RegisterModel) -> None:
     v2 = AtolV2Session(AtolLoopback(AtolV2Device(model)), timeout=FAST["timeout"], retries=2)
     state = v2.poll()
     assert state.protocol == "atol2"
-    assert state.model_copy(update={"protocol": "atol"}) == expected
+    assert replace(state, protocol="atol") == expected
     assert v2.identify() == "АТОЛ 30Ф"
     with pytest.raises(DeviceRefused) as refused:
         v2.execute(OpenShift())  # mode 0: error 102 arrives the same way

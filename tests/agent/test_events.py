@@ -7,11 +7,13 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from agent.events import DerivedEvent, derive_events
 from protocol.kkt.fn import FnWarning, warning_names
-from protocol.kkt.state import FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
-from protocol.mqtt.models import EventKind
+from protocol.kkt.vocabulary import ShiftStatus, Vendor
+from protocol.mqtt.rules import EventKind
+from protocol.mqtt.wire import FnState, OfdState, RegisterState, ShiftState
 
 E = EventKind
 OPENED_AT = datetime(2026, 11, 28, 9, 0)
@@ -104,7 +106,7 @@ def test_messages_are_russian_and_name_the_warning() -> None:
 
 
 def test_unknown_warning_names_are_tolerated() -> None:
-    prev = state(flags=None).model_copy(update={"fn": FnState(warnings=["FUTURE_BIT"])})
+    prev = replace(state(flags=None), fn=FnState(warnings=["FUTURE_BIT"]))
     cur = state(flags=0)
     (event,) = derive_events(prev, cur)
     assert event.kind is E.FN_WARNING_CLEARED and event.data["warning"] == "FUTURE_BIT"

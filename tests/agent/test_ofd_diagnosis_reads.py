@@ -21,7 +21,7 @@ from firmware_sim.shtrih import ShtrihDevice
 from protocol.kkt.errors import DecodeError
 from protocol.kkt.fn_fiscalisation import AUTONOMOUS_MODE_TAG, FnFiscalisation, WorkMode
 from protocol.kkt.shtrih import messages as msg
-from protocol.kkt.state import OfdState
+from protocol.mqtt.wire import OfdState
 
 NOW = datetime(2026, 11, 27, 12, 0, 0)
 

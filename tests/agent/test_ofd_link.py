@@ -22,7 +22,8 @@ from agent.runtime import AgentRuntime, open_driver
 from firmware_sim.devices import make_device
 from firmware_sim.hosts import install_sim_url_handler, register_sim, unregister_sim
 from firmware_sim.model import RegisterModel
-from protocol.kkt.state import OfdLinkCheck, OfdState, RegisterState, Vendor
+from protocol.kkt.vocabulary import Vendor
+from protocol.mqtt.wire import OfdLinkCheck, OfdState, RegisterState
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from netkit import free_port, wait_for

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from msgspec.structs import replace
 
 from agent.config import load_config
 from agent.drivers.link import LinkClosed
@@ -24,8 +25,9 @@ from firmware_sim.devices import make_device
 from firmware_sim.faults import FaultyEndpoint
 from firmware_sim.hosts import install_sim_url_handler, register_sim, unregister_sim
 from firmware_sim.model import RegisterModel
-from protocol.kkt.state import FnState, RegisterState, Vendor
+from protocol.kkt.vocabulary import Vendor
 from protocol.mqtt.models import StatePayload, decode
+from protocol.mqtt.wire import FnState, RegisterState
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 from netkit import wait_for
@@ -68,7 +70,7 @@ def test_a_flipped_validity_is_not_published_when_the_re_read_disagrees(caplog: 
 def test_a_real_change_is_published_once_two_reads_agree() -> None:
     gate = PlausibilityGate(lambda: "kkt-1")
     gate.review(snapshot(), reads(snapshot()))
-    renewed = snapshot(registrations_done=2).model_copy(update={"rnm": "0000000002012345"})
+    renewed = replace(snapshot(registrations_done=2), rnm="0000000002012345")
     assert gate.review(renewed, reads(renewed)) == renewed
 
 
@@ -110,12 +112,12 @@ def test_counters_going_backwards_with_the_same_fn_are_refused_but_a_new_fn_rest
 ) -> None:
     gate = PlausibilityGate(lambda: "kkt-1")
     gate.review(snapshot(), reads(snapshot()))
-    back = snapshot(registrations_done=0).model_copy(update={"last_fd_number": 90})
+    back = replace(snapshot(registrations_done=0), last_fd_number=90)
     with caplog.at_level(logging.WARNING, logger="agent.plausibility"):
         published = gate.review(back, reads(back))
     assert (published.last_fd_number, published.fn.registrations_done) == (100, 1)
     assert "went backwards" in caplog.text
-    new_fn = snapshot(serial="9999078900009999", registrations_done=0).model_copy(update={"last_fd_number": 1})
+    new_fn = replace(snapshot(serial="9999078900009999", registrations_done=0), last_fd_number=1)
     assert gate.review(new_fn, reads(new_fn)) == new_fn
 
 

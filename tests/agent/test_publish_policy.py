@@ -5,28 +5,31 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+import msgspec
 import pytest
+from msgspec.structs import replace
 
-from agent.config import AgentConfig
+from agent.config import validate
 from agent.runtime.publish_policy import PublishPolicy
-from protocol.kkt.state import RegisterState, ShiftStatus
+from protocol.kkt.vocabulary import ShiftStatus
+from protocol.mqtt.wire import RegisterState
 
 POLICY = PublishPolicy(counter_interval=60.0, heartbeat=300.0)
 
 
 def _state(**changes: object) -> RegisterState:
-    base = RegisterState.model_validate({
+    base = msgspec.convert({
         "vendor": "shtrih", "protocol": "shtrih", "serial": "0001", "rnm": "R1", "last_fd_number": 100,
         "shift": {"status": "open", "number": 7, "receipts": 10},
         "fn": {"serial": "FN1", "phase": 3, "fiscal": True, "valid_until": "2027-05-01", "warnings": []},
         "ofd": {"unsent_count": 2, "first_unsent_at": "2026-12-06T10:00:00"},
-    })  # fmt: skip
-    return base.model_copy(update=changes, deep=True)
+    }, RegisterState)  # fmt: skip
+    return replace(base, **changes)
 
 
 def _with(part: str, **changes: object) -> RegisterState:
     state = _state()
-    return state.model_copy(update={part: getattr(state, part).model_copy(update=changes)})
+    return replace(state, **{part: replace(getattr(state, part), **changes)})
 
 
 SIGNIFICANT = {
@@ -72,6 +75,6 @@ def test_first_state_is_published_and_a_forced_poll_is_answered() -> None:
 
 def test_counter_interval_defaults_to_a_minute_and_is_configurable() -> None:
     device = {"protocol": "shtrih", "url": "tcp://127.0.0.1:7778"}
-    assert AgentConfig.model_validate({"agent_id": "a1", "devices": [device]}).counter_interval == 60.0
-    custom = AgentConfig.model_validate({"agent_id": "a1", "devices": [device], "counter_interval": 15})
+    assert validate({"agent_id": "a1", "devices": [device]}).counter_interval == 60.0
+    custom = validate({"agent_id": "a1", "devices": [device], "counter_interval": 15})
     assert custom.counter_interval == 15.0

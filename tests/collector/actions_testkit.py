@@ -28,8 +28,7 @@ from collector.storage import repository as repo
 from collector.storage.schema import agents, register_state, registers
 from protocol.kkt.state import RegisterState, ShiftState, ShiftStatus
 from protocol.mqtt.actions import ActionName, ActionStatus
-from protocol.mqtt.models import ActionResult
-from protocol.mqtt.models import CommandPayload, EventKind, EventPayload, StatePayload, encode
+from protocol.mqtt.models import ActionResult, CommandPayload, EventKind, EventPayload, StatePayload, encode
 from protocol.mqtt.topics import cmd_topic, event_topic, state_topic
 
 sys.path.insert(0, str(Path(__file__).parent))

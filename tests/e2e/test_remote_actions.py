@@ -25,8 +25,8 @@ from firmware_sim.hosts import SimRegistration, install_sim_url_handler, registe
 from firmware_sim.model import RegisterModel
 from protocol.kkt.state import ShiftStatus
 from protocol.mqtt.actions import FINAL_STATUSES, ActionName
-from protocol.mqtt.models import ActionResult
 from protocol.mqtt.models import (
+    ActionResult,
     CommandPayload,
     EventKind,
     EventPayload,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import IntEnum, IntFlag
 
 from protocol.kkt.errors import EncodeError
-from protocol.kkt.state import ShiftStatus
+from protocol.kkt.vocabulary import ShiftStatus
 
 
 class Mode(IntEnum):
