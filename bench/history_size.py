@@ -45,6 +45,7 @@ from collector.storage import begin_write, create_engine_from_url, migrate
 from collector.storage.partitions import day_partitions, drop_days_before, maintain
 from collector.storage.rows import HistoryRow, JsonText, RegisterIdentity
 from protocol.kkt.state import FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
+from protocol.mqtt import wire
 
 PG_URL = os.environ.get("KASSA_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CEILING_BYTES = 2 * 10**9
@@ -96,15 +97,16 @@ def poll(index: int, minute: int, busy: bool) -> RegisterState:
 def simulate(index: int, busy: bool, agents: PublishPolicy, keeper: HistoryKeeper) -> tuple[int, list[HistoryRow]]:
     """A day of one poll a minute: (states published, history rows kept)."""
     register, agent = f"kkt-{index}", f"agent-{index}"
-    published: RegisterState | None = None
+    published: wire.RegisterState | None = None
     last_publish, sent, kept = -10**9, 0, []
     for minute in range(MINUTES):
         state = poll(index, minute, busy)
+        agent_view = wire.decode_as(wire.RegisterState, state.model_dump_json().encode())  # the agent's type
         if busy and minute == 15 * 60 + index % 60:
             keeper.link_lost(register)  # a link_lost event, then the link comes back
-        if agents.decide(published, state, forced=False, since_publish=(minute - last_publish) * 60.0) is None:
+        if agents.decide(published, agent_view, forced=False, since_publish=(minute - last_publish) * 60.0) is None:
             continue
-        published, last_publish, sent = state, minute, sent + 1
+        published, last_publish, sent = agent_view, minute, sent + 1
         at = START + timedelta(minutes=minute, seconds=index % 60)
         reason = keeper.keep(register, agent, state, at)
         if reason is not None:

@@ -264,7 +264,8 @@ class ModelRegister:
     def poll(self) -> Any:
         from agent.drivers.link import LinkClosed
         from protocol.kkt.fn import FnWarning
-        from protocol.kkt.state import DeviceState, FnState, OfdState, RegisterState, ShiftState, Vendor
+        from protocol.kkt.vocabulary import Vendor
+        from protocol.mqtt.wire import DeviceState, FnState, OfdState, RegisterState, ShiftState
 
         with self.lock:
             self.polls += 1

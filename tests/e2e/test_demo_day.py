@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:  # `demo` is a top-level directory of the repo, not an installed package
@@ -28,6 +29,8 @@ from firmware_sim.clock import ManualClock  # noqa: E402
 from firmware_sim.devices import make_device  # noqa: E402
 from firmware_sim.hosts import install_sim_url_handler, register_sim, unregister_sim  # noqa: E402
 from firmware_sim.scenario import ScenarioRunner  # noqa: E402
+from protocol.kkt.state import RegisterState  # noqa: E402
+from protocol.mqtt.wire import encode  # noqa: E402
 
 SPEED = 60  # the demo's default --speed
 DEMO_MINUTES = 40
@@ -56,7 +59,8 @@ class Polled:
         self.statuses_seen: set[SellStatus] = set()
 
     def check(self, now: datetime) -> None:
-        state = self.connection.poll().model_copy(update={"read_at": now})
+        # What the collector gets of the agent's poll: its JSON, read by the contract's models.
+        state = RegisterState.model_validate_json(encode(replace(self.connection.poll(), read_at=now)))
         inp = RuleInput(
             register_id=self.register.register_id,
             now=now,
