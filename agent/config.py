@@ -167,6 +167,11 @@ class OutboxConfig(_Section):
 class ReplayConfig(_Section):
     rate: float = Field(2000.0, gt=0, description="backlog records per second on hist")
     batch: int = Field(200, ge=1, le=5000)
+    unacked_grace: float = Field(
+        30.0, gt=0, le=3600,
+        description="collectors sharing the stream ack record by record: seconds a published record may stay "
+        "unacked before it is sent again, once per connection (a broker node that died lost it)",
+    )
 
 
 class SupervisionConfig(_Section):
