@@ -30,6 +30,8 @@ from protocol.kkt.atol.errors import NOT_IN_THIS_MODE, SHIFT_EXPIRED_CODES, SHIF
 from protocol.kkt.atol.link import Deframer, LinkEvent
 from protocol.kkt.atol.link_v2 import V2HostExchange
 from protocol.kkt.atol.messages import (
+    OFD_ADDRESS_SETTING,
+    OFD_PORT_SETTING,
     CloseReceipt,
     CloseShift,
     Command,
@@ -50,6 +52,7 @@ from protocol.kkt.atol.messages import (
     OpenReceipt,
     OpenShift,
     PrintReport,
+    ReadDeviceSetting,
     Reboot,
     RegisterItem,
     SetDateTime,
@@ -149,7 +152,9 @@ class AtolSession:
         self._unsent = b""  # ACKs (and the first ABORT) that ride along with the next write
         self._batching = False
         self._shift_open_cache: tuple[int, datetime | None] | None = None
-        self._autonomous: SlowRead[bool | None] = SlowRead()  # registration data: read rarely
+        # The registration data and the OFD server change only when an engineer reconfigures.
+        self._autonomous: SlowRead[bool | None] = SlowRead()
+        self._ofd_server: SlowRead[tuple[str | None, int | None]] = SlowRead()
 
     # ------------------------------------------------------------------ commands
 
@@ -328,6 +333,7 @@ class AtolSession:
         ffd_version = self._ffd_version()
         context = (fn_status.fn_serial if fn_status else None, shift.shift_number if shift else None)
         autonomous = self._autonomous.get(context, self._read_autonomous)
+        server = self._ofd_server.get(context, self._read_ofd_server)
         shift_state = self._shift_state(status, fn_status, shift, errors.codes)
         return RegisterState(
             vendor=Vendor.ATOL,
@@ -341,7 +347,7 @@ class AtolSession:
             last_fd_number=fn_status.last_fd_number if fn_status else None,
             shift=shift_state,
             fn=_fn_state(fn_status, fn_number, validity),
-            ofd=_ofd_state(exchange, fn_status, autonomous),
+            ofd=_ofd_state(exchange, fn_status, autonomous, server),
             device=_device_state(status, state_code, errors),
         )
 
@@ -355,14 +361,22 @@ class AtolSession:
         return ffd_version_name(tlv.value[0]) if tlv.value else None
 
     def _read_autonomous(self) -> bool | None:
-        """Tag 1002 of the registration data (A4 44); refused or absent = unknown. ATOL keeps the
-        OFD host and port in its settings table, whose numbers no source read confirms, so
-        ``server_host`` stays unknown on ATOL (specs §6a)."""
+        """Tag 1002 of the registration data (A4 44); refused or absent = unknown."""
         try:
             tlv = self.execute(GetFnRegistrationParam(AUTONOMOUS_MODE_TAG))
         except DeviceRefused:
             return None
         return bool(tlv.value[0]) if tlv.value else None
+
+    def _read_ofd_server(self) -> tuple[str | None, int | None]:
+        """Settings 273/274 (46h, layout unconfirmed: ``protocol.kkt.atol.messages``); a register
+        that refuses them leaves the OFD server unknown, as before."""
+        try:
+            host = self.execute(ReadDeviceSetting(OFD_ADDRESS_SETTING)).text or None
+            port = self.execute(ReadDeviceSetting(OFD_PORT_SETTING)).number or None
+        except DeviceRefused:
+            return None, None
+        return host, port
 
     def _optional(self, command: Command[A], errors: _Refusals) -> A | None:
         """A status the register refuses leaves its fields unknown; link failures still propagate."""
@@ -482,10 +496,16 @@ def _phase_name(phase: int | None) -> str | None:
         return None  # a phase value the ФН document does not define: keep the raw number only
 
 
-def _ofd_state(exchange: FnExchangeStatus | None, fn_status: FnStatus | None, autonomous: bool | None) -> OfdState:
+def _ofd_state(
+    exchange: FnExchangeStatus | None,
+    fn_status: FnStatus | None,
+    autonomous: bool | None,
+    server: tuple[str | None, int | None],
+) -> OfdState:
     timeout = bool(fn_status.warnings & FnWarning.OFD_TIMEOUT) if fn_status else None
+    host, port = server
     if exchange is None:
-        return OfdState(response_timeout=timeout, autonomous=autonomous)
+        return OfdState(response_timeout=timeout, autonomous=autonomous, server_host=host, server_port=port)
     return OfdState(
         unsent_count=exchange.unsent_count,
         first_unsent_number=exchange.first_unsent_number or None,  # 0 means "queue empty"
@@ -495,6 +515,8 @@ def _ofd_state(exchange: FnExchangeStatus | None, fn_status: FnStatus | None, au
         awaiting_receipt=bool(exchange.flags & OfdExchangeFlag.WAITING_FOR_TICKET),
         response_timeout=timeout,
         autonomous=autonomous,
+        server_host=host,
+        server_port=port,
     )
 
 

@@ -15,6 +15,7 @@ from agent.drivers.atol import AtolSession
 from agent.drivers.shtrih import ShtrihSession
 from agent.drivers.slow_reads import SlowRead
 from firmware_sim.atol import AtolDevice
+from protocol.kkt.atol.messages import ReadDeviceSetting
 from firmware_sim.model import RegisterModel
 from firmware_sim.scenario import load_scenario
 from firmware_sim.shtrih import ShtrihDevice
@@ -72,15 +73,26 @@ def test_shtrih_reads_exchange_bits_mode_and_server(scenario: str) -> None:
 
 
 @pytest.mark.parametrize("scenario", sorted(EXPECTED))
-def test_atol_reads_exchange_bits_and_mode_but_not_the_server(scenario: str) -> None:
-    ofd = atol_poll(model_for(scenario))
+def test_atol_reads_exchange_bits_mode_and_server(scenario: str) -> None:
+    model = model_for(scenario)
+    ofd = atol_poll(model)
     got = (ofd.transport_connected, ofd.message_waiting, ofd.awaiting_receipt, ofd.response_timeout, ofd.autonomous)
     assert got == EXPECTED[scenario]
-    assert (ofd.server_host, ofd.server_port) == (None, None)  # setting numbers unconfirmed (specs §6a)
+    assert (ofd.server_host, ofd.server_port) == (model.ofd_host, model.ofd_port)  # settings 273/274
 
 
 def test_wrong_host_scenario_names_an_unresolvable_server() -> None:
     assert shtrih_poll(model_for("wrong-ofd-host")).server_host == "ofd.kassa-monitor.invalid"
+    assert atol_poll(model_for("wrong-ofd-host")).server_host == "ofd.kassa-monitor.invalid"
+
+
+def test_atol_register_refusing_the_setting_read_leaves_the_server_unknown() -> None:
+    """Firmware without 46h (or another layout) answers an error: unknown, and no error on the page."""
+    device = AtolDevice(model_for("healthy"))
+    del device._handlers[ReadDeviceSetting]  # this register does not know the command
+    state = AtolSession(atol_tests.AtolLoopback(device), timeout=0.02, retries=2).poll()
+    assert (state.ofd.server_host, state.ofd.server_port) == (None, None)
+    assert state.device.last_error is None
 
 
 def _count_commands(device: Any) -> dict[int, int]:
