@@ -160,6 +160,11 @@ class ShtrihSession:
                 transport_connected=exchange.transport_connected if exchange else None,
                 message_waiting=bool(exchange.flags & OfdExchangeFlag.MESSAGE_PENDING) if exchange else None,
                 awaiting_receipt=bool(exchange.flags & OfdExchangeFlag.WAITING_FOR_TICKET) if exchange else None,
+                ofd_command_pending=bool(exchange.flags & OfdExchangeFlag.COMMAND_FROM_OFD) if exchange else None,
+                settings_changed=bool(exchange.flags & OfdExchangeFlag.SETTINGS_CHANGED) if exchange else None,
+                awaiting_command_answer=(
+                    bool(exchange.flags & OfdExchangeFlag.WAITING_FOR_COMMAND_ANSWER) if exchange else None
+                ),
                 response_timeout=bool(fn_status.warnings & FnWarning.OFD_TIMEOUT) if fn_status else None,
                 autonomous=autonomous,
                 server_host=server_host,

@@ -28,7 +28,8 @@ the open shift), ``unsent = {count, oldest}`` (``count`` is what the register re
 this shift's open report and receipts included), ``ofd_connected``, ``paper``, ``cover_open``,
 ``documents_left``, ``fn_memory_full``, ``critical_error``, the OFD diagnosis keys ``ofd_acks``
 (false: the OFD takes documents but sends no receipts), ``autonomous`` (registered in autonomous
-mode: no OFD exchange), ``ofd_host``/``ofd_port`` (table 19: where the register sends), and the identity strings ``serial``,
+mode: no OFD exchange), ``ofd_host``/``ofd_port`` (table 19: where the register sends),
+``ofd_settings_changed`` (the OFD sent new connection settings: FF39 b4), and the identity strings ``serial``,
 ``rnm``, ``inn``, ``model_name``, ``fn_serial``, ``ffd_version`` ("1.05", "1.1" or "1.2"). ``start`` (top level) pins the register clock's
 start. Timeline actions: see :data:`ACTIONS` (``sell`` takes ``count``/``amount``,
 ``replace_fn`` takes ``serial``/``valid_for``, ``ofd_server`` takes ``ofd_host``/``ofd_port``).

@@ -69,6 +69,7 @@ def _build_model(scenario: Scenario, clock: Callable[[], datetime]) -> RegisterM
     # open_shift() numbers the new shift last + 1, so step back when the file names the open one.
     model.autonomous = s.get("autonomous", False)  # before any document: an autonomous ФН queues none
     model.ofd_acks = s.get("ofd_acks", True)
+    model.ofd_settings_changed = s.get("ofd_settings_changed", False)
     model.ofd_host = s.get("ofd_host", model.ofd_host)
     model.ofd_port = s.get("ofd_port", model.ofd_port)
     model.shift_number = max(s.get("shift_number", 1 if "shift_opened" in s else 0) - ("shift_opened" in s), 0)

@@ -24,7 +24,7 @@ _STATE_KEYS = frozenset(
         "fn_valid_for", "fn_phase", "shift_opened", "shift_number", "receipts", "unsent",
         "ofd_connected", "paper", "cover_open", "documents_left", "fn_memory_full",
         "critical_error", "serial", "rnm", "inn", "model_name", "fn_serial", "ffd_version",
-        "ofd_acks", "autonomous", "ofd_host", "ofd_port",
+        "ofd_acks", "autonomous", "ofd_host", "ofd_port", "ofd_settings_changed",
     }
 )
 _LIFE_KEYS = frozenset({"sell_every", "ofd_drain_every", "amount", "opens", "closes"})
@@ -154,7 +154,10 @@ def _validate_state(state: dict[str, Any]) -> None:
             parse_duration(state[key], f"state.{key}")
     if "shift_opened" in state and parse_duration(state["shift_opened"]) > timedelta(0):
         raise ScenarioError("state.shift_opened: must be in the past (e.g. \"-23h40m\")")
-    for key in ("ofd_connected", "paper", "cover_open", "fn_memory_full", "critical_error", "ofd_acks", "autonomous"):
+    for key in (
+        "ofd_connected", "paper", "cover_open", "fn_memory_full", "critical_error", "ofd_acks", "autonomous",
+        "ofd_settings_changed",
+    ):
         _bool(state, key, "state.")
     _ofd_server(state, "state.")
     if state.get("autonomous") and "unsent" in state:

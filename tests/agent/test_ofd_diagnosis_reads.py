@@ -86,6 +86,16 @@ def test_wrong_host_scenario_names_an_unresolvable_server() -> None:
     assert atol_poll(model_for("wrong-ofd-host")).server_host == "ofd.kassa-monitor.invalid"
 
 
+@pytest.mark.parametrize("poll", [shtrih_poll, atol_poll], ids=["shtrih", "atol"])
+def test_exchange_bits_3_to_5_reach_the_state(poll: Any) -> None:
+    """FF39h / A4 20h b3–b5: a command from the OFD, its settings changed, an answer awaited."""
+    model = model_for("no-internet")
+    assert (poll(model).settings_changed, poll(model).ofd_command_pending) == (False, False)
+    model.ofd_settings_changed = True
+    ofd = poll(model)
+    assert (ofd.ofd_command_pending, ofd.settings_changed, ofd.awaiting_command_answer) == (False, True, False)
+
+
 def test_atol_register_refusing_the_setting_read_leaves_the_server_unknown() -> None:
     """Firmware without 46h (or another layout) answers an error: unknown, and no error on the page."""
     device = AtolDevice(model_for("healthy"))
