@@ -118,7 +118,8 @@ class AtolDevice:
         self.tcp = tcp
         self.port = port if port is not None else (PORT_ETHERNET if tcp else PORT_RS232)
         self.mode = MODE_SELECT
-        self.mode_password = 0
+        self.access_password = 0  # what every command carries (2 BCD digits pairs, specs §3.4)
+        self.mode_password = 0  # what 56h wants to enter a mode
         self.commands_executed = 0
         self.reboots = 0
         self._rebooting = False
@@ -191,13 +192,15 @@ class AtolDevice:
 
     def _execute(self, raw: bytes) -> TaskResult:
         try:
-            _password, command = decode_request(raw)
+            password, command = decode_request(raw)
         except UnknownCommand as exc:
             return TaskResult(False, exc.error_answer())
         except DecodeError:
             return TaskResult(False, bytes((0x55, atol_errors.UNKNOWN_COMMAND, 0)))
         self.commands_executed += 1
         try:
+            if password != self.access_password:
+                raise _Refused(atol_errors.WRONG_PASSWORD)
             action = _ACTIONS.get(type(command))
             if action is not None:
                 code = self.action_faults.before_action(action, self.outage)

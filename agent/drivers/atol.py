@@ -26,7 +26,7 @@ from agent.drivers.errors import ChecksumError, DeviceRefused, DriverError, NoAn
 from agent.drivers.link import ByteLink, LinkError
 from agent.drivers.machine import run_exchange
 from agent.drivers.slow_reads import SlowRead
-from protocol.kkt.atol.errors import NOT_IN_THIS_MODE, SHIFT_EXPIRED_CODES, SHIFT_OPEN, fn_result_code
+from protocol.kkt.atol.errors import NOT_IN_THIS_MODE, SHIFT_EXPIRED_CODES, SHIFT_OPEN, WRONG_PASSWORD, fn_result_code
 from protocol.kkt.atol.link import Deframer, LinkEvent
 from protocol.kkt.atol.link_v2 import V2HostExchange
 from protocol.kkt.atol.messages import (
@@ -125,6 +125,7 @@ class AtolSession:
     # Refusals that mean "not with the shift as it is": 156 shift open, 102 not in this mode (a
     # Z-report with no shift open; §3.4 lists no "shift closed" code), 136/240 past 24 h.
     shift_state_errors: ClassVar[frozenset[int]] = frozenset((SHIFT_OPEN, NOT_IN_THIS_MODE, *SHIFT_EXPIRED_CODES))
+    wrong_password_error: ClassVar[int] = WRONG_PASSWORD
 
     def __init__(
         self,
@@ -133,17 +134,19 @@ class AtolSession:
         timeout: float = 1.0,
         retries: int = 3,
         password: int = 0,
-        mode_password: int = 0,
+        action_password: int | None = None,
         async_results: bool = False,
     ) -> None:
-        """``async_results`` asks for every result asynchronously (ADD flag bit 2, specs §3.2);
+        """``password`` is the access password every command carries; ``action_password`` the
+        mode password (56h) the actions enter the report/registration modes with (default 0).
+        ``async_results`` asks for every result asynchronously (ADD flag bit 2, specs §3.2);
         either way the session reads a device that answers A3 at once or A2 and then A6."""
         self.link = link
         self.async_results = async_results
         self.timeout = timeout
         self.retries = retries
         self.password = password
-        self.mode_password = mode_password  # 56h's password for the report/registration modes
+        self.action_password = 0 if action_password is None else action_password
         self._deframer = Deframer()
         self._pending: deque[LinkEvent] = deque()
         self._packet_ids = IdCounter()
@@ -296,7 +299,7 @@ class AtolSession:
         The mode is left after a refusal too, so the cashier's next sale works; after a lost link
         nothing more is sent (the register may be gone)."""
         self.execute(LeaveMode())
-        self.execute(EnterMode(mode, self.mode_password))
+        self.execute(EnterMode(mode, self.action_password))
         try:
             self.execute(command)
         except DeviceRefused:
@@ -442,8 +445,16 @@ class AtolV2Session(AtolSession):
     protocol: ClassVar[str] = "atol2"
     link_name: ClassVar[str] = "protocol v2"
 
-    def __init__(self, link: ByteLink, *, timeout: float = 1.0, retries: int = 3, password: int = 0) -> None:
-        super().__init__(link, timeout=timeout, retries=retries, password=password)
+    def __init__(
+        self,
+        link: ByteLink,
+        *,
+        timeout: float = 1.0,
+        retries: int = 3,
+        password: int = 0,
+        action_password: int | None = None,
+    ) -> None:
+        super().__init__(link, timeout=timeout, retries=retries, password=password, action_password=action_password)
         self._buffer_cleared = True  # v2 has no task buffer: nothing to ABORT
 
     def _transact(
