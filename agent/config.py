@@ -58,13 +58,16 @@ class DeviceConfig(_Section):
     poll_interval: float = Field(10.0, gt=0, le=3600)
     register_id: str | None = Field(None, description="publish under this id instead of the derived one")
     access_password: int | None = Field(
-        None, ge=0, le=ATOL_ACCESS_PASSWORD_MAX, description="ATOL only: the access password every command carries (default 0)"
+        None,
+        ge=0,
+        description="the password the status reads carry: ATOL the access password every command carries "
+        "(default 0), Shtrih the system administrator's (default 30; the ФН commands want it)",
     )
     action_password: int | None = Field(
         None,
         ge=0,
-        description="the password register-changing actions run with: Shtrih the operator's (default 30, the "
-        "system administrator; 29 the administrator), ATOL the mode password of 56h (default 0)",
+        description="the password register-changing actions run with: Shtrih an operator's (default: "
+        "access_password; 29 is the administrator), ATOL the mode password of 56h (default 0)",
     )
 
     @field_validator("protocol")
@@ -92,8 +95,9 @@ class DeviceConfig(_Section):
     @model_validator(mode="after")
     def _passwords_fit_the_protocol(self) -> DeviceConfig:
         atol = self.protocol.startswith("atol")
-        if self.access_password is not None and not atol:
-            raise ValueError("access_password: only ATOL registers have an access password")
+        access_limit = ATOL_ACCESS_PASSWORD_MAX if atol else SHTRIH_PASSWORD_MAX
+        if self.access_password is not None and self.access_password > access_limit:
+            raise ValueError(f"access_password: a {self.protocol} access password is at most {access_limit}")
         limit = ATOL_MODE_PASSWORD_MAX if atol else SHTRIH_PASSWORD_MAX
         if self.action_password is not None and self.action_password > limit:
             raise ValueError(f"action_password: a {self.protocol} password is at most {limit}")

@@ -98,7 +98,7 @@ class DeviceConnection:
         access_password: int | None = None,
         action_password: int | None = None,
     ) -> None:
-        """``access_password`` (ATOL: what every command carries) and ``action_password`` (what the
+        """``access_password`` (what the status reads carry) and ``action_password`` (what the
         register-changing actions run with) default to the session class's own defaults."""
         self.session_class = get_session_class(protocol)
         self.protocol = protocol.lower()

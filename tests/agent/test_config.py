@@ -205,8 +205,8 @@ def test_register_passwords_per_device_with_their_limits_and_hidden_in_the_check
     assert load_config(None, env={}, overrides={"agent_id": "a1", "devices": [{"protocol": "atol", "url": "y"}]}).devices[0].action_password is None
 
     for device, key in (
-        ({"protocol": "shtrih", "url": "x", "access_password": 1}, "only ATOL registers have an access password"),
-        ({"protocol": "atol", "url": "x", "access_password": 10_000}, "access_password"),
+        ({"protocol": "shtrih", "url": "x", "access_password": 2**32}, "at most 4294967295"),
+        ({"protocol": "atol", "url": "x", "access_password": 10_000}, "at most 9999"),
         ({"protocol": "atol", "url": "x", "action_password": 100_000_000}, "at most 99999999"),
         ({"protocol": "shtrih", "url": "x", "action_password": -1}, "action_password"),
     ):

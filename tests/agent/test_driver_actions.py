@@ -131,12 +131,10 @@ def _store_passwords(rig: Rig) -> None:
 def _configured(rig: Rig, action_password: int) -> DeviceConnection:
     """The agent's connection as ``[[devices]]`` with the passwords set would open it."""
     rig.connection.close()
-    if rig.protocol.startswith("atol"):
-        return DeviceConnection(rig.protocol, f"sim://{rig.name}", timeout=0.2, retries=1, access_password=42, action_password=action_password)
-    # Shtrih: the status reads keep the system administrator's password, the actions the administrator's.
-    connection = DeviceConnection(rig.protocol, f"sim://{rig.name}", timeout=0.2, retries=1, action_password=action_password)
-    connection.passwords["password"] = 3030
-    return connection
+    access = 42 if rig.protocol.startswith("atol") else 3030  # Shtrih: the system administrator's
+    return DeviceConnection(
+        rig.protocol, f"sim://{rig.name}", timeout=0.2, retries=1, access_password=access, action_password=action_password
+    )
 
 
 def test_actions_run_with_the_configured_password_of_a_register_with_non_default_ones(rig: Rig) -> None:
