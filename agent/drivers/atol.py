@@ -26,7 +26,13 @@ from agent.drivers.errors import ChecksumError, DeviceRefused, DriverError, NoAn
 from agent.drivers.link import ByteLink, LinkError
 from agent.drivers.machine import run_exchange
 from agent.drivers.slow_reads import SlowRead
-from protocol.kkt.atol.errors import NOT_IN_THIS_MODE, SHIFT_EXPIRED_CODES, SHIFT_OPEN, WRONG_PASSWORD, fn_result_code
+from protocol.kkt.atol.errors import (
+    NOT_IN_THIS_MODE,
+    SHIFT_EXPIRED_CODES,
+    SHIFT_OPEN,
+    WRONG_PASSWORD,
+    fn_result_code,
+)
 from protocol.kkt.atol.link import Deframer, LinkEvent
 from protocol.kkt.atol.link_v2 import V2HostExchange
 from protocol.kkt.atol.messages import (

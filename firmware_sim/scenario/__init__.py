@@ -63,11 +63,11 @@ from firmware_sim.scenario.values import ScenarioError, parse_duration
 
 __all__ = [
     "ACTIONS",
-    "ActionFault",
     "DEFAULT_NEW_FN_LIFE",
     "FORMAT_VERSION",
     "MAX_CATCH_UP_SALES",
     "SCENARIO_DIR",
+    "ActionFault",
     "Life",
     "Scenario",
     "ScenarioError",

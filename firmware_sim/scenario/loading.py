@@ -11,8 +11,8 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
-from firmware_sim.scenario.actions import ACTIONS
 from firmware_sim.action_faults import SimAction
+from firmware_sim.scenario.actions import ACTIONS
 from firmware_sim.scenario.definition import ActionFault, Life, Scenario, TimedAction
 from firmware_sim.scenario.values import IDENTITY_KEYS, ScenarioError, parse_duration, parse_phase
 from protocol.kkt.fn import FFD_VERSIONS

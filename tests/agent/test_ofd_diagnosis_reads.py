@@ -15,10 +15,10 @@ from agent.drivers.atol import AtolSession
 from agent.drivers.shtrih import ShtrihSession
 from agent.drivers.slow_reads import SlowRead
 from firmware_sim.atol import AtolDevice
-from protocol.kkt.atol.messages import ReadDeviceSetting
 from firmware_sim.model import RegisterModel
 from firmware_sim.scenario import load_scenario
 from firmware_sim.shtrih import ShtrihDevice
+from protocol.kkt.atol.messages import ReadDeviceSetting
 from protocol.kkt.errors import DecodeError
 from protocol.kkt.fn_fiscalisation import AUTONOMOUS_MODE_TAG, FnFiscalisation, WorkMode
 from protocol.kkt.shtrih import messages as msg

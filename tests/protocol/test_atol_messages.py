@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from protocol.kkt.atol import errors as atol_errors
 from protocol.kkt.atol.messages import (
     COMMANDS,
+    OFD_ADDRESS_SETTING,
+    OFD_PORT_SETTING,
     CloseReceipt,
     CloseShift,
     Command,
@@ -35,8 +37,6 @@ from protocol.kkt.atol.messages import (
     LeaveMode,
     OpenReceipt,
     OpenShift,
-    OFD_ADDRESS_SETTING,
-    OFD_PORT_SETTING,
     PrintReport,
     ReadDeviceSetting,
     Reboot,
