@@ -222,7 +222,7 @@ def _action_fault(index: int, entry: Any) -> ActionFault:
         raise ScenarioError(f"{where}: expected a table with action and refuse or drop")
     _reject_unknown(entry, _FAULT_KEYS, f"{where}.")
     try:
-        action = SimAction(entry.get("action"))
+        action = SimAction(str(entry.get("action")))
     except ValueError:
         known = ", ".join(a.value for a in SimAction)
         raise ScenarioError(f"{where}.action: unknown action {entry.get('action')!r} (known: {known})") from None
