@@ -92,7 +92,7 @@ class OfdState(_Part):
     awaiting_command_answer: bool | None = Field(None, description="b5: waiting for the answer to an OFD command")
     response_timeout: bool | None = Field(None, description="ФН warning b3: OFD response timeout exceeded")
     autonomous: bool | None = Field(None, description="registered in autonomous mode: no OFD exchange at all")
-    server_host: str | None = Field(None, description="OFD host the register is set to use (Shtrih table 19)")
+    server_host: str | None = Field(None, description="OFD host the register is set to use (Shtrih table 19, ATOL settings 273/274)")
     server_port: int | None = None
     link_check: OfdLinkCheck | None = None
 
