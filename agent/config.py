@@ -27,6 +27,12 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 
 
+# Password widths on the wire: ATOL access 2 BCD bytes, ATOL mode 4 BCD bytes, Shtrih 4 bytes binary.
+ATOL_ACCESS_PASSWORD_MAX = 9999
+ATOL_MODE_PASSWORD_MAX = 99_999_999
+SHTRIH_PASSWORD_MAX = 0xFFFFFFFF
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; ``problems`` holds one ``key: message`` line each."""
 
@@ -51,6 +57,18 @@ class DeviceConfig(_Section):
     baudrate: int | None = Field(None, description="None: the protocol's first default rate")
     poll_interval: float = Field(10.0, gt=0, le=3600)
     register_id: str | None = Field(None, description="publish under this id instead of the derived one")
+    access_password: int | None = Field(
+        None,
+        ge=0,
+        description="the password the status reads carry: ATOL the access password every command carries "
+        "(default 0), Shtrih the system administrator's (default 30; the ФН commands want it)",
+    )
+    action_password: int | None = Field(
+        None,
+        ge=0,
+        description="the password register-changing actions run with: Shtrih an operator's (default: "
+        "access_password; 29 is the administrator), ATOL the mode password of 56h (default 0)",
+    )
 
     @field_validator("protocol")
     @classmethod
@@ -73,6 +91,17 @@ class DeviceConfig(_Section):
     @classmethod
     def _valid_register_id(cls, value: str | None) -> str | None:
         return None if value is None else _check_id(value)
+
+    @model_validator(mode="after")
+    def _passwords_fit_the_protocol(self) -> DeviceConfig:
+        atol = self.protocol.startswith("atol")
+        access_limit = ATOL_ACCESS_PASSWORD_MAX if atol else SHTRIH_PASSWORD_MAX
+        if self.access_password is not None and self.access_password > access_limit:
+            raise ValueError(f"access_password: a {self.protocol} access password is at most {access_limit}")
+        limit = ATOL_MODE_PASSWORD_MAX if atol else SHTRIH_PASSWORD_MAX
+        if self.action_password is not None and self.action_password > limit:
+            raise ValueError(f"action_password: a {self.protocol} password is at most {limit}")
+        return self
 
 
 def _check_mqtt_url(value: str) -> str:
