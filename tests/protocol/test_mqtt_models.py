@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
@@ -41,9 +42,9 @@ from protocol.mqtt.models import (
     decode,
     encode,
     encode_ack,
-    seq_ranges,
     encode_hist_batch,
     pack_hist_batches,
+    seq_ranges,
 )
 from protocol.mqtt.topics import (
     COLLECTOR_STATUS_TOPIC,
@@ -314,7 +315,7 @@ def test_seq_ranges_cover_exactly_the_seqs_in_separate_runs(seqs: set[int]) -> N
     ranges = seq_ranges(seqs)
     assert {seq for low, high in ranges for seq in range(low, high + 1)} == seqs
     assert all(low <= high for low, high in ranges)
-    assert all(later[0] > earlier[1] + 1 for earlier, later in zip(ranges, ranges[1:], strict=False))
+    assert all(later[0] > earlier[1] + 1 for earlier, later in itertools.pairwise(ranges))
 
 
 @given(
