@@ -32,6 +32,12 @@ _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _BAUDRATES = (1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200, 230400, 460800, 921600)
 
 
+# Password widths on the wire: ATOL access 2 BCD bytes, ATOL mode 4 BCD bytes, Shtrih 4 bytes binary.
+ATOL_ACCESS_PASSWORD_MAX = 9999
+ATOL_MODE_PASSWORD_MAX = 99_999_999
+SHTRIH_PASSWORD_MAX = 0xFFFFFFFF
+
+
 class ConfigError(Exception):
     """The configuration cannot be used; ``problems`` holds one ``key: message`` line each."""
 
@@ -64,6 +70,12 @@ class DeviceConfig(_Section, frozen=True, kw_only=True):
     baudrate: int | None = None  # None: the protocol's first default rate
     poll_interval: Annotated[float, Meta(gt=0, le=3600)] = 10.0
     register_id: str | None = None  # publish under this id instead of the derived one
+    # The password the status reads carry: ATOL the access password every command carries (default 0),
+    # Shtrih the system administrator's (default 30; the ФН commands want it).
+    access_password: Annotated[int, Meta(ge=0)] | None = None
+    # The password register-changing actions run with: Shtrih an operator's (default: access_password;
+    # 29 is the administrator), ATOL the mode password of 56h (default 0).
+    action_password: Annotated[int, Meta(ge=0)] | None = None
 
     def __post_init__(self) -> None:
         from agent.drivers.registry import available_protocols  # lazy: drivers load on first use
@@ -76,6 +88,13 @@ class DeviceConfig(_Section, frozen=True, kw_only=True):
             raise _invalid("baudrate", f"{self.baudrate} is not a serial rate; use one of {', '.join(map(str, _BAUDRATES))}")
         if self.register_id is not None:
             _check_id("register_id", self.register_id)
+        atol = name.startswith("atol")
+        access_limit = ATOL_ACCESS_PASSWORD_MAX if atol else SHTRIH_PASSWORD_MAX
+        if self.access_password is not None and self.access_password > access_limit:
+            raise _invalid("access_password", f"a {name} access password is at most {access_limit}")
+        limit = ATOL_MODE_PASSWORD_MAX if atol else SHTRIH_PASSWORD_MAX
+        if self.action_password is not None and self.action_password > limit:
+            raise _invalid("action_password", f"a {name} password is at most {limit}")
 
 
 def _check_mqtt_url(key: str, value: str) -> None:
@@ -158,6 +177,9 @@ class OutboxConfig(_Section, frozen=True, kw_only=True):
 class ReplayConfig(_Section, frozen=True, kw_only=True):
     rate: Positive = 2000.0  # backlog records per second on hist
     batch: Annotated[int, Meta(ge=1, le=5000)] = 200
+    # Collectors sharing the stream ack record by record: seconds a published record may stay
+    # unacked before it is sent again, once per connection (a broker node that died lost it).
+    unacked_grace: Annotated[float, Meta(gt=0, le=3600)] = 30.0
 
 
 class SupervisionConfig(_Section, frozen=True, kw_only=True):

@@ -7,8 +7,9 @@ steadier than wall time on a busy machine), polls/s, bytes on the wire per poll 
 those bytes would take on a real serial line at ``--baud`` (8N1 = 10 bits per byte), which a pty
 does not add. Target (DESIGN.md §7): ≤ 50 ms per poll cycle plus wire time.
 
-``--slow-reads-every-poll`` makes the reads the drivers do once per 10 minutes (the OFD server
-in table 19, the fiscalisation mode) happen on every poll: the worst-case poll.
+``--slow-reads-every-poll`` makes the reads the drivers do once per 10 minutes (the OFD server:
+Shtrih table 19, ATOL settings 273/274; the fiscalisation mode) happen on every poll: the
+worst-case poll.
 """
 
 from __future__ import annotations

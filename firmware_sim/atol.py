@@ -19,6 +19,8 @@ from protocol.kkt.atol import errors as atol_errors
 from protocol.kkt.atol.link import Deframer
 from protocol.kkt.atol.link_v2 import V2DeviceLink
 from protocol.kkt.atol.messages import (
+    OFD_ADDRESS_SETTING,
+    OFD_PORT_SETTING,
     CloseReceipt,
     CloseShift,
     Command,
@@ -42,9 +44,11 @@ from protocol.kkt.atol.messages import (
     OpenReceipt,
     OpenShift,
     PrintReport,
+    ReadDeviceSetting,
     Reboot,
     RegisterItem,
     SetDateTime,
+    SettingValue,
     StateCode,
     UnknownCommand,
     decode_request,
@@ -114,7 +118,8 @@ class AtolDevice:
         self.tcp = tcp
         self.port = port if port is not None else (PORT_ETHERNET if tcp else PORT_RS232)
         self.mode = MODE_SELECT
-        self.mode_password = 0
+        self.access_password = 0  # what every command carries (2 BCD digits pairs, specs §3.4)
+        self.mode_password = 0  # what 56h wants to enter a mode
         self.commands_executed = 0
         self.reboots = 0
         self._rebooting = False
@@ -135,6 +140,7 @@ class AtolDevice:
             GetFnShiftParams: lambda _: self.model.shift_params(),
             GetFnDocument: self._find_document,
             GetFnRegistrationParam: self._registration_param,
+            ReadDeviceSetting: self._setting,
             EnterMode: self._enter_mode,
             LeaveMode: self._leave_mode,
             OpenShift: self._open_shift,
@@ -186,13 +192,15 @@ class AtolDevice:
 
     def _execute(self, raw: bytes) -> TaskResult:
         try:
-            _password, command = decode_request(raw)
+            password, command = decode_request(raw)
         except UnknownCommand as exc:
             return TaskResult(False, exc.error_answer())
         except DecodeError:
             return TaskResult(False, bytes((0x55, atol_errors.UNKNOWN_COMMAND, 0)))
         self.commands_executed += 1
         try:
+            if password != self.access_password:
+                raise _Refused(atol_errors.WRONG_PASSWORD)
             action = _ACTIONS.get(type(command))
             if action is not None:
                 code = self.action_faults.before_action(action, self.outage)
@@ -200,7 +208,10 @@ class AtolDevice:
                     raise _Refused(code)
                 if self.outage.request_lost:
                     return TaskResult(False, command.encode_error(atol_errors.NOT_IN_THIS_MODE))  # never leaves
-            answer = self._handlers[type(command)](command)
+            handler = self._handlers.get(type(command))
+            if handler is None:  # a firmware without this command (tests remove one to model it)
+                raise _Refused(atol_errors.UNKNOWN_COMMAND)
+            answer = handler(command)
             return TaskResult(True, command.encode_answer(answer))
         except _Refused as exc:
             return TaskResult(False, command.encode_error(exc.code))
@@ -265,6 +276,14 @@ class AtolDevice:
         if command.tag != FFD_VERSION_TAG:
             raise _Refused(218)  # "нет запрошенных данных в ФН": only these tags are simulated
         return FnTlv(FFD_VERSION_TAG, bytes((ffd_version_code(self.model.ffd_version),)))
+
+    def _setting(self, command: ReadDeviceSetting) -> SettingValue:
+        """The OFD server settings (where the register sends documents); no others are simulated."""
+        if command.setting == OFD_ADDRESS_SETTING:
+            return SettingValue.of_text(self.model.ofd_host)
+        if command.setting == OFD_PORT_SETTING:
+            return SettingValue.of_number(self.model.ofd_port)
+        raise _Refused(atol_errors.NOT_IN_THIS_MODE)  # no "no such setting" code in §3.4 [I]
 
     def _enter_mode(self, command: EnterMode) -> CommonAnswer:
         if self.model.receipt_open:

@@ -127,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     runner = ScenarioRunner(scenario, model, on_event=lambda text: log.info("[%s] %s", f"{clock():%Y-%m-%d %H:%M:%S}", text))
     device = make_device(args.protocol, model, tcp=args.transport == "tcp")
+    scenario.arm_action_faults(device.action_faults, args.protocol)  # type: ignore[attr-defined]
     try:
         for spec in args.action_fault:
             device.action_faults.add_spec(spec)  # type: ignore[attr-defined]

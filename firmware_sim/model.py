@@ -93,6 +93,7 @@ class RegisterModel:
     ofd_connected: bool = True  # the register's own transport to the OFD is up (FF39 b0)
     ofd_acks: bool = True  # the OFD answers documents with receipts (not: contract or registration trouble)
     autonomous: bool = False  # registered in autonomous mode: documents never go to an OFD
+    ofd_settings_changed: bool = False  # the OFD sent new connection settings (FF39 b4)
     ofd_host: str = "127.0.0.1"  # table 19: where the register sends documents
     ofd_port: int = 7777
     paper_present: bool = True
@@ -170,6 +171,8 @@ class RegisterModel:
         flags = OfdExchangeFlag(0)
         if self.ofd_connected and not self.autonomous:
             flags |= OfdExchangeFlag.TRANSPORT_CONNECTED
+        if self.ofd_settings_changed:
+            flags |= OfdExchangeFlag.SETTINGS_CHANGED
         if self.ofd_queue:
             flags |= OfdExchangeFlag.MESSAGE_PENDING
             if self.ofd_connected and not self.ofd_acks:

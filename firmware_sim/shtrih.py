@@ -34,8 +34,6 @@ FIRMWARE_DATE = date(2024, 1, 15)
 FP_SHIFT_OPEN = 0x40  # 11h FP flags: bit 6 shift open, bit 7 24 h elapsed
 FP_SHIFT_EXPIRED = 0x80
 
-_OPERATOR_PASSWORDS = frozenset((msg.CASHIER_PASSWORD, msg.ADMIN_PASSWORD, msg.SYSADMIN_PASSWORD))
-_ADMIN_PASSWORDS = frozenset((msg.ADMIN_PASSWORD, msg.SYSADMIN_PASSWORD))
 _PRINTING_COMMANDS = frozenset(
     c.code for c in (msg.OPEN_SHIFT, msg.Z_REPORT, msg.X_REPORT, msg.OPEN_RECEIPT, msg.SALE, msg.CLOSE_RECEIPT)
 )
@@ -82,6 +80,10 @@ class ShtrihDevice:
         self.action_faults = ActionFaults()
         self.outage = LinkOutage()
         self._pending_date: date | None = None  # 22h proposes a date, 23h confirms it
+        # Operators' passwords (table 2 on a real register): a store may change them from the defaults.
+        self.cashier_password = msg.CASHIER_PASSWORD
+        self.admin_password = msg.ADMIN_PASSWORD
+        self.sysadmin_password = msg.SYSADMIN_PASSWORD
         self._handlers: dict[int, Callable[[Any], msg.Message]] = {
             msg.SHORT_STATUS.code: self._short_status,
             msg.FULL_STATUS.code: self._full_status,
@@ -184,12 +186,13 @@ class ShtrihDevice:
     def _check_access(self, code: int, request: object) -> None:
         password = getattr(request, "password", None)
         if password is not None:
+            admins = {self.admin_password, self.sysadmin_password}
             allowed = (
-                {msg.SYSADMIN_PASSWORD}
+                {self.sysadmin_password}
                 if is_fn_command(code)
-                else _ADMIN_PASSWORDS
+                else admins
                 if code in _ADMIN_COMMANDS
-                else _OPERATOR_PASSWORDS
+                else admins | {self.cashier_password}
             )
             if password not in allowed:
                 raise _Refused(err.WRONG_PASSWORD)

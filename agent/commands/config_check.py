@@ -11,7 +11,7 @@ from typing import Any
 from agent.commands.run import add_config_arguments, config_from_args
 from agent.config import CONFIG_PATH_ENV, ENV_PREFIX, AgentConfig, ConfigError, as_builtins, config_path
 
-SECRET_KEYS = frozenset({"password"})
+SECRET_KEYS = frozenset({"password", "access_password", "action_password"})
 
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:

@@ -44,9 +44,14 @@ class ActionUnsupported(Exception):
     """The register's protocol has no command for this action."""
 
 
+# Added to the register's own meaning when it refuses the password: where the installer sets it.
+WRONG_PASSWORD_HINT = " — пароль для действий задаётся в конфигурации агента (action_password в разделе устройства)"
+
+
 class ActionSession(Protocol):
     # Error codes by which this protocol refuses an action because of the shift's state.
     shift_state_errors: ClassVar[frozenset[int]]
+    wrong_password_error: ClassVar[int]  # the protocol's "неверный пароль"
 
     def x_report(self) -> None: ...
 
@@ -78,7 +83,8 @@ def perform_action(session: ActionSession, action: ActionName, local_now: dateti
             raise ActionUnsupported(f"{action} is not a register command")
     except DeviceRefused as refused:
         kind = OutcomeKind.WRONG_SHIFT_STATE if refused.code in session.shift_state_errors else OutcomeKind.REGISTER_ERROR
-        return ActionOutcome(kind, refused.code, refused.meaning)
+        hint = WRONG_PASSWORD_HINT if refused.code == session.wrong_password_error else ""
+        return ActionOutcome(kind, refused.code, refused.meaning + hint)
     except ActionUnsupported as exc:
         return ActionOutcome(OutcomeKind.UNSUPPORTED, meaning=str(exc))
     except (LinkError, NoAnswer, ChecksumError) as exc:

@@ -26,10 +26,18 @@ from agent.drivers.errors import ChecksumError, DeviceRefused, DriverError, NoAn
 from agent.drivers.link import ByteLink, LinkError
 from agent.drivers.machine import run_exchange
 from agent.drivers.slow_reads import SlowRead
-from protocol.kkt.atol.errors import NOT_IN_THIS_MODE, SHIFT_EXPIRED_CODES, SHIFT_OPEN, fn_result_code
+from protocol.kkt.atol.errors import (
+    NOT_IN_THIS_MODE,
+    SHIFT_EXPIRED_CODES,
+    SHIFT_OPEN,
+    WRONG_PASSWORD,
+    fn_result_code,
+)
 from protocol.kkt.atol.link import Deframer, LinkEvent
 from protocol.kkt.atol.link_v2 import V2HostExchange
 from protocol.kkt.atol.messages import (
+    OFD_ADDRESS_SETTING,
+    OFD_PORT_SETTING,
     CloseReceipt,
     CloseShift,
     Command,
@@ -50,6 +58,7 @@ from protocol.kkt.atol.messages import (
     OpenReceipt,
     OpenShift,
     PrintReport,
+    ReadDeviceSetting,
     Reboot,
     RegisterItem,
     SetDateTime,
@@ -115,6 +124,7 @@ class AtolSession:
     # Refusals that mean "not with the shift as it is": 156 shift open, 102 not in this mode (a
     # Z-report with no shift open; §3.4 lists no "shift closed" code), 136/240 past 24 h.
     shift_state_errors: ClassVar[frozenset[int]] = frozenset((SHIFT_OPEN, NOT_IN_THIS_MODE, *SHIFT_EXPIRED_CODES))
+    wrong_password_error: ClassVar[int] = WRONG_PASSWORD
 
     def __init__(
         self,
@@ -123,17 +133,19 @@ class AtolSession:
         timeout: float = 1.0,
         retries: int = 3,
         password: int = 0,
-        mode_password: int = 0,
+        action_password: int | None = None,
         async_results: bool = False,
     ) -> None:
-        """``async_results`` asks for every result asynchronously (ADD flag bit 2, specs §3.2);
+        """``password`` is the access password every command carries; ``action_password`` the
+        mode password (56h) the actions enter the report/registration modes with (default 0).
+        ``async_results`` asks for every result asynchronously (ADD flag bit 2, specs §3.2);
         either way the session reads a device that answers A3 at once or A2 and then A6."""
         self.link = link
         self.async_results = async_results
         self.timeout = timeout
         self.retries = retries
         self.password = password
-        self.mode_password = mode_password  # 56h's password for the report/registration modes
+        self.action_password = 0 if action_password is None else action_password
         self._deframer = Deframer()
         self._pending: deque[LinkEvent] = deque()
         self._packet_ids = IdCounter()
@@ -142,7 +154,9 @@ class AtolSession:
         self._unsent = b""  # ACKs (and the first ABORT) that ride along with the next write
         self._batching = False
         self._shift_open_cache: tuple[int, datetime | None] | None = None
-        self._autonomous: SlowRead[bool | None] = SlowRead()  # registration data: read rarely
+        # The registration data and the OFD server change only when an engineer reconfigures.
+        self._autonomous: SlowRead[bool | None] = SlowRead()
+        self._ofd_server: SlowRead[tuple[str | None, int | None]] = SlowRead()
 
     # ------------------------------------------------------------------ commands
 
@@ -284,7 +298,7 @@ class AtolSession:
         The mode is left after a refusal too, so the cashier's next sale works; after a lost link
         nothing more is sent (the register may be gone)."""
         self.execute(LeaveMode())
-        self.execute(EnterMode(mode, self.mode_password))
+        self.execute(EnterMode(mode, self.action_password))
         try:
             self.execute(command)
         except DeviceRefused:
@@ -321,6 +335,7 @@ class AtolSession:
         ffd_version = self._ffd_version()
         context = (fn_status.fn_serial if fn_status else None, shift.shift_number if shift else None)
         autonomous = self._autonomous.get(context, self._read_autonomous)
+        server = self._ofd_server.get(context, self._read_ofd_server)
         shift_state = self._shift_state(status, fn_status, shift, errors.codes)
         return RegisterState(
             vendor=Vendor.ATOL,
@@ -334,7 +349,7 @@ class AtolSession:
             last_fd_number=fn_status.last_fd_number if fn_status else None,
             shift=shift_state,
             fn=_fn_state(fn_status, fn_number, validity),
-            ofd=_ofd_state(exchange, fn_status, autonomous),
+            ofd=_ofd_state(exchange, fn_status, autonomous, server),
             device=_device_state(status, state_code, errors),
         )
 
@@ -348,14 +363,22 @@ class AtolSession:
         return ffd_version_name(tlv.value[0]) if tlv.value else None
 
     def _read_autonomous(self) -> bool | None:
-        """Tag 1002 of the registration data (A4 44); refused or absent = unknown. ATOL keeps the
-        OFD host and port in its settings table, whose numbers no source read confirms, so
-        ``server_host`` stays unknown on ATOL (specs §6a)."""
+        """Tag 1002 of the registration data (A4 44); refused or absent = unknown."""
         try:
             tlv = self.execute(GetFnRegistrationParam(AUTONOMOUS_MODE_TAG))
         except DeviceRefused:
             return None
         return bool(tlv.value[0]) if tlv.value else None
+
+    def _read_ofd_server(self) -> tuple[str | None, int | None]:
+        """Settings 273/274 (46h, layout unconfirmed: ``protocol.kkt.atol.messages``); a register
+        that refuses them leaves the OFD server unknown, as before."""
+        try:
+            host = self.execute(ReadDeviceSetting(OFD_ADDRESS_SETTING)).text or None
+            port = self.execute(ReadDeviceSetting(OFD_PORT_SETTING)).number or None
+        except DeviceRefused:
+            return None, None
+        return host, port
 
     def _optional(self, command: Command[A], errors: _Refusals) -> A | None:
         """A status the register refuses leaves its fields unknown; link failures still propagate."""
@@ -421,8 +444,16 @@ class AtolV2Session(AtolSession):
     protocol: ClassVar[str] = "atol2"
     link_name: ClassVar[str] = "protocol v2"
 
-    def __init__(self, link: ByteLink, *, timeout: float = 1.0, retries: int = 3, password: int = 0) -> None:
-        super().__init__(link, timeout=timeout, retries=retries, password=password)
+    def __init__(
+        self,
+        link: ByteLink,
+        *,
+        timeout: float = 1.0,
+        retries: int = 3,
+        password: int = 0,
+        action_password: int | None = None,
+    ) -> None:
+        super().__init__(link, timeout=timeout, retries=retries, password=password, action_password=action_password)
         self._buffer_cleared = True  # v2 has no task buffer: nothing to ABORT
 
     def _transact(
@@ -475,10 +506,16 @@ def _phase_name(phase: int | None) -> str | None:
         return None  # a phase value the ФН document does not define: keep the raw number only
 
 
-def _ofd_state(exchange: FnExchangeStatus | None, fn_status: FnStatus | None, autonomous: bool | None) -> OfdState:
+def _ofd_state(
+    exchange: FnExchangeStatus | None,
+    fn_status: FnStatus | None,
+    autonomous: bool | None,
+    server: tuple[str | None, int | None],
+) -> OfdState:
     timeout = bool(fn_status.warnings & FnWarning.OFD_TIMEOUT) if fn_status else None
+    host, port = server
     if exchange is None:
-        return OfdState(response_timeout=timeout, autonomous=autonomous)
+        return OfdState(response_timeout=timeout, autonomous=autonomous, server_host=host, server_port=port)
     return OfdState(
         unsent_count=exchange.unsent_count,
         first_unsent_number=exchange.first_unsent_number or None,  # 0 means "queue empty"
@@ -486,8 +523,13 @@ def _ofd_state(exchange: FnExchangeStatus | None, fn_status: FnStatus | None, au
         transport_connected=exchange.transport_connected,
         message_waiting=bool(exchange.flags & OfdExchangeFlag.MESSAGE_PENDING),
         awaiting_receipt=bool(exchange.flags & OfdExchangeFlag.WAITING_FOR_TICKET),
+        ofd_command_pending=bool(exchange.flags & OfdExchangeFlag.COMMAND_FROM_OFD),
+        settings_changed=bool(exchange.flags & OfdExchangeFlag.SETTINGS_CHANGED),
+        awaiting_command_answer=bool(exchange.flags & OfdExchangeFlag.WAITING_FOR_COMMAND_ANSWER),
         response_timeout=timeout,
         autonomous=autonomous,
+        server_host=host,
+        server_port=port,
     )
 
 

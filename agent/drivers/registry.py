@@ -95,13 +95,22 @@ class DeviceConnection:
         baudrate: int | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         retries: int = DEFAULT_RETRIES,
+        access_password: int | None = None,
+        action_password: int | None = None,
     ) -> None:
+        """``access_password`` (what the status reads carry) and ``action_password`` (what the
+        register-changing actions run with) default to the session class's own defaults."""
         self.session_class = get_session_class(protocol)
         self.protocol = protocol.lower()
         self.url = url
         self.baudrate = baudrate or self.session_class.default_baudrates[0]
         self.timeout = timeout
         self.retries = retries
+        self.passwords: dict[str, int] = {}
+        if access_password is not None:
+            self.passwords["password"] = access_password
+        if action_password is not None:
+            self.passwords["action_password"] = action_password
         self.link: ByteLink | None = None
         self.session: DriverSession | None = None
         self.reconnects = 0
@@ -110,7 +119,7 @@ class DeviceConnection:
         if self.session is None or self.link is None or not self.link.is_open:
             self._drop()
             self.link = open_link(self.url, self.baudrate)
-            self.session = self.session_class(self.link, timeout=self.timeout, retries=self.retries)
+            self.session = self.session_class(self.link, timeout=self.timeout, retries=self.retries, **self.passwords)
             self.reconnects += 1
             log.debug("%s: link to %s opened (%d)", self.protocol, self.url, self.reconnects)
         return self.session

@@ -16,7 +16,12 @@ class DriverSession(Protocol):
     protocol: ClassVar[str]
     default_baudrates: ClassVar[tuple[int, ...]]  # tried in this order by `kassa-agent detect`
 
-    def __init__(self, link: ByteLink, *, timeout: float = 1.0, retries: int = 3) -> None: ...
+    def __init__(
+        self, link: ByteLink, *, timeout: float = 1.0, retries: int = 3, password: int = ..., action_password: int | None = None
+    ) -> None:
+        """``password``: what the status commands carry (Shtrih: the system administrator's; ATOL:
+        the access password); ``action_password``: what the register-changing actions run with."""
+        ...
 
     def identify(self) -> str:
         """Cheap check that a register of this protocol answers; returns its model name.

@@ -36,6 +36,7 @@ from protocol.kkt.shtrih.errors import (
     NOT_SUPPORTED,
     SHIFT_NOT_OPEN,
     SHIFT_OVER_24H,
+    WRONG_PASSWORD,
     fn_result_code,
 )
 from protocol.kkt.shtrih.link import HostExchange
@@ -70,14 +71,25 @@ class ShtrihSession:
     # Refusals that mean "not with the shift as it is": 3Dh shift not open, 73h not in this mode
     # (mode 2/3 is an open shift, 4 a closed one), 4Eh the shift is past 24 h.
     shift_state_errors: ClassVar[frozenset[int]] = frozenset((SHIFT_NOT_OPEN, NOT_IN_THIS_MODE, SHIFT_OVER_24H))
+    wrong_password_error: ClassVar[int] = WRONG_PASSWORD
 
     def __init__(
-        self, link: ByteLink, *, timeout: float = 1.0, retries: int = 3, password: int = msg.SYSADMIN_PASSWORD
+        self,
+        link: ByteLink,
+        *,
+        timeout: float = 1.0,
+        retries: int = 3,
+        password: int = msg.SYSADMIN_PASSWORD,
+        action_password: int | None = None,
     ) -> None:
+        """``password`` reads the status (the ФН commands want the system administrator's);
+        ``action_password`` runs the actions: an operator's password (X/Z reports and the clock
+        want the administrator's or the system administrator's), by default ``password``."""
         self.link = link
         self.timeout = timeout
         self.retries = retries
         self.password = password
+        self.action_password = password if action_password is None else action_password
         # (ФН serial, shift number) → shift-open time; a shift's open document never changes.
         self._opened_at_cache: dict[tuple[str | None, int], datetime | None] = {}
         self._last_error: str | None = None
@@ -161,6 +173,11 @@ class ShtrihSession:
                 transport_connected=exchange.transport_connected if exchange else None,
                 message_waiting=bool(exchange.flags & OfdExchangeFlag.MESSAGE_PENDING) if exchange else None,
                 awaiting_receipt=bool(exchange.flags & OfdExchangeFlag.WAITING_FOR_TICKET) if exchange else None,
+                ofd_command_pending=bool(exchange.flags & OfdExchangeFlag.COMMAND_FROM_OFD) if exchange else None,
+                settings_changed=bool(exchange.flags & OfdExchangeFlag.SETTINGS_CHANGED) if exchange else None,
+                awaiting_command_answer=(
+                    bool(exchange.flags & OfdExchangeFlag.WAITING_FOR_COMMAND_ANSWER) if exchange else None
+                ),
                 response_timeout=bool(fn_status.warnings & FnWarning.OFD_TIMEOUT) if fn_status else None,
                 autonomous=autonomous,
                 server_host=server_host,
@@ -181,18 +198,18 @@ class ShtrihSession:
     # ------------------------------------------------------------------ actions (agent.drivers.actions)
 
     def x_report(self) -> None:
-        self.request(msg.X_REPORT, msg.PasswordRequest(self.password))
+        self.request(msg.X_REPORT, msg.PasswordRequest(self.action_password))
 
     def close_shift(self) -> None:
-        self.request(msg.Z_REPORT, msg.PasswordRequest(self.password))
+        self.request(msg.Z_REPORT, msg.PasswordRequest(self.action_password))
 
     def open_shift(self) -> None:
-        self.request(msg.OPEN_SHIFT, msg.PasswordRequest(self.password))
+        self.request(msg.OPEN_SHIFT, msg.PasswordRequest(self.action_password))
 
     def set_datetime(self, when: datetime) -> None:
         """21h time, then 22h date and 23h confirming it: the register takes no date unconfirmed."""
-        self.request(msg.SET_TIME, msg.SetTimeRequest(when.time(), self.password))
-        day = msg.SetDateRequest(when.date(), self.password)
+        self.request(msg.SET_TIME, msg.SetTimeRequest(when.time(), self.action_password))
+        day = msg.SetDateRequest(when.date(), self.action_password)
         self.request(msg.SET_DATE, day)
         self.request(msg.CONFIRM_DATE, day)
 
@@ -354,9 +371,15 @@ class ShtrihAltSession(ShtrihSession):
     protocol: ClassVar[str] = "shtrih-alt"
 
     def __init__(
-        self, link: ByteLink, *, timeout: float = 1.0, retries: int = 3, password: int = msg.SYSADMIN_PASSWORD
+        self,
+        link: ByteLink,
+        *,
+        timeout: float = 1.0,
+        retries: int = 3,
+        password: int = msg.SYSADMIN_PASSWORD,
+        action_password: int | None = None,
     ) -> None:
-        super().__init__(link, timeout=timeout, retries=retries, password=password)
+        super().__init__(link, timeout=timeout, retries=retries, password=password, action_password=action_password)
         self._number = 1  # NUM16 starts at 1 (specs §1.3)
         self._exchange: AltHostExchange | None = None
 

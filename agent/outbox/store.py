@@ -105,6 +105,7 @@ class Outbox:
         self._applied_mode: AckMode = "collector"  # as of the last commit; the queued mode op sets it
         self._session = 0  # this process has not started a session yet
         self._seq = 0
+        self._selective_sessions: set[int] = set()  # sessions a collector acked seq by seq
         self._lost = DropTally()
         self._gap_claim = GapClaim(gap_claim_timeout)
         self._committer = threading.Thread(target=self._commit_loop, name="outbox-commit", daemon=True)
@@ -228,6 +229,34 @@ class Outbox:
     def ack(self, session: int, seq: int) -> None:
         """The collector committed every record of ``session`` with seq ≤ ``seq``: delete them."""
         self._enqueue([("ack", (session, seq))])
+
+    def ack_ranges(self, session: int, ranges: Iterable[tuple[int, int]]) -> None:
+        """A collector sharing the stream committed exactly these inclusive seq ranges: delete them.
+        From then on this session's records are acked one by one, so one left unacked is lost
+        (:meth:`unacked`)."""
+        ops = [("ack_range", (session, low, high)) for low, high in ranges]
+        if not ops:
+            return
+        with self._cond:
+            self._selective_sessions.add(session)
+        self._enqueue(ops)
+
+    def unacked(self, session: int, older_than: timedelta, limit: int) -> list[OutboxRecord]:
+        """Published records of ``session`` older than ``older_than`` that no selective ack covered,
+        once collectors ack that session selectively: the broker or a collector lost them. (With a
+        prefix ack a lost record holds the prefix back and the collector asks for a rebirth.)"""
+        with self._cond:
+            if session not in self._selective_sessions:
+                return []
+        self._commit_pending()
+        cutoff = timestamp(self._clock() - older_than)
+        sql = (
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE session = ? AND published_in IS NOT NULL"
+            " AND created_at < ? ORDER BY seq LIMIT ?"
+        )
+        with self._db_lock:
+            rows = self._db.execute(sql, (session, cutoff, limit)).fetchall()
+        return [record_from_row(row) for row in rows]
 
     def set_ack_mode(self, mode: AckMode) -> None:
         """Switch delivery bookkeeping; entering puback mode deletes records already published."""
@@ -444,6 +473,8 @@ class Outbox:
                     self._db.executemany("UPDATE records SET published_in = ? WHERE session = ? AND seq = ?", args)
             elif op == "ack":
                 self._db.executemany("DELETE FROM records WHERE session = ? AND seq <= ?", args)
+            elif op == "ack_range":
+                self._db.executemany("DELETE FROM records WHERE session = ? AND seq BETWEEN ? AND ?", args)
             elif op == "mode":
                 mode = args[-1][0]
                 if mode == "puback":

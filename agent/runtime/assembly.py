@@ -148,6 +148,11 @@ class AgentRuntime:
         """Backlog records replayed on ``hist`` so far."""
         return self._replay.replayed
 
+    @property
+    def unacked_resent(self) -> int:
+        """Records sent again because no collector acked them (selective acks)."""
+        return self._replay.unacked_resent
+
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self) -> None:
@@ -362,7 +367,10 @@ class AgentRuntime:
                 self.write_health()
             elif isinstance(ack, AckPayload):
                 if self._acks.owns(ack):
-                    self.outbox.ack(ack.session, ack.seq)
+                    if ack.seq is not None:
+                        self.outbox.ack(ack.session, ack.seq)
+                    if ack.ranges:
+                        self.outbox.ack_ranges(ack.session, ack.ranges)
                     self.refusal.accepted()
                 else:
                     log.warning("ignoring an ack for another installation of this agent (epoch %s)", ack.epoch)

@@ -42,7 +42,13 @@ def open_driver(device: DeviceConfig) -> DevicePoller:
     """The production opener: a reconnecting driver connection from the drivers registry."""
     from agent.drivers.registry import DeviceConnection
 
-    connection: DevicePoller = DeviceConnection(device.protocol, device.url, baudrate=device.baudrate)
+    connection: DevicePoller = DeviceConnection(
+        device.protocol,
+        device.url,
+        baudrate=device.baudrate,
+        access_password=device.access_password,
+        action_password=device.action_password,
+    )
     return connection
 
 

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from agent.config import AgentConfig
 from agent.outbox import Outbox, OutboxRecord
@@ -46,6 +46,8 @@ class BacklogReplay:
         self.wake = threading.Event()
         self._collector_online: bool | None = None  # None: never seen its retained status
         self.replayed = 0
+        self.unacked_resent = 0
+        self._resent: tuple[int | None, set[int]] = (None, set())  # (connection, seqs sent again on it)
 
     def on_collector_status(self, raw: bytes) -> None:
         if not raw:  # retained status cleared
@@ -72,6 +74,7 @@ class BacklogReplay:
             self.wake.clear()
             try:
                 self._replay_backlog()
+                self._resend_unacked()
             except Exception:
                 log.exception("backlog replay failed; retrying later")
 
@@ -103,3 +106,27 @@ class BacklogReplay:
             pause = len(rows) * interval_per_record - (time.monotonic() - started)
             if pause > 0 and self.stopping.wait(pause):
                 return
+
+    def _resend_unacked(self) -> None:
+        """Collectors sharing the stream ack exactly what they committed: a live record left unacked
+        for ``unacked_grace`` never reached a database (lost by a broker node that died, or by a
+        collector). Send it again on ``hist``, once per connection — a record a collector refuses
+        stays for the next connection's replay instead of looping."""
+        live = self._live_session()
+        if live is None or not self.replay_allowed():
+            return
+        connection, resent = self._resent
+        if connection != live:
+            resent = set()
+            self._resent = (live, resent)
+        grace = timedelta(seconds=self.config.replay.unacked_grace)
+        rows = [row for row in self.outbox.unacked(live, grace, self.config.replay.batch) if row.seq not in resent]
+        if not rows:
+            return
+        log.warning("sending again %d records of session %d that no collector acked (first seq %d)", len(rows), live, rows[0].seq)
+        for raw in pack_hist_batches(self.agent_id, self.now(), [(row.kind, row.payload) for row in rows]):
+            done = threading.Event()
+            if not self.publisher.publish(hist_topic(self.agent_id), raw, on_ack=done.set) or not done.wait(10.0):
+                return  # connection trouble: the next connect replays them anyway
+        resent.update(row.seq for row in rows)
+        self.unacked_resent += len(rows)

@@ -39,6 +39,8 @@ class BatchResult:
     committed: list[InboundMessage] = field(default_factory=list)  # stored or dead-lettered: ack them
     dead_letters: list[Rejected] = field(default_factory=list)
     acks: dict[tuple[str, int], int] = field(default_factory=dict)  # (agent, session) → seq to publish
+    # (agent, session) → every seq this batch committed: the selective acks of competing collectors
+    committed_seqs: dict[tuple[str, int], list[int]] = field(default_factory=dict)
     changed_registers: set[str] = field(default_factory=set)
     fresh_states: dict[str, FreshState] = field(default_factory=dict)  # parsed states the batch stored
     status_agents: set[str] = field(default_factory=set)
@@ -55,6 +57,8 @@ class BatchResult:
         self.committed += other.committed
         self.dead_letters += other.dead_letters
         self.acks.update(other.acks)
+        for key, seqs in other.committed_seqs.items():
+            self.committed_seqs.setdefault(key, []).extend(seqs)
         self.changed_registers |= other.changed_registers
         self.fresh_states.update(other.fresh_states)  # commit order: a later write wins
         self.status_agents |= other.status_agents

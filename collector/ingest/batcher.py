@@ -68,7 +68,7 @@ from collector.storage import repository as repo
 from collector.storage.dialect import member_of
 from collector.storage.engine import begin_write
 from collector.storage.schema import ingest_marks
-from protocol.mqtt.models import CommandPayload, encode, encode_ack
+from protocol.mqtt.models import MAX_ACK_RANGES, CommandPayload, encode, encode_ack, seq_ranges
 from protocol.mqtt.topics import ack_topic, cmd_topic, quoted
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class WriterSettings:
     batch_linger: float = 0.02  # how long a small batch waits for more before it is written
     queue_max: int = 50_000
     reorder_window: float = 2.0
-    contiguous_acks: bool = True  # False under a shared subscription (see sequence.py)
+    contiguous_acks: bool = True  # False under a shared subscription: selective acks (sequence.py)
     enforce_enrollment: bool = False
     default_tenant: str = "default"
     unassigned_node: str = "unassigned"
@@ -358,7 +358,7 @@ class IngestWriter:
                 conn, inbound.topic, rejected.reason, rejected.detail, inbound.payload,
                 received_at=inbound.received_at, whole=None if oversize is None else (oversize.size, oversize.sha256),
             )
-        result.acks.update(self._advance_marks(conn, outcome))
+        result.acks.update(self._advance_marks(conn, outcome, result))
         by_identity = {
             id(m): m for m in [*result.committed, *(i.inbound for i in decoded), *(r.inbound for r in result.dead_letters)]
         }
@@ -369,14 +369,18 @@ class IngestWriter:
         result.duplicates += outcome.duplicates
         result.births |= set(outcome.births)
 
-    def _advance_marks(self, conn: sa.Connection, outcome: WriteOutcome) -> dict[tuple[str, int], int]:
+    def _advance_marks(self, conn: sa.Connection, outcome: WriteOutcome, result: BatchResult) -> dict[tuple[str, int], int]:
         for agent, session in outcome.births.items():
             self.tracker.supersede(agent, session)
         self._seed(conn, set(outcome.replayed) | set(outcome.live))
         marks: dict[tuple[str, int], int] = {}
-        for (agent, session), top in outcome.replayed.items():
+        for (agent, session), replayed in outcome.replayed.items():
+            top = max(replayed)
             self.tracker.commit_replayed(agent, session, top)
             marks[(agent, session)] = top
+        if not self.settings.contiguous_acks:
+            for key, seqs in [*outcome.replayed.items(), *outcome.live.items()]:
+                result.committed_seqs.setdefault(key, []).extend(seqs)
         for (agent, session), seqs in outcome.live.items():
             mark = self.tracker.commit_live(agent, session, seqs)
             if mark is not None:
@@ -402,9 +406,7 @@ class IngestWriter:
         self._sessions.learn(result.sessions)
         self._sessions.forget(result.births)  # a birth may have lowered what is stored: read it again
         self._downlink.ack(result.committed)
-        for (agent, session), seq in result.acks.items():
-            own, epoch = result.own_sessions.get((agent, session), (session, None))
-            self._downlink.publish(_ack_topic(agent), encode_ack(own, seq, epoch))
+        self._publish_acks(result)
         for agent, refusal in self._refusals.due(result.refusals):
             log.warning("refusing agent %s: %s", agent, result.refusals[agent].detail)
             self._downlink.publish(_ack_topic(agent), refusal)
@@ -419,6 +421,22 @@ class IngestWriter:
         metrics.batch_rows.observe(size)
         if self._on_changed is not None and (result.changed_registers or result.status_agents):
             self._on_changed(result.changed_registers, result.status_agents, result.fresh_states)
+
+    def _publish_acks(self, result: BatchResult) -> None:
+        """One collector acks the contiguous committed prefix; collectors sharing the stream each
+        ack exactly the seqs they committed (a prefix would vouch for what another one holds — or
+        what the broker lost)."""
+        if self.settings.contiguous_acks:
+            for (agent, session), seq in result.acks.items():
+                own, epoch = result.own_sessions.get((agent, session), (session, None))
+                self._downlink.publish(_ack_topic(agent), encode_ack(own, seq, epoch))
+            return
+        for (agent, session), seqs in result.committed_seqs.items():
+            own, epoch = result.own_sessions.get((agent, session), (session, None))
+            ranges = seq_ranges(seqs)
+            for start in range(0, len(ranges), MAX_ACK_RANGES):
+                chunk = ranges[start : start + MAX_ACK_RANGES]
+                self._downlink.publish(_ack_topic(agent), encode_ack(own, None, epoch, chunk))
 
     def _ask_rebirths(self) -> None:
         for agent in self.tracker.due_rebirths():

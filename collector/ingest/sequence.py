@@ -9,7 +9,9 @@ gap stays in the agent's outbox and is replayed on ``hist`` after its next recon
 Replayed ``hist`` batches are different: the outbox coalesces states and sends them oldest first,
 so their seqs have gaps by design; there the mark is the highest seq committed (``max`` mode).
 Under a shared subscription every collector sees only part of each agent's stream, so gaps are
-normal there too: it acks the highest committed seq and never asks for rebirths.
+normal there and no collector may ack a prefix: each acks exactly the seqs it committed (``ranges``,
+``Batcher._publish_acks``) and never asks for rebirths — the agent itself sends again what stays
+unacked behind an acked seq (``agent.runtime.replay``).
 
 An agent's sessions only grow, so a live message of a *lower* session than the tracked one is
 either late or the real agent contradicting a forged higher session. Either way the collector asks

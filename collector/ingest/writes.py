@@ -98,7 +98,7 @@ class WriteOutcome:
     status_agents: set[str] = field(default_factory=set)  # online/offline applied
     seen_agents: set[str] = field(default_factory=set)  # last_seen written (may have come online)
     live: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))
-    replayed: dict[tuple[str, int], int] = field(default_factory=dict)  # top seq per replayed session
+    replayed: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))  # seqs per replayed session
     births: dict[str, int] = field(default_factory=dict)  # agent → session of its last live birth
     new_records: int = 0
     duplicates: int = 0
@@ -268,8 +268,7 @@ def _gather(items: list[Decoded], outcome: WriteOutcome, history: HistoryKeeper 
                     gather.state(inner, at, live=False, made_at=made_at)  # type: ignore[arg-type]
                 else:
                     gather.event(inner, at, live=False, made_at=made_at)  # type: ignore[arg-type]
-                key = (inner.agent, inner.session)
-                outcome.replayed[key] = max(outcome.replayed.get(key, inner.seq), inner.seq)
+                outcome.replayed[(inner.agent, inner.session)].append(inner.seq)
             gather.see(payload.agent, at, 0)
             continue
         if isinstance(payload, StatePayload):

@@ -61,7 +61,9 @@ def endpoint_from_url(url: str) -> tuple[DeviceEndpoint, SimRegistration | None]
         clock = SimClock(scenario.start or datetime.now().replace(microsecond=0), speed)
         model = scenario.build(clock)
         runner = ScenarioRunner(scenario, model)
-        device = runner.guard(make_device(name, model))
+        simulated = make_device(name, model)
+        scenario.arm_action_faults(simulated.action_faults, name)  # type: ignore[attr-defined]
+        device = runner.guard(simulated)
     except (ValueError, ScenarioError, FaultSpecError, UnknownProtocol) as exc:
         raise SerialException(f"{url}: {exc}") from exc
     return (FaultyEndpoint(device, faults, seed=seed) if faults else device), None

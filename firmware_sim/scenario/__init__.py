@@ -28,10 +28,18 @@ the open shift), ``unsent = {count, oldest}`` (``count`` is what the register re
 this shift's open report and receipts included), ``ofd_connected``, ``paper``, ``cover_open``,
 ``documents_left``, ``fn_memory_full``, ``critical_error``, the OFD diagnosis keys ``ofd_acks``
 (false: the OFD takes documents but sends no receipts), ``autonomous`` (registered in autonomous
-mode: no OFD exchange), ``ofd_host``/``ofd_port`` (table 19: where the register sends), and the identity strings ``serial``,
+mode: no OFD exchange), ``ofd_host``/``ofd_port`` (table 19: where the register sends),
+``ofd_settings_changed`` (the OFD sent new connection settings: FF39 b4), and the identity strings ``serial``,
 ``rnm``, ``inn``, ``model_name``, ``fn_serial``, ``ffd_version`` ("1.05", "1.1" or "1.2"). ``start`` (top level) pins the register clock's
 start. Timeline actions: see :data:`ACTIONS` (``sell`` takes ``count``/``amount``,
 ``replace_fn`` takes ``serial``/``valid_for``, ``ofd_server`` takes ``ofd_host``/``ofd_port``).
+
+``[[action_faults]]`` (top level) scripts the remote actions, each entry firing once in file order:
+``action`` (x_report, z_report, open_shift, set_datetime, reboot) and either ``refuse`` — the
+register's error code, one number or per protocol ``{ shtrih = 0x6B, atol = 103 }`` (a protocol
+left out runs the action) — or ``drop = "2s"`` — the register falls silent mid-action, having
+carried it out unless ``executed = false``. An action's refusals fire before its drops. Same effect
+as ``kassa-sim --action-fault``.
 
 Shipped scenarios live in ``firmware_sim/scenarios/``; :func:`load_scenario` takes a name
 or a path. Bad files raise :class:`ScenarioError` naming the file and the offending key.
@@ -42,7 +50,7 @@ against a register model (:mod:`.runner`); callers import from ``firmware_sim.sc
 """
 
 from firmware_sim.scenario.actions import ACTIONS, DEFAULT_NEW_FN_LIFE
-from firmware_sim.scenario.definition import Life, Scenario, TimedAction
+from firmware_sim.scenario.definition import ActionFault, Life, Scenario, TimedAction
 from firmware_sim.scenario.loading import (
     FORMAT_VERSION,
     SCENARIO_DIR,
@@ -59,6 +67,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MAX_CATCH_UP_SALES",
     "SCENARIO_DIR",
+    "ActionFault",
     "Life",
     "Scenario",
     "ScenarioError",

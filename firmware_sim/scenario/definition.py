@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
 
+from firmware_sim.action_faults import ActionFaults, SimAction
 from firmware_sim.model import FiscalRefused, ReceiptState, RegisterModel
 from firmware_sim.scenario.actions import fn_memory_full
 from firmware_sim.scenario.values import IDENTITY_KEYS, ScenarioError, parse_duration, parse_phase
@@ -44,6 +45,34 @@ class TimedAction:
 
 
 @dataclass(frozen=True)
+class ActionFault:
+    """One ``[[action_faults]]`` entry: what the next ``action`` does instead of succeeding.
+
+    ``refuse`` maps a protocol family ("shtrih", "atol") to the register's error code; a family
+    left out runs the action normally. ``drop`` is how long the register falls silent mid-action,
+    ``executed`` whether it carried the action out first.
+    """
+
+    action: SimAction
+    refuse: dict[str, int] = field(default_factory=dict)
+    drop: timedelta | None = None
+    executed: bool = True
+
+    def arm(self, faults: ActionFaults, protocol: str) -> None:
+        if self.drop is not None:
+            faults.drop_link_during(self.action, self.drop.total_seconds(), execute=self.executed)
+            return
+        code = self.refuse.get(protocol_family(protocol))
+        if code is not None:
+            faults.refuse_next(self.action, code)
+
+
+def protocol_family(protocol: str) -> str:
+    """``shtrih-alt`` → ``shtrih``, ``atol2`` → ``atol``: error codes belong to the family."""
+    return "atol" if protocol.startswith("atol") else "shtrih"
+
+
+@dataclass(frozen=True)
 class Scenario:
     name: str
     description: str
@@ -51,10 +80,16 @@ class Scenario:
     timeline: tuple[TimedAction, ...] = ()
     life: Life = field(default_factory=Life)
     start: datetime | None = None  # fixed start time; None = whenever the simulation starts
+    action_faults: tuple[ActionFault, ...] = ()
 
     def build(self, clock: Callable[[], datetime]) -> RegisterModel:
         """A fresh model in this scenario's initial state, relative to ``clock()`` as the start."""
         return _build_model(self, clock)
+
+    def arm_action_faults(self, faults: ActionFaults, protocol: str) -> None:
+        """Script the device's remote-action faults, in file order (each fires once)."""
+        for fault in self.action_faults:
+            fault.arm(faults, protocol)
 
 
 # --------------------------------------------------------------------------- initial state
@@ -69,6 +104,7 @@ def _build_model(scenario: Scenario, clock: Callable[[], datetime]) -> RegisterM
     # open_shift() numbers the new shift last + 1, so step back when the file names the open one.
     model.autonomous = s.get("autonomous", False)  # before any document: an autonomous ФН queues none
     model.ofd_acks = s.get("ofd_acks", True)
+    model.ofd_settings_changed = s.get("ofd_settings_changed", False)
     model.ofd_host = s.get("ofd_host", model.ofd_host)
     model.ofd_port = s.get("ofd_port", model.ofd_port)
     model.shift_number = max(s.get("shift_number", 1 if "shift_opened" in s else 0) - ("shift_opened" in s), 0)

@@ -11,8 +11,9 @@ from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+from firmware_sim.action_faults import SimAction
 from firmware_sim.scenario.actions import ACTIONS
-from firmware_sim.scenario.definition import Life, Scenario, TimedAction
+from firmware_sim.scenario.definition import ActionFault, Life, Scenario, TimedAction
 from firmware_sim.scenario.values import IDENTITY_KEYS, ScenarioError, parse_duration, parse_phase
 from protocol.kkt.fn import FFD_VERSIONS
 
@@ -24,12 +25,14 @@ _STATE_KEYS = frozenset(
         "fn_valid_for", "fn_phase", "shift_opened", "shift_number", "receipts", "unsent",
         "ofd_connected", "paper", "cover_open", "documents_left", "fn_memory_full",
         "critical_error", "serial", "rnm", "inn", "model_name", "fn_serial", "ffd_version",
-        "ofd_acks", "autonomous", "ofd_host", "ofd_port",
+        "ofd_acks", "autonomous", "ofd_host", "ofd_port", "ofd_settings_changed",
     }
 )
 _LIFE_KEYS = frozenset({"sell_every", "ofd_drain_every", "amount", "opens", "closes"})
 _TIME_OF_DAY = re.compile(r"^(?P<h>[01]\d|2[0-3]):(?P<m>[0-5]\d)$")
-_TOP_KEYS = frozenset({"format", "description", "start", "state", "life", "at"})
+_TOP_KEYS = frozenset({"format", "description", "start", "state", "life", "at", "action_faults"})
+_FAULT_KEYS = frozenset({"action", "refuse", "drop", "executed"})
+_PROTOCOL_FAMILIES = frozenset({"shtrih", "atol"})
 
 
 def available_scenarios() -> list[str]:
@@ -91,7 +94,11 @@ def _from_dict(data: dict[str, Any], name: str) -> Scenario:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise ScenarioError("description: expected a string")
-    return Scenario(name, description, state, timeline, life, start)
+    raw_faults = data.get("action_faults", [])
+    if not isinstance(raw_faults, list):
+        raise ScenarioError("action_faults: use [[action_faults]] tables, one per scripted fault")
+    faults = tuple(_action_fault(i, entry) for i, entry in enumerate(raw_faults))
+    return Scenario(name, description, state, timeline, life, start, faults)
 
 
 def _reject_unknown(table: dict[str, Any], known: frozenset[str], prefix: str) -> None:
@@ -154,7 +161,10 @@ def _validate_state(state: dict[str, Any]) -> None:
             parse_duration(state[key], f"state.{key}")
     if "shift_opened" in state and parse_duration(state["shift_opened"]) > timedelta(0):
         raise ScenarioError("state.shift_opened: must be in the past (e.g. \"-23h40m\")")
-    for key in ("ofd_connected", "paper", "cover_open", "fn_memory_full", "critical_error", "ofd_acks", "autonomous"):
+    for key in (
+        "ofd_connected", "paper", "cover_open", "fn_memory_full", "critical_error", "ofd_acks", "autonomous",
+        "ofd_settings_changed",
+    ):
         _bool(state, key, "state.")
     _ofd_server(state, "state.")
     if state.get("autonomous") and "unsent" in state:
@@ -203,3 +213,31 @@ def _timed_action(index: int, entry: Any) -> TimedAction:
         parse_duration(params["valid_for"], f"{where}.valid_for")
     _ofd_server(params, f"{where}.")
     return TimedAction(at, action, params, where)
+
+
+def _action_fault(index: int, entry: Any) -> ActionFault:
+    """``{action, refuse = CODE | {shtrih = CODE, atol = CODE}}`` or ``{action, drop = "2s", executed}``."""
+    where = f"action_faults[{index}]"
+    if not isinstance(entry, dict):
+        raise ScenarioError(f"{where}: expected a table with action and refuse or drop")
+    _reject_unknown(entry, _FAULT_KEYS, f"{where}.")
+    try:
+        action = SimAction(str(entry.get("action")))
+    except ValueError:
+        known = ", ".join(a.value for a in SimAction)
+        raise ScenarioError(f"{where}.action: unknown action {entry.get('action')!r} (known: {known})") from None
+    if ("refuse" in entry) == ("drop" in entry):
+        raise ScenarioError(f"{where}: give either refuse (the register's error code) or drop (a duration)")
+    if "drop" in entry:
+        _bool(entry, "executed", f"{where}.")
+        drop = _positive_duration(entry, "drop", f"{where}.")
+        return ActionFault(action, drop=drop, executed=entry.get("executed", True))
+    if "executed" in entry:
+        raise ScenarioError(f"{where}.executed: only a drop carries the action out or not")
+    refuse = entry["refuse"]
+    codes = refuse if isinstance(refuse, dict) else {family: refuse for family in _PROTOCOL_FAMILIES}
+    _reject_unknown(codes, _PROTOCOL_FAMILIES, f"{where}.refuse.")
+    for family, code in codes.items():
+        if not isinstance(code, int) or isinstance(code, bool) or not 1 <= code <= 0xFF:
+            raise ScenarioError(f"{where}.refuse: {family} error code must be 1..255, got {code!r}")
+    return ActionFault(action, refuse=dict(codes))

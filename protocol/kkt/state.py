@@ -73,9 +73,12 @@ class OfdState(_Part):
     # The ФН exchange status (Shtrih FF39h, ATOL A4 20h), bits beside b0 above.
     message_waiting: bool | None = Field(None, description="b1: a message for the OFD is waiting")
     awaiting_receipt: bool | None = Field(None, description="b2: waiting for the OFD's receipt")
+    ofd_command_pending: bool | None = Field(None, description="b3: a command from the OFD is waiting")
+    settings_changed: bool | None = Field(None, description="b4: the OFD connection settings changed")
+    awaiting_command_answer: bool | None = Field(None, description="b5: waiting for the answer to an OFD command")
     response_timeout: bool | None = Field(None, description="ФН warning b3: OFD response timeout exceeded")
     autonomous: bool | None = Field(None, description="registered in autonomous mode: no OFD exchange at all")
-    server_host: str | None = Field(None, description="OFD host the register is set to use (Shtrih table 19)")
+    server_host: str | None = Field(None, description="OFD host the register is set to use (Shtrih table 19, ATOL settings 273/274)")
     server_port: int | None = None
     link_check: OfdLinkCheck | None = None
 

@@ -41,6 +41,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 
 from protocol.kkt.state import RegisterState
@@ -202,29 +203,59 @@ class HistBatch(_Model):
     records: list[HistRecord]
 
 
-class CommandPayload(_Model):
-    """Collector → agent. Any ``cmd`` parses; the agent answers unknown ones with ``command_error``."""
+with warnings.catch_warnings():  # "register": see StatePayload
+    warnings.filterwarnings("ignore", message='Field name "register" .* shadows', category=UserWarning)
 
-    v: SchemaVersion = SCHEMA_VERSION
-    id: str = Field(min_length=1, max_length=128, description="command id, echoed in the agent's answer")
-    cmd: str = Field(min_length=1, description='known: "rebirth", "poll-now" and the ActionName values')
-    args: JsonObject = Field(default_factory=dict)
-    register: Id | None = Field(None, description="the register an action is for; None for agent-wide commands")
-    deadline: UtcDatetime | None = Field(
-        None,
-        description="an action received after it is never executed (answered expired); expressed on the "
-        "agent's clock: the collector shifts it by the agent's measured clock error",
-    )
+    class CommandPayload(_Model):
+        """Collector → agent. Any ``cmd`` parses; the agent answers unknown ones with ``command_error``."""
+
+        v: SchemaVersion = SCHEMA_VERSION
+        id: str = Field(min_length=1, max_length=128, description="command id, echoed in the agent's answer")
+        cmd: str = Field(min_length=1, description='known: "rebirth", "poll-now" and the ActionName values')
+        args: JsonObject = Field(default_factory=dict)
+        register: Id | None = Field(None, description="the register an action is for; None for agent-wide commands")
+        deadline: UtcDatetime | None = Field(
+            None,
+            description="an action received after it is never executed (answered expired); expressed on the "
+            "agent's clock: the collector shifts it by the agent's measured clock error",
+        )
+
+
+MAX_ACK_RANGES: Final = 4096  # a collector acks one batch at a time: its records of one session
 
 
 class AckPayload(_Model):
-    """Collector → agent: every record of ``session`` (of ``epoch``, when given) with seq ≤ ``seq``
-    is committed."""
+    """Collector → agent: what of ``session`` (of ``epoch``, when given) is committed.
+
+    ``seq``: every record with seq ≤ ``seq`` (the contiguous prefix; one collector sees the whole
+    stream). ``ranges``: exactly the records whose seq lies in one of these inclusive ``[low, high]``
+    ranges — collectors sharing the stream each see part of it, so none may vouch for a prefix; what
+    no range covers stays in the agent's outbox and is sent again (``agent.runtime.replay``)."""
 
     v: SchemaVersion = SCHEMA_VERSION
     session: Session
-    seq: Seq
+    seq: Seq | None = _OMITTED_WHEN_NONE
+    ranges: list[tuple[Seq, Seq]] | None = Field(None, max_length=MAX_ACK_RANGES, exclude_if=lambda value: value is None)
     epoch: Epoch | None = _OMITTED_WHEN_NONE
+
+    @model_validator(mode="after")
+    def _covers_something(self) -> AckPayload:
+        if self.seq is None and not self.ranges:
+            raise ValueError("an ack needs seq (a committed prefix) or ranges (committed seqs)")
+        if self.ranges and any(low > high for low, high in self.ranges):
+            raise ValueError("an ack range must be [low, high] with low <= high")
+        return self
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """``[1, 2, 3, 7, 9, 10]`` → ``[(1, 3), (7, 7), (9, 10)]``: the inclusive runs of the sorted seqs."""
+    runs: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
 
 
 class RefusalPayload(_Model):
@@ -279,14 +310,29 @@ def encode(model: BaseModel) -> bytes:
 _EPOCH = re.compile(EPOCH_PATTERN)
 
 
-def encode_ack(session: int, seq: int, epoch: str | None = None) -> bytes:
-    """``encode(AckPayload(session=…, seq=…, epoch=…))`` byte for byte, without building the model:
-    the collector sends one per agent and batch. Out-of-contract values go through the model,
-    which refuses them with its own error."""
-    if not (1 <= session <= UINT64_MAX and 0 <= seq <= UINT64_MAX) or (epoch is not None and not _EPOCH.fullmatch(epoch)):
-        return encode(AckPayload(session=session, seq=seq, epoch=epoch))
-    tail = b"}" if epoch is None else b',"epoch":"' + epoch.encode() + b'"}'
-    return b'{"v":%d,"session":%d,"seq":%d' % (SCHEMA_VERSION, session, seq) + tail
+def encode_ack(
+    session: int, seq: int | None, epoch: str | None = None, ranges: Sequence[tuple[int, int]] | None = None
+) -> bytes:
+    """``encode(AckPayload(session=…, seq=…, ranges=…, epoch=…))`` byte for byte, without building
+    the model: the collector sends one per agent and batch. Out-of-contract values go through the
+    model, which refuses them with its own error."""
+    plain_ranges = ranges is None or (
+        0 < len(ranges) <= MAX_ACK_RANGES and all(0 <= low <= high <= UINT64_MAX for low, high in ranges)
+    )
+    if (
+        not 1 <= session <= UINT64_MAX
+        or (seq is not None and not 0 <= seq <= UINT64_MAX)
+        or (seq is None and ranges is None)
+        or not plain_ranges
+        or (epoch is not None and not _EPOCH.fullmatch(epoch))
+    ):
+        return encode(AckPayload(session=session, seq=seq, epoch=epoch, ranges=None if ranges is None else list(ranges)))
+    body = b'{"v":%d,"session":%d' % (SCHEMA_VERSION, session)
+    if seq is not None:
+        body += b',"seq":%d' % seq
+    if ranges is not None:
+        body += b',"ranges":[' + b",".join(b"[%d,%d]" % (low, high) for low, high in ranges) + b"]"
+    return body + (b"}" if epoch is None else b',"epoch":"' + epoch.encode() + b'"}')
 
 
 # ---------------------------------------------------------------------------------------------

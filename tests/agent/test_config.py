@@ -194,6 +194,27 @@ def test_redacted_hides_password(tmp_path: Path) -> None:
     assert redacted(config)["broker"]["password"] == "***"
 
 
+def test_register_passwords_per_device_with_their_limits_and_hidden_in_the_check() -> None:
+    raw = {"agent_id": "a1", "devices": [
+        {"protocol": "shtrih", "url": "x", "action_password": 29},
+        {"protocol": "atol", "url": "y", "access_password": 42, "action_password": 2929},
+    ]}  # fmt: skip
+    config = load_config(None, env={}, overrides=raw)
+    assert [(d.access_password, d.action_password) for d in config.devices] == [(None, 29), (42, 2929)]
+    assert redacted(config)["devices"][1]["access_password"] == "***"
+    assert load_config(None, env={}, overrides={"agent_id": "a1", "devices": [{"protocol": "atol", "url": "y"}]}).devices[0].action_password is None
+
+    for device, key in (
+        ({"protocol": "shtrih", "url": "x", "access_password": 2**32}, "at most 4294967295"),
+        ({"protocol": "atol", "url": "x", "access_password": 10_000}, "at most 9999"),
+        ({"protocol": "atol", "url": "x", "action_password": 100_000_000}, "at most 99999999"),
+        ({"protocol": "shtrih", "url": "x", "action_password": -1}, "action_password"),
+    ):
+        with pytest.raises(ConfigError) as exc:
+            load_config(None, env={}, overrides={"agent_id": "a1", "devices": [device]})
+        assert problems_of(exc)[0].startswith("devices[0]") and key in problems_of(exc)[0]
+
+
 def test_unknown_protocol_is_named() -> None:
     raw = {"agent_id": "a1", "devices": [{"protocol": "shtrih", "url": "x"}, {"protocol": "Mercury", "url": "y"}]}
     with pytest.raises(ConfigError) as exc:

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from agent.drivers.actions import OutcomeKind
+from agent.drivers.actions import WRONG_PASSWORD_HINT, OutcomeKind
 from agent.drivers.registry import DeviceConnection
 from firmware_sim.action_faults import SimAction
 from firmware_sim.clock import ManualClock
@@ -118,6 +118,52 @@ def test_a_scripted_register_error_fails_the_action_with_its_meaning(rig: Rig) -
     assert (outcome.kind, outcome.code) == (OutcomeKind.REGISTER_ERROR, code)
     assert outcome.meaning == (atol_errors.error_meaning(code) if atol else shtrih_errors.error_meaning(0x41, code))
     assert rig.model.shift_open
+
+
+def _store_passwords(rig: Rig) -> None:
+    """The store changed the register's passwords from the factory ones."""
+    if rig.protocol.startswith("atol"):
+        rig.device.access_password, rig.device.mode_password = 42, 2929
+    else:
+        rig.device.admin_password, rig.device.sysadmin_password = 2929, 3030
+
+
+def _configured(rig: Rig, action_password: int) -> DeviceConnection:
+    """The agent's connection as ``[[devices]]`` with the passwords set would open it."""
+    rig.connection.close()
+    access = 42 if rig.protocol.startswith("atol") else 3030  # Shtrih: the system administrator's
+    return DeviceConnection(
+        rig.protocol, f"sim://{rig.name}", timeout=0.2, retries=1, access_password=access, action_password=action_password
+    )
+
+
+def test_actions_run_with_the_configured_password_of_a_register_with_non_default_ones(rig: Rig) -> None:
+    _store_passwords(rig)
+    rig.model.open_shift()
+    connection = _configured(rig, 2929)
+    try:
+        outcome = connection.perform(ActionName.CLOSE_SHIFT, START)
+        assert outcome.kind is OutcomeKind.DONE
+        assert not rig.model.shift_open
+    finally:
+        connection.close()
+
+
+def test_a_wrong_action_password_fails_with_the_registers_code_and_where_to_set_it(rig: Rig) -> None:
+    _store_passwords(rig)
+    rig.model.open_shift()
+    connection = _configured(rig, 1234)
+    try:
+        outcome = connection.perform(ActionName.CLOSE_SHIFT, START)
+    finally:
+        connection.close()
+
+    atol = rig.protocol.startswith("atol")
+    code = atol_errors.WRONG_PASSWORD if atol else shtrih_errors.WRONG_PASSWORD
+    assert (outcome.kind, outcome.code) == (OutcomeKind.REGISTER_ERROR, code)
+    meaning = atol_errors.error_meaning(code) if atol else shtrih_errors.error_meaning(0x41, code)
+    assert outcome.meaning == meaning + WRONG_PASSWORD_HINT  # the register's own words, then where to fix it
+    assert rig.model.shift_open  # nothing happened
 
 
 def test_a_link_dropped_mid_action_is_link_lost_and_the_register_comes_back(rig: Rig) -> None:

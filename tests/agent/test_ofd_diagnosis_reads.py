@@ -18,6 +18,7 @@ from firmware_sim.atol import AtolDevice
 from firmware_sim.model import RegisterModel
 from firmware_sim.scenario import load_scenario
 from firmware_sim.shtrih import ShtrihDevice
+from protocol.kkt.atol.messages import ReadDeviceSetting
 from protocol.kkt.errors import DecodeError
 from protocol.kkt.fn_fiscalisation import AUTONOMOUS_MODE_TAG, FnFiscalisation, WorkMode
 from protocol.kkt.shtrih import messages as msg
@@ -72,15 +73,36 @@ def test_shtrih_reads_exchange_bits_mode_and_server(scenario: str) -> None:
 
 
 @pytest.mark.parametrize("scenario", sorted(EXPECTED))
-def test_atol_reads_exchange_bits_and_mode_but_not_the_server(scenario: str) -> None:
-    ofd = atol_poll(model_for(scenario))
+def test_atol_reads_exchange_bits_mode_and_server(scenario: str) -> None:
+    model = model_for(scenario)
+    ofd = atol_poll(model)
     got = (ofd.transport_connected, ofd.message_waiting, ofd.awaiting_receipt, ofd.response_timeout, ofd.autonomous)
     assert got == EXPECTED[scenario]
-    assert (ofd.server_host, ofd.server_port) == (None, None)  # setting numbers unconfirmed (specs §6a)
+    assert (ofd.server_host, ofd.server_port) == (model.ofd_host, model.ofd_port)  # settings 273/274
 
 
 def test_wrong_host_scenario_names_an_unresolvable_server() -> None:
     assert shtrih_poll(model_for("wrong-ofd-host")).server_host == "ofd.kassa-monitor.invalid"
+    assert atol_poll(model_for("wrong-ofd-host")).server_host == "ofd.kassa-monitor.invalid"
+
+
+@pytest.mark.parametrize("poll", [shtrih_poll, atol_poll], ids=["shtrih", "atol"])
+def test_exchange_bits_3_to_5_reach_the_state(poll: Any) -> None:
+    """FF39h / A4 20h b3–b5: a command from the OFD, its settings changed, an answer awaited."""
+    model = model_for("no-internet")
+    assert (poll(model).settings_changed, poll(model).ofd_command_pending) == (False, False)
+    model.ofd_settings_changed = True
+    ofd = poll(model)
+    assert (ofd.ofd_command_pending, ofd.settings_changed, ofd.awaiting_command_answer) == (False, True, False)
+
+
+def test_atol_register_refusing_the_setting_read_leaves_the_server_unknown() -> None:
+    """Firmware without 46h (or another layout) answers an error: unknown, and no error on the page."""
+    device = AtolDevice(model_for("healthy"))
+    del device._handlers[ReadDeviceSetting]  # this register does not know the command
+    state = AtolSession(atol_tests.AtolLoopback(device), timeout=0.02, retries=2).poll()
+    assert (state.ofd.server_host, state.ofd.server_port) == (None, None)
+    assert state.device.last_error is None
 
 
 def _count_commands(device: Any) -> dict[int, int]:

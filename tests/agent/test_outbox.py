@@ -112,6 +112,23 @@ def test_ack_deletes_up_to_the_mark_of_that_session_only(outbox: Outbox) -> None
     assert keys(outbox) == [(1, 3), (1, 4)]
 
 
+def test_selective_acks_delete_exactly_their_ranges_and_the_rest_is_unacked_after_the_grace(
+    outbox: Outbox, clock: Clock
+) -> None:
+    live = outbox.next_session()
+    for seq in range(8):
+        put(outbox, live, seq, at=T0)
+    outbox.mark_published_many((live, seq) for seq in range(7))  # seq 7 not published yet
+    clock.now = T0 + timedelta(seconds=31)
+    assert outbox.unacked(live, timedelta(seconds=30), 10) == []  # prefix acks: the collector asks for rebirths
+    outbox.ack_ranges(live, [(0, 1), (4, 5)])
+    assert keys(outbox) == [(live, 2), (live, 3), (live, 6), (live, 7)]
+    assert [r.seq for r in outbox.unacked(live, timedelta(seconds=30), 10)] == [2, 3, 6]
+    assert outbox.unacked(live, timedelta(seconds=40), 10) == []  # within the grace
+    outbox.ack_ranges(live, [(3, 3)])
+    assert [r.seq for r in outbox.unacked(live, timedelta(seconds=30), 2)] == [2, 6]
+
+
 def test_collector_mode_keeps_published_until_ack_and_replays_once_per_connection(outbox: Outbox, clock: Clock) -> None:
     outbox.next_session()  # session 1: the first connection
     for seq in range(3):

@@ -206,6 +206,33 @@ def test_collector_acks_empty_the_outbox_and_replay_waits_for_the_collector(
     assert all(r.session == session for r in records)  # replay keeps the original envelope
 
 
+def test_a_record_no_collector_acked_is_sent_again_once(
+    mqtt_broker: Any, start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any
+) -> None:
+    """Collectors sharing the stream ack selectively; a record none acked (a broker node that died
+    lost it) goes out again on hist after ``unacked_grace``, and is deleted once a collector acks it."""
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/#"], persistent=True)
+    runtime = start_runtime(model_register, ack_mode="collector", replay={"unacked_grace": 0.5})
+    recorder.publish(COLLECTOR_STATUS_TOPIC, encode(CollectorStatusPayload(status="online", ts=runtime.now())), retain=True)
+    model_register.change(lambda m: m.open_shift())
+    messages = recorder.wait_for(lambda m: len(events(m)) >= 1 and len(parsed(m, "state")) >= 1)
+    recorder.wait_for(lambda m: runtime.outbox.stats().awaiting_ack >= 3)
+    live = [(p.session, p.seq) for p in [*parsed(messages, "birth"), *parsed(messages, "state"), *events(messages)]]
+    session = live[0][0]
+    seqs = sorted(seq for _, seq in live)
+    lost, top = seqs[1], seqs[-1] + 10**6  # ack everything above the lost one, and far beyond
+    ack = {"v": 1, "session": session, "ranges": [[seqs[0], lost - 1], [lost + 1, top]]}
+    recorder.publish(f"kassa/v1/{AGENT}/ack", json.dumps(ack).encode())
+    messages = recorder.wait_for(lambda m: parsed(m, "hist"), timeout=10)
+    resent = [(r.payload.session, r.payload.seq) for batch in parsed(messages, "hist") for r in batch.records]
+    assert resent == [(session, lost)]
+    recorder.wait_for(lambda m: runtime.unacked_resent == 1)  # counted after the PUBACK
+    threading_wait(1.5)  # once per connection: no second copy
+    assert len(parsed(recorder.messages, "hist")) == 1
+    recorder.publish(f"kassa/v1/{AGENT}/ack", json.dumps({"v": 1, "session": session, "ranges": [[lost, lost]]}).encode())
+    recorder.wait_for(lambda m: runtime.outbox.depth() == 0)
+
+
 def test_full_outbox_counts_drops_and_reports_a_gap(
     mqtt_broker: Any, start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any
 ) -> None:

@@ -24,15 +24,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from agent.config import load_config as load_agent_config
-from agent.runtime import AgentRuntime
 from collector.accounts.audit import Actor
 from collector.accounts.company import DEFAULT_TIME_ZONE
-from collector.accounts.passwords import FAST_TEST_COST, Passwords
-from collector.accounts.service import AccountService, AccountSettings
 from collector.accounts.tree import create_node
-from collector.config import load_config as load_collector_config
-from collector.service import CollectorService
 from collector.storage import create_engine_from_url
 from collector.storage import repository as repo
 from collector.storage.schema import registers
@@ -43,26 +37,16 @@ from firmware_sim.scenario import ScenarioRunner, load_scenario
 from firmware_sim.shtrih import ShtrihDevice
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # live_chain
+from live_chain import OWNER_PASSWORD, running_chain, sign_up_owner
 from netkit import free_port, wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(90)]
 
 OWNER_EMAIL = "owner@live-sim.test"
-OWNER_PASSWORD = "a live browser passphrase"
 AGENT_ID = "agent-tverskaya"
-INN = "7707083893"  # a valid ИНН (Сбербанк's, a public example)
 # The shipped scenario's timeline: paper runs out 30 register-seconds after start.
 PAPER_OUT_AFTER = timedelta(seconds=30)
-
-
-class RecordingMailer:
-    """Keeps account e-mails so the owner's address can be confirmed with the real link token."""
-
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-
-    def send(self, to: str, subject: str, text: str) -> None:
-        self.texts.append(text)
 
 
 @dataclass
@@ -98,17 +82,8 @@ class LiveChain:
 def seed_company(engine: sa.Engine) -> int:
     """An owner (confirmed through the link the sign-up mails) and a store the agent is bound to."""
     at = datetime.now(UTC)
-    mailer = RecordingMailer()
-    accounts = AccountService(
-        mailer, Passwords(FAST_TEST_COST), AccountSettings(base_url="http://kassa.test")
-    )
     with engine.begin() as conn:
-        owner = accounts.sign_up(
-            conn, email=OWNER_EMAIL, password=OWNER_PASSWORD, company="Ромашка Live", inn=INN, at=at
-        )
-        link = re.search(r"/confirm\?token=(\S+)", mailer.texts[-1])
-        assert link is not None, mailer.texts
-        accounts.confirm_email(conn, link.group(1), at=at)
+        owner = sign_up_owner(conn, OWNER_EMAIL, "Ромашка Live", at)
         cli = Actor.cli()
         t = owner.tenant_id
         city = create_node(conn, cli, t, parent_id=owner.root_node_id, kind="city", name="Москва", at=at)
@@ -147,31 +122,11 @@ def live_chain(
     engine = create_engine_from_url(db_url)
     store_id = seed_company(engine)
     web_port = free_port()
-    collector_config = load_collector_config(None, env={}, overrides={
-        "broker_url": mqtt_broker.url, "db_url": db_url, "client_id": "collector-live-browser",
-        "listen": f"127.0.0.1:{web_port}", "evaluator_period": 0.5,
-        "web_auth": "accounts", "cookie_secure": False,  # plain HTTP on loopback
-    })  # fmt: skip
-    agent_config = load_agent_config(None, env={}, overrides={
-        "agent_id": AGENT_ID,
-        "broker": {"url": mqtt_broker.url, "keepalive": 5, "reconnect_min": 0.05, "reconnect_max": 0.3},
-        "outbox": {"path": str(tmp_path / "outbox.sqlite"), "commit_interval": 0.05},
-        "devices": [{"protocol": "shtrih", "url": simulated_register.url, "poll_interval": 0.2}],
-    })  # fmt: skip
-    collector = CollectorService(collector_config)
-    agent = AgentRuntime(agent_config)
-    collector_started = agent_started = False
+    agent = {"agent_id": AGENT_ID, "devices": [{"protocol": "shtrih", "url": simulated_register.url, "poll_interval": 0.2}]}
     try:
-        collector.start()
-        collector_started = True
-        agent.start()
-        agent_started = True
-        yield LiveChain(f"http://127.0.0.1:{web_port}", engine, store_id, simulated_register)
+        with running_chain(mqtt_broker.url, db_url, web_port, "collector-live-browser", agent, tmp_path):
+            yield LiveChain(f"http://127.0.0.1:{web_port}", engine, store_id, simulated_register)
     finally:
-        if agent_started:
-            agent.stop(timeout=2)
-        if collector_started:
-            collector.stop()
         engine.dispose()
 
 

@@ -25,15 +25,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from agent.config import load_config as load_agent_config
-from agent.runtime import AgentRuntime
 from collector.accounts.audit import Actor, list_entries
 from collector.accounts.company import DEFAULT_TIME_ZONE
-from collector.accounts.passwords import FAST_TEST_COST, Passwords
-from collector.accounts.service import AccountService, AccountSettings
 from collector.accounts.tree import create_node
-from collector.config import load_config as load_collector_config
-from collector.service import CollectorService
 from collector.storage import create_engine_from_url
 from collector.storage import repository as repo
 from firmware_sim.clock import ManualClock
@@ -42,24 +36,16 @@ from firmware_sim.model import RegisterModel
 from firmware_sim.shtrih import ShtrihDevice
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # live_chain
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "collector"))
+from live_chain import OWNER_PASSWORD, running_chain, sign_up_owner
 from netkit import free_port, wait_for
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.slow, pytest.mark.timeout(90)]
 
 OWNER_EMAIL = "owner@actions-live.test"
-OWNER_PASSWORD = "a live browser passphrase"
 AGENT_ID = "agent-actions-live"
 REGISTER_ID = "kkt-live-actions"
-INN = "7707083893"
-
-
-class RecordingMailer:
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-
-    def send(self, to: str, subject: str, text: str) -> None:
-        self.texts.append(text)
 
 
 @dataclass
@@ -75,14 +61,8 @@ class Chain:
 
 def seed_company(engine: sa.Engine) -> int:
     at = datetime.now(UTC)
-    mailer = RecordingMailer()
-    accounts = AccountService(mailer, Passwords(FAST_TEST_COST), AccountSettings(base_url="http://kassa.test"))
     with engine.begin() as conn:
-        owner = accounts.sign_up(conn, email=OWNER_EMAIL, password=OWNER_PASSWORD, company="Ромашка Действия",
-                                 inn=INN, at=at)
-        link = re.search(r"/confirm\?token=(\S+)", mailer.texts[-1])
-        assert link is not None, mailer.texts
-        accounts.confirm_email(conn, link.group(1), at=at)
+        owner = sign_up_owner(conn, OWNER_EMAIL, "Ромашка Действия", at)
         store = create_node(conn, Actor.cli(), owner.tenant_id, parent_id=owner.root_node_id, kind="store",
                             name="Тверская 1", at=at)
         repo.enroll_agent(conn, AGENT_ID, tenant_id=owner.tenant_id, node_id=store, enrolled_at=at)
@@ -97,10 +77,6 @@ def chain(mqtt_broker: Any, tmp_path: Path, migrated_template: Path) -> Iterator
     engine = create_engine_from_url(db_url)
     tenant_id = seed_company(engine)
     web_port = free_port()
-    config = load_collector_config(None, env={}, overrides={
-        "broker_url": mqtt_broker.url, "db_url": db_url, "client_id": "collector-actions-browser",
-        "listen": f"127.0.0.1:{web_port}", "evaluator_period": 0.5, "web_auth": "accounts", "cookie_secure": False,
-    })  # fmt: skip
     # A Moscow register (its clock reads the company's local time) whose shift opened 30 h ago.
     now = datetime.now(ZoneInfo(DEFAULT_TIME_ZONE)).replace(tzinfo=None, microsecond=0)
     model = RegisterModel(clock=ManualClock(now))
@@ -108,26 +84,15 @@ def chain(mqtt_broker: Any, tmp_path: Path, migrated_template: Path) -> Iterator
     name = f"actions-{uuid.uuid4().hex[:8]}"
     install_sim_url_handler()
     register_sim(name, ShtrihDevice(model))
-    agent = AgentRuntime(load_agent_config(None, env={}, overrides={
+    agent = {
         "agent_id": AGENT_ID,
-        "broker": {"url": mqtt_broker.url, "keepalive": 5, "reconnect_min": 0.05, "reconnect_max": 0.3},
-        "outbox": {"path": str(tmp_path / "outbox.sqlite"), "commit_interval": 0.05},
         "devices": [{"protocol": "shtrih", "url": f"sim://{name}", "poll_interval": 0.3, "register_id": REGISTER_ID}],
         "actions": {"allow": ["check_now", "x_report", "close_shift"]},
-    }))  # fmt: skip
-    collector = CollectorService(config)
-    collector_started = agent_started = False
+    }
     try:
-        collector.start()
-        collector_started = True
-        agent.start()
-        agent_started = True
-        yield Chain(f"http://127.0.0.1:{web_port}", engine, tenant_id, model)
+        with running_chain(mqtt_broker.url, db_url, web_port, "collector-actions-browser", agent, tmp_path):
+            yield Chain(f"http://127.0.0.1:{web_port}", engine, tenant_id, model)
     finally:
-        if agent_started:
-            agent.stop(timeout=2)
-        if collector_started:
-            collector.stop()
         unregister_sim(name)
         engine.dispose()
 

@@ -256,10 +256,21 @@ def test_a_restarted_writer_continues_from_the_durable_mark(engine, downlink) ->
     assert restarted.tracker.open_gaps() == {}
 
 
-def test_a_shared_subscription_acks_the_highest_seq_and_never_asks_for_rebirths(engine, downlink) -> None:
+def selective_acks(downlink: kit.FakeDownlink, agent: str) -> list[tuple[int, list[list[int]]]]:
+    acked = [json.loads(payload) for topic, payload in downlink.published if topic == ack_topic(agent)]
+    assert all("seq" not in data for data in acked), "a collector sharing the stream vouched for a prefix"
+    return [(data["session"], data["ranges"]) for data in acked]
+
+
+def test_a_shared_subscription_acks_exactly_what_it_committed_and_never_asks_for_rebirths(engine, downlink) -> None:
+    """Another collector holds seqs 0–4 and 6 (or the broker lost them): acking «up to 7» would
+    let the agent delete them. Each collector acks its own seqs, live and replayed alike."""
     writer = make_writer(engine, downlink, contiguous_acks=False, reorder_window=0.001)
-    writer.process(kit.batch(kit.state_msg("agent-a", "kkt-1", 1, 5)))
-    assert acks(downlink, "agent-a") == [(1, 5)]
+    writer.process(kit.batch(kit.state_msg("agent-a", "kkt-1", 1, 5), kit.state_msg("agent-a", "kkt-1", 1, 7)))
+    assert selective_acks(downlink, "agent-a") == [(1, [[5, 5], [7, 7]])]
+    replay = [kit.state_payload("agent-a", "kkt-1", 1, seq) for seq in (8, 9, 10, 12)]
+    writer.process(kit.batch(kit.hist_msg("agent-a", replay)))
+    assert selective_acks(downlink, "agent-a")[-1] == (1, [[8, 10], [12, 12]])
     writer._ask_rebirths()
     assert not [t for t, _ in downlink.published if t == cmd_topic("agent-a")]
 

@@ -81,6 +81,17 @@ def test_failed_connect_from_the_pc_is_no_internet() -> None:
     assert "f1.taxcom.ru:7777" in found.fix
 
 
+def test_new_settings_from_the_ofd_add_a_restart_to_the_connection_fixes() -> None:
+    """ФН exchange b4: the OFD sent new connection settings; the fix of a connection cause says to apply them."""
+    changed = diagnose(inp(transport_connected=False, link_check=link(connected=False), settings_changed=True))
+    assert changed is not None and changed.cause == "no_internet"
+    assert "настройки соединения с ОФД изменились" in changed.fix and changed.details["settings_changed"] is True
+    unchanged = diagnose(inp(transport_connected=False, link_check=link(connected=False), settings_changed=False))
+    assert unchanged is not None and "настройки соединения" not in unchanged.fix
+    acking = diagnose(inp(transport_connected=True, awaiting_receipt=True, link_check=link(), settings_changed=True))
+    assert acking is not None and acking.cause == "ofd_not_acking" and "настройки соединения" not in acking.fix
+
+
 def test_without_a_connect_test_the_registers_transport_decides() -> None:
     # ATOL: the server address is unknown, so there is no check; the register's b0 speaks.
     assert cause_of(inp(server_host=None, server_port=None, transport_connected=False)) == "no_internet"

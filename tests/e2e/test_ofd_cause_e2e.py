@@ -44,12 +44,11 @@ pytestmark = [pytest.mark.mosquitto, pytest.mark.slow]
 
 AGENT = "agent-tverskaya"  # enrolled by company_kit.build_company
 PROTOCOLS = ("shtrih", "atol")
-# scenario → expected cause per protocol. ATOL does not report its OFD server (setting numbers
-# unconfirmed, specs §6a), so the agent cannot test it: the register's own "transport down" says
-# «нет интернета» for a wrong host too.
+# scenario → expected cause per protocol. Both report the OFD server the register uses (Shtrih
+# table 19, ATOL settings 273/274), so the agent tests that host on both.
 EXPECTED = {
     "no-internet": {"shtrih": "no_internet", "atol": "no_internet"},
-    "wrong-ofd-host": {"shtrih": "wrong_ofd_host", "atol": "no_internet"},
+    "wrong-ofd-host": {"shtrih": "wrong_ofd_host", "atol": "wrong_ofd_host"},
     "ofd-not-acking": {"shtrih": "ofd_not_acking", "atol": "ofd_not_acking"},
     "autonomous": {"shtrih": "autonomous", "atol": "autonomous"},
 }
@@ -173,12 +172,13 @@ def test_every_cause_reaches_the_register_json_on_both_protocols(
             for scenario, expected in EXPECTED.items():
                 _check_cause(register_json, f"kkt-{protocol}-{scenario}", expected[protocol], scenario != "autonomous")
 
-        shtrih_wrong = register_json("kkt-shtrih-wrong-ofd-host")
-        assert shtrih_wrong is not None
-        check = shtrih_wrong["ofd_cause"]["details"]["link_check"]
-        assert check["host"] == "ofd.kassa-monitor.invalid" and check["resolved"] is False
-        acking = register_json("kkt-shtrih-ofd-not-acking")
-        assert acking is not None and acking["ofd_cause"]["details"]["link_check"]["connected"] is True
+        for protocol in PROTOCOLS:  # the agent tested the host the register itself reported
+            wrong = register_json(f"kkt-{protocol}-wrong-ofd-host")
+            assert wrong is not None
+            check = wrong["ofd_cause"]["details"]["link_check"]
+            assert check["host"] == "ofd.kassa-monitor.invalid" and check["resolved"] is False
+            acking = register_json(f"kkt-{protocol}-ofd-not-acking")
+            assert acking is not None and acking["ofd_cause"]["details"]["link_check"]["connected"] is True
 
         sims["kkt-shtrih-no-internet"].unplug()  # the register stops answering; the agent stays
         wait_for(lambda: cause("kkt-shtrih-no-internet") == "register_unreachable", 30, "«касса не отвечает»")

@@ -101,9 +101,15 @@ def make_rig(mqtt_broker: Any, mqtt_recorder: Callable[..., Any], tmp_path: Path
     install_sim_url_handler()
 
     def make(protocol: str = "shtrih", *, actions: dict[str, Any] | None = None,
-             model: RegisterModel | None = None, outbox: Path | None = None, **extra: Any) -> Rig:  # fmt: skip
+             model: RegisterModel | None = None, outbox: Path | None = None,
+             register_passwords: dict[str, int] | None = None, device_settings: dict[str, Any] | None = None,
+             **extra: Any) -> Rig:  # fmt: skip
+        """``register_passwords`` set the simulated register's own (attribute → value) before the
+        agent starts; ``device_settings`` go into the agent's ``[[devices]]`` table."""
         model = model or RegisterModel(clock=ManualClock(datetime.now().replace(microsecond=0)))
         device = make_device(protocol, model)
+        for attribute, value in (register_passwords or {}).items():
+            setattr(device, attribute, value)
         name = f"act-{uuid.uuid4().hex[:8]}"
         registration = register_sim(name, device)
         recorder = mqtt_recorder([f"{TOPIC_ROOT}/{AGENT}/#"], client_id=f"rec-{name}")
@@ -112,7 +118,8 @@ def make_rig(mqtt_broker: Any, mqtt_recorder: Callable[..., Any], tmp_path: Path
             "heartbeat": 5,
             "broker": {"url": mqtt_broker.url, "keepalive": 5, "reconnect_min": 0.05, "reconnect_max": 0.3},
             "outbox": {"path": str(outbox or tmp_path / f"{name}.sqlite"), "commit_interval": 0.02},
-            "devices": [{"protocol": protocol, "url": f"sim://{name}", "poll_interval": 0.3, "register_id": REGISTER}],
+            "devices": [{"protocol": protocol, "url": f"sim://{name}", "poll_interval": 0.3, "register_id": REGISTER,
+                         **(device_settings or {})}],
             **({"actions": actions} if actions is not None else {}),
             **extra,
         })  # fmt: skip
@@ -288,6 +295,36 @@ def test_actions_in_the_wrong_shift_state_fail_with_the_register_code(
         assert (result.status, result.reason) == ("failed", "wrong_shift_state")
         assert result.code is not None and result.meaning
     assert rig.model.now() == clock_before and rig.model.shift_number == shift
+
+
+# A store that changed its register's passwords: the simulated register's, and the agent's settings.
+CHANGED_PASSWORDS = {
+    "shtrih": ({"admin_password": 2929, "sysadmin_password": 3030}, {"access_password": 3030}),
+    "atol": ({"access_password": 42, "mode_password": 2929}, {"access_password": 42}),
+}
+
+
+@pytest.mark.parametrize("protocol", ["shtrih", "atol"])
+def test_actions_run_with_the_passwords_from_the_agent_config_and_a_wrong_one_fails_with_its_code(
+    make_rig: Callable[..., Rig], protocol: str
+) -> None:
+    register, settings = CHANGED_PASSWORDS[protocol]
+    wrong = make_rig(protocol, actions={"allow": EVERY_ACTION}, register_passwords=register,
+                     device_settings={**settings, "action_password": 1234})  # fmt: skip
+    _shift_open(wrong.model)
+
+    refused = wrong.final(wrong.send("close_shift"))
+
+    assert refused.status == "failed" and refused.code == (140 if protocol == "atol" else 0x4F)
+    assert refused.meaning and "action_password" in refused.meaning
+    assert wrong.model.shift_open
+    wrong.agent.stop(timeout=2)
+
+    right = make_rig(protocol, actions={"allow": EVERY_ACTION}, register_passwords=register,
+                     device_settings={**settings, "action_password": 2929})  # fmt: skip
+    _shift_open(right.model)
+    assert right.final(right.send("close_shift")).status == "done"
+    assert not right.model.shift_open
 
 
 @pytest.mark.parametrize("protocol", ["shtrih", "atol"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from datetime import datetime, time, timedelta
 from pathlib import Path
@@ -119,6 +120,54 @@ def test_ofd_backlog_agent_reads_the_count_the_scenario_text_states(protocol: st
         assert connection.poll().ofd.unsent_count == stated
 
 
+@pytest.mark.parametrize("protocol", ["shtrih", "atol"])
+def test_scripted_action_faults_fail_the_agents_z_reports_as_the_scenario_says(protocol: str) -> None:
+    """z-report-fails: the first remote Z-report is refused with this protocol's «нет бумаги», the
+    second loses its answer mid-report (the register printed it), which the next poll shows."""
+    from agent.drivers.actions import OutcomeKind
+    from agent.drivers.registry import DeviceConnection
+    from firmware_sim.devices import make_device
+    from firmware_sim.hosts import install_sim_url_handler, register_sim
+    from protocol.mqtt.actions import ActionName
+
+    install_sim_url_handler()
+    scenario = load_scenario("z-report-fails")
+    no_paper = scenario.action_faults[0].refuse[protocol]
+    # A registered device outlives the agent's reconnect (a sim://PROTOCOL?scenario= URL starts a
+    # fresh register per open); it is armed the way kassa-sim and that URL arm theirs.
+    device = make_device(protocol, scenario.build(lambda: datetime.now().replace(microsecond=0)))
+    scenario.arm_action_faults(device.action_faults, protocol)  # type: ignore[attr-defined]
+    name = f"zfail-{protocol}-{id(device)}"
+    registration = register_sim(name, device)
+    with contextlib.closing(registration), DeviceConnection(protocol, registration.address, timeout=0.2, retries=1) as connection:
+        assert connection.poll().shift.status is ShiftStatus.EXPIRED
+        refused = connection.perform(ActionName.CLOSE_SHIFT, START)
+        assert (refused.kind, refused.code) == (OutcomeKind.REGISTER_ERROR, no_paper)
+        assert refused.meaning in ("нет чековой ленты", "нет бумаги")  # Shtrih 6Bh, ATOL 103
+        dropped = connection.perform(ActionName.CLOSE_SHIFT, START)
+        assert dropped.kind is OutcomeKind.LINK_LOST
+        deadline = datetime.now() + timedelta(seconds=10)
+        while True:
+            try:
+                state = connection.poll()
+                break
+            except Exception:
+                assert datetime.now() < deadline, "the register never came back"
+        assert state.shift.status is ShiftStatus.CLOSED  # the dropped Z-report was carried out
+
+
+def test_a_sim_url_with_the_scenario_arms_its_action_faults() -> None:
+    from agent.drivers.actions import OutcomeKind
+    from agent.drivers.registry import DeviceConnection
+    from firmware_sim.hosts import install_sim_url_handler
+    from protocol.mqtt.actions import ActionName
+
+    install_sim_url_handler()
+    with DeviceConnection("atol", "sim://atol?scenario=z-report-fails", timeout=0.2, retries=1) as connection:
+        outcome = connection.perform(ActionName.CLOSE_SHIFT, START)
+    assert (outcome.kind, outcome.code) == (OutcomeKind.REGISTER_ERROR, 103)
+
+
 def test_ffd_version_from_the_scenario_is_what_the_agent_reads() -> None:
     from agent.drivers.shtrih import ShtrihSession
     from firmware_sim.shtrih import ShtrihDevice
@@ -216,6 +265,12 @@ def test_timeline_actions_change_the_model() -> None:
         ("format = 1\n[life]\nopens = \"08:00\"\n", "life.opens/life.closes"),
         ("format = 1\n[life]\nopens = \"22:00\"\ncloses = \"08:00\"\n", "life.opens/life.closes"),
         ("format = 1\nsurprise = true\n", "surprise"),
+        ("format = 1\n[[action_faults]]\naction = \"explode\"\nrefuse = 1\n", "action_faults[0].action"),
+        ("format = 1\n[[action_faults]]\naction = \"z_report\"\n", "action_faults[0]: give either"),
+        ("format = 1\n[[action_faults]]\naction = \"z_report\"\nrefuse = 300\n", "action_faults[0].refuse"),
+        ("format = 1\n[[action_faults]]\naction = \"z_report\"\nrefuse = { mercury = 1 }\n", "action_faults[0].refuse.mercury"),
+        ("format = 1\n[[action_faults]]\naction = \"z_report\"\ndrop = \"0s\"\n", "action_faults[0].drop"),
+        ("format = 1\n[[action_faults]]\naction = \"z_report\"\nrefuse = 1\nexecuted = false\n", "action_faults[0].executed"),
         ("format = 1\n[state\n", "line 2"),
     ],
 )

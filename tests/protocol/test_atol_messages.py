@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 from protocol.kkt.atol import errors as atol_errors
 from protocol.kkt.atol.messages import (
     COMMANDS,
+    OFD_ADDRESS_SETTING,
+    OFD_PORT_SETTING,
     CloseReceipt,
     CloseShift,
     Command,
@@ -36,9 +38,11 @@ from protocol.kkt.atol.messages import (
     OpenReceipt,
     OpenShift,
     PrintReport,
+    ReadDeviceSetting,
     Reboot,
     RegisterItem,
     SetDateTime,
+    SettingValue,
     StateCode,
     UnknownCommand,
     decode_bcd,
@@ -90,6 +94,7 @@ SAMPLE_REQUESTS: list[Command[Any]] = [
     GetFnShiftParams(),
     GetFnDocument(0x01020304),
     GetFnRegistrationParam(1209),
+    ReadDeviceSetting(OFD_PORT_SETTING),
     EnterMode(3, 30),
     LeaveMode(),
     OpenShift(test=True),
@@ -116,6 +121,7 @@ SAMPLE_ANSWERS: list[tuple[Command[Any], Any]] = [
     (GetFnShiftParams(), FnShiftParams(True, 300, 12)),
     (GetFnDocument(5), FnDocument(2, True, datetime(2026, 5, 1, 8, 0), 5, 123, shift_number=300)),
     (OpenShift(), CommonAnswer()),
+    (ReadDeviceSetting(OFD_ADDRESS_SETTING), SettingValue.of_text("k-server.1-ofd.ru")),
 ]
 
 
@@ -129,6 +135,18 @@ def test_every_request_round_trips_through_the_registry(command: Command[Any]) -
 def test_registry_covers_every_request_and_codes_are_unique() -> None:
     assert {type(c) for c in SAMPLE_REQUESTS} == set(COMMANDS.values())
     assert GetFnStatus().code == 0xA430 and GetDeviceStatus().code == 0x3F
+
+
+def test_ofd_setting_read_layout() -> None:
+    """46h + setting number big-endian; the answer's value is text (host) or a big-endian number (port)."""
+    assert encode_request(ReadDeviceSetting(OFD_ADDRESS_SETTING)) == bytes.fromhex("00 00 46 01 11")
+    assert ReadDeviceSetting(OFD_ADDRESS_SETTING).decode_answer(b"\x55\x00ofd.ru\x00\x00").text == "ofd.ru"
+    assert ReadDeviceSetting(OFD_PORT_SETTING).decode_answer(bytes.fromhex("55 00 1E 61")).number == 7777
+    with pytest.raises(DeviceError) as refused:
+        ReadDeviceSetting(OFD_PORT_SETTING).decode_answer(bytes.fromhex("55 66 00"))
+    assert refused.value.code == atol_errors.NOT_IN_THIS_MODE
+    with pytest.raises(EncodeError):
+        SettingValue.of_number(70_000)
 
 
 def test_default_password_and_two_byte_codes() -> None:

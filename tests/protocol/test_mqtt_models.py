@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from protocol.kkt.state import FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
 from protocol.mqtt.errors import (
@@ -43,6 +44,7 @@ from protocol.mqtt.models import (
     encode_ack,
     encode_hist_batch,
     pack_hist_batches,
+    seq_ranges,
 )
 from protocol.mqtt.topics import (
     COLLECTOR_STATUS_TOPIC,
@@ -306,3 +308,52 @@ def test_encode_ack_is_the_models_bytes(session: int, seq: int, epoch: str | Non
 def test_encode_ack_refuses_what_the_model_refuses(session: int, seq: int, epoch: str | None) -> None:
     with pytest.raises(ValidationError):
         encode_ack(session, seq, epoch)
+
+
+@given(seqs=st.sets(st.integers(min_value=0, max_value=500), min_size=1, max_size=200))
+def test_seq_ranges_cover_exactly_the_seqs_in_separate_runs(seqs: set[int]) -> None:
+    ranges = seq_ranges(seqs)
+    assert {seq for low, high in ranges for seq in range(low, high + 1)} == seqs
+    assert all(low <= high for low, high in ranges)
+    assert all(later[0] > earlier[1] + 1 for earlier, later in itertools.pairwise(ranges))
+
+
+@given(
+    session=st.integers(min_value=1, max_value=UINT64_MAX),
+    seq=st.none() | st.integers(min_value=0, max_value=UINT64_MAX),
+    seqs=st.sets(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=50),
+    epoch=st.none() | st.from_regex(r"[0-9a-f]{16,64}", fullmatch=True),
+)
+def test_selective_ack_bytes_are_the_models_and_decode_back(
+    session: int, seq: int | None, seqs: set[int], epoch: str | None
+) -> None:
+    ranges = seq_ranges(seqs)
+    raw = encode_ack(session, seq, epoch, ranges)
+    assert raw == encode(AckPayload(session=session, seq=seq, ranges=ranges, epoch=epoch))
+    decoded = decode("kassa/v1/agent-1/ack", raw)
+    assert isinstance(decoded, AckPayload) and decoded.ranges == ranges and decoded.seq == seq
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"v":1,"session":3}', b'{"v":1,"session":3,"ranges":[]}', b'{"v":1,"session":3,"ranges":[[5,4]]}',
+     b'{"v":1,"session":3,"ranges":[[1]]}', b'{"v":1,"session":3,"ranges":[[-1,2]]}'],
+)
+def test_ack_without_a_prefix_or_with_a_bad_range_is_refused(raw: bytes) -> None:
+    with pytest.raises(InvalidPayload):
+        decode("kassa/v1/agent-1/ack", raw)
+
+
+def test_an_agent_that_predates_selective_acks_keeps_its_records() -> None:
+    """An older agent parses ``ranges`` away (extra fields are ignored) and then finds no ``seq``: it
+    logs a malformed ack and deletes nothing — never reads it as a prefix."""
+    raw = encode_ack(3, None, None, [(0, 9)])
+
+    class OldAck(BaseModel):
+        model_config = ConfigDict(extra="ignore")
+        v: int
+        session: int
+        seq: int
+
+    with pytest.raises(ValidationError):
+        OldAck.model_validate_json(raw)

@@ -151,6 +151,16 @@ CAUSE_RULES: tuple[CauseRule, ...] = (
 )
 
 
+# The ФН's exchange byte b4 (specs §6a): the OFD sent the register new connection settings. Where the
+# cause is the connection itself, that is the likeliest reason, and a restart is how a register
+# applies them; the fix says so.
+SETTINGS_CHANGED_CAUSES = frozenset({"wrong_ofd_host", "no_internet", "exchange_stuck"})
+SETTINGS_CHANGED_FIX = (
+    " ФН сообщает, что настройки соединения с ОФД изменились: перезагрузите кассу, чтобы она их "
+    "применила, и сверьте адрес ОФД в настройках кассы с договором."
+)
+
+
 def diagnose(inp: RuleInput) -> OfdCause | None:
     """The cause documents do not reach the OFD, or None when nothing waits or nothing fits. The
     contracted OFD comes from the input's contract (``OfdContract.ofd_operator``)."""
@@ -162,7 +172,10 @@ def diagnose(inp: RuleInput) -> OfdCause | None:
     for rule in CAUSE_RULES:
         if rule.holds(cause_input):
             details = _details(state.ofd, contracted_ofd)
-            return OfdCause(rule.cause, rule.text, _fill(rule.fix, details), details)
+            fix = _fill(rule.fix, details)
+            if state.ofd.settings_changed and rule.cause in SETTINGS_CHANGED_CAUSES:
+                fix += SETTINGS_CHANGED_FIX
+            return OfdCause(rule.cause, rule.text, fix, details)
     return None
 
 
@@ -183,6 +196,9 @@ def _details(ofd: OfdState, contracted_ofd: str | None) -> dict[str, Any]:
         "transport_connected": ofd.transport_connected,
         "awaiting_receipt": ofd.awaiting_receipt,
         "response_timeout": ofd.response_timeout,
+        "ofd_command_pending": ofd.ofd_command_pending,
+        "settings_changed": ofd.settings_changed,
+        "awaiting_command_answer": ofd.awaiting_command_answer,
         "link_check": None if check is None else check.model_dump(mode="json"),
     }
 

@@ -658,6 +658,69 @@ class Reboot(_SimpleCommand):
     CODE = b"\xce\x41"
 
 
+# ---- 46h device setting: the OFD server (specs §6a)
+#
+# The setting NUMBERS are the vendor driver's (ДТО10 readDeviceSetting / LIBFPTR_PARAM_SETTING_ID:
+# 273 OFD address, 274 OFD port, 275 DNS), seen read and written the same way in many public
+# integrations [V2]. How the register carries them on the protocol-3 wire is NOT in any public
+# source we could read (the ATOL "Протокол ККТ 3.1" PDF is not readable; atol4j has no table
+# command): the layout below — 46h, the setting number 2 bytes big-endian, the answer
+# ``55h | err | value`` with text in the register's code page and numbers big-endian — is the
+# best-supported guess [I]. A register that refuses it leaves the OFD server unknown.
+
+OFD_ADDRESS_SETTING = 273
+OFD_PORT_SETTING = 274
+
+
+@dataclass(frozen=True, slots=True)
+class SettingValue:
+    """A setting's raw bytes; read as text (a host name) or as a number (a port)."""
+
+    raw: bytes
+
+    @property
+    def text(self) -> str:
+        return self.raw.split(b"\x00", 1)[0].decode(NAME_CODEC, errors="replace").strip()
+
+    @property
+    def number(self) -> int:
+        return int.from_bytes(self.raw, "big")
+
+    @classmethod
+    def of_text(cls, value: str) -> SettingValue:
+        return cls(value.encode(NAME_CODEC))
+
+    @classmethod
+    def of_number(cls, value: int, size: int = 2) -> SettingValue:
+        if not 0 <= value < 1 << (8 * size):
+            raise EncodeError(f"{value} does not fit {size} bytes")
+        return cls(value.to_bytes(size, "big"))
+
+
+@dataclass(frozen=True, slots=True)
+class ReadDeviceSetting(Command[SettingValue]):
+    """46h setting number (2, big-endian) → ``55h | err | value`` (layout unconfirmed, see above)."""
+
+    CODE = b"\x46"
+    setting: int = OFD_ADDRESS_SETTING
+
+    def params(self) -> bytes:
+        if not 0 <= self.setting <= 0xFFFF:
+            raise EncodeError(f"setting number {self.setting} does not fit 2 bytes")
+        return self.setting.to_bytes(2, "big")
+
+    @classmethod
+    def from_params(cls, params: bytes) -> ReadDeviceSetting:
+        _require(params, 2, "46h setting number")
+        return cls(int.from_bytes(params[:2], "big"))
+
+    def decode_answer(self, data: bytes) -> SettingValue:
+        return SettingValue(_check_ok(self.code, data, f"46h setting {self.setting}"))
+
+    def encode_answer(self, answer: SettingValue) -> bytes:
+        return bytes((ANSWER_OK, 0)) + answer.raw
+
+
 # ---------------------------------------------------------------------------------------------
 # Registry and request envelope (password | code | params).
 
@@ -665,7 +728,7 @@ COMMANDS: dict[bytes, type[Command[Any]]] = {
     cls.CODE: cls
     for cls in (
         GetDeviceStatus, GetStateCode, GetDeviceType, GetFirmwareVersion, GetFnStatus, GetFnNumber,
-        GetFnValidity, GetFnExchangeStatus, GetFnShiftParams, GetFnDocument, GetFnRegistrationParam, EnterMode, LeaveMode, OpenShift, CloseShift,
+        GetFnValidity, GetFnExchangeStatus, GetFnShiftParams, GetFnDocument, GetFnRegistrationParam, ReadDeviceSetting, EnterMode, LeaveMode, OpenShift, CloseShift,
         OpenReceipt, RegisterItem, CloseReceipt, PrintReport, SetDateTime, Reboot,
     )
 }  # fmt: skip
