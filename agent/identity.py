@@ -30,7 +30,7 @@ class AckFilter:
 
     def owns(self, ack: AckPayload) -> bool:
         with self._lock:
-            if isinstance(ack.epoch, str):  # else UNSET: an ack without one
+            if isinstance(ack.epoch, str):  # absent or null: an ack without one
                 if ack.epoch == self.epoch:
                     self._collector_knows_epochs = True
                     return True

@@ -367,7 +367,7 @@ class AgentRuntime:
                 self.write_health()
             elif isinstance(ack, AckPayload):
                 if self._acks.owns(ack):
-                    if ack.seq is not None:
+                    if isinstance(ack.seq, int):  # absent or null: selective only
                         self.outbox.ack(ack.session, ack.seq)
                     if ack.ranges:
                         self.outbox.ack_ranges(ack.session, ack.ranges)

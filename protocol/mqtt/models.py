@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, TypeAlias
 
@@ -49,13 +50,15 @@ from protocol.mqtt.actions import ActionName, ActionStatus
 from protocol.mqtt.errors import InvalidPayload, UnsupportedSchemaVersion
 from protocol.mqtt.rules import EPOCH_PATTERN as EPOCH_PATTERN
 from protocol.mqtt.rules import KNOWN_COMMANDS as KNOWN_COMMANDS
+from protocol.mqtt.rules import MAX_ACK_RANGES as MAX_ACK_RANGES
 from protocol.mqtt.rules import MAX_PAYLOAD_BYTES as MAX_PAYLOAD_BYTES
 from protocol.mqtt.rules import SCHEMA_VERSION as SCHEMA_VERSION
 from protocol.mqtt.rules import UINT64_MAX as UINT64_MAX
 from protocol.mqtt.rules import EventKind as EventKind
 from protocol.mqtt.rules import HistType as HistType
 from protocol.mqtt.rules import RefusalReason as RefusalReason
-from protocol.mqtt.rules import StateReason, check_identity, check_size, classify_rejection
+from protocol.mqtt.rules import StateReason, check_ack_covers, check_identity, check_size, classify_rejection
+from protocol.mqtt.rules import seq_ranges as seq_ranges
 from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, ID_PATTERN, AgentTopic, TopicKind
 from protocol.mqtt.wire import encode_hist_batch as encode_hist_batch
 from protocol.mqtt.wire import pack_hist_batches as pack_hist_batches
@@ -87,10 +90,12 @@ def _standard_json(value: dict[str, Any]) -> dict[str, Any]:
 
 
 Id = Annotated[str, StringConstraints(pattern=rf"^{ID_PATTERN}$")]
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-SchemaVersion = Annotated[int, Field(ge=1, le=SCHEMA_VERSION, description="schema version of the payload")]
-Session = Annotated[int, Field(ge=1, le=UINT64_MAX, description="agent session, +1 per MQTT connection")]
-Seq = Annotated[int, Field(ge=0, le=UINT64_MAX, description="per-session sequence number, never wraps")]
+# Strict: the envelope's numbers and times are what the contract says, never true, "1", 1.0 or a
+# Unix time — as protocol.mqtt.wire's mirrors read them, so both refuse the same payloads.
+UtcDatetime = Annotated[AwareDatetime, Field(strict=True), AfterValidator(_to_utc)]
+SchemaVersion = Annotated[int, Field(ge=1, le=SCHEMA_VERSION, strict=True, description="schema version of the payload")]
+Session = Annotated[int, Field(ge=1, le=UINT64_MAX, strict=True, description="agent session, +1 per MQTT connection")]
+Seq = Annotated[int, Field(ge=0, le=UINT64_MAX, strict=True, description="per-session sequence number, never wraps")]
 Epoch = Annotated[
     str,
     StringConstraints(pattern=EPOCH_PATTERN),
@@ -221,9 +226,6 @@ with warnings.catch_warnings():  # "register": see StatePayload
         )
 
 
-MAX_ACK_RANGES: Final = 4096  # a collector acks one batch at a time: its records of one session
-
-
 class AckPayload(_Model):
     """Collector → agent: what of ``session`` (of ``epoch``, when given) is committed.
 
@@ -240,22 +242,8 @@ class AckPayload(_Model):
 
     @model_validator(mode="after")
     def _covers_something(self) -> AckPayload:
-        if self.seq is None and not self.ranges:
-            raise ValueError("an ack needs seq (a committed prefix) or ranges (committed seqs)")
-        if self.ranges and any(low > high for low, high in self.ranges):
-            raise ValueError("an ack range must be [low, high] with low <= high")
+        check_ack_covers(self.seq, self.ranges)
         return self
-
-
-def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
-    """``[1, 2, 3, 7, 9, 10]`` → ``[(1, 3), (7, 7), (9, 10)]``: the inclusive runs of the sorted seqs."""
-    runs: list[tuple[int, int]] = []
-    for seq in sorted(set(seqs)):
-        if runs and seq == runs[-1][1] + 1:
-            runs[-1] = (runs[-1][0], seq)
-        else:
-            runs.append((seq, seq))
-    return runs
 
 
 class RefusalPayload(_Model):

@@ -6,6 +6,7 @@ and their msgspec mirrors (``protocol.mqtt.wire``), so both refuse a message for
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from enum import StrEnum
 from typing import Final, Literal, TypeAlias
 
@@ -25,6 +26,7 @@ UINT64_MAX: Final = 2**64 - 1
 EPOCH_PATTERN: Final = r"^[0-9a-f]{16,64}$"
 
 KNOWN_COMMANDS: Final = frozenset({"rebirth", "poll-now"})
+MAX_ACK_RANGES: Final = 4096  # a collector acks one batch at a time: its records of one session
 
 HistType: TypeAlias = Literal["state", "event"]
 RefusalReason: TypeAlias = Literal["unknown_agent", "agent_revoked"]
@@ -44,6 +46,27 @@ class EventKind(StrEnum):
     OUTBOX_GAP = "outbox_gap"
     COMMAND_ERROR = "command_error"
     ACTION_RESULT = "action_result"  # data: protocol.mqtt.actions.ActionResult
+
+
+def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """``[1, 2, 3, 7, 9, 10]`` → ``[(1, 3), (7, 7), (9, 10)]``: the inclusive runs of the sorted seqs."""
+    runs: list[tuple[int, int]] = []
+    for seq in sorted(set(seqs)):
+        if runs and seq == runs[-1][1] + 1:
+            runs[-1] = (runs[-1][0], seq)
+        else:
+            runs.append((seq, seq))
+    return runs
+
+
+def check_ack_covers(seq: int | None, ranges: list[tuple[int, int]] | None) -> None:
+    """An ack names a committed prefix, committed ranges, or both; a range is [low, high]."""
+    if seq is None and not ranges:
+        raise ValueError("an ack needs seq (a committed prefix) or ranges (committed seqs)")
+    if ranges and any(low > high for low, high in ranges):
+        raise ValueError("an ack range must be [low, high] with low <= high")
+    if ranges and any(high > UINT64_MAX for _, high in ranges):
+        raise ValueError(f"ranges: a seq is at most {UINT64_MAX}")
 
 
 def check_size(raw: bytes) -> None:

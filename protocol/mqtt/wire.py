@@ -9,7 +9,10 @@ Kept equal to the models by tests/protocol/test_mqtt_wire_drift.py: the JSON Sch
 field by field, and both must encode the same payload to the same bytes. Differences by design:
 
 * ``v`` is required here; the models default it and ``decode`` refuses its absence afterwards.
-* ``epoch`` is ``UNSET`` when absent (the models say ``None``): left out of the JSON either way.
+* ``epoch``, and an ack's ``seq`` and ``ranges``, are ``UNSET`` when absent and may be ``null`` on
+  the wire (the models say ``None`` for both): an encode leaves an ``UNSET`` one out of the JSON.
+* ``Infinity``/``NaN`` (not JSON) are refused as invalid JSON wherever they stand; the models'
+  parser refuses them only in a field it reads.
 * Constructing a Struct validates nothing; :func:`encode` checks what it wrote by decoding it
   again, so the agent never publishes what a reader would refuse.
 
@@ -39,6 +42,7 @@ from protocol.mqtt.actions import ActionName, ActionStatus
 from protocol.mqtt.errors import InvalidPayload, PayloadTooLarge
 from protocol.mqtt.rules import (
     EPOCH_PATTERN,
+    MAX_ACK_RANGES,
     MAX_PAYLOAD_BYTES,
     SCHEMA_VERSION,
     UINT64_MAX,
@@ -46,6 +50,7 @@ from protocol.mqtt.rules import (
     HistType,
     RefusalReason,
     StateReason,
+    check_ack_covers,
     check_identity,
     check_size,
     classify_rejection,
@@ -135,6 +140,9 @@ class OfdState(_Frozen, frozen=True, kw_only=True):
     transport_connected: bool | None = None
     message_waiting: bool | None = None
     awaiting_receipt: bool | None = None
+    ofd_command_pending: bool | None = None
+    settings_changed: bool | None = None
+    awaiting_command_answer: bool | None = None
     response_timeout: bool | None = None
     autonomous: bool | None = None
     server_host: str | None = None
@@ -192,7 +200,7 @@ class Envelope(_Frozen, frozen=True, kw_only=True):
     agent: Id
     session: Session
     seq: Seq
-    epoch: Epoch | UnsetType = UNSET
+    epoch: Epoch | None | UnsetType = UNSET
     ts: UtcDatetime
     device_ts: RegisterTime | None = None
 
@@ -266,13 +274,18 @@ class CommandPayload(_Frozen, frozen=True, kw_only=True):
 
 
 class AckPayload(_Frozen, frozen=True, kw_only=True):
+    """See ``protocol.mqtt.models.AckPayload``: a committed prefix (``seq``), committed ranges, or both."""
+
     v: SchemaVersion
     session: Session
-    seq: Seq
-    epoch: Epoch | UnsetType = UNSET
+    seq: Seq | None | UnsetType = UNSET
+    ranges: Annotated[list[tuple[Seq, Seq]], Meta(max_length=MAX_ACK_RANGES)] | None | UnsetType = UNSET
+    epoch: Epoch | None | UnsetType = UNSET
 
     def __post_init__(self) -> None:
-        _within_uint64(self)
+        if self.session > UINT64_MAX or (isinstance(self.seq, int) and self.seq > UINT64_MAX):
+            raise ValueError(f"session and seq are at most {UINT64_MAX}")
+        check_ack_covers(self.seq if isinstance(self.seq, int) else None, self.ranges or None)
 
 
 class RefusalPayload(_Frozen, frozen=True, kw_only=True):
