@@ -200,7 +200,7 @@ class Envelope(_Frozen, frozen=True, kw_only=True):
     agent: Id
     session: Session
     seq: Seq
-    epoch: Epoch | None | UnsetType = UNSET
+    epoch: Epoch | UnsetType | None = UNSET
     ts: UtcDatetime
     device_ts: RegisterTime | None = None
 
@@ -278,9 +278,9 @@ class AckPayload(_Frozen, frozen=True, kw_only=True):
 
     v: SchemaVersion
     session: Session
-    seq: Seq | None | UnsetType = UNSET
-    ranges: Annotated[list[tuple[Seq, Seq]], Meta(max_length=MAX_ACK_RANGES)] | None | UnsetType = UNSET
-    epoch: Epoch | None | UnsetType = UNSET
+    seq: Seq | UnsetType | None = UNSET
+    ranges: Annotated[list[tuple[Seq, Seq]], Meta(max_length=MAX_ACK_RANGES)] | UnsetType | None = UNSET
+    epoch: Epoch | UnsetType | None = UNSET
 
     def __post_init__(self) -> None:
         if self.session > UINT64_MAX or (isinstance(self.seq, int) and self.seq > UINT64_MAX):
