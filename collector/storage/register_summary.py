@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,12 +27,12 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from collector.storage.errors import UnsupportedDialect
+from collector.storage import node_totals
+from collector.storage.ranks import NO_BLOCK as NO_BLOCK
 from collector.storage.ranks import UNKNOWN_SELL_RANK, severity_rank
 from collector.storage.rows import SEVERITY_LEVELS
 from collector.storage.schema import agents, alerts, nodes, register_state, register_summary, registers
 
-# "No stop ahead" sorts after every real stop; an instant no register will reach.
-NO_BLOCK = datetime(9999, 1, 1, tzinfo=UTC)
 NO_SEVERITY_ORDER = len(SEVERITY_LEVELS)  # severity_order of a register without an active alert
 SEARCH_SEPARATOR = "\n"  # between the identifiers in search_text; never inside a search term
 _CHUNK = 500  # ids per refresh statement, well under every backend's parameter limit
@@ -120,23 +119,25 @@ def _upsert(conn: sa.Connection, register_ids: list[str] | None) -> None:
     conn.execute(stmt, {} if register_ids is None else {"ids": register_ids})
 
 
-def _lock(conn: sa.Connection, register_ids: list[str]) -> None:
-    if conn.dialect.name == "postgresql":
-        conn.execute(
-            sa.select(register_summary.c.register_id)
-            .where(register_summary.c.register_id.in_(register_ids))
-            .order_by(register_summary.c.register_id)
-            .with_for_update()
-        )
+def _nodes_of(conn: sa.Connection, register_ids: list[str], *, lock: bool) -> set[int | None]:
+    """The nodes these registers' summary rows place them at; ``lock``: lock the rows on PostgreSQL."""
+    query = sa.select(register_summary.c.node_id).where(register_summary.c.register_id.in_(register_ids))
+    if lock and conn.dialect.name == "postgresql":
+        query = query.order_by(register_summary.c.register_id).with_for_update()
+    return set(conn.execute(query).scalars())
 
 
 def refresh_registers(conn: sa.Connection, register_ids: Collection[str]) -> None:
-    """Recompute the summary rows of these registers (unknown ids are ignored)."""
+    """Recompute the summary rows of these registers (unknown ids are ignored), then the node
+    totals of every node they were at before or are at now (after every summary lock, in node order)."""
     ordered = sorted(set(register_ids))
+    touched: set[int | None] = set()
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start : start + _CHUNK]
-        _lock(conn, chunk)
+        touched |= _nodes_of(conn, chunk, lock=True)
         _upsert(conn, chunk)
+        touched |= _nodes_of(conn, chunk, lock=False)
+    node_totals.refresh_nodes(conn, touched)
 
 
 def refresh_agents(conn: sa.Connection, agent_ids: Collection[str], also: Collection[str] = ()) -> None:
@@ -156,6 +157,9 @@ def refresh_subtree(conn: sa.Connection, tenant_id: int, path: str) -> None:
     refresh_registers(conn, found.scalars().all())
 
 
-def refresh_all(conn: sa.Connection) -> None:
-    """Recompute every row: the migration's backfill, and a repair after a bulk change by hand."""
+def refresh_all(conn: sa.Connection, *, with_node_totals: bool = True) -> None:
+    """Recompute every row, and every node's totals: a repair after a bulk change by hand (revision
+    0018's backfill, older than ``node_totals``, leaves them out)."""
     _upsert(conn, None)
+    if with_node_totals:
+        node_totals.rebuild(conn)

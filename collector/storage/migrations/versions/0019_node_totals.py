@@ -1,0 +1,43 @@
+"""``node_totals``: per node, its own registers counted as the tree shows them (by worst severity,
+cannot sell now, the earliest stop ahead), kept with every summary refresh, so the tree sums one
+row per node instead of grouping every register (issue 11). Backfilled from ``register_summary``.
+
+Revision ID: 0019
+Revises: 0018
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+from collector.storage.node_totals import rebuild
+
+revision = "0019"
+down_revision = "0018"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "node_totals",
+        sa.Column("node_id", sa.Integer(), nullable=False),
+        sa.Column("registers", sa.Integer(), nullable=False),
+        sa.Column("cannot_sell", sa.Integer(), nullable=False),
+        sa.Column("severity_info", sa.Integer(), nullable=False),
+        sa.Column("severity_warning", sa.Integer(), nullable=False),
+        sa.Column("severity_major", sa.Integer(), nullable=False),
+        sa.Column("severity_critical", sa.Integer(), nullable=False),
+        sa.Column("severity_blocked", sa.Integer(), nullable=False),
+        sa.Column("earliest_stop", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["node_id"], ["nodes.id"], name=op.f("fk_node_totals_node_id_nodes"), ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("node_id", name=op.f("pk_node_totals")),
+    )
+    # The collector's own statement, against the table exactly as created above. A later revision
+    # that changes this table's columns must stop calling it here (and backfill in its own terms).
+    rebuild(op.get_bind())
+
+
+def downgrade() -> None:
+    op.drop_table("node_totals")
