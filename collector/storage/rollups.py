@@ -18,6 +18,10 @@ _COUNTS = (node_totals.c.registers, node_totals.c.cannot_sell, *SEVERITY_COLUMNS
 # count per severity in SEVERITY_LEVELS order]; the earliest stop ahead is kept beside it.
 _REGISTERS, _CANNOT_SELL, _FIRST_SEVERITY = 0, 1, 2
 _NONE = (0,) * len(_COUNTS)
+# Positions in a row of the tree query: id, parent id, the counts, the earliest stop, kind, name, path.
+_OWN = slice(2, 2 + len(_COUNTS))
+_EARLIEST = 2 + len(_COUNTS)
+_KIND = _EARLIEST + 1
 
 
 def node_rollups(
@@ -30,40 +34,46 @@ def node_rollups(
     node's totals to its parent's once rolls the whole tree up. Only visible nodes are summed, so
     a scope's totals never include what it may not see (the nodes above its grants are not shown).
     """
-    tree = conn.execute(
-        sa.select(nodes.c.id, nodes.c.parent_id, nodes.c.kind, nodes.c.name, nodes.c.path, *_COUNTS,
-                  node_totals.c.earliest_stop)
+    query = (
+        sa.select(nodes.c.id, nodes.c.parent_id, *_COUNTS, node_totals.c.earliest_stop, nodes.c.kind, nodes.c.name,
+                  nodes.c.path)
         .select_from(nodes.outerjoin(node_totals, node_totals.c.node_id == nodes.c.id))
         .where(node_visible(scope, nodes))
         .order_by(nodes.c.path)
-    ).all()
+    )
+    # Plain tuples, read by position: 12 500 stores make Row attribute lookups a third of the time.
+    tree = [tuple(row) for row in conn.execute(query)]
     counts: dict[int, list[int]] = {}
     earliest: dict[int, datetime | None] = {}
     for node in tree:
-        own = node[5:-1]
-        counts[node.id] = list(_NONE if own[0] is None else own)
-        earliest[node.id] = node.earliest_stop
-    for node in reversed(tree):
-        parent = node.parent_id
+        own = node[_OWN]
+        counts[node[0]] = list(_NONE if own[0] is None else own)
+        earliest[node[0]] = node[_EARLIEST]
+    for node_id, parent, *_ in reversed(tree):
         if parent not in counts:  # a root of the scope: what is above it is not shown
             continue
-        counts[parent] = [total + mine for total, mine in zip(counts[parent], counts[node.id], strict=True)]
-        stop = earliest[node.id]
+        counts[parent] = [total + mine for total, mine in zip(counts[parent], counts[node_id], strict=True)]
+        stop = earliest[node_id]
         if stop is not None and (earliest[parent] is None or stop < earliest[parent]):  # type: ignore[operator]
             earliest[parent] = stop
     wanted = None if node_ids is None else set(node_ids)
-    return [
-        NodeRollup(
-            node_id=node.id,
-            parent_id=node.parent_id,
-            kind=node.kind,
-            name=node.name,
-            path=node.path,
-            registers=counts[node.id][_REGISTERS],
-            by_severity=dict(zip(SEVERITY_LEVELS, counts[node.id][_FIRST_SEVERITY:], strict=True)),
-            earliest_blocks_at=earliest[node.id],
-            cannot_sell=counts[node.id][_CANNOT_SELL],
+    rollups: list[NodeRollup] = []
+    for node in tree:
+        node_id = node[0]
+        if wanted is not None and node_id not in wanted:
+            continue
+        total = counts[node_id]
+        rollups.append(
+            NodeRollup(
+                node_id=node_id,
+                parent_id=node[1],
+                kind=node[_KIND],
+                name=node[_KIND + 1],
+                path=node[_KIND + 2],
+                registers=total[_REGISTERS],
+                by_severity=dict(zip(SEVERITY_LEVELS, total[_FIRST_SEVERITY:], strict=True)),
+                earliest_blocks_at=earliest[node_id],
+                cannot_sell=total[_CANNOT_SELL],
+            )
         )
-        for node in tree
-        if wanted is None or node.id in wanted
-    ]
+    return rollups
