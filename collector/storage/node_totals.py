@@ -6,7 +6,8 @@ the node's row from its summary rows (a handful per store, found through the sum
 in one INSERT … SELECT … ON CONFLICT statement. Recomputing instead of adding deltas keeps the
 earliest stop exact: a minimum cannot be taken back by a delta. A node left with no register loses
 its row; a deleted node loses it through the foreign key's cascade. Subtrees are summed when the
-tree is read (``collector.storage.rollups``), so a moved node changes no row here.
+tree is read (``collector.storage.rollups``) over a range of ``node_path``; moving a node refreshes
+its registers' summary rows, and so these rows' paths.
 
 On PostgreSQL the existing rows are locked in node order before they are recomputed, as the
 summary's rows are: two transactions changing registers of one store then recompute it one after
@@ -41,6 +42,7 @@ def _computed(node_ids: sa.BindParameter[Any] | None) -> sa.Select[tuple[object,
     return (
         sa.select(
             summary.c.node_id,
+            sa.func.min(summary.c.node_path),  # one path per node
             sa.func.count(),
             sa.func.sum(sa.case((cannot_sell, 1), else_=0)),
             *(sa.func.sum(sa.case((summary.c.worst_severity == label, 1), else_=0)) for label in SEVERITY_LEVELS),

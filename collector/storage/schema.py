@@ -196,15 +196,19 @@ register_summary = sa.Table(
 # Per node, the registers placed directly at it counted as the tree shows them: kept by
 # ``collector.storage.node_totals`` with every refresh of ``register_summary`` (same transaction),
 # so the tree adds up one row per node instead of grouping every register (issue 11). Subtrees are
-# summed when read: a move changes no row here, and a scope sums only what it may see.
+# summed when read, over one range of ``node_path`` (a moved node's registers are refreshed, and
+# with them the paths here); a node's subtree lies wholly inside any scope that shows the node.
 node_totals = sa.Table(
     "node_totals",
     metadata,
     sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True),
+    # The node's path, byte-ordered as in register_summary: a subtree's rows are one index range.
+    sa.Column("node_path", sa.String(1000).with_variant(sa.String(1000, collation="C"), "postgresql"), nullable=False),
     sa.Column("registers", sa.Integer, nullable=False),
     sa.Column("cannot_sell", sa.Integer, nullable=False),
     *(sa.Column(f"severity_{label}", sa.Integer, nullable=False) for label in SEVERITY_LEVELS),
     sa.Column("earliest_stop", UtcDateTime, nullable=True),  # the earliest stop ahead of those that can sell
+    sa.Index(None, "node_path"),
 )
 
 state_history = sa.Table(

@@ -115,6 +115,7 @@ class TreeNode:
     rollup: NodeRollup
     depth: int
     children: list[TreeNode] = field(default_factory=list)
+    more: bool = False  # has child nodes this view does not show: its own view opens them
 
     @property
     def problems(self) -> int:
@@ -141,8 +142,15 @@ def flatten(tree: Sequence[TreeNode]) -> list[TreeNode]:
     return out
 
 
-def tree(conn: sa.Connection, scope: Scope) -> list[TreeNode]:
-    return node_tree(repo.node_rollups(conn, scope))
+def tree(conn: sa.Connection, scope: Scope, *, top: int | None = None) -> list[TreeNode]:
+    """One view of the tree page: ``top`` (else the scope's roots) and the levels below it that
+    fit a view; a node with more below links to its own view. Costs what it shows, not the tree."""
+    shown = repo.view_node_ids(conn, scope, top=top)
+    roots = node_tree(repo.node_rollups(conn, scope, node_ids=shown))
+    parents = repo.with_children(conn, shown)
+    for node in flatten(roots):
+        node.more = not node.children and node.rollup.node_id in parents
+    return roots
 
 
 def level_titles(conn: sa.Connection, scope: Scope) -> dict[str, str]:
@@ -195,7 +203,8 @@ def filter_choices(conn: sa.Connection, scope: Scope) -> FilterChoices:
         .where(register_visible(scope))
         .order_by(registers.c.protocol)
     ).scalars()
-    return FilterChoices(nodes=flatten(tree(conn, scope)), tags=list(tag_names), protocols=list(protocols))
+    every_node = node_tree(repo.node_rollups(conn, scope))  # every node is a choice, not one view
+    return FilterChoices(nodes=flatten(every_node), tags=list(tag_names), protocols=list(protocols))
 
 
 @dataclass(frozen=True, slots=True)

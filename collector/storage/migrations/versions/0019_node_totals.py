@@ -23,6 +23,7 @@ def upgrade() -> None:
     op.create_table(
         "node_totals",
         sa.Column("node_id", sa.Integer(), nullable=False),
+        sa.Column("node_path", sa.String(length=1000).with_variant(sa.String(length=1000, collation="C"), "postgresql"), nullable=False),
         sa.Column("registers", sa.Integer(), nullable=False),
         sa.Column("cannot_sell", sa.Integer(), nullable=False),
         sa.Column("severity_info", sa.Integer(), nullable=False),
@@ -34,10 +35,12 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["node_id"], ["nodes.id"], name=op.f("fk_node_totals_node_id_nodes"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("node_id", name=op.f("pk_node_totals")),
     )
+    op.create_index(op.f("ix_node_totals_node_path"), "node_totals", ["node_path"])
     # The collector's own statement, against the table exactly as created above. A later revision
     # that changes this table's columns must stop calling it here (and backfill in its own terms).
     rebuild(op.get_bind())
 
 
 def downgrade() -> None:
+    op.drop_index(op.f("ix_node_totals_node_path"), table_name="node_totals")
     op.drop_table("node_totals")
