@@ -5,7 +5,8 @@ Kept in step with ``register_summary``: every refresh of summary rows ends with
 the node's row from its summary rows (a handful per store, found through the summary's node index)
 in one INSERT … SELECT … ON CONFLICT statement. Recomputing instead of adding deltas keeps the
 earliest stop exact: a minimum cannot be taken back by a delta. A node left with no register loses
-its row; a deleted node loses it through the foreign key's cascade. Subtrees are summed when the
+its row; a deleted node loses it through the foreign key's cascade, and a deleted register (its
+summary row goes by cascade, with no refresh) through the trigger of :func:`trigger_ddl`. Subtrees are summed when the
 tree is read (``collector.storage.rollups``) over a range of ``node_path``; moving a node refreshes
 its registers' summary rows, and so these rows' paths.
 
@@ -101,3 +102,26 @@ def rebuild(conn: sa.Connection) -> None:
     """Recompute every row: the migration's backfill, and a repair after a bulk change by hand."""
     conn.execute(sa.delete(node_totals))
     conn.execute(_upsert_statement(conn.dialect.name, True))
+
+
+TRIGGER = "node_totals_follow_deleted_registers"
+
+
+def trigger_ddl(dialect: str) -> list[str]:
+    """DDL of the row trigger that recomputes a node's row when a summary row placed there is
+    deleted: the register's deletion cascades to the summary, where no refresh runs. Its body is
+    this module's statement for one node, rendered when the migration runs."""
+    one_node = _computed(None).where(summary.c.node_id == sa.literal_column("OLD.node_id"))
+    insert = (sqlite if dialect == "sqlite" else postgresql).insert(node_totals).from_select(_COLUMNS, one_node)
+    compiled = insert.compile(dialect=(sqlite if dialect == "sqlite" else postgresql).dialect(),
+                              compile_kwargs={"literal_binds": True})
+    body = f"DELETE FROM node_totals WHERE node_id = OLD.node_id; {compiled};"
+    if dialect == "sqlite":
+        return [f"CREATE TRIGGER {TRIGGER} AFTER DELETE ON register_summary WHEN OLD.node_id IS NOT NULL BEGIN {body} END"]
+    if dialect == "postgresql":
+        return [
+            f"CREATE FUNCTION {TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {body} RETURN NULL; END $$",
+            f"CREATE TRIGGER {TRIGGER} AFTER DELETE ON register_summary FOR EACH ROW WHEN (OLD.node_id IS NOT NULL) "
+            f"EXECUTE FUNCTION {TRIGGER}()",
+        ]
+    raise UnsupportedDialect(f"no trigger for database dialect {dialect!r}")

@@ -107,6 +107,8 @@ def view_node_ids(conn: sa.Connection, scope: Scope, *, top: int | None = None) 
     first = True
     while level:
         room = VIEW_SIZE - len(found)
+        if not first and room <= 0:
+            break
         below = sa.select(nodes.c.id).where(nodes.c.parent_id.in_(level))  # children of visible nodes are visible
         if not first:
             below = below.limit(room + 1)  # enough to tell whether the level fits
@@ -123,3 +125,12 @@ def with_children(conn: sa.Connection, node_ids: Sequence[int]) -> set[int]:
     if not node_ids:
         return set()
     return set(conn.execute(sa.select(nodes.c.parent_id).distinct().where(nodes.c.parent_id.in_(node_ids))).scalars())
+
+
+def node_page(conn: sa.Connection, scope: Scope, *, limit: int, offset: int) -> tuple[list[int], int]:
+    """A page of the visible nodes' ids in path order, and how many are visible (a paged list of
+    rollups sums only its page's subtrees)."""
+    visible = node_visible(scope, nodes)
+    page = sa.select(nodes.c.id).where(visible).order_by(nodes.c.path).limit(limit).offset(offset)
+    total = conn.execute(sa.select(sa.func.count()).select_from(nodes).where(visible)).scalar_one()
+    return list(conn.execute(page).scalars()), int(total)

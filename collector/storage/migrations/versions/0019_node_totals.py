@@ -1,6 +1,7 @@
 """``node_totals``: per node, its own registers counted as the tree shows them (by worst severity,
 cannot sell now, the earliest stop ahead), kept with every summary refresh, so the tree sums one
-row per node instead of grouping every register (issue 11). Backfilled from ``register_summary``.
+row per node instead of grouping every register (issue 11). Backfilled from ``register_summary``;
+a trigger keeps it when a register is deleted (its summary row goes by cascade, unrefreshed).
 
 Revision ID: 0019
 Revises: 0018
@@ -11,7 +12,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from collector.storage.node_totals import rebuild
+from collector.storage.node_totals import TRIGGER, rebuild, trigger_ddl
 
 revision = "0019"
 down_revision = "0018"
@@ -39,8 +40,13 @@ def upgrade() -> None:
     # The collector's own statement, against the table exactly as created above. A later revision
     # that changes this table's columns must stop calling it here (and backfill in its own terms).
     rebuild(op.get_bind())
+    for ddl in trigger_ddl(op.get_bind().dialect.name):
+        op.execute(ddl)
 
 
 def downgrade() -> None:
+    op.execute(f"DROP TRIGGER {TRIGGER}" + (" ON register_summary" if op.get_bind().dialect.name == "postgresql" else ""))
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(f"DROP FUNCTION {TRIGGER}()")
     op.drop_index(op.f("ix_node_totals_node_path"), table_name="node_totals")
     op.drop_table("node_totals")
