@@ -26,8 +26,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
-from collector.storage.errors import UnsupportedDialect
 from collector.storage import node_totals
+from collector.storage.errors import UnsupportedDialect
 from collector.storage.ranks import NO_BLOCK as NO_BLOCK
 from collector.storage.ranks import UNKNOWN_SELL_RANK, severity_rank
 from collector.storage.rows import SEVERITY_LEVELS
@@ -106,37 +106,43 @@ def _upsert_statement(dialect: str, every: bool) -> sa.Executable:
         raise UnsupportedDialect(f"no ON CONFLICT support for database dialect {dialect!r}")
     stmt = insert.from_select(_COLUMNS, _computed(ids))
     kept = [name for name in _COLUMNS if name != "register_id"]
-    return stmt.on_conflict_do_update(
+    upsert = stmt.on_conflict_do_update(
         index_elements=[register_summary.c.register_id],
         set_={name: stmt.excluded[name] for name in kept},
         # Most batches change nothing the list sorts on (a heartbeat, a receipt): write no new row version.
         where=sa.or_(*(register_summary.c[name].is_distinct_from(stmt.excluded[name]) for name in kept)),
     )
+    # The rows written (new or changed) say which node totals to recompute; a full rebuild needs none.
+    return upsert if every else upsert.returning(register_summary.c.register_id, register_summary.c.node_id)
 
 
-def _upsert(conn: sa.Connection, register_ids: list[str] | None) -> None:
-    stmt = _upsert_statement(conn.dialect.name, register_ids is None)
-    conn.execute(stmt, {} if register_ids is None else {"ids": register_ids})
+def _upsert(conn: sa.Connection, register_ids: list[str]) -> list[tuple[str, int | None]]:
+    """Recompute these rows; returns (register, node now) of the rows that were written."""
+    stmt = _upsert_statement(conn.dialect.name, False)
+    return [(row[0], row[1]) for row in conn.execute(stmt, {"ids": register_ids})]
 
 
-def _nodes_of(conn: sa.Connection, register_ids: list[str], *, lock: bool) -> set[int | None]:
-    """The nodes these registers' summary rows place them at; ``lock``: lock the rows on PostgreSQL."""
-    query = sa.select(register_summary.c.node_id).where(register_summary.c.register_id.in_(register_ids))
-    if lock and conn.dialect.name == "postgresql":
+def _nodes_before(conn: sa.Connection, register_ids: list[str]) -> dict[str, int | None]:
+    """The node each of these registers' summary rows places it at now, locking the rows on
+    PostgreSQL (in id order, as every refresh does)."""
+    query = sa.select(register_summary.c.register_id, register_summary.c.node_id).where(
+        register_summary.c.register_id.in_(register_ids)
+    )
+    if conn.dialect.name == "postgresql":
         query = query.order_by(register_summary.c.register_id).with_for_update()
-    return set(conn.execute(query).scalars())
+    return {row[0]: row[1] for row in conn.execute(query)}
 
 
 def refresh_registers(conn: sa.Connection, register_ids: Collection[str]) -> None:
     """Recompute the summary rows of these registers (unknown ids are ignored), then the node
-    totals of every node they were at before or are at now (after every summary lock, in node order)."""
+    totals of the nodes a changed row left or joined (after every summary lock, in node order)."""
     ordered = sorted(set(register_ids))
     touched: set[int | None] = set()
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start : start + _CHUNK]
-        touched |= _nodes_of(conn, chunk, lock=True)
-        _upsert(conn, chunk)
-        touched |= _nodes_of(conn, chunk, lock=False)
+        before = _nodes_before(conn, chunk)
+        for register_id, node_id in _upsert(conn, chunk):
+            touched |= {before.get(register_id), node_id}
     node_totals.refresh_nodes(conn, touched)
 
 
@@ -160,6 +166,6 @@ def refresh_subtree(conn: sa.Connection, tenant_id: int, path: str) -> None:
 def refresh_all(conn: sa.Connection, *, with_node_totals: bool = True) -> None:
     """Recompute every row, and every node's totals: a repair after a bulk change by hand (revision
     0018's backfill, older than ``node_totals``, leaves them out)."""
-    _upsert(conn, None)
+    conn.execute(_upsert_statement(conn.dialect.name, True))
     if with_node_totals:
         node_totals.rebuild(conn)
