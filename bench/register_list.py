@@ -11,7 +11,8 @@ page after 5 000 registers (by cursor where the list issues one, else by offset)
 counters and shift summary; the tree page's view with its rollups (the scope's top levels, and one
 city opened) and the second page of ``GET /api/v1/nodes/rollups``. Target (issue 11): p95 ≤ 100 ms each.
 Also what keeping the register summary costs the writer: refreshing the rows of a 500-register
-batch (rolled back after each run). CPU is this thread's plus, on PostgreSQL, the server backend's.
+batch, unchanged and with every verdict changed (rolled back after each run). CPU is this
+thread's plus, on PostgreSQL, the server backend's.
 """
 
 from __future__ import annotations
@@ -129,13 +130,21 @@ def deep_page(conn: sa.Connection, scope: Scope, depth: int) -> Callable[[], Any
     return lambda: register_list.list_page(conn, scope, query, limit=50, cursor=cursor)
 
 
-def summary_upkeep(conn: sa.Connection, count: int) -> Callable[[], Any]:
-    """What the writer adds per batch: recomputing the summary rows of 500 registers (rolled back)."""
+def summary_upkeep(conn: sa.Connection, count: int, *, changed: bool) -> Callable[[], Any]:
+    """What the writer adds per batch: recomputing the summary rows of 500 registers (rolled back).
+    ``changed``: first every one of them gets a new verdict (that UPDATE is timed too), so every
+    row is rewritten and, since issue 11's node totals, every node they are at is recounted."""
     batch = [f"kkt-{i:05d}" for i in range(0, count, max(1, count // 500))][:500]
 
     def run() -> None:
         transaction = conn.begin_nested() if conn.in_transaction() else conn.begin()
         try:
+            if changed:
+                conn.execute(
+                    sa.update(register_state)
+                    .where(register_state.c.register_id.in_(batch))
+                    .values(worst_severity="critical", sell_status="cannot_sell", sell_rank=0)
+                )
             register_summary.refresh_registers(conn, batch)
         finally:
             transaction.rollback()
@@ -238,7 +247,8 @@ def bench(backend: str, count: int, runs: int) -> list[tuple[str, str, Timing]]:
                     for name, run in others.items():
                         results.append((scope_name, name, timed(run, runs, cpu)))
                 if register_summary is not None:
-                    results.append(("writer", "upkeep of 500", timed(summary_upkeep(conn, count), runs, cpu)))
+                    for name, changed in (("upkeep of 500", False), ("500 changed", True)):
+                        results.append(("writer", name, timed(summary_upkeep(conn, count, changed=changed), runs, cpu)))
             return results
         finally:
             engine.dispose()
