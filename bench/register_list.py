@@ -8,8 +8,9 @@ company, a one-brand grant and a one-city grant: ``repository.list_registers`` �
 ``GET /api/v1/registers`` and the Кассы page, a page of 50 plus the total — first page by time to
 block, problems only, a subtree, a digits search (serial / РНМ / ФН) and a store-name search; the
 page after 5 000 registers (by cursor where the list issues one, else by offset); the dashboard's
-counters and shift summary; the tree page's view with its rollups (the scope's top levels, and one
-city opened) and the second page of ``GET /api/v1/nodes/rollups``. Target (issue 11): p95 ≤ 100 ms each.
+counters and shift summary; the register list's node filter; the tree page's view with its rollups
+(the scope's top levels, and one city opened) and the second page of ``GET /api/v1/nodes/rollups``.
+Target (issue 11): p95 ≤ 100 ms each.
 Also what keeping the register summary costs the writer: refreshing the rows of a 500-register
 batch, unchanged and with every verdict changed (rolled back after each run). CPU is this
 thread's plus, on PostgreSQL, the server backend's.
@@ -167,6 +168,7 @@ def tree_queries(conn: sa.Connection, scope: Scope, city: int) -> dict[str, Call
         return repo.node_rollups(conn, scope, node_ids=page)
 
     return {
+        "node options": lambda: page_data.node_options(conn, scope),  # the Кассы page's node filter
         "tree": lambda: page_data.tree(conn, scope),
         "tree: a city": lambda: page_data.tree(conn, scope, top=city),
         "rollups API": api_page,
