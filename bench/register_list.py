@@ -12,8 +12,8 @@ counters and shift summary; the register list's node filter; the tree page's vie
 (the scope's top levels, and one city opened) and the second page of ``GET /api/v1/nodes/rollups``.
 Target (issue 11): p95 ≤ 100 ms each.
 Also what keeping the register summary costs the writer: refreshing the rows of a 500-register
-batch, unchanged and with every verdict changed (rolled back after each run). CPU is this
-thread's plus, on PostgreSQL, the server backend's.
+batch, unchanged and with every verdict changed (rolled back after each run; shown, not held to
+the target: no page waits for it). CPU is this thread's plus, on PostgreSQL, the server backend's.
 """
 
 from __future__ import annotations
@@ -269,15 +269,17 @@ def main() -> int:
         print(f"\n{backend}: {args.registers} registers (seeded and measured in {time.perf_counter() - started:.0f} s)")
         print(f"  {'scope':<10} {'query':<15} {'wall p50':>9} {'wall p95':>9} {'cpu p50':>8} {'cpu p95':>8} {'target':>7}  ms")
         for scope_name, name, timing in results:
-            worst_wall, worst_cpu = max(worst_wall, timing.wall[1]), max(worst_cpu, timing.cpu[1])
+            writer = scope_name == "writer"  # a cost per ingest batch, not a query a page waits for
+            if not writer:
+                worst_wall, worst_cpu = max(worst_wall, timing.wall[1]), max(worst_cpu, timing.cpu[1])
             print(
                 f"  {scope_name:<10} {name:<15} {timing.wall[0]:9.1f} {timing.wall[1]:9.1f}"
-                f" {timing.cpu[0]:8.1f} {timing.cpu[1]:8.1f} {TARGET_MS:7.0f}"
+                f" {timing.cpu[0]:8.1f} {timing.cpu[1]:8.1f} {'—' if writer else f'{TARGET_MS:.0f}':>7}"
             )
     load = os.getloadavg()[0]
     for what, worst in (("CPU", worst_cpu), ("wall", worst_wall)):
         verdict = "meets" if worst <= TARGET_MS else "misses"
-        print(f"worst {what} p95 {worst:.1f} ms — {verdict} the {TARGET_MS:.0f} ms target")
+        print(f"worst {what} p95 of the reads {worst:.1f} ms — {verdict} the {TARGET_MS:.0f} ms target")
     print(f"(load average {load:.1f} on {os.cpu_count()} cores at the end: wall time includes waiting for a core)")
     return 0
 
