@@ -8,9 +8,12 @@ company, a one-brand grant and a one-city grant: ``repository.list_registers`` �
 ``GET /api/v1/registers`` and the Кассы page, a page of 50 plus the total — first page by time to
 block, problems only, a subtree, a digits search (serial / РНМ / ФН) and a store-name search; the
 page after 5 000 registers (by cursor where the list issues one, else by offset); the dashboard's
-counters and shift summary; the tree with its rollups. Target (issue 11): p95 ≤ 100 ms each.
+counters and shift summary; the register list's node filter; the tree page's view with its rollups
+(the scope's top levels, and one city opened) and the second page of ``GET /api/v1/nodes/rollups``.
+Target (issue 11): p95 ≤ 100 ms each.
 Also what keeping the register summary costs the writer: refreshing the rows of a 500-register
-batch (rolled back after each run). CPU is this thread's plus, on PostgreSQL, the server backend's.
+batch, unchanged and with every verdict changed (rolled back after each run; shown, not held to
+the target: no page waits for it). CPU is this thread's plus, on PostgreSQL, the server backend's.
 """
 
 from __future__ import annotations
@@ -128,13 +131,21 @@ def deep_page(conn: sa.Connection, scope: Scope, depth: int) -> Callable[[], Any
     return lambda: register_list.list_page(conn, scope, query, limit=50, cursor=cursor)
 
 
-def summary_upkeep(conn: sa.Connection, count: int) -> Callable[[], Any]:
-    """What the writer adds per batch: recomputing the summary rows of 500 registers (rolled back)."""
+def summary_upkeep(conn: sa.Connection, count: int, *, changed: bool) -> Callable[[], Any]:
+    """What the writer adds per batch: recomputing the summary rows of 500 registers (rolled back).
+    ``changed``: first every one of them gets a new verdict (that UPDATE is timed too), so every
+    row is rewritten and, since issue 11's node totals, every node they are at is recounted."""
     batch = [f"kkt-{i:05d}" for i in range(0, count, max(1, count // 500))][:500]
 
     def run() -> None:
         transaction = conn.begin_nested() if conn.in_transaction() else conn.begin()
         try:
+            if changed:
+                conn.execute(
+                    sa.update(register_state)
+                    .where(register_state.c.register_id.in_(batch))
+                    .values(worst_severity="critical", sell_status="cannot_sell", sell_rank=0)
+                )
             register_summary.refresh_registers(conn, batch)
         finally:
             transaction.rollback()
@@ -144,6 +155,24 @@ def summary_upkeep(conn: sa.Connection, count: int) -> Callable[[], Any]:
 
 def dashboard(conn: sa.Connection, scope: Scope) -> Any:
     return page_data.problem_counters(conn, scope), page_data.shift_summary(conn, scope)
+
+
+def tree_queries(conn: sa.Connection, scope: Scope, city: int) -> dict[str, Callable[[], Any]]:
+    """The tree page's views (the scope's top, one city opened) and a page of the rollups API; an
+    older checkout without views rolls up every node, as its page did."""
+    if not hasattr(repo, "view_node_ids"):
+        return {"tree": lambda: repo.node_rollups(conn, scope)}
+
+    def api_page() -> Any:
+        page, _ = repo.node_page(conn, scope, limit=50, offset=50)
+        return repo.node_rollups(conn, scope, node_ids=page)
+
+    return {
+        "node options": lambda: page_data.node_options(conn, scope),  # the Кассы page's node filter
+        "tree": lambda: page_data.tree(conn, scope),
+        "tree: a city": lambda: page_data.tree(conn, scope, top=city),
+        "rollups API": api_page,
+    }
 
 
 @dataclass(frozen=True)
@@ -215,12 +244,13 @@ def bench(backend: str, count: int, runs: int) -> list[tuple[str, str, Timing]]:
                     others: dict[str, Callable[[], Any]] = {
                         "after 5 000": deep_page(conn, scope, 5_000),
                         "dashboard": lambda scope=scope: dashboard(conn, scope),
-                        "tree": lambda scope=scope: repo.node_rollups(conn, scope),
+                        **tree_queries(conn, scope, city),
                     }
                     for name, run in others.items():
                         results.append((scope_name, name, timed(run, runs, cpu)))
                 if register_summary is not None:
-                    results.append(("writer", "upkeep of 500", timed(summary_upkeep(conn, count), runs, cpu)))
+                    for name, changed in (("upkeep of 500", False), ("500 changed", True)):
+                        results.append(("writer", name, timed(summary_upkeep(conn, count, changed=changed), runs, cpu)))
             return results
         finally:
             engine.dispose()
@@ -239,15 +269,17 @@ def main() -> int:
         print(f"\n{backend}: {args.registers} registers (seeded and measured in {time.perf_counter() - started:.0f} s)")
         print(f"  {'scope':<10} {'query':<15} {'wall p50':>9} {'wall p95':>9} {'cpu p50':>8} {'cpu p95':>8} {'target':>7}  ms")
         for scope_name, name, timing in results:
-            worst_wall, worst_cpu = max(worst_wall, timing.wall[1]), max(worst_cpu, timing.cpu[1])
+            writer = scope_name == "writer"  # a cost per ingest batch, not a query a page waits for
+            if not writer:
+                worst_wall, worst_cpu = max(worst_wall, timing.wall[1]), max(worst_cpu, timing.cpu[1])
             print(
                 f"  {scope_name:<10} {name:<15} {timing.wall[0]:9.1f} {timing.wall[1]:9.1f}"
-                f" {timing.cpu[0]:8.1f} {timing.cpu[1]:8.1f} {TARGET_MS:7.0f}"
+                f" {timing.cpu[0]:8.1f} {timing.cpu[1]:8.1f} {'—' if writer else f'{TARGET_MS:.0f}':>7}"
             )
     load = os.getloadavg()[0]
     for what, worst in (("CPU", worst_cpu), ("wall", worst_wall)):
         verdict = "meets" if worst <= TARGET_MS else "misses"
-        print(f"worst {what} p95 {worst:.1f} ms — {verdict} the {TARGET_MS:.0f} ms target")
+        print(f"worst {what} p95 of the reads {worst:.1f} ms — {verdict} the {TARGET_MS:.0f} ms target")
     print(f"(load average {load:.1f} on {os.cpu_count()} cores at the end: wall time includes waiting for a core)")
     return 0
 

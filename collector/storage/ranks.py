@@ -3,6 +3,7 @@ the register summary that keeps these keys)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,6 +15,8 @@ from collector.storage.rows import SEVERITY_LEVELS
 # import the alert model; tests/collector/test_sell_order.py checks it equals alerts.UNKNOWN_RANK.
 UNKNOWN_SELL_RANK = 1
 CANNOT_SELL = "cannot_sell"  # register_state.sell_status of a register that cannot sell now
+# "No stop ahead" sorts after every real stop; an instant no register will reach.
+NO_BLOCK = datetime(9999, 1, 1, tzinfo=UTC)
 
 
 def severity_rank(column: ColumnElement[Any]) -> ColumnElement[int]:

@@ -20,20 +20,19 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
+from collector.storage import node_totals
 from collector.storage.errors import UnsupportedDialect
+from collector.storage.ranks import NO_BLOCK as NO_BLOCK
 from collector.storage.ranks import UNKNOWN_SELL_RANK, severity_rank
 from collector.storage.rows import SEVERITY_LEVELS
 from collector.storage.schema import agents, alerts, nodes, register_state, register_summary, registers
 
-# "No stop ahead" sorts after every real stop; an instant no register will reach.
-NO_BLOCK = datetime(9999, 1, 1, tzinfo=UTC)
 NO_SEVERITY_ORDER = len(SEVERITY_LEVELS)  # severity_order of a register without an active alert
 SEARCH_SEPARATOR = "\n"  # between the identifiers in search_text; never inside a search term
 _CHUNK = 500  # ids per refresh statement, well under every backend's parameter limit
@@ -107,36 +106,44 @@ def _upsert_statement(dialect: str, every: bool) -> sa.Executable:
         raise UnsupportedDialect(f"no ON CONFLICT support for database dialect {dialect!r}")
     stmt = insert.from_select(_COLUMNS, _computed(ids))
     kept = [name for name in _COLUMNS if name != "register_id"]
-    return stmt.on_conflict_do_update(
+    upsert = stmt.on_conflict_do_update(
         index_elements=[register_summary.c.register_id],
         set_={name: stmt.excluded[name] for name in kept},
         # Most batches change nothing the list sorts on (a heartbeat, a receipt): write no new row version.
         where=sa.or_(*(register_summary.c[name].is_distinct_from(stmt.excluded[name]) for name in kept)),
     )
+    # The rows written (new or changed) say which node totals to recompute; a full rebuild needs none.
+    return upsert if every else upsert.returning(register_summary.c.register_id, register_summary.c.node_id)
 
 
-def _upsert(conn: sa.Connection, register_ids: list[str] | None) -> None:
-    stmt = _upsert_statement(conn.dialect.name, register_ids is None)
-    conn.execute(stmt, {} if register_ids is None else {"ids": register_ids})
+def _upsert(conn: sa.Connection, register_ids: list[str]) -> list[tuple[str, int | None]]:
+    """Recompute these rows; returns (register, node now) of the rows that were written."""
+    stmt = _upsert_statement(conn.dialect.name, False)
+    return [(row[0], row[1]) for row in conn.execute(stmt, {"ids": register_ids})]
 
 
-def _lock(conn: sa.Connection, register_ids: list[str]) -> None:
+def _nodes_before(conn: sa.Connection, register_ids: list[str]) -> dict[str, int | None]:
+    """The node each of these registers' summary rows places it at now, locking the rows on
+    PostgreSQL (in id order, as every refresh does)."""
+    query = sa.select(register_summary.c.register_id, register_summary.c.node_id).where(
+        register_summary.c.register_id.in_(register_ids)
+    )
     if conn.dialect.name == "postgresql":
-        conn.execute(
-            sa.select(register_summary.c.register_id)
-            .where(register_summary.c.register_id.in_(register_ids))
-            .order_by(register_summary.c.register_id)
-            .with_for_update()
-        )
+        query = query.order_by(register_summary.c.register_id).with_for_update()
+    return {row[0]: row[1] for row in conn.execute(query)}
 
 
 def refresh_registers(conn: sa.Connection, register_ids: Collection[str]) -> None:
-    """Recompute the summary rows of these registers (unknown ids are ignored)."""
+    """Recompute the summary rows of these registers (unknown ids are ignored), then the node
+    totals of the nodes a changed row left or joined (after every summary lock, in node order)."""
     ordered = sorted(set(register_ids))
+    touched: set[int | None] = set()
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start : start + _CHUNK]
-        _lock(conn, chunk)
-        _upsert(conn, chunk)
+        before = _nodes_before(conn, chunk)
+        for register_id, node_id in _upsert(conn, chunk):
+            touched |= {before.get(register_id), node_id}
+    node_totals.refresh_nodes(conn, touched)
 
 
 def refresh_agents(conn: sa.Connection, agent_ids: Collection[str], also: Collection[str] = ()) -> None:
@@ -156,6 +163,9 @@ def refresh_subtree(conn: sa.Connection, tenant_id: int, path: str) -> None:
     refresh_registers(conn, found.scalars().all())
 
 
-def refresh_all(conn: sa.Connection) -> None:
-    """Recompute every row: the migration's backfill, and a repair after a bulk change by hand."""
-    _upsert(conn, None)
+def refresh_all(conn: sa.Connection, *, with_node_totals: bool = True) -> None:
+    """Recompute every row, and every node's totals: a repair after a bulk change by hand (revision
+    0018's backfill, older than ``node_totals``, leaves them out)."""
+    conn.execute(_upsert_statement(conn.dialect.name, True))
+    if with_node_totals:
+        node_totals.rebuild(conn)

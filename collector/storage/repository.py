@@ -9,7 +9,7 @@ module gathers them under one import:
 * agents: ``enroll_agent``, ``upsert_agent_status``, ``mark_agent_seen``
 * alerts: ``upsert_alert``/``load_alert(s)``, ``add_alert_history``, ``add_comment``
 * scoped reads: ``list_registers``, ``get_register``, ``list_alerts``, ``list_events``,
-  ``state_history``, ``node_rollups``
+  ``state_history``, ``node_rollups`` (``view_node_ids`` / ``with_children``: one view of the tree)
 * tree, tags, contracts, silences and retention
 """
 
@@ -62,7 +62,7 @@ from collector.storage.reads import (
 from collector.storage.register_list import SORTS as REGISTER_SORTS
 from collector.storage.register_list import list_registers
 from collector.storage.retention import purge_dead_letters, purge_events, purge_history
-from collector.storage.rollups import node_rollups
+from collector.storage.rollups import node_page, node_rollups, view_node_ids, with_children
 from collector.storage.silences import add_silence, delete_silence, silences_covering
 from collector.storage.tree import create_node, create_tag, create_tenant, move_node, tag_register
 
@@ -108,6 +108,7 @@ __all__ = [
     "load_contracts",
     "mark_agent_seen",
     "move_node",
+    "node_page",
     "node_rollups",
     "purge_dead_letters",
     "purge_events",
@@ -122,4 +123,6 @@ __all__ = [
     "upsert_alert",
     "upsert_contract",
     "upsert_latest_state",
+    "view_node_ids",
+    "with_children",
 ]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from collector.storage.coltypes import UtcDateTime, json_document
+from collector.storage.rows import SEVERITY_LEVELS
 
 # Deterministic constraint names, so later migrations (and SQLite batch mode) can address them.
 NAMING_CONVENTION = {
@@ -190,6 +191,24 @@ register_summary = sa.Table(
     sa.Index("ix_register_summary_by_severity", "tenant_id", "severity_order", "sell_rank", "block_order", "register_id"),
     sa.Index(None, "node_id"),
     sa.Index(None, "tenant_id", "node_path"),
+)
+
+# Per node, the registers placed directly at it counted as the tree shows them: kept by
+# ``collector.storage.node_totals`` with every refresh of ``register_summary`` (same transaction),
+# so the tree adds up one row per node instead of grouping every register (issue 11). Subtrees are
+# summed when read, over one range of ``node_path`` (a moved node's registers are refreshed, and
+# with them the paths here); a node's subtree lies wholly inside any scope that shows the node.
+node_totals = sa.Table(
+    "node_totals",
+    metadata,
+    sa.Column("node_id", sa.Integer, sa.ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True),
+    # The node's path, byte-ordered as in register_summary: a subtree's rows are one index range.
+    sa.Column("node_path", sa.String(1000).with_variant(sa.String(1000, collation="C"), "postgresql"), nullable=False),
+    sa.Column("registers", sa.Integer, nullable=False),
+    sa.Column("cannot_sell", sa.Integer, nullable=False),
+    *(sa.Column(f"severity_{label}", sa.Integer, nullable=False) for label in SEVERITY_LEVELS),
+    sa.Column("earliest_stop", UtcDateTime, nullable=True),  # the earliest stop ahead of those that can sell
+    sa.Index(None, "node_path"),
 )
 
 state_history = sa.Table(

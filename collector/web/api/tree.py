@@ -31,7 +31,7 @@ from collector.web.routing import (
 from collector.web.shared import present
 from collector.web.shared.accounts import Caller, answer_as_caller, require_visible
 from collector.web.shared.fleet_models import NodeRollupList, NodeTreeOut
-from collector.web.shared.paging import Page, Paged, next_link, page_slice, repaged
+from collector.web.shared.paging import Page, Paged, next_link, repaged
 
 
 class NodeOut(BaseModel):
@@ -234,7 +234,8 @@ async def node_rollups(request: web.Request) -> web.Response:
     scope = principal_of(request).scope
 
     def work(conn: sa.Connection) -> NodeRollupList:
-        rollups, total = page_slice(repo.node_rollups(conn, scope), query)
+        page, total = repo.node_page(conn, scope, limit=query.limit, offset=query.offset)
+        rollups = repo.node_rollups(conn, scope, node_ids=page)
         return NodeRollupList(items=[present.rollup_out(r) for r in rollups], next=next_link(request, query, len(rollups), total))
 
     return json_response(await in_transaction(request, work))

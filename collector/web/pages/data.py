@@ -20,7 +20,7 @@ from collector.alerts.verdict import NO_DATA
 from collector.storage import repository as repo
 from collector.storage.rows import CommentRow, NodeRollup
 from collector.storage.schema import alert_comments, nodes, register_summary, register_tags, registers, tags
-from collector.storage.scope import Scope, register_visible, summary_visible
+from collector.storage.scope import Scope, node_visible, register_visible, summary_visible
 from collector.web.i18n import DEFAULT_LANGUAGE, labels
 from collector.web.shared import fleet_queries as queries
 from collector.web.shared import present
@@ -115,6 +115,7 @@ class TreeNode:
     rollup: NodeRollup
     depth: int
     children: list[TreeNode] = field(default_factory=list)
+    more: bool = False  # has child nodes this view does not show: its own view opens them
 
     @property
     def problems(self) -> int:
@@ -141,8 +142,15 @@ def flatten(tree: Sequence[TreeNode]) -> list[TreeNode]:
     return out
 
 
-def tree(conn: sa.Connection, scope: Scope) -> list[TreeNode]:
-    return node_tree(repo.node_rollups(conn, scope))
+def tree(conn: sa.Connection, scope: Scope, *, top: int | None = None) -> list[TreeNode]:
+    """One view of the tree page: ``top`` (else the scope's roots) and the levels below it that
+    fit a view; a node with more below links to its own view. Costs what it shows, not the tree."""
+    shown = repo.view_node_ids(conn, scope, top=top)
+    roots = node_tree(repo.node_rollups(conn, scope, node_ids=shown))
+    parents = repo.with_children(conn, shown)
+    for node in flatten(roots):
+        node.more = not node.children and node.rollup.node_id in parents
+    return roots
 
 
 def level_titles(conn: sa.Connection, scope: Scope) -> dict[str, str]:
@@ -154,21 +162,9 @@ def level_titles(conn: sa.Connection, scope: Scope) -> dict[str, str]:
 class FilterChoices:
     """Options of the register filter's selects, as (value, title) pairs."""
 
-    nodes: list[TreeNode]
+    node_options: list[tuple[int, str]]
     tags: list[str]
     protocols: list[str]
-
-    @property
-    def node_options(self) -> list[tuple[int, str]]:
-        """Each node by its path in the caller's tree without the company itself («Продукты у дома /
-        Москва»), so two cities of one name under different brands can be told apart."""
-        options: list[tuple[int, str]] = []
-        above: list[str] = []
-        for node in self.nodes:  # depth-first: a node's ancestors are the last ones seen above it
-            company = node.rollup.parent_id is None  # every node is in it: naming it adds nothing
-            above = [*above[: node.depth], "" if company else node.rollup.name]
-            options.append((node.rollup.node_id, " / ".join(name for name in above if name) or node.rollup.name))
-        return options
 
     @property
     def tag_options(self) -> list[tuple[str, str]]:
@@ -195,7 +191,26 @@ def filter_choices(conn: sa.Connection, scope: Scope) -> FilterChoices:
         .where(register_visible(scope))
         .order_by(registers.c.protocol)
     ).scalars()
-    return FilterChoices(nodes=flatten(tree(conn, scope)), tags=list(tag_names), protocols=list(protocols))
+    return FilterChoices(node_options=node_options(conn, scope), tags=list(tag_names), protocols=list(protocols))
+
+
+def node_options(conn: sa.Connection, scope: Scope) -> list[tuple[int, str]]:
+    """Every visible node by its path in the caller's tree without the company itself («Продукты у
+    дома / Москва»), so two cities of one name under different brands can be told apart. Names
+    only: no counts to add up for the 12 500 stores of a big company."""
+    rows = conn.execute(
+        sa.select(nodes.c.id, nodes.c.parent_id, nodes.c.name).where(node_visible(scope, nodes)).order_by(nodes.c.path)
+    )
+    above: dict[int, str] = {}  # path order: a node's parent comes first
+    options: list[tuple[int, str]] = []
+    for node_id, parent_id, name in rows:
+        if parent_id is None:  # the company: every node is in it, naming it adds nothing
+            above[node_id] = ""
+        else:
+            parent = above.get(parent_id, "")  # a hidden parent: the node starts the caller's tree
+            above[node_id] = f"{parent} / {name}" if parent else name
+        options.append((node_id, above[node_id] or name))
+    return options
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,8 +92,16 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
 async def tree_page(request: web.Request) -> web.StreamResponse:
     scope = principal_of(request).scope
 
+    text = request.query.get("node", "").strip()
+    if text and not text.isdigit():
+        raise PageError(400, "Неверный узел")
+    top = int(text) if text else None
+
     def work(conn: sa.Connection) -> dict[str, Any]:
-        return {"roots": data.tree(conn, scope), "level_titles": data.level_titles(conn, scope)}
+        roots = data.tree(conn, scope, top=top)
+        if top is not None and not roots:  # not there, or not the caller's to see
+            raise PageError(404, "Узел не найден")
+        return {"roots": roots, "top": top, "level_titles": data.level_titles(conn, scope)}
 
     return render(request, "tree.html", await in_transaction(request, work))
 
