@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from collector.accounts.audit import Actor
 from collector.accounts.tree import create_company
 from collector.config import CollectorConfig
+from collector.gc_tuning import tune_for_ingest
 from collector.service import CollectorService
 from collector.storage import create_engine_from_url, migrate
 from collector.storage.schema import alerts, state_history, tenants
@@ -213,6 +214,7 @@ class Collectors:
         if count == 0:
             config = CollectorConfig(broker_url=broker, db_url=db_url, client_id="bench-inproc", evaluator_period=15,
                                      company=company, history_sample_minutes=0)
+            tune_for_ingest()  # as ``kassa-collector run`` does
             self.service = CollectorService(config, serve_web=False)
             self.service.start()
             return

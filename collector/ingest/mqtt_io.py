@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
 
 READ_AHEAD = 64 * 1024
 READ_BURST = 256  # packets per loop turn at most
@@ -60,7 +61,7 @@ class ReadAheadClient(mqtt.Client):
     def _create_socket(self) -> Any:
         return ReadAhead(super()._create_socket())
 
-    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         rc = super().loop_read(max_packets)
         for _ in range(READ_BURST - 1):
             sock = self._sock
