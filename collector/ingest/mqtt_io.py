@@ -62,12 +62,14 @@ class ReadAheadClient(mqtt.Client):
         return ReadAhead(super()._create_socket())
 
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """paho's read step, repeated while the read-ahead buffer holds data (``READ_BURST`` at most).
+        A packet cut at the buffer's end is completed by one ``recv()``; an empty socket ends the burst."""
         rc = super().loop_read(max_packets)
         for _ in range(READ_BURST - 1):
             sock = self._sock
             if rc != mqtt.MQTT_ERR_SUCCESS or not isinstance(sock, ReadAhead) or sock.pending() == 0:
                 break
-            rc = super().loop_read(1)  # the rest of a packet cut at the buffer's end: one recv(), EAGAIN ends it
+            rc = super().loop_read(1)
         return rc
 
 
