@@ -9,7 +9,8 @@ then:
 1. **throughput** — pre-encodes ``--messages`` realistic ``StatePayload``s for ``--agents``
    virtual agents (distinct (session, seq), one register each), publishes them at QoS 1 as fast
    as one paho client can, and measures from the first publish until every one is committed to
-   ``state_history`` (polling the database). ``0`` collectors = one collector in this process
+   ``state_history`` (polling the database; the collectors keep every state as history here,
+   ``history_sample_minutes=0``, so each message is one row to count). ``0`` collectors = one collector in this process
    (its metrics show where the time goes); ``N`` = N ``kassa-collector run --shared``
    subprocesses under ``$share/collectors/``. With ``--drain`` (subprocess layouts only) the
    collectors are paused (SIGSTOP) while everything is published and the clock starts when they
@@ -57,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from collector.accounts.audit import Actor
 from collector.accounts.tree import create_company
 from collector.config import CollectorConfig
+from collector.gc_tuning import tune_for_ingest
 from collector.service import CollectorService
 from collector.storage import create_engine_from_url, migrate
 from collector.storage.schema import alerts, state_history, tenants
@@ -211,7 +213,8 @@ class Collectors:
         company = bench_company(db_url)  # the bench's agents report without enrollment: a single-company install
         if count == 0:
             config = CollectorConfig(broker_url=broker, db_url=db_url, client_id="bench-inproc", evaluator_period=15,
-                                     company=company)
+                                     company=company, history_sample_minutes=0)
+            tune_for_ingest()  # as ``kassa-collector run`` does
             self.service = CollectorService(config, serve_web=False)
             self.service.start()
             return
@@ -233,6 +236,7 @@ class Collectors:
                 [sys.executable, "-m", "collector", "run", "--broker", broker, "--db", db_url, "--no-web",
                  "--client-id", f"bench-{index}", "--shared", "--log-level", "WARNING", "--company", company],
                 stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+                env=os.environ | {"KASSA_COLLECTOR_HISTORY_SAMPLE_MINUTES": "0"},
             ))
         try:
             for _ in range(count):

@@ -3,13 +3,15 @@ driven in this thread over the messages ``bench/ingest.py`` publishes.
 
     .venv/bin/python bench/ingest_profile.py [--messages 5000] [--agents 1000] [--db sqlite,postgresql]
                                              [--repeat 3] [--profile sqlite] [--top 25]
+                                             [--sort cumulative|tottime] [--default-gc]
 
 Per database: decode+write+commit (``IngestWriter.process`` on batches of 500, acks to a
 recording downlink) and ingest-triggered alert evaluation (``AlertEngine.evaluate`` with
 ``skip_unchanged``, as ``EvaluationWorker`` calls it), each as CPU µs per message
 (``time.process_time``; the least of ``--repeat`` runs, each on a fresh database, since a busy
 machine only ever adds to it). ``--profile`` also prints a cProfile (CPU time) of one
-backend's run, sorted by cumulative time.
+backend's run, sorted by cumulative (or ``--sort tottime``, own) time. The garbage collector is
+set as ``kassa-collector run`` sets it (``collector.gc_tuning``) unless ``--default-gc``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.ingest import bench_company, database, load
+from collector.gc_tuning import tune_for_ingest
 from collector.ingest.batcher import IngestWriter, WriterSettings
 from collector.ingest.consumer import InboundMessage
 from collector.ingest.engine import AlertEngine
@@ -93,7 +96,11 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", default="", help="backend to profile (cProfile, cumulative)")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--sort", default="cumulative", choices=["cumulative", "tottime"], help="profile order")
+    parser.add_argument("--default-gc", action="store_true", help="CPython's GC thresholds, not the collector's")
     args = parser.parse_args()
+    if not args.default_gc:
+        tune_for_ingest()  # as ``kassa-collector run`` does
     messages = inbound(load(args.messages, args.agents, "a"))
     for kind in args.db.split(","):
         profiler = cProfile.Profile(time.process_time) if kind == args.profile else None
@@ -105,7 +112,7 @@ def main() -> int:
         print(f"{kind:10} write {write_us:6.0f} µs/msg, evaluate {evaluate_us:6.0f} µs/msg, "
               f"together {write_us + evaluate_us:6.0f} µs/msg (CPU, this thread)", flush=True)
         if profiler is not None:
-            pstats.Stats(profiler).sort_stats("cumulative").print_stats(args.top)
+            pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
     return 0
 
 

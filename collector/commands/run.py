@@ -13,6 +13,7 @@ from types import FrameType
 from typing import Any
 
 from collector.config import CollectorConfigError, load_config
+from collector.gc_tuning import tune_for_ingest
 from collector.service import CollectorService
 
 
@@ -81,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    tune_for_ingest()
     service = CollectorService(config, serve_web=not args.no_web)
     try:
         service.run(stop)

@@ -240,7 +240,7 @@ def lock_idle_agents(conn: sa.Connection, agent_ids: Collection[str]) -> set[str
         return set(agent_ids)
     query = (
         sa.select(agents.c.agent_id)
-        .where(agents.c.agent_id.in_(sorted(agent_ids)))
+        .where(member_of(conn, agents.c.agent_id, sorted(agent_ids)))
         .order_by(agents.c.agent_id)
         .with_for_update(key_share=True, skip_locked=True)  # FOR NO KEY UPDATE: registers' FK checks pass
     )

@@ -6,6 +6,10 @@ them against a real broker).
   body) and a ``select()`` before each packet. :class:`ReadAhead` serves them from one 64 KiB
   ``recv()`` and reports what it holds through ``pending()``, the hook paho already polls for TLS
   sockets, so its loop does not wait in ``select()`` while buffered packets remain.
+* **Packets in bursts.** paho's loop reads one packet per turn, and each turn costs a
+  ``select()``, a write check and a keepalive check; :class:`ReadAheadClient` goes on reading
+  while the buffer holds data, up to ``READ_BURST`` packets a turn (so PUBACKs and pings still
+  go out between bursts under a constant stream).
 * **One write per batch of PUBACKs.** ``Client.ack`` queues each PUBACK as its own packet, with
   a wake-up of the loop thread and a ``send()`` each; :func:`queue_pubacks` queues a batch's
   PUBACKs as one packet.
@@ -18,8 +22,10 @@ from collections.abc import Iterable
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import MQTTErrorCode
 
 READ_AHEAD = 64 * 1024
+READ_BURST = 256  # packets per loop turn at most
 _PUBACK = struct.Struct("!BBH")
 
 
@@ -54,6 +60,17 @@ class ReadAheadClient(mqtt.Client):
 
     def _create_socket(self) -> Any:
         return ReadAhead(super()._create_socket())
+
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
+        """paho's read step, repeated while the read-ahead buffer holds data (``READ_BURST`` at most).
+        A packet cut at the buffer's end is completed by one ``recv()``; an empty socket ends the burst."""
+        rc = super().loop_read(max_packets)
+        for _ in range(READ_BURST - 1):
+            sock = self._sock
+            if rc != mqtt.MQTT_ERR_SUCCESS or not isinstance(sock, ReadAhead) or sock.pending() == 0:
+                break
+            rc = super().loop_read(1)
+        return rc
 
 
 def queue_pubacks(client: mqtt.Client, mids: Iterable[int]) -> None:

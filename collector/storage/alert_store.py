@@ -8,7 +8,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from collector.storage.dialect import upsert_insert
+from collector.storage.dialect import member_of, upsert_insert
 from collector.storage.errors import InvalidValue
 from collector.storage.register_summary import refresh_registers
 from collector.storage.rows import ALERT_STATUSES, AlertChangeRow, AlertRow, CommentRow, check_severity
@@ -78,7 +78,7 @@ def load_alerts(
     """Unscoped load for the alert engine (e.g. every active alert at start-up)."""
     query = sa.select(alerts).order_by(alerts.c.id)
     if register_ids is not None:
-        query = query.where(alerts.c.register_id.in_(list(register_ids)))
+        query = query.where(member_of(conn, alerts.c.register_id, register_ids))
     if status is not None:
         query = query.where(alerts.c.status == check_alert_status(status))
     return [alert_from_row(r) for r in conn.execute(query)]

@@ -7,7 +7,7 @@ from collections.abc import Collection
 
 import sqlalchemy as sa
 
-from collector.storage.dialect import upsert_insert
+from collector.storage.dialect import member_of, upsert_insert
 from collector.storage.rows import ContractRow
 from collector.storage.schema import ofd_contracts
 
@@ -31,5 +31,5 @@ def upsert_contract(conn: sa.Connection, contract: ContractRow) -> None:
 
 def load_contracts(conn: sa.Connection, register_ids: Collection[str]) -> dict[str, ContractRow]:
     """Contracts of the given registers; a register without one is absent (no data ≠ unpaid)."""
-    rows = conn.execute(sa.select(ofd_contracts).where(ofd_contracts.c.register_id.in_(list(register_ids))))
+    rows = conn.execute(sa.select(ofd_contracts).where(member_of(conn, ofd_contracts.c.register_id, register_ids)))
     return {r.register_id: ContractRow(**r._asdict()) for r in rows}

@@ -47,8 +47,22 @@ def member_of(conn: sa.Connection, column: sa.ColumnElement[Any], values: Iterab
     Python (its cache keeps short texts only), which cost more than the query for a batch's
     keys. One parameter keeps the text fixed: cached by both, prepared by the server.
     """
-    listed = list(values)
-    if conn.dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam(None, listed, type_=postgresql.ARRAY(column.type)))
-    keys = sa.func.json_each(sa.bindparam(None, json.dumps(listed), type_=sa.Text())).table_valued("value")
+    dialect = conn.dialect.name
+    return member_of_param(dialect, column, None, member_values(dialect, values))
+
+
+def member_of_param(
+    dialect: str, column: sa.ColumnElement[Any], name: str | None, value: Any = None
+) -> sa.ColumnElement[bool]:
+    """``member_of`` for a statement built once: the values go in at execution as the parameter
+    ``name``, converted by ``member_values``."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(name, value, type_=postgresql.ARRAY(column.type)))
+    keys = sa.func.json_each(sa.bindparam(name, value, type_=sa.Text())).table_valued("value")
     return column.in_(sa.select(keys.c.value).scalar_subquery())
+
+
+def member_values(dialect: str, values: Iterable[str | int]) -> list[str | int] | str:
+    """The value of a ``member_of_param`` parameter: a list on PostgreSQL, its JSON text on SQLite."""
+    listed = list(values)
+    return listed if dialect == "postgresql" else json.dumps(listed)

@@ -19,14 +19,14 @@ stale values. (Two transactions creating the same register's first row race with
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection, Sequence
-from typing import Any
+from collections.abc import Collection
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from collector.storage import node_totals
+from collector.storage.dialect import member_of, member_of_param, member_values
 from collector.storage.errors import UnsupportedDialect
 from collector.storage.ranks import NO_BLOCK as NO_BLOCK
 from collector.storage.ranks import UNKNOWN_SELL_RANK, severity_rank
@@ -52,13 +52,14 @@ def _search_text() -> ColumnElement[str]:
     return sa.func.lower(joined)
 
 
-def _computed(register_ids: Sequence[str] | sa.BindParameter[Any] | None) -> sa.Select[tuple[object, ...]]:
-    """The summary rows of these registers (None: of every register), computed from the source tables."""
+def _computed(dialect: str, ids: str | None) -> sa.Select[tuple[object, ...]]:
+    """The summary rows of the registers in the parameter named ``ids`` (None: of every
+    register), computed from the source tables."""
     # Uncorrelated IN, built once per statement: SQLite, without statistics, ran a correlated
     # EXISTS through alerts' (status, severity) index, i.e. over every active alert per register.
     active = sa.select(alerts.c.register_id).where(alerts.c.status == "active")
-    if register_ids is not None:
-        active = active.where(alerts.c.register_id.in_(register_ids))
+    if ids is not None:
+        active = active.where(member_of_param(dialect, alerts.c.register_id, ids))
     has_active_alert = registers.c.register_id.in_(active)
     return (
         sa.select(
@@ -85,7 +86,7 @@ def _computed(register_ids: Sequence[str] | sa.BindParameter[Any] | None) -> sa.
             .outerjoin(agents, agents.c.agent_id == registers.c.agent_id)
             .outerjoin(nodes, nodes.c.id == registers.c.node_id)
         )
-        .where(sa.true() if register_ids is None else registers.c.register_id.in_(register_ids))
+        .where(sa.true() if ids is None else member_of_param(dialect, registers.c.register_id, ids))
     )
 
 
@@ -95,8 +96,8 @@ _COLUMNS = [column.name for column in register_summary.columns]
 @functools.cache
 def _upsert_statement(dialect: str, every: bool) -> sa.Executable:
     """Built once per backend (building it costs more than running it on 500 registers); the ids
-    go in as the expanding parameter ``ids``."""
-    ids: sa.BindParameter[Any] | None = None if every else sa.bindparam("ids", expanding=True)
+    go in as the one parameter ``ids`` (``member_values``), so its text is the same for every batch."""
+    ids = None if every else "ids"
     insert: sqlite.Insert | postgresql.Insert
     if dialect == "sqlite":
         insert = sqlite.insert(register_summary)
@@ -104,7 +105,7 @@ def _upsert_statement(dialect: str, every: bool) -> sa.Executable:
         insert = postgresql.insert(register_summary)
     else:
         raise UnsupportedDialect(f"no ON CONFLICT support for database dialect {dialect!r}")
-    stmt = insert.from_select(_COLUMNS, _computed(ids))
+    stmt = insert.from_select(_COLUMNS, _computed(dialect, ids))
     kept = [name for name in _COLUMNS if name != "register_id"]
     upsert = stmt.on_conflict_do_update(
         index_elements=[register_summary.c.register_id],
@@ -119,14 +120,14 @@ def _upsert_statement(dialect: str, every: bool) -> sa.Executable:
 def _upsert(conn: sa.Connection, register_ids: list[str]) -> list[tuple[str, int | None]]:
     """Recompute these rows; returns (register, node now) of the rows that were written."""
     stmt = _upsert_statement(conn.dialect.name, False)
-    return [(row[0], row[1]) for row in conn.execute(stmt, {"ids": register_ids})]
+    return [(row[0], row[1]) for row in conn.execute(stmt, {"ids": member_values(conn.dialect.name, register_ids)})]
 
 
 def _nodes_before(conn: sa.Connection, register_ids: list[str]) -> dict[str, int | None]:
     """The node each of these registers' summary rows places it at now, locking the rows on
     PostgreSQL (in id order, as every refresh does)."""
     query = sa.select(register_summary.c.register_id, register_summary.c.node_id).where(
-        register_summary.c.register_id.in_(register_ids)
+        member_of(conn, register_summary.c.register_id, register_ids)
     )
     if conn.dialect.name == "postgresql":
         query = query.order_by(register_summary.c.register_id).with_for_update()
@@ -151,7 +152,7 @@ def refresh_agents(conn: sa.Connection, agent_ids: Collection[str], also: Collec
     the registers ``also``, in one sorted pass of locks (two passes could lock crosswise)."""
     found: list[str] = []
     if agent_ids:
-        owned = sa.select(registers.c.register_id).where(registers.c.agent_id.in_(sorted(set(agent_ids))))
+        owned = sa.select(registers.c.register_id).where(member_of(conn, registers.c.agent_id, sorted(set(agent_ids))))
         found = list(conn.execute(owned).scalars())
     refresh_registers(conn, [*found, *also])
 

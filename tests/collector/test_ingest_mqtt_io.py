@@ -90,3 +90,23 @@ def test_a_batch_of_pubacks_reaches_the_broker(consumer_at: Any, mqtt_recorder: 
     time.sleep(0.5)
     assert sorted(m.topic for m in again.messages) == sorted(m.topic for m in received[150:])
     assert len(redelivered) == 50
+
+
+@pytest.mark.mosquitto
+def test_a_burst_is_read_whole_and_in_order(consumer_at: Any, mqtt_recorder: Any) -> None:
+    """Packets the read-ahead buffer holds are read in bursts (``READ_BURST`` a loop turn), one
+    cut at the buffer's end completed by the next read: every message arrives once, in order."""
+    sink = _Collecting()
+    consumer_at(sink)
+    publisher = mqtt_recorder([])
+    payloads = [bytes([seq % 251]) * (1000 + seq * 37 % 3000) for seq in range(2000)]
+    publisher.publish("kassa/v1/agent-x/state/kkt-x", b"{}")  # connected
+    sent = [publisher.client.publish(f"kassa/v1/agent-{seq}/state/kkt-{seq}", payload, qos=1)
+            for seq, payload in enumerate(payloads)]  # without waiting for each PUBACK: the broker streams them
+    for info in sent:
+        info.wait_for_publish(10)
+    received = sink.wait(2001, timeout=30)[1:]
+    time.sleep(0.3)
+    assert len(sink.messages) == 2001
+    assert [m.topic for m in received] == [f"kassa/v1/agent-{seq}/state/kkt-{seq}" for seq in range(2000)]
+    assert [m.payload for m in received] == payloads

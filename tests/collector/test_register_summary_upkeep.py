@@ -36,7 +36,7 @@ def rows(engine: sa.Engine) -> dict[str, dict[str, Any]]:
     """The stored summary, after checking it equals a rebuild from the source tables."""
     with engine.connect() as conn:
         stored = {row.register_id: dict(row._mapping) for row in conn.execute(sa.select(summary))}
-        computed = register_summary._computed(None).subquery()
+        computed = register_summary._computed(conn.dialect.name, None).subquery()
         rebuilt = {row.register_id: dict(row._mapping) for row in conn.execute(sa.select(computed))}
     assert stored == rebuilt
     return stored

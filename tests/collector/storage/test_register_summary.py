@@ -39,7 +39,7 @@ def stored(conn: sa.Connection) -> dict[str, dict[str, Any]]:
 
 def recomputed(conn: sa.Connection) -> dict[str, dict[str, Any]]:
     """What the summary would hold if rebuilt from the source tables now."""
-    computed = register_summary._computed(None).subquery()
+    computed = register_summary._computed(conn.dialect.name, None).subquery()
     return {row.register_id: dict(row._mapping) for row in conn.execute(sa.select(computed))}
 
 
