@@ -72,7 +72,7 @@ from collector.notify.receivers import (
     silence_check,
     webhook_receivers_exist,
 )
-from collector.storage import create_engine_from_url, migrate
+from collector.storage import begin_write, create_engine_from_url, migrate
 
 log = logging.getLogger(__name__)
 
@@ -305,7 +305,9 @@ def with_page_link(notice: AlertNotice) -> AlertNotice:
 def check_company(engine: sa.Engine, company: str, node_name: str) -> None:
     """Fail at start, naming the fix, rather than on the first unenrolled agent's batch."""
     try:
-        with engine.begin() as conn:
+        # begin_write: on SQLite a deferred transaction that reads, then creates the node, failed at once
+        # with "database is locked" while another collector's writer held the file (the collector died).
+        with begin_write(engine) as conn:
             landing_node(conn, company, node_name)
     except (NotFound, Conflict) as exc:
         raise CollectorConfigError(

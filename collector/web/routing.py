@@ -18,6 +18,7 @@ from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
 from collector.security import allow_anonymous
+from collector.storage import begin_write
 from collector.web.problems import Problem, invalid_params, read_json_body
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -115,7 +116,9 @@ async def in_transaction(request: web.Request, work: Callable[[sa.Connection], R
 
     def run() -> ResultT:
         if write:
-            with engine.begin() as conn:
+            # begin_write: on SQLite a deferred transaction that reads first fails at once with
+            # "database is locked" when the ingest writer commits in between.
+            with begin_write(engine) as conn:
                 return work(conn)
         with engine.connect() as conn:
             return work(conn)

@@ -5,7 +5,11 @@ operator. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import sqlite3
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +24,7 @@ from collector.cli import main
 from collector.config import CollectorConfigError, load_config
 from collector.ingest.batcher import IngestWriter, WriterSettings
 from collector.service import check_company
+from collector.storage import create_engine_from_url, migrate
 from collector.storage import repository as repo
 from collector.storage.refused_agents import refused_agents
 from collector.storage.schema import agents, nodes, registers
@@ -65,6 +70,45 @@ def test_enrollment_is_enforced_unless_the_config_names_a_company() -> None:
 def test_a_company_that_does_not_exist_stops_the_start_naming_the_fix(engine: sa.Engine) -> None:
     with pytest.raises(CollectorConfigError, match=r"no company named .Нет такой.*tenant create"):
         check_company(engine, "Нет такой", "Новые кассы")
+
+
+@pytest.fixture
+def sqlite_engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    with kit.database_url("sqlite", tmp_path) as url:
+        eng = create_engine_from_url(url)
+        migrate(eng)
+        try:
+            yield eng
+        finally:
+            eng.dispose()
+
+
+def test_the_start_check_waits_for_another_collectors_write_instead_of_dying(sqlite_engine: sa.Engine) -> None:
+    """SQLite (the write lock of one file): another collector's writer holds the file while this one
+    starts and creates «Новые кассы». A deferred transaction read first, then found its snapshot
+    stale when the other committed: "database is locked" at once, and the collector died at start."""
+    engine = sqlite_engine
+    company_with_store(engine)
+    other = sqlite3.connect(engine.url.database, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("UPDATE nodes SET name = name")  # the other writer is mid-batch
+    failure: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            check_company(engine, "Продукты у дома", "Новые кассы")
+        except BaseException as exc:  # the test reports it below
+            failure.append(exc)
+
+    starting = threading.Thread(target=start)
+    starting.start()
+    time.sleep(0.5)  # this collector has started its transaction and waits for the lock
+    other.execute("COMMIT")
+    other.close()
+    starting.join(30)
+    assert failure == [] and not starting.is_alive()
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).where(nodes.c.kind == NEW_REGISTERS_KIND)).scalar_one() == 1
 
 
 # --- single company: «Новые кассы» ---------------------------------------------------------------
