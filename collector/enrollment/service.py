@@ -91,6 +91,15 @@ def spread(agent_id: str, urls: Sequence[str]) -> tuple[str, tuple[str, ...]]:
     return rotated[0], tuple(rotated[1:])
 
 
+def enrollment_token() -> str:
+    """256 random bits, URL-safe, never starting with «-»: the installer pastes it after
+    ``kassa-agent enroll --token``, and argparse would take a leading dash for an option
+    (one token in 64 did)."""
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
+    return token
+
+
 class EnrollmentService:
     def __init__(
         self,
@@ -114,7 +123,7 @@ class EnrollmentService:
         ttl = self._token_ttl if ttl is None else ttl
         if not timedelta(0) < ttl <= MAX_TOKEN_TTL:
             raise ValueError(f"token lifetime must be between 0 and {MAX_TOKEN_TTL.days} days")
-        token = secrets.token_urlsafe(32)
+        token = enrollment_token()
         now = self._clock()
         with begin_write(self._engine) as conn:
             tenant_id = conn.execute(

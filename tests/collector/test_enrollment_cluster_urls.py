@@ -9,7 +9,7 @@ from collections import Counter
 from agent.config import load_config
 from agent.enroll import Enrollment as AgentEnrollment
 from agent.enroll import updated_config
-from collector.enrollment.service import spread
+from collector.enrollment.service import enrollment_token, spread
 
 NODES = ("mqtts://n1:8883", "mqtts://n2:8883", "mqtts://n3:8883")
 
@@ -37,3 +37,10 @@ def test_the_agent_writes_the_fallbacks_and_reads_them_back() -> None:
     assert config.broker.endpoints() == [("n2", 8883), ("n3", 8883), ("n1", 8883)]
     again = updated_config(text, enrollment)  # enrolling again replaces, never duplicates, the key
     assert again.count("fallback_urls") == 1
+
+
+def test_an_enrollment_token_never_starts_with_a_dash() -> None:
+    """``kassa-agent enroll --token -abc…`` is an argparse error; token_urlsafe starts one in 64 so."""
+    tokens = [enrollment_token() for _ in range(2000)]
+    assert not [token for token in tokens if token.startswith("-")]
+    assert len(set(tokens)) == len(tokens) and all(len(token) == 43 for token in tokens)
