@@ -36,8 +36,12 @@ def check_alert_status(status: str | None) -> str | None:
     return status
 
 
-def upsert_alert(conn: sa.Connection, alert: AlertRow) -> int:
-    """Write the current occurrence of (register, rule), creating or overwriting it; returns its id."""
+def upsert_alert(conn: sa.Connection, alert: AlertRow, *, refresh_summary: bool = True) -> int:
+    """Write the current occurrence of (register, rule), creating or overwriting it; returns its id.
+
+    ``refresh_summary=False``: the caller refreshes the register summary itself, once, for all the
+    registers of its transaction in one sorted pass (the alert engine) — a refresh per alert locked
+    summary and node-total rows out of order and deadlocked with the ingest writer on PostgreSQL."""
     check_severity(alert.severity)
     check_alert_status(alert.status)
     values: dict[str, Any] = {name: getattr(alert, name) for name in _ALERT_FIELDS}
@@ -48,7 +52,8 @@ def upsert_alert(conn: sa.Connection, alert: AlertRow) -> int:
         set_={name: stmt.excluded[name] for name in _ALERT_FIELDS},
     ).returning(alerts.c.id)
     alert_id = int(conn.execute(upsert).scalar_one())
-    refresh_registers(conn, [alert.register_id])
+    if refresh_summary:
+        refresh_registers(conn, [alert.register_id])
     return alert_id
 
 

@@ -215,7 +215,8 @@ class AlertEngine:
                     worst = record.severity if worst is None else max(worst, record.severity)
                 if record is records.get(rule):
                     continue  # unchanged: no write
-                alert_id = repo.upsert_alert(conn, row_from_record(record))
+                # The summary is refreshed once below, in one sorted pass with every verdict.
+                alert_id = repo.upsert_alert(conn, row_from_record(record), refresh_summary=False)
                 for change in rule_changes:
                     repo.add_alert_history(conn, change_row(alert_id, change))
                 changes += len(rule_changes)
