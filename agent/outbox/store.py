@@ -258,6 +258,22 @@ class Outbox:
             rows = self._db.execute(sql, (session, cutoff, limit)).fetchall()
         return [record_from_row(row) for row in rows]
 
+    def unacked_replayed(self, live: int, through: tuple[int, int], limit: int) -> list[OutboxRecord]:
+        """Older sessions' records replayed on the live connection, up to ``(session, seq)`` ``through``,
+        that no ack has deleted since — once collectors ack selectively. A ``hist`` batch the broker
+        lost (a stream without a leader for a moment) is otherwise sent only on the next connection."""
+        with self._cond:
+            if not self._selective_sessions:
+                return []
+        self._commit_pending()
+        sql = (
+            f"SELECT {RECORD_COLUMNS} FROM records WHERE published_in = ? AND session != ?"
+            " AND (session < ? OR (session = ? AND seq <= ?)) ORDER BY session, seq LIMIT ?"
+        )
+        with self._db_lock:
+            rows = self._db.execute(sql, (live, live, through[0], through[0], through[1], limit)).fetchall()
+        return [record_from_row(row) for row in rows]
+
     def set_ack_mode(self, mode: AckMode) -> None:
         """Switch delivery bookkeeping; entering puback mode deletes records already published."""
         if mode not in ("collector", "puback"):

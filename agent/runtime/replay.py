@@ -47,7 +47,11 @@ class BacklogReplay:
         self._collector_online: bool | None = None  # None: never seen its retained status
         self.replayed = 0
         self.unacked_resent = 0
-        self._resent: tuple[int | None, set[int]] = (None, set())  # (connection, seqs sent again on it)
+        # Per connection: the (session, seq)s sent again on it, and when each replayed batch (up to
+        # its last key) got its PUBACK — so a replayed batch the broker lost is sent once more too.
+        self._connection: int | None = None
+        self._resent: set[tuple[int, int]] = set()
+        self._replayed_through: list[tuple[float, tuple[int, int]]] = []
 
     def on_collector_status(self, raw: bytes) -> None:
         if not raw:  # retained status cleared
@@ -102,31 +106,46 @@ class BacklogReplay:
                 if not done.wait(10.0):
                     return  # connection trouble; the next connect replays again
             self.outbox.mark_published_many((row.session, row.seq) for row in rows)
+            self._on_connection(connection).append((time.monotonic(), cursor))
             self.replayed += len(rows)
             pause = len(rows) * interval_per_record - (time.monotonic() - started)
             if pause > 0 and self.stopping.wait(pause):
                 return
 
+    def _on_connection(self, connection: int | None) -> list[tuple[float, tuple[int, int]]]:
+        """This connection's replay marks; a new connection starts both bookkeeping sets afresh."""
+        if connection != self._connection:
+            self._connection, self._resent, self._replayed_through = connection, set(), []
+        return self._replayed_through
+
     def _resend_unacked(self) -> None:
-        """Collectors sharing the stream ack exactly what they committed: a live record left unacked
-        for ``unacked_grace`` never reached a database (lost by a broker node that died, or by a
-        collector). Send it again on ``hist``, once per connection — a record a collector refuses
-        stays for the next connection's replay instead of looping."""
+        """Collectors sharing the stream ack exactly what they committed: a record published on this
+        connection (live, or replayed from an older session) and left unacked for ``unacked_grace``
+        never reached a database (lost by a broker node that died, by a stream electing a leader, or
+        by a collector). Send it again on ``hist``, once per connection — a record a collector
+        refuses stays for the next connection's replay instead of looping."""
         live = self._live_session()
         if live is None or not self.replay_allowed():
             return
-        connection, resent = self._resent
-        if connection != live:
-            resent = set()
-            self._resent = (live, resent)
-        grace = timedelta(seconds=self.config.replay.unacked_grace)
-        rows = [row for row in self.outbox.unacked(live, grace, self.config.replay.batch) if row.seq not in resent]
+        marks = self._on_connection(live)
+        grace = self.config.replay.unacked_grace
+        limit = self.config.replay.batch
+        rows = self.outbox.unacked(live, timedelta(seconds=grace), limit)
+        matured = [key for at, key in marks if time.monotonic() - at >= grace]
+        if matured:  # each replayed batch is looked at once, after its grace
+            del marks[: len(matured)]
+            rows += self.outbox.unacked_replayed(live, max(matured), limit)
+        rows = [row for row in rows if (row.session, row.seq) not in self._resent]
         if not rows:
             return
-        log.warning("sending again %d records of session %d that no collector acked (first seq %d)", len(rows), live, rows[0].seq)
+        for session in sorted({row.session for row in rows}):
+            mine = [row.seq for row in rows if row.session == session]
+            log.warning(
+                "sending again %d records of session %d that no collector acked (first seq %d)", len(mine), session, mine[0]
+            )
         for raw in pack_hist_batches(self.agent_id, self.now(), [(row.kind, row.payload) for row in rows]):
             done = threading.Event()
             if not self.publisher.publish(hist_topic(self.agent_id), raw, on_ack=done.set) or not done.wait(10.0):
                 return  # connection trouble: the next connect replays them anyway
-        resent.update(row.seq for row in rows)
+        self._resent.update((row.session, row.seq) for row in rows)
         self.unacked_resent += len(rows)

@@ -233,6 +233,39 @@ def test_a_record_no_collector_acked_is_sent_again_once(
     recorder.wait_for(lambda m: runtime.outbox.depth() == 0)
 
 
+def test_a_replayed_record_no_collector_acked_is_sent_again_once(
+    mqtt_broker: Any, start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any
+) -> None:
+    """An older session's records replayed on ``hist`` can be lost too (a stream electing a new
+    leader after a node died took the batch and kept nothing): once collectors ack selectively, a
+    replayed record none acked goes out again after ``unacked_grace`` on the same connection."""
+    recorder = mqtt_recorder([f"kassa/v1/{AGENT}/#"], persistent=True)
+    runtime = start_runtime(model_register, ack_mode="collector", replay={"unacked_grace": 0.5})
+    model_register.change(lambda m: m.open_shift())
+    messages = recorder.wait_for(lambda m: events(m, "shift_opened") and runtime.outbox.stats().awaiting_ack >= 3)
+    old_session = events(messages)[0].session
+    mqtt_broker.stop()  # a new connection, so the first session's records become backlog
+    recorder.wait_for(lambda m: not runtime.publisher.connected)
+    mqtt_broker.start()
+    recorder.wait_for(lambda m: runtime.publisher.connected and runtime.publisher.session != old_session)
+    recorder.publish(COLLECTOR_STATUS_TOPIC, encode(CollectorStatusPayload(status="online", ts=runtime.now())), retain=True)
+    messages = recorder.wait_for(lambda m: parsed(m, "hist"), timeout=10)
+    replayed = sorted(r.payload.seq for batch in parsed(messages, "hist") for r in batch.records)
+    assert len(replayed) >= 3 and {r.payload.session for b in parsed(messages, "hist") for r in b.records} == {old_session}
+    recorder.wait_for(lambda m: runtime.replayed == len(replayed))
+    lost = replayed[1]
+    ack = {"v": 1, "session": old_session, "ranges": [[replayed[0], lost - 1], [lost + 1, replayed[-1]]]}
+    recorder.publish(f"kassa/v1/{AGENT}/ack", json.dumps(ack).encode())
+    messages = recorder.wait_for(lambda m: len(parsed(m, "hist")) >= 2, timeout=10)
+    again = [(r.payload.session, r.payload.seq) for batch in parsed(messages, "hist")[1:] for r in batch.records]
+    assert again == [(old_session, lost)]
+    recorder.wait_for(lambda m: runtime.unacked_resent == 1)
+    threading_wait(1.5)  # once per connection: no third copy
+    assert len(parsed(recorder.messages, "hist")) == 2
+    recorder.publish(f"kassa/v1/{AGENT}/ack", json.dumps({"v": 1, "session": old_session, "ranges": [[lost, lost]]}).encode())
+    recorder.wait_for(lambda m: not any(row.session == old_session for row in runtime.outbox.backlog(100)))
+
+
 def test_full_outbox_counts_drops_and_reports_a_gap(
     mqtt_broker: Any, start_runtime: Callable[..., AgentRuntime], mqtt_recorder: Any, model_register: Any
 ) -> None:
