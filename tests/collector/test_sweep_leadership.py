@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from collector.ingest.engine import AlertEngine, EvaluationWorker
@@ -50,3 +51,35 @@ def test_a_worker_that_does_not_lead_skips_the_sweep_and_stopping_hands_the_lead
         assert successor.leading()  # nobody holds it any more
     finally:
         successor.release()
+
+
+@pytest.mark.postgres
+def test_the_leader_whose_database_session_was_killed_leads_again_and_releases_cleanly(tmp_path: Path) -> None:
+    """A PostgreSQL failover or restart ends the session that held the lock. The next period must
+    take the lead again (the sweep — offline detection — would stop for good otherwise), and
+    stopping must not raise from the dead session. (SQLite's flock lives in this process.)"""
+    with kit.database_url("postgresql", tmp_path) as url:
+        pg = create_engine_from_url(url)
+        leader = SweepLeadership(pg)
+        try:
+            assert leader.leading()
+            pid = _backend_pid(leader)
+            _terminate(pg, pid)
+            assert leader.leading()  # lost, then taken again on a new session
+            assert _backend_pid(leader) != pid
+            _terminate(pg, _backend_pid(leader))
+            leader.release()  # the session is gone: nothing to unlock, nothing raised
+            assert not leader.held
+        finally:
+            leader.release()
+            pg.dispose()
+
+
+def _backend_pid(leadership: SweepLeadership) -> int:
+    assert leadership._conn is not None
+    return int(leadership._conn.execute(sa.select(sa.func.pg_backend_pid())).scalar_one())
+
+
+def _terminate(engine: sa.Engine, pid: int) -> None:
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.pg_terminate_backend(pid))).scalar_one()

@@ -45,7 +45,10 @@ class SweepLeadership:
 
     def release(self) -> None:
         if self._conn is not None:
-            with contextlib.suppress(sa.exc.DBAPIError):  # at once: a closed session frees it only when its backend exits
+            # At once: a closed session frees it only when its backend exits. A session the server
+            # ended (failover, restart) raises here — a driver error, or SQLAlchemy's "rollback
+            # first" once it saw the disconnect — and holds no lock any more.
+            with contextlib.suppress(sa.exc.SQLAlchemyError):
                 self._conn.execute(sa.select(sa.func.pg_advisory_unlock(_lock_key())))
             # Closed for good, not returned to the pool: the session (and its lock) must end.
             self._conn.invalidate()
@@ -61,7 +64,7 @@ class SweepLeadership:
             try:
                 self._conn.execute(sa.select(1))  # the lock lives as long as this session does
                 return True
-            except sa.exc.DBAPIError:
+            except sa.exc.SQLAlchemyError:  # the session ended: its lock went with it
                 log.warning("lost the connection that held the sweep lead; trying to take it again")
                 self.release()
         conn = self._engine.connect().execution_options(isolation_level="AUTOCOMMIT")  # never idle in a transaction
