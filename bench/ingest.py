@@ -284,6 +284,11 @@ class Collectors:
             ticks["(ended)"] = ticks.get("(ended)", 0) + max(total, 0)
         return {name: used / os.sysconf("SC_CLK_TCK") for name, used in ticks.items()}
 
+    def cpu_seconds(self) -> float | None:
+        """CPU seconds of every collector subprocess so far, all threads; None in-process."""
+        by_thread = self.cpu_by_thread()
+        return None if by_thread is None else sum(by_thread.values())
+
     def pause(self, paused: bool) -> None:
         for process in self.processes:
             process.send_signal(signal.SIGSTOP if paused else signal.SIGCONT)

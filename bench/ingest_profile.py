@@ -49,6 +49,10 @@ class RecordingDownlink:
         self.acks += len(messages)
         return len(messages)
 
+    def publish_acks(self, acks: Sequence[tuple[str, bytes]]) -> int:
+        self.published += len(acks)
+        return len(acks)
+
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         self.published += 1
         return True

@@ -163,6 +163,7 @@ class Received:
     payload: bytes
     retain: bool
     at: float
+    qos: int = 1
 
 
 class MqttRecorder:
@@ -196,7 +197,7 @@ class MqttRecorder:
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         with self._cond:
-            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain), time.monotonic()))
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain), time.monotonic(), msg.qos))
             self._cond.notify_all()
 
     def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = 10.0) -> list[Received]:

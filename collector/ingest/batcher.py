@@ -111,6 +111,8 @@ class Downlink(Protocol):
 
     def ack(self, messages: Sequence[InboundMessage]) -> int: ...
 
+    def publish_acks(self, acks: Sequence[tuple[str, bytes]]) -> int: ...
+
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool: ...
 
 
@@ -426,17 +428,20 @@ class IngestWriter:
         """One collector acks the contiguous committed prefix; collectors sharing the stream each
         ack exactly the seqs they committed (a prefix would vouch for what another one holds — or
         what the broker lost)."""
+        acks: list[tuple[str, bytes]] = []
         if self.settings.contiguous_acks:
             for (agent, session), seq in result.acks.items():
                 own, epoch = result.own_sessions.get((agent, session), (session, None))
-                self._downlink.publish(_ack_topic(agent), encode_ack(own, seq, epoch))
-            return
-        for (agent, session), seqs in result.committed_seqs.items():
-            own, epoch = result.own_sessions.get((agent, session), (session, None))
-            ranges = seq_ranges(seqs)
-            for start in range(0, len(ranges), MAX_ACK_RANGES):
-                chunk = ranges[start : start + MAX_ACK_RANGES]
-                self._downlink.publish(_ack_topic(agent), encode_ack(own, None, epoch, chunk))
+                acks.append((_ack_topic(agent), encode_ack(own, seq, epoch)))
+        else:
+            for (agent, session), seqs in result.committed_seqs.items():
+                own, epoch = result.own_sessions.get((agent, session), (session, None))
+                ranges = seq_ranges(seqs)
+                for start in range(0, len(ranges), MAX_ACK_RANGES):
+                    chunk = ranges[start : start + MAX_ACK_RANGES]
+                    acks.append((_ack_topic(agent), encode_ack(own, None, epoch, chunk)))
+        if acks:
+            self._downlink.publish_acks(acks)
 
     def _ask_rebirths(self) -> None:
         for agent in self.tracker.due_rebirths():

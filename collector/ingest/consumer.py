@@ -32,7 +32,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.config import CollectorConfig
-from collector.ingest.mqtt_io import ReadAheadClient, queue_pubacks
+from collector.ingest.mqtt_io import ReadAheadClient, queue_pubacks, queue_publishes
 from collector.ingest.thread_names import name_os_thread
 from collector.storage.ingest import DEAD_LETTER_RAW_BYTES
 from protocol.mqtt.models import CollectorStatusPayload, encode
@@ -140,8 +140,18 @@ class MqttConsumer:
         queue_pubacks(self.client, mids)
         return len(mids)
 
+    def publish_acks(self, acks: Sequence[tuple[str, bytes]]) -> int:
+        """Send a batch's acks to their agents at QoS 0, in one write; returns how many (0 when not
+        connected). QoS 1 would add nothing: agents use clean sessions, so no broker keeps an ack
+        for an agent that is gone, and a lost ack loses no data — the next ack of the session
+        covers the same records, or the agent sends them again and they are acked as duplicates."""
+        if not self.connected.is_set():
+            return 0
+        queue_publishes(self.client, acks)
+        return len(acks)
+
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
-        """QoS 1 publish (acks, commands); False when not connected (paho queues nothing useful then)."""
+        """QoS 1 publish (commands, refusals); False when not connected (paho queues nothing useful then)."""
         if not self.connected.is_set():
             return False
         info = self.client.publish(topic, payload, qos=1, retain=retain)

@@ -123,6 +123,20 @@ class JetStreamSource:
             self._loop.call_soon_threadsafe(self._spawn_ack_flush)
         return acked
 
+    def publish_acks(self, acks: Sequence[tuple[str, bytes]]) -> int:
+        """A batch's acks in one hand-off to the event loop (core NATS: at most once, like QoS 0)."""
+        nc = self._nc
+        if nc is None or not self.connected.is_set() or not acks:
+            return 0
+        subjects = [(topic_to_subject(topic), payload) for topic, payload in acks]
+
+        async def send() -> None:
+            for subject, payload in subjects:
+                await nc.publish(subject, payload)
+
+        asyncio.run_coroutine_threadsafe(send(), self._loop)
+        return len(acks)
+
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         """``retain`` cannot be honoured through NATS; the periodic status re-publish replaces it."""
         nc = self._nc

@@ -13,6 +13,10 @@ them against a real broker).
 * **One write per batch of PUBACKs.** ``Client.ack`` queues each PUBACK as its own packet, with
   a wake-up of the loop thread and a ``send()`` each; :func:`queue_pubacks` queues a batch's
   PUBACKs as one packet.
+* **One write per batch of agent acks.** A QoS 1 ``Client.publish`` cost ~53 µs of CPU (message
+  object, lock, wake-up, then the broker's PUBACK to parse) — with one ack per agent per batch,
+  a quarter of a state message's budget. :func:`queue_publishes` writes a batch's acks as QoS 0
+  PUBLISH packets in one ``send()`` (why QoS 0 loses nothing: ``MqttConsumer.publish_acks``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from paho.mqtt.enums import MQTTErrorCode
 READ_AHEAD = 64 * 1024
 READ_BURST = 256  # packets per loop turn at most
 _PUBACK = struct.Struct("!BBH")
+_TOPIC_LENGTH = struct.Struct("!H")
+_PUBLISH_QOS0 = bytes([mqtt.PUBLISH])
 
 
 class ReadAhead:
@@ -71,6 +77,31 @@ class ReadAheadClient(mqtt.Client):
                 break
             rc = super().loop_read(1)
         return rc
+
+
+def publish_packet(topic: str, payload: bytes) -> bytes:
+    """An MQTT 3.1.1 QoS 0 PUBLISH packet (no packet id, no properties)."""
+    name = topic.encode()
+    body = b"".join((_TOPIC_LENGTH.pack(len(name)), name, payload))
+    return b"".join((_PUBLISH_QOS0, _remaining_length(len(body)), body))
+
+
+def _remaining_length(size: int) -> bytes:
+    """MQTT's variable-length integer: 7 bits a byte, the high bit set on all but the last."""
+    out = bytearray()
+    while True:
+        size, digit = divmod(size, 128)
+        out.append(digit | 0x80 if size else digit)
+        if not size:
+            return bytes(out)
+
+
+def queue_publishes(client: mqtt.Client, messages: Iterable[tuple[str, bytes]]) -> None:
+    """Queue QoS 0 PUBLISHes of ``(topic, payload)``s as one write. Queued under the PUBACK type, which
+    paho writes as opaque bytes (a PUBLISH type with QoS 0 makes it look for a message object)."""
+    packet = b"".join(publish_packet(topic, payload) for topic, payload in messages)
+    if packet:
+        client._packet_queue(mqtt.PUBACK, packet, 0, 1)
 
 
 def queue_pubacks(client: mqtt.Client, mids: Iterable[int]) -> None:

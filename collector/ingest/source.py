@@ -36,8 +36,12 @@ class IngestSource(Protocol):
         """Confirm committed messages in one go; returns how many could be (the broker delivers the
         others again)."""
 
+    def publish_acks(self, acks: Sequence[tuple[str, bytes]]) -> int:
+        """Send a batch's ``(topic, payload)`` acks to their agents at most once each, in one go;
+        returns how many went out (0 when not connected: the agents' next acks cover them)."""
+
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
-        """Send an ack or command to an agent's MQTT ``topic``; False when not connected."""
+        """Send a command or refusal to an agent's MQTT ``topic`` (QoS 1); False when not connected."""
 
 
 def open_source(config: CollectorConfig, sink: MessageSink) -> IngestSource:

@@ -200,6 +200,10 @@ class FakeDownlink:
         self.acked.extend(messages)
         return len(messages)
 
+    def publish_acks(self, acks: Sequence[tuple[str, bytes]]) -> int:
+        self.published.extend(acks)
+        return len(acks)
+
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         self.published.append((topic, payload))
         return True

@@ -68,14 +68,14 @@ def test_acks_follow_the_commit_and_status_is_retained(db_url: str, service_fact
     recorder.wait_for(lambda ms: any(m.topic == COLLECTOR_STATUS_TOPIC and b'"online"' in m.payload for m in ms))
 
     seen_at_ack: list[int] = []
-    original = service.consumer.publish
+    original = service.consumer.publish_acks
 
-    def publish_and_check(topic: str, payload: bytes, *, retain: bool = False) -> bool:
-        if topic.endswith("/ack"):
-            seen_at_ack.append(count_history(db_url))  # what the database holds when the ack goes out
-        return original(topic, payload, retain=retain)
+    def publish_and_check(acks: Any) -> int:
+        assert all(topic.endswith("/ack") for topic, _ in acks)
+        seen_at_ack.append(count_history(db_url))  # what the database holds when the acks go out
+        return original(acks)
 
-    service.consumer.publish = publish_and_check  # type: ignore[method-assign]
+    service.consumer.publish_acks = publish_and_check  # type: ignore[method-assign]
     for seq in range(3):
         recorder.publish(*kit.state_msg("agent-a", "kkt-1", 5, seq))
     messages = recorder.wait_for(lambda ms: any(json.loads(m.payload).get("seq") == 2 for m in ms if m.topic.endswith("/ack")))
@@ -87,6 +87,23 @@ def test_acks_follow_the_commit_and_status_is_retained(db_url: str, service_fact
     late = mqtt_recorder([COLLECTOR_STATUS_TOPIC], client_id="late-reader")
     retained = late.wait_for(lambda ms: bool(ms))
     assert b'"offline"' in retained[-1].payload and retained[-1].retain
+
+
+def test_a_batch_of_acks_written_as_raw_packets_arrives_intact(db_url: str, service_factory: Any, mqtt_recorder: Any) -> None:
+    """``queue_publishes`` builds the PUBLISH bytes itself: every remaining-length size (1, 2 and 3
+    bytes), a non-ASCII topic and an empty payload reach a subscriber unchanged, in order."""
+    recorder = mqtt_recorder(["kassa/v1/+/ack"])
+    service = service_factory(db_url)
+    wait_until(lambda: service.consumer.subscribed.is_set(), what="the collector's subscription")
+    sent = [
+        ("kassa/v1/agent-1/ack", b'{"v":1,"session":1,"seq":0}'),
+        ("kassa/v1/agent-2/ack", b"x" * 200),  # 2-byte remaining length
+        ("kassa/v1/агент-3/ack", b"y" * 20_000),  # 3-byte remaining length, UTF-8 topic
+        ("kassa/v1/agent-4/ack", b""),
+    ]
+    assert service.consumer.publish_acks(sent) == 4
+    messages = recorder.wait_for(lambda ms: len(ms) >= 4)
+    assert [(m.topic, m.payload, m.qos) for m in messages] == [(topic, payload, 0) for topic, payload in sent]
 
 
 def test_a_seq_gap_makes_the_collector_ask_for_a_rebirth(db_url: str, service_factory: Any, mqtt_recorder: Any) -> None:
