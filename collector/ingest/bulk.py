@@ -178,6 +178,7 @@ def _evaluation_update(conn: sa.Connection) -> Any:
             sell_status=sa.bindparam("b_sell_status"),
             sell_rank=sa.bindparam("b_sell_rank"),
             verdict=sa.bindparam("b_verdict", type_=register_state.c.verdict.type),
+            verdict_key=sa.bindparam("b_verdict_key"),
         )
     )
 
@@ -194,6 +195,7 @@ def set_evaluations(conn: sa.Connection, evaluations: dict[str, RegisterEvaluati
             "b_sell_status": e.sell_status,
             "b_sell_rank": e.sell_rank,
             "b_verdict": None if e.verdict is None else dict(e.verdict),
+            "b_verdict_key": e.verdict_key,
         }
         for register_id, e in sorted(evaluations.items())
     ]

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
+from hashlib import blake2b
 from typing import Any
 
 from pydantic import BaseModel
 
-from collector.alerts import RuleInput
+from collector.alerts import RuleInput, Thresholds
 from collector.alerts.rules import polled_at
 from protocol.kkt.state import RegisterState
 
@@ -115,3 +116,50 @@ def same_verdict(old: RuleInputsKey | None, new: RuleInputsKey | None) -> bool:
     if old is None or new is None or old.exact != new.exact:
         return False
     return all(_close(a, b) for a, b in zip(old.times, new.times, strict=True))
+
+
+# --- the key as stored beside the verdict, for collectors sharing the stream -------------------
+
+
+def inputs_digest(thresholds: Thresholds, key: RuleInputsKey) -> str:
+    """The exact part of ``key`` and the thresholds as a digest that is the same in every collector
+    process: ``repr`` of plain values, types and enums does not depend on hash randomisation (a
+    pickle of a model would: its fields-set is a set). Unequal digests only cost an evaluation."""
+    text = repr((tuple(thresholds.__dict__.values()), key.exact))
+    return blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def verdict_key(digest: str, key: RuleInputsKey) -> str:
+    """What ``register_state.verdict_key`` stores: the digest and the key's times."""
+    return ";".join([digest, *map(_instant_text, key.times)])
+
+
+def stored_verdict_holds(stored: str | None, digest: str, key: RuleInputsKey) -> bool:
+    """Whether a verdict stored with ``stored`` (by any collector) is the one inputs with ``digest``
+    and ``key``'s times get: the same exact inputs, each time within ``DRIFT`` (``same_verdict``)."""
+    if stored is None:
+        return False
+    parts = stored.split(";")
+    if len(parts) != 4 or parts[0] != digest:
+        return False
+    try:
+        times = [_instant(text) for text in parts[1:]]
+    except ValueError:
+        return False
+    return all(_close(a, b) for a, b in zip(times, key.times, strict=True))
+
+
+def _instant_text(value: Instant) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, timedelta):
+        return f"d{value.total_seconds():.6f}"
+    return f"{value.timestamp():.6f}"
+
+
+def _instant(text: str) -> Instant:
+    if not text:
+        return None
+    if text.startswith("d"):
+        return timedelta(seconds=float(text[1:]))
+    return datetime.fromtimestamp(float(text), UTC)

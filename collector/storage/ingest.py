@@ -97,6 +97,7 @@ def _evaluation_values(evaluation: RegisterEvaluation) -> dict[str, Any]:
         "sell_status": evaluation.sell_status,
         "sell_rank": evaluation.sell_rank,
         "verdict": None if evaluation.verdict is None else dict(evaluation.verdict),
+        "verdict_key": evaluation.verdict_key,
     }
 
 

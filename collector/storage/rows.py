@@ -125,6 +125,7 @@ class RegisterEvaluation:
     sell_status: str | None = None
     sell_rank: int | None = None
     verdict: Mapping[str, Any] | None = None  # collector.alerts.Verdict as JSON
+    verdict_key: str | None = None  # what it was computed on (collector.ingest.rule_inputs.verdict_key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -140,6 +140,9 @@ register_state = sa.Table(
     sa.Column("sell_status", sa.String(20), nullable=True),
     sa.Column("sell_rank", sa.SmallInteger, nullable=True),
     sa.Column("verdict", json_document(), nullable=True),
+    # What the verdict was computed on (collector.ingest.rule_inputs.verdict_key): another collector
+    # sharing the stream compares its inputs with it instead of re-reading them with a join.
+    sa.Column("verdict_key", sa.String(120), nullable=True),
     sa.Index(None, "blocks_at"),
     sa.Index("ix_register_state_sell_rank", "sell_rank", "blocks_at"),
     sa.Index(None, "worst_severity"),

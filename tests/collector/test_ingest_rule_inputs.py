@@ -3,9 +3,11 @@ alert engine skipping ingest-triggered evaluations on it (SQLite and PostgreSQL)
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from dataclasses import replace
-from datetime import UTC, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -13,8 +15,9 @@ import sqlalchemy as sa
 from collector.alerts import RuleInput, Thresholds, evaluate_all
 from collector.ingest.batcher import IngestWriter
 from collector.ingest.engine import AlertEngine, EvaluationWorker
-from collector.ingest.rule_inputs import DRIFT, rule_inputs_key, same_verdict, with_state
+from collector.ingest.rule_inputs import DRIFT, inputs_digest, rule_inputs_key, same_verdict, with_state
 from collector.ingest.writes import FreshState
+from collector.storage.schema import agents as agents_table
 from collector.storage.schema import register_state
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make the helper next to us importable
@@ -137,10 +140,20 @@ def test_a_fresh_state_that_changes_nothing_is_skipped_without_the_join(engine: 
     assert alerts.evaluate(["kkt-1"], now=T0 + timedelta(seconds=6), skip_unchanged=True, states=fresh).registers == 1
 
 
+def _evaluated_elsewhere_while_the_agent_looked_offline(engine: sa.Engine, at: datetime) -> None:
+    """Another collector process evaluates the register while the agent is stored offline, then
+    the agent is back online before the next state: its verdict is on inputs this process never had."""
+    with engine.begin() as conn:
+        conn.execute(sa.update(agents_table).values(online=False))
+    AlertEngine(engine).evaluate(["kkt-1"], now=at)
+    with engine.begin() as conn:
+        conn.execute(sa.update(agents_table).values(online=True))
+
+
 def test_the_memory_is_not_trusted_after_another_collector_or_a_status_change(engine: sa.Engine) -> None:
     alerts = AlertEngine(engine)
     alerts.evaluate(["kkt-1"], now=T0, skip_unchanged=True, states=_ingest(engine, 1))
-    AlertEngine(engine).evaluate(["kkt-1"], now=T0 + timedelta(seconds=1))  # another process, same db
+    _evaluated_elsewhere_while_the_agent_looked_offline(engine, T0 + timedelta(seconds=1))
     fresh = _ingest(engine, 2, receipts=9)
     assert alerts.evaluate(["kkt-1"], now=T0 + timedelta(seconds=2), skip_unchanged=True, states=fresh).registers == 1
     # The agent goes offline (stored by this process's writer) while a state of it arrives.
@@ -164,12 +177,57 @@ def test_ingest_triggers_skip_registers_whose_rule_inputs_did_not_change(engine:
     assert alerts.evaluate(["kkt-1"], now=T0 + timedelta(seconds=7), skip_unchanged=True).registers == 1
 
 
-def test_a_verdict_written_by_another_collector_is_not_trusted(engine: sa.Engine) -> None:
+def test_a_verdict_another_collector_computed_on_other_inputs_is_not_trusted(engine: sa.Engine) -> None:
     alerts = AlertEngine(engine)
     _ingest(engine, 1)
     alerts.evaluate(["kkt-1"], now=T0, skip_unchanged=True)
-    AlertEngine(engine).evaluate(["kkt-1"], now=T0 + timedelta(seconds=1))  # another process, same db
+    _evaluated_elsewhere_while_the_agent_looked_offline(engine, T0 + timedelta(seconds=1))
     _ingest(engine, 2, receipts=9)
     assert alerts.evaluate(["kkt-1"], now=T0 + timedelta(seconds=2), skip_unchanged=True).registers == 1
     with engine.connect() as conn:
         assert conn.execute(sa.select(register_state.c.evaluated_at)).scalar_one() == T0 + timedelta(seconds=2)
+
+
+def test_a_verdict_another_collector_computed_on_the_same_inputs_is_trusted(engine: sa.Engine) -> None:
+    """Under a shared subscription consecutive messages of a register go to different collectors:
+    each takes the other's verdict when its ``verdict_key`` shows the same inputs — from memory with
+    a fresh state, and through the join for a register this process never evaluated."""
+    alerts, other = AlertEngine(engine), AlertEngine(engine)
+    alerts.evaluate(["kkt-1"], now=T0, skip_unchanged=True, states=_ingest(engine, 1))
+    other.evaluate(["kkt-1"], now=T0 + timedelta(seconds=1))  # another process, same db and inputs
+    assert alerts.evaluate(
+        ["kkt-1"], now=T0 + timedelta(seconds=2), skip_unchanged=True, states=_ingest(engine, 2, receipts=9)
+    ).registers == 0
+    newcomer = AlertEngine(engine)  # no memory of this register at all
+    _ingest(engine, 3, receipts=10)
+    assert newcomer.evaluate(["kkt-1"], now=T0 + timedelta(seconds=3), skip_unchanged=True).registers == 0
+    with engine.connect() as conn:  # the verdict stayed the other collector's
+        assert conn.execute(sa.select(register_state.c.evaluated_at)).scalar_one() == T0 + timedelta(seconds=1)
+    with engine.begin() as conn:  # a stored key of other inputs (or an unreadable one) is not trusted
+        conn.execute(sa.update(register_state).values(verdict_key="0" * 32 + ";;;"))
+    assert newcomer.evaluate(["kkt-1"], now=T0 + timedelta(seconds=4), skip_unchanged=True).registers == 1
+
+
+def test_the_inputs_digest_is_the_same_in_every_collector_process() -> None:
+    """Collectors compare digests each computed in its own process: hash randomisation (a set's
+    order, ``hash()`` of a string) must not enter it."""
+    script = (
+        "import sys; sys.path[:0] = sys.argv[1:]\n"
+        "from test_ingest_rule_inputs import _input\n"
+        "from collector.alerts import Thresholds\n"
+        "from collector.ingest.rule_inputs import inputs_digest, rule_inputs_key\n"
+        "print(inputs_digest(Thresholds(), rule_inputs_key(_input())))\n"
+    )
+    here, root = str(Path(__file__).parent), str(Path(__file__).parents[2])
+    digests = {
+        subprocess.run(
+            [sys.executable, "-c", script, here, root], env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True, text=True, check=True, timeout=60,
+        ).stdout.strip()
+        for seed in ("1", "2", "3")
+    }
+    key = rule_inputs_key(_input())
+    assert key is not None
+    assert digests == {inputs_digest(Thresholds(), key)}
+    other = rule_inputs_key(replace(_input(), agent_online=False))
+    assert other is not None and inputs_digest(Thresholds(), other) not in digests

@@ -34,7 +34,7 @@ from collector.ingest.engine.write_back import (
     register_evaluation,
     row_from_record,
 )
-from collector.ingest.rule_inputs import rule_inputs_key
+from collector.ingest.rule_inputs import inputs_digest, rule_inputs_key, stored_verdict_holds, verdict_key
 from collector.ingest.writes import FreshState
 from collector.metrics import CollectorMetrics
 from collector.notify import AlertNotice
@@ -159,10 +159,14 @@ class AlertEngine:
         return needed
 
     def _unchanged(self, subject: Subject, inp: RuleInput, thresholds: Thresholds) -> bool:
-        # The stored verdict must also be ours (the evaluated_at we wrote): under a shared
-        # subscription another collector may have evaluated this register since.
+        # The stored verdict must also be ours (the evaluated_at we wrote), or computed on these
+        # same inputs (its verdict_key): under a shared subscription another collector may have
+        # evaluated this register since, on other inputs.
+        key = rule_inputs_key(inp)
         last = self._evaluated.get(subject.register_id)
-        return last is not None and last.same_verdict(thresholds, rule_inputs_key(inp), subject.evaluated_at)
+        if last is not None and last.same_verdict(thresholds, key, subject.evaluated_at, subject.verdict_key):
+            return True
+        return key is not None and stored_verdict_holds(subject.verdict_key, inputs_digest(thresholds, key), key)
 
     # --- one chunk ----------------------------------------------------------------------------
 
@@ -190,8 +194,10 @@ class AlertEngine:
             # Checked again inside the transaction: the inputs may have moved since the read.
             if skip_unchanged and subject.register_id not in pending_registers and self._unchanged(subject, inp, thresholds):
                 continue
+            inputs_key = rule_inputs_key(inp)
+            digest = None if inputs_key is None else inputs_digest(thresholds, inputs_key)
             keys[subject.register_id] = Evaluated(  # a None key never matches
-                thresholds, rule_inputs_key(inp), now, inp, subject.state_agent_id
+                thresholds, inputs_key, now, inp, subject.state_agent_id, digest
             )
             records = dict(stored.get(subject.register_id, {}))
             for (register_id, rule), pending in self._pending.items():
@@ -221,7 +227,10 @@ class AlertEngine:
                     repo.add_alert_history(conn, change_row(alert_id, change))
                 changes += len(rule_changes)
                 notices += self._send_notices(subject, record, rule_changes)
-            verdicts[subject.register_id] = register_evaluation(sell_verdict(inp, thresholds, conditions), worst, now)
+            stored_key = None if inputs_key is None or digest is None else verdict_key(digest, inputs_key)
+            verdicts[subject.register_id] = register_evaluation(
+                sell_verdict(inp, thresholds, conditions), worst, now, stored_key
+            )
         bulk.set_evaluations(conn, verdicts)
         register_summary.refresh_registers(conn, verdicts)  # verdict, severity and alerts: the list's keys
         self._metrics.evaluations.inc(len(verdicts))

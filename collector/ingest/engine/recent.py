@@ -8,7 +8,9 @@ and checks with one primary-key read of ``register_state`` that nothing else mov
 
 * the stored row is still the fresh state's version (no later message won since);
 * the stored verdict is ours (``evaluated_at``): no other collector evaluated the register since,
-  as it does after it stores an agent's status or the register's link;
+  as it does after it stores an agent's status or the register's link — or, when another
+  collector evaluated it (under a shared subscription consecutive messages of a register go to
+  different collectors), it stored the same inputs (``verdict_key``: their digest and times);
 * the link flag is the one evaluated, and up (a down link's since-when is read from events).
 
 The worker drops what it knows of the registers of an agent whose status or clock this process
@@ -27,7 +29,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from collector.alerts import RuleInput, Thresholds
-from collector.ingest.rule_inputs import RuleInputsKey, same_verdict, with_state
+from collector.ingest.rule_inputs import RuleInputsKey, same_verdict, stored_verdict_holds, with_state
 from collector.ingest.writes import FreshState
 from collector.storage.dialect import member_of
 from collector.storage.schema import register_state
@@ -42,10 +44,18 @@ class Evaluated:
     evaluated_at: datetime
     inputs: RuleInput
     state_agent_id: str | None
+    digest: str | None = None  # rule_inputs.inputs_digest of ``thresholds`` and ``key``
 
-    def same_verdict(self, thresholds: Thresholds, key: RuleInputsKey | None, stored_at: datetime | None) -> bool:
-        """Would inputs with ``key`` get the stored verdict (which must be ours: ``stored_at``)?"""
-        return stored_at == self.evaluated_at and thresholds == self.thresholds and same_verdict(self.key, key)
+    def same_verdict(
+        self, thresholds: Thresholds, key: RuleInputsKey | None, stored_at: datetime | None, stored_key: str | None = None
+    ) -> bool:
+        """Would inputs with ``key`` get the stored verdict? It must be ours (``stored_at``), or
+        another collector's computed on these same inputs (``stored_key``)."""
+        if thresholds != self.thresholds or not same_verdict(self.key, key):
+            return False
+        if stored_at == self.evaluated_at:
+            return True
+        return key is not None and self.digest is not None and stored_verdict_holds(stored_key, self.digest, key)
 
 
 def unchanged_in_memory(
@@ -59,7 +69,7 @@ def unchanged_in_memory(
     rows = conn.execute(
         sa.select(
             register_state.c.register_id, register_state.c.agent_id, register_state.c.session,
-            register_state.c.seq, register_state.c.evaluated_at, register_state.c.link_up,
+            register_state.c.seq, register_state.c.evaluated_at, register_state.c.link_up, register_state.c.verdict_key,
         ).where(member_of(conn, register_state.c.register_id, ids))
     )
     unchanged: set[str] = set()
@@ -76,6 +86,6 @@ def unchanged_in_memory(
             last.key, state.state, received_at=state.received_at, polled_at=state.polled_at,
             agent_last_seen=None if seen is None else max(seen, state.received_at), now=now,
         )
-        if last.same_verdict(last.thresholds, key, row.evaluated_at):
+        if last.same_verdict(last.thresholds, key, row.evaluated_at, row.verdict_key):
             unchanged.add(row.register_id)
     return unchanged

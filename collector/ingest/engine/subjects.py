@@ -40,6 +40,7 @@ class Subject:
     agent_last_seen: datetime | None
     agent_clock_offset: float | None = None
     evaluated_at: datetime | None = None
+    verdict_key: str | None = None  # what the stored verdict was computed on (rule_inputs.verdict_key)
     state_agent_id: str | None = None  # the agent whose message the state row holds
 
 
@@ -119,6 +120,7 @@ def _subject_query(*, with_state: bool) -> sa.Select[Any]:
             register_state.c.agent_ts,
             register_state.c.link_up,
             register_state.c.evaluated_at,
+            register_state.c.verdict_key,
             registers.c.tenant_id,
             registers.c.node_id,
             registers.c.serial,
@@ -148,6 +150,7 @@ def _subject(row: sa.Row[Any], state: RegisterState | None) -> Subject:
         agent_last_seen=row.last_seen,
         agent_clock_offset=row.clock_offset,
         evaluated_at=row.evaluated_at,
+        verdict_key=row.verdict_key,
         state_agent_id=row.agent_id,
     )
 

@@ -63,7 +63,9 @@ def row_from_record(record: AlertRecord) -> AlertRow:
     )
 
 
-def register_evaluation(verdict: Verdict, worst: Severity | None, now: datetime) -> RegisterEvaluation:
+def register_evaluation(
+    verdict: Verdict, worst: Severity | None, now: datetime, verdict_key: str | None = None
+) -> RegisterEvaluation:
     """What lists sort and show: the verdict, and its stop (or since when it cannot sell) as ``blocks_at``."""
     floor = verdict.least_severity
     if floor is not None and (worst is None or worst < floor):
@@ -76,6 +78,7 @@ def register_evaluation(verdict: Verdict, worst: Severity | None, now: datetime)
         sell_status=verdict.status.value,
         sell_rank=verdict.rank,
         verdict=verdict.model_dump(mode="json"),
+        verdict_key=verdict_key,
     )
 
 
