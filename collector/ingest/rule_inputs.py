@@ -19,9 +19,12 @@ which move with every message, would make every message an evaluation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from enum import Enum
+from operator import attrgetter
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
@@ -52,16 +55,81 @@ def _flat(value: Any) -> Any:
     return (type(value), tuple(value.__dict__.values())) if isinstance(value, BaseModel) else value
 
 
+def _holds_model(annotation: Any) -> bool:
+    """Whether a field so annotated may hold a model (``FnState``, ``OfdLinkCheck | None``, …)."""
+    if isinstance(annotation, type):
+        return issubclass(annotation, BaseModel)
+    return any(_holds_model(arg) for arg in get_args(annotation))
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """``attrgetter`` that always returns a tuple (it returns the bare value for one name)."""
+    if not names:
+        return lambda _obj: ()
+    if len(names) == 1:
+        one = attrgetter(names[0])
+        return lambda obj: (one(obj),)
+    return attrgetter(*names)
+
+
+@dataclass(frozen=True, slots=True)
+class _Projection:
+    """Which fields of one ``RegisterState`` class ``_projected`` reads, and how. The schema is
+    static, so this is worked out once per class instead of walking ``__dict__`` with an
+    ``isinstance`` per value on every message."""
+
+    plain: Callable[[Any], tuple[Any, ...]]  # fields that cannot hold a model: compared as they are
+    # Fields typed as one model class (fn, ofd, device): validation makes each value an instance
+    # of it (or of a subclass), so it is taken apart with ``type`` and ``vars`` (no Python call).
+    models: Callable[[Any], tuple[Any, ...]]
+    maybe: Callable[[Any], tuple[Any, ...]]  # fields that may hold a model or not (a union): ``_flat``
+
+
+_PROJECTIONS: dict[type[BaseModel], _Projection] = {}
+_SHIFT_FIELDS: dict[type[BaseModel], Callable[[Any], tuple[Any, ...]]] = {}  # all of the shift's but receipts
+
+
+def _projection(state_class: type[BaseModel]) -> _Projection:
+    seen = [(name, info.annotation) for name, info in state_class.model_fields.items() if name not in _RULE_BLIND]
+    projection = _Projection(
+        plain=_getter(tuple(name for name, annotation in seen if not _holds_model(annotation))),
+        models=_getter(tuple(
+            name for name, annotation in seen if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        )),
+        maybe=_getter(tuple(
+            name for name, annotation in seen if _holds_model(annotation) and not isinstance(annotation, type)
+        )),
+    )  # fmt: skip
+    _PROJECTIONS[state_class] = projection
+    return projection
+
+
+def _shift_fields(shift_class: type[BaseModel]) -> Callable[[Any], tuple[Any, ...]]:
+    getter = _getter(tuple(name for name in shift_class.model_fields if name != "receipts"))
+    _SHIFT_FIELDS[shift_class] = getter
+    return getter
+
+
 def _projected(state: RegisterState) -> tuple[Any, ...]:
     """The state minus what no rule reads, as a tuple of its field values: equal exactly when the
     reduced models would be (same types, same values; nested parts compare field by field), and
-    far cheaper to build and compare than two model copies."""
-    shift = state.shift
+    far cheaper to build and compare than two model copies.
+
+    A nested model is kept as its type and its ``__dict__`` (field → value; equal dicts of one
+    model class are equal field values). The dict is the frozen model's own, not a copy: it lives
+    as long as the state the last evaluation's inputs keep anyway."""
+    state_class, shift = type(state), state.shift
+    shift_class = type(shift)
+    projection = _PROJECTIONS.get(state_class) or _projection(state_class)
+    models = projection.models(state)
     return (
-        type(state),
-        tuple(_flat(value) for name, value in state.__dict__.items() if name not in _RULE_BLIND),
-        type(shift),
-        tuple(value for name, value in shift.__dict__.items() if name != "receipts"),
+        state_class,
+        projection.plain(state),
+        tuple(map(type, models)),
+        tuple(map(vars, models)),
+        tuple(map(_flat, projection.maybe(state))),
+        shift_class,
+        (_SHIFT_FIELDS.get(shift_class) or _shift_fields(shift_class))(shift),
     )
 
 
@@ -83,17 +151,58 @@ def with_state(
     return _key(key.exact[0], state, agent_last_seen, received_at, polled_at, now)
 
 
+def still_same_verdict(
+    key: RuleInputsKey | None, state: RegisterState, *, received_at: datetime, polled_at: datetime,
+    agent_last_seen: datetime | None, now: datetime,
+) -> bool:
+    """``same_verdict(key, with_state(key, state, …))``, without building the new key: the
+    in-memory fast path asks this of nearly every state message."""
+    if key is None:
+        return False
+    exact = key.exact
+    if exact[1] is None:
+        return False  # a key without a state never equals one with a state
+    offset = _clock_offset(state, polled_at, now)
+    if offset is _UNREDUCIBLE or exact[1] != _projected(state):
+        return False
+    old_seen, old_received, old_offset = key.times
+    return (
+        _close(old_seen, agent_last_seen)
+        and _close(old_received, received_at if agent_last_seen is None else None)
+        and _close(old_offset, offset)
+    )
+
+
+class _Unreducible(Enum):
+    """``_clock_offset``'s answer when the inputs cannot be reduced (an enum so that ``is`` narrows)."""
+
+    TOKEN = 0
+
+
+_UNREDUCIBLE = _Unreducible.TOKEN
+
+
+def _clock_offset(state: RegisterState, polled: datetime | None, now: datetime) -> timedelta | _Unreducible | None:
+    """The register clock's offset from the poll time (None: no clock); ``_UNREDUCIBLE`` when
+    the poll is unknown or "in the future" (clamped by the rules: not offset-invariant)."""
+    clock = state.register_clock
+    if clock is None:
+        return None
+    if polled is None or polled.utcoffset() is None or polled > now:
+        return _UNREDUCIBLE
+    # astimezone(UTC) is a no-op on a UTC time but a call all the same.
+    return clock - (polled if polled.tzinfo is UTC else polled.astimezone(UTC)).replace(tzinfo=None)
+
+
 def _key(
     plain: tuple[Any, ...], state: RegisterState | None, last_seen: datetime | None,
     received_at: datetime | None, polled: datetime | None, now: datetime,
 ) -> RuleInputsKey | None:
     if state is None:
         return RuleInputsKey((plain, None), (last_seen, received_at, None))
-    offset: timedelta | None = None
-    if state.register_clock is not None:
-        if polled is None or polled.utcoffset() is None or polled > now:
-            return None  # a poll "in the future" is clamped by the rules: not offset-invariant
-        offset = state.register_clock - polled.astimezone(UTC).replace(tzinfo=None)
+    offset = _clock_offset(state, polled, now)
+    if offset is _UNREDUCIBLE:
+        return None
     # Without a register clock no rule reads the poll time; the agent's read_at is then rule-blind.
     # Arrival time stands in for the agent's last_seen when that is unknown.
     received = received_at if last_seen is None else None
@@ -103,6 +212,9 @@ def _key(
 def _close(old: Instant, new: Instant) -> bool:
     if old is None or new is None:
         return old is new
+    kind = type(old)
+    if kind is type(new) and (kind is datetime or kind is timedelta):  # the usual case, without isinstance
+        return -DRIFT <= new - old <= DRIFT  # type: ignore[operator]
     if isinstance(old, datetime) and isinstance(new, datetime):
         return abs(new - old) <= DRIFT
     if isinstance(old, timedelta) and isinstance(new, timedelta):
@@ -114,4 +226,6 @@ def same_verdict(old: RuleInputsKey | None, new: RuleInputsKey | None) -> bool:
     """Whether inputs with key ``new`` get the verdict of those with ``old`` (up to ``DRIFT`` of time)."""
     if old is None or new is None or old.exact != new.exact:
         return False
-    return all(_close(a, b) for a, b in zip(old.times, new.times, strict=True))
+    old_seen, old_received, old_offset = old.times
+    new_seen, new_received, new_offset = new.times
+    return _close(old_seen, new_seen) and _close(old_received, new_received) and _close(old_offset, new_offset)

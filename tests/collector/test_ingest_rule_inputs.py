@@ -13,9 +13,17 @@ import sqlalchemy as sa
 from collector.alerts import RuleInput, Thresholds, evaluate_all
 from collector.ingest.batcher import IngestWriter
 from collector.ingest.engine import AlertEngine, EvaluationWorker
-from collector.ingest.rule_inputs import DRIFT, rule_inputs_key, same_verdict, with_state
+from collector.ingest.rule_inputs import (
+    DRIFT,
+    _projected,
+    rule_inputs_key,
+    same_verdict,
+    still_same_verdict,
+    with_state,
+)
 from collector.ingest.writes import FreshState
 from collector.storage.schema import register_state
+from protocol.kkt.state import FnState, OfdLinkCheck, RegisterState
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make the helper next to us importable
 import ingest_testkit as kit
@@ -105,6 +113,65 @@ def test_with_state_is_the_key_of_the_inputs_rebuilt() -> None:
         assert with_state(key, state, received_at=later, polled_at=later, agent_last_seen=later, now=base.now) == (
             rule_inputs_key(rebuilt)
         )
+
+
+def _reduced(state: RegisterState) -> RegisterState:
+    """The state as the rules see it (rule-blind fields reset): the reference ``_projected`` keeps."""
+    return state.model_copy(update={
+        "read_at": None, "register_clock": None, "last_fd_number": None,
+        "shift": state.shift.model_copy(update={"receipts": None}),
+    })  # fmt: skip
+
+
+class _OtherFn(FnState):
+    """Same fields as ``FnState``, another type: a nested part of another type is a change."""
+
+
+def _variants(base: RegisterState) -> list[RegisterState]:
+    link = OfdLinkCheck(host="ofd.example", port=7777, resolved=True, connected=True, checked_at=T0)
+    ofd_with_link = base.ofd.model_copy(update={"link_check": link})
+    return [
+        base,
+        base.model_copy(update={"last_fd_number": 5, "read_at": T0 + timedelta(seconds=9)}),  # rule-blind
+        base.model_copy(update={"shift": base.shift.model_copy(update={"receipts": 99})}),  # rule-blind
+        base.model_copy(update={"shift": base.shift.model_copy(update={"number": 8})}),
+        base.model_copy(update={"firmware": "C.2"}),
+        base.model_copy(update={"fn": base.fn.model_copy(update={"warnings": ["a"]})}),
+        base.model_copy(update={"fn": _OtherFn(**dict(base.fn))}),
+        base.model_copy(update={"ofd": ofd_with_link}),
+        base.model_copy(update={"ofd": ofd_with_link.model_copy(update={"link_check": link.model_copy(update={"connected": False})})}),
+        base.model_copy(update={"device": base.device.model_copy(update={"fn_errors": [0x15]})}),
+        base.model_copy(update={"device": base.device.model_copy(update={"fn_errors": [0x15]})}),  # equal, not identical
+    ]  # fmt: skip
+
+
+def test_the_projection_is_equal_exactly_when_the_reduced_states_are() -> None:
+    states = _variants(kit.register_state(unsent=3, oldest_unsent_age=timedelta(days=20)))
+    for a in states:
+        for b in states:
+            reduced_equal = type(a.fn) is type(b.fn) and _reduced(a) == _reduced(b)
+            assert (_projected(a) == _projected(b)) is reduced_equal, (a, b)
+
+
+def test_still_same_verdict_is_same_verdict_on_the_key_with_state() -> None:
+    base = replace(_input(), polled_at=T0)
+    assert base.state is not None
+    key = rule_inputs_key(base)
+    stateless = rule_inputs_key(RuleInput(register_id="r-1", now=T0, agent_last_seen=T0))
+    states = [
+        *_variants(base.state),
+        base.state.model_copy(update={"register_clock": None}),
+        base.state.model_copy(update={"register_clock": kit.REGISTER_CLOCK + DRIFT / 2}),
+        base.state.model_copy(update={"register_clock": kit.REGISTER_CLOCK + 3 * DRIFT}),
+    ]
+    moments = [T0, T0 + DRIFT, T0 + 2 * DRIFT, T0 + timedelta(hours=1)]  # the last: a poll after ``now``
+    for old in (key, stateless, None):
+        for state in states:
+            for polled in moments:
+                for seen in (None, T0, T0 + 2 * DRIFT):
+                    times = {"received_at": polled, "polled_at": polled, "agent_last_seen": seen, "now": base.now}
+                    expected = old is not None and same_verdict(old, with_state(old, state, **times))
+                    assert still_same_verdict(old, state, **times) is expected, (old, state, times)
 
 
 # --- the engine skipping ingest-triggered evaluations (SQLite and PostgreSQL) ------------------

@@ -27,7 +27,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from collector.alerts import RuleInput, Thresholds
-from collector.ingest.rule_inputs import RuleInputsKey, same_verdict, with_state
+from collector.ingest.rule_inputs import RuleInputsKey, same_verdict, still_same_verdict
 from collector.ingest.writes import FreshState
 from collector.storage.dialect import member_of
 from collector.storage.schema import register_state
@@ -45,7 +45,11 @@ class Evaluated:
 
     def same_verdict(self, thresholds: Thresholds, key: RuleInputsKey | None, stored_at: datetime | None) -> bool:
         """Would inputs with ``key`` get the stored verdict (which must be ours: ``stored_at``)?"""
-        return stored_at == self.evaluated_at and thresholds == self.thresholds and same_verdict(self.key, key)
+        return (
+            stored_at == self.evaluated_at
+            and (thresholds is self.thresholds or thresholds == self.thresholds)  # pydantic ``__eq__`` is slow
+            and same_verdict(self.key, key)
+        )
 
 
 def unchanged_in_memory(
@@ -63,19 +67,21 @@ def unchanged_in_memory(
         ).where(member_of(conn, register_state.c.register_id, ids))
     )
     unchanged: set[str] = set()
-    for row in rows:
-        last, state = candidates[row.register_id], fresh[row.register_id]
-        if (row.agent_id, row.session, row.seq) != (state.agent_id, state.session, state.seq):
+    for register_id, agent_id, session, seq, evaluated_at, link_up in rows:  # unpacked: no Row attribute lookups
+        last, state = candidates[register_id], fresh[register_id]
+        if agent_id != state.agent_id or session != state.session or seq != state.seq:
             continue
-        if row.agent_id != last.state_agent_id or row.link_up != last.inputs.link_up:
+        if agent_id != last.state_agent_id or link_up != last.inputs.link_up:
             continue
-        if last.key is None:
+        if evaluated_at != last.evaluated_at:  # the stored verdict must be ours
             continue
         seen = last.inputs.agent_last_seen  # the agent was seen at least when the fresh state arrived
-        key = with_state(
-            last.key, state.state, received_at=state.received_at, polled_at=state.polled_at,
-            agent_last_seen=None if seen is None else max(seen, state.received_at), now=now,
-        )
-        if last.same_verdict(last.thresholds, key, row.evaluated_at):
-            unchanged.add(row.register_id)
+        received = state.received_at
+        # ``Evaluated.same_verdict`` on the key ``with_state`` would give, without building it; the
+        # thresholds are the ones evaluated, by definition.
+        if still_same_verdict(
+            last.key, state.state, received_at=received, polled_at=state.polled_at,
+            agent_last_seen=None if seen is None else max(seen, received), now=now,
+        ):
+            unchanged.add(register_id)
     return unchanged
