@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from operator import attrgetter
 
-from protocol.kkt.significance import Aspect, significant
+from protocol.kkt.significance import Aspect, significant_aspects
 from protocol.kkt.state import RegisterState
 
 FIRST = "first"  # nothing kept for the register yet (or the collector restarted)
@@ -59,8 +58,8 @@ class Snapshot:
 
     @classmethod
     def of(cls, state: RegisterState, *, link_up: bool = True) -> Snapshot:
-        aspects = tuple(map(hash, _aspects_of(significant(state))))
-        return cls(aspects, (state.shift.status.value, state.ofd.unsent_count), link_up)
+        aspects = tuple(map(hash, significant_aspects(state)))  # in ``Aspect`` order, as ``_ASPECT_NAMES``
+        return cls(aspects, (state.shift.status._value_, state.ofd.unsent_count), link_up)  # _value_: .value, cheaper
 
     def changed(self, newer: Snapshot) -> list[str]:
         """The aspects in which ``newer`` differs from this snapshot."""
@@ -71,7 +70,6 @@ class Snapshot:
 
 # Iterating the enum and reading each member's value is a tenth of a message's history upkeep: once.
 _ASPECT_NAMES = tuple(aspect.value for aspect in Aspect)
-_aspects_of = attrgetter(*_ASPECT_NAMES)
 
 
 @dataclass(frozen=True, slots=True)

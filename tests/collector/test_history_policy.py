@@ -24,6 +24,7 @@ from collector.storage.rows import HistoryRow
 from collector.storage.schema import state_history
 from collector.storage.scope import Scope
 from collector.web.shared.present import history_point
+from protocol.kkt.significance import Aspect, significant, significant_aspects
 from protocol.kkt.state import RegisterState, ShiftStatus
 from protocol.mqtt.models import EventKind
 
@@ -56,6 +57,12 @@ CHANGES = {
 def test_a_change_that_matters_is_kept_at_once_and_named(aspect: str) -> None:
     keeper = _keeper((BASE, T0))
     assert keeper.keep("kkt-1", "agent-a", CHANGES[aspect], T0 + timedelta(seconds=10)) == aspect
+
+
+def test_the_aspects_hashed_are_the_significant_projection_in_aspect_order() -> None:
+    for state in (BASE, *CHANGES.values()):
+        projection = significant(state)
+        assert significant_aspects(state) == tuple(getattr(projection, aspect.value) for aspect in Aspect)
 
 
 def test_ф_н_flags_and_phase_are_changes_too() -> None:
