@@ -27,6 +27,8 @@ ZERO = timedelta(0)
 
 def aware_utc(value: datetime) -> datetime:
     # RegisterState.read_at is documented as aware UTC; a naive one is read as UTC rather than dropped.
+    if value.tzinfo is UTC:  # the usual case; astimezone(UTC) would return it unchanged
+        return value
     return value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
 
 
