@@ -188,10 +188,15 @@ def _clock_offset(state: RegisterState, polled: datetime | None, now: datetime) 
     clock = state.register_clock
     if clock is None:
         return None
-    if polled is None or polled.utcoffset() is None or polled > now:
+    if polled is None:
         return _UNREDUCIBLE
-    # astimezone(UTC) is a no-op on a UTC time but a call all the same.
-    return clock - (polled if polled.tzinfo is UTC else polled.astimezone(UTC)).replace(tzinfo=None)
+    if polled.tzinfo is not UTC:  # a UTC time (the usual) is aware and already in UTC
+        if polled.utcoffset() is None:
+            return _UNREDUCIBLE
+        polled = polled.astimezone(UTC)
+    if polled > now:
+        return _UNREDUCIBLE
+    return clock - polled.replace(tzinfo=None)
 
 
 def _key(

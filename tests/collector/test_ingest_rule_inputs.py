@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
-from datetime import UTC, timedelta
+from datetime import UTC, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -164,7 +164,10 @@ def test_still_same_verdict_is_same_verdict_on_the_key_with_state() -> None:
         base.state.model_copy(update={"register_clock": kit.REGISTER_CLOCK + DRIFT / 2}),
         base.state.model_copy(update={"register_clock": kit.REGISTER_CLOCK + 3 * DRIFT}),
     ]
-    moments = [T0, T0 + DRIFT, T0 + 2 * DRIFT, T0 + timedelta(hours=1)]  # the last: a poll after ``now``
+    moscow = timezone(timedelta(hours=3))
+    # Polls in UTC and in another zone; the last ones after ``now``.
+    moments = [T0, T0 + DRIFT, (T0 + DRIFT).astimezone(moscow), T0 + 2 * DRIFT, T0 + timedelta(hours=1),
+               (T0 + timedelta(hours=1)).astimezone(moscow)]  # fmt: skip
     for old in (key, stateless, None):
         for state in states:
             for polled in moments:
