@@ -16,7 +16,8 @@ set as ``kassa-collector run`` sets it (``collector.gc_tuning``) unless ``--defa
 Each agent's first message is a new register (a first-time full evaluation, a ``first`` history
 row); a real fleet is past that. So the first ``--warmup-rounds`` messages per agent are also left
 out of a second, *steady-state* figure (messages to registers the process has seen before), and
-``--profile`` covers only the steady state (``--profile-warmup`` includes the warm-up).
+``--profile`` covers only the steady state (``--profile-warmup`` includes the warm-up). Last, one
+periodic sweep (every register evaluated in full, as ``EvaluationWorker.sweep``) is timed per register.
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ class Figures:
     evaluate: float
     steady_write: float
     steady_evaluate: float
+    sweep: float  # CPU µs per register of one periodic sweep (every register evaluated in full) after the run
 
 
 def run(
@@ -108,9 +110,14 @@ def run(
                 steady_write_s += t1 - t0
                 steady_evaluate_s += t2 - t1
         steady_count = max(len(messages) - warmup, 1)
+        every = alerts.all_registers()
+        t0 = time.process_time()
+        alerts.evaluate(every)  # as ``EvaluationWorker.sweep`` does, in chunks
+        sweep_s = time.process_time() - t0
         return Figures(
             write_s / len(messages) * 1e6, evaluate_s / len(messages) * 1e6,
             steady_write_s / steady_count * 1e6, steady_evaluate_s / steady_count * 1e6,
+            sweep_s / max(len(every), 1) * 1e6,
         )
     finally:
         engine.dispose()
@@ -150,6 +157,7 @@ def main() -> int:
         print(f"{'':10} steady state (after {warmup} msgs): write {steady_write_us:6.1f} µs/msg, "
               f"evaluate {steady_evaluate_us:6.1f} µs/msg, "
               f"together {steady_write_us + steady_evaluate_us:6.1f} µs/msg", flush=True)
+        print(f"{'':10} sweep: {min(f.sweep for f in runs):6.1f} µs/register (CPU, a full evaluation)", flush=True)
         if profiler is not None:
             pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
     return 0
