@@ -37,6 +37,7 @@ _RULE_BLIND = frozenset({"read_at", "register_clock", "last_fd_number", "shift"}
 # RuleInput fields compared as they are; ``now``, ``state``, the poll, arrival and last-seen times are reduced.
 _REDUCED = {"now", "state", "state_received_at", "polled_at", "agent_last_seen"}
 _PLAIN_FIELDS = tuple(f.name for f in fields(RuleInput) if f.name not in _REDUCED)
+_plain_of: Callable[[RuleInput], tuple[Any, ...]] = attrgetter(*_PLAIN_FIELDS)  # several names: always a tuple
 DRIFT = timedelta(seconds=5)  # how far the key's times may move before an evaluation is due again
 
 Instant = datetime | timedelta | None
@@ -136,7 +137,7 @@ def _projected(state: RegisterState) -> tuple[Any, ...]:
 def rule_inputs_key(inp: RuleInput) -> RuleInputsKey | None:
     """A comparable key of ``inp`` with ``now`` and the rule-blind fields removed; None when the
     input cannot be reduced safely (then the register is always evaluated)."""
-    plain = tuple(getattr(inp, name) for name in _PLAIN_FIELDS)
+    plain = _plain_of(inp)
     polled = polled_at(inp) if inp.state is not None else None
     return _key(plain, inp.state, inp.agent_last_seen, inp.state_received_at, polled, inp.now)
 
