@@ -94,16 +94,16 @@ def run(
         write_s = evaluate_s = steady_write_s = steady_evaluate_s = 0.0
         for start in range(0, len(messages), BATCH):
             steady = start >= warmup
-            profiling = profiler is not None and (steady or profile_warmup)
-            if profiling:
-                profiler.enable()
+            profiling = profiler if steady or profile_warmup else None
+            if profiling is not None:
+                profiling.enable()
             t0 = time.process_time()
             result = writer.process(messages[start : start + BATCH])
             t1 = time.process_time()
             alerts.evaluate(result.changed_registers, skip_unchanged=True, states=result.fresh_states)
             t2 = time.process_time()
-            if profiling:
-                profiler.disable()
+            if profiling is not None:
+                profiling.disable()
             write_s += t1 - t0
             evaluate_s += t2 - t1
             if steady:
