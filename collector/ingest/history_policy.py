@@ -62,11 +62,11 @@ def history_document(state: RegisterState) -> str:
             if value != default:
                 include[name] = True
             continue
-        # A nested model is its default when of the default's class with equal fields (what its
-        # ``__eq__`` compares: these models have no extra or private attributes).
-        if type(value) is type(default) and vars(value) == vars(default):
-            continue
-        if type(value) is not type(default) and value == default:
+        if type(value) is not type(default):  # a subclass (never parsed from JSON): its own defaults apply
+            return reference_history_document(state)
+        # A nested model is its default when its fields are equal (what its ``__eq__`` compares:
+        # these models have no extra or private attributes).
+        if vars(value) == vars(default):
             continue
         # Its listed fields that are set and not their default (flat values: ``_slim_plan``).
         include[name] = {
