@@ -2,7 +2,7 @@
 driven in this thread over the messages ``bench/ingest.py`` publishes.
 
     .venv/bin/python bench/ingest_profile.py [--messages 5000] [--agents 1000] [--db sqlite,postgresql]
-                                             [--repeat 3] [--profile sqlite] [--top 25]
+                                             [--warmup-rounds 1] [--repeat 3] [--profile sqlite] [--top 25]
                                              [--sort cumulative|tottime] [--default-gc]
 
 Per database: decode+write+commit (``IngestWriter.process`` on batches of 500, acks to a
@@ -12,6 +12,12 @@ recording downlink) and ingest-triggered alert evaluation (``AlertEngine.evaluat
 machine only ever adds to it). ``--profile`` also prints a cProfile (CPU time) of one
 backend's run, sorted by cumulative (or ``--sort tottime``, own) time. The garbage collector is
 set as ``kassa-collector run`` sets it (``collector.gc_tuning``) unless ``--default-gc``.
+
+Each agent's first message is a new register (a first-time full evaluation, a ``first`` history
+row); a real fleet is past that. So the first ``--warmup-rounds`` messages per agent are also left
+out of a second, *steady-state* figure (messages to registers the process has seen before), and
+``--profile`` covers only the steady state (``--profile-warmup`` includes the warm-up). Last, one
+periodic sweep (every register evaluated in full, as ``EvaluationWorker.sweep``) is timed per register.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -66,28 +73,56 @@ def inbound(messages: list[tuple[str, bytes]]) -> list[InboundMessage]:
     ]
 
 
-def run(db_url: str, messages: list[InboundMessage], profiler: cProfile.Profile | None) -> tuple[float, float]:
-    """(write µs/msg, evaluate µs/msg) of CPU."""
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """CPU µs per message: over all messages, and over the steady state (after the warm-up)."""
+
+    write: float
+    evaluate: float
+    steady_write: float
+    steady_evaluate: float
+    sweep: float  # CPU µs per register of one periodic sweep (every register evaluated in full) after the run
+
+
+def run(
+    db_url: str, messages: list[InboundMessage], profiler: cProfile.Profile | None, *, warmup: int,
+    profile_warmup: bool,
+) -> Figures:
+    """CPU per message; ``warmup`` messages (a whole number of batches) are left out of the steady figures."""
     migrate(db_url)
     company = bench_company(db_url)
     engine = create_engine_from_url(db_url)
     try:
         writer = IngestWriter(engine, RecordingDownlink(), settings=WriterSettings(company=company))
         alerts = AlertEngine(engine)
-        write_s = evaluate_s = 0.0
-        if profiler is not None:
-            profiler.enable()
+        write_s = evaluate_s = steady_write_s = steady_evaluate_s = 0.0
         for start in range(0, len(messages), BATCH):
+            steady = start >= warmup
+            profiling = profiler if steady or profile_warmup else None
+            if profiling is not None:
+                profiling.enable()
             t0 = time.process_time()
             result = writer.process(messages[start : start + BATCH])
             t1 = time.process_time()
             alerts.evaluate(result.changed_registers, skip_unchanged=True, states=result.fresh_states)
             t2 = time.process_time()
+            if profiling is not None:
+                profiling.disable()
             write_s += t1 - t0
             evaluate_s += t2 - t1
-        if profiler is not None:
-            profiler.disable()
-        return write_s / len(messages) * 1e6, evaluate_s / len(messages) * 1e6
+            if steady:
+                steady_write_s += t1 - t0
+                steady_evaluate_s += t2 - t1
+        steady_count = max(len(messages) - warmup, 1)
+        every = alerts.all_registers()
+        t0 = time.process_time()
+        alerts.evaluate(every)  # as ``EvaluationWorker.sweep`` does, in chunks
+        sweep_s = time.process_time() - t0
+        return Figures(
+            write_s / len(messages) * 1e6, evaluate_s / len(messages) * 1e6,
+            steady_write_s / steady_count * 1e6, steady_evaluate_s / steady_count * 1e6,
+            sweep_s / max(len(every), 1) * 1e6,
+        )
     finally:
         engine.dispose()
 
@@ -97,6 +132,9 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--agents", type=int, default=1000)
     parser.add_argument("--db", default="sqlite,postgresql")
+    parser.add_argument("--warmup-rounds", type=int, default=1,
+                        help="messages per agent left out of the steady-state figures (first sight of a register)")
+    parser.add_argument("--profile-warmup", action="store_true", help="profile the warm-up rounds too")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", default="", help="backend to profile (cProfile, cumulative)")
     parser.add_argument("--top", type=int, default=25)
@@ -106,15 +144,24 @@ def main() -> int:
     if not args.default_gc:
         tune_for_ingest()  # as ``kassa-collector run`` does
     messages = inbound(load(args.messages, args.agents, "a"))
+    # Whole batches only, so that no batch mixes new registers and known ones.
+    warmup = -(-args.warmup_rounds * args.agents // BATCH) * BATCH
+    if warmup >= len(messages):
+        parser.error(f"--messages must exceed the warm-up ({warmup} messages): no steady state to measure")
     for kind in args.db.split(","):
         profiler = cProfile.Profile(time.process_time) if kind == args.profile else None
         runs = []
         for _ in range(1 if profiler else args.repeat):
             with tempfile.TemporaryDirectory(prefix="kassa-profile-") as tmp, database(kind, Path(tmp)) as url:
-                runs.append(run(url, messages, profiler))
-        write_us, evaluate_us = min(w for w, _ in runs), min(e for _, e in runs)
-        print(f"{kind:10} write {write_us:6.0f} µs/msg, evaluate {evaluate_us:6.0f} µs/msg, "
-              f"together {write_us + evaluate_us:6.0f} µs/msg (CPU, this thread)", flush=True)
+                runs.append(run(url, messages, profiler, warmup=warmup, profile_warmup=args.profile_warmup))
+        write_us, evaluate_us = min(f.write for f in runs), min(f.evaluate for f in runs)
+        steady_write_us, steady_evaluate_us = min(f.steady_write for f in runs), min(f.steady_evaluate for f in runs)
+        print(f"{kind:10} write {write_us:6.1f} µs/msg, evaluate {evaluate_us:6.1f} µs/msg, "
+              f"together {write_us + evaluate_us:6.1f} µs/msg (CPU, this thread)", flush=True)
+        print(f"{'':10} steady state (after {warmup} msgs): write {steady_write_us:6.1f} µs/msg, "
+              f"evaluate {steady_evaluate_us:6.1f} µs/msg, "
+              f"together {steady_write_us + steady_evaluate_us:6.1f} µs/msg", flush=True)
+        print(f"{'':10} sweep: {min(f.sweep for f in runs):6.1f} µs/register (CPU, a full evaluation)", flush=True)
         if profiler is not None:
             pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
     return 0

@@ -27,11 +27,21 @@ class Severity(IntEnum):
     @classmethod
     def parse(cls, text: str) -> Severity:
         """``"major"``/``"MAJOR"`` → ``Severity.MAJOR``; unknown text raises ``ValueError`` naming it."""
+        found = _PARSED.get(text)  # every stored alert and rule ladder parses a label: remembered
+        if found is not None:
+            return found
         try:
-            return cls[text.strip().upper()]
+            found = cls[text.strip().upper()]
         except KeyError:
             known = ", ".join(s.label for s in cls)
             raise ValueError(f"unknown severity {text!r}; expected one of: {known}") from None
+        if len(_PARSED) < _PARSED_LIMIT:  # the labels in use are a handful; odd spellings are not kept
+            _PARSED[text] = found
+        return found
+
+
+_PARSED: dict[str, Severity] = {}
+_PARSED_LIMIT = 64
 
 
 _TITLES_RU: dict[Severity, str] = {

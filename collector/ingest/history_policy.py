@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from operator import attrgetter
+from typing import get_args
 
-from protocol.kkt.significance import Aspect, significant
+from pydantic import BaseModel
+
+from protocol.kkt.significance import Aspect, significant_aspects
 from protocol.kkt.state import RegisterState
 
 FIRST = "first"  # nothing kept for the register yet (or the collector restarted)
@@ -43,8 +45,74 @@ _HISTORY_FIELDS: dict[str, bool | set[str]] = {
 
 def history_document(state: RegisterState) -> str:
     """The slim JSON a history row stores; it still validates as a ``RegisterState`` (every omitted
-    field has a default), so readers parse old full rows and new slim rows alike."""
+    field has a default), so readers parse old full rows and new slim rows alike.
+
+    The same text as ``model_dump_json(include=_HISTORY_FIELDS, exclude_none=True,
+    exclude_defaults=True)`` (``reference_history_document``), for a third of the CPU: pydantic
+    compares each field with a fresh default, building a ``FnState()`` & co. per call; here the
+    defaults are built once, and what differs from them becomes the ``include``."""
+    if type(state) is not RegisterState:
+        return reference_history_document(state)
+    include: dict[str, bool | set[str]] = {}
+    for name, parts, default in _SLIM_PLAN:
+        value = getattr(state, name)
+        if value is None:
+            continue
+        if parts is None:
+            if value != default:
+                include[name] = True
+            continue
+        if type(value) is not type(default):  # a subclass (never parsed from JSON): its own defaults apply
+            return reference_history_document(state)
+        # A nested model is its default when its fields are equal (what its ``__eq__`` compares:
+        # these models have no extra or private attributes).
+        if vars(value) == vars(default):
+            continue
+        # Its listed fields that are set and not their default (flat values: ``_slim_plan``).
+        include[name] = {
+            part for part, part_default in parts
+            if (field := getattr(value, part)) is not None and field != part_default
+        }  # fmt: skip
+    return state.model_dump_json(include=include, exclude_none=True)
+
+
+def reference_history_document(state: RegisterState) -> str:
+    """``history_document`` as pydantic defines it (and the test holds the fast one to)."""
     return state.model_dump_json(include=_HISTORY_FIELDS, exclude_none=True, exclude_defaults=True)
+
+
+def _default_of(model: type[BaseModel], name: str) -> object:
+    info = model.model_fields[name]
+    if info.default_factory is not None:
+        return info.default_factory()  # type: ignore[call-arg]
+    return info.default  # PydanticUndefined for a required field: never equal to a value
+
+
+def _holds_model(annotation: object) -> bool:
+    if isinstance(annotation, type):
+        return issubclass(annotation, BaseModel)
+    return any(_holds_model(arg) for arg in get_args(annotation))
+
+
+def _slim_plan() -> tuple[tuple[str, tuple[tuple[str, object], ...] | None, object], ...]:
+    plan: list[tuple[str, tuple[tuple[str, object], ...] | None, object]] = []
+    for name, parts in _HISTORY_FIELDS.items():
+        default = _default_of(RegisterState, name)
+        if parts is True:
+            # Whole fields are flat values: a model would need its defaults left out recursively.
+            assert not _holds_model(RegisterState.model_fields[name].annotation), name
+            plan.append((name, None, default))
+            continue
+        assert isinstance(parts, set) and isinstance(default, BaseModel)
+        nested = type(default)
+        listed = tuple((part, _default_of(nested, part)) for part in nested.model_fields if part in parts)
+        # Only flat parts: a nested model inside would need its defaults compared recursively.
+        assert not any(isinstance(part_default, BaseModel) for _, part_default in listed), name
+        plan.append((name, listed, default))
+    return tuple(plan)
+
+
+_SLIM_PLAN = _slim_plan()
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +127,8 @@ class Snapshot:
 
     @classmethod
     def of(cls, state: RegisterState, *, link_up: bool = True) -> Snapshot:
-        aspects = tuple(map(hash, _aspects_of(significant(state))))
-        return cls(aspects, (state.shift.status.value, state.ofd.unsent_count), link_up)
+        aspects = tuple(map(hash, significant_aspects(state)))  # in ``Aspect`` order, as ``_ASPECT_NAMES``
+        return cls(aspects, (state.shift.status._value_, state.ofd.unsent_count), link_up)  # _value_: .value, cheaper
 
     def changed(self, newer: Snapshot) -> list[str]:
         """The aspects in which ``newer`` differs from this snapshot."""
@@ -71,7 +139,6 @@ class Snapshot:
 
 # Iterating the enum and reading each member's value is a tenth of a message's history upkeep: once.
 _ASPECT_NAMES = tuple(aspect.value for aspect in Aspect)
-_aspects_of = attrgetter(*_ASPECT_NAMES)
 
 
 @dataclass(frozen=True, slots=True)

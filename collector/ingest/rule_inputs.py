@@ -9,20 +9,28 @@ state, agent and link status, contract, zone) must be equal, field by field, for
 equal at the same ``now``. Time moving on is the periodic sweep's job, exactly as for a register
 that sends nothing.
 
-The times in the key (the register clock's offset, when the agent was last seen or the state
-arrived) only ever move a little between two polls, and every rule reads them against thresholds
-of minutes or more. :func:`same_verdict` lets each drift by up to ``DRIFT`` since the last
-evaluation: as if that evaluation ran a few seconds later, which the sweep period (15 s) already
-allows for every time-driven verdict. Without it a register's clock offset and last-seen time,
-which move with every message, would make every message an evaluation.
+The rules read when the agent was last seen and when the state arrived only as their age at
+``now`` (silence, "no fresh data"), so the key holds those ages, like the clock's offset: a
+heartbeat a minute after the last one, evaluated as it arrives, has the ages of the last one
+(nearly nothing), and is no evaluation — at 50 000 registers sending once a minute, absolute times
+made every message one. (The verdict's ``last_data_at`` then keeps the evaluated message's time;
+it is read only when the verdict is "no data", which a fresh message always changes.)
+
+The times in the key only ever move a little between two messages, and every rule reads them
+against thresholds of minutes or more. :func:`same_verdict` lets each drift by up to ``DRIFT``
+since the last evaluation: as if that evaluation ran a few seconds later, which the sweep period
+(15 s) already allows for every time-driven verdict.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta
+from enum import Enum
 from hashlib import blake2b
-from typing import Any
+from operator import attrgetter
+from typing import Any, get_args
 
 from pydantic import BaseModel
 
@@ -35,17 +43,20 @@ _RULE_BLIND = frozenset({"read_at", "register_clock", "last_fd_number", "shift"}
 # RuleInput fields compared as they are; ``now``, ``state``, the poll, arrival and last-seen times are reduced.
 _REDUCED = {"now", "state", "state_received_at", "polled_at", "agent_last_seen"}
 _PLAIN_FIELDS = tuple(f.name for f in fields(RuleInput) if f.name not in _REDUCED)
+_plain_of: Callable[[RuleInput], tuple[Any, ...]] = attrgetter(*_PLAIN_FIELDS)  # several names: always a tuple
 DRIFT = timedelta(seconds=5)  # how far the key's times may move before an evaluation is due again
 
 Instant = datetime | timedelta | None
+Times = tuple[Instant, Instant, Instant]
 
 
 @dataclass(frozen=True, slots=True)
 class RuleInputsKey:
-    """``exact`` must be equal; ``times`` (last seen, arrival, register clock offset) may drift (``same_verdict``)."""
+    """``exact`` must be equal; ``times`` (the ages of last seen and of arrival at the key's ``now``, the
+    register clock's offset) may drift (``same_verdict``)."""
 
     exact: tuple[Any, ...]
-    times: tuple[Instant, Instant, Instant]
+    times: Times
 
 
 def _flat(value: Any) -> Any:
@@ -53,23 +64,88 @@ def _flat(value: Any) -> Any:
     return (type(value), tuple(value.__dict__.values())) if isinstance(value, BaseModel) else value
 
 
+def _holds_model(annotation: Any) -> bool:
+    """Whether a field so annotated may hold a model (``FnState``, ``OfdLinkCheck | None``, …)."""
+    if isinstance(annotation, type):
+        return issubclass(annotation, BaseModel)
+    return any(_holds_model(arg) for arg in get_args(annotation))
+
+
+def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
+    """``attrgetter`` that always returns a tuple (it returns the bare value for one name)."""
+    if not names:
+        return lambda _obj: ()
+    if len(names) == 1:
+        one = attrgetter(names[0])
+        return lambda obj: (one(obj),)
+    return attrgetter(*names)
+
+
+@dataclass(frozen=True, slots=True)
+class _Projection:
+    """Which fields of one ``RegisterState`` class ``_projected`` reads, and how. The schema is
+    static, so this is worked out once per class instead of walking ``__dict__`` with an
+    ``isinstance`` per value on every message."""
+
+    plain: Callable[[Any], tuple[Any, ...]]  # fields that cannot hold a model: compared as they are
+    # Fields typed as one model class (fn, ofd, device): validation makes each value an instance
+    # of it (or of a subclass), so it is taken apart with ``type`` and ``vars`` (no Python call).
+    models: Callable[[Any], tuple[Any, ...]]
+    maybe: Callable[[Any], tuple[Any, ...]]  # fields that may hold a model or not (a union): ``_flat``
+
+
+_PROJECTIONS: dict[type[BaseModel], _Projection] = {}
+_SHIFT_FIELDS: dict[type[BaseModel], Callable[[Any], tuple[Any, ...]]] = {}  # all of the shift's but receipts
+
+
+def _projection(state_class: type[BaseModel]) -> _Projection:
+    seen = [(name, info.annotation) for name, info in state_class.model_fields.items() if name not in _RULE_BLIND]
+    projection = _Projection(
+        plain=_getter(tuple(name for name, annotation in seen if not _holds_model(annotation))),
+        models=_getter(tuple(
+            name for name, annotation in seen if isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        )),
+        maybe=_getter(tuple(
+            name for name, annotation in seen if _holds_model(annotation) and not isinstance(annotation, type)
+        )),
+    )  # fmt: skip
+    _PROJECTIONS[state_class] = projection
+    return projection
+
+
+def _shift_fields(shift_class: type[BaseModel]) -> Callable[[Any], tuple[Any, ...]]:
+    getter = _getter(tuple(name for name in shift_class.model_fields if name != "receipts"))
+    _SHIFT_FIELDS[shift_class] = getter
+    return getter
+
+
 def _projected(state: RegisterState) -> tuple[Any, ...]:
     """The state minus what no rule reads, as a tuple of its field values: equal exactly when the
     reduced models would be (same types, same values; nested parts compare field by field), and
-    far cheaper to build and compare than two model copies."""
-    shift = state.shift
+    far cheaper to build and compare than two model copies.
+
+    A nested model is kept as its type and its ``__dict__`` (field → value; equal dicts of one
+    model class are equal field values). The dict is the frozen model's own, not a copy: it lives
+    as long as the state the last evaluation's inputs keep anyway."""
+    state_class, shift = type(state), state.shift
+    shift_class = type(shift)
+    projection = _PROJECTIONS.get(state_class) or _projection(state_class)
+    models = projection.models(state)
     return (
-        type(state),
-        tuple(_flat(value) for name, value in state.__dict__.items() if name not in _RULE_BLIND),
-        type(shift),
-        tuple(value for name, value in shift.__dict__.items() if name != "receipts"),
+        state_class,
+        projection.plain(state),
+        tuple(map(type, models)),
+        tuple(map(vars, models)),
+        tuple(map(_flat, projection.maybe(state))),
+        shift_class,
+        (_SHIFT_FIELDS.get(shift_class) or _shift_fields(shift_class))(shift),
     )
 
 
 def rule_inputs_key(inp: RuleInput) -> RuleInputsKey | None:
     """A comparable key of ``inp`` with ``now`` and the rule-blind fields removed; None when the
     input cannot be reduced safely (then the register is always evaluated)."""
-    plain = tuple(getattr(inp, name) for name in _PLAIN_FIELDS)
+    plain = _plain_of(inp)
     polled = polled_at(inp) if inp.state is not None else None
     return _key(plain, inp.state, inp.agent_last_seen, inp.state_received_at, polled, inp.now)
 
@@ -84,26 +160,87 @@ def with_state(
     return _key(key.exact[0], state, agent_last_seen, received_at, polled_at, now)
 
 
+def still_same_verdict(
+    key: RuleInputsKey | None, state: RegisterState, *, received_at: datetime, polled_at: datetime,
+    agent_last_seen: datetime | None, now: datetime,
+) -> bool:
+    """``same_verdict(key, with_state(key, state, …))``, without building the new key: the
+    in-memory fast path asks this of nearly every state message."""
+    if key is None:
+        return False
+    exact = key.exact
+    if exact[1] is None:
+        return False  # a key without a state never equals one with a state
+    times = fresh_times(state, received_at=received_at, polled_at=polled_at, agent_last_seen=agent_last_seen, now=now)
+    if times is None or exact[1] != _projected(state):
+        return False
+    old_seen, old_received, old_offset = key.times
+    new_seen, new_received, new_offset = times
+    return _close(old_seen, new_seen) and _close(old_received, new_received) and _close(old_offset, new_offset)
+
+
+def fresh_times(
+    state: RegisterState, *, received_at: datetime, polled_at: datetime, agent_last_seen: datetime | None, now: datetime
+) -> Times | None:
+    """The ``times`` of a key with this state (``rule_inputs_key``'s), without the rest of the key;
+    None when the inputs cannot be reduced."""
+    offset = _clock_offset(state, polled_at, now)
+    if offset is _UNREDUCIBLE:
+        return None
+    return _age(now, agent_last_seen), _age(now, received_at if agent_last_seen is None else None), offset
+
+
+class _Unreducible(Enum):
+    """``_clock_offset``'s answer when the inputs cannot be reduced (an enum so that ``is`` narrows)."""
+
+    TOKEN = 0
+
+
+_UNREDUCIBLE = _Unreducible.TOKEN
+
+
+def _clock_offset(state: RegisterState, polled: datetime | None, now: datetime) -> timedelta | _Unreducible | None:
+    """The register clock's offset from the poll time (None: no clock); ``_UNREDUCIBLE`` when
+    the poll is unknown or "in the future" (clamped by the rules: not offset-invariant)."""
+    clock = state.register_clock
+    if clock is None:
+        return None
+    if polled is None:
+        return _UNREDUCIBLE
+    if polled.tzinfo is not UTC:  # a UTC time (the usual) is aware and already in UTC
+        if polled.utcoffset() is None:
+            return _UNREDUCIBLE
+        polled = polled.astimezone(UTC)
+    if polled > now:
+        return _UNREDUCIBLE
+    return clock - polled.replace(tzinfo=None)
+
+
 def _key(
     plain: tuple[Any, ...], state: RegisterState | None, last_seen: datetime | None,
     received_at: datetime | None, polled: datetime | None, now: datetime,
 ) -> RuleInputsKey | None:
     if state is None:
-        return RuleInputsKey((plain, None), (last_seen, received_at, None))
-    offset: timedelta | None = None
-    if state.register_clock is not None:
-        if polled is None or polled.utcoffset() is None or polled > now:
-            return None  # a poll "in the future" is clamped by the rules: not offset-invariant
-        offset = state.register_clock - polled.astimezone(UTC).replace(tzinfo=None)
+        return RuleInputsKey((plain, None), (_age(now, last_seen), _age(now, received_at), None))
+    offset = _clock_offset(state, polled, now)
+    if offset is _UNREDUCIBLE:
+        return None
     # Without a register clock no rule reads the poll time; the agent's read_at is then rule-blind.
     # Arrival time stands in for the agent's last_seen when that is unknown.
     received = received_at if last_seen is None else None
-    return RuleInputsKey((plain, _projected(state)), (last_seen, received, offset))
+    return RuleInputsKey((plain, _projected(state)), (_age(now, last_seen), _age(now, received), offset))
+
+
+def _age(now: datetime, moment: datetime | None) -> timedelta | None:
+    return None if moment is None else now - moment
 
 
 def _close(old: Instant, new: Instant) -> bool:
     if old is None or new is None:
         return old is new
+    kind = type(old)
+    if kind is type(new) and (kind is datetime or kind is timedelta):  # the usual case, without isinstance
+        return -DRIFT <= new - old <= DRIFT  # type: ignore[operator]
     if isinstance(old, datetime) and isinstance(new, datetime):
         return abs(new - old) <= DRIFT
     if isinstance(old, timedelta) and isinstance(new, timedelta):
@@ -115,7 +252,9 @@ def same_verdict(old: RuleInputsKey | None, new: RuleInputsKey | None) -> bool:
     """Whether inputs with key ``new`` get the verdict of those with ``old`` (up to ``DRIFT`` of time)."""
     if old is None or new is None or old.exact != new.exact:
         return False
-    return all(_close(a, b) for a, b in zip(old.times, new.times, strict=True))
+    old_seen, old_received, old_offset = old.times
+    new_seen, new_received, new_offset = new.times
+    return _close(old_seen, new_seen) and _close(old_received, new_received) and _close(old_offset, new_offset)
 
 
 # --- the key as stored beside the verdict, for collectors sharing the stream -------------------
@@ -134,19 +273,19 @@ def verdict_key(digest: str, key: RuleInputsKey) -> str:
     return ";".join([digest, *map(_instant_text, key.times)])
 
 
-def stored_verdict_holds(stored: str | None, digest: str, key: RuleInputsKey) -> bool:
+def stored_verdict_holds(stored: str | None, digest: str, times: Times) -> bool:
     """Whether a verdict stored with ``stored`` (by any collector) is the one inputs with ``digest``
-    and ``key``'s times get: the same exact inputs, each time within ``DRIFT`` (``same_verdict``)."""
+    and ``times`` (a key's) get: the same exact inputs, each time within ``DRIFT`` (``same_verdict``)."""
     if stored is None:
         return False
     parts = stored.split(";")
     if len(parts) != 4 or parts[0] != digest:
         return False
     try:
-        times = [_instant(text) for text in parts[1:]]
+        stored_times = [_instant(text) for text in parts[1:]]
     except ValueError:
         return False
-    return all(_close(a, b) for a, b in zip(times, key.times, strict=True))
+    return all(_close(a, b) for a, b in zip(stored_times, times, strict=True))
 
 
 def _instant_text(value: Instant) -> str:

@@ -51,15 +51,29 @@ class Significant:
 
 
 def significant(state: RegisterState) -> Significant:
-    fn, ofd, device = state.fn, state.ofd, state.device
+    return Significant(*significant_aspects(state))
+
+
+def significant_aspects(state: RegisterState) -> tuple[
+    tuple[str, int | None],
+    tuple[int | None, bool | None, date | None, int | None, tuple[str, ...]],
+    tuple[int | None, bool, bool | None, bool | None, str | None, int | None, bool | None, bool | None],
+    tuple[str | None, tuple[int, ...], bool | None, bool | None],
+    tuple[str | None, str | None, str | None],
+]:
+    """The fields of ``significant(state)`` in :class:`Aspect` order, without the dataclass: the
+    collector hashes them for every state message it receives."""
+    fn, ofd, device, shift = state.fn, state.ofd, state.device, state.shift
     link = ofd.link_check
-    return Significant(
-        shift=(state.shift.status.value, state.shift.number),
-        fn=(fn.phase, fn.fiscal, fn.valid_until, fn.warning_flags, tuple(fn.warnings)),
+    unsent = ofd.unsent_count
+    return (
+        # ``_value_`` is ``.value`` without the enum property's Python-level descriptor call.
+        (shift.status._value_, shift.number),
+        (fn.phase, fn.fiscal, fn.valid_until, fn.warning_flags, tuple(fn.warnings)),
         # An oldest unsent document appearing or going is a backlog change whatever the count says;
         # so is anything the OFD diagnosis names a cause by (server, timeout, the PC's link check).
-        backlog=(
-            backlog_band(ofd.unsent_count),
+        (
+            None if unsent is None else bisect_right(BACKLOG_BOUNDS, unsent),  # backlog_band, inlined
             ofd.first_unsent_at is not None,
             ofd.autonomous,
             ofd.response_timeout,
@@ -68,6 +82,6 @@ def significant(state: RegisterState) -> Significant:
             None if link is None else link.resolved,
             None if link is None else link.connected,
         ),
-        device=(device.last_error, tuple(device.fn_errors), device.paper_present, device.cover_open),
-        identity=(state.serial, state.rnm, fn.serial),
+        (device.last_error, tuple(device.fn_errors), device.paper_present, device.cover_open),
+        (state.serial, state.rnm, fn.serial),
     )

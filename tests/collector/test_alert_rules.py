@@ -28,6 +28,7 @@ from collector.alerts.rules import (
     ofd_backlog,
     ofd_contract,
     paper_out,
+    register_clock_now,
     register_unreachable,
     shift_too_long,
 )
@@ -658,3 +659,22 @@ def test_rules_never_crash_and_details_are_json(
         json.dumps(condition.details)
         assert condition.message
     time_to_block(inp, THR)
+
+
+def test_the_register_clock_is_remembered_per_input_only() -> None:
+    # register_clock_now keeps the last input's answer: equal but distinct inputs, and inputs
+    # alternating (as two threads would), must each get their own.
+    early = make_input(make_state(), now=NOW)
+    late = make_input(make_state(), now=NOW + HOUR)
+    other_clock = make_input(make_state(register_clock=REG_CLOCK + DAY), now=NOW)
+    tenant = make_input(make_state(register_clock=None), now=NOW, tz=MSK)
+    expected = {
+        id(early): REG_CLOCK + 10 * MIN,
+        id(late): REG_CLOCK + HOUR + 10 * MIN,
+        id(other_clock): REG_CLOCK + DAY + 10 * MIN,
+        id(tenant): NOW.astimezone(MSK).replace(tzinfo=None),
+    }
+    for inp in [early, late, early, other_clock, other_clock, tenant, early, late]:
+        clock = register_clock_now(inp)
+        assert clock is not None and clock.now == expected[id(inp)]
+    assert register_clock_now(make_input(None)) is None

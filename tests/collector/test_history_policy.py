@@ -5,6 +5,7 @@ charted values move (6 h while flat); and the writer applying it, on both backen
 from __future__ import annotations
 
 import json
+import random
 import sys
 from collections import Counter
 from datetime import date, datetime, timedelta
@@ -18,13 +19,22 @@ import ingest_testkit as kit
 
 from collector.ingest.batcher import IngestWriter
 from collector.ingest.history_keeper import HistoryKeeper
-from collector.ingest.history_policy import FIRST, LINK, REPLAY, SAMPLE, HistoryPolicy, history_document
+from collector.ingest.history_policy import (
+    FIRST,
+    LINK,
+    REPLAY,
+    SAMPLE,
+    HistoryPolicy,
+    history_document,
+    reference_history_document,
+)
 from collector.storage import repository as repo
 from collector.storage.rows import HistoryRow
 from collector.storage.schema import state_history
 from collector.storage.scope import Scope
 from collector.web.shared.present import history_point
-from protocol.kkt.state import RegisterState, ShiftStatus
+from protocol.kkt.significance import Aspect, significant, significant_aspects
+from protocol.kkt.state import DeviceState, OfdLinkCheck, RegisterState, ShiftStatus
 from protocol.mqtt.models import EventKind
 
 engine = kit.engine
@@ -56,6 +66,12 @@ CHANGES = {
 def test_a_change_that_matters_is_kept_at_once_and_named(aspect: str) -> None:
     keeper = _keeper((BASE, T0))
     assert keeper.keep("kkt-1", "agent-a", CHANGES[aspect], T0 + timedelta(seconds=10)) == aspect
+
+
+def test_the_aspects_hashed_are_the_significant_projection_in_aspect_order() -> None:
+    for state in (BASE, *CHANGES.values()):
+        projection = significant(state)
+        assert significant_aspects(state) == tuple(getattr(projection, aspect.value) for aspect in Aspect)
 
 
 def test_ф_н_flags_and_phase_are_changes_too() -> None:
@@ -105,6 +121,46 @@ def test_the_slim_history_document_gives_the_history_api_and_charts_the_same_poi
     assert point(slim) == point(full.model_dump(mode="json"))
     assert RegisterState.model_validate(slim).device.last_error == "0x4E"  # the change it was kept for
     assert len(history_document(full)) < len(full.model_dump_json()) / 2
+
+
+# (part, field, value): each a way a state can differ from the defaults, listed field or not.
+_SLIM_CHANGES: list[tuple[str | None, str, object]] = [
+    (None, "schema_version", 1), (None, "schema_version", 99), (None, "register_clock", None),
+    (None, "register_clock", datetime(2026, 1, 2, 3, 4, 5, 6)), (None, "read_at", None), (None, "serial", "x"),
+    (None, "firmware", None), ("shift", "status", ShiftStatus.UNKNOWN), ("shift", "status", ShiftStatus.EXPIRED),
+    ("shift", "opened_at", None), ("shift", "number", None), ("shift", "receipts", 0),
+    ("fn", "phase", None), ("fn", "phase", 4), ("fn", "valid_until", None), ("fn", "warnings", ["memory_full"]),
+    ("fn", "warnings", []), ("fn", "documents_left", 5), ("fn", "serial", None),
+    ("ofd", "unsent_count", None), ("ofd", "unsent_count", 0), ("ofd", "first_unsent_at", None),
+    ("ofd", "server_host", "ofd.example"), ("ofd", "link_check", OfdLinkCheck(
+        host="ofd.example", port=7777, resolved=True, connected=False, checked_at=T0)),
+    ("device", "last_error", "0x4E"), ("device", "fn_errors", [0x15]), ("device", "mode", 5),
+    ("device", "paper_present", False),
+]  # fmt: skip
+
+
+class _OtherDevice(DeviceState):
+    """Another class with the same fields: never the default, whatever its values."""
+
+
+def _changed(state: RegisterState, changes: list[tuple[str | None, str, object]]) -> RegisterState:
+    for part, name, value in changes:
+        if part is None:
+            state = state.model_copy(update={name: value})
+        else:
+            state = state.model_copy(update={part: getattr(state, part).model_copy(update={name: value})})
+    return state
+
+
+def test_the_slim_document_is_pydantic_s_exclude_defaults_text() -> None:
+    empty = RegisterState(vendor=BASE.vendor, protocol="atol")
+    states = [BASE, empty, BASE.model_copy(update={"device": _OtherDevice()})]
+    for base in (BASE, empty):
+        states += [_changed(base, [change]) for change in _SLIM_CHANGES]
+    pick = random.Random(11)
+    states += [_changed(BASE, pick.sample(_SLIM_CHANGES, 6)) for _ in range(300)]
+    for state in states:
+        assert history_document(state) == reference_history_document(state), state
 
 
 def _day_of_traffic() -> list[tuple[datetime, tuple[str, bytes]]]:

@@ -153,6 +153,29 @@ def test_a_failing_notifier_does_not_stop_evaluation(engine: sa.Engine) -> None:
     assert alerts_by_rule(engine) == {"ofd_backlog": ("critical", "active")}
 
 
+def test_pending_alerts_of_several_registers_are_each_held_and_raised(engine: sa.Engine) -> None:
+    # Pending alerts are kept per register: each register's own are applied, the others untouched.
+    ingest(
+        engine, kit.status_msg("agent-a", 1, "online"),
+        kit.state_msg("agent-a", "kkt-1", 1, 1, backlog_state(timedelta(days=21))),
+        kit.state_msg("agent-a", "kkt-2", 1, 2, backlog_state(timedelta(days=21))),
+        kit.state_msg("agent-a", "kkt-3", 1, 3, kit.register_state("0003")),
+    )  # fmt: skip
+    alerts = AlertEngine(engine, Thresholds(pending={"ofd_backlog": timedelta(minutes=5)}))  # type: ignore[dict-item]
+    assert alerts.evaluate(["kkt-1", "kkt-2", "kkt-3"], now=T0).registers == 3
+    assert alerts_by_rule(engine) == {}
+    # An ingest trigger never skips a register with a pending alert; kkt-3 has none and nothing moved
+    # (seconds later: the agent's silence is part of the inputs).
+    assert alerts.evaluate(["kkt-1", "kkt-2", "kkt-3"], now=T0 + timedelta(seconds=2), skip_unchanged=True).registers == 2
+    ingest(engine, kit.state_msg("agent-a", "kkt-2", 1, 4, kit.register_state("0002")))  # kkt-2's backlog went out
+    alerts.evaluate(["kkt-2"], now=T0 + timedelta(seconds=3))
+    assert alerts.evaluate(["kkt-1", "kkt-2"], now=T0 + timedelta(seconds=5), skip_unchanged=True).registers == 1
+    alerts.evaluate(["kkt-1", "kkt-2", "kkt-3"], now=T0 + timedelta(minutes=5))
+    with engine.connect() as conn:
+        raised = {(a.register_id, a.status) for a in repo.load_alerts(conn) if a.rule == "ofd_backlog"}
+    assert raised == {("kkt-1", "active")}  # (the agent, silent since T0, is offline by now too)
+
+
 def test_pending_periods_hold_an_alert_back_in_memory(engine: sa.Engine) -> None:
     ingest(engine, kit.status_msg("agent-a", 1, "online"), kit.state_msg("agent-a", "kkt-1", 1, 1, backlog_state(timedelta(days=21))))
     alerts = AlertEngine(engine, Thresholds(pending={"ofd_backlog": timedelta(minutes=5)}))  # type: ignore[dict-item]

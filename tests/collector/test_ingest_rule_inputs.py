@@ -7,7 +7,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -15,10 +15,19 @@ import sqlalchemy as sa
 from collector.alerts import RuleInput, Thresholds, evaluate_all
 from collector.ingest.batcher import IngestWriter
 from collector.ingest.engine import AlertEngine, EvaluationWorker
-from collector.ingest.rule_inputs import DRIFT, inputs_digest, rule_inputs_key, same_verdict, with_state
+from collector.ingest.rule_inputs import (
+    DRIFT,
+    _projected,
+    inputs_digest,
+    rule_inputs_key,
+    same_verdict,
+    still_same_verdict,
+    with_state,
+)
 from collector.ingest.writes import FreshState
 from collector.storage.schema import agents as agents_table
 from collector.storage.schema import register_state
+from protocol.kkt.state import FnState, OfdLinkCheck, RegisterState
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make the helper next to us importable
 import ingest_testkit as kit
@@ -37,17 +46,24 @@ def _input(**state_changes: object) -> RuleInput:
 
 def test_a_new_poll_with_only_counters_and_clock_moved_has_the_same_key() -> None:
     base = _input()
-    later = _input(
-        read_at=T0 + timedelta(seconds=30),
-        register_clock=kit.REGISTER_CLOCK + timedelta(seconds=30),
+    later = _input(  # the heartbeat four minutes on, looked at as long after it arrived as the first
+        read_at=T0 + timedelta(minutes=4),
+        register_clock=kit.REGISTER_CLOCK + timedelta(minutes=4),
         last_fd_number=999,
         shift=base.state.shift.model_copy(update={"receipts": 77}) if base.state else None,
     )
-    later = replace(later, now=T0 + timedelta(minutes=5), state_received_at=T0 + timedelta(seconds=30))
+    later = replace(
+        later, now=T0 + timedelta(minutes=5), state_received_at=T0 + timedelta(minutes=4),
+        agent_last_seen=T0 + timedelta(minutes=4),
+    )
     assert rule_inputs_key(later) == rule_inputs_key(base)
-    # …and indeed the rules give the same verdict for both at one moment.
-    same_now = replace(later, now=base.now)
-    assert evaluate_all(same_now, Thresholds()) == evaluate_all(base, Thresholds())
+    # …and indeed the rules find the same for both.
+    def found(inp: RuleInput) -> list[tuple[str, str]]:
+        return [(c.rule.value, c.severity.label) for c in evaluate_all(inp, Thresholds())]
+
+    assert found(later) == found(base) != []
+    # The agent silent for those four minutes instead is another key (the sweep's case, not ingest's).
+    assert rule_inputs_key(replace(later, agent_last_seen=T0)) != rule_inputs_key(base)
 
 
 def test_anything_a_rule_reads_changes_the_key() -> None:
@@ -108,6 +124,68 @@ def test_with_state_is_the_key_of_the_inputs_rebuilt() -> None:
         assert with_state(key, state, received_at=later, polled_at=later, agent_last_seen=later, now=base.now) == (
             rule_inputs_key(rebuilt)
         )
+
+
+def _reduced(state: RegisterState) -> RegisterState:
+    """The state as the rules see it (rule-blind fields reset): the reference ``_projected`` keeps."""
+    return state.model_copy(update={
+        "read_at": None, "register_clock": None, "last_fd_number": None,
+        "shift": state.shift.model_copy(update={"receipts": None}),
+    })  # fmt: skip
+
+
+class _OtherFn(FnState):
+    """Same fields as ``FnState``, another type: a nested part of another type is a change."""
+
+
+def _variants(base: RegisterState) -> list[RegisterState]:
+    link = OfdLinkCheck(host="ofd.example", port=7777, resolved=True, connected=True, checked_at=T0)
+    ofd_with_link = base.ofd.model_copy(update={"link_check": link})
+    return [
+        base,
+        base.model_copy(update={"last_fd_number": 5, "read_at": T0 + timedelta(seconds=9)}),  # rule-blind
+        base.model_copy(update={"shift": base.shift.model_copy(update={"receipts": 99})}),  # rule-blind
+        base.model_copy(update={"shift": base.shift.model_copy(update={"number": 8})}),
+        base.model_copy(update={"firmware": "C.2"}),
+        base.model_copy(update={"fn": base.fn.model_copy(update={"warnings": ["a"]})}),
+        base.model_copy(update={"fn": _OtherFn(**dict(base.fn))}),
+        base.model_copy(update={"ofd": ofd_with_link}),
+        base.model_copy(update={"ofd": ofd_with_link.model_copy(update={"link_check": link.model_copy(update={"connected": False})})}),
+        base.model_copy(update={"device": base.device.model_copy(update={"fn_errors": [0x15]})}),
+        base.model_copy(update={"device": base.device.model_copy(update={"fn_errors": [0x15]})}),  # equal, not identical
+    ]  # fmt: skip
+
+
+def test_the_projection_is_equal_exactly_when_the_reduced_states_are() -> None:
+    states = _variants(kit.register_state(unsent=3, oldest_unsent_age=timedelta(days=20)))
+    for a in states:
+        for b in states:
+            reduced_equal = type(a.fn) is type(b.fn) and _reduced(a) == _reduced(b)
+            assert (_projected(a) == _projected(b)) is reduced_equal, (a, b)
+
+
+def test_still_same_verdict_is_same_verdict_on_the_key_with_state() -> None:
+    base = replace(_input(), polled_at=T0)
+    assert base.state is not None
+    key = rule_inputs_key(base)
+    stateless = rule_inputs_key(RuleInput(register_id="r-1", now=T0, agent_last_seen=T0))
+    states = [
+        *_variants(base.state),
+        base.state.model_copy(update={"register_clock": None}),
+        base.state.model_copy(update={"register_clock": kit.REGISTER_CLOCK + DRIFT / 2}),
+        base.state.model_copy(update={"register_clock": kit.REGISTER_CLOCK + 3 * DRIFT}),
+    ]
+    moscow = timezone(timedelta(hours=3))
+    # Polls in UTC and in another zone; the last ones after ``now``.
+    moments = [T0, T0 + DRIFT, (T0 + DRIFT).astimezone(moscow), T0 + 2 * DRIFT, T0 + timedelta(hours=1),
+               (T0 + timedelta(hours=1)).astimezone(moscow)]  # fmt: skip
+    for old in (key, stateless, None):
+        for state in states:
+            for polled in moments:
+                for seen in (None, T0, T0 + 2 * DRIFT):
+                    times = {"received_at": polled, "polled_at": polled, "agent_last_seen": seen, "now": base.now}
+                    expected = old is not None and same_verdict(old, with_state(old, state, **times))
+                    assert still_same_verdict(old, state, **times) is expected, (old, state, times)
 
 
 # --- the engine skipping ingest-triggered evaluations (SQLite and PostgreSQL) ------------------

@@ -94,3 +94,9 @@ def test_severity_order_and_parse() -> None:
     assert Severity.CRITICAL.title_ru == "критично"
     with pytest.raises(ValueError, match="unknown severity 'minor'"):
         Severity.parse("minor")
+    # Parsed labels are remembered; the answers stay the same, and an unknown one keeps failing.
+    assert [Severity.parse(text) for text in ("major", "major", " Major ", "BLOCKED")] == [
+        Severity.MAJOR, Severity.MAJOR, Severity.MAJOR, Severity.BLOCKED,
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="unknown severity 'minor'"):
+        Severity.parse("minor")

@@ -49,6 +49,7 @@ from protocol.mqtt.models import (
 from protocol.mqtt.topics import (
     COLLECTOR_STATUS_TOPIC,
     AgentTopic,
+    TopicKind,
     ack_topic,
     birth_topic,
     cmd_topic,
@@ -222,6 +223,18 @@ def test_hist_records_must_belong_to_the_topic_agent() -> None:
     batch = HistBatch(agent="a1", ts=TS, records=[HistStateRecord(payload=state_payload(agent="a2"))])
     with pytest.raises(AgentMismatch):
         decode(hist_topic("a1"), encode(batch))
+
+
+def test_only_hist_payloads_carry_records() -> None:
+    # ``check_identity`` looks for records on hist topics only; a records field elsewhere would go unchecked.
+    from protocol.mqtt import wire
+    from protocol.mqtt.models import MODEL_FOR_KIND
+
+    for kind, model in MODEL_FOR_KIND.items():
+        assert ("records" in model.model_fields) is (kind is TopicKind.HIST), kind
+    for kind, struct in wire.STRUCT_FOR_KIND.items():
+        assert ("records" in struct.__struct_fields__) is (kind is TopicKind.HIST), kind
+    assert "records" not in CollectorStatusPayload.model_fields
 
 
 def test_spliced_hist_batch_decodes_to_the_same_records() -> None:

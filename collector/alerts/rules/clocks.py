@@ -27,12 +27,14 @@ ZERO = timedelta(0)
 
 def aware_utc(value: datetime) -> datetime:
     # RegisterState.read_at is documented as aware UTC; a naive one is read as UTC rather than dropped.
+    if value.tzinfo is UTC:  # the usual case; astimezone(UTC) would return it unchanged
+        return value
     return value.replace(tzinfo=UTC) if value.utcoffset() is None else value.astimezone(UTC)
 
 
 def naive(value: datetime) -> datetime:
     # Register times are naive local wall-clock; strip a zone a driver might have attached.
-    return value.replace(tzinfo=None)
+    return value if value.tzinfo is None else value.replace(tzinfo=None)
 
 
 def end_of_day(day: date) -> datetime | None:
@@ -58,7 +60,23 @@ def polled_at(inp: RuleInput) -> datetime | None:
     return inp.polled_at or inp.state_received_at or inp.state.read_at
 
 
+# The last input's register clock: the rules and the verdict ask for it six times per evaluation
+# of one register. Keyed by identity (a ``RuleInput`` is frozen, and held here so its id is not
+# reused); one tuple, read and replaced whole, so threads sharing it each get their own input's.
+_LAST_CLOCK: tuple[RuleInput | None, RegisterClock | None] = (None, None)
+
+
 def register_clock_now(inp: RuleInput) -> RegisterClock | None:
+    global _LAST_CLOCK
+    last, clock = _LAST_CLOCK
+    if last is inp:
+        return clock
+    clock = _register_clock_now(inp)
+    _LAST_CLOCK = (inp, clock)
+    return clock
+
+
+def _register_clock_now(inp: RuleInput) -> RegisterClock | None:
     state = inp.state
     if state is None:
         return None

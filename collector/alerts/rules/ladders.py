@@ -33,7 +33,19 @@ def by_time_left(
 
 def levels(thr: Thresholds, prefix: str, *names: str) -> list[tuple[Severity, str, timedelta]]:
     """``levels(thr, "shift", "blocked", "warning")`` → ``[(BLOCKED, "blocked", thr.shift_blocked), …]``."""
-    return [(Severity.parse(name), name, getattr(thr, f"{prefix}_{name}")) for name in names]
+    steps = _STEPS.get((prefix, names)) or _steps(prefix, names)
+    return [(severity, name, getattr(thr, attribute)) for severity, name, attribute in steps]
+
+
+# (prefix, names) → (severity, name, threshold attribute) per level: the rules ask for a handful of
+# ladders, each on every evaluation; parsing the names and formatting the attributes once is enough.
+_STEPS: dict[tuple[str, tuple[str, ...]], tuple[tuple[Severity, str, str], ...]] = {}
+
+
+def _steps(prefix: str, names: tuple[str, ...]) -> tuple[tuple[Severity, str, str], ...]:
+    steps = tuple((Severity.parse(name), name, f"{prefix}_{name}") for name in names)
+    _STEPS[(prefix, names)] = steps
+    return steps
 
 
 def crossed(level: tuple[Severity, str, timedelta]) -> dict[str, Any]:

@@ -76,7 +76,10 @@ class AlertEngine:
         self._notify = notify
         self._metrics = metrics or CollectorMetrics()
         self.clock = clock
-        self._pending: dict[tuple[str, RuleId], AlertRecord] = {}
+        # register → rule → its alert held back until the rule's pending period ends; by register,
+        # so that each evaluation finds its register's own without scanning every pending alert
+        # (all registers have one at once when, say, an OFD goes down). No empty inner dicts.
+        self._pending: dict[str, dict[RuleId, AlertRecord]] = {}
         # register → its last committed evaluation here (what it was evaluated on, see recent.py)
         self._evaluated: dict[str, Evaluated] = {}
 
@@ -139,7 +142,7 @@ class AlertEngine:
         register then costs no write transaction (on SQLite that lock is the ingest writer's).
         Registers with a fresh state are first checked in memory (``recent``), the rest joined."""
         needed: list[str] = []
-        pending = {register_id for register_id, _ in self._pending}
+        pending = self._pending.keys()  # the registers with a pending alert
         known = {
             register_id: self._evaluated[register_id]
             for register_id in ids
@@ -166,7 +169,7 @@ class AlertEngine:
         last = self._evaluated.get(subject.register_id)
         if last is not None and last.same_verdict(thresholds, key, subject.evaluated_at, subject.verdict_key):
             return True
-        return key is not None and stored_verdict_holds(subject.verdict_key, inputs_digest(thresholds, key), key)
+        return key is not None and stored_verdict_holds(subject.verdict_key, inputs_digest(thresholds, key), key.times)
 
     # --- one chunk ----------------------------------------------------------------------------
 
@@ -189,7 +192,9 @@ class AlertEngine:
                 alert_ids[(row.register_id, record.rule)] = row.id
         changes = notices = 0
         verdicts: dict[str, RegisterEvaluation] = {}
-        pending_registers = {register_id for register_id, _ in self._pending}
+        # The registers with a pending alert. A live view: the loop changes only the entries of the
+        # registers it has done (each comes once), so for each it is the set as the chunk began.
+        pending_registers = self._pending.keys()
         for subject, inp, thresholds in build_inputs(conn, subjects, now, self.company_thresholds):
             # Checked again inside the transaction: the inputs may have moved since the read.
             if skip_unchanged and subject.register_id not in pending_registers and self._unchanged(subject, inp, thresholds):
@@ -200,8 +205,8 @@ class AlertEngine:
                 thresholds, inputs_key, now, inp, subject.state_agent_id, digest
             )
             records = dict(stored.get(subject.register_id, {}))
-            for (register_id, rule), pending in self._pending.items():
-                if register_id == subject.register_id and rule not in records:
+            for rule, pending in self._pending.get(subject.register_id, {}).items():
+                if rule not in records:
                     records[rule] = pending
             conditions = evaluate_all(inp, thresholds)
             results = apply_conditions(
@@ -210,13 +215,11 @@ class AlertEngine:
             )
             worst: Severity | None = None
             for rule, (record, rule_changes) in results.items():
-                key = (subject.register_id, rule)
+                self._release(subject.register_id, rule)
                 if record is None or record.status is AlertStatus.PENDING:
-                    self._pending.pop(key, None)
                     if record is not None:
-                        self._pending[key] = record
+                        self._pending.setdefault(subject.register_id, {})[rule] = record
                     continue
-                self._pending.pop(key, None)
                 if record.status is AlertStatus.ACTIVE:
                     worst = record.severity if worst is None else max(worst, record.severity)
                 if record is records.get(rule):
@@ -235,6 +238,11 @@ class AlertEngine:
         register_summary.refresh_registers(conn, verdicts)  # verdict, severity and alerts: the list's keys
         self._metrics.evaluations.inc(len(verdicts))
         return len(verdicts), changes, notices
+
+    def _release(self, register_id: str, rule: RuleId) -> None:
+        held = self._pending.get(register_id)
+        if held is not None and held.pop(rule, None) is not None and not held:
+            del self._pending[register_id]
 
     def _send_notices(self, subject: Subject, record: AlertRecord, rule_changes: list[AlertChange]) -> int:
         if self._notify is None or not any(c.kind in NOTIFIED_CHANGES for c in rule_changes):

@@ -29,7 +29,13 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from collector.alerts import RuleInput, Thresholds
-from collector.ingest.rule_inputs import RuleInputsKey, same_verdict, stored_verdict_holds, with_state
+from collector.ingest.rule_inputs import (
+    RuleInputsKey,
+    fresh_times,
+    same_verdict,
+    still_same_verdict,
+    stored_verdict_holds,
+)
 from collector.ingest.writes import FreshState
 from collector.storage.dialect import member_of
 from collector.storage.schema import register_state
@@ -51,11 +57,13 @@ class Evaluated:
     ) -> bool:
         """Would inputs with ``key`` get the stored verdict? It must be ours (``stored_at``), or
         another collector's computed on these same inputs (``stored_key``)."""
-        if thresholds != self.thresholds or not same_verdict(self.key, key):
+        if thresholds is not self.thresholds and thresholds != self.thresholds:  # pydantic ``__eq__`` is slow
+            return False
+        if not same_verdict(self.key, key):
             return False
         if stored_at == self.evaluated_at:
             return True
-        return key is not None and self.digest is not None and stored_verdict_holds(stored_key, self.digest, key)
+        return key is not None and self.digest is not None and stored_verdict_holds(stored_key, self.digest, key.times)
 
 
 def unchanged_in_memory(
@@ -73,19 +81,27 @@ def unchanged_in_memory(
         ).where(member_of(conn, register_state.c.register_id, ids))
     )
     unchanged: set[str] = set()
-    for row in rows:
-        last, state = candidates[row.register_id], fresh[row.register_id]
-        if (row.agent_id, row.session, row.seq) != (state.agent_id, state.session, state.seq):
+    for register_id, agent_id, session, seq, evaluated_at, link_up, verdict_key in rows:  # unpacked: no Row lookups
+        last, state = candidates[register_id], fresh[register_id]
+        if agent_id != state.agent_id or session != state.session or seq != state.seq:
             continue
-        if row.agent_id != last.state_agent_id or row.link_up != last.inputs.link_up:
+        if agent_id != last.state_agent_id or link_up != last.inputs.link_up:
             continue
-        if last.key is None:
-            continue
+        ours = evaluated_at == last.evaluated_at
+        if not ours and (verdict_key is None or last.digest is None):
+            continue  # another collector's verdict, and nothing to tell what it was computed on
         seen = last.inputs.agent_last_seen  # the agent was seen at least when the fresh state arrived
-        key = with_state(
-            last.key, state.state, received_at=state.received_at, polled_at=state.polled_at,
-            agent_last_seen=None if seen is None else max(seen, state.received_at), now=now,
-        )
-        if last.same_verdict(last.thresholds, key, row.evaluated_at, row.verdict_key):
-            unchanged.add(row.register_id)
+        received = state.received_at
+        last_seen = None if seen is None else max(seen, received)
+        # ``Evaluated.same_verdict`` on the key ``with_state`` would give, without building it; the
+        # thresholds are the ones evaluated, by definition.
+        if not still_same_verdict(
+            last.key, state.state, received_at=received, polled_at=state.polled_at, agent_last_seen=last_seen, now=now
+        ):
+            continue
+        if not ours:  # the same inputs as our last evaluation: is the stored verdict of them too?
+            times = fresh_times(state.state, received_at=received, polled_at=state.polled_at, agent_last_seen=last_seen, now=now)
+            if times is None or last.digest is None or not stored_verdict_holds(verdict_key, last.digest, times):
+                continue
+        unchanged.add(register_id)
     return unchanged
