@@ -10,7 +10,9 @@ then:
    virtual agents (distinct (session, seq), one register each), publishes them at QoS 1 as fast
    as one paho client can, and measures from the first publish until every one is committed to
    ``state_history`` (polling the database; the collectors keep every state as history here,
-   ``history_sample_minutes=0``, so each message is one row to count). ``0`` collectors = one collector in this process
+   ``history_sample_minutes=0``, so each message is one row to count — or, with ``--history default``,
+   the collector's default history policy, as deployed, and committed messages counted from its
+   durable ack marks, exact for one collector only). ``0`` collectors = one collector in this process
    (its metrics show where the time goes); ``N`` = N ``kassa-collector run --shared``
    subprocesses under ``$share/collectors/``. With ``--drain`` (subprocess layouts only) the
    collectors are paused (SIGSTOP) while everything is published and the clock starts when they
@@ -43,7 +45,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,7 +63,7 @@ from collector.config import CollectorConfig
 from collector.gc_tuning import tune_for_ingest
 from collector.service import CollectorService
 from collector.storage import create_engine_from_url, migrate
-from collector.storage.schema import alerts, state_history, tenants
+from collector.storage.schema import alerts, ingest_marks, state_history, tenants
 from protocol.kkt.state import FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
 from protocol.mqtt.models import StatePayload, encode
 from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, state_topic
@@ -204,7 +206,7 @@ def bench_company(db_url: str, name: str = "Бенчмарк") -> str:
 class Collectors:
     """0 = one in-process service; N = N shared-subscription subprocesses."""
 
-    def __init__(self, count: int, port: int, db_url: str, workdir: Path) -> None:
+    def __init__(self, count: int, port: int, db_url: str, workdir: Path, *, all_history: bool = True) -> None:
         self.count = count
         self.service: CollectorService | None = None
         self.processes: list[subprocess.Popen[bytes]] = []
@@ -213,7 +215,7 @@ class Collectors:
         company = bench_company(db_url)  # the bench's agents report without enrollment: a single-company install
         if count == 0:
             config = CollectorConfig(broker_url=broker, db_url=db_url, client_id="bench-inproc", evaluator_period=15,
-                                     company=company, history_sample_minutes=0)
+                                     company=company, **({"history_sample_minutes": 0} if all_history else {}))
             tune_for_ingest()  # as ``kassa-collector run`` does
             self.service = CollectorService(config, serve_web=False)
             self.service.start()
@@ -236,7 +238,7 @@ class Collectors:
                 [sys.executable, "-m", "collector", "run", "--broker", broker, "--db", db_url, "--no-web",
                  "--client-id", f"bench-{index}", "--shared", "--log-level", "WARNING", "--company", company],
                 stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
-                env=os.environ | {"KASSA_COLLECTOR_HISTORY_SAMPLE_MINUTES": "0"},
+                env=os.environ | ({"KASSA_COLLECTOR_HISTORY_SAMPLE_MINUTES": "0"} if all_history else {}),
             ))
         try:
             for _ in range(count):
@@ -319,8 +321,20 @@ def count_rows(engine: sa.Engine, table: sa.Table) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
+def committed_history_rows(engine: sa.Engine) -> int:
+    return count_rows(engine, state_history)
+
+
+def committed_by_marks(engine: sa.Engine) -> int:
+    """Messages committed, from the durable ack marks: every agent's seqs start at 0 and one
+    collector's marks advance over the contiguous committed prefix."""
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(ingest_marks.c.max_seq + 1), 0))).scalar_one())
+
+
 def throughput(
-    port: int, engine: sa.Engine, messages: list[tuple[str, bytes]], paused: Collectors | None = None
+    port: int, engine: sa.Engine, messages: list[tuple[str, bytes]], paused: Collectors | None = None,
+    committed_count: Callable[[sa.Engine], int] = committed_history_rows,
 ) -> tuple[float, float]:
     """(committed msgs/s, publish msgs/s); ``paused``: collectors to hold while publishing (drain mode)."""
     publisher = Publisher(port, "bench-load")
@@ -333,9 +347,9 @@ def throughput(
         started = time.perf_counter()
         paused.pause(False)
     deadline = time.monotonic() + 300
-    while count_rows(engine, state_history) < len(messages):
+    while committed_count(engine) < len(messages):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {count_rows(engine, state_history)} of {len(messages)} committed")
+            raise RuntimeError(f"only {committed_count(engine)} of {len(messages)} committed")
         time.sleep(0.05)
     committed = time.perf_counter() - started
     publisher.close()
@@ -436,7 +450,12 @@ def main() -> int:
     parser.add_argument("--probes", type=int, default=40)
     parser.add_argument("--probe-rate", type=float, default=500.0, help="background msgs/s during the latency run")
     parser.add_argument("--drain", action="store_true", help="publish first with the collectors paused, then time them alone")
+    parser.add_argument("--history", choices=["all", "default"], default="all",
+                        help="all: every state a history row (counted); default: the deployed policy (one collector)")
     args = parser.parse_args()
+    all_history = args.history == "all"
+    if not all_history and any(int(c) > 1 for c in args.collectors.split(",")):
+        parser.error("--history default counts committed messages from one collector's ack marks: use --collectors 0 or 1")
 
     print(f"encoding {args.messages} state messages for {args.agents} agents …", flush=True)
     t = time.perf_counter()
@@ -449,12 +468,13 @@ def main() -> int:
             with tempfile.TemporaryDirectory(prefix="kassa-bench-") as tmp, mosquitto(Path(tmp)) as port, \
                     database(kind, Path(tmp)) as url:
                 bare = ceiling(port, messages)  # same broker, before any collector session exists
-                collectors = Collectors(layout, port, url, Path(tmp))
+                collectors = Collectors(layout, port, url, Path(tmp), all_history=all_history)
                 engine = create_engine_from_url(url)
                 try:
                     held = collectors if args.drain and layout > 0 else None
                     threads_before = collectors.cpu_by_thread()
-                    committed, published = throughput(port, engine, messages, held)
+                    counter = committed_history_rows if all_history else committed_by_marks
+                    committed, published = throughput(port, engine, messages, held, counter)
                     threads_after = collectors.cpu_by_thread()
                     lat = latency(port, engine, args.probes, args.probe_rate) if args.probes and layout <= 1 else []
                     where = collectors.where_time_goes()
