@@ -22,6 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from collector.ingest import pg_rows, sqlite_rows
+from collector.ingest.row_values import REGISTER_COLUMNS
 from collector.storage.bounds import check_fits
 from collector.storage.dialect import member_of, upsert_insert
 from collector.storage.errors import (
@@ -41,7 +42,7 @@ from collector.storage.rows import (
 )
 from collector.storage.schema import agents, nodes, register_state, registers
 
-_IDENTITY_FIELDS = ("serial", "rnm", "fn_serial", "model")
+_REGISTER_NAMES = tuple(name for name, _ in REGISTER_COLUMNS)
 
 _cache: dict[tuple[str, str], Any] = {}
 
@@ -51,21 +52,6 @@ def _statement(conn: sa.Connection, name: str, build: Callable[[sa.Connection], 
     if key not in _cache:
         _cache[key] = build(conn)
     return _cache[key]
-
-
-def _register_upsert(conn: sa.Connection) -> Any:
-    stmt = upsert_insert(conn, registers)
-    incoming, stored = stmt.excluded, registers.c
-    updates: dict[str, Any] = {name: sa.func.coalesce(incoming[name], stored[name]) for name in _IDENTITY_FIELDS}
-    updates.update(
-        node_id=incoming.node_id,
-        agent_id=incoming.agent_id,
-        protocol=incoming.protocol,
-        last_seen=sa.case((incoming.last_seen > stored.last_seen, incoming.last_seen), else_=stored.last_seen),
-    )
-    return stmt.on_conflict_do_update(
-        index_elements=[registers.c.register_id], set_=updates, where=stored.tenant_id == incoming.tenant_id
-    ).returning(registers.c.register_id)
 
 
 def ensure_registers(conn: sa.Connection, claims: Sequence[tuple[RegisterIdentity, str, datetime]]) -> None:
@@ -80,7 +66,7 @@ def ensure_registers(conn: sa.Connection, claims: Sequence[tuple[RegisterIdentit
             )
         )
     }
-    rounds: list[list[dict[str, Any]]] = []
+    rounds: list[list[tuple[Any, ...]]] = []
     placed: list[set[str]] = []
     for identity, agent_id, seen_at in sorted(claims, key=lambda claim: (claim[0].register_id, claim[1])):
         owner = owners.get(agent_id)
@@ -88,25 +74,35 @@ def ensure_registers(conn: sa.Connection, claims: Sequence[tuple[RegisterIdentit
             raise UnknownAgent(f"agent {agent_id!r} is not enrolled")
         if owner.revoked:
             raise AgentRevoked(f"agent {agent_id!r} was revoked")
-        params = {
-            "register_id": identity.register_id, "tenant_id": owner.tenant_id, "node_id": owner.node_id,
-            "agent_id": agent_id, "protocol": identity.protocol, "first_seen": seen_at, "last_seen": seen_at,
-            **{name: getattr(identity, name) for name in _IDENTITY_FIELDS},
-        }
-        check_fits(registers, params)  # the state's free-text identity fields are unbounded
+        row = (
+            identity.register_id, owner.tenant_id, owner.node_id, agent_id, identity.protocol,
+            identity.serial, identity.rnm, identity.fn_serial, identity.model, seen_at, seen_at,
+        )
+        # The state's free-text identity fields are unbounded; the driver-level write has no types.
+        check_fits(registers, dict(zip(_REGISTER_NAMES, row, strict=True)))
         # One register twice in one multi-row upsert is an error on PostgreSQL: later rounds.
         index = next((i for i, ids in enumerate(placed) if identity.register_id not in ids), len(rounds))
         if index == len(rounds):
             rounds.append([])
             placed.append(set())
-        rounds[index].append(params)
+        rounds[index].append(row)
         placed[index].add(identity.register_id)
-    stmt = _statement(conn, "register_upsert", _register_upsert)
+    backend = _backend(conn)
     for batch in rounds:
-        written = {row.register_id for row in conn.execute(stmt, batch)}
-        refused = sorted({p["register_id"] for p in batch} - written)
-        if refused:
-            raise RegisterOwnedElsewhere(f"register(s) {', '.join(map(repr, refused))} belong to another tenant")
+        # Counted, not returned: only a register of another tenant is left unwritten.
+        if backend.upsert_registers(conn, batch) < len(batch):
+            _refuse_foreign(conn, batch)
+
+
+def _refuse_foreign(conn: sa.Connection, batch: Sequence[tuple[Any, ...]]) -> None:
+    """Raise for the registers of ``batch`` (rows of ``REGISTER_COLUMNS``) stored under another tenant."""
+    claimed = {row[0]: row[1] for row in batch}
+    stored = conn.execute(
+        sa.select(registers.c.register_id, registers.c.tenant_id).where(member_of(conn, registers.c.register_id, claimed))
+    )
+    refused = sorted(row.register_id for row in stored if row.tenant_id != claimed[row.register_id])
+    if refused:
+        raise RegisterOwnedElsewhere(f"register(s) {', '.join(map(repr, refused))} belong to another tenant")
 
 
 def _backend(conn: sa.Connection) -> Any:

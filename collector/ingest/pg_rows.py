@@ -27,7 +27,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from collector.ingest.row_values import LATEST_COLUMNS, NEWER, document, instant
+from collector.ingest.row_values import (
+    LATEST_COLUMNS,
+    NEWER,
+    REGISTER_COLUMNS,
+    REGISTER_UPSERT,
+    document,
+    instant,
+)
 from collector.storage.partitions import REDELIVERY_WINDOW
 from collector.storage.rows import HistoryRow, LatestState, check_seq
 
@@ -118,3 +125,15 @@ def advance_ingest_marks(conn: sa.Connection, marks: Sequence[tuple[str, int, in
         " WHERE excluded.max_seq > ingest_marks.max_seq"
     )
     _write(conn, _insert_select("ingest_marks", _MARK_COLUMNS, tail), values)
+
+
+def upsert_registers(conn: sa.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Upsert register identities (``REGISTER_COLUMNS`` order, instants aware); returns how many
+    were written — a register of another tenant is not.
+
+    ``rows`` must hold each register once, in lock order (the caller sorts them).
+    """
+    if not rows:
+        return 0
+    values = [(*row[:9], instant(row[9]).isoformat(), instant(row[10]).isoformat()) for row in rows]
+    return _write(conn, _insert_select("registers", REGISTER_COLUMNS, REGISTER_UPSERT), values)

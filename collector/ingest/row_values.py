@@ -17,6 +17,22 @@ LATEST_COLUMNS = (
     ("shift_status", "text"), ("unsent_count", "integer"), ("oldest_unsent_at", "timestamp"),
     ("fn_valid_until", "date"), ("link_up", "boolean"),
 )
+# (column, PostgreSQL type) of registers as ingest upserts an identity.
+REGISTER_COLUMNS = (
+    ("register_id", "text"), ("tenant_id", "integer"), ("node_id", "integer"), ("agent_id", "text"),
+    ("protocol", "text"), ("serial", "text"), ("rnm", "text"), ("fn_serial", "text"), ("model", "text"),
+    ("first_seen", "timestamptz"), ("last_seen", "timestamptz"),
+)
+# An identity upsert (``bulk.ensure_registers``): unknown identity fields keep what is stored,
+# last_seen only moves forward, and a register of another tenant is left alone (not counted).
+REGISTER_UPSERT = (
+    "ON CONFLICT (register_id) DO UPDATE SET node_id = excluded.node_id, agent_id = excluded.agent_id,"
+    " protocol = excluded.protocol, serial = coalesce(excluded.serial, registers.serial),"
+    " rnm = coalesce(excluded.rnm, registers.rnm), fn_serial = coalesce(excluded.fn_serial, registers.fn_serial),"
+    " model = coalesce(excluded.model, registers.model),"
+    " last_seen = CASE WHEN excluded.last_seen > registers.last_seen THEN excluded.last_seen ELSE registers.last_seen END"
+    " WHERE registers.tenant_id = excluded.tenant_id"
+)
 # The stored latest state is replaced only by a later message of its agent, or a later one of another agent.
 NEWER = (
     "(excluded.agent_id = register_state.agent_id AND (excluded.session > register_state.session"

@@ -17,7 +17,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from collector.ingest.row_values import LATEST_COLUMNS, NEWER, document, instant
+from collector.ingest.row_values import (
+    LATEST_COLUMNS,
+    NEWER,
+    REGISTER_COLUMNS,
+    REGISTER_UPSERT,
+    document,
+    instant,
+)
 from collector.storage.rows import HistoryRow, LatestState, check_seq
 
 _HISTORY = (
@@ -31,6 +38,10 @@ _LATEST = (
     + ", ".join(f"{name} = excluded.{name}" for name in _LATEST_NAMES if name not in ("register_id", "link_up"))
     + ", link_up = coalesce(excluded.link_up, register_state.link_up)"
     + f" WHERE {NEWER}"
+)
+_REGISTERS = (
+    f"INSERT INTO registers ({', '.join(name for name, _ in REGISTER_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(REGISTER_COLUMNS))}) {REGISTER_UPSERT}"
 )
 _MARKS = (
     "INSERT INTO ingest_marks (agent_id, session, max_seq) VALUES (?, ?, ?)"
@@ -84,3 +95,10 @@ def advance_ingest_marks(conn: sa.Connection, marks: Sequence[tuple[str, int, in
     """Raise each (agent, session)'s committed mark to ``max_seq``; never lowers one."""
     values = [(agent, check_seq("session", session), check_seq("seq", seq)) for agent, session, seq in marks]
     _executemany(conn, _MARKS, values)
+
+
+def upsert_registers(conn: sa.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Upsert register identities (``REGISTER_COLUMNS`` order, instants aware); returns how many
+    were written — a register of another tenant is not."""
+    values = [(*row[:9], utc_text(row[9]), utc_text(row[10])) for row in rows]
+    return _executemany(conn, _REGISTERS, values)

@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from collector.ingest import bulk
-from collector.storage import UnknownNode
+from collector.storage import InvalidValue, RegisterOwnedElsewhere, UnknownNode
 from collector.storage import repository as repo
 from collector.storage.rows import HistoryRow, LatestState, RegisterIdentity
-from collector.storage.schema import agents, ingest_marks, register_state, state_history
+from collector.storage.schema import agents, ingest_marks, register_state, registers, state_history
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make the helper next to us importable
 import ingest_testkit as kit
@@ -163,3 +163,35 @@ def test_last_seen_skips_an_agent_row_another_transaction_holds_instead_of_waiti
     with engine.connect() as conn:
         last_seen = {r.agent_id: r.last_seen for r in conn.execute(sa.select(agents.c.agent_id, agents.c.last_seen))}
     assert last_seen == {"agent-1": None, "agent-2": T0 + timedelta(minutes=1)}
+
+
+def test_ensure_registers_keeps_identity_semantics_and_refuses_another_tenants_register(engine: sa.Engine) -> None:
+    tenant, store = _fleet(engine, ["r-1"])
+    later = T0 + timedelta(minutes=5)
+    with engine.begin() as conn:
+        bulk.ensure_registers(conn, [
+            (RegisterIdentity("r-1", "atol", serial="S-1", rnm="0001", model='ШТРИХ "М" \\ 01Ф'), "agent-1", later),
+            (RegisterIdentity("r-2", "shtrih", serial="S-2"), "agent-1", later),
+            (RegisterIdentity("r-2", "shtrih", rnm="0002"), "agent-1", T0),  # the same register twice
+        ])  # fmt: skip
+    with engine.begin() as conn:  # an older sighting, identity fields unknown: nothing moves back
+        bulk.ensure_registers(conn, [(RegisterIdentity("r-1", "atol"), "agent-1", T0)])
+    with engine.connect() as conn:
+        rows = {r.register_id: r for r in conn.execute(sa.select(registers))}
+    assert (rows["r-1"].protocol, rows["r-1"].serial, rows["r-1"].rnm, rows["r-1"].model) == (
+        "atol", "S-1", "0001", 'ШТРИХ "М" \\ 01Ф',
+    )
+    assert (rows["r-1"].first_seen, rows["r-1"].last_seen) == (T0, later)
+    assert (rows["r-2"].serial, rows["r-2"].rnm, rows["r-2"].first_seen, rows["r-2"].last_seen) == ("S-2", "0002", later, later)
+    assert {(r.tenant_id, r.node_id) for r in rows.values()} == {(tenant, store)}
+    with engine.begin() as conn:  # an agent of another tenant claims r-2
+        other = repo.create_tenant(conn, "Other", created_at=T0)
+        elsewhere = repo.create_node(conn, other, parent_id=None, kind="store", name="X")
+        repo.enroll_agent(conn, "agent-x", tenant_id=other, node_id=elsewhere, enrolled_at=T0)
+    with engine.connect() as conn, pytest.raises(RegisterOwnedElsewhere, match="'r-2'"):
+        bulk.ensure_registers(conn, [(RegisterIdentity("r-2", "shtrih"), "agent-x", later),
+                                     (RegisterIdentity("r-9", "shtrih"), "agent-x", later)])  # fmt: skip
+    with engine.connect() as conn, pytest.raises(InvalidValue, match=r"registers\.serial"):
+        bulk.ensure_registers(conn, [(RegisterIdentity("r-3", "shtrih", serial="x" * 41), "agent-1", later)])
+    with engine.connect() as conn, pytest.raises((ValueError, sa.exc.StatementError), match="naive"):
+        bulk.ensure_registers(conn, [(RegisterIdentity("r-3", "shtrih"), "agent-1", datetime(2026, 1, 1))])
