@@ -199,30 +199,6 @@ def set_evaluations(conn: sa.Connection, evaluations: dict[str, RegisterEvaluati
         conn.execute(_statement(conn, "evaluation_update", _evaluation_update), params)
 
 
-def _seen_update(conn: sa.Connection) -> Any:
-    current = agents.c
-    at = sa.bindparam("b_at", type_=agents.c.last_seen.type)
-    session = sa.bindparam("b_session", type_=sa.BigInteger)
-    newer_session = sa.and_(
-        current.revoked.is_(False), sa.or_(current.status_session.is_(None), current.status_session < session)
-    )
-    return (
-        sa.update(agents)
-        .where(agents.c.agent_id == sa.bindparam("b_agent"))
-        .values(
-            last_seen=sa.case((sa.or_(current.last_seen.is_(None), current.last_seen < at), at), else_=current.last_seen),
-            last_session=sa.case(
-                (sa.or_(current.last_session.is_(None), current.last_session < session), session),
-                else_=current.last_session,
-            ),
-            # A live message of a newer session proves that connection is up: on a cluster the
-            # agent's «online» may be lost with the node it reached first, and no will follows it.
-            online=sa.case((newer_session, sa.true()), else_=current.online),
-            status_session=sa.case((newer_session, session), else_=current.status_session),
-        )
-    )
-
-
 def lock_idle_agents(conn: sa.Connection, agent_ids: Collection[str]) -> set[str]:
     """Lock (in key order) and return those of ``agent_ids`` that no other transaction holds.
 
@@ -251,13 +227,9 @@ def mark_agents_seen(conn: sa.Connection, seen: dict[str, tuple[datetime, int]])
     Agents another transaction holds are skipped (``lock_idle_agents``); returns those written.
     """
     free = lock_idle_agents(conn, seen)
-    params = [
-        {"b_agent": agent, "b_at": at, "b_session": check_seq("session", session)}
-        for agent, (at, session) in sorted(seen.items())
-        if agent in free
-    ]
-    if params:
-        conn.execute(_statement(conn, "seen_update", _seen_update), params)
+    rows = [(agent, at, session) for agent, (at, session) in sorted(seen.items()) if agent in free]
+    if rows:
+        _backend(conn).mark_agents_seen(conn, rows)
     return free
 
 

@@ -34,6 +34,7 @@ from collector.ingest.row_values import (
     REGISTER_UPSERT,
     document,
     instant,
+    seen_assignments,
 )
 from collector.storage.partitions import REDELIVERY_WINDOW
 from collector.storage.rows import HistoryRow, LatestState, check_seq
@@ -137,3 +138,17 @@ def upsert_registers(conn: sa.Connection, rows: Sequence[tuple[Any, ...]]) -> in
         return 0
     values = [(*row[:9], instant(row[9]).isoformat(), instant(row[10]).isoformat()) for row in rows]
     return _write(conn, _insert_select("registers", REGISTER_COLUMNS, REGISTER_UPSERT), values)
+
+
+_SEEN = (
+    f"UPDATE agents SET {seen_assignments('v.at', 'v.session', true='true', false='false')}"
+    " FROM (SELECT u.e->>0 AS agent_id, (u.e->>1)::timestamptz AS at, (u.e->>2)::bigint AS session"
+    " FROM json_array_elements(%s::json) AS u(e)) AS v WHERE agents.agent_id = v.agent_id"
+)
+
+
+def mark_agents_seen(conn: sa.Connection, seen: Sequence[tuple[str, datetime, int]]) -> None:
+    """Move each (agent, last seen, session) forward. The caller has locked these agents' rows
+    (in key order, ``bulk.lock_idle_agents``), so the join's order takes no new lock; each agent once."""
+    if seen:
+        _write(conn, _SEEN, [(agent, instant(at).isoformat(), check_seq("session", session)) for agent, at, session in seen])

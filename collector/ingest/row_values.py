@@ -33,6 +33,23 @@ REGISTER_UPSERT = (
     " last_seen = CASE WHEN excluded.last_seen > registers.last_seen THEN excluded.last_seen ELSE registers.last_seen END"
     " WHERE registers.tenant_id = excluded.tenant_id"
 )
+
+
+def seen_assignments(at: str, session: str, *, true: str, false: str) -> str:
+    """SET clause of ``bulk.mark_agents_seen`` given the SQL of its instant and session values
+    (and of the backend's booleans):
+    last_seen/last_session only move forward, and a live message of a newer session brings a
+    non-revoked agent online (its status session follows)."""
+    newer = f"agents.revoked IS {false} AND (agents.status_session IS NULL OR agents.status_session < {session})"
+    return (
+        f"last_session = CASE WHEN agents.last_session IS NULL OR agents.last_session < {session} THEN {session}"
+        " ELSE agents.last_session END,"
+        f" last_seen = CASE WHEN agents.last_seen IS NULL OR agents.last_seen < {at} THEN {at} ELSE agents.last_seen END,"
+        f" online = CASE WHEN {newer} THEN {true} ELSE agents.online END,"
+        f" status_session = CASE WHEN {newer} THEN {session} ELSE agents.status_session END"
+    )
+
+
 # The stored latest state is replaced only by a later message of its agent, or a later one of another agent.
 NEWER = (
     "(excluded.agent_id = register_state.agent_id AND (excluded.session > register_state.session"

@@ -24,6 +24,7 @@ from collector.ingest.row_values import (
     REGISTER_UPSERT,
     document,
     instant,
+    seen_assignments,
 )
 from collector.storage.rows import HistoryRow, LatestState, check_seq
 
@@ -43,6 +44,7 @@ _REGISTERS = (
     f"INSERT INTO registers ({', '.join(name for name, _ in REGISTER_COLUMNS)})"
     f" VALUES ({', '.join('?' * len(REGISTER_COLUMNS))}) {REGISTER_UPSERT}"
 )
+_SEEN = f"UPDATE agents SET {seen_assignments('?2', '?3', true='1', false='0')} WHERE agent_id = ?1"
 _MARKS = (
     "INSERT INTO ingest_marks (agent_id, session, max_seq) VALUES (?, ?, ?)"
     " ON CONFLICT (agent_id, session) DO UPDATE SET max_seq = excluded.max_seq"
@@ -102,3 +104,8 @@ def upsert_registers(conn: sa.Connection, rows: Sequence[tuple[Any, ...]]) -> in
     were written — a register of another tenant is not."""
     values = [(*row[:9], utc_text(row[9]), utc_text(row[10])) for row in rows]
     return _executemany(conn, _REGISTERS, values)
+
+
+def mark_agents_seen(conn: sa.Connection, seen: Sequence[tuple[str, datetime, int]]) -> None:
+    """Move each (agent, last seen, session) forward, in the caller's (lock) order."""
+    _executemany(conn, _SEEN, [(agent, utc_text(at), check_seq("session", session)) for agent, at, session in seen])

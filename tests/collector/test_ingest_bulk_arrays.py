@@ -195,3 +195,25 @@ def test_ensure_registers_keeps_identity_semantics_and_refuses_another_tenants_r
         bulk.ensure_registers(conn, [(RegisterIdentity("r-3", "shtrih", serial="x" * 41), "agent-1", later)])
     with engine.connect() as conn, pytest.raises((ValueError, sa.exc.StatementError), match="naive"):
         bulk.ensure_registers(conn, [(RegisterIdentity("r-3", "shtrih"), "agent-1", datetime(2026, 1, 1))])
+
+
+def test_last_seen_only_moves_forward_and_a_newer_session_brings_an_agent_online(engine: sa.Engine) -> None:
+    tenant, store = _fleet(engine, [])
+    with engine.begin() as conn:
+        bulk.enroll_agents(conn, ["agent-2", "agent-3"], tenant_id=tenant, node_id=store, enrolled_at=T0)
+        repo.revoke_agent(conn, "agent-3")
+        conn.execute(sa.update(agents).where(agents.c.agent_id == "agent-1").values(status_session=5, online=False))
+    later = T0 + timedelta(minutes=2)
+    with engine.begin() as conn:
+        bulk.mark_agents_seen(conn, {"agent-1": (later, 4), "agent-2": (later, 3), "agent-3": (later, 9)})
+    with engine.begin() as conn:  # older news: nothing moves back
+        bulk.mark_agents_seen(conn, {"agent-1": (T0, 2), "agent-2": (T0, 1)})
+        bulk.mark_agents_seen(conn, {})
+    with engine.connect() as conn:
+        rows = {r.agent_id: r for r in conn.execute(sa.select(agents))}
+    seen = {a: (r.last_seen, r.last_session, r.online, r.status_session) for a, r in rows.items()}
+    assert seen == {
+        "agent-1": (later, 4, False, 5),  # session 4 is not newer than its status session 5
+        "agent-2": (later, 3, True, 3),
+        "agent-3": (later, 9, False, None),  # revoked: never brought online
+    }
