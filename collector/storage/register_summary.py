@@ -19,7 +19,7 @@ stale values. (Two transactions creating the same register's first row race with
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -123,38 +123,59 @@ def _upsert(conn: sa.Connection, register_ids: list[str]) -> list[tuple[str, int
     return [(row[0], row[1]) for row in conn.execute(stmt, {"ids": member_values(conn.dialect.name, register_ids)})]
 
 
-def _nodes_before(conn: sa.Connection, register_ids: list[str]) -> dict[str, int | None]:
-    """The node each of these registers' summary rows places it at now, locking the rows on
-    PostgreSQL (in id order, as every refresh does)."""
-    query = sa.select(register_summary.c.register_id, register_summary.c.node_id).where(
-        member_of(conn, register_summary.c.register_id, register_ids)
-    )
+def _rows_before(conn: sa.Connection, register_ids: list[str]) -> dict[str, tuple[int | None, str | None, bool | None]]:
+    """(node, shift status, link flag) of these registers' summary rows now, locking the rows on
+    PostgreSQL (in id order, as every refresh does): locked, they show the latest committed version."""
+    query = sa.select(
+        register_summary.c.register_id, register_summary.c.node_id, register_summary.c.shift_status,
+        register_summary.c.link_up,
+    ).where(member_of(conn, register_summary.c.register_id, register_ids))
     if conn.dialect.name == "postgresql":
         query = query.order_by(register_summary.c.register_id).with_for_update()
-    return {row[0]: row[1] for row in conn.execute(query)}
+    return {row[0]: (row[1], row[2], row[3]) for row in conn.execute(query)}
 
 
-def refresh_registers(conn: sa.Connection, register_ids: Collection[str]) -> None:
+def refresh_registers(
+    conn: sa.Connection, register_ids: Collection[str], settled: Mapping[str, tuple[str | None, bool]] | None = None
+) -> None:
     """Recompute the summary rows of these registers (unknown ids are ignored), then the node
-    totals of the nodes a changed row left or joined (after every summary lock, in node order)."""
-    ordered = sorted(set(register_ids))
+    totals of the nodes a changed row left or joined (after every summary lock, in node order).
+
+    ``settled``: more registers, of which this transaction changed nothing the summary reads but
+    the latest state's shift status and link flag, to these values. Such a row is recomputed only
+    when it is missing or shows other values; otherwise the recomputation would write nothing."""
+    settled = settled or {}
+    required = set(register_ids)
+    ordered = sorted(required | set(settled))
     touched: set[int | None] = set()
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start : start + _CHUNK]
-        before = _nodes_before(conn, chunk)
-        for register_id, node_id in _upsert(conn, chunk):
-            touched |= {before.get(register_id), node_id}
+        before = _rows_before(conn, chunk)
+        stale = [
+            register_id for register_id in chunk
+            if register_id in required or register_id not in before or before[register_id][1:] != settled[register_id]
+        ]  # fmt: skip
+        if not stale:
+            continue  # every row already shows what this transaction wrote
+        for register_id, node_id in _upsert(conn, stale):
+            touched |= {before.get(register_id, (None,))[0], node_id}
     node_totals.refresh_nodes(conn, touched)
 
 
-def refresh_agents(conn: sa.Connection, agent_ids: Collection[str], also: Collection[str] = ()) -> None:
+def refresh_agents(
+    conn: sa.Connection,
+    agent_ids: Collection[str],
+    also: Collection[str] = (),
+    settled: Mapping[str, tuple[str | None, bool]] | None = None,
+) -> None:
     """Recompute the rows of every register these agents poll (their online flag changed), and of
-    the registers ``also``, in one sorted pass of locks (two passes could lock crosswise)."""
+    the registers ``also`` (and ``settled``, see :func:`refresh_registers`), in one sorted pass of
+    locks (two passes could lock crosswise)."""
     found: list[str] = []
     if agent_ids:
         owned = sa.select(registers.c.register_id).where(member_of(conn, registers.c.agent_id, sorted(set(agent_ids))))
         found = list(conn.execute(owned).scalars())
-    refresh_registers(conn, [*found, *also])
+    refresh_registers(conn, [*found, *also], settled)
 
 
 def refresh_subtree(conn: sa.Connection, tenant_id: int, path: str) -> None:
