@@ -8,7 +8,7 @@ import json
 from datetime import datetime
 from typing import Any
 
-from collector.storage.rows import JsonText
+from collector.storage.rows import JsonText, check_seq
 
 # (column, PostgreSQL type) of register_state as ingest writes it.
 LATEST_COLUMNS = (
@@ -62,6 +62,16 @@ def instant(value: datetime) -> datetime:
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"naive datetime {value.isoformat()} given for a UTC instant column")
     return value
+
+
+_INT64_MAX = 2**63 - 1
+
+
+def seqs(session: int, seq: int) -> tuple[int, int]:
+    """``check_seq`` of a row's session and seq, without its two calls in the common case."""
+    if 0 <= session <= _INT64_MAX and 0 <= seq <= _INT64_MAX:
+        return session, seq
+    return check_seq("session", session), check_seq("seq", seq)
 
 
 def document(state: Any) -> str:

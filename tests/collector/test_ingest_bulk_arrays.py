@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from collector.ingest import bulk
 from collector.storage import InvalidValue, RegisterOwnedElsewhere, UnknownNode
 from collector.storage import repository as repo
-from collector.storage.rows import HistoryRow, LatestState, RegisterIdentity
+from collector.storage.rows import HistoryRow, JsonText, LatestState, RegisterIdentity
 from collector.storage.schema import agents, ingest_marks, register_state, registers, state_history
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make the helper next to us importable
@@ -217,3 +217,13 @@ def test_last_seen_only_moves_forward_and_a_newer_session_brings_an_agent_online
         "agent-2": (later, 3, True, 3),
         "agent-3": (later, 9, False, None),  # revoked: never brought online
     }
+
+
+def test_latest_state_documents_survive_the_transport_as_they_are(engine: sa.Engine) -> None:
+    _fleet(engine, ["r-1", "r-2"])
+    odd = {"model": 'ШТРИХ "М" \\ 01Ф', "nested": {"list": [1, None, "\\u0416"]}, "empty": {}}
+    with engine.begin() as conn:
+        bulk.upsert_latest_states(conn, [_latest(1, state=odd), _latest(1, "r-2", state=JsonText('{"a": [1,  2]}'))])
+    with engine.connect() as conn:
+        stored = {r.register_id: r.state for r in conn.execute(sa.select(register_state.c.register_id, register_state.c.state))}
+    assert stored == {"r-1": odd, "r-2": {"a": [1, 2]}}
