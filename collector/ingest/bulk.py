@@ -15,6 +15,7 @@ Rows are always sent in key order, so the ingest writer and the alert evaluator 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -221,16 +222,40 @@ def lock_idle_agents(conn: sa.Connection, agent_ids: Collection[str]) -> set[str
     return set(conn.execute(query).scalars())
 
 
-def mark_agents_seen(conn: sa.Connection, seen: dict[str, tuple[datetime, int]]) -> set[str]:
+# (online, status session, revoked) of the agents about to be marked seen; on PostgreSQL only
+# those no other transaction holds, locked in key order (see lock_idle_agents).
+_SEEN_AGENTS = "SELECT agent_id, online, status_session, revoked FROM agents WHERE agent_id IN "
+_SEEN_AGENTS_SQL = {
+    "sqlite": _SEEN_AGENTS + "(SELECT value FROM json_each(?))",
+    "postgresql": _SEEN_AGENTS
+    + "(SELECT json_array_elements_text(%s::json)) ORDER BY agent_id FOR NO KEY UPDATE SKIP LOCKED",
+}
+
+
+def mark_agents_seen(conn: sa.Connection, seen: dict[str, tuple[datetime, int]]) -> tuple[set[str], set[str]]:
     """``storage.mark_agent_seen`` for many agents: last_seen/last_session only move forward.
 
-    Agents another transaction holds are skipped (``lock_idle_agents``); returns those written.
+    Agents another transaction holds are skipped (as ``lock_idle_agents`` does). Returns those
+    written, and those of them it brought online (a newer session than their status): only
+    these changed anything the register list shows.
     """
-    free = lock_idle_agents(conn, seen)
+    if not seen:
+        return set(), set()
+    backend = _backend(conn)
+    stored: dict[str, tuple[bool, int | None, bool]] = {
+        row[0]: (bool(row[1]), row[2], bool(row[3]))
+        for row in conn.exec_driver_sql(_SEEN_AGENTS_SQL[conn.dialect.name], (json.dumps(sorted(seen)),))
+    }
+    free = set(stored) if conn.dialect.name == "postgresql" else set(seen)  # SQLite: one writer at a time
     rows = [(agent, at, session) for agent, (at, session) in sorted(seen.items()) if agent in free]
     if rows:
-        _backend(conn).mark_agents_seen(conn, rows)
-    return free
+        backend.mark_agents_seen(conn, rows)
+    woken = set()
+    for agent, _, session in rows:
+        online, status_session, revoked = stored.get(agent, (True, None, True))  # unknown: nothing to change
+        if not online and not revoked and (status_session is None or status_session < session):
+            woken.add(agent)
+    return free, woken
 
 
 def _agent_enroll(conn: sa.Connection) -> Any:

@@ -96,7 +96,8 @@ class WriteOutcome:
     # The registers whose latest state this batch replaced (it won the newer-only upsert).
     states: dict[str, FreshState] = field(default_factory=dict)
     status_agents: set[str] = field(default_factory=set)  # online/offline applied
-    seen_agents: set[str] = field(default_factory=set)  # last_seen written (may have come online)
+    seen_agents: set[str] = field(default_factory=set)  # last_seen written
+    woken_agents: set[str] = field(default_factory=set)  # of those, brought online by a newer session
     live: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))
     replayed: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))  # seqs per replayed session
     births: dict[str, int] = field(default_factory=dict)  # agent → session of its last live birth
@@ -395,9 +396,10 @@ def write_messages(
     acted = apply_results(conn, gather.action_results)
     outcome.registers |= acted
     due = cache.seen_due({agent: seen for agent, seen in gather.seen.items() if seen[1] > 0})
-    marked = bulk.mark_agents_seen(conn, due)  # may bring an agent online (a newer session)
+    marked, woken = bulk.mark_agents_seen(conn, due)  # may bring an agent online (a newer session)
     cache.forget_seen(set(due) - marked)  # skipped while busy: due next batch
     outcome.seen_agents = marked
+    outcome.woken_agents = woken
     # Registers whose identity row or link this batch wrote; of those that only got a new latest
     # state, the summary reads nothing else but its shift status and link flag.
     rewritten = {identity.register_id for identity, _, _ in claims} | set(links) | acted
@@ -416,8 +418,9 @@ def _refresh_summaries(
     """The register list's summary rows of what this batch changed, after every agent row this
     batch updates: taking summary locks between agent updates (per status) deadlocked two
     collectors, one holding an agent and waiting for a summary row, the other the reverse.
-    Statuses and births change their agents' online flag, so those agents' registers are included.
+    Statuses, births and a newer session's first message change their agents' online flag, so those
+    agents' registers are included (an agent merely seen again changed nothing the list shows).
     ``settled`` registers (a new latest state only) are rewritten only if their shift status or
     link flag moved: most states change neither, and the summary's recomputation would write nothing."""
-    changed_agents = set(outcome.births) | outcome.status_agents | outcome.seen_agents
+    changed_agents = set(outcome.births) | outcome.status_agents | outcome.woken_agents
     register_summary.refresh_agents(conn, changed_agents, also=changed, settled=settled)

@@ -153,13 +153,13 @@ def test_last_seen_skips_an_agent_row_another_transaction_holds_instead_of_waiti
     seen = {"agent-1": (T0 + timedelta(minutes=1), 1), "agent-2": (T0 + timedelta(minutes=1), 1)}
     if engine.dialect.name != "postgresql":  # one writer at a time: nothing can be held meanwhile
         with engine.begin() as conn:
-            assert bulk.mark_agents_seen(conn, seen) == {"agent-1", "agent-2"}
+            assert bulk.mark_agents_seen(conn, seen) == ({"agent-1", "agent-2"}, {"agent-1", "agent-2"})
         return
     with engine.connect() as other, other.begin():
         other.execute(sa.update(agents).where(agents.c.agent_id == "agent-1").values(online=True))  # holds the row
         with engine.connect() as conn, conn.begin():
             conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))  # waiting would fail the test, not hang it
-            assert bulk.mark_agents_seen(conn, seen) == {"agent-2"}
+            assert bulk.mark_agents_seen(conn, seen) == ({"agent-2"}, {"agent-2"})
     with engine.connect() as conn:
         last_seen = {r.agent_id: r.last_seen for r in conn.execute(sa.select(agents.c.agent_id, agents.c.last_seen))}
     assert last_seen == {"agent-1": None, "agent-2": T0 + timedelta(minutes=1)}
@@ -205,10 +205,11 @@ def test_last_seen_only_moves_forward_and_a_newer_session_brings_an_agent_online
         conn.execute(sa.update(agents).where(agents.c.agent_id == "agent-1").values(status_session=5, online=False))
     later = T0 + timedelta(minutes=2)
     with engine.begin() as conn:
-        bulk.mark_agents_seen(conn, {"agent-1": (later, 4), "agent-2": (later, 3), "agent-3": (later, 9)})
+        marked = bulk.mark_agents_seen(conn, {"agent-1": (later, 4), "agent-2": (later, 3), "agent-3": (later, 9)})
+    assert marked == ({"agent-1", "agent-2", "agent-3"}, {"agent-2"})  # only agent-2 came online
     with engine.begin() as conn:  # older news: nothing moves back
-        bulk.mark_agents_seen(conn, {"agent-1": (T0, 2), "agent-2": (T0, 1)})
-        bulk.mark_agents_seen(conn, {})
+        assert bulk.mark_agents_seen(conn, {"agent-1": (T0, 2), "agent-2": (T0, 1)}) == ({"agent-1", "agent-2"}, set())
+        assert bulk.mark_agents_seen(conn, {}) == (set(), set())
     with engine.connect() as conn:
         rows = {r.agent_id: r for r in conn.execute(sa.select(agents))}
     seen = {a: (r.last_seen, r.last_session, r.online, r.status_session) for a, r in rows.items()}

@@ -14,8 +14,10 @@ import sqlalchemy as sa
 from collector.alerts import Thresholds
 from collector.ingest.batcher import IngestWriter
 from collector.ingest.engine import AlertEngine
+from collector.ingest.writes import RefreshCache
 from collector.storage import register_list, register_summary
 from collector.storage.register_list import RegisterQuery
+from collector.storage.schema import agents
 from collector.storage.schema import register_summary as summary
 from collector.storage.scope import Scope
 from protocol.kkt.state import ShiftStatus
@@ -122,3 +124,24 @@ def test_a_writer_rewrites_a_summary_row_only_when_a_new_state_moves_what_it_sho
     assert rows(engine)["kkt-1"]["link_up"] is False
     assert ingest_by(first, 7, _shift(ShiftStatus.CLOSED)) == 1  # a state: the link is back
     assert rows(engine)["kkt-1"]["link_up"] is True
+
+
+def test_an_agent_seen_again_rewrites_no_summary_row_unless_a_newer_session_brings_it_online(engine: sa.Engine) -> None:
+    writer = IngestWriter(engine, kit.FakeDownlink())
+    writer._refresh = RefreshCache(seen_interval=0)  # every batch marks its agents seen
+    statements: list[str] = []
+    sa.event.listen(engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
+
+    def ingest_at(seconds: int, *messages: tuple[str, bytes]) -> int:
+        statements.clear()
+        writer.process([kit.inbound(topic, payload, at=T0 + timedelta(seconds=seconds)) for topic, payload in messages])
+        return sum(s.startswith("INSERT INTO register_summary") for s in statements)
+
+    ingest_at(0, kit.status_msg("agent-a", 1, "online"), kit.state_msg("agent-a", "kkt-1", 1, 1, kit.register_state()))
+    assert ingest_at(1, kit.state_msg("agent-a", "kkt-1", 1, 2, kit.register_state(receipts=4))) == 0
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(agents.c.last_seen)).scalar_one() == T0 + timedelta(seconds=1)
+    ingest_at(2, kit.status_msg("agent-a", 1, "offline"))
+    assert rows(engine)["kkt-1"]["agent_online"] is False
+    assert ingest_at(3, kit.state_msg("agent-a", "kkt-1", 2, 1, kit.register_state(receipts=5))) == 1
+    assert rows(engine)["kkt-1"]["agent_online"] is True
