@@ -14,6 +14,11 @@ that changed different source tables of one register then refresh one after the 
 second statement's snapshot sees the first one's commit, so neither overwrites the other with
 stale values. (Two transactions creating the same register's first row race without that lock;
 :func:`refresh_all` rebuilds every row.)
+
+The writer names most of its registers as ``settled``: all it changed is the latest state's shift
+status and link flag, so the row (read under that lock, hence the latest committed version) is
+recomputed only when it shows other values — which, every change to a source being refreshed in
+its own transaction, is exactly when the recomputation would change it.
 """
 
 from __future__ import annotations
