@@ -39,7 +39,9 @@ def seen_assignments(at: str, session: str, *, true: str, false: str) -> str:
     """SET clause of ``bulk.mark_agents_seen`` given the SQL of its instant and session values
     (and of the backend's booleans):
     last_seen/last_session only move forward, and a live message of a newer session brings a
-    non-revoked agent online (its status session follows)."""
+    non-revoked agent online (its status session follows): that message proves the connection is
+    up, and on a cluster the agent's «online» may be lost with the node it reached first, with no
+    will to follow it."""
     newer = f"agents.revoked IS {false} AND (agents.status_session IS NULL OR agents.status_session < {session})"
     return (
         f"last_session = CASE WHEN agents.last_session IS NULL OR agents.last_session < {session} THEN {session}"
