@@ -15,6 +15,7 @@ Rows are always sent in key order, so the ingest writer and the alert evaluator 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Collection, Sequence
 from datetime import datetime
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from collector.ingest import pg_rows, sqlite_rows
+from collector.ingest.row_values import REGISTER_COLUMNS
 from collector.storage.bounds import check_fits
 from collector.storage.dialect import member_of, upsert_insert
 from collector.storage.errors import (
@@ -41,7 +43,7 @@ from collector.storage.rows import (
 )
 from collector.storage.schema import agents, nodes, register_state, registers
 
-_IDENTITY_FIELDS = ("serial", "rnm", "fn_serial", "model")
+_REGISTER_NAMES = tuple(name for name, _ in REGISTER_COLUMNS)
 
 _cache: dict[tuple[str, str], Any] = {}
 
@@ -51,21 +53,6 @@ def _statement(conn: sa.Connection, name: str, build: Callable[[sa.Connection], 
     if key not in _cache:
         _cache[key] = build(conn)
     return _cache[key]
-
-
-def _register_upsert(conn: sa.Connection) -> Any:
-    stmt = upsert_insert(conn, registers)
-    incoming, stored = stmt.excluded, registers.c
-    updates: dict[str, Any] = {name: sa.func.coalesce(incoming[name], stored[name]) for name in _IDENTITY_FIELDS}
-    updates.update(
-        node_id=incoming.node_id,
-        agent_id=incoming.agent_id,
-        protocol=incoming.protocol,
-        last_seen=sa.case((incoming.last_seen > stored.last_seen, incoming.last_seen), else_=stored.last_seen),
-    )
-    return stmt.on_conflict_do_update(
-        index_elements=[registers.c.register_id], set_=updates, where=stored.tenant_id == incoming.tenant_id
-    ).returning(registers.c.register_id)
 
 
 def ensure_registers(conn: sa.Connection, claims: Sequence[tuple[RegisterIdentity, str, datetime]]) -> None:
@@ -80,7 +67,7 @@ def ensure_registers(conn: sa.Connection, claims: Sequence[tuple[RegisterIdentit
             )
         )
     }
-    rounds: list[list[dict[str, Any]]] = []
+    rounds: list[list[tuple[Any, ...]]] = []
     placed: list[set[str]] = []
     for identity, agent_id, seen_at in sorted(claims, key=lambda claim: (claim[0].register_id, claim[1])):
         owner = owners.get(agent_id)
@@ -88,25 +75,35 @@ def ensure_registers(conn: sa.Connection, claims: Sequence[tuple[RegisterIdentit
             raise UnknownAgent(f"agent {agent_id!r} is not enrolled")
         if owner.revoked:
             raise AgentRevoked(f"agent {agent_id!r} was revoked")
-        params = {
-            "register_id": identity.register_id, "tenant_id": owner.tenant_id, "node_id": owner.node_id,
-            "agent_id": agent_id, "protocol": identity.protocol, "first_seen": seen_at, "last_seen": seen_at,
-            **{name: getattr(identity, name) for name in _IDENTITY_FIELDS},
-        }
-        check_fits(registers, params)  # the state's free-text identity fields are unbounded
+        row = (
+            identity.register_id, owner.tenant_id, owner.node_id, agent_id, identity.protocol,
+            identity.serial, identity.rnm, identity.fn_serial, identity.model, seen_at, seen_at,
+        )
+        # The state's free-text identity fields are unbounded; the driver-level write has no types.
+        check_fits(registers, dict(zip(_REGISTER_NAMES, row, strict=True)))
         # One register twice in one multi-row upsert is an error on PostgreSQL: later rounds.
         index = next((i for i, ids in enumerate(placed) if identity.register_id not in ids), len(rounds))
         if index == len(rounds):
             rounds.append([])
             placed.append(set())
-        rounds[index].append(params)
+        rounds[index].append(row)
         placed[index].add(identity.register_id)
-    stmt = _statement(conn, "register_upsert", _register_upsert)
+    backend = _backend(conn)
     for batch in rounds:
-        written = {row.register_id for row in conn.execute(stmt, batch)}
-        refused = sorted({p["register_id"] for p in batch} - written)
-        if refused:
-            raise RegisterOwnedElsewhere(f"register(s) {', '.join(map(repr, refused))} belong to another tenant")
+        # Counted, not returned: only a register of another tenant is left unwritten.
+        if backend.upsert_registers(conn, batch) < len(batch):
+            _refuse_foreign(conn, batch)
+
+
+def _refuse_foreign(conn: sa.Connection, batch: Sequence[tuple[Any, ...]]) -> None:
+    """Raise for the registers of ``batch`` (rows of ``REGISTER_COLUMNS``) stored under another tenant."""
+    claimed = {row[0]: row[1] for row in batch}
+    stored = conn.execute(
+        sa.select(registers.c.register_id, registers.c.tenant_id).where(member_of(conn, registers.c.register_id, claimed))
+    )
+    refused = sorted(row.register_id for row in stored if row.tenant_id != claimed[row.register_id])
+    if refused:
+        raise RegisterOwnedElsewhere(f"register(s) {', '.join(map(repr, refused))} belong to another tenant")
 
 
 def _backend(conn: sa.Connection) -> Any:
@@ -203,30 +200,6 @@ def set_evaluations(conn: sa.Connection, evaluations: dict[str, RegisterEvaluati
         conn.execute(_statement(conn, "evaluation_update", _evaluation_update), params)
 
 
-def _seen_update(conn: sa.Connection) -> Any:
-    current = agents.c
-    at = sa.bindparam("b_at", type_=agents.c.last_seen.type)
-    session = sa.bindparam("b_session", type_=sa.BigInteger)
-    newer_session = sa.and_(
-        current.revoked.is_(False), sa.or_(current.status_session.is_(None), current.status_session < session)
-    )
-    return (
-        sa.update(agents)
-        .where(agents.c.agent_id == sa.bindparam("b_agent"))
-        .values(
-            last_seen=sa.case((sa.or_(current.last_seen.is_(None), current.last_seen < at), at), else_=current.last_seen),
-            last_session=sa.case(
-                (sa.or_(current.last_session.is_(None), current.last_session < session), session),
-                else_=current.last_session,
-            ),
-            # A live message of a newer session proves that connection is up: on a cluster the
-            # agent's «online» may be lost with the node it reached first, and no will follows it.
-            online=sa.case((newer_session, sa.true()), else_=current.online),
-            status_session=sa.case((newer_session, session), else_=current.status_session),
-        )
-    )
-
-
 def lock_idle_agents(conn: sa.Connection, agent_ids: Collection[str]) -> set[str]:
     """Lock (in key order) and return those of ``agent_ids`` that no other transaction holds.
 
@@ -249,20 +222,40 @@ def lock_idle_agents(conn: sa.Connection, agent_ids: Collection[str]) -> set[str
     return set(conn.execute(query).scalars())
 
 
-def mark_agents_seen(conn: sa.Connection, seen: dict[str, tuple[datetime, int]]) -> set[str]:
+# (online, status session, revoked) of the agents about to be marked seen; on PostgreSQL only
+# those no other transaction holds, locked in key order (see lock_idle_agents).
+_SEEN_AGENTS = "SELECT agent_id, online, status_session, revoked FROM agents WHERE agent_id IN "
+_SEEN_AGENTS_SQL = {
+    "sqlite": _SEEN_AGENTS + "(SELECT value FROM json_each(?))",
+    "postgresql": _SEEN_AGENTS
+    + "(SELECT json_array_elements_text(%s::json)) ORDER BY agent_id FOR NO KEY UPDATE SKIP LOCKED",
+}
+
+
+def mark_agents_seen(conn: sa.Connection, seen: dict[str, tuple[datetime, int]]) -> tuple[set[str], set[str]]:
     """``storage.mark_agent_seen`` for many agents: last_seen/last_session only move forward.
 
-    Agents another transaction holds are skipped (``lock_idle_agents``); returns those written.
+    Agents another transaction holds are skipped (as ``lock_idle_agents`` does). Returns those
+    written, and those of them it brought online (a newer session than their status): only
+    these changed anything the register list shows.
     """
-    free = lock_idle_agents(conn, seen)
-    params = [
-        {"b_agent": agent, "b_at": at, "b_session": check_seq("session", session)}
-        for agent, (at, session) in sorted(seen.items())
-        if agent in free
-    ]
-    if params:
-        conn.execute(_statement(conn, "seen_update", _seen_update), params)
-    return free
+    if not seen:
+        return set(), set()
+    backend = _backend(conn)
+    stored: dict[str, tuple[bool, int | None, bool]] = {
+        row[0]: (bool(row[1]), row[2], bool(row[3]))
+        for row in conn.exec_driver_sql(_SEEN_AGENTS_SQL[conn.dialect.name], (json.dumps(sorted(seen)),))
+    }
+    free = set(stored) if conn.dialect.name == "postgresql" else set(seen)  # SQLite: one writer at a time
+    rows = [(agent, at, session) for agent, (at, session) in sorted(seen.items()) if agent in free]
+    if rows:
+        backend.mark_agents_seen(conn, rows)
+    woken = set()
+    for agent, _, session in rows:
+        online, status_session, revoked = stored.get(agent, (True, None, True))  # unknown: nothing to change
+        if not online and not revoked and (status_session is None or status_session < session):
+            woken.add(agent)
+    return free, woken
 
 
 def _agent_enroll(conn: sa.Connection) -> Any:

@@ -17,7 +17,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from collector.ingest.row_values import LATEST_COLUMNS, NEWER, document, instant
+from collector.ingest.row_values import (
+    LATEST_COLUMNS,
+    NEWER,
+    REGISTER_COLUMNS,
+    REGISTER_UPSERT,
+    document,
+    instant,
+    seen_assignments,
+    seqs,
+)
 from collector.storage.rows import HistoryRow, LatestState, check_seq
 
 _HISTORY = (
@@ -32,6 +41,11 @@ _LATEST = (
     + ", link_up = coalesce(excluded.link_up, register_state.link_up)"
     + f" WHERE {NEWER}"
 )
+_REGISTERS = (
+    f"INSERT INTO registers ({', '.join(name for name, _ in REGISTER_COLUMNS)})"
+    f" VALUES ({', '.join('?' * len(REGISTER_COLUMNS))}) {REGISTER_UPSERT}"
+)
+_SEEN = f"UPDATE agents SET {seen_assignments('?2', '?3', true='1', false='0')} WHERE agent_id = ?1"
 _MARKS = (
     "INSERT INTO ingest_marks (agent_id, session, max_seq) VALUES (?, ?, ?)"
     " ON CONFLICT (agent_id, session) DO UPDATE SET max_seq = excluded.max_seq"
@@ -61,26 +75,40 @@ def _executemany(conn: sa.Connection, sql: str, rows: list[tuple[Any, ...]]) -> 
 
 def insert_history(conn: sa.Connection, rows: Sequence[HistoryRow]) -> int:
     """Append states to ``state_history``, skipping stored (agent, session, seq); count the new ones."""
-    values = [
-        (r.agent_id, check_seq("session", r.session), check_seq("seq", r.seq), r.register_id,
-         utc_text(r.ts), utc_text(r.received_at), document(r.state), r.reason)
-        for r in rows
-    ]
+    values = []
+    for r in rows:
+        made = utc_text(r.ts)
+        received = made if r.received_at is r.ts else utc_text(r.received_at)  # a live state: one time
+        values.append((r.agent_id, *seqs(r.session, r.seq), r.register_id, made, received, document(r.state), r.reason))
     return _executemany(conn, _HISTORY, values)
 
 
 def upsert_latest_states(conn: sa.Connection, rows: Sequence[LatestState]) -> int:
     """Write each register's row unless the stored one is newer; returns how many were written."""
-    values = [
-        (r.register_id, r.agent_id, check_seq("session", r.session), check_seq("seq", r.seq),
-         utc_text(r.agent_ts), utc_text(r.received_at), document(r.state), r.shift_status, r.unsent_count,
-         _local_text(r.oldest_unsent_at), _date_text(r.fn_valid_until), r.link_up)
-        for r in rows
-    ]
+    values = []
+    for r in rows:
+        made = utc_text(r.agent_ts)
+        received = made if r.received_at is r.agent_ts else utc_text(r.received_at)  # a live state: one time
+        values.append((
+            r.register_id, r.agent_id, *seqs(r.session, r.seq), made, received, document(r.state), r.shift_status,
+            r.unsent_count, _local_text(r.oldest_unsent_at), _date_text(r.fn_valid_until), r.link_up,
+        ))  # fmt: skip
     return _executemany(conn, _LATEST, values)
 
 
 def advance_ingest_marks(conn: sa.Connection, marks: Sequence[tuple[str, int, int]]) -> None:
     """Raise each (agent, session)'s committed mark to ``max_seq``; never lowers one."""
-    values = [(agent, check_seq("session", session), check_seq("seq", seq)) for agent, session, seq in marks]
+    values = [(agent, *seqs(session, seq)) for agent, session, seq in marks]
     _executemany(conn, _MARKS, values)
+
+
+def upsert_registers(conn: sa.Connection, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Upsert register identities (``REGISTER_COLUMNS`` order, instants aware); returns how many
+    were written — a register of another tenant is not."""
+    values = [(*row[:9], utc_text(row[9]), utc_text(row[10])) for row in rows]
+    return _executemany(conn, _REGISTERS, values)
+
+
+def mark_agents_seen(conn: sa.Connection, seen: Sequence[tuple[str, datetime, int]]) -> None:
+    """Move each (agent, last seen, session) forward, in the caller's (lock) order."""
+    _executemany(conn, _SEEN, [(agent, utc_text(at), check_seq("session", session)) for agent, at, session in seen])

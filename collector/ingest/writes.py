@@ -96,7 +96,8 @@ class WriteOutcome:
     # The registers whose latest state this batch replaced (it won the newer-only upsert).
     states: dict[str, FreshState] = field(default_factory=dict)
     status_agents: set[str] = field(default_factory=set)  # online/offline applied
-    seen_agents: set[str] = field(default_factory=set)  # last_seen written (may have come online)
+    seen_agents: set[str] = field(default_factory=set)  # last_seen written
+    woken_agents: set[str] = field(default_factory=set)  # of those, brought online by a newer session
     live: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))
     replayed: dict[tuple[str, int], list[int]] = field(default_factory=lambda: defaultdict(list))  # seqs per replayed session
     births: dict[str, int] = field(default_factory=dict)  # agent → session of its last live birth
@@ -372,7 +373,8 @@ def write_messages(
     event_only = {rid: claim for rid, claim in gather.event_registers.items() if rid not in identified}
     missing = [(RegisterIdentity(rid, UNKNOWN_PROTOCOL), *event_only[rid]) for rid in _missing_registers(conn, event_only)]
     # One statement pass over registers in key order, so two collectors cannot lock them crosswise.
-    bulk.ensure_registers(conn, [*cache.identities_due(gather.identities), *missing])
+    claims = [*cache.identities_due(gather.identities), *missing]
+    bulk.ensure_registers(conn, claims)
     records = len(gather.rows) + len(gather.events) + len(gather.agent_events)
     new_agent_events = repo.insert_agent_events(conn, gather.agent_events)
     outcome.new_records = bulk.insert_history(conn, gather.rows) + repo.insert_events(conn, gather.events)
@@ -391,19 +393,34 @@ def write_messages(
     links = {rid: up for rid, (_, up, from_state) in gather.links.items() if not from_state}
     bulk.set_links(conn, links)
     outcome.registers |= set(links)
-    outcome.registers |= apply_results(conn, gather.action_results)
+    acted = apply_results(conn, gather.action_results)
+    outcome.registers |= acted
     due = cache.seen_due({agent: seen for agent, seen in gather.seen.items() if seen[1] > 0})
-    marked = bulk.mark_agents_seen(conn, due)  # may bring an agent online (a newer session)
+    marked, woken = bulk.mark_agents_seen(conn, due)  # may bring an agent online (a newer session)
     cache.forget_seen(set(due) - marked)  # skipped while busy: due next batch
     outcome.seen_agents = marked
-    _refresh_summaries(conn, outcome, identified | set(event_only))
+    outcome.woken_agents = woken
+    # Registers whose identity row or link this batch wrote; of those that only got a new latest
+    # state, the summary reads nothing else but its shift status and link flag.
+    rewritten = {identity.register_id for identity, _, _ in claims} | set(links) | acted
+    settled = {
+        register_id: (row.shift_status, row.link_up)
+        for register_id in written
+        if register_id not in rewritten and (row := gather.latest[register_id][0]).link_up is not None
+    }
+    _refresh_summaries(conn, outcome, rewritten | (written - set(settled)), settled)
     return outcome
 
 
-def _refresh_summaries(conn: sa.Connection, outcome: WriteOutcome, identified: set[str]) -> None:
+def _refresh_summaries(
+    conn: sa.Connection, outcome: WriteOutcome, changed: set[str], settled: dict[str, tuple[str | None, bool]]
+) -> None:
     """The register list's summary rows of what this batch changed, after every agent row this
     batch updates: taking summary locks between agent updates (per status) deadlocked two
     collectors, one holding an agent and waiting for a summary row, the other the reverse.
-    Statuses and births change their agents' online flag, so those agents' registers are included."""
-    changed_agents = set(outcome.births) | outcome.status_agents | outcome.seen_agents
-    register_summary.refresh_agents(conn, changed_agents, also=outcome.registers | identified)
+    Statuses, births and a newer session's first message change their agents' online flag, so those
+    agents' registers are included (an agent merely seen again changed nothing the list shows).
+    ``settled`` registers (a new latest state only) are rewritten only if their shift status or
+    link flag moved: most states change neither, and the summary's recomputation would write nothing."""
+    changed_agents = set(outcome.births) | outcome.status_agents | outcome.woken_agents
+    register_summary.refresh_agents(conn, changed_agents, also=changed, settled=settled)

@@ -14,12 +14,18 @@ that changed different source tables of one register then refresh one after the 
 second statement's snapshot sees the first one's commit, so neither overwrites the other with
 stale values. (Two transactions creating the same register's first row race without that lock;
 :func:`refresh_all` rebuilds every row.)
+
+The writer names most of its registers as ``settled``: all it changed is the latest state's shift
+status and link flag, so the row (read under that lock, hence the latest committed version) is
+recomputed only when it shows other values — which, every change to a source being refreshed in
+its own transaction, is exactly when the recomputation would change it.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
+import json
+from collections.abc import Collection, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -123,38 +129,68 @@ def _upsert(conn: sa.Connection, register_ids: list[str]) -> list[tuple[str, int
     return [(row[0], row[1]) for row in conn.execute(stmt, {"ids": member_values(conn.dialect.name, register_ids)})]
 
 
-def _nodes_before(conn: sa.Connection, register_ids: list[str]) -> dict[str, int | None]:
-    """The node each of these registers' summary rows places it at now, locking the rows on
-    PostgreSQL (in id order, as every refresh does)."""
-    query = sa.select(register_summary.c.register_id, register_summary.c.node_id).where(
-        member_of(conn, register_summary.c.register_id, register_ids)
-    )
-    if conn.dialect.name == "postgresql":
-        query = query.order_by(register_summary.c.register_id).with_for_update()
-    return {row[0]: row[1] for row in conn.execute(query)}
+_BEFORE = "SELECT register_id, node_id, shift_status, link_up FROM register_summary WHERE register_id IN "
+_BEFORE_SQL = {
+    "sqlite": _BEFORE + "(SELECT value FROM json_each(?))",
+    # Locked in id order: LockRows runs above the sort.
+    "postgresql": _BEFORE + "(SELECT json_array_elements_text(%s::json)) ORDER BY register_id FOR UPDATE",
+}
 
 
-def refresh_registers(conn: sa.Connection, register_ids: Collection[str]) -> None:
+def _rows_before(conn: sa.Connection, register_ids: list[str]) -> dict[str, tuple[int | None, str | None, bool | None]]:
+    """(node, shift status, link flag) of these registers' summary rows now, locking the rows on
+    PostgreSQL (in id order, as every refresh does): locked, they show the latest committed version.
+
+    Fixed SQL text with the ids as one JSON parameter: read for every batch, a row per register,
+    where SQLAlchemy's typed result rows cost twice what the query does."""
+    sql = _BEFORE_SQL.get(conn.dialect.name)
+    if sql is None:
+        raise UnsupportedDialect(f"no summary refresh for database dialect {conn.dialect.name!r}")
+    rows = conn.exec_driver_sql(sql, (json.dumps(register_ids),))
+    return {row[0]: (row[1], row[2], None if row[3] is None else bool(row[3])) for row in rows}
+
+
+def refresh_registers(
+    conn: sa.Connection, register_ids: Collection[str], settled: Mapping[str, tuple[str | None, bool]] | None = None
+) -> None:
     """Recompute the summary rows of these registers (unknown ids are ignored), then the node
-    totals of the nodes a changed row left or joined (after every summary lock, in node order)."""
-    ordered = sorted(set(register_ids))
+    totals of the nodes a changed row left or joined (after every summary lock, in node order).
+
+    ``settled``: more registers, of which this transaction changed nothing the summary reads but
+    the latest state's shift status and link flag, to these values. Such a row is recomputed only
+    when it is missing or shows other values; otherwise the recomputation would write nothing."""
+    settled = settled or {}
+    required = set(register_ids)
+    ordered = sorted(required | set(settled))
     touched: set[int | None] = set()
     for start in range(0, len(ordered), _CHUNK):
         chunk = ordered[start : start + _CHUNK]
-        before = _nodes_before(conn, chunk)
-        for register_id, node_id in _upsert(conn, chunk):
-            touched |= {before.get(register_id), node_id}
+        before = _rows_before(conn, chunk)
+        stale = [
+            register_id for register_id in chunk
+            if register_id in required or register_id not in before or before[register_id][1:] != settled[register_id]
+        ]  # fmt: skip
+        if not stale:
+            continue  # every row already shows what this transaction wrote
+        for register_id, node_id in _upsert(conn, stale):
+            touched |= {before.get(register_id, (None,))[0], node_id}
     node_totals.refresh_nodes(conn, touched)
 
 
-def refresh_agents(conn: sa.Connection, agent_ids: Collection[str], also: Collection[str] = ()) -> None:
+def refresh_agents(
+    conn: sa.Connection,
+    agent_ids: Collection[str],
+    also: Collection[str] = (),
+    settled: Mapping[str, tuple[str | None, bool]] | None = None,
+) -> None:
     """Recompute the rows of every register these agents poll (their online flag changed), and of
-    the registers ``also``, in one sorted pass of locks (two passes could lock crosswise)."""
+    the registers ``also`` (and ``settled``, see :func:`refresh_registers`), in one sorted pass of
+    locks (two passes could lock crosswise)."""
     found: list[str] = []
     if agent_ids:
         owned = sa.select(registers.c.register_id).where(member_of(conn, registers.c.agent_id, sorted(set(agent_ids))))
         found = list(conn.execute(owned).scalars())
-    refresh_registers(conn, [*found, *also])
+    refresh_registers(conn, [*found, *also], settled)
 
 
 def refresh_subtree(conn: sa.Connection, tenant_id: int, path: str) -> None:

@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 
 from collector.ingest import bulk
-from collector.storage import UnknownNode
+from collector.storage import InvalidValue, RegisterOwnedElsewhere, UnknownNode
 from collector.storage import repository as repo
-from collector.storage.rows import HistoryRow, LatestState, RegisterIdentity
-from collector.storage.schema import agents, ingest_marks, register_state, state_history
+from collector.storage.rows import HistoryRow, JsonText, LatestState, RegisterIdentity
+from collector.storage.schema import agents, ingest_marks, register_state, registers, state_history
 
 sys.path.insert(0, str(Path(__file__).parent))  # importlib mode: make the helper next to us importable
 import ingest_testkit as kit
@@ -153,13 +153,78 @@ def test_last_seen_skips_an_agent_row_another_transaction_holds_instead_of_waiti
     seen = {"agent-1": (T0 + timedelta(minutes=1), 1), "agent-2": (T0 + timedelta(minutes=1), 1)}
     if engine.dialect.name != "postgresql":  # one writer at a time: nothing can be held meanwhile
         with engine.begin() as conn:
-            assert bulk.mark_agents_seen(conn, seen) == {"agent-1", "agent-2"}
+            assert bulk.mark_agents_seen(conn, seen) == ({"agent-1", "agent-2"}, {"agent-1", "agent-2"})
         return
     with engine.connect() as other, other.begin():
         other.execute(sa.update(agents).where(agents.c.agent_id == "agent-1").values(online=True))  # holds the row
         with engine.connect() as conn, conn.begin():
             conn.execute(sa.text("SET LOCAL lock_timeout = '2s'"))  # waiting would fail the test, not hang it
-            assert bulk.mark_agents_seen(conn, seen) == {"agent-2"}
+            assert bulk.mark_agents_seen(conn, seen) == ({"agent-2"}, {"agent-2"})
     with engine.connect() as conn:
         last_seen = {r.agent_id: r.last_seen for r in conn.execute(sa.select(agents.c.agent_id, agents.c.last_seen))}
     assert last_seen == {"agent-1": None, "agent-2": T0 + timedelta(minutes=1)}
+
+
+def test_ensure_registers_keeps_identity_semantics_and_refuses_another_tenants_register(engine: sa.Engine) -> None:
+    tenant, store = _fleet(engine, ["r-1"])
+    later = T0 + timedelta(minutes=5)
+    with engine.begin() as conn:
+        bulk.ensure_registers(conn, [
+            (RegisterIdentity("r-1", "atol", serial="S-1", rnm="0001", model='ШТРИХ "М" \\ 01Ф'), "agent-1", later),
+            (RegisterIdentity("r-2", "shtrih", serial="S-2"), "agent-1", later),
+            (RegisterIdentity("r-2", "shtrih", rnm="0002"), "agent-1", T0),  # the same register twice
+        ])  # fmt: skip
+    with engine.begin() as conn:  # an older sighting, identity fields unknown: nothing moves back
+        bulk.ensure_registers(conn, [(RegisterIdentity("r-1", "atol"), "agent-1", T0)])
+    with engine.connect() as conn:
+        rows = {r.register_id: r for r in conn.execute(sa.select(registers))}
+    assert (rows["r-1"].protocol, rows["r-1"].serial, rows["r-1"].rnm, rows["r-1"].model) == (
+        "atol", "S-1", "0001", 'ШТРИХ "М" \\ 01Ф',
+    )
+    assert (rows["r-1"].first_seen, rows["r-1"].last_seen) == (T0, later)
+    assert (rows["r-2"].serial, rows["r-2"].rnm, rows["r-2"].first_seen, rows["r-2"].last_seen) == ("S-2", "0002", later, later)
+    assert {(r.tenant_id, r.node_id) for r in rows.values()} == {(tenant, store)}
+    with engine.begin() as conn:  # an agent of another tenant claims r-2
+        other = repo.create_tenant(conn, "Other", created_at=T0)
+        elsewhere = repo.create_node(conn, other, parent_id=None, kind="store", name="X")
+        repo.enroll_agent(conn, "agent-x", tenant_id=other, node_id=elsewhere, enrolled_at=T0)
+    with engine.connect() as conn, pytest.raises(RegisterOwnedElsewhere, match="'r-2'"):
+        bulk.ensure_registers(conn, [(RegisterIdentity("r-2", "shtrih"), "agent-x", later),
+                                     (RegisterIdentity("r-9", "shtrih"), "agent-x", later)])  # fmt: skip
+    with engine.connect() as conn, pytest.raises(InvalidValue, match=r"registers\.serial"):
+        bulk.ensure_registers(conn, [(RegisterIdentity("r-3", "shtrih", serial="x" * 41), "agent-1", later)])
+    with engine.connect() as conn, pytest.raises((ValueError, sa.exc.StatementError), match="naive"):
+        bulk.ensure_registers(conn, [(RegisterIdentity("r-3", "shtrih"), "agent-1", datetime(2026, 1, 1))])
+
+
+def test_last_seen_only_moves_forward_and_a_newer_session_brings_an_agent_online(engine: sa.Engine) -> None:
+    tenant, store = _fleet(engine, [])
+    with engine.begin() as conn:
+        bulk.enroll_agents(conn, ["agent-2", "agent-3"], tenant_id=tenant, node_id=store, enrolled_at=T0)
+        repo.revoke_agent(conn, "agent-3")
+        conn.execute(sa.update(agents).where(agents.c.agent_id == "agent-1").values(status_session=5, online=False))
+    later = T0 + timedelta(minutes=2)
+    with engine.begin() as conn:
+        marked = bulk.mark_agents_seen(conn, {"agent-1": (later, 4), "agent-2": (later, 3), "agent-3": (later, 9)})
+    assert marked == ({"agent-1", "agent-2", "agent-3"}, {"agent-2"})  # only agent-2 came online
+    with engine.begin() as conn:  # older news: nothing moves back
+        assert bulk.mark_agents_seen(conn, {"agent-1": (T0, 2), "agent-2": (T0, 1)}) == ({"agent-1", "agent-2"}, set())
+        assert bulk.mark_agents_seen(conn, {}) == (set(), set())
+    with engine.connect() as conn:
+        rows = {r.agent_id: r for r in conn.execute(sa.select(agents))}
+    seen = {a: (r.last_seen, r.last_session, r.online, r.status_session) for a, r in rows.items()}
+    assert seen == {
+        "agent-1": (later, 4, False, 5),  # session 4 is not newer than its status session 5
+        "agent-2": (later, 3, True, 3),
+        "agent-3": (later, 9, False, None),  # revoked: never brought online
+    }
+
+
+def test_latest_state_documents_survive_the_transport_as_they_are(engine: sa.Engine) -> None:
+    _fleet(engine, ["r-1", "r-2"])
+    odd = {"model": 'ШТРИХ "М" \\ 01Ф', "nested": {"list": [1, None, "\\u0416"]}, "empty": {}}
+    with engine.begin() as conn:
+        bulk.upsert_latest_states(conn, [_latest(1, state=odd), _latest(1, "r-2", state=JsonText('{"a": [1,  2]}'))])
+    with engine.connect() as conn:
+        stored = {r.register_id: r.state for r in conn.execute(sa.select(register_state.c.register_id, register_state.c.state))}
+    assert stored == {"r-1": odd, "r-2": {"a": [1, 2]}}

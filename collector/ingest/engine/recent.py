@@ -22,9 +22,10 @@ register takes the database path, so the cache is only ever a shortcut.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
@@ -37,8 +38,7 @@ from collector.ingest.rule_inputs import (
     stored_verdict_holds,
 )
 from collector.ingest.writes import FreshState
-from collector.storage.dialect import member_of
-from collector.storage.schema import register_state
+from collector.storage.errors import UnsupportedDialect
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +66,35 @@ class Evaluated:
         return key is not None and self.digest is not None and stored_verdict_holds(stored_key, self.digest, key.times)
 
 
+_STORED = (
+    "SELECT register_id, agent_id, session, seq, evaluated_at, link_up, verdict_key FROM register_state"
+    " WHERE register_id IN "
+)
+_STORED_SQL = {
+    "sqlite": _STORED + "(SELECT value FROM json_each(?))",
+    "postgresql": _STORED + "(SELECT json_array_elements_text(%s::json))",
+}
+
+
+def _stored(
+    conn: sa.Connection, register_ids: list[str]
+) -> Iterator[tuple[str, str, int, int, datetime | None, bool | None, str | None]]:
+    """The stored version, verdict time, link flag and verdict key of these registers' latest states.
+
+    Fixed driver SQL with the ids as one JSON parameter: read for every batch, a row per
+    register, where SQLAlchemy's typed result rows cost more than the query. The types'
+    conversions are done here: SQLite stores an instant as naive UTC text and a flag as 0/1."""
+    sql = _STORED_SQL.get(conn.dialect.name)
+    if sql is None:
+        raise UnsupportedDialect(f"no register_state read for database dialect {conn.dialect.name!r}")
+    sqlite = conn.dialect.name == "sqlite"
+    rows = conn.exec_driver_sql(sql, (json.dumps(register_ids),))
+    for register_id, agent_id, session, seq, evaluated_at, link_up, verdict_key in rows:
+        if sqlite and evaluated_at is not None:
+            evaluated_at = datetime.fromisoformat(evaluated_at).replace(tzinfo=UTC)
+        yield register_id, agent_id, session, seq, evaluated_at, None if link_up is None else bool(link_up), verdict_key
+
+
 def unchanged_in_memory(
     conn: sa.Connection, candidates: Mapping[str, Evaluated], fresh: Mapping[str, FreshState], now: datetime
 ) -> set[str]:
@@ -74,14 +103,8 @@ def unchanged_in_memory(
     ids = [register_id for register_id, last in candidates.items() if last.inputs.link_up is not False]
     if not ids:
         return set()
-    rows = conn.execute(
-        sa.select(
-            register_state.c.register_id, register_state.c.agent_id, register_state.c.session,
-            register_state.c.seq, register_state.c.evaluated_at, register_state.c.link_up, register_state.c.verdict_key,
-        ).where(member_of(conn, register_state.c.register_id, ids))
-    )
     unchanged: set[str] = set()
-    for register_id, agent_id, session, seq, evaluated_at, link_up, verdict_key in rows:  # unpacked: no Row lookups
+    for register_id, agent_id, session, seq, evaluated_at, link_up, verdict_key in _stored(conn, ids):
         last, state = candidates[register_id], fresh[register_id]
         if agent_id != state.agent_id or session != state.session or seq != state.seq:
             continue
