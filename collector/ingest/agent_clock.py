@@ -15,7 +15,12 @@ the hours it waited in the outbox, a live one cannot be moved into the past or t
 The agent's clock error is ``sent_ts − received_at``; the largest of a batch is kept (time spent
 queued in the broker only makes it smaller) and stored on the agent for the ``agent_clock`` rule,
 rewritten only when it moves by ``DEADBAND`` or more (network jitter must not rewrite the agent row
-and re-evaluate its registers on every message).
+and re-evaluate its registers on every message). A larger error is stored at once; a smaller one
+only once no reading for ``WINDOW`` came back up: a collector working through a queue (after a
+restart, or a burst) reads every agent's clock as behind by the queue's age, and rewrote every agent
+row — and re-evaluated every register — each time that age grew by two seconds, and raised
+``agent_clock`` for a queue older than the threshold. A clock set back for real is seen ``WINDOW``
+later. Each collector process starts from the stored errors, not from nothing.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import TYPE_CHECKING, Final
 import sqlalchemy as sa
 
 from collector.ingest import bulk
+from collector.storage.dialect import member_of
 from collector.storage.schema import agents
 from protocol.mqtt.models import BirthPayload, EventPayload, HistBatch, StatePayload
 
@@ -33,6 +39,7 @@ if TYPE_CHECKING:  # writes.py uses record_time: a runtime import would be circu
     from collector.ingest.writes import Decoded
 
 DEADBAND: Final = timedelta(seconds=2)
+WINDOW: Final = timedelta(minutes=2)
 _ZERO = timedelta(0)
 
 
@@ -57,17 +64,29 @@ class AgentClocks:
     """Stores each agent's measured clock error (seconds; + = ahead); :meth:`reset` after a rollback."""
 
     def __init__(self) -> None:
-        self._stored: dict[str, timedelta] = {}
+        self._stored: dict[str, timedelta | None] = {}  # None: nothing stored yet
+        # Agent → (since when, the largest error since) while its readings stay below the stored one.
+        self._lower: dict[str, tuple[datetime, timedelta]] = {}
 
     def reset(self) -> None:
         self._stored.clear()
+        self._lower.clear()
 
     def store(self, conn: sa.Connection, errors: dict[str, timedelta], at: datetime) -> set[str]:
-        """Write the errors that moved past the deadband; returns the agents written."""
-        due = {
-            agent: error for agent, error in errors.items()
-            if agent not in self._stored or abs(error - self._stored[agent]) >= DEADBAND
-        }
+        """Write the errors that moved past the deadband (a lower one after ``WINDOW``); returns the agents written."""
+        self._seed(conn, [agent for agent in errors if agent not in self._stored])
+        due: dict[str, timedelta] = {}
+        for agent, error in errors.items():
+            stored = self._stored[agent]
+            if stored is None or error >= stored + DEADBAND:
+                due[agent] = error  # the first reading, or a truer one (less delay, or the clock moved ahead)
+            elif error > stored - DEADBAND:
+                self._lower.pop(agent, None)  # back within the deadband: the stored error holds
+            else:
+                since, largest = self._lower.get(agent, (at, error))
+                self._lower[agent] = (since, max(largest, error))
+                if at - since >= WINDOW:
+                    due[agent] = max(largest, error)
         # Busy rows (another collector's batch holds them) are skipped, and stay due: see lock_idle_agents.
         free = bulk.lock_idle_agents(conn, due)
         due = {agent: error for agent, error in due.items() if agent in free}
@@ -82,4 +101,19 @@ class AgentClocks:
             {"b_agent": agent, "b_offset": round(error.total_seconds(), 1), "b_at": at} for agent, error in sorted(due.items())
         ])  # fmt: skip
         self._stored.update(due)
+        for agent in due:
+            self._lower.pop(agent, None)
         return set(due)
+
+    def _seed(self, conn: sa.Connection, unknown: list[str]) -> None:
+        """What the database holds for agents this process has not seen yet (another collector, or
+        this one before a restart, may have measured them)."""
+        if not unknown:
+            return
+        rows = conn.execute(
+            sa.select(agents.c.agent_id, agents.c.clock_offset).where(member_of(conn, agents.c.agent_id, unknown))
+        )
+        stored = {agent: offset for agent, offset in rows}
+        for agent in unknown:
+            offset = stored.get(agent)
+            self._stored[agent] = None if offset is None else timedelta(seconds=float(offset))

@@ -347,7 +347,8 @@ class IngestWriter:
             if claim is not None:
                 result.sessions[agent] = max(claim[0], result.sessions.get(agent, claim[0]))
         outcome = write_messages(conn, accepted, self._refresh, self._history)
-        outcome.status_agents |= self._clocks.store(conn, clock_errors(accepted), now)  # for agent_clock
+        checked = max((item.inbound.received_at for item in accepted), default=now)  # when the readings were taken
+        outcome.status_agents |= self._clocks.store(conn, clock_errors(accepted), checked)  # for agent_clock
         if handled is not None:
             agent, epoch, session, seq = handled
             stored = self._epochs.stored_session(conn, agent, epoch, session, now, result.own_sessions)
