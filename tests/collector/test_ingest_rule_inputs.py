@@ -281,8 +281,13 @@ def test_a_verdict_another_collector_computed_on_the_same_inputs_is_trusted(engi
     assert newcomer.evaluate(["kkt-1"], now=T0 + timedelta(seconds=3), skip_unchanged=True).registers == 0
     with engine.connect() as conn:  # the verdict stayed the other collector's
         assert conn.execute(sa.select(register_state.c.evaluated_at)).scalar_one() == T0 + timedelta(seconds=1)
-    with engine.begin() as conn:  # a stored key of other inputs (or an unreadable one) is not trusted
-        conn.execute(sa.update(register_state).values(verdict_key="0" * 32 + ";;;"))
+    # …and the newcomer adopted it: its next fresh state is checked in memory, without the join.
+    fresh = _ingest(engine, 4, receipts=11)
+    statements = _statements(engine)
+    assert newcomer.evaluate(["kkt-1"], now=T0 + timedelta(seconds=4), skip_unchanged=True, states=fresh).registers == 0
+    assert statements and not any(" JOIN " in statement.upper() for statement in statements)
+    with engine.begin() as conn:  # another collector's verdict on other inputs (an unreadable key) is not trusted
+        conn.execute(sa.update(register_state).values(verdict_key="0" * 32 + ";;;", evaluated_at=T0 + timedelta(seconds=3.5)))
     assert newcomer.evaluate(["kkt-1"], now=T0 + timedelta(seconds=4), skip_unchanged=True).registers == 1
 
 

@@ -169,7 +169,17 @@ class AlertEngine:
         last = self._evaluated.get(subject.register_id)
         if last is not None and last.same_verdict(thresholds, key, subject.evaluated_at, subject.verdict_key):
             return True
-        return key is not None and stored_verdict_holds(subject.verdict_key, inputs_digest(thresholds, key), key.times)
+        if key is None or subject.evaluated_at is None:
+            return False
+        digest = inputs_digest(thresholds, key)
+        if not stored_verdict_holds(subject.verdict_key, digest, key.times):
+            return False
+        # Adopted as if this process had evaluated it (the stored evaluated_at is the verdict's), so
+        # the register's next messages here take the in-memory path, not this join again.
+        self._evaluated[subject.register_id] = Evaluated(
+            thresholds, key, subject.evaluated_at, inp, subject.state_agent_id, digest
+        )
+        return True
 
     # --- one chunk ----------------------------------------------------------------------------
 
