@@ -5,7 +5,7 @@ driven in this thread over the messages ``bench/ingest.py`` publishes.
                                              [--warmup-rounds 1] [--repeat 3] [--profile sqlite] [--top 25]
                                              [--sort cumulative|tottime] [--default-gc]
 
-Per database: decode+write+commit (``IngestWriter.process`` on batches of 500, acks to a
+Per database: decode+write+commit (``IngestWriter.process`` on batches of ``--batch`` (500), acks to a
 recording downlink) and ingest-triggered alert evaluation (``AlertEngine.evaluate`` with
 ``skip_unchanged``, as ``EvaluationWorker`` calls it), each as CPU µs per message
 (``time.process_time``; the least of ``--repeat`` runs, each on a fresh database, since a busy
@@ -86,7 +86,7 @@ class Figures:
 
 def run(
     db_url: str, messages: list[InboundMessage], profiler: cProfile.Profile | None, *, warmup: int,
-    profile_warmup: bool,
+    profile_warmup: bool, batch: int = BATCH,
 ) -> Figures:
     """CPU per message; ``warmup`` messages (a whole number of batches) are left out of the steady figures."""
     migrate(db_url)
@@ -96,13 +96,13 @@ def run(
         writer = IngestWriter(engine, RecordingDownlink(), settings=WriterSettings(company=company))
         alerts = AlertEngine(engine)
         write_s = evaluate_s = steady_write_s = steady_evaluate_s = 0.0
-        for start in range(0, len(messages), BATCH):
+        for start in range(0, len(messages), batch):
             steady = start >= warmup
             profiling = profiler if steady or profile_warmup else None
             if profiling is not None:
                 profiling.enable()
             t0 = time.process_time()
-            result = writer.process(messages[start : start + BATCH])
+            result = writer.process(messages[start : start + batch])
             t1 = time.process_time()
             alerts.evaluate(result.changed_registers, skip_unchanged=True, states=result.fresh_states)
             t2 = time.process_time()
@@ -136,6 +136,8 @@ def main() -> int:
                         help="messages per agent left out of the steady-state figures (first sight of a register)")
     parser.add_argument("--profile-warmup", action="store_true", help="profile the warm-up rounds too")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=BATCH,
+                        help="messages per writer batch (a collector sharing the stream with others gets smaller ones)")
     parser.add_argument("--profile", default="", help="backend to profile (cProfile, cumulative)")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--sort", default="cumulative", choices=["cumulative", "tottime"], help="profile order")
@@ -145,7 +147,7 @@ def main() -> int:
         tune_for_ingest()  # as ``kassa-collector run`` does
     messages = inbound(load(args.messages, args.agents, "a"))
     # Whole batches only, so that no batch mixes new registers and known ones.
-    warmup = -(-args.warmup_rounds * args.agents // BATCH) * BATCH
+    warmup = -(-args.warmup_rounds * args.agents // args.batch) * args.batch
     if warmup >= len(messages):
         parser.error(f"--messages must exceed the warm-up ({warmup} messages): no steady state to measure")
     for kind in args.db.split(","):
@@ -153,7 +155,7 @@ def main() -> int:
         runs = []
         for _ in range(1 if profiler else args.repeat):
             with tempfile.TemporaryDirectory(prefix="kassa-profile-") as tmp, database(kind, Path(tmp)) as url:
-                runs.append(run(url, messages, profiler, warmup=warmup, profile_warmup=args.profile_warmup))
+                runs.append(run(url, messages, profiler, warmup=warmup, profile_warmup=args.profile_warmup, batch=args.batch))
         write_us, evaluate_us = min(f.write for f in runs), min(f.evaluate for f in runs)
         steady_write_us, steady_evaluate_us = min(f.steady_write for f in runs), min(f.steady_evaluate for f in runs)
         print(f"{kind:10} write {write_us:6.1f} µs/msg, evaluate {evaluate_us:6.1f} µs/msg, "
