@@ -33,7 +33,7 @@ import sqlalchemy as sa
 from collector.ingest import bulk
 from collector.storage.dialect import member_of
 from collector.storage.schema import agents
-from protocol.mqtt.models import BirthPayload, EventPayload, HistBatch, StatePayload
+from protocol.mqtt.wire import BirthPayload, EventPayload, HistBatch, StatePayload
 
 if TYPE_CHECKING:  # writes.py uses record_time: a runtime import would be circular
     from collector.ingest.writes import Decoded

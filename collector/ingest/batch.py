@@ -13,9 +13,10 @@ from collector.ingest.consumer import InboundMessage
 from collector.ingest.writes import Decoded, FreshState
 from collector.storage import StorageError
 from collector.storage.rows import fits_int64
-from protocol.mqtt.errors import ContractError, PayloadTooLarge, TopicError
-from protocol.mqtt.models import Envelope, HistBatch, StatusPayload, decode
+from protocol.mqtt import models
+from protocol.mqtt.errors import ContractError, InvalidPayload, PayloadTooLarge, TopicError
 from protocol.mqtt.topics import COLLECTOR_STATUS_TOPIC, AgentTopic, TopicKind
+from protocol.mqtt.wire import Envelope, HistBatch, Payload, StatusPayload, decode
 
 TOPIC_CACHE = 1 << 17  # topics remembered parsed: one per register and kind, about 2 per register
 
@@ -86,9 +87,21 @@ def classify(message: InboundMessage) -> Decoded | Rejected | None:
             raise TopicError(f"topic {message.topic!r} is a downlink topic; agents must not publish it")
         if topic.kind is TopicKind.STATUS and not message.payload:
             return None
-        return Decoded(message, topic, decode(topic, message.payload))
+        return Decoded(message, topic, decode_uplink(topic, message.payload))
     except ContractError as exc:
         return Rejected(message, exc.reason, exc.message)
+
+
+def decode_uplink(topic: AgentTopic, raw: bytes) -> Payload:
+    """An agent's message as the contract's msgspec mirror (``protocol.mqtt.wire``): half the
+    pydantic model's decode time, and the state re-encodes for storage in a sixth. A message it
+    refuses is decoded again by the pydantic models only to name every bad field in the dead letter
+    (the mirrors refuse what the models refuse: ``tests/protocol/test_mqtt_wire_drift.py``)."""
+    try:
+        return decode(topic, raw)
+    except InvalidPayload:
+        models.decode(topic, raw)  # raises with pydantic's field-by-field text
+        raise  # the models would take it (never seen): the mirror's refusal stands
 
 
 def live_key(item: Decoded) -> tuple[str, str | None, int, int] | None:
@@ -98,15 +111,20 @@ def live_key(item: Decoded) -> tuple[str, str | None, int, int] | None:
         return None
     if not (fits_int64(payload.session) and fits_int64(payload.seq)):
         return None  # no mark can hold it; the dead letter alone must still be filed
-    return payload.agent, payload.epoch, payload.session, payload.seq
+    return payload.agent, epoch_of(payload), payload.session, payload.seq
+
+
+def epoch_of(envelope: object) -> str | None:
+    """The envelope's installation epoch; None for an agent that sends none (the mirrors say ``UNSET``)."""
+    return getattr(envelope, "epoch", None) or None
 
 
 def highest_claim(payload: object) -> tuple[int, str | None] | None:
     """The highest (session, epoch) a message claims: its envelope's, or the newest record's of a hist batch."""
     if isinstance(payload, HistBatch):
-        claims = [(record.payload.session, record.payload.epoch) for record in payload.records]
+        claims = [(record.payload.session, epoch_of(record.payload)) for record in payload.records]
         return max(claims, key=lambda claim: claim[0], default=None)
-    return (payload.session, payload.epoch) if isinstance(payload, Envelope) else None
+    return (payload.session, epoch_of(payload)) if isinstance(payload, Envelope) else None
 
 
 _KINDS = frozenset(kind.value for kind in TopicKind)

@@ -24,13 +24,15 @@ from datetime import datetime
 from typing import Any, Final
 
 import sqlalchemy as sa
+from msgspec.structs import replace as with_fields
 
+from collector.ingest.batch import epoch_of
 from collector.ingest.writes import Decoded
 from collector.storage import repository as repo
 from collector.storage.dialect import member_of, upsert_insert
 from collector.storage.rows import AgentEventRow
 from collector.storage.schema import agent_epochs, agents, ingest_marks
-from protocol.mqtt.models import EventPayload, HistBatch, HistEventRecord, HistStateRecord, StatePayload
+from protocol.mqtt.wire import EventPayload, HistBatch, HistEventRecord, HistStateRecord, StatePayload
 
 log = logging.getLogger(__name__)
 
@@ -99,19 +101,19 @@ class Epochs:
             records = [self._record(record, out) for record in payload.records]
             if all(new is old for new, old in zip(records, payload.records, strict=True)):
                 return item
-            return replace(item, payload=payload.model_copy(update={"records": records}))
-        session, epoch = getattr(payload, "session", None), getattr(payload, "epoch", None)
+            return replace(item, payload=with_fields(payload, records=records))
+        session, epoch = getattr(payload, "session", None), epoch_of(payload)
         if session is None:
             return item  # not an agent envelope (downlink kinds never get here)
         stored = self._stored(payload.agent, epoch, session, out)  # type: ignore[union-attr]
-        return item if stored == session else replace(item, payload=payload.model_copy(update={"session": stored}))
+        return item if stored == session else replace(item, payload=with_fields(payload, session=stored))  # type: ignore[type-var]
 
     def _record(self, record: HistStateRecord | HistEventRecord, out: Translated) -> Any:
         inner: StatePayload | EventPayload = record.payload
-        stored = self._stored(inner.agent, inner.epoch, inner.session, out)
+        stored = self._stored(inner.agent, epoch_of(inner), inner.session, out)
         if stored == inner.session:
             return record
-        return record.model_copy(update={"payload": inner.model_copy(update={"session": stored})})
+        return with_fields(record, payload=with_fields(inner, session=stored))
 
     def _stored(self, agent: str, epoch: str | None, session: int, out: Translated) -> int:
         base = 0 if epoch is None else self._bases[agent][epoch]
@@ -178,7 +180,7 @@ def _first_sessions(items: list[Decoded]) -> dict[tuple[str, str], int]:
         payload = item.payload
         envelopes = [record.payload for record in payload.records] if isinstance(payload, HistBatch) else [payload]
         for envelope in envelopes:
-            epoch = getattr(envelope, "epoch", None)
+            epoch = epoch_of(envelope)
             if epoch is not None:
                 key = (envelope.agent, epoch)  # type: ignore[union-attr]
                 firsts[key] = min(firsts.get(key, envelope.session), envelope.session)  # type: ignore[union-attr]

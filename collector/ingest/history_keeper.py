@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from collector.ingest.history_policy import REPLAY, HistoryPolicy, Kept, Snapshot
-from protocol.kkt.state import RegisterState
+
+if TYPE_CHECKING:
+    from protocol.kkt.vocabulary import AnyRegisterState
 
 
 class HistoryKeeper:
@@ -28,7 +31,7 @@ class HistoryKeeper:
         self._replayed.clear()
         self._by_agent.clear()
 
-    def keep(self, register_id: str, agent_id: str, state: RegisterState, ts: datetime) -> str | None:
+    def keep(self, register_id: str, agent_id: str, state: AnyRegisterState, ts: datetime) -> str | None:
         """Why this state (made at ``ts``, collector clock) becomes a history row; None: it does not."""
         at, snapshot = ts.timestamp(), Snapshot.of(state)
         newest = self._newest.get(register_id)

@@ -18,12 +18,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import get_args
+from typing import TYPE_CHECKING, get_args
 
+import msgspec
 from pydantic import BaseModel
 
 from protocol.kkt.significance import Aspect, significant_aspects
 from protocol.kkt.state import RegisterState
+from protocol.mqtt import wire
+
+if TYPE_CHECKING:
+    from protocol.kkt.vocabulary import AnyRegisterState
 
 FIRST = "first"  # nothing kept for the register yet (or the collector restarted)
 LINK = "link"  # the register's link (or its agent) came back since the last kept state
@@ -43,16 +48,19 @@ _HISTORY_FIELDS: dict[str, bool | set[str]] = {
 }  # fmt: skip
 
 
-def history_document(state: RegisterState) -> str:
+def history_document(state: AnyRegisterState) -> str:
     """The slim JSON a history row stores; it still validates as a ``RegisterState`` (every omitted
     field has a default), so readers parse old full rows and new slim rows alike.
 
     The same text as ``model_dump_json(include=_HISTORY_FIELDS, exclude_none=True,
     exclude_defaults=True)`` (``reference_history_document``), for a third of the CPU: pydantic
     compares each field with a fresh default, building a ``FnState()`` & co. per call; here the
-    defaults are built once, and what differs from them becomes the ``include``."""
+    defaults are built once, and what differs from them becomes the ``include``. The msgspec
+    mirror that ingest decodes (``protocol.mqtt.wire``) gives the same text, encoded by msgspec."""
+    if type(state) is wire.RegisterState:
+        return _mirror_history_document(state)
     if type(state) is not RegisterState:
-        return reference_history_document(state)
+        return reference_history_document(state)  # type: ignore[arg-type]
     include: dict[str, bool | set[str]] = {}
     for name, parts, default in _SLIM_PLAN:
         value = getattr(state, name)
@@ -113,6 +121,31 @@ def _slim_plan() -> tuple[tuple[str, tuple[tuple[str, object], ...] | None, obje
 
 
 _SLIM_PLAN = _slim_plan()
+# The same plan with the mirror's defaults (the same values: the drift test holds the two equal).
+_MIRROR_DEFAULTS = wire.RegisterState(vendor=wire.Vendor.ATOL, protocol="")
+_MIRROR_PLAN = tuple(
+    (name, parts, default if parts is None else getattr(_MIRROR_DEFAULTS, name)) for name, parts, default in _SLIM_PLAN
+)
+_ENCODER = msgspec.json.Encoder()
+
+
+def _mirror_history_document(state: wire.RegisterState) -> str:
+    """``history_document`` of a mirror: the fields the model's would include, in the same order,
+    encoded as the model encodes them (equal Structs compare in C, without ``vars``)."""
+    slim: dict[str, object] = {}
+    for name, parts, default in _MIRROR_PLAN:
+        value = getattr(state, name)
+        if value is None:
+            continue
+        if parts is None:
+            if value != default:
+                slim[name] = value
+        elif value != default:
+            slim[name] = {
+                part: field for part, part_default in parts
+                if (field := getattr(value, part)) is not None and field != part_default
+            }  # fmt: skip
+    return _ENCODER.encode(slim).decode()
 
 
 @dataclass(frozen=True, slots=True)

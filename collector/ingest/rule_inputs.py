@@ -30,13 +30,18 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from hashlib import blake2b
 from operator import attrgetter
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
+from msgspec import Struct
+from msgspec.structs import astuple
+from msgspec.structs import fields as struct_fields
 from pydantic import BaseModel
 
 from collector.alerts import RuleInput, Thresholds
 from collector.alerts.rules import polled_at
-from protocol.kkt.state import RegisterState
+
+if TYPE_CHECKING:
+    from protocol.kkt.vocabulary import AnyRegisterState
 
 # Read by no rule (see above); the shift's receipts likewise.
 _RULE_BLIND = frozenset({"read_at", "register_clock", "last_fd_number", "shift"})
@@ -60,15 +65,26 @@ class RuleInputsKey:
 
 
 def _flat(value: Any) -> Any:
-    """A nested model as (type, field values): compares like the model, without its ``__eq__``."""
-    return (type(value), tuple(value.__dict__.values())) if isinstance(value, BaseModel) else value
+    """A nested part as (type, field values): compares like the part, without its ``__eq__``."""
+    if isinstance(value, BaseModel):
+        return type(value), tuple(value.__dict__.values())
+    return (type(value), astuple(value)) if isinstance(value, Struct) else value
 
 
-def _holds_model(annotation: Any) -> bool:
-    """Whether a field so annotated may hold a model (``FnState``, ``OfdLinkCheck | None``, …)."""
-    if isinstance(annotation, type):
-        return issubclass(annotation, BaseModel)
-    return any(_holds_model(arg) for arg in get_args(annotation))
+def _is_part(annotation: Any) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel | Struct)
+
+
+def _holds_part(annotation: Any) -> bool:
+    """Whether a field so annotated may hold a nested part (``FnState``, ``OfdLinkCheck | None``, …)."""
+    return _is_part(annotation) or any(_holds_part(arg) for arg in get_args(annotation))
+
+
+def _field_types(state_class: type[Any]) -> list[tuple[str, Any]]:
+    """(name, annotation) of each field, in declaration order, of a model or of its msgspec mirror."""
+    if issubclass(state_class, Struct):
+        return [(info.name, info.type) for info in struct_fields(state_class)]
+    return [(name, info.annotation) for name, info in state_class.model_fields.items()]
 
 
 def _getter(names: tuple[str, ...]) -> Callable[[Any], tuple[Any, ...]]:
@@ -87,55 +103,55 @@ class _Projection:
     static, so this is worked out once per class instead of walking ``__dict__`` with an
     ``isinstance`` per value on every message."""
 
-    plain: Callable[[Any], tuple[Any, ...]]  # fields that cannot hold a model: compared as they are
-    # Fields typed as one model class (fn, ofd, device): validation makes each value an instance
-    # of it (or of a subclass), so it is taken apart with ``type`` and ``vars`` (no Python call).
-    models: Callable[[Any], tuple[Any, ...]]
-    maybe: Callable[[Any], tuple[Any, ...]]  # fields that may hold a model or not (a union): ``_flat``
+    plain: Callable[[Any], tuple[Any, ...]]  # fields that cannot hold a part: compared as they are
+    # Fields typed as one part class (fn, ofd, device): validation makes each value an instance
+    # of it (or of a subclass), so it is taken apart with ``type`` and ``values`` (no Python call).
+    parts: Callable[[Any], tuple[Any, ...]]
+    values: Callable[[Any], Any]  # a part's field values: ``vars`` of a model, ``astuple`` of a Struct
+    maybe: Callable[[Any], tuple[Any, ...]]  # fields that may hold a part or not (a union): ``_flat``
 
 
-_PROJECTIONS: dict[type[BaseModel], _Projection] = {}
-_SHIFT_FIELDS: dict[type[BaseModel], Callable[[Any], tuple[Any, ...]]] = {}  # all of the shift's but receipts
+_PROJECTIONS: dict[type[Any], _Projection] = {}
+_SHIFT_FIELDS: dict[type[Any], Callable[[Any], tuple[Any, ...]]] = {}  # all of the shift's but receipts
 
 
-def _projection(state_class: type[BaseModel]) -> _Projection:
-    seen = [(name, info.annotation) for name, info in state_class.model_fields.items() if name not in _RULE_BLIND]
+def _projection(state_class: type[Any]) -> _Projection:
+    seen = [(name, annotation) for name, annotation in _field_types(state_class) if name not in _RULE_BLIND]
     projection = _Projection(
-        plain=_getter(tuple(name for name, annotation in seen if not _holds_model(annotation))),
-        models=_getter(tuple(
-            name for name, annotation in seen if isinstance(annotation, type) and issubclass(annotation, BaseModel)
-        )),
+        plain=_getter(tuple(name for name, annotation in seen if not _holds_part(annotation))),
+        parts=_getter(tuple(name for name, annotation in seen if _is_part(annotation))),
+        values=astuple if issubclass(state_class, Struct) else vars,
         maybe=_getter(tuple(
-            name for name, annotation in seen if _holds_model(annotation) and not isinstance(annotation, type)
+            name for name, annotation in seen if _holds_part(annotation) and not _is_part(annotation)
         )),
     )  # fmt: skip
     _PROJECTIONS[state_class] = projection
     return projection
 
 
-def _shift_fields(shift_class: type[BaseModel]) -> Callable[[Any], tuple[Any, ...]]:
-    getter = _getter(tuple(name for name in shift_class.model_fields if name != "receipts"))
+def _shift_fields(shift_class: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
+    getter = _getter(tuple(name for name, _ in _field_types(shift_class) if name != "receipts"))
     _SHIFT_FIELDS[shift_class] = getter
     return getter
 
 
-def _projected(state: RegisterState) -> tuple[Any, ...]:
+def _projected(state: AnyRegisterState) -> tuple[Any, ...]:
     """The state minus what no rule reads, as a tuple of its field values: equal exactly when the
-    reduced models would be (same types, same values; nested parts compare field by field), and
-    far cheaper to build and compare than two model copies.
+    reduced states would be (same types, same values; nested parts compare field by field), and
+    far cheaper to build and compare than two copies.
 
-    A nested model is kept as its type and its ``__dict__`` (field → value; equal dicts of one
-    model class are equal field values). The dict is the frozen model's own, not a copy: it lives
-    as long as the state the last evaluation's inputs keep anyway."""
+    A nested part is kept as its type and its field values: a model's ``__dict__`` (field → value;
+    equal dicts of one class are equal field values; the frozen model's own, not a copy: it lives
+    as long as the state the last evaluation's inputs keep anyway), or a Struct's ``astuple``."""
     state_class, shift = type(state), state.shift
     shift_class = type(shift)
     projection = _PROJECTIONS.get(state_class) or _projection(state_class)
-    models = projection.models(state)
+    parts = projection.parts(state)
     return (
         state_class,
         projection.plain(state),
-        tuple(map(type, models)),
-        tuple(map(vars, models)),
+        tuple(map(type, parts)),
+        tuple(map(projection.values, parts)),
         tuple(map(_flat, projection.maybe(state))),
         shift_class,
         (_SHIFT_FIELDS.get(shift_class) or _shift_fields(shift_class))(shift),
@@ -151,7 +167,7 @@ def rule_inputs_key(inp: RuleInput) -> RuleInputsKey | None:
 
 
 def with_state(
-    key: RuleInputsKey, state: RegisterState, *, received_at: datetime, polled_at: datetime,
+    key: RuleInputsKey, state: AnyRegisterState, *, received_at: datetime, polled_at: datetime,
     agent_last_seen: datetime | None, now: datetime,
 ) -> RuleInputsKey | None:
     """The key of the inputs ``key`` was made from, with another state (polled and received at the
@@ -161,7 +177,7 @@ def with_state(
 
 
 def still_same_verdict(
-    key: RuleInputsKey | None, state: RegisterState, *, received_at: datetime, polled_at: datetime,
+    key: RuleInputsKey | None, state: AnyRegisterState, *, received_at: datetime, polled_at: datetime,
     agent_last_seen: datetime | None, now: datetime,
 ) -> bool:
     """``same_verdict(key, with_state(key, state, …))``, without building the new key: the
@@ -180,7 +196,7 @@ def still_same_verdict(
 
 
 def fresh_times(
-    state: RegisterState, *, received_at: datetime, polled_at: datetime, agent_last_seen: datetime | None, now: datetime
+    state: AnyRegisterState, *, received_at: datetime, polled_at: datetime, agent_last_seen: datetime | None, now: datetime
 ) -> Times | None:
     """The ``times`` of a key with this state (``rule_inputs_key``'s), without the rest of the key;
     None when the inputs cannot be reduced."""
@@ -199,7 +215,7 @@ class _Unreducible(Enum):
 _UNREDUCIBLE = _Unreducible.TOKEN
 
 
-def _clock_offset(state: RegisterState, polled: datetime | None, now: datetime) -> timedelta | _Unreducible | None:
+def _clock_offset(state: AnyRegisterState, polled: datetime | None, now: datetime) -> timedelta | _Unreducible | None:
     """The register clock's offset from the poll time (None: no clock); ``_UNREDUCIBLE`` when
     the poll is unknown or "in the future" (clamped by the rules: not offset-invariant)."""
     clock = state.register_clock
@@ -217,7 +233,7 @@ def _clock_offset(state: RegisterState, polled: datetime | None, now: datetime) 
 
 
 def _key(
-    plain: tuple[Any, ...], state: RegisterState | None, last_seen: datetime | None,
+    plain: tuple[Any, ...], state: AnyRegisterState | None, last_seen: datetime | None,
     received_at: datetime | None, polled: datetime | None, now: datetime,
 ) -> RuleInputsKey | None:
     if state is None:

@@ -47,21 +47,22 @@ from collector.storage.rows import (
     JsonText,
     LatestState,
     RegisterIdentity,
+    state_json,
 )
 from collector.storage.schema import agents, registers
-from protocol.kkt.state import RegisterState
-from protocol.mqtt.models import (
-    ActionResult,
+from protocol.mqtt.models import ActionResult
+from protocol.mqtt.rules import EventKind
+from protocol.mqtt.topics import AgentTopic
+from protocol.mqtt.wire import (
     BirthPayload,
-    EventKind,
     EventPayload,
     HistBatch,
     HistStateRecord,
     Payload,
+    RegisterState,
     StatePayload,
     StatusPayload,
 )
-from protocol.mqtt.topics import AgentTopic
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ class _Gather:
     def state(self, payload: StatePayload, received_at: datetime, *, live: bool, made_at: datetime) -> None:
         register_id = payload.register
         self.identity(register_id, payload.state, payload.state.protocol, payload.agent, received_at)
-        dumped = JsonText(payload.state.model_dump_json())
+        dumped = state_json(payload.state)
         reason = None if self.history is None else self.history.keep(register_id, payload.agent, payload.state, made_at)
         if self.history is None or reason is not None:
             self.rows.append(

@@ -6,10 +6,15 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import msgspec
 
 from collector.storage.errors import InvalidValue
 from protocol.kkt.state import RegisterState
+
+if TYPE_CHECKING:
+    from protocol.kkt.vocabulary import AnyRegisterState
 
 # Lowest to highest; the labels of ``collector.alerts.severity.Severity`` (a test keeps them equal).
 SEVERITY_LEVELS: tuple[str, ...] = ("info", "warning", "major", "critical", "blocked")
@@ -64,6 +69,17 @@ class JsonText(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"JsonText({self.text!r})"
+
+
+_STATE_ENCODER = msgspec.json.Encoder()
+
+
+def state_json(state: AnyRegisterState) -> JsonText:
+    """A state's stored document: the mirror's encoding, byte for byte the model's
+    ``model_dump_json`` (``tests/protocol/test_mqtt_wire_drift.py``) in a sixth of the time."""
+    if isinstance(state, RegisterState):
+        return JsonText(state.model_dump_json())
+    return JsonText(_STATE_ENCODER.encode(state).decode())
 
 
 def json_text(document: Mapping[str, Any]) -> str:
@@ -150,7 +166,7 @@ class LatestState:
     def from_register_state(
         cls,
         register_id: str,
-        state: RegisterState,
+        state: AnyRegisterState,
         *,
         agent_id: str,
         session: int,
@@ -163,8 +179,8 @@ class LatestState:
     ) -> LatestState:
         """Extract the filter/sort columns from a decoded ``RegisterState``.
 
-        ``dumped``: ``state.model_dump(mode="json")`` when the caller already has it (ingest
-        stores the same document in the history), so it is not serialised twice.
+        ``dumped``: ``state_json(state)`` when the caller already has it (ingest stores the same
+        document in the history), so it is not serialised twice.
         """
         return cls(
             register_id=register_id,
@@ -173,7 +189,7 @@ class LatestState:
             seq=seq,
             agent_ts=agent_ts,
             received_at=received_at,
-            state=state.model_dump(mode="json") if dumped is None else dumped,
+            state=state_json(state) if dumped is None else dumped,
             shift_status=state.shift.status.value,
             unsent_count=state.ofd.unsent_count,
             oldest_unsent_at=state.ofd.first_unsent_at if state.ofd.unsent_count else None,

@@ -11,13 +11,10 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # the agent passes the msgspec mirror and must not load pydantic for a type name
-    from protocol.kkt import state
-    from protocol.mqtt import wire
-
-    RegisterState: TypeAlias = state.RegisterState | wire.RegisterState
+    from protocol.kkt.vocabulary import AnyRegisterState as RegisterState
 
 # Unsent-document counts where the OFD backlog changes band: none, some, growing, large, huge.
 # Moving inside a band is a counter; crossing a bound is a change (1 = the backlog appeared).

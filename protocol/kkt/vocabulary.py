@@ -6,6 +6,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING, TypeAlias
+
+if TYPE_CHECKING:  # type names only: the agent must not load pydantic, nor this module msgspec
+    from protocol.kkt import state
+    from protocol.mqtt import wire
+
+    AnyRegisterState: TypeAlias = state.RegisterState | wire.RegisterState
+    """A register state as either side holds it: the contract's pydantic model (web, tests) or its
+    msgspec mirror (the agent, and the collector's ingest and alert evaluation)."""
 
 STATE_SCHEMA_VERSION = 1
 

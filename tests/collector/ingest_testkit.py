@@ -21,6 +21,7 @@ import pytest
 from collector.ingest.batcher import WriterSettings
 from collector.ingest.consumer import InboundMessage
 from protocol.kkt.state import FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
+from protocol.mqtt import wire
 from protocol.mqtt.models import (
     BirthPayload,
     DeviceInfo,
@@ -109,6 +110,11 @@ def state_payload(
         agent=agent, session=session, seq=seq, ts=ts, register=register, reason="change",
         state=state or register_state(),
     )
+
+
+def as_ingested(state: RegisterState) -> wire.RegisterState:
+    """A state as ingest decodes it: the contract's msgspec mirror."""
+    return wire.decode_as(wire.RegisterState, state.model_dump_json().encode())
 
 
 def state_msg(agent: str, register: str, session: int, seq: int, state: RegisterState | None = None, **kw: Any) -> tuple[str, bytes]:

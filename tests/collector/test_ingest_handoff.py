@@ -82,7 +82,7 @@ def test_only_states_that_won_the_newer_only_upsert_are_handed_over(engine: sa.E
     handed = changes.last_states()
     assert set(handed) == {"kkt-1"}
     assert (handed["kkt-1"].agent_id, handed["kkt-1"].session, handed["kkt-1"].seq) == ("agent-a", 2, 6)
-    assert handed["kkt-1"].state == second
+    assert handed["kkt-1"].state == kit.as_ingested(second)
 
     # A replayed older state is history only: the row keeps seq 6, so it must not be handed over;
     # a live state of another register in the same batch is.
@@ -92,7 +92,7 @@ def test_only_states_that_won_the_newer_only_upsert_are_handed_over(engine: sa.E
         kit.state_msg("agent-a", "kkt-2", 2, 7, other),
     ))  # fmt: skip
     assert set(changes.last_states()) == {"kkt-2"}
-    assert changes.last_states()["kkt-2"].state == other
+    assert changes.last_states()["kkt-2"].state == kit.as_ingested(other)
     with engine.connect() as conn:
         assert conn.execute(sa.select(register_state.c.seq).where(register_state.c.register_id == "kkt-1")).scalar_one() == 6
 
@@ -104,7 +104,7 @@ def test_a_birth_hands_over_the_state_of_every_device_it_restores(engine: sa.Eng
     writer.process(at_t0(kit.birth_msg("agent-a", 1, 0, {"kkt-1": state, "kkt-unread": None})))
     handed = changes.last_states()
     assert set(handed) == {"kkt-1"}  # a device not read yet has no state and no register
-    assert handed["kkt-1"].state == state and handed["kkt-1"].seq == 0
+    assert handed["kkt-1"].state == kit.as_ingested(state) and handed["kkt-1"].seq == 0
 
 
 def test_the_evaluator_uses_the_handed_state_instead_of_the_stored_json(engine: sa.Engine) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from collector.alerts.rules.clocks import ZERO, aware_utc, fn_time_left
 from collector.alerts.rules.fn_status import fn_flag, fn_memory_exhausted, fn_reports_error
 from collector.alerts.rules.inputs import Condition, RuleInput
@@ -10,7 +12,9 @@ from collector.alerts.rules.text import format_date, format_duration, iso
 from collector.alerts.severity import RuleId, Severity
 from collector.alerts.thresholds import Thresholds
 from protocol.kkt.fn import FN_ERROR_SERVICE_LIFE_ENDED, FnPhase, FnWarning
-from protocol.kkt.state import RegisterState
+
+if TYPE_CHECKING:
+    from protocol.kkt.vocabulary import AnyRegisterState as RegisterState
 
 
 def fn_validity(inp: RuleInput, thr: Thresholds) -> Condition | None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from protocol.kkt.fn import FN_ERROR_ARCHIVE_FULL, FnWarning, fn_error_meaning
-from protocol.kkt.state import RegisterState
+
+if TYPE_CHECKING:
+    from protocol.kkt.vocabulary import AnyRegisterState as RegisterState
 
 # ФН result 14h: "исчерпан ресурс хранения документов для ОФД" — the archive is as good as full.
 _FN_ERROR_OFD_STORAGE_EXHAUSTED = 0x14

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
 from collector.alerts.severity import RuleId, Severity
 from collector.alerts.thresholds import Thresholds
-from protocol.kkt.state import RegisterState
+
+if TYPE_CHECKING:
+    from protocol.kkt.vocabulary import AnyRegisterState as RegisterState
 
 
 class AlertInputError(ValueError):

@@ -16,11 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import msgspec
+from pydantic import BaseModel
 
 from collector.alerts.ofd_operators import operator_by_key, operator_of_host
 from collector.alerts.rules.inputs import RuleInput
-from protocol.kkt.state import OfdState, RegisterState
+
+if TYPE_CHECKING:
+    from protocol.kkt import state as model
+    from protocol.kkt.vocabulary import AnyRegisterState as RegisterState
+    from protocol.mqtt import wire
+
+    OfdState: TypeAlias = model.OfdState | wire.OfdState
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,8 +208,16 @@ def _details(ofd: OfdState, contracted_ofd: str | None) -> dict[str, Any]:
         "ofd_command_pending": ofd.ofd_command_pending,
         "settings_changed": ofd.settings_changed,
         "awaiting_command_answer": ofd.awaiting_command_answer,
-        "link_check": None if check is None else check.model_dump(mode="json"),
+        "link_check": None if check is None else json_ready(check),
     }
+
+
+def json_ready(part: Any) -> dict[str, Any]:
+    """A state's part as JSON values, from the model (web) or its msgspec mirror (ingest)."""
+    if isinstance(part, BaseModel):
+        return part.model_dump(mode="json")
+    data: dict[str, Any] = msgspec.to_builtins(part)
+    return data
 
 
 def _fill(fix: str, details: dict[str, Any]) -> str:

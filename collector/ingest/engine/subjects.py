@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
-from pydantic import ValidationError
 
 from collector.alerts import OfdContract, RuleInput, Thresholds
 from collector.ingest.company_thresholds import CompanyThresholds
@@ -18,7 +18,7 @@ from collector.ingest.writes import FreshState
 from collector.storage import repository as repo
 from collector.storage.dialect import member_of
 from collector.storage.schema import agents, events, nodes, register_state, registers
-from protocol.kkt.state import RegisterState
+from protocol.mqtt.wire import RegisterState
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,8 @@ def _as_utc(value: Any) -> datetime:
 
 
 def _parse_state(register_id: str, raw: Any) -> RegisterState | None:
-    try:
-        return RegisterState.model_validate(raw)
-    except ValidationError as exc:
+    try:  # the mirror, as ingest hands fresh states over: the rule-inputs key compares types too
+        return msgspec.convert(raw, RegisterState)
+    except msgspec.ValidationError as exc:
         log.error("stored state of %s does not parse; evaluating without it: %s", register_id, exc)
         return None
