@@ -49,6 +49,24 @@ def dead_reasons(engine: sa.Engine) -> list[str]:
 # --- invalid input ---------------------------------------------------------------------------------
 
 
+def test_a_state_with_bad_fields_is_dead_lettered_naming_every_bad_field(engine, downlink) -> None:
+    """Ingest decodes with the msgspec mirror, which stops at the first bad field: the dead letter
+    still names each one, as the pydantic models word it, and the message is kept as received."""
+    writer = make_writer(engine, downlink)
+    topic, good = kit.state_msg("agent-a", "kkt-1", 1, 1)
+    bad = json.loads(good)
+    bad["state"]["fn"]["valid_until"] = "not a date"
+    bad["state"]["shift"]["number"] = "many"
+    raw = json.dumps(bad).encode()
+    writer.process(kit.batch((topic, raw)))
+
+    with engine.connect() as conn:
+        [letter] = repo.list_dead_letters(conn)
+    assert letter.reason == "invalid_payload" and letter.raw == raw
+    assert "state.fn.valid_until" in letter.detail and "state.shift.number" in letter.detail, letter.detail
+    assert count(engine, state_history) == 0
+
+
 def test_invalid_messages_are_dead_lettered_with_reason_and_the_rest_is_stored(engine, downlink) -> None:
     writer = make_writer(engine, downlink)
     good_topic, good = kit.state_msg("agent-a", "kkt-1", 1, 1)
