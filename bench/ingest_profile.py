@@ -86,34 +86,41 @@ class Figures:
 
 def run(
     db_url: str, messages: list[InboundMessage], profiler: cProfile.Profile | None, *, warmup: int,
-    profile_warmup: bool, batch: int = BATCH,
+    profile_warmup: bool, batch: int = BATCH, collectors: int = 1,
 ) -> Figures:
-    """CPU per message; ``warmup`` messages (a whole number of batches) are left out of the steady figures."""
+    """CPU per message; ``warmup`` messages (a whole number of batches) are left out of the steady figures.
+
+    ``collectors`` > 1: as many writers and alert engines, each with its own memory, on the one
+    database, dealt the messages in turn as a shared subscription deals them (so each sees every
+    n-th message of a register, as ``bench/ingest.py --collectors n`` without the processes)."""
     migrate(db_url)
     company = bench_company(db_url)
     engine = create_engine_from_url(db_url)
     try:
-        writer = IngestWriter(engine, RecordingDownlink(), settings=WriterSettings(company=company))
-        alerts = AlertEngine(engine)
+        shared = WriterSettings(company=company, contiguous_acks=collectors == 1)
+        pipelines = [(IngestWriter(engine, RecordingDownlink(), settings=shared), AlertEngine(engine)) for _ in range(collectors)]
+        dealt = [messages[index::collectors] for index in range(collectors)]
         write_s = evaluate_s = steady_write_s = steady_evaluate_s = 0.0
-        for start in range(0, len(messages), batch):
-            steady = start >= warmup
+        for start in range(0, len(dealt[0]), batch):
+            steady = start * collectors >= warmup
             profiling = profiler if steady or profile_warmup else None
-            if profiling is not None:
-                profiling.enable()
-            t0 = time.process_time()
-            result = writer.process(messages[start : start + batch])
-            t1 = time.process_time()
-            alerts.evaluate(result.changed_registers, skip_unchanged=True, states=result.fresh_states)
-            t2 = time.process_time()
-            if profiling is not None:
-                profiling.disable()
-            write_s += t1 - t0
-            evaluate_s += t2 - t1
-            if steady:
-                steady_write_s += t1 - t0
-                steady_evaluate_s += t2 - t1
+            for (writer, alerts), own in zip(pipelines, dealt, strict=True):
+                if profiling is not None:
+                    profiling.enable()
+                t0 = time.process_time()
+                result = writer.process(own[start : start + batch])
+                t1 = time.process_time()
+                alerts.evaluate(result.changed_registers, skip_unchanged=True, states=result.fresh_states)
+                t2 = time.process_time()
+                if profiling is not None:
+                    profiling.disable()
+                write_s += t1 - t0
+                evaluate_s += t2 - t1
+                if steady:
+                    steady_write_s += t1 - t0
+                    steady_evaluate_s += t2 - t1
         steady_count = max(len(messages) - warmup, 1)
+        alerts = pipelines[0][1]
         every = alerts.all_registers()
         t0 = time.process_time()
         alerts.evaluate(every)  # as ``EvaluationWorker.sweep`` does, in chunks
@@ -136,6 +143,8 @@ def main() -> int:
                         help="messages per agent left out of the steady-state figures (first sight of a register)")
     parser.add_argument("--profile-warmup", action="store_true", help="profile the warm-up rounds too")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--collectors", type=int, default=1,
+                        help="writers sharing the database, dealt the messages in turn (a shared subscription)")
     parser.add_argument("--batch", type=int, default=BATCH,
                         help="messages per writer batch (a collector sharing the stream with others gets smaller ones)")
     parser.add_argument("--profile", default="", help="backend to profile (cProfile, cumulative)")
@@ -155,7 +164,8 @@ def main() -> int:
         runs = []
         for _ in range(1 if profiler else args.repeat):
             with tempfile.TemporaryDirectory(prefix="kassa-profile-") as tmp, database(kind, Path(tmp)) as url:
-                runs.append(run(url, messages, profiler, warmup=warmup, profile_warmup=args.profile_warmup, batch=args.batch))
+                runs.append(run(url, messages, profiler, warmup=warmup, profile_warmup=args.profile_warmup, batch=args.batch,
+                                collectors=args.collectors))
         write_us, evaluate_us = min(f.write for f in runs), min(f.evaluate for f in runs)
         steady_write_us, steady_evaluate_us = min(f.steady_write for f in runs), min(f.steady_evaluate for f in runs)
         print(f"{kind:10} write {write_us:6.1f} µs/msg, evaluate {evaluate_us:6.1f} µs/msg, "
