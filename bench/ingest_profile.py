@@ -156,7 +156,9 @@ def main() -> int:
         tune_for_ingest()  # as ``kassa-collector run`` does
     messages = inbound(load(args.messages, args.agents, "a"))
     # Whole batches only, so that no batch mixes new registers and known ones.
-    warmup = -(-args.warmup_rounds * args.agents // args.batch) * args.batch
+    # Each of n collectors sees a register first in its own first round: n rounds of warm-up.
+    rounds = args.batch * args.collectors
+    warmup = -(-args.warmup_rounds * args.agents * args.collectors // rounds) * rounds
     if warmup >= len(messages):
         parser.error(f"--messages must exceed the warm-up ({warmup} messages): no steady state to measure")
     for kind in args.db.split(","):

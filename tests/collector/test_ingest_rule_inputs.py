@@ -291,6 +291,30 @@ def test_a_verdict_another_collector_computed_on_the_same_inputs_is_trusted(engi
     assert newcomer.evaluate(["kkt-1"], now=T0 + timedelta(seconds=4), skip_unchanged=True).registers == 1
 
 
+def test_a_change_another_collector_evaluated_is_adopted_from_memory_without_the_join(engine: sa.Engine) -> None:
+    """The backlog changes in a message that reaches the other collector, which evaluates it; this
+    collector's next message of the register carries the same change. Its verdict is the other's:
+    taken from memory (fresh state + what this process knew of the rest), not through the join."""
+    alerts, other = AlertEngine(engine), AlertEngine(engine)
+    alerts.evaluate(["kkt-1"], now=T0, skip_unchanged=True, states=_ingest(engine, 1, unsent=40))
+    changed = _ingest(engine, 2, unsent=0)  # the backlog went out: dealt to the other collector
+    assert other.evaluate(["kkt-1"], now=T0 + timedelta(seconds=1), skip_unchanged=True, states=changed).registers == 1
+    statements = _statements(engine)
+    fresh = _ingest(engine, 3, unsent=0, receipts=9)
+    del statements[:]  # what the evaluation alone runs
+    assert alerts.evaluate(["kkt-1"], now=T0 + timedelta(seconds=2), skip_unchanged=True, states=fresh).registers == 0
+    assert statements and not any(" JOIN " in statement.upper() for statement in statements)
+    with engine.connect() as conn:  # the verdict stayed the other collector's
+        assert conn.execute(sa.select(register_state.c.evaluated_at)).scalar_one() == T0 + timedelta(seconds=1)
+    # Adopted: the next message with nothing new is in memory too; one with another change is evaluated.
+    assert alerts.evaluate(
+        ["kkt-1"], now=T0 + timedelta(seconds=3), skip_unchanged=True, states=_ingest(engine, 4, unsent=0, receipts=10)
+    ).registers == 0
+    assert alerts.evaluate(
+        ["kkt-1"], now=T0 + timedelta(seconds=4), skip_unchanged=True, states=_ingest(engine, 5, unsent=7)
+    ).registers == 1
+
+
 def test_the_inputs_digest_is_the_same_in_every_collector_process() -> None:
     """Collectors compare digests each computed in its own process: hash randomisation (a set's
     order, ``hash()`` of a string) must not enter it."""

@@ -149,10 +149,11 @@ class AlertEngine:
             if register_id in fresh and register_id in self._evaluated and register_id not in pending
         }
         with self._engine.connect() as conn:
-            skipped: set[str] = set()
+            skipped: dict[str, Evaluated] = {}
             for start in range(0, len(ids), CHUNK):
                 chunk = {register_id: known[register_id] for register_id in ids[start : start + CHUNK] if register_id in known}
-                skipped |= unchanged_in_memory(conn, chunk, fresh, now)
+                skipped.update(unchanged_in_memory(conn, chunk, fresh, now))
+            self._evaluated.update(skipped)  # verdicts of other collectors adopted (recent.py)
             rest = [register_id for register_id in ids if register_id not in skipped]
             for start in range(0, len(rest), CHUNK):
                 subjects = load_subjects(conn, rest[start : start + CHUNK], fresh)

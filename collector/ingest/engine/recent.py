@@ -10,7 +10,11 @@ and checks with one primary-key read of ``register_state`` that nothing else mov
 * the stored verdict is ours (``evaluated_at``): no other collector evaluated the register since,
   as it does after it stores an agent's status or the register's link — or, when another
   collector evaluated it (under a shared subscription consecutive messages of a register go to
-  different collectors), it stored the same inputs (``verdict_key``: their digest and times);
+  different collectors), it stored the same inputs (``verdict_key``: their digest and times).
+  Those may be the inputs of our last evaluation, or the new ones: the fresh state with the rest
+  as we last saw it. Then another collector has evaluated this very change, and its verdict is
+  adopted as ours (under a shared subscription, each change of a register's inputs reaches one
+  collector; the others would otherwise each take the join once to learn its verdict);
 * the link flag is the one evaluated, and up (a down link's since-when is read from events).
 
 The worker drops what it knows of the registers of an agent whose status or clock this process
@@ -24,7 +28,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -33,9 +37,11 @@ from collector.alerts import RuleInput, Thresholds
 from collector.ingest.rule_inputs import (
     RuleInputsKey,
     fresh_times,
+    inputs_digest,
     same_verdict,
     still_same_verdict,
     stored_verdict_holds,
+    with_state,
 )
 from collector.ingest.writes import FreshState
 from collector.storage.errors import UnsupportedDialect
@@ -97,13 +103,14 @@ def _stored(
 
 def unchanged_in_memory(
     conn: sa.Connection, candidates: Mapping[str, Evaluated], fresh: Mapping[str, FreshState], now: datetime
-) -> set[str]:
+) -> dict[str, Evaluated]:
     """The registers among ``candidates`` (each with a state in ``fresh``) whose stored verdict
-    still holds, known without the join (see the module docstring)."""
+    still holds, known without the join (see the module docstring), each with what this process
+    now knows of its evaluation: the candidate's, or another collector's verdict adopted."""
     ids = [register_id for register_id, last in candidates.items() if last.inputs.link_up is not False]
     if not ids:
-        return set()
-    unchanged: set[str] = set()
+        return {}
+    unchanged: dict[str, Evaluated] = {}
     for register_id, agent_id, session, seq, evaluated_at, link_up, verdict_key in _stored(conn, ids):
         last, state = candidates[register_id], fresh[register_id]
         if agent_id != state.agent_id or session != state.session or seq != state.seq:
@@ -121,10 +128,37 @@ def unchanged_in_memory(
         if not still_same_verdict(
             last.key, state.state, received_at=received, polled_at=state.polled_at, agent_last_seen=last_seen, now=now
         ):
+            if not ours and evaluated_at is not None:
+                adopted = _adopted(last, state, verdict_key, evaluated_at, last_seen, now)
+                if adopted is not None:
+                    unchanged[register_id] = adopted
             continue
         if not ours:  # the same inputs as our last evaluation: is the stored verdict of them too?
             times = fresh_times(state.state, received_at=received, polled_at=state.polled_at, agent_last_seen=last_seen, now=now)
             if times is None or last.digest is None or not stored_verdict_holds(verdict_key, last.digest, times):
                 continue
-        unchanged.add(register_id)
+        unchanged[register_id] = last
     return unchanged
+
+
+def _adopted(
+    last: Evaluated, state: FreshState, stored_key: str | None, evaluated_at: datetime,
+    last_seen: datetime | None, now: datetime,
+) -> Evaluated | None:
+    """Our last evaluation moved on to the fresh state, when another collector's stored verdict
+    was computed on exactly that (its digest and times); None when it was not."""
+    if last.key is None:
+        return None
+    key = with_state(
+        last.key, state.state, received_at=state.received_at, polled_at=state.polled_at, agent_last_seen=last_seen, now=now
+    )
+    if key is None:
+        return None
+    digest = inputs_digest(last.thresholds, key)
+    if not stored_verdict_holds(stored_key, digest, key.times):
+        return None
+    inputs = replace(
+        last.inputs, now=now, state=state.state, state_received_at=state.received_at, polled_at=state.polled_at,
+        agent_last_seen=last_seen,
+    )  # fmt: skip
+    return Evaluated(last.thresholds, key, evaluated_at, inputs, state.agent_id, digest)
