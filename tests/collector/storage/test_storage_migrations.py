@@ -20,7 +20,7 @@ from collector.storage import (
     migrate,
     normalise_url,
 )
-from collector.storage.engine import SQLITE_MMAP_BYTES
+from collector.storage.engine import SQLITE_CHECKPOINT_PAGES, SQLITE_MMAP_BYTES
 from collector.storage.migrations import comparable
 from collector.storage.schema import dead_letters
 
@@ -56,19 +56,20 @@ def test_unsupported_urls_are_refused_with_a_typed_error(bad: str) -> None:
         create_engine_from_url(bad)
 
 
-def test_sqlite_connections_get_wal_normal_sync_foreign_keys_busy_timeout_and_mmap(tmp_path) -> None:
+def test_sqlite_connections_get_wal_normal_sync_foreign_keys_busy_timeout_mmap_and_checkpoint_interval(tmp_path) -> None:
     engine = create_engine_from_url(f"sqlite:///{tmp_path}/c.db")
     try:
         with engine.connect() as conn:
             pragmas = {
                 name: conn.exec_driver_sql(f"PRAGMA {name}").scalar()
-                for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout", "mmap_size")
+                for name in ("journal_mode", "synchronous", "foreign_keys", "busy_timeout", "mmap_size", "wal_autocheckpoint")
             }
             lowered = conn.execute(sa.select(sa.func.lower("ЛЮТИК Центр"))).scalar()
     finally:
         engine.dispose()
     assert pragmas == {
         "journal_mode": "wal", "synchronous": 1, "foreign_keys": 1, "busy_timeout": 5000, "mmap_size": SQLITE_MMAP_BYTES,
+        "wal_autocheckpoint": SQLITE_CHECKPOINT_PAGES,
     }  # fmt: skip
     assert lowered == "лютик центр"
 
