@@ -276,6 +276,18 @@ class Observer:
         path = Path(self.engine.url.database or "")
         return sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
 
+    def history_bytes(self) -> int | None:
+        """``state_history`` with its day partitions and indexes (PostgreSQL): what the retention
+        horizon keeps, unlike the rewritten tables, whose dead row versions autovacuum reuses."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.text(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+                " WHERE c.oid = 'state_history'::regclass"
+                " OR c.oid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'state_history'::regclass)"
+            )).scalar_one())  # fmt: skip
+
     def collector_rss_mb(self) -> list[float]:
         sizes = []
         for process in self.collectors.processes:
@@ -378,12 +390,17 @@ def measure(args: argparse.Namespace, fleet: Fleet, observer: Observer, collecto
     watch = AlertWatch(fleet, observer)
     watch.start()
     size_start, cpu_start = observer.database_bytes(), collectors.cpu_seconds() or 0.0
+    # History is measured over the second half: in the first, every register's first state after
+    # the collector started is kept (reason "first"), once per collector start, not per day.
+    history_half: tuple[float, int | None] | None = None
     published_start, committed_start = fleet.net.published, observer.committed()
     samples: list[tuple[float, int, int]] = []  # (elapsed, published, committed)
     next_report = args.report
 
     def on_tick(elapsed: float) -> None:
-        nonlocal next_report
+        nonlocal next_report, history_half
+        if history_half is None and elapsed >= args.duration / 2:
+            history_half = (elapsed, observer.history_bytes())
         if elapsed < next_report:
             return
         next_report += args.report
@@ -401,6 +418,7 @@ def measure(args: argparse.Namespace, fleet: Fleet, observer: Observer, collecto
     steady = time.perf_counter() - started - connect_s
     published_end, committed_end = fleet.net.published, observer.committed()
     size_end, cpu_end = observer.database_bytes(), collectors.cpu_seconds() or 0.0
+    history_end, history_span = observer.history_bytes(), time.perf_counter() - started - connect_s
     rss = observer.collector_rss_mb()
     drain_started = time.perf_counter()
     while observer.committed() < published_end and time.perf_counter() - drain_started < 300:
@@ -429,6 +447,10 @@ def measure(args: argparse.Namespace, fleet: Fleet, observer: Observer, collecto
           f"µs per committed message ({(cpu_end - cpu_start) / steady * 100:.0f} % of a core)")
     print(f"database: {mb(size_start)} → {mb(size_end)}: {mb(growth_hour)} per hour, {mb(growth_hour * 24)} per day "
           f"at this rate")
+    if history_half is not None and history_half[1] is not None and history_end is not None:
+        history_hour = (history_end - history_half[1]) / max(history_span - history_half[0], 1.0) * 3600
+        print(f"  history (state_history, kept for the retention horizon), second half: {mb(history_hour)} per hour, "
+              f"{mb(history_hour * 24)} per day [target ≤ 2 GB/day]; the rest is the rewritten tables' row versions")
     return 0 if keeps_up else 2
 
 
