@@ -33,6 +33,7 @@ from collector.ingest.engine.write_back import (
     record_from_row,
     register_evaluation,
     row_from_record,
+    same_outcome,
 )
 from collector.ingest.rule_inputs import inputs_digest, rule_inputs_key, stored_verdict_holds, verdict_key
 from collector.ingest.writes import FreshState
@@ -58,6 +59,7 @@ class EvaluationReport:
     registers: int
     changes: int
     notices: int
+    written: int = 0  # verdict rows rewritten: the others' evaluation gave the stored outcome again
 
 
 class AlertEngine:
@@ -104,7 +106,9 @@ class AlertEngine:
     ) -> EvaluationReport:
         """Evaluate the registers; ``skip_unchanged`` (ingest triggers) passes over a register whose
         rule inputs equal those of its last evaluation and that has no pending alert (see
-        ``rule_inputs``): its verdict would be the same. Sweeps never skip.
+        ``rule_inputs``): its verdict would be the same. Sweeps never skip. An evaluated register
+        whose outcome is the stored one (``write_back.same_outcome``) is not written back: its
+        row keeps the stored evaluation time (``time_to_block_seconds`` stays that time's).
 
         ``states``: parsed states the ingest writer just stored; each is used only while the stored
         row is still that version, so the state JSON is neither read back nor parsed again."""
@@ -113,7 +117,7 @@ class AlertEngine:
         fresh = states or {}
         if skip_unchanged:
             ids = self._needing_evaluation(ids, at, fresh)
-        totals = [0, 0, 0]
+        totals = [0, 0, 0, 0]
         for start in range(0, len(ids), CHUNK):
             keys: dict[str, Evaluated] = {}
             with begin_write(self._engine) as conn:
@@ -191,8 +195,8 @@ class AlertEngine:
         keys: dict[str, Evaluated],
         skip_unchanged: bool,
         fresh: Mapping[str, FreshState],
-    ) -> tuple[int, int, int]:
-        subjects = load_subjects(conn, ids, fresh)
+    ) -> tuple[int, int, int, int]:
+        subjects = load_subjects(conn, ids, fresh, with_outcome=True)
         stored: dict[str, dict[RuleId, AlertRecord]] = {}
         alert_ids: dict[tuple[str, RuleId], int] = {}
         for row in repo.load_alerts(conn, register_ids=[s.register_id for s in subjects]):
@@ -200,8 +204,9 @@ class AlertEngine:
             if record is not None and row.id is not None:
                 stored.setdefault(row.register_id, {})[record.rule] = record
                 alert_ids[(row.register_id, record.rule)] = row.id
-        changes = notices = 0
+        changes = notices = evaluated = 0
         verdicts: dict[str, RegisterEvaluation] = {}
+        alerts_written: set[str] = set()  # their summary rows' problem flag may have moved
         # The registers with a pending alert. A live view: the loop changes only the entries of the
         # registers it has done (each comes once), so for each it is the set as the chunk began.
         pending_registers = self._pending.keys()
@@ -209,11 +214,9 @@ class AlertEngine:
             # Checked again inside the transaction: the inputs may have moved since the read.
             if skip_unchanged and subject.register_id not in pending_registers and self._unchanged(subject, inp, thresholds):
                 continue
+            evaluated += 1
             inputs_key = rule_inputs_key(inp)
             digest = None if inputs_key is None else inputs_digest(thresholds, inputs_key)
-            keys[subject.register_id] = Evaluated(  # a None key never matches
-                thresholds, inputs_key, now, inp, subject.state_agent_id, digest
-            )
             records = dict(stored.get(subject.register_id, {}))
             for rule, pending in self._pending.get(subject.register_id, {}).items():
                 if rule not in records:
@@ -236,18 +239,33 @@ class AlertEngine:
                     continue  # unchanged: no write
                 # The summary is refreshed once below, in one sorted pass with every verdict.
                 alert_id = repo.upsert_alert(conn, row_from_record(record), refresh_summary=False)
+                alerts_written.add(subject.register_id)
                 for change in rule_changes:
                     repo.add_alert_history(conn, change_row(alert_id, change))
                 changes += len(rule_changes)
                 notices += self._send_notices(subject, record, rule_changes)
             stored_key = None if inputs_key is None or digest is None else verdict_key(digest, inputs_key)
-            verdicts[subject.register_id] = register_evaluation(
-                sell_verdict(inp, thresholds, conditions), worst, now, stored_key
-            )
+            evaluation = register_evaluation(sell_verdict(inp, thresholds, conditions), worst, now, stored_key)
+            if subject.stored is None or not same_outcome(subject.stored, evaluation):
+                verdicts[subject.register_id] = evaluation
+                keys[subject.register_id] = Evaluated(  # a None key never matches
+                    thresholds, inputs_key, now, inp, subject.state_agent_id, digest
+                )
+                continue
+            # Not rewritten: a sweep of a quiet fleet would rewrite every row. The stored time stays
+            # the verdict's, and the in-memory checks compare theirs with it. Our last evaluation,
+            # if it is the stored one, stays too: its key (inputs aged as at a message) matches the
+            # next message, where this one's (aged by the sweep's time) would not.
+            last = self._evaluated.get(subject.register_id)
+            if last is None or last.evaluated_at != subject.stored.evaluated_at:
+                keys[subject.register_id] = Evaluated(
+                    thresholds, inputs_key, subject.stored.evaluated_at, inp, subject.state_agent_id, digest
+                )
         bulk.set_evaluations(conn, verdicts)
-        register_summary.refresh_registers(conn, verdicts)  # verdict, severity and alerts: the list's keys
-        self._metrics.evaluations.inc(len(verdicts))
-        return len(verdicts), changes, notices
+        # Verdict, severity and alerts: the list's keys; an unchanged register's row is as it was.
+        register_summary.refresh_registers(conn, verdicts.keys() | alerts_written)
+        self._metrics.evaluations.inc(evaluated)
+        return evaluated, changes, notices, len(verdicts)
 
     def _release(self, register_id: str, rule: RuleId) -> None:
         held = self._pending.get(register_id)

@@ -90,3 +90,27 @@ def change_row(alert_id: int, change: AlertChange) -> AlertChangeRow:
         actor=change.actor,
         details={"from": change.from_value, "to": change.to_value, "text": change.text},
     )
+
+
+def same_outcome(stored: RegisterEvaluation | None, new: RegisterEvaluation) -> bool:
+    """Whether ``new`` tells readers nothing ``stored`` does not, so the row need not be rewritten.
+
+    Not compared: the evaluation time and ``time_to_block_seconds`` (read as ``blocks_at`` − now,
+    see ``web.shared.present``), and the verdict key's times. Those are the ages of the inputs at
+    the stored evaluation, and the stored verdict is still the verdict of the inputs they describe;
+    the digest (what the inputs were, thresholds included) must be equal, so another collector
+    compares its inputs with a key of the inputs that gave this very verdict."""
+    if stored is None:
+        return False
+    return (
+        stored.worst_severity == new.worst_severity
+        and stored.blocks_at == new.blocks_at
+        and stored.sell_status == new.sell_status
+        and stored.sell_rank == new.sell_rank
+        and _digest(stored.verdict_key) == _digest(new.verdict_key)
+        and stored.verdict == new.verdict
+    )
+
+
+def _digest(key: str | None) -> str | None:
+    return None if key is None else key.partition(";")[0]
