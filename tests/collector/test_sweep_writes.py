@@ -149,6 +149,44 @@ def test_an_unwritten_sweep_keeps_the_fast_paths_of_later_messages(engine: sa.En
     assert other.evaluate(["kkt-1"], now=later, skip_unchanged=True).registers == 0
 
 
+def test_a_sweep_does_not_rewrite_a_register_for_messages_that_changed_nothing(engine: sa.Engine) -> None:
+    """Messages the in-memory check skipped left the stored verdict's last data time behind; it is
+    shown only for an unknown verdict, so the sweep after them writes nothing either."""
+    fleet(engine)
+    alerts = AlertEngine(engine)
+    alerts.evaluate(["kkt-1"], now=T0)
+    later = T0 + timedelta(minutes=2)
+    state = kit.register_state().model_copy(
+        update={"register_clock": kit.REGISTER_CLOCK + timedelta(minutes=2), "read_at": later}
+    )
+    result = IngestWriter(engine, kit.FakeDownlink()).process(
+        [kit.inbound(*kit.state_msg("agent-a", "kkt-1", 1, 5, state, ts=later), at=later)]
+    )
+    assert (
+        alerts.evaluate(["kkt-1"], now=later, skip_unchanged=True, states=result.fresh_states).registers == 0
+    )
+    before = stored(engine)
+
+    with row_writes(engine) as writes:
+        report = alerts.evaluate(["kkt-1"], now=later + timedelta(minutes=1))
+
+    assert writes == []
+    assert stored(engine) == before
+    assert (report.registers, report.written) == (1, 0)
+
+    # Silent past the offline threshold: unknown, shown with the last data time, which is then written.
+    silent = later + timedelta(minutes=10)
+    assert alerts.evaluate(["kkt-1"], now=silent).written == 1
+    with engine.connect() as conn:
+        verdict = conn.execute(
+            sa.select(register_state.c.verdict).where(register_state.c.register_id == "kkt-1")
+        ).scalar_one()
+    assert (verdict["status"], verdict["last_data_at"]) == (
+        "unknown",
+        later.isoformat().replace("+00:00", "Z"),
+    )
+
+
 def verdict_row(key: str | None, **changes: Any) -> RegisterEvaluation:
     values: dict[str, Any] = {
         "worst_severity": "warning",
@@ -181,4 +219,12 @@ def test_the_outcome_compares_what_readers_use_and_not_the_evaluation_time() -> 
     )
     assert not same_outcome(
         stored_row, verdict_row("digest;1.0;;d3.0", verdict={"status": "will_stop", "details": {}})
+    )
+    # The last data time counts only where it is shown: in an unknown verdict.
+    seen = {"status": "no_threat", "last_data_at": "2026-11-28T09:00:00Z"}
+    newer = {**seen, "last_data_at": "2026-11-28T09:02:00Z"}
+    assert same_outcome(verdict_row(None, verdict=seen), verdict_row(None, verdict=newer))
+    unknown = {**seen, "status": "unknown"}
+    assert not same_outcome(
+        verdict_row(None, verdict=unknown), verdict_row(None, verdict={**newer, "status": "unknown"})
     )

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
-from collector.alerts import AlertChange, AlertRecord, AlertStatus, RuleId, Severity, Verdict
+from collector.alerts import AlertChange, AlertRecord, AlertStatus, RuleId, SellStatus, Severity, Verdict
 from collector.storage.rows import AlertChangeRow, AlertRow, RegisterEvaluation
 
 # Lifecycle fields AlertRow has no column for; kept in the alert's details.
@@ -96,10 +98,12 @@ def same_outcome(stored: RegisterEvaluation | None, new: RegisterEvaluation) -> 
     """Whether ``new`` tells readers nothing ``stored`` does not, so the row need not be rewritten.
 
     Not compared: the evaluation time and ``time_to_block_seconds`` (read as ``blocks_at`` − now,
-    see ``web.shared.present``), and the verdict key's times. Those are the ages of the inputs at
-    the stored evaluation, and the stored verdict is still the verdict of the inputs they describe;
-    the digest (what the inputs were, thresholds included) must be equal, so another collector
-    compares its inputs with a key of the inputs that gave this very verdict."""
+    see ``web.shared.present``); the verdict's ``last_data_at`` unless it is unknown (the only
+    verdict that shows it: every register sending would otherwise be rewritten by every sweep);
+    and the verdict key's times. Those are the ages of the inputs at the stored evaluation, and
+    the stored verdict is still the verdict of the inputs they describe; the digest (what the
+    inputs were, thresholds included) must be equal, so another collector compares its inputs
+    with a key of the inputs that gave this very verdict."""
     if stored is None:
         return False
     return (
@@ -108,8 +112,18 @@ def same_outcome(stored: RegisterEvaluation | None, new: RegisterEvaluation) -> 
         and stored.sell_status == new.sell_status
         and stored.sell_rank == new.sell_rank
         and _digest(stored.verdict_key) == _digest(new.verdict_key)
-        and stored.verdict == new.verdict
+        and (stored.verdict == new.verdict or _shown(stored.verdict) == _shown(new.verdict))
     )
+
+
+_UNKNOWN = SellStatus.UNKNOWN.value
+
+
+def _shown(verdict: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+    """The stored verdict (``Verdict`` as JSON) as readers use it."""
+    if verdict is None or verdict.get("status") == _UNKNOWN:
+        return verdict
+    return {name: value for name, value in verdict.items() if name != "last_data_at"}
 
 
 def _digest(key: str | None) -> str | None:
