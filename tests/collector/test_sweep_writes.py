@@ -187,6 +187,61 @@ def test_a_sweep_does_not_rewrite_a_register_for_messages_that_changed_nothing(e
     )
 
 
+@contextmanager
+def documents_read(engine: sa.Engine) -> Iterator[list[str]]:
+    """The statements that read a stored state document or verdict, as they run."""
+    seen: list[str] = []
+
+    def record(
+        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
+    ) -> None:
+        text = " ".join(statement.split()).lower()
+        if text.startswith("select") and (
+            "register_state.state," in text or "register_state.verdict," in text
+        ):
+            seen.append(text)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(engine, "before_cursor_execute", record)
+
+
+def test_a_sweep_reads_the_state_and_verdict_documents_only_of_rows_that_moved(engine: sa.Engine) -> None:
+    fleet(engine)
+    alerts = AlertEngine(engine)
+    alerts.evaluate(["kkt-1", "kkt-2"], now=T0)
+
+    with documents_read(engine) as reads:
+        report = alerts.evaluate(["kkt-1", "kkt-2"], now=T0 + timedelta(minutes=1))
+    assert reads == []  # both known from the last evaluation here
+    assert report.registers == 2
+
+    # Stored by a writer that hands this engine nothing (another collector): read again, and evaluated on it.
+    ingest(
+        engine,
+        kit.state_msg(
+            "agent-a", "kkt-2", 1, 4, kit.register_state(unsent=5, oldest_unsent_age=timedelta(days=3))
+        ),
+    )
+    with documents_read(engine) as reads:
+        report = alerts.evaluate(["kkt-1", "kkt-2"], now=T0 + timedelta(minutes=2))
+    assert len(reads) == 1 and "register_state.state," in reads[0]
+    assert report.written == 1
+    with engine.connect() as conn:
+        status = conn.execute(
+            sa.select(register_state.c.sell_status).where(register_state.c.register_id == "kkt-2")
+        ).scalar_one()
+    assert status == "will_stop"
+
+    # Another process's verdict: read to be compared with, then known.
+    other = AlertEngine(engine)
+    with documents_read(engine) as reads:
+        assert other.evaluate(["kkt-1"], now=T0 + timedelta(minutes=3)).written == 0
+    assert any("register_state.verdict," in text for text in reads)
+
+
 def verdict_row(key: str | None, **changes: Any) -> RegisterEvaluation:
     values: dict[str, Any] = {
         "worst_severity": "warning",

@@ -25,9 +25,17 @@ from collector.alerts import (
     sell_verdict,
 )
 from collector.ingest import bulk
+from collector.ingest.bulk import SUPERSEDED_SESSION
 from collector.ingest.company_thresholds import CompanyThresholds
 from collector.ingest.engine.recent import Evaluated, unchanged_in_memory
-from collector.ingest.engine.subjects import Subject, build_inputs, load_subjects
+from collector.ingest.engine.subjects import (
+    HeldState,
+    KnownState,
+    Subject,
+    build_inputs,
+    load_subjects,
+    stored_outcomes,
+)
 from collector.ingest.engine.write_back import (
     change_row,
     record_from_row,
@@ -35,7 +43,13 @@ from collector.ingest.engine.write_back import (
     row_from_record,
     same_outcome,
 )
-from collector.ingest.rule_inputs import inputs_digest, rule_inputs_key, stored_verdict_holds, verdict_key
+from collector.ingest.rule_inputs import (
+    RuleInputsKey,
+    inputs_digest,
+    rule_inputs_key,
+    stored_verdict_holds,
+    verdict_key,
+)
 from collector.ingest.writes import FreshState
 from collector.metrics import CollectorMetrics
 from collector.notify import AlertNotice
@@ -84,6 +98,10 @@ class AlertEngine:
         self._pending: dict[str, dict[RuleId, AlertRecord]] = {}
         # register → its last committed evaluation here (what it was evaluated on, see recent.py)
         self._evaluated: dict[str, Evaluated] = {}
+        # register → its stored state as last parsed here from the row: a sweep reads (and
+        # validates) the state document only of the rows that moved since. Each is used only while
+        # the row is still its version. (Not the writer's fresh states: a sweep reads what is stored.)
+        self._states: dict[str, KnownState] = {}
 
     def registers_of_agents(self, agent_ids: Collection[str]) -> list[str]:
         if not agent_ids:
@@ -196,7 +214,15 @@ class AlertEngine:
         skip_unchanged: bool,
         fresh: Mapping[str, FreshState],
     ) -> tuple[int, int, int, int]:
-        subjects = load_subjects(conn, ids, fresh, with_outcome=True)
+        held = self._states
+        given: dict[str, HeldState] = {
+            register_id: fresh.get(register_id) or held[register_id]
+            for register_id in ids
+            if register_id in fresh or register_id in held
+        }
+        subjects = load_subjects(conn, ids, given)
+        self._hold_states(subjects, given)
+        outcomes = self._stored_outcomes(conn, subjects)
         stored: dict[str, dict[RuleId, AlertRecord]] = {}
         alert_ids: dict[tuple[str, RuleId], int] = {}
         for row in repo.load_alerts(conn, register_ids=[s.register_id for s in subjects]):
@@ -216,7 +242,8 @@ class AlertEngine:
                 continue
             evaluated += 1
             inputs_key = rule_inputs_key(inp)
-            digest = None if inputs_key is None else inputs_digest(thresholds, inputs_key)
+            last = self._evaluated.get(subject.register_id)
+            digest = None if inputs_key is None else _digest(thresholds, inputs_key, last)
             records = dict(stored.get(subject.register_id, {}))
             for rule, pending in self._pending.get(subject.register_id, {}).items():
                 if rule not in records:
@@ -246,26 +273,59 @@ class AlertEngine:
                 notices += self._send_notices(subject, record, rule_changes)
             stored_key = None if inputs_key is None or digest is None else verdict_key(digest, inputs_key)
             evaluation = register_evaluation(sell_verdict(inp, thresholds, conditions), worst, now, stored_key)
-            if subject.stored is None or not same_outcome(subject.stored, evaluation):
+            stored_outcome = outcomes.get(subject.register_id)
+            if stored_outcome is None or not same_outcome(stored_outcome, evaluation):
                 verdicts[subject.register_id] = evaluation
                 keys[subject.register_id] = Evaluated(  # a None key never matches
-                    thresholds, inputs_key, now, inp, subject.state_agent_id, digest
+                    thresholds, inputs_key, now, inp, subject.state_agent_id, digest, evaluation
                 )
                 continue
             # Not rewritten: a sweep of a quiet fleet would rewrite every row. The stored time stays
             # the verdict's, and the in-memory checks compare theirs with it. Our last evaluation,
             # if it is the stored one, stays too: its key (inputs aged as at a message) matches the
             # next message, where this one's (aged by the sweep's time) would not.
-            last = self._evaluated.get(subject.register_id)
-            if last is None or last.evaluated_at != subject.stored.evaluated_at:
+            if last is None or last.evaluated_at != stored_outcome.evaluated_at:
                 keys[subject.register_id] = Evaluated(
-                    thresholds, inputs_key, subject.stored.evaluated_at, inp, subject.state_agent_id, digest
+                    thresholds, inputs_key, stored_outcome.evaluated_at, inp, subject.state_agent_id, digest,
+                    stored_outcome,
                 )
         bulk.set_evaluations(conn, verdicts)
         # Verdict, severity and alerts: the list's keys; an unchanged register's row is as it was.
         register_summary.refresh_registers(conn, verdicts.keys() | alerts_written)
         self._metrics.evaluations.inc(evaluated)
         return evaluated, changes, notices, len(verdicts)
+
+    def _hold_states(self, subjects: list[Subject], given: Mapping[str, HeldState]) -> None:
+        """Keep the states just parsed from stored rows for the next evaluation of their registers
+        (and drop those that a fresh state or a newer row replaced)."""
+        held = self._states
+        for subject in subjects:
+            state, version, agent_id = subject.state, subject.state_version, subject.state_agent_id
+            known = given.get(subject.register_id)
+            if known is not None and known.state is state:
+                if known is not held.get(subject.register_id):
+                    held.pop(subject.register_id, None)  # the writer's: the held one is older
+                continue
+            if state is None or version is None or agent_id is None or version[0] == SUPERSEDED_SESSION:
+                held.pop(subject.register_id, None)  # superseded rows are no version of their own
+                continue
+            held[subject.register_id] = KnownState(agent_id, version[0], version[1], state)
+
+    def _stored_outcomes(self, conn: sa.Connection, subjects: list[Subject]) -> dict[str, RegisterEvaluation]:
+        """What is stored of each register's last evaluation: known in memory when the stored one
+        is this process's (its time), else read."""
+        known: dict[str, RegisterEvaluation] = {}
+        unknown: list[str] = []
+        for subject in subjects:
+            if subject.evaluated_at is None:
+                continue  # never evaluated
+            last = self._evaluated.get(subject.register_id)
+            if last is not None and last.outcome is not None and last.evaluated_at == subject.evaluated_at:
+                known[subject.register_id] = last.outcome
+            else:
+                unknown.append(subject.register_id)
+        known.update(stored_outcomes(conn, unknown))
+        return known
 
     def _release(self, register_id: str, rule: RuleId) -> None:
         held = self._pending.get(register_id)
@@ -294,3 +354,11 @@ class AlertEngine:
             log.exception("handing alert notice for %s/%s to the notifier failed", subject.register_id, record.rule)
             return 0
         return 1
+
+
+def _digest(thresholds: Thresholds, key: RuleInputsKey, last: Evaluated | None) -> str:
+    """``inputs_digest``; the last evaluation's when it was of the same thresholds and exact inputs
+    (a sweep's usual case: hashing their text costs more than comparing them)."""
+    if last is None or last.digest is None or last.thresholds is not thresholds or last.key is None:
+        return inputs_digest(thresholds, key)
+    return last.digest if last.key.exact == key.exact else inputs_digest(thresholds, key)

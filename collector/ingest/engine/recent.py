@@ -39,6 +39,7 @@ from collector.ingest.rule_inputs import (
 )
 from collector.ingest.writes import FreshState
 from collector.storage.errors import UnsupportedDialect
+from collector.storage.rows import RegisterEvaluation
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class Evaluated:
     inputs: RuleInput
     state_agent_id: str | None
     digest: str | None = None  # rule_inputs.inputs_digest of ``thresholds`` and ``key``
+    outcome: RegisterEvaluation | None = None  # what is stored for ``evaluated_at``; None: not known here
 
     def same_verdict(
         self, thresholds: Thresholds, key: RuleInputsKey | None, stored_at: datetime | None, stored_key: str | None = None

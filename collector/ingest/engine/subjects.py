@@ -7,14 +7,13 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from pydantic import ValidationError
 
 from collector.alerts import OfdContract, RuleInput, Thresholds
 from collector.ingest.company_thresholds import CompanyThresholds
-from collector.ingest.writes import FreshState
 from collector.storage import repository as repo
 from collector.storage.dialect import member_of
 from collector.storage.rows import RegisterEvaluation
@@ -43,8 +42,30 @@ class Subject:
     evaluated_at: datetime | None = None
     verdict_key: str | None = None  # what the stored verdict was computed on (rule_inputs.verdict_key)
     state_agent_id: str | None = None  # the agent whose message the state row holds
-    # The stored verdict columns (None: never evaluated, or not read: ``load_subjects(with_outcome=False)``).
-    stored: RegisterEvaluation | None = None
+    state_version: tuple[int, int] | None = None  # the state row's (session, seq)
+
+
+class HeldState(Protocol):
+    """A parsed state and the version of the row it is (``FreshState``, ``KnownState``)."""
+
+    @property
+    def agent_id(self) -> str: ...
+    @property
+    def session(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def state(self) -> RegisterState: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KnownState:
+    """A state this process parsed from a stored row (agent, session, seq)."""
+
+    agent_id: str
+    session: int
+    seq: int
+    state: RegisterState
 
 
 def build_inputs(
@@ -75,18 +96,16 @@ def build_inputs(
 
 
 def load_subjects(
-    conn: sa.Connection, ids: list[str], fresh: Mapping[str, FreshState] | None = None, *, with_outcome: bool = False
+    conn: sa.Connection, ids: list[str], fresh: Mapping[str, HeldState] | None = None
 ) -> list[Subject]:
     """The registers' subjects; a state in ``fresh`` replaces the stored JSON while the stored
-    row is still its version (else a later write won since: the row is read in full).
-    ``with_outcome``: also the stored verdict columns (``Subject.stored``), which an evaluation
-    compares its own with so as not to rewrite an unchanged verdict."""
+    row is still its version (else a later write won since: the row is read in full)."""
     fresh = fresh or {}
     handed = [register_id for register_id in ids if register_id in fresh]
     full = [register_id for register_id in ids if register_id not in fresh]
     subjects: list[Subject] = []
     if handed:
-        query = _subject_query(with_state=False, with_outcome=with_outcome)
+        query = _subject_query(with_state=False)
         for row in conn.execute(query.where(member_of(conn, register_state.c.register_id, handed))):
             given = fresh[row.register_id]
             if (row.agent_id, row.session, row.seq) == (given.agent_id, given.session, given.seq):
@@ -94,7 +113,7 @@ def load_subjects(
             else:
                 full.append(row.register_id)
     if full:
-        query = _subject_query(with_state=True, with_outcome=with_outcome)
+        query = _subject_query(with_state=True)
         for row in conn.execute(query.where(member_of(conn, register_state.c.register_id, full))):
             subjects.append(_subject(row, _parse_state(row.register_id, row.state)))
     subjects.sort(key=lambda subject: subject.register_id)
@@ -112,26 +131,49 @@ def link_down_since(conn: sa.Connection, ids: list[str]) -> dict[str, datetime]:
     return {register_id: _as_utc(ts) for register_id, ts in rows if ts is not None}
 
 
-_OUTCOME = (
-    register_state.c.worst_severity,
-    register_state.c.time_to_block_seconds,
-    register_state.c.blocks_at,
-    register_state.c.sell_status,
-    register_state.c.sell_rank,
-    register_state.c.verdict,
-)
+def stored_outcomes(conn: sa.Connection, ids: list[str]) -> dict[str, RegisterEvaluation]:
+    """The stored verdict columns of those of these registers that were evaluated, which an
+    evaluation compares its own with so as not to rewrite an unchanged verdict."""
+    if not ids:
+        return {}
+    rows = conn.execute(
+        sa.select(
+            register_state.c.register_id,
+            register_state.c.worst_severity,
+            register_state.c.time_to_block_seconds,
+            register_state.c.blocks_at,
+            register_state.c.evaluated_at,
+            register_state.c.sell_status,
+            register_state.c.sell_rank,
+            register_state.c.verdict,
+            register_state.c.verdict_key,
+        ).where(
+            member_of(conn, register_state.c.register_id, ids), register_state.c.evaluated_at.is_not(None)
+        )
+    )
+    return {
+        row.register_id: RegisterEvaluation(
+            worst_severity=row.worst_severity,
+            time_to_block_seconds=row.time_to_block_seconds,
+            blocks_at=row.blocks_at,
+            evaluated_at=row.evaluated_at,
+            sell_status=row.sell_status,
+            sell_rank=row.sell_rank,
+            verdict=row.verdict,
+            verdict_key=row.verdict_key,
+        )
+        for row in rows
+    }
 
 
-def _subject_query(*, with_state: bool, with_outcome: bool = False) -> sa.Select[Any]:
+def _subject_query(*, with_state: bool) -> sa.Select[Any]:
     """What a subject needs, joined from the register's tables; without the state document when
     the caller already holds it parsed (its version columns then tell whether it is still current)."""
     document = [register_state.c.state] if with_state else []
-    outcome = _OUTCOME if with_outcome else ()
     return (
         sa.select(
             register_state.c.register_id,
             *document,
-            *outcome,
             register_state.c.agent_id,
             register_state.c.session,
             register_state.c.seq,
@@ -171,23 +213,7 @@ def _subject(row: sa.Row[Any], state: RegisterState | None) -> Subject:
         evaluated_at=row.evaluated_at,
         verdict_key=row.verdict_key,
         state_agent_id=row.agent_id,
-        stored=_stored_outcome(row),
-    )
-
-
-def _stored_outcome(row: sa.Row[Any]) -> RegisterEvaluation | None:
-    """The stored verdict columns, when the query read them and the register was evaluated."""
-    if "verdict" not in row._mapping or row.evaluated_at is None:
-        return None
-    return RegisterEvaluation(
-        worst_severity=row.worst_severity,
-        time_to_block_seconds=row.time_to_block_seconds,
-        blocks_at=row.blocks_at,
-        evaluated_at=row.evaluated_at,
-        sell_status=row.sell_status,
-        sell_rank=row.sell_rank,
-        verdict=row.verdict,
-        verdict_key=row.verdict_key,
+        state_version=(row.session, row.seq),
     )
 
 
