@@ -112,18 +112,23 @@ def same_outcome(stored: RegisterEvaluation | None, new: RegisterEvaluation) -> 
         and stored.sell_status == new.sell_status
         and stored.sell_rank == new.sell_rank
         and _digest(stored.verdict_key) == _digest(new.verdict_key)
-        and (stored.verdict == new.verdict or _shown(stored.verdict) == _shown(new.verdict))
+        and _same_shown(stored.verdict, new.verdict)
     )
 
 
 _UNKNOWN = SellStatus.UNKNOWN.value
+_ABSENT = object()
 
 
-def _shown(verdict: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
-    """The stored verdict (``Verdict`` as JSON) as readers use it."""
-    if verdict is None or verdict.get("status") == _UNKNOWN:
-        return verdict
-    return {name: value for name, value in verdict.items() if name != "last_data_at"}
+def _same_shown(stored: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """Whether two stored verdicts (``Verdict`` as JSON) read the same: equal, or equal but for
+    the last data time of a verdict that is not unknown. Compared in place: a sweep asks this of
+    every register, most of them with only that time moved."""
+    if stored is None or new is None:
+        return stored is new
+    if stored.get("status") == _UNKNOWN or len(stored) != len(new):
+        return stored == new
+    return all(name == "last_data_at" or stored.get(name, _ABSENT) == value for name, value in new.items())
 
 
 def _digest(key: str | None) -> str | None:
