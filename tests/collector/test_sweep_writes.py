@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from collector.ingest.batcher import IngestWriter
+from collector.ingest.bulk import SUPERSEDED_SESSION
 from collector.ingest.engine import AlertEngine
 from collector.ingest.engine.write_back import same_outcome
 from collector.storage.rows import RegisterEvaluation
@@ -240,6 +241,33 @@ def test_a_sweep_reads_the_state_and_verdict_documents_only_of_rows_that_moved(e
     with documents_read(engine) as reads:
         assert other.evaluate(["kkt-1"], now=T0 + timedelta(minutes=3)).written == 0
     assert any("register_state.verdict," in text for text in reads)
+
+
+def store_as_superseded(engine: sa.Engine, register_id: str, state: object) -> None:
+    """The row as ``bulk.supersede_sessions`` leaves it: (session 0, seq 0), whatever its document."""
+    with engine.begin() as conn:
+        conn.execute(
+            sa.update(register_state)
+            .where(register_state.c.register_id == register_id)
+            .values(session=SUPERSEDED_SESSION, seq=0, state=state.model_dump(mode="json"))  # type: ignore[attr-defined]
+        )
+
+
+def test_a_superseded_row_is_read_again_at_every_sweep(engine: sa.Engine) -> None:
+    """Superseded rows of one agent all share one version, so it names no one document."""
+    fleet(engine)
+    alerts = AlertEngine(engine)
+    store_as_superseded(engine, "kkt-1", kit.register_state(unsent=5, oldest_unsent_age=timedelta(days=3)))
+    alerts.evaluate(["kkt-1"], now=T0)
+    store_as_superseded(engine, "kkt-1", kit.register_state())
+
+    alerts.evaluate(["kkt-1"], now=T0 + timedelta(minutes=1))
+
+    with engine.connect() as conn:
+        status = conn.execute(
+            sa.select(register_state.c.sell_status).where(register_state.c.register_id == "kkt-1")
+        ).scalar_one()
+    assert status == "no_threat"
 
 
 def verdict_row(key: str | None, **changes: Any) -> RegisterEvaluation:
