@@ -15,19 +15,23 @@ from collector.alerts import (
     AlertChange,
     AlertRecord,
     AlertStatus,
+    Condition,
     RuleId,
     RuleInput,
+    SellStatus,
     Severity,
     Thresholds,
+    Verdict,
     apply_conditions,
     evaluate_all,
     fix_text,
     sell_verdict,
 )
+from collector.alerts.quiet import quiet_until
 from collector.ingest import bulk
 from collector.ingest.bulk import SUPERSEDED_SESSION
 from collector.ingest.company_thresholds import CompanyThresholds
-from collector.ingest.engine.recent import Evaluated, unchanged_in_memory
+from collector.ingest.engine.recent import Evaluated, StoredInputs, stored_inputs, unchanged_in_memory
 from collector.ingest.engine.subjects import (
     HeldState,
     KnownState,
@@ -44,6 +48,7 @@ from collector.ingest.engine.write_back import (
     same_outcome,
 )
 from collector.ingest.rule_inputs import (
+    DRIFT,
     RuleInputsKey,
     inputs_digest,
     rule_inputs_key,
@@ -64,6 +69,11 @@ log = logging.getLogger(__name__)
 
 
 CHUNK = 200  # registers per evaluation transaction (short, so the ingest writer is not held up on SQLite)
+# A quiet period ends this much early: inputs the in-memory checks take as unchanged may differ from
+# the evaluated ones by up to DRIFT in each time, against the evaluated or the last sweep's inputs.
+QUIET_MARGIN = 2 * DRIFT
+
+Version = tuple[str, int, int]  # a register_state row's (agent_id, session, seq)
 
 Notify = Callable[[AlertNotice], None]
 
@@ -102,6 +112,10 @@ class AlertEngine:
         # validates) the state document only of the rows that moved since. Each is used only while
         # the row is still its version. (Not the writer's fresh states: a sweep reads what is stored.)
         self._states: dict[str, KnownState] = {}
+        # register → until when its outcome can change only with its inputs (``alerts.quiet``,
+        # less ``QUIET_MARGIN``), and the state version whose inputs that was told for (or that
+        # the in-memory checks found the same since). Only for registers ``_evaluated`` holds.
+        self._quiet: dict[str, tuple[datetime, Version]] = {}
 
     def registers_of_agents(self, agent_ids: Collection[str]) -> list[str]:
         if not agent_ids:
@@ -121,6 +135,7 @@ class AlertEngine:
         *,
         skip_unchanged: bool = False,
         states: Mapping[str, FreshState] | None = None,
+        skip_quiet: bool = False,
     ) -> EvaluationReport:
         """Evaluate the registers; ``skip_unchanged`` (ingest triggers) passes over a register whose
         rule inputs equal those of its last evaluation and that has no pending alert (see
@@ -129,18 +144,32 @@ class AlertEngine:
         row keeps the stored evaluation time (``time_to_block_seconds`` stays that time's).
 
         ``states``: parsed states the ingest writer just stored; each is used only while the stored
-        row is still that version, so the state JSON is neither read back nor parsed again."""
+        row is still that version, so the state JSON is neither read back nor parsed again.
+
+        ``skip_quiet`` (sweeps): passes over a register still in its quiet period (``alerts.quiet``)
+        whose stored row, agent and verdict are as this process last knew them. What that does not
+        see (an OFD contract or thresholds edited on the web) waits for a sweep without it."""
         ids = sorted(set(register_ids))
         at = now or self.clock()
         fresh = states or {}
         if skip_unchanged:
             ids = self._needing_evaluation(ids, at, fresh)
+        if skip_quiet:
+            ids = self._not_quiet(ids, at)
         totals = [0, 0, 0, 0]
         for start in range(0, len(ids), CHUNK):
             keys: dict[str, Evaluated] = {}
+            quiet: dict[str, tuple[datetime, Version] | None] = {}
             with begin_write(self._engine) as conn:
-                counted = self._evaluate_chunk(conn, ids[start : start + CHUNK], at, keys, skip_unchanged, fresh)
+                counted = self._evaluate_chunk(
+                    conn, ids[start : start + CHUNK], at, keys, skip_unchanged, fresh, quiet
+                )
             self._evaluated.update(keys)  # only once committed: a rolled-back verdict must be redone
+            for register_id, period in quiet.items():
+                if period is None:
+                    self._quiet.pop(register_id, None)
+                else:
+                    self._quiet[register_id] = period
             totals = [a + b for a, b in zip(totals, counted, strict=True)]
         return EvaluationReport(*totals)
 
@@ -158,6 +187,38 @@ class AlertEngine:
         """Their agent's status or clock changed: the next evaluation must read them in full."""
         for register_id in register_ids:
             self._evaluated.pop(register_id, None)
+            self._quiet.pop(register_id, None)
+
+    def _not_quiet(self, ids: list[str], now: datetime) -> list[str]:
+        """``ids`` less the registers still quiet at ``now`` whose stored row (its state version,
+        verdict time and link flag) and agent (online flag, clock offset) are those this process
+        knows the stored outcome holds for. A later last-seen time only ends a quiet period later."""
+        candidates = [
+            register_id
+            for register_id in ids
+            if register_id in self._quiet and now < self._quiet[register_id][0] and register_id not in self._pending
+        ]
+        if not candidates:
+            return ids
+        quiet: set[str] = set()
+        with self._engine.connect() as conn:
+            for start in range(0, len(candidates), CHUNK):
+                for row in stored_inputs(conn, candidates[start : start + CHUNK]):
+                    if self._still_quiet(row):
+                        quiet.add(row.register_id)
+        return [register_id for register_id in ids if register_id not in quiet]
+
+    def _still_quiet(self, row: StoredInputs) -> bool:
+        last = self._evaluated.get(row.register_id)
+        period = self._quiet.get(row.register_id)
+        if last is None or period is None or row.version != period[1] or row.evaluated_at != last.evaluated_at:
+            return False
+        inputs = last.inputs
+        return (
+            row.link_up == inputs.link_up
+            and row.agent_online == inputs.agent_online
+            and row.agent_clock_offset == inputs.agent_clock_offset
+        )
 
     def _needing_evaluation(self, ids: list[str], now: datetime, fresh: Mapping[str, FreshState]) -> list[str]:
         """The registers whose rule inputs changed, found on a read-only connection: an unchanged
@@ -174,7 +235,11 @@ class AlertEngine:
             skipped: set[str] = set()
             for start in range(0, len(ids), CHUNK):
                 chunk = {register_id: known[register_id] for register_id in ids[start : start + CHUNK] if register_id in known}
-                skipped |= unchanged_in_memory(conn, chunk, fresh, now)
+                unchanged = unchanged_in_memory(conn, chunk, fresh, now)
+                for register_id in unchanged:
+                    held = fresh[register_id]
+                    self._still_known(register_id, (held.agent_id, held.session, held.seq))
+                skipped |= unchanged
             rest = [register_id for register_id in ids if register_id not in skipped]
             for start in range(0, len(rest), CHUNK):
                 subjects = load_subjects(conn, rest[start : start + CHUNK], fresh)
@@ -183,6 +248,13 @@ class AlertEngine:
                         needed.append(subject.register_id)
         return needed
 
+    def _still_known(self, register_id: str, version: Version) -> None:
+        """The inputs of this state version were found to give the stored outcome, as the last
+        evaluation's did (within ``DRIFT``): its quiet period stands for this version too."""
+        period = self._quiet.get(register_id)
+        if period is not None:
+            self._quiet[register_id] = (period[0], version)
+
     def _unchanged(self, subject: Subject, inp: RuleInput, thresholds: Thresholds) -> bool:
         # The stored verdict must also be ours (the evaluated_at we wrote), or computed on these
         # same inputs (its verdict_key): under a shared subscription another collector may have
@@ -190,6 +262,10 @@ class AlertEngine:
         key = rule_inputs_key(inp)
         last = self._evaluated.get(subject.register_id)
         if last is not None and last.same_verdict(thresholds, key, subject.evaluated_at, subject.verdict_key):
+            if subject.state_agent_id is not None and subject.state_version is not None:
+                self._still_known(subject.register_id, (subject.state_agent_id, *subject.state_version))
+            else:
+                self._quiet.pop(subject.register_id, None)
             return True
         if key is None or subject.evaluated_at is None:
             return False
@@ -198,6 +274,7 @@ class AlertEngine:
             return False
         # Adopted as if this process had evaluated it (the stored evaluated_at is the verdict's), so
         # the register's next messages here take the in-memory path, not this join again.
+        self._quiet.pop(subject.register_id, None)  # told of our last evaluation's inputs, not these
         self._evaluated[subject.register_id] = Evaluated(
             thresholds, key, subject.evaluated_at, inp, subject.state_agent_id, digest
         )
@@ -213,6 +290,7 @@ class AlertEngine:
         keys: dict[str, Evaluated],
         skip_unchanged: bool,
         fresh: Mapping[str, FreshState],
+        quiet: dict[str, tuple[datetime, Version] | None],
     ) -> tuple[int, int, int, int]:
         held = self._states
         given: dict[str, HeldState] = {
@@ -272,7 +350,9 @@ class AlertEngine:
                 changes += len(rule_changes)
                 notices += self._send_notices(subject, record, rule_changes)
             stored_key = None if inputs_key is None or digest is None else verdict_key(digest, inputs_key)
-            evaluation = register_evaluation(sell_verdict(inp, thresholds, conditions), worst, now, stored_key)
+            verdict = sell_verdict(inp, thresholds, conditions)
+            evaluation = register_evaluation(verdict, worst, now, stored_key)
+            quiet[subject.register_id] = self._quiet_period(subject, inp, thresholds, conditions, verdict, results)
             stored_outcome = outcomes.get(subject.register_id)
             if stored_outcome is None or not same_outcome(stored_outcome, evaluation):
                 verdicts[subject.register_id] = evaluation
@@ -294,6 +374,29 @@ class AlertEngine:
         register_summary.refresh_registers(conn, verdicts.keys() | alerts_written)
         self._metrics.evaluations.inc(evaluated)
         return evaluated, changes, notices, len(verdicts)
+
+    def _quiet_period(
+        self,
+        subject: Subject,
+        inp: RuleInput,
+        thresholds: Thresholds,
+        conditions: list[Condition],
+        verdict: Verdict,
+        results: Mapping[RuleId, tuple[AlertRecord | None, list[AlertChange]]],
+    ) -> tuple[datetime, Version] | None:
+        """Until when this evaluation's outcome stands while its inputs do: only for a register
+        with nothing found, nothing pending and no threat (any finding's details move with time)."""
+        if conditions or verdict.status is not SellStatus.NO_THREAT or subject.register_id in self._pending:
+            return None
+        if subject.state_agent_id is None or subject.state_version is None:
+            return None
+        for record, _ in results.values():
+            if record is not None and (record.status is not AlertStatus.CLEARED or record.pending_since is not None):
+                return None
+        until = quiet_until(inp, thresholds)
+        if until is None:
+            return None
+        return until - QUIET_MARGIN, (subject.state_agent_id, *subject.state_version)
 
     def _hold_states(self, subjects: list[Subject], given: Mapping[str, HeldState]) -> None:
         """Keep the states just parsed from stored rows for the next evaluation of their registers

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -130,3 +130,48 @@ def unchanged_in_memory(
                 continue
         unchanged.add(register_id)
     return unchanged
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInputs:
+    """What may have moved under a register the sweep would pass over (``AlertEngine._not_quiet``)."""
+
+    register_id: str
+    version: tuple[str, int, int]  # the state row's (agent_id, session, seq)
+    evaluated_at: datetime | None
+    link_up: bool | None
+    agent_online: bool | None
+    agent_clock_offset: timedelta | None
+
+
+_INPUTS = (
+    "SELECT s.register_id, s.agent_id, s.session, s.seq, s.evaluated_at, s.link_up, a.online, a.clock_offset"
+    " FROM register_state s JOIN registers r ON r.register_id = s.register_id"
+    " LEFT JOIN agents a ON a.agent_id = r.agent_id WHERE s.register_id IN "
+)
+_INPUTS_SQL = {
+    "sqlite": _INPUTS + "(SELECT value FROM json_each(?))",
+    "postgresql": _INPUTS + "(SELECT json_array_elements_text(%s::json))",
+}
+
+
+def stored_inputs(conn: sa.Connection, register_ids: list[str]) -> Iterator[StoredInputs]:
+    """These registers' state versions, verdict times, link flags and agents' status and clock
+    offsets, as stored (fixed driver SQL, as ``_stored``: read for every register of a sweep)."""
+    sql = _INPUTS_SQL.get(conn.dialect.name)
+    if sql is None:
+        raise UnsupportedDialect(f"no register_state read for database dialect {conn.dialect.name!r}")
+    sqlite = conn.dialect.name == "sqlite"
+    for register_id, agent_id, session, seq, evaluated_at, link_up, online, offset in conn.exec_driver_sql(
+        sql, (json.dumps(register_ids),)
+    ):
+        if sqlite and evaluated_at is not None:
+            evaluated_at = datetime.fromisoformat(evaluated_at).replace(tzinfo=UTC)
+        yield StoredInputs(
+            register_id,
+            (agent_id, session, seq),
+            evaluated_at,
+            None if link_up is None else bool(link_up),
+            None if online is None else bool(online),
+            None if offset is None else timedelta(seconds=offset),
+        )
