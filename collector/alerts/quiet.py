@@ -16,7 +16,6 @@ offset, so such inputs get no quiet period at all.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from collector.alerts.rules import RuleInput
@@ -31,6 +30,7 @@ from collector.alerts.rules.clocks import (
 from collector.alerts.thresholds import Thresholds
 
 _NEVER = datetime.max.replace(tzinfo=UTC)
+_ZERO = timedelta(0)
 
 
 def quiet_until(inp: RuleInput, thr: Thresholds) -> datetime | None:
@@ -50,35 +50,39 @@ def quiet_until(inp: RuleInput, thr: Thresholds) -> datetime | None:
         moments.append(aware_utc(last) + thr.agent_offline_warning)  # the verdict: no fresh data
     if inp.agent_online is not False and inp.link_up is False and inp.link_down_since is not None:
         moments.append(aware_utc(inp.link_down_since) + thr.register_unreachable_major)
-    for aged, limits in (
-        (oldest_unsent_age(inp), _limits(thr, "ofd_backlog", "blocked", "critical", "major", "warning")),
-        (shift_age(inp), _limits(thr, "shift", "blocked", "critical", "warning")),
+    backlog = min(
+        thr.ofd_backlog_warning, thr.ofd_backlog_major, thr.ofd_backlog_critical, thr.ofd_backlog_blocked
+    )
+    for aged, first in (
+        (oldest_unsent_age(inp), backlog),
+        (shift_age(inp), min(thr.shift_warning, thr.shift_critical, thr.shift_blocked)),
     ):
         if aged is not None:
             age, clock = aged
             if not _steady(clock):
                 return None
-            moments.append(now + (min(limits) - age))
+            moments.append(now + (first - age))
     timed = fn_time_left(inp)
     if timed is not None:
         left, clock = timed
         if not _steady(clock):
             return None
-        limits = _limits(thr, "fn_validity", "critical", "major", "warning", "info")
-        moments.append(now + (left - max(timedelta(0), *limits)))
+        first = max(
+            _ZERO,
+            thr.fn_validity_critical,
+            thr.fn_validity_major,
+            thr.fn_validity_warning,
+            thr.fn_validity_info,
+        )
+        moments.append(now + (left - first))
     if inp.contract is not None and inp.contract.activated:
         paid_left = contract_time_left(inp)  # on an aware clock: real time
         if paid_left is not None:
-            limits = _limits(thr, "ofd_paid", "major", "warning")
             # ofd_contract, and the verdict's OFD note (over at 0)
-            moments.append(now + (paid_left - max(timedelta(0), *limits)))
+            moments.append(now + (paid_left - max(_ZERO, thr.ofd_paid_major, thr.ofd_paid_warning)))
     return min(moments, default=_NEVER)
 
 
 def _steady(clock: RegisterClock) -> bool:
     """Whether ages on this clock grow at most as fast as real time."""
     return clock.source == "register"
-
-
-def _limits(thr: Thresholds, prefix: str, *names: str) -> Iterable[timedelta]:
-    return [getattr(thr, f"{prefix}_{name}") for name in names]
