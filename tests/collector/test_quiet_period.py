@@ -216,6 +216,17 @@ def test_a_sweep_evaluates_a_quiet_register_whose_inputs_moved(engine: sa.Engine
     assert alerts.evaluate(["kkt-2"], now=later, skip_quiet=True).registers == 1
     assert alerts.evaluate(["kkt-2"], now=later, skip_quiet=True).registers == 0
 
+    # The agent's last-seen time known at last (a later one only ends a quiet period later).
+    with engine.begin() as conn:
+        conn.execute(sa.update(agents).where(agents.c.agent_id == "agent-a").values(last_seen=None))
+    assert alerts.evaluate(["kkt-2"], now=later, skip_quiet=True).registers == 1
+    with engine.begin() as conn:
+        conn.execute(sa.update(agents).where(agents.c.agent_id == "agent-a").values(last_seen=T0))
+    assert alerts.evaluate(["kkt-2"], now=later, skip_quiet=True).registers == 1
+    with engine.begin() as conn:
+        conn.execute(sa.update(agents).where(agents.c.agent_id == "agent-a").values(last_seen=later))
+    assert alerts.evaluate(["kkt-2"], now=later, skip_quiet=True).registers == 0
+
     # A verdict another collector wrote.
     with engine.begin() as conn:
         conn.execute(

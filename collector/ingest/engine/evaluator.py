@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -75,6 +75,30 @@ QUIET_MARGIN = 2 * DRIFT
 
 Version = tuple[str, int, int]  # a register_state row's (agent_id, session, seq)
 
+
+@dataclass(frozen=True, slots=True)
+class QuietPeriod:
+    """Until when a register's outcome stands, and the stored inputs it was told for: while they
+    are still stored, sweeps may pass over the register (``AlertEngine._not_quiet``)."""
+
+    until: datetime  # ``alerts.quiet_until`` less ``QUIET_MARGIN``
+    version: Version
+    evaluated_at: datetime  # the stored verdict's time
+    link_up: bool | None
+    agent_online: bool | None
+    agent_clock_offset: timedelta | None
+    agent_seen: bool
+
+    def holds_for(self, row: StoredInputs) -> bool:
+        return (
+            row.version == self.version
+            and row.evaluated_at == self.evaluated_at
+            and row.link_up == self.link_up
+            and row.agent_online == self.agent_online
+            and row.agent_clock_offset == self.agent_clock_offset
+            and row.agent_seen == self.agent_seen
+        )
+
 Notify = Callable[[AlertNotice], None]
 
 
@@ -115,7 +139,7 @@ class AlertEngine:
         # register → until when its outcome can change only with its inputs (``alerts.quiet``,
         # less ``QUIET_MARGIN``), and the state version whose inputs that was told for (or that
         # the in-memory checks found the same since). Only for registers ``_evaluated`` holds.
-        self._quiet: dict[str, tuple[datetime, Version]] = {}
+        self._quiet: dict[str, QuietPeriod] = {}
 
     def registers_of_agents(self, agent_ids: Collection[str]) -> list[str]:
         if not agent_ids:
@@ -159,7 +183,7 @@ class AlertEngine:
         totals = [0, 0, 0, 0]
         for start in range(0, len(ids), CHUNK):
             keys: dict[str, Evaluated] = {}
-            quiet: dict[str, tuple[datetime, Version] | None] = {}
+            quiet: dict[str, QuietPeriod | None] = {}
             with begin_write(self._engine) as conn:
                 counted = self._evaluate_chunk(
                     conn, ids[start : start + CHUNK], at, keys, skip_unchanged, fresh, quiet
@@ -191,12 +215,13 @@ class AlertEngine:
 
     def _not_quiet(self, ids: list[str], now: datetime) -> list[str]:
         """``ids`` less the registers still quiet at ``now`` whose stored row (its state version,
-        verdict time and link flag) and agent (online flag, clock offset) are those this process
-        knows the stored outcome holds for. A later last-seen time only ends a quiet period later."""
+        verdict time and link flag) and agent (online flag, clock offset, whether it was seen) are
+        those this process knows the stored outcome holds for. A later last-seen time only ends a
+        quiet period later."""
         candidates = [
             register_id
             for register_id in ids
-            if register_id in self._quiet and now < self._quiet[register_id][0] and register_id not in self._pending
+            if register_id in self._quiet and now < self._quiet[register_id].until and register_id not in self._pending
         ]
         if not candidates:
             return ids
@@ -204,21 +229,9 @@ class AlertEngine:
         with self._engine.connect() as conn:
             for start in range(0, len(candidates), CHUNK):
                 for row in stored_inputs(conn, candidates[start : start + CHUNK]):
-                    if self._still_quiet(row):
+                    if self._quiet[row.register_id].holds_for(row):
                         quiet.add(row.register_id)
         return [register_id for register_id in ids if register_id not in quiet]
-
-    def _still_quiet(self, row: StoredInputs) -> bool:
-        last = self._evaluated.get(row.register_id)
-        period = self._quiet.get(row.register_id)
-        if last is None or period is None or row.version != period[1] or row.evaluated_at != last.evaluated_at:
-            return False
-        inputs = last.inputs
-        return (
-            row.link_up == inputs.link_up
-            and row.agent_online == inputs.agent_online
-            and row.agent_clock_offset == inputs.agent_clock_offset
-        )
 
     def _needing_evaluation(self, ids: list[str], now: datetime, fresh: Mapping[str, FreshState]) -> list[str]:
         """The registers whose rule inputs changed, found on a read-only connection: an unchanged
@@ -253,7 +266,7 @@ class AlertEngine:
         evaluation's did (within ``DRIFT``): its quiet period stands for this version too."""
         period = self._quiet.get(register_id)
         if period is not None:
-            self._quiet[register_id] = (period[0], version)
+            self._quiet[register_id] = replace(period, version=version)
 
     def _unchanged(self, subject: Subject, inp: RuleInput, thresholds: Thresholds) -> bool:
         # The stored verdict must also be ours (the evaluated_at we wrote), or computed on these
@@ -290,7 +303,7 @@ class AlertEngine:
         keys: dict[str, Evaluated],
         skip_unchanged: bool,
         fresh: Mapping[str, FreshState],
-        quiet: dict[str, tuple[datetime, Version] | None],
+        quiet: dict[str, QuietPeriod | None],
     ) -> tuple[int, int, int, int]:
         held = self._states
         given: dict[str, HeldState] = {
@@ -352,9 +365,13 @@ class AlertEngine:
             stored_key = None if inputs_key is None or digest is None else verdict_key(digest, inputs_key)
             verdict = sell_verdict(inp, thresholds, conditions)
             evaluation = register_evaluation(verdict, worst, now, stored_key)
-            quiet[subject.register_id] = self._quiet_period(subject, inp, thresholds, conditions, verdict, results)
             stored_outcome = outcomes.get(subject.register_id)
-            if stored_outcome is None or not same_outcome(stored_outcome, evaluation):
+            written = stored_outcome is None or not same_outcome(stored_outcome, evaluation)
+            stored_at = now if written or stored_outcome is None else stored_outcome.evaluated_at
+            quiet[subject.register_id] = self._quiet_period(
+                subject, inp, thresholds, conditions, verdict, results, stored_at
+            )
+            if written or stored_outcome is None:
                 verdicts[subject.register_id] = evaluation
                 keys[subject.register_id] = Evaluated(  # a None key never matches
                     thresholds, inputs_key, now, inp, subject.state_agent_id, digest, evaluation
@@ -383,7 +400,8 @@ class AlertEngine:
         conditions: list[Condition],
         verdict: Verdict,
         results: Mapping[RuleId, tuple[AlertRecord | None, list[AlertChange]]],
-    ) -> tuple[datetime, Version] | None:
+        stored_at: datetime,
+    ) -> QuietPeriod | None:
         """Until when this evaluation's outcome stands while its inputs do: only for a register
         with nothing found, nothing pending and no threat (any finding's details move with time)."""
         if conditions or verdict.status is not SellStatus.NO_THREAT or subject.register_id in self._pending:
@@ -396,7 +414,15 @@ class AlertEngine:
         until = quiet_until(inp, thresholds)
         if until is None:
             return None
-        return until - QUIET_MARGIN, (subject.state_agent_id, *subject.state_version)
+        return QuietPeriod(
+            until - QUIET_MARGIN,
+            (subject.state_agent_id, *subject.state_version),
+            stored_at,
+            inp.link_up,
+            inp.agent_online,
+            inp.agent_clock_offset,
+            inp.agent_last_seen is not None,
+        )
 
     def _hold_states(self, subjects: list[Subject], given: Mapping[str, HeldState]) -> None:
         """Keep the states just parsed from stored rows for the next evaluation of their registers

@@ -142,10 +142,12 @@ class StoredInputs:
     link_up: bool | None
     agent_online: bool | None
     agent_clock_offset: timedelta | None
+    agent_seen: bool  # whether the agent's last-seen time is known (a later one only ends quiet later)
 
 
 _INPUTS = (
-    "SELECT s.register_id, s.agent_id, s.session, s.seq, s.evaluated_at, s.link_up, a.online, a.clock_offset"
+    "SELECT s.register_id, s.agent_id, s.session, s.seq, s.evaluated_at, s.link_up, a.online, a.clock_offset,"
+    " a.last_seen IS NOT NULL"
     " FROM register_state s JOIN registers r ON r.register_id = s.register_id"
     " LEFT JOIN agents a ON a.agent_id = r.agent_id WHERE s.register_id IN "
 )
@@ -162,9 +164,8 @@ def stored_inputs(conn: sa.Connection, register_ids: list[str]) -> Iterator[Stor
     if sql is None:
         raise UnsupportedDialect(f"no register_state read for database dialect {conn.dialect.name!r}")
     sqlite = conn.dialect.name == "sqlite"
-    for register_id, agent_id, session, seq, evaluated_at, link_up, online, offset in conn.exec_driver_sql(
-        sql, (json.dumps(register_ids),)
-    ):
+    rows = conn.exec_driver_sql(sql, (json.dumps(register_ids),))
+    for register_id, agent_id, session, seq, evaluated_at, link_up, online, offset, seen in rows:
         if sqlite and evaluated_at is not None:
             evaluated_at = datetime.fromisoformat(evaluated_at).replace(tzinfo=UTC)
         yield StoredInputs(
@@ -174,4 +175,5 @@ def stored_inputs(conn: sa.Connection, register_ids: list[str]) -> Iterator[Stor
             None if link_up is None else bool(link_up),
             None if online is None else bool(online),
             None if offset is None else timedelta(seconds=offset),
+            bool(seen),
         )
