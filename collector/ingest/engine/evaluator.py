@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
@@ -82,22 +82,23 @@ class QuietPeriod:
     are still stored, sweeps may pass over the register (``AlertEngine._not_quiet``)."""
 
     until: datetime  # ``alerts.quiet_until`` less ``QUIET_MARGIN``
-    version: Version
     evaluated_at: datetime  # the stored verdict's time
     link_up: bool | None
     agent_online: bool | None
     agent_clock_offset: timedelta | None
     agent_seen: bool
 
-    def holds_for(self, row: StoredInputs) -> bool:
+    def holds_for(self, row: StoredInputs, version: Version) -> bool:
+        """Whether ``row`` is what it was told for, its state version being ``version``."""
         return (
-            row.version == self.version
+            row.version == version
             and row.evaluated_at == self.evaluated_at
             and row.link_up == self.link_up
             and row.agent_online == self.agent_online
             and row.agent_clock_offset == self.agent_clock_offset
             and row.agent_seen == self.agent_seen
         )
+
 
 Notify = Callable[[AlertNotice], None]
 
@@ -138,8 +139,8 @@ class AlertEngine:
         self._states: dict[str, KnownState] = {}
         # register → until when its outcome can change only with its inputs (``alerts.quiet``,
         # less ``QUIET_MARGIN``), and the state version whose inputs that was told for (or that
-        # the in-memory checks found the same since). Only for registers ``_evaluated`` holds.
-        self._quiet: dict[str, QuietPeriod] = {}
+        # the in-memory checks found the same since).
+        self._quiet: dict[str, tuple[QuietPeriod, Version]] = {}
 
     def registers_of_agents(self, agent_ids: Collection[str]) -> list[str]:
         if not agent_ids:
@@ -183,7 +184,7 @@ class AlertEngine:
         totals = [0, 0, 0, 0]
         for start in range(0, len(ids), CHUNK):
             keys: dict[str, Evaluated] = {}
-            quiet: dict[str, QuietPeriod | None] = {}
+            quiet: dict[str, tuple[QuietPeriod, Version] | None] = {}
             with begin_write(self._engine) as conn:
                 counted = self._evaluate_chunk(
                     conn, ids[start : start + CHUNK], at, keys, skip_unchanged, fresh, quiet
@@ -218,18 +219,19 @@ class AlertEngine:
         verdict time and link flag) and agent (online flag, clock offset, whether it was seen) are
         those this process knows the stored outcome holds for. A later last-seen time only ends a
         quiet period later."""
-        candidates = [
-            register_id
-            for register_id in ids
-            if register_id in self._quiet and now < self._quiet[register_id].until and register_id not in self._pending
-        ]
+        candidates: list[str] = []
+        for register_id in ids:
+            held = self._quiet.get(register_id)
+            if held is not None and now < held[0].until and register_id not in self._pending:
+                candidates.append(register_id)
         if not candidates:
             return ids
         quiet: set[str] = set()
         with self._engine.connect() as conn:
             for start in range(0, len(candidates), CHUNK):
                 for row in stored_inputs(conn, candidates[start : start + CHUNK]):
-                    if self._quiet[row.register_id].holds_for(row):
+                    period, version = self._quiet[row.register_id]
+                    if period.holds_for(row, version):
                         quiet.add(row.register_id)
         return [register_id for register_id in ids if register_id not in quiet]
 
@@ -266,7 +268,7 @@ class AlertEngine:
         evaluation's did (within ``DRIFT``): its quiet period stands for this version too."""
         period = self._quiet.get(register_id)
         if period is not None:
-            self._quiet[register_id] = replace(period, version=version)
+            self._quiet[register_id] = (period[0], version)  # a new tuple: cheaper than a new record
 
     def _unchanged(self, subject: Subject, inp: RuleInput, thresholds: Thresholds) -> bool:
         # The stored verdict must also be ours (the evaluated_at we wrote), or computed on these
@@ -303,7 +305,7 @@ class AlertEngine:
         keys: dict[str, Evaluated],
         skip_unchanged: bool,
         fresh: Mapping[str, FreshState],
-        quiet: dict[str, QuietPeriod | None],
+        quiet: dict[str, tuple[QuietPeriod, Version] | None],
     ) -> tuple[int, int, int, int]:
         held = self._states
         given: dict[str, HeldState] = {
@@ -382,9 +384,9 @@ class AlertEngine:
             # if it is the stored one, stays too: its key (inputs aged as at a message) matches the
             # next message, where this one's (aged by the sweep's time) would not.
             if last is None or last.evaluated_at != stored_outcome.evaluated_at:
+                stored_at = stored_outcome.evaluated_at
                 keys[subject.register_id] = Evaluated(
-                    thresholds, inputs_key, stored_outcome.evaluated_at, inp, subject.state_agent_id, digest,
-                    stored_outcome,
+                    thresholds, inputs_key, stored_at, inp, subject.state_agent_id, digest, stored_outcome
                 )
         bulk.set_evaluations(conn, verdicts)
         # Verdict, severity and alerts: the list's keys; an unchanged register's row is as it was.
@@ -401,7 +403,7 @@ class AlertEngine:
         verdict: Verdict,
         results: Mapping[RuleId, tuple[AlertRecord | None, list[AlertChange]]],
         stored_at: datetime,
-    ) -> QuietPeriod | None:
+    ) -> tuple[QuietPeriod, Version] | None:
         """Until when this evaluation's outcome stands while its inputs do: only for a register
         with nothing found, nothing pending and no threat (any finding's details move with time)."""
         if conditions or verdict.status is not SellStatus.NO_THREAT or subject.register_id in self._pending:
@@ -409,20 +411,22 @@ class AlertEngine:
         if subject.state_agent_id is None or subject.state_version is None:
             return None
         for record, _ in results.values():
-            if record is not None and (record.status is not AlertStatus.CLEARED or record.pending_since is not None):
+            if record is not None and record.status is not AlertStatus.CLEARED:
+                return None
+            if record is not None and record.pending_since is not None:
                 return None
         until = quiet_until(inp, thresholds)
         if until is None:
             return None
-        return QuietPeriod(
+        period = QuietPeriod(
             until - QUIET_MARGIN,
-            (subject.state_agent_id, *subject.state_version),
             stored_at,
             inp.link_up,
             inp.agent_online,
             inp.agent_clock_offset,
             inp.agent_last_seen is not None,
         )
+        return period, (subject.state_agent_id, *subject.state_version)
 
     def _hold_states(self, subjects: list[Subject], given: Mapping[str, HeldState]) -> None:
         """Keep the states just parsed from stored rows for the next evaluation of their registers
