@@ -314,7 +314,6 @@ class AlertEngine:
             if register_id in fresh or register_id in held
         }
         subjects = load_subjects(conn, ids, given)
-        self._hold_states(subjects, given)
         outcomes = self._stored_outcomes(conn, subjects)
         stored: dict[str, dict[RuleId, AlertRecord]] = {}
         alert_ids: dict[tuple[str, RuleId], int] = {}
@@ -388,6 +387,7 @@ class AlertEngine:
                 keys[subject.register_id] = Evaluated(
                     thresholds, inputs_key, stored_at, inp, subject.state_agent_id, digest, stored_outcome
                 )
+        self._hold_states(subjects, given, keys)
         bulk.set_evaluations(conn, verdicts)
         # Verdict, severity and alerts: the list's keys; an unchanged register's row is as it was.
         register_summary.refresh_registers(conn, verdicts.keys() | alerts_written)
@@ -428,21 +428,30 @@ class AlertEngine:
         )
         return period, (subject.state_agent_id, *subject.state_version)
 
-    def _hold_states(self, subjects: list[Subject], given: Mapping[str, HeldState]) -> None:
-        """Keep the states just parsed from stored rows for the next evaluation of their registers
-        (and drop those that a fresh state or a newer row replaced)."""
+    def _hold_states(
+        self, subjects: list[Subject], given: Mapping[str, HeldState], keys: Mapping[str, Evaluated]
+    ) -> None:
+        """Keep the states parsed from stored rows for the next evaluation of their registers, as
+        far as the in-memory evaluations keep them anyway (a state is ~6 KB: no second copy per
+        register); drop the others, those the writer handed over among them."""
         held = self._states
         for subject in subjects:
-            state, version, agent_id = subject.state, subject.state_version, subject.state_agent_id
-            known = given.get(subject.register_id)
-            if known is not None and known.state is state:
-                if known is not held.get(subject.register_id):
-                    held.pop(subject.register_id, None)  # the writer's: the held one is older
-                continue
-            if state is None or version is None or agent_id is None or version[0] == SUPERSEDED_SESSION:
-                held.pop(subject.register_id, None)  # superseded rows are no version of their own
-                continue
-            held[subject.register_id] = KnownState(agent_id, version[0], version[1], state)
+            register_id, state, version = subject.register_id, subject.state, subject.state_version
+            kept = keys.get(register_id) or self._evaluated.get(register_id)
+            known = given.get(register_id)
+            handed = known is not None and known.state is state and known is not held.get(register_id)
+            if (
+                kept is None
+                or state is None
+                or kept.inputs.state is not state
+                or version is None
+                or subject.state_agent_id is None
+                or version[0] == SUPERSEDED_SESSION  # superseded rows are no version of their own
+                or handed  # the writer's: a sweep reads what is stored
+            ):
+                held.pop(register_id, None)
+            elif known is None or known.state is not state:
+                held[register_id] = KnownState(subject.state_agent_id, version[0], version[1], state)
 
     def _stored_outcomes(self, conn: sa.Connection, subjects: list[Subject]) -> dict[str, RegisterEvaluation]:
         """What is stored of each register's last evaluation: known in memory when the stored one
