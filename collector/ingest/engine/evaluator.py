@@ -164,7 +164,7 @@ class AlertEngine:
     ) -> EvaluationReport:
         """Evaluate the registers; ``skip_unchanged`` (ingest triggers) passes over a register whose
         rule inputs equal those of its last evaluation and that has no pending alert (see
-        ``rule_inputs``): its verdict would be the same. Sweeps never skip. An evaluated register
+        ``rule_inputs``): its verdict would be the same (sweeps do not: time moves it). An evaluated register
         whose outcome is the stored one (``write_back.same_outcome``) is not written back: its
         row keeps the stored evaluation time (``time_to_block_seconds`` stays that time's).
 
@@ -382,8 +382,7 @@ class AlertEngine:
             # the verdict's, and the in-memory checks compare theirs with it. Our last evaluation,
             # if it is the stored one, stays too: its key (inputs aged as at a message) matches the
             # next message, where this one's (aged by the sweep's time) would not.
-            if last is None or last.evaluated_at != stored_outcome.evaluated_at:
-                stored_at = stored_outcome.evaluated_at
+            if last is None or last.evaluated_at != stored_at:
                 keys[subject.register_id] = Evaluated(
                     thresholds, inputs_key, stored_at, inp, subject.state_agent_id, digest, stored_outcome
                 )
