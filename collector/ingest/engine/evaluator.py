@@ -164,9 +164,9 @@ class AlertEngine:
     ) -> EvaluationReport:
         """Evaluate the registers; ``skip_unchanged`` (ingest triggers) passes over a register whose
         rule inputs equal those of its last evaluation and that has no pending alert (see
-        ``rule_inputs``): its verdict would be the same (sweeps do not: time moves it). An evaluated register
-        whose outcome is the stored one (``write_back.same_outcome``) is not written back: its
-        row keeps the stored evaluation time (``time_to_block_seconds`` stays that time's).
+        ``rule_inputs``): its verdict would be the same (sweeps do not: time moves it). An
+        evaluated register whose outcome is the stored one (``write_back.same_outcome``) is not
+        written back: its row keeps the stored evaluation time (``time_to_block_seconds`` too).
 
         ``states``: parsed states the ingest writer just stored; each is used only while the stored
         row is still that version, so the state JSON is neither read back nor parsed again.
