@@ -17,7 +17,11 @@ Each agent's first message is a new register (a first-time full evaluation, a ``
 row); a real fleet is past that. So the first ``--warmup-rounds`` messages per agent are also left
 out of a second, *steady-state* figure (messages to registers the process has seen before), and
 ``--profile`` covers only the steady state (``--profile-warmup`` includes the warm-up). Last, one
-periodic sweep (every register evaluated in full, as ``EvaluationWorker.sweep``) is timed per register.
+periodic sweeps (every register evaluated in full, as ``EvaluationWorker.sweep``) are timed per
+register, with the verdict rows each rewrote (``EvaluationReport.written``): the first sweep meets
+the states and verdicts the run's messages left (a fleet that sends between sweeps), the later ones
+(the least of them) an unchanged fleet. Last, one sweep as the worker runs nine in ten (``skip_quiet``:
+registers in their quiet period passed over), per register of the fleet, and how many it evaluated.
 """
 
 from __future__ import annotations
@@ -81,12 +85,17 @@ class Figures:
     evaluate: float
     steady_write: float
     steady_evaluate: float
-    sweep: float  # CPU µs per register of one periodic sweep (every register evaluated in full) after the run
+    sweep_first: float  # CPU µs per register of the first periodic sweep (every register evaluated in full) after the run
+    sweep: float  # the same, the least of the later sweeps
+    sweep_written: tuple[int, ...]  # verdict rows each sweep rewrote
+    quiet_sweep: float  # CPU µs per register of the fleet, of a sweep passing over quiet registers
+    quiet_evaluated: int  # how many that one evaluated
+    registers: int
 
 
 def run(
     db_url: str, messages: list[InboundMessage], profiler: cProfile.Profile | None, *, warmup: int,
-    profile_warmup: bool, batch: int = BATCH, collectors: int = 1,
+    profile_warmup: bool, batch: int = BATCH, collectors: int = 1, sweeps: int = 3, profile_sweep: bool = False,
 ) -> Figures:
     """CPU per message; ``warmup`` messages (a whole number of batches) are left out of the steady figures.
 
@@ -103,7 +112,7 @@ def run(
         write_s = evaluate_s = steady_write_s = steady_evaluate_s = 0.0
         for start in range(0, len(dealt[0]), batch):
             steady = start * collectors >= warmup
-            profiling = profiler if steady or profile_warmup else None
+            profiling = profiler if (steady or profile_warmup) and not profile_sweep else None
             for (writer, alerts), own in zip(pipelines, dealt, strict=True):
                 if profiling is not None:
                     profiling.enable()
@@ -122,13 +131,25 @@ def run(
         steady_count = max(len(messages) - warmup, 1)
         alerts = pipelines[0][1]
         every = alerts.all_registers()
+        sweep_s: list[float] = []
+        written: list[int] = []
+        for _ in range(sweeps):
+            if profiler is not None and profile_sweep:
+                profiler.enable()
+            t0 = time.process_time()
+            report = alerts.evaluate(every)  # as ``EvaluationWorker.sweep`` does, in chunks
+            sweep_s.append(time.process_time() - t0)
+            if profiler is not None and profile_sweep:
+                profiler.disable()
+            written.append(report.written)
         t0 = time.process_time()
-        alerts.evaluate(every)  # as ``EvaluationWorker.sweep`` does, in chunks
-        sweep_s = time.process_time() - t0
+        quiet = alerts.evaluate(every, skip_quiet=True)
+        quiet_s = time.process_time() - t0
         return Figures(
             write_s / len(messages) * 1e6, evaluate_s / len(messages) * 1e6,
             steady_write_s / steady_count * 1e6, steady_evaluate_s / steady_count * 1e6,
-            sweep_s / max(len(every), 1) * 1e6,
+            sweep_s[0] / max(len(every), 1) * 1e6, min(sweep_s[1:] or sweep_s) / max(len(every), 1) * 1e6,
+            tuple(written), quiet_s / max(len(every), 1) * 1e6, quiet.registers, len(every),
         )
     finally:
         engine.dispose()
@@ -151,6 +172,9 @@ def main() -> int:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--sort", default="cumulative", choices=["cumulative", "tottime"], help="profile order")
     parser.add_argument("--default-gc", action="store_true", help="CPython's GC thresholds, not the collector's")
+    parser.add_argument("--sweeps", type=int, default=3, help="sweeps after the run (at least 1)")
+    parser.add_argument("--profile-sweep", action="store_true",
+                        help="profile only the sweeps (of --profile's backend), not the messages")
     args = parser.parse_args()
     if not args.default_gc:
         tune_for_ingest()  # as ``kassa-collector run`` does
@@ -167,7 +191,7 @@ def main() -> int:
         for _ in range(1 if profiler else args.repeat):
             with tempfile.TemporaryDirectory(prefix="kassa-profile-") as tmp, database(kind, Path(tmp)) as url:
                 runs.append(run(url, messages, profiler, warmup=warmup, profile_warmup=args.profile_warmup, batch=args.batch,
-                                collectors=args.collectors))
+                                collectors=args.collectors, sweeps=args.sweeps, profile_sweep=args.profile_sweep))
         write_us, evaluate_us = min(f.write for f in runs), min(f.evaluate for f in runs)
         steady_write_us, steady_evaluate_us = min(f.steady_write for f in runs), min(f.steady_evaluate for f in runs)
         print(f"{kind:10} write {write_us:6.1f} µs/msg, evaluate {evaluate_us:6.1f} µs/msg, "
@@ -175,7 +199,11 @@ def main() -> int:
         print(f"{'':10} steady state (after {warmup} msgs): write {steady_write_us:6.1f} µs/msg, "
               f"evaluate {steady_evaluate_us:6.1f} µs/msg, "
               f"together {steady_write_us + steady_evaluate_us:6.1f} µs/msg", flush=True)
-        print(f"{'':10} sweep: {min(f.sweep for f in runs):6.1f} µs/register (CPU, a full evaluation)", flush=True)
+        print(f"{'':10} sweep: {min(f.sweep_first for f in runs):6.1f} µs/register after the messages, "
+              f"{min(f.sweep for f in runs):6.1f} µs/register again (CPU, every register evaluated); "
+              f"verdict rows rewritten per sweep of {runs[0].registers}: {runs[0].sweep_written}", flush=True)
+        print(f"{'':10} quiet sweep: {min(f.quiet_sweep for f in runs):6.1f} µs/register of the fleet, "
+              f"{runs[0].quiet_evaluated} of {runs[0].registers} evaluated", flush=True)
         if profiler is not None:
             pstats.Stats(profiler).sort_stats(args.sort).print_stats(args.top)
     return 0

@@ -96,6 +96,8 @@ class Verdict(BaseModel):
     reasons: tuple[str, ...] = ()  # every reason it cannot sell now, ``cause`` first
     details: dict[str, Any] = {}  # the cause's condition details: the numbers the fix text needs
     ofd: OfdNote | None = None
+    # Read only when UNKNOWN (``sell_text``): a stored verdict of another status is not rewritten
+    # for it alone (collector/ingest/engine/write_back.py), so there it may be older than the data.
     last_data_at: datetime | None = None
 
     @property

@@ -115,7 +115,8 @@ register_tags = sa.Table(
 )
 
 # Latest state per register plus the columns lists filter and sort on. ``time_to_block_seconds``
-# is the value at ``evaluated_at``; sorting uses ``blocks_at`` which does not go stale.
+# is the value at ``evaluated_at``; sorting uses ``blocks_at`` which does not go stale. An evaluation
+# that finds the stored outcome again writes nothing: ``evaluated_at`` is when this outcome was stored.
 register_state = sa.Table(
     "register_state",
     metadata,

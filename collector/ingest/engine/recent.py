@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -45,6 +45,7 @@ from collector.ingest.rule_inputs import (
 )
 from collector.ingest.writes import FreshState
 from collector.storage.errors import UnsupportedDialect
+from collector.storage.rows import RegisterEvaluation
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +58,7 @@ class Evaluated:
     inputs: RuleInput
     state_agent_id: str | None
     digest: str | None = None  # rule_inputs.inputs_digest of ``thresholds`` and ``key``
+    outcome: RegisterEvaluation | None = None  # what is stored for ``evaluated_at``; None: not known here
 
     def same_verdict(
         self, thresholds: Thresholds, key: RuleInputsKey | None, stored_at: datetime | None, stored_key: str | None = None
@@ -162,3 +164,50 @@ def _adopted(
         agent_last_seen=last_seen,
     )  # fmt: skip
     return Evaluated(last.thresholds, key, evaluated_at, inputs, state.agent_id, digest)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredInputs:
+    """What may have moved under a register the sweep would pass over (``AlertEngine._not_quiet``)."""
+
+    register_id: str
+    version: tuple[str, int, int]  # the state row's (agent_id, session, seq)
+    evaluated_at: datetime | None
+    link_up: bool | None
+    agent_online: bool | None
+    agent_clock_offset: timedelta | None
+    agent_seen: bool  # whether the agent's last-seen time is known (a later one only ends quiet later)
+
+
+_INPUTS = (
+    "SELECT s.register_id, s.agent_id, s.session, s.seq, s.evaluated_at, s.link_up, a.online, a.clock_offset,"
+    " a.last_seen IS NOT NULL"
+    " FROM register_state s JOIN registers r ON r.register_id = s.register_id"
+    " LEFT JOIN agents a ON a.agent_id = r.agent_id WHERE s.register_id IN "
+)
+_INPUTS_SQL = {
+    "sqlite": _INPUTS + "(SELECT value FROM json_each(?))",
+    "postgresql": _INPUTS + "(SELECT json_array_elements_text(%s::json))",
+}
+
+
+def stored_inputs(conn: sa.Connection, register_ids: list[str]) -> Iterator[StoredInputs]:
+    """These registers' state versions, verdict times, link flags and agents' status and clock
+    offsets, as stored (fixed driver SQL, as ``_stored``: read for every register of a sweep)."""
+    sql = _INPUTS_SQL.get(conn.dialect.name)
+    if sql is None:
+        raise UnsupportedDialect(f"no register_state read for database dialect {conn.dialect.name!r}")
+    sqlite = conn.dialect.name == "sqlite"
+    rows = conn.exec_driver_sql(sql, (json.dumps(register_ids),))
+    for register_id, agent_id, session, seq, evaluated_at, link_up, online, offset, seen in rows:
+        if sqlite and evaluated_at is not None:
+            evaluated_at = datetime.fromisoformat(evaluated_at).replace(tzinfo=UTC)
+        yield StoredInputs(
+            register_id,
+            (agent_id, session, seq),
+            evaluated_at,
+            None if link_up is None else bool(link_up),
+            None if online is None else bool(online),
+            None if offset is None else timedelta(seconds=offset),
+            bool(seen),
+        )

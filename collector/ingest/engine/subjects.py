@@ -7,16 +7,16 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import sqlalchemy as sa
 
 from collector.alerts import OfdContract, RuleInput, Thresholds
 from collector.ingest.company_thresholds import CompanyThresholds
-from collector.ingest.writes import FreshState
 from collector.storage import repository as repo
 from collector.storage.dialect import member_of
+from collector.storage.rows import RegisterEvaluation
 from collector.storage.schema import agents, events, nodes, register_state, registers
 from protocol.mqtt.wire import RegisterState
 
@@ -42,6 +42,30 @@ class Subject:
     evaluated_at: datetime | None = None
     verdict_key: str | None = None  # what the stored verdict was computed on (rule_inputs.verdict_key)
     state_agent_id: str | None = None  # the agent whose message the state row holds
+    state_version: tuple[int, int] | None = None  # the state row's (session, seq)
+
+
+class HeldState(Protocol):
+    """A parsed state and the version of the row it is (``FreshState``, ``KnownState``)."""
+
+    @property
+    def agent_id(self) -> str: ...
+    @property
+    def session(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+    @property
+    def state(self) -> RegisterState: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KnownState:
+    """A state this process parsed from a stored row (agent, session, seq)."""
+
+    agent_id: str
+    session: int
+    seq: int
+    state: RegisterState
 
 
 def build_inputs(
@@ -72,7 +96,7 @@ def build_inputs(
 
 
 def load_subjects(
-    conn: sa.Connection, ids: list[str], fresh: Mapping[str, FreshState] | None = None
+    conn: sa.Connection, ids: list[str], fresh: Mapping[str, HeldState] | None = None
 ) -> list[Subject]:
     """The registers' subjects; a state in ``fresh`` replaces the stored JSON while the stored
     row is still its version (else a later write won since: the row is read in full)."""
@@ -81,14 +105,16 @@ def load_subjects(
     full = [register_id for register_id in ids if register_id not in fresh]
     subjects: list[Subject] = []
     if handed:
-        for row in conn.execute(_subject_query(with_state=False).where(member_of(conn, register_state.c.register_id, handed))):
+        query = _subject_query(with_state=False)
+        for row in conn.execute(query.where(member_of(conn, register_state.c.register_id, handed))):
             given = fresh[row.register_id]
             if (row.agent_id, row.session, row.seq) == (given.agent_id, given.session, given.seq):
                 subjects.append(_subject(row, given.state))
             else:
                 full.append(row.register_id)
     if full:
-        for row in conn.execute(_subject_query(with_state=True).where(member_of(conn, register_state.c.register_id, full))):
+        query = _subject_query(with_state=True)
+        for row in conn.execute(query.where(member_of(conn, register_state.c.register_id, full))):
             subjects.append(_subject(row, _parse_state(row.register_id, row.state)))
     subjects.sort(key=lambda subject: subject.register_id)
     return subjects
@@ -103,6 +129,41 @@ def link_down_since(conn: sa.Connection, ids: list[str]) -> dict[str, datetime]:
         .group_by(events.c.register_id)
     )
     return {register_id: _as_utc(ts) for register_id, ts in rows if ts is not None}
+
+
+def stored_outcomes(conn: sa.Connection, ids: list[str]) -> dict[str, RegisterEvaluation]:
+    """The stored verdict columns of those of these registers that were evaluated, which an
+    evaluation compares its own with so as not to rewrite an unchanged verdict."""
+    if not ids:
+        return {}
+    rows = conn.execute(
+        sa.select(
+            register_state.c.register_id,
+            register_state.c.worst_severity,
+            register_state.c.time_to_block_seconds,
+            register_state.c.blocks_at,
+            register_state.c.evaluated_at,
+            register_state.c.sell_status,
+            register_state.c.sell_rank,
+            register_state.c.verdict,
+            register_state.c.verdict_key,
+        ).where(
+            member_of(conn, register_state.c.register_id, ids), register_state.c.evaluated_at.is_not(None)
+        )
+    )
+    return {
+        row.register_id: RegisterEvaluation(
+            worst_severity=row.worst_severity,
+            time_to_block_seconds=row.time_to_block_seconds,
+            blocks_at=row.blocks_at,
+            evaluated_at=row.evaluated_at,
+            sell_status=row.sell_status,
+            sell_rank=row.sell_rank,
+            verdict=row.verdict,
+            verdict_key=row.verdict_key,
+        )
+        for row in rows
+    }
 
 
 def _subject_query(*, with_state: bool) -> sa.Select[Any]:
@@ -152,6 +213,7 @@ def _subject(row: sa.Row[Any], state: RegisterState | None) -> Subject:
         evaluated_at=row.evaluated_at,
         verdict_key=row.verdict_key,
         state_agent_id=row.agent_id,
+        state_version=(row.session, row.seq),
     )
 
 

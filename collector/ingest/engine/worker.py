@@ -19,6 +19,10 @@ log = logging.getLogger(__name__)
 # has spent at most this share of its time sweeping, so time-driven alerts (an agent gone silent, a
 # shift past 24 h) come up to ``last sweep / SWEEP_SHARE`` late on a big fleet: ~40 s at 50 000.
 SWEEP_SHARE = 0.25
+# Sweeps in between pass over the registers that nothing can have changed for (``AlertEngine.evaluate``,
+# ``skip_quiet``); this one in every FULL_SWEEP_EVERY evaluates them all, for what that does not see
+# (an OFD contract or a company's thresholds edited on the web).
+FULL_SWEEP_EVERY = 10
 
 
 class EvaluationWorker:
@@ -31,10 +35,12 @@ class EvaluationWorker:
         period: float = 15.0,
         also_sweep: Sequence[Callable[[], object]] = (),
         leadership: SweepLeadership | None = None,
+        full_every: int = FULL_SWEEP_EVERY,
     ) -> None:
         self.engine = engine
         self.leadership = leadership  # None: this collector is alone and always sweeps
         self.period = period
+        self.full_every = max(1, full_every)
         self.also_sweep = tuple(also_sweep)  # other periodic rules (company alerts), after the registers
         self._lock = threading.Lock()
         self._changed: set[str] = set()
@@ -98,16 +104,18 @@ class EvaluationWorker:
         return max(self.period, self.last_sweep_seconds / SWEEP_SHARE)
 
     def sweep(self) -> None:
-        """Re-evaluate every register, chunk by chunk, serving ingest-triggered evaluations between
-        chunks so a long sweep over a big fleet never delays a fresh alert by more than one chunk."""
+        """Re-evaluate every register (but those still quiet, except at every ``full_every``-th
+        sweep), chunk by chunk, serving ingest-triggered evaluations between chunks so a long
+        sweep over a big fleet never delays a fresh alert by more than one chunk."""
         ids = self.engine.all_registers()
         stretched_before = self.sweep_interval() > self.period
         sweeping = 0.0
+        quiet_ok = self.sweeps % self.full_every != 0
         for start in range(0, len(ids), CHUNK):
             if self._stop.is_set():
                 return
             started = time.monotonic()
-            self.engine.evaluate(ids[start : start + CHUNK])
+            self.engine.evaluate(ids[start : start + CHUNK], skip_quiet=quiet_ok)
             sweeping += time.monotonic() - started
             self.run_changed()
         self.last_sweep_seconds = sweeping

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
-from collector.alerts import AlertChange, AlertRecord, AlertStatus, RuleId, Severity, Verdict
+from collector.alerts import AlertChange, AlertRecord, AlertStatus, RuleId, SellStatus, Severity, Verdict
 from collector.storage.rows import AlertChangeRow, AlertRow, RegisterEvaluation
 
 # Lifecycle fields AlertRow has no column for; kept in the alert's details.
@@ -90,3 +92,44 @@ def change_row(alert_id: int, change: AlertChange) -> AlertChangeRow:
         actor=change.actor,
         details={"from": change.from_value, "to": change.to_value, "text": change.text},
     )
+
+
+def same_outcome(stored: RegisterEvaluation | None, new: RegisterEvaluation) -> bool:
+    """Whether ``new`` tells readers nothing ``stored`` does not, so the row need not be rewritten.
+
+    Not compared: the evaluation time and ``time_to_block_seconds`` (read as ``blocks_at`` − now,
+    see ``web.shared.present``); the verdict's ``last_data_at`` unless it is unknown (the only
+    verdict that shows it: every register sending would otherwise be rewritten by every sweep);
+    and the verdict key's times. Those are the ages of the inputs at the stored evaluation, and
+    the stored verdict is still the verdict of the inputs they describe; the digest (what the
+    inputs were, thresholds included) must be equal, so another collector compares its inputs
+    with a key of the inputs that gave this very verdict."""
+    if stored is None:
+        return False
+    return (
+        stored.worst_severity == new.worst_severity
+        and stored.blocks_at == new.blocks_at
+        and stored.sell_status == new.sell_status
+        and stored.sell_rank == new.sell_rank
+        and _digest(stored.verdict_key) == _digest(new.verdict_key)
+        and _same_shown(stored.verdict, new.verdict)
+    )
+
+
+_UNKNOWN = SellStatus.UNKNOWN.value
+_ABSENT = object()
+
+
+def _same_shown(stored: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> bool:
+    """Whether two stored verdicts (``Verdict`` as JSON) read the same: equal, or equal but for
+    the last data time of a verdict that is not unknown. Compared in place: a sweep asks this of
+    every register, most of them with only that time moved."""
+    if stored is None or new is None:
+        return stored is new
+    if stored.get("status") == _UNKNOWN or len(stored) != len(new):
+        return stored == new
+    return all(name == "last_data_at" or stored.get(name, _ABSENT) == value for name, value in new.items())
+
+
+def _digest(key: str | None) -> str | None:
+    return None if key is None else key.partition(";")[0]
