@@ -237,6 +237,27 @@ def test_a_sweep_evaluates_a_quiet_register_whose_inputs_moved(engine: sa.Engine
     assert alerts.evaluate(["kkt-2"], now=later, skip_quiet=True).registers == 1
 
 
+def test_a_change_adopted_from_another_collector_ends_the_quiet_period(engine: sa.Engine) -> None:
+    """The backlog appears in a message dealt to another collector, which evaluates it; this one
+    adopts that verdict from memory with its next message: its sweeps must not pass over the register."""
+    quiet_fleet(engine)
+    alerts, other = AlertEngine(engine), AlertEngine(engine)
+    alerts.evaluate(["kkt-1"], now=T0)
+    backlog = {"unsent": 2, "oldest_unsent_age": timedelta(hours=5)}
+    later = T0 + timedelta(seconds=20)
+    changed = IngestWriter(engine, kit.FakeDownlink()).process(
+        [kit.inbound(*kit.state_msg("agent-a", "kkt-1", 1, 3, kit.register_state(**backlog)), at=later)]
+    )
+    assert other.evaluate(["kkt-1"], now=later, skip_unchanged=True, states=changed.fresh_states).registers == 1
+    again = IngestWriter(engine, kit.FakeDownlink()).process(
+        [kit.inbound(*kit.state_msg("agent-a", "kkt-1", 1, 4, kit.register_state(receipts=9, **backlog)), at=later)]
+    )
+    assert alerts.evaluate(["kkt-1"], now=later, skip_unchanged=True, states=again.fresh_states).registers == 0  # adopted
+    assert alerts.evaluate(["kkt-1"], now=later + timedelta(seconds=10), skip_quiet=True).registers == 1
+    with engine.connect() as conn:
+        assert {a.rule for a in repo.load_alerts(conn)} == {"ofd_backlog"}
+
+
 def test_messages_found_unchanged_in_memory_keep_the_register_quiet(engine: sa.Engine) -> None:
     quiet_fleet(engine)
     alerts = AlertEngine(engine)
