@@ -124,7 +124,7 @@ class CollectorConfig(BaseModel):
     )
     batch_max_rows: int = Field(500, ge=1, le=20_000)
     batch_max_delay: float = Field(0.2, gt=0, le=5, description="seconds a message may wait for its batch")
-    batch_linger: float = Field(0.02, ge=0, le=1, description="seconds a small batch waits for more messages")
+    batch_linger: float = Field(0.05, ge=0, le=1, description="seconds a small batch waits for more messages")
     queue_max: int = Field(50_000, ge=100, description="messages buffered between paho and the writer")
     reorder_window: float = Field(2.0, gt=0, description="seconds a seq gap may stay open before a rebirth")
     max_session_jump: int = Field(

@@ -27,6 +27,7 @@ Sequence rules (Sparkplug-like, without its 0–255 wrap):
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import warnings
@@ -298,21 +299,30 @@ def encode(model: BaseModel) -> bytes:
 _EPOCH = re.compile(EPOCH_PATTERN)
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def _plain_epoch(epoch: str) -> bool:
+    """Whether ``epoch`` matches the contract: an agent keeps one, so each is matched once."""
+    return _EPOCH.fullmatch(epoch) is not None
+
+
 def encode_ack(
     session: int, seq: int | None, epoch: str | None = None, ranges: Sequence[tuple[int, int]] | None = None
 ) -> bytes:
     """``encode(AckPayload(session=…, seq=…, ranges=…, epoch=…))`` byte for byte, without building
     the model: the collector sends one per agent and batch. Out-of-contract values go through the
     model, which refuses them with its own error."""
-    plain_ranges = ranges is None or (
-        0 < len(ranges) <= MAX_ACK_RANGES and all(0 <= low <= high <= UINT64_MAX for low, high in ranges)
-    )
+    if ranges is None:
+        plain_ranges = True
+    elif len(ranges) == 1:  # the usual: an agent's few messages in one batch are one run
+        plain_ranges = 0 <= ranges[0][0] <= ranges[0][1] <= UINT64_MAX
+    else:
+        plain_ranges = 0 < len(ranges) <= MAX_ACK_RANGES and all(0 <= low <= high <= UINT64_MAX for low, high in ranges)
     if (
         not 1 <= session <= UINT64_MAX
         or (seq is not None and not 0 <= seq <= UINT64_MAX)
         or (seq is None and ranges is None)
         or not plain_ranges
-        or (epoch is not None and not _EPOCH.fullmatch(epoch))
+        or (epoch is not None and not _plain_epoch(epoch))
     ):
         return encode(AckPayload(session=session, seq=seq, epoch=epoch, ranges=None if ranges is None else list(ranges)))
     body = b'{"v":%d,"session":%d' % (SCHEMA_VERSION, session)

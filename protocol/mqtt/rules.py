@@ -50,6 +50,8 @@ class EventKind(StrEnum):
 
 def seq_ranges(seqs: Iterable[int]) -> list[tuple[int, int]]:
     """``[1, 2, 3, 7, 9, 10]`` → ``[(1, 3), (7, 7), (9, 10)]``: the inclusive runs of the sorted seqs."""
+    if isinstance(seqs, list) and len(seqs) == 1:  # the usual per agent and batch
+        return [(seqs[0], seqs[0])]
     runs: list[tuple[int, int]] = []
     for seq in sorted(set(seqs)):
         if runs and seq == runs[-1][1] + 1:

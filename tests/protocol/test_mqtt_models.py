@@ -323,9 +323,16 @@ def test_encode_ack_refuses_what_the_model_refuses(session: int, seq: int, epoch
         encode_ack(session, seq, epoch)
 
 
+@pytest.mark.parametrize("ranges", [[(5, 3)], [(-1, 2)], [(0, UINT64_MAX + 1)], [(0, 1), (3, 2)]])
+def test_encode_ack_refuses_ranges_the_model_refuses(ranges: list[tuple[int, int]]) -> None:
+    with pytest.raises(ValidationError):
+        encode_ack(1, None, None, ranges)
+
+
 @given(seqs=st.sets(st.integers(min_value=0, max_value=500), min_size=1, max_size=200))
 def test_seq_ranges_cover_exactly_the_seqs_in_separate_runs(seqs: set[int]) -> None:
     ranges = seq_ranges(seqs)
+    assert seq_ranges(sorted(seqs, reverse=True)) == ranges  # a list (one seq: the fast path) as a set
     assert {seq for low, high in ranges for seq in range(low, high + 1)} == seqs
     assert all(low <= high for low, high in ranges)
     assert all(later[0] > earlier[1] + 1 for earlier, later in itertools.pairwise(ranges))
