@@ -358,7 +358,7 @@ def main() -> int:
     with (nullcontext(str(keep)) if keep else tempfile.TemporaryDirectory(prefix="kassa-fleet-")) as tmp, \
             mosquitto(Path(tmp), PRODUCTION_LIKE_BROKER) as port, \
             database(args.db, Path(tmp)) as url:
-        collectors = Collectors(args.collectors, port, url, Path(tmp))
+        collectors = Collectors(args.collectors, port, url, Path(tmp), all_history=False)  # the deployed history policy
         observer = Observer(url, collectors, port)
         connections = Connections(port, args.connections)
         fleet = Fleet(args, connections)
