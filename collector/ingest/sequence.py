@@ -61,6 +61,9 @@ class SequenceTracker:
         self._contiguous = contiguous
         self._clock = clock
         self._live: dict[str, _Session] = {}  # agent → its newest session seen
+        # Agents that may be due a rebirth (a gap opened, or contradicted): checked after every
+        # batch, where walking every tracked agent cost ~4 ms a batch at 50 000 agents.
+        self._watch: set[str] = set()
         self._journal: dict[str, _Session | None] = {}  # state before this batch, per touched agent
 
     def begin(self) -> None:
@@ -73,6 +76,8 @@ class SequenceTracker:
                 self._live.pop(agent, None)
             else:
                 self._live[agent] = saved
+                if saved.contradicted or saved.gap_since is not None:
+                    self._watch.add(agent)
         self._journal = {}
 
     def _touch(self, agent: str) -> None:
@@ -106,6 +111,7 @@ class SequenceTracker:
             # Sessions only grow, so either a late message of an older session or the real agent
             # contradicting a forged higher session: a birth settles which (see ``supersede``).
             current.contradicted = True
+            self._watch.add(agent)
             strays = current.strays.setdefault(session, set())
             if len(strays) < MAX_STRAYS:  # bounded: beyond it the agent's outbox replays them
                 strays.update(seqs)
@@ -116,7 +122,7 @@ class SequenceTracker:
             self._advance(current)
         else:
             current.committed = max([current.committed, *seqs])
-        self._update_gap(current)
+        self._update_gap(agent, current)
         return current.committed if current.committed > before else None
 
     def supersede(self, agent: str, session: int) -> None:
@@ -141,7 +147,7 @@ class SequenceTracker:
         if current is not None and current.session == session and top_seq > current.committed:
             current.committed = top_seq
             current.above = {seq for seq in current.above if seq > top_seq}
-            self._update_gap(current)
+            self._update_gap(agent, current)
 
     def due_rebirths(self) -> list[str]:
         """Agents whose gap outlived the reorder window and were not asked yet (asked once per gap)."""
@@ -149,14 +155,16 @@ class SequenceTracker:
             return []
         now = self._clock()
         due = []
-        for agent, current in self._live.items():
-            if current.contradicted and not current.rebirth_asked:
-                current.rebirth_asked = True  # its birth tells the agent's real session at once
-                due.append(agent)
-            elif current.gap_since is not None and not current.rebirth_asked and now - current.gap_since >= self._window:
+        for agent in list(self._watch):
+            current = self._live.get(agent)
+            if current is None or current.rebirth_asked or (not current.contradicted and current.gap_since is None):
+                self._watch.discard(agent)  # asked already, or nothing to ask: a new gap adds it again
+            elif current.contradicted or now - current.gap_since >= self._window:  # type: ignore[operator]
+                # A contradiction at once: its birth tells the agent's real session.
                 current.rebirth_asked = True
+                self._watch.discard(agent)
                 due.append(agent)
-        return due
+        return sorted(due)
 
     def open_gaps(self) -> dict[str, tuple[int, int]]:
         """agent → (session, first missing seq), for diagnostics and tests."""
@@ -164,9 +172,10 @@ class SequenceTracker:
             agent: (current.session, current.committed + 1) for agent, current in self._live.items() if current.above
         }
 
-    def _update_gap(self, current: _Session) -> None:
+    def _update_gap(self, agent: str, current: _Session) -> None:
         if not current.above:
             current.gap_since = None
             current.rebirth_asked = False
         elif current.gap_since is None:
             current.gap_since = self._clock()
+            self._watch.add(agent)

@@ -56,6 +56,32 @@ def test_seeding_from_the_durable_mark_and_replayed_batches() -> None:
     assert seq.commit_live("a", 5, [61]) == 61
 
 
+def test_rebirth_checks_look_only_at_agents_with_a_gap() -> None:
+    """Checked after every batch: at 50 000 agents, walking all of them cost milliseconds."""
+    seq, clock = tracker(window=2.0)
+    for n in range(10_000):
+        seq.commit_live(f"agent-{n}", 1, [0, 1])
+    seq.commit_live("agent-7", 1, [3])  # a gap at 2
+    clock[0] = 2.0
+    assert seq.due_rebirths() == ["agent-7"]
+    assert seq._watch == set()  # asked: nothing left to look at until a new gap
+    seq.commit_live("agent-7", 1, [2])
+    seq.commit_live("agent-7", 1, [5])
+    assert seq._watch == {"agent-7"}
+
+
+def test_a_gap_restored_by_a_rollback_is_still_asked_about() -> None:
+    seq, clock = tracker(window=2.0)
+    seq.commit_live("a", 1, [0, 2])  # a gap at 1
+    assert seq.due_rebirths() == []
+    seq.begin()
+    seq.commit_live("a", 1, [1])  # closes it, but the transaction fails
+    assert seq.due_rebirths() == []
+    seq.rollback()
+    clock[0] = 2.0
+    assert seq.due_rebirths() == ["a"]
+
+
 def test_rollback_forgets_what_the_failed_transaction_committed() -> None:
     seq, _ = tracker()
     seq.commit_live("a", 1, [0])
