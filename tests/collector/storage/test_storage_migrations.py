@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.schema import CreateTable
 
 from collector.storage import (
     UnsupportedDatabaseUrl,
@@ -22,7 +26,10 @@ from collector.storage import (
 )
 from collector.storage.engine import SQLITE_CHECKPOINT_PAGES, SQLITE_MMAP_BYTES
 from collector.storage.migrations import comparable
-from collector.storage.schema import dead_letters
+from collector.storage.schema import REWRITTEN_FILLFACTOR, dead_letters
+
+sys.path.insert(0, str(Path(__file__).parents[2]))  # importlib mode: tests/dbkit.py
+import dbkit
 
 
 @pytest.mark.parametrize(
@@ -89,6 +96,24 @@ def test_migrate_takes_an_empty_database_to_head_matching_the_metadata(empty_dat
         engine.dispose()
     assert set(full_metadata().tables) <= tables
     assert differences == []
+
+
+@pytest.mark.postgres
+def test_rows_every_message_rewrites_leave_room_on_their_postgresql_pages() -> None:
+    """Migrated and created alike (``schema.REWRITTEN_FILLFACTOR``): room for HOT updates."""
+    with dbkit.fresh_pg_database("kassa_fillfactor") as url:
+        migrate(url)
+        engine = create_engine_from_url(url)
+        try:
+            with engine.connect() as conn:
+                options = dict(conn.execute(sa.text(
+                    "SELECT relname, reloptions FROM pg_class WHERE relname = ANY(:names) AND relkind = 'r'"
+                ), {"names": list(REWRITTEN_FILLFACTOR)}).all())  # fmt: skip
+        finally:
+            engine.dispose()
+    assert options == {table: [f"fillfactor={percent}"] for table, percent in REWRITTEN_FILLFACTOR.items()}
+    created = str(CreateTable(full_metadata().tables["register_state"]).compile(dialect=postgresql.dialect()))
+    assert f"WITH (fillfactor = {REWRITTEN_FILLFACTOR['register_state']})" in created
 
 
 def test_migrate_again_is_a_no_op(engine: sa.Engine) -> None:
