@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
-from collector.ingest.batcher import WriterSettings
+from collector.ingest.batcher import IngestWriter, WriterSettings
 from collector.ingest.consumer import InboundMessage
+from collector.ingest.writes import FreshState
 from protocol.kkt.state import FnState, OfdState, RegisterState, ShiftState, ShiftStatus, Vendor
 from protocol.mqtt import wire
 from protocol.mqtt.models import (
@@ -161,6 +163,16 @@ def inbound(topic: str, payload: bytes, *, at: datetime | None = None, generatio
     return InboundMessage(
         topic=topic, payload=payload, mid=next(_mids), qos=1, received_at=at or datetime.now(UTC), generation=generation
     )
+
+
+def nothing_new_later(engine: sa.Engine, later: datetime, seq: int = 5) -> dict[str, FreshState]:
+    """Commits a state of agent-a's kkt-1 polled at ``later`` (T0 + two minutes: the register clock moved
+    on with it) that changes nothing a rule reads; returns the fresh states the writer hands over."""
+    state = register_state().model_copy(update={"register_clock": REGISTER_CLOCK + (later - T0), "read_at": later})
+    result = IngestWriter(engine, FakeDownlink()).process(
+        [inbound(*state_msg("agent-a", "kkt-1", 1, seq, state, ts=later), at=later)]
+    )
+    return result.fresh_states
 
 
 def batch(*messages: tuple[str, bytes]) -> list[InboundMessage]:

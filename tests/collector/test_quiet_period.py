@@ -263,15 +263,8 @@ def test_messages_found_unchanged_in_memory_keep_the_register_quiet(engine: sa.E
     alerts = AlertEngine(engine)
     alerts.evaluate(["kkt-1"], now=T0)
     later = T0 + timedelta(minutes=2)
-    state = kit.register_state().model_copy(
-        update={"register_clock": kit.REGISTER_CLOCK + timedelta(minutes=2), "read_at": later}
-    )
-    result = IngestWriter(engine, kit.FakeDownlink()).process(
-        [kit.inbound(*kit.state_msg("agent-a", "kkt-1", 1, 5, state, ts=later), at=later)]
-    )
-    assert (
-        alerts.evaluate(["kkt-1"], now=later, skip_unchanged=True, states=result.fresh_states).registers == 0
-    )
+    fresh = kit.nothing_new_later(engine, later)
+    assert alerts.evaluate(["kkt-1"], now=later, skip_unchanged=True, states=fresh).registers == 0
     assert alerts.evaluate(["kkt-1"], now=later + timedelta(seconds=30), skip_quiet=True).registers == 0
 
 

@@ -5,8 +5,8 @@ SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,15 +48,15 @@ def fleet(engine: sa.Engine) -> None:
 
 
 @contextmanager
-def row_writes(engine: sa.Engine) -> Iterator[list[str]]:
-    """The statements that write a register_state or register_summary row, as they run."""
+def statements(engine: sa.Engine, wanted: Callable[[str], bool]) -> Iterator[list[str]]:
+    """The statements (normalised: one space, lower case) that ``wanted`` picks, as they run."""
     seen: list[str] = []
 
     def record(
         conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
     ) -> None:
         text = " ".join(statement.split()).lower()
-        if text.startswith("update register_state") or text.startswith("insert into register_summary"):
+        if wanted(text):
             seen.append(text)
 
     sa.event.listen(engine, "before_cursor_execute", record)
@@ -64,6 +64,13 @@ def row_writes(engine: sa.Engine) -> Iterator[list[str]]:
         yield seen
     finally:
         sa.event.remove(engine, "before_cursor_execute", record)
+
+
+def row_writes(engine: sa.Engine) -> AbstractContextManager[list[str]]:
+    """The statements that write a register_state or register_summary row."""
+    return statements(
+        engine, lambda text: text.startswith("update register_state") or text.startswith("insert into register_summary")
+    )
 
 
 def stored(engine: sa.Engine) -> dict[str, tuple[Any, ...]]:
@@ -157,15 +164,8 @@ def test_a_sweep_does_not_rewrite_a_register_for_messages_that_changed_nothing(e
     alerts = AlertEngine(engine)
     alerts.evaluate(["kkt-1"], now=T0)
     later = T0 + timedelta(minutes=2)
-    state = kit.register_state().model_copy(
-        update={"register_clock": kit.REGISTER_CLOCK + timedelta(minutes=2), "read_at": later}
-    )
-    result = IngestWriter(engine, kit.FakeDownlink()).process(
-        [kit.inbound(*kit.state_msg("agent-a", "kkt-1", 1, 5, state, ts=later), at=later)]
-    )
-    assert (
-        alerts.evaluate(["kkt-1"], now=later, skip_unchanged=True, states=result.fresh_states).registers == 0
-    )
+    fresh = kit.nothing_new_later(engine, later)
+    assert alerts.evaluate(["kkt-1"], now=later, skip_unchanged=True, states=fresh).registers == 0
     before = stored(engine)
 
     with row_writes(engine) as writes:
@@ -188,25 +188,13 @@ def test_a_sweep_does_not_rewrite_a_register_for_messages_that_changed_nothing(e
     )
 
 
-@contextmanager
-def documents_read(engine: sa.Engine) -> Iterator[list[str]]:
-    """The statements that read a stored state document or verdict, as they run."""
-    seen: list[str] = []
-
-    def record(
-        conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool
-    ) -> None:
-        text = " ".join(statement.split()).lower()
-        if text.startswith("select") and (
-            "register_state.state," in text or "register_state.verdict," in text
-        ):
-            seen.append(text)
-
-    sa.event.listen(engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(engine, "before_cursor_execute", record)
+def documents_read(engine: sa.Engine) -> AbstractContextManager[list[str]]:
+    """The statements that read a stored state document or verdict."""
+    return statements(
+        engine,
+        lambda text: text.startswith("select")
+        and ("register_state.state," in text or "register_state.verdict," in text),
+    )
 
 
 def test_a_sweep_reads_the_state_and_verdict_documents_only_of_rows_that_moved(engine: sa.Engine) -> None:
